@@ -1,0 +1,20 @@
+//! The VM host layer: how anycloud reaches a machine and what it runs there.
+//!
+//! Cloud-free: a cloud provider hands it a [`VmLayout`], its rclone remotes and a transport;
+//! this crate renders the scripts and files and drives them. The local cloud uses
+//! [`LocalHost`]; SSH-reached VMs will use a second transport behind the same [`Host`] trait.
+
+pub mod layout;
+pub mod render;
+pub mod scripts;
+pub mod steps;
+pub mod transport;
+
+pub use layout::VmLayout;
+pub use steps::{HostContext, Probe};
+pub use transport::{Host, LocalHost, Output, TransportError};
+
+/// A short stable digest for names derived from paths (sockets, container names).
+pub fn short_hash(text: &str) -> String {
+    steps::sha256_hex(text)[..12].to_owned()
+}

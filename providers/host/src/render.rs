@@ -1,0 +1,145 @@
+//! The text the engine puts on a host: supervisord configuration, the upload programs (the
+//! seed's text, with the interval from `sync_interval`), and the container's run spec.
+
+use std::collections::BTreeMap;
+
+use crate::layout::VmLayout;
+
+/// The private supervisord instance's own configuration.
+pub fn supervisord_conf(layout: &VmLayout, identifier: &str) -> String {
+    let VmLayout { supervisor_dir, supervisor_socket, log_dir, .. } = layout;
+    format!(
+        "[unix_http_server]\n\
+         file={supervisor_socket}\n\
+         chmod=0700\n\
+         \n\
+         [supervisord]\n\
+         pidfile={supervisor_dir}/supervisord.pid\n\
+         logfile={log_dir}/supervisord.log\n\
+         childlogdir={log_dir}\n\
+         identifier={identifier}\n\
+         \n\
+         [rpcinterface:supervisor]\n\
+         supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\
+         \n\
+         [supervisorctl]\n\
+         serverurl=unix://{supervisor_socket}\n\
+         \n\
+         [include]\n\
+         files={supervisor_dir}/conf.d/*.conf\n"
+    )
+}
+
+/// `[program:rclone-output]`: upload `/mnt/output` with `rclone copy` (never `sync`: several
+/// jobs may share the bucket) every `interval_secs`.
+pub fn output_program(layout: &VmLayout, remote: &str, interval_secs: u64) -> String {
+    let dir = layout.mount("output");
+    let log = format!("{}/rclone-output.log", layout.log_dir);
+    format!(
+        "[program:rclone-output]\n\
+         command=/bin/bash -c \"while true; do \\\n    \
+         /usr/bin/rclone copy {dir} {remote} --verbose \\\n    \
+         --fast-list --no-update-modtime --modify-window 1s \\\n    \
+         --log-file={log} && \\\n    \
+         sleep {interval_secs}; done\"\n\
+         autostart=true\n\
+         autorestart=true\n\
+         startsecs=5\n\
+         startretries=999\n\
+         {}",
+        program_footer(layout, "rclone-output")
+    )
+}
+
+/// `[program:rclone-checkpoint]`: the same upload loop for `/mnt/checkpoint`.
+pub fn checkpoint_program(layout: &VmLayout, remote: &str, interval_secs: u64) -> String {
+    let dir = layout.mount("checkpoint");
+    format!(
+        "[program:rclone-checkpoint]\n\
+         command=/bin/bash -c \"while true; do \\\n    \
+         /usr/bin/rclone copy {dir} {remote} \\\n    \
+         --verbose --fast-list --no-update-modtime --modify-window 1s && \\\n    \
+         sleep {interval_secs}; done\"\n\
+         autostart=true\n\
+         autorestart=true\n\
+         startsecs=5\n\
+         startretries=999\n\
+         {}",
+        program_footer(layout, "rclone-checkpoint")
+    )
+}
+
+/// Lines beyond the seed's: where rclone finds its config, and where the program's own
+/// output goes (so a failure can show its tail).
+fn program_footer(layout: &VmLayout, program: &str) -> String {
+    format!(
+        "environment=RCLONE_CONFIG=\"{}\"\n\
+         redirect_stderr=true\n\
+         stdout_logfile={}/{program}.stdout.log\n",
+        layout.rclone_config, layout.log_dir
+    )
+}
+
+/// Everything `docker run` needs, in a form that renders to a reviewable multi-line spec.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub deployment: String,
+    pub image: String,
+    pub command: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    /// `(host dir, container dir, read_only)`.
+    pub mounts: Vec<(String, String, bool)>,
+    pub gpus: Option<String>,
+    pub shm_size: Option<String>,
+}
+
+impl ContainerSpec {
+    /// The `docker run` arguments after `docker`, one flag group per line in [`Self::render`].
+    pub fn argv_lines(&self) -> Vec<Vec<String>> {
+        let mut lines = vec![
+            vec!["run".into(), "--detach".into(), "--name".into(), self.name.clone()],
+            vec!["--label".into(), format!("anycloud.deployment={}", self.deployment)],
+            vec!["--network".into(), "host".into()],
+        ];
+        for (host, inside, ro) in &self.mounts {
+            let suffix = if *ro { ":ro" } else { "" };
+            lines.push(vec!["--volume".into(), format!("{host}:{inside}{suffix}")]);
+        }
+        for (k, v) in &self.env {
+            lines.push(vec!["--env".into(), format!("{k}={v}")]);
+        }
+        if let Some(gpus) = &self.gpus {
+            lines.push(vec!["--gpus".into(), gpus.clone()]);
+        }
+        if let Some(shm) = &self.shm_size {
+            lines.push(vec!["--shm-size".into(), shm.clone()]);
+        }
+        lines.push(vec![self.image.clone()]);
+        if !self.command.is_empty() {
+            lines.push(self.command.clone());
+        }
+        lines
+    }
+
+    pub fn argv(&self) -> Vec<String> {
+        self.argv_lines().into_iter().flatten().collect()
+    }
+
+    /// The shell-quoted command, one flag group per line, as it appears in plans.
+    pub fn render(&self) -> String {
+        let lines: Vec<String> = self.argv_lines().iter().map(|l| quote_all(l)).collect();
+        format!("docker {}\n", lines.join(" \\\n  "))
+    }
+}
+
+pub fn quote(word: &str) -> String {
+    shlex::try_quote(word).map(|c| c.into_owned()).unwrap_or_else(|_| {
+        // A NUL byte cannot appear in a shell word; the config layer rejects it earlier.
+        format!("'{}'", word.replace('\0', "").replace('\'', r"'\''"))
+    })
+}
+
+pub fn quote_all(words: &[String]) -> String {
+    words.iter().map(|w| quote(w)).collect::<Vec<_>>().join(" ")
+}

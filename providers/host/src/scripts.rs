@@ -1,0 +1,226 @@
+//! The bash scripts sent to a host. Each is idempotent: check, then act, so a re-run after a
+//! crash or a dropped connection finishes the job and duplicates nothing.
+
+use crate::layout::VmLayout;
+use crate::render::quote;
+
+const PRELUDE: &str = "set -euo pipefail\n";
+
+/// Prints the last lines of a tool's log on failure, so errors carry the tool's own words.
+fn or_tail(log: &str, what: &str) -> String {
+    format!(
+        "|| {{ echo \"{what} failed; last lines of {log}:\" >&2; tail -n 20 {log} >&2 || true; exit 1; }}",
+        log = quote(log)
+    )
+}
+
+/// Installs Docker, supervisord and rclone where missing (as root on Debian), starts dockerd
+/// when it is not running, and makes the deployment's directories.
+pub fn vm_init(layout: &VmLayout) -> String {
+    let log = quote(&format!("{}/vm-init.log", layout.log_dir));
+    let dockerd_log = quote(&format!("{}/dockerd.log", layout.log_dir));
+    format!(
+        "{PRELUDE}\
+mkdir -p {logdir} {mnt}/input {mnt}/output {mnt}/checkpoint {sup}/conf.d
+missing=()
+command -v docker >/dev/null 2>&1 || missing+=(docker.io)
+command -v supervisord >/dev/null 2>&1 || missing+=(supervisor)
+test -x /usr/bin/rclone || missing+=(rclone)
+if [ ${{#missing[@]}} -gt 0 ]; then
+  if [ \"$(id -u)\" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    {{ apt-get update -qq && apt-get install -y -qq \"${{missing[@]}}\"; }} >{log} 2>&1 {apt_fail}
+  else
+    echo \"missing on this host: ${{missing[*]}}; install them, or run anycloud as root on Debian so it can\" >&2
+    exit 1
+  fi
+fi
+if ! docker info >/dev/null 2>&1; then
+  setsid dockerd --iptables=false --bridge=none </dev/null >{dockerd_log} 2>&1 &
+  for _ in $(seq 1 120); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
+  docker info >/dev/null 2>&1 {dockerd_fail}
+fi
+",
+        logdir = quote(&layout.log_dir),
+        mnt = quote(&layout.mnt),
+        sup = quote(&layout.supervisor_dir),
+        apt_fail = or_tail(&format!("{}/vm-init.log", layout.log_dir), "apt-get install"),
+        dockerd_fail = or_tail(&format!("{}/dockerd.log", layout.log_dir), "starting dockerd"),
+    )
+}
+
+/// (Re)starts the deployment's private supervisord with its current configuration.
+pub fn supervisord_restart(layout: &VmLayout) -> String {
+    let conf = quote(&layout.supervisord_conf());
+    let log = format!("{}/supervisord.log", layout.log_dir);
+    format!(
+        "{PRELUDE}\
+conf={conf}
+pkill -f -- \"supervisord -c $conf\" || true
+for _ in $(seq 1 100); do pgrep -f -- \"supervisord -c $conf\" >/dev/null || break; sleep 0.1; done
+setsid supervisord -c \"$conf\" </dev/null >/dev/null 2>&1 {fail}
+for _ in $(seq 1 100); do supervisorctl -c \"$conf\" pid >/dev/null 2>&1 && break; sleep 0.1; done
+supervisorctl -c \"$conf\" pid >/dev/null 2>&1 {fail}
+",
+        fail = or_tail(&log, "supervisord")
+    )
+}
+
+/// Stops the private supervisord (and with it the upload programs).
+pub fn supervisord_stop(layout: &VmLayout) -> String {
+    let conf = quote(&layout.supervisord_conf());
+    format!(
+        "{PRELUDE}\
+conf={conf}
+pkill -f -- \"supervisord -c $conf\" || true
+for _ in $(seq 1 300); do pgrep -f -- \"supervisord -c $conf\" >/dev/null || exit 0; sleep 0.1; done
+echo \"supervisord ($conf) did not stop\" >&2
+exit 1
+"
+    )
+}
+
+/// Checks that rclone reaches the storage, retrying while credentials propagate.
+pub fn rclone_check(layout: &VmLayout, target: &str, retries: u64, sleep_secs: u64) -> String {
+    let log = format!("{}/rclone-check.log", layout.log_dir);
+    format!(
+        "{PRELUDE}\
+export RCLONE_CONFIG={config}
+/usr/bin/rclone lsd {target} --retries {retries} --retries-sleep {sleep_secs}s --log-file={qlog} >/dev/null {fail}
+",
+        config = quote(&layout.rclone_config),
+        target = quote(target),
+        qlog = quote(&log),
+        fail = or_tail(&log, "rclone connectivity check")
+    )
+}
+
+/// One-shot download: `sync` for the read-only input, `copy` for the checkpoint restore.
+pub fn download(layout: &VmLayout, verb: &str, source: &str, dest: &str, log_name: &str) -> String {
+    let log = format!("{}/{log_name}", layout.log_dir);
+    format!(
+        "{PRELUDE}\
+export RCLONE_CONFIG={config}
+mkdir -p {dest}
+/usr/bin/rclone {verb} {source} {dest} --verbose --fast-list --log-file={qlog} {fail}
+",
+        config = quote(&layout.rclone_config),
+        source = quote(source),
+        dest = quote(dest),
+        qlog = quote(&log),
+        fail = or_tail(&log, &format!("rclone {verb}"))
+    )
+}
+
+/// Loads a changed or new program into supervisord and makes sure it runs.
+pub fn program_apply(layout: &VmLayout, program: &str) -> String {
+    let log = format!("{}/{program}.stdout.log", layout.log_dir);
+    format!(
+        "{PRELUDE}\
+conf={conf}
+supervisorctl -c \"$conf\" reread >/dev/null
+supervisorctl -c \"$conf\" update >/dev/null
+supervisorctl -c \"$conf\" start {program} >/dev/null 2>&1 || true
+status=$(supervisorctl -c \"$conf\" status {program} | awk '{{print $2}}' || true)
+case \"$status\" in
+  RUNNING|STARTING) ;;
+  *) echo \"{program} is $status\" >&2; tail -n 20 {qlog} >&2 || true; exit 1 ;;
+esac
+",
+        conf = quote(&layout.supervisord_conf()),
+        qlog = quote(&log),
+    )
+}
+
+/// Stops a program and removes it from supervisord (nothing to do if supervisord is gone).
+pub fn program_remove(layout: &VmLayout, program: &str) -> String {
+    format!(
+        "{PRELUDE}\
+conf={conf}
+rm -f {path}
+if supervisorctl -c \"$conf\" pid >/dev/null 2>&1; then
+  supervisorctl -c \"$conf\" stop {program} >/dev/null 2>&1 || true
+  supervisorctl -c \"$conf\" reread >/dev/null
+  supervisorctl -c \"$conf\" update >/dev/null
+fi
+",
+        conf = quote(&layout.supervisord_conf()),
+        path = quote(&layout.program_path(program)),
+    )
+}
+
+/// The last upload before a container or VM goes: copy, then verify with `check --one-way`
+/// that everything on the disk is in the bucket. Fails (and so keeps the VM) otherwise.
+pub fn final_flush(layout: &VmLayout, pairs: &[(String, String)]) -> String {
+    let mut script = format!(
+        "{PRELUDE}export RCLONE_CONFIG={}\nif [ ! -f \"$RCLONE_CONFIG\" ]; then exit 0; fi\n",
+        quote(&layout.rclone_config)
+    );
+    let log = format!("{}/rclone-flush.log", layout.log_dir);
+    for (dir, remote) in pairs {
+        script.push_str(&format!(
+            "if [ -d {dir} ]; then\n  \
+             /usr/bin/rclone copy {dir} {remote} --verbose --no-update-modtime --modify-window 1s --log-file={qlog} {copy_fail}\n  \
+             /usr/bin/rclone check {dir} {remote} --one-way --modify-window 1s --log-file={qlog} {check_fail}\n\
+             fi\n",
+            dir = quote(dir),
+            remote = quote(remote),
+            qlog = quote(&log),
+            copy_fail = or_tail(&log, "final upload"),
+            check_fail = or_tail(&log, "final upload check"),
+        ));
+    }
+    script
+}
+
+/// Starts the container unless one with the same spec already runs (or finished cleanly).
+pub fn container_run(name: &str, spec_digest: &str, mounts: &[String], docker_args: &str) -> String {
+    let mkdirs = if mounts.is_empty() {
+        String::new()
+    } else {
+        format!("mkdir -p {}\n", mounts.iter().map(|m| quote(m)).collect::<Vec<_>>().join(" "))
+    };
+    format!(
+        "{PRELUDE}\
+name={name}
+if current=$(docker inspect -f '{{{{index .Config.Labels \"anycloud.spec\"}}}} {{{{.State.Status}}}} {{{{.State.ExitCode}}}}' \"$name\" 2>/dev/null); then
+  case \"$current\" in
+    \"{spec_digest} running 0\"|\"{spec_digest} exited 0\") docker inspect -f '{{{{.Id}}}}' \"$name\"; exit 0 ;;
+  esac
+  docker rm -f \"$name\" >/dev/null
+fi
+{mkdirs}docker {docker_args}
+",
+        name = quote(name),
+    )
+}
+
+/// Stops the container so nothing more is written, leaving it for the flush and removal.
+pub fn container_stop(name: &str) -> String {
+    format!(
+        "{PRELUDE}if docker inspect {name} >/dev/null 2>&1; then docker stop --time 30 {name} >/dev/null; fi\n",
+        name = quote(name)
+    )
+}
+
+pub fn container_remove(name: &str) -> String {
+    format!("{PRELUDE}docker rm -f {} >/dev/null 2>&1 || true\n", quote(name))
+}
+
+/// One round trip that reports everything a refresh needs about a deployment's host.
+pub fn probe(layout: &VmLayout, container: &str) -> String {
+    format!(
+        "set -uo pipefail
+conf={conf}
+echo \"host_dir=$([ -d {mnt} ] && echo present || echo missing)\"
+echo \"supervisord=$(supervisorctl -c \"$conf\" pid >/dev/null 2>&1 && [ -f \"$conf\" ] && echo up || echo down)\"
+supervisorctl -c \"$conf\" status 2>/dev/null | awk '{{print \"program.\" $1 \"=\" $2}}'
+echo \"container=$(docker inspect -f '{{{{.State.Status}}}}:{{{{.State.ExitCode}}}}:{{{{.Id}}}}:{{{{index .Config.Labels \"anycloud.spec\"}}}}' {container} 2>/dev/null || echo missing)\"
+echo \"rclone_config=$(sha256sum < {rclone} 2>/dev/null | cut -c1-64 || echo missing)\"
+",
+        conf = quote(&layout.supervisord_conf()),
+        mnt = quote(&layout.mnt),
+        container = quote(container),
+        rclone = quote(&layout.rclone_config),
+    )
+}

@@ -1,0 +1,357 @@
+//! The VM steps of DESIGN §4 — vm_init, rclone, the two one-shot downloads, the two upload
+//! programs and the container — as provider verbs on any [`Host`]. A cloud provider supplies
+//! the layout and its rclone remotes; everything else is the same on every cloud.
+
+use std::collections::BTreeMap;
+
+use anycloud_provider::{attr_str, Attrs, Kind, Planned, ProviderError, Result};
+use serde_json::{json, Value};
+
+use crate::layout::VmLayout;
+use crate::render::{self, ContainerSpec};
+use crate::scripts;
+use crate::transport::{Host, Output};
+
+/// What the cloud provider knows about a deployment's host and storage.
+#[derive(Clone, Debug)]
+pub struct HostContext {
+    pub deployment: String,
+    pub layout: VmLayout,
+    /// The complete `rclone.conf` (cloud-native auth only: never a key).
+    pub rclone_conf: String,
+    /// What the connectivity check lists.
+    pub check_target: String,
+    /// rclone paths of the deployment's buckets, by role (`input`, `output`, `checkpoint`).
+    pub remotes: BTreeMap<String, String>,
+}
+
+impl HostContext {
+    /// The directories whose contents must reach their buckets before the host goes.
+    pub fn flush_pairs(&self) -> Vec<(String, String)> {
+        ["output", "checkpoint"]
+            .iter()
+            .filter_map(|role| {
+                self.remotes.get(*role).map(|r| (self.layout.mount(role), r.clone()))
+            })
+            .collect()
+    }
+
+    pub fn container_name(&self) -> String {
+        format!("anycloud-{}-{}", self.deployment, crate::short_hash(&self.layout.mnt))
+    }
+}
+
+fn layout_json(layout: &VmLayout) -> Value {
+    serde_json::to_value(layout).expect("a layout is plain strings")
+}
+
+fn layout_of(attrs: &Attrs) -> Result<VmLayout> {
+    let v = attrs.get("layout").cloned().unwrap_or(Value::Null);
+    serde_json::from_value(v).map_err(|e| ProviderError::permanent(format!("bad layout: {e}")))
+}
+
+fn pairs_json(pairs: &[(String, String)]) -> Value {
+    Value::Array(pairs.iter().map(|(d, r)| json!([d, r])).collect())
+}
+
+fn pairs_of(attrs: &Attrs) -> Vec<(String, String)> {
+    attrs
+        .get("flush")
+        .and_then(|v| v.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| Some((p.get(0)?.as_str()?.to_owned(), p.get(1)?.as_str()?.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn input_u64(inputs: &Attrs, key: &str, default: u64) -> u64 {
+    inputs.get(key).and_then(|v| v.as_u64()).unwrap_or(default)
+}
+
+pub fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+}
+
+/// The program name and the bucket role a service kind uploads.
+fn service_of(kind: Kind) -> Option<(&'static str, &'static str)> {
+    match kind {
+        Kind::ServiceOutput => Some(("rclone-output", "output")),
+        Kind::ServiceCheckpoint => Some(("rclone-checkpoint", "checkpoint")),
+        _ => None,
+    }
+}
+
+/// The desired attributes of a hosted node. `inputs` are the engine's, from the config.
+pub fn plan(kind: Kind, inputs: &Attrs, ctx: &HostContext) -> Result<Planned> {
+    let layout = &ctx.layout;
+    let mut attrs = Attrs::new();
+    attrs.insert("layout".into(), layout_json(layout));
+    let mut force_new: Vec<String> = Vec::new();
+    let mut computed = Vec::new();
+    let interval = input_u64(inputs, "sync_interval_secs", 60);
+    match kind {
+        Kind::VmInit => {
+            let conf = render::supervisord_conf(layout, &format!("anycloud-{}", ctx.deployment));
+            attrs.insert("supervisord_conf".into(), json!(conf));
+        }
+        Kind::Rclone => {
+            attrs.insert("config".into(), json!(ctx.rclone_conf));
+            attrs.insert("config_sha256".into(), json!(sha256_hex(&ctx.rclone_conf)));
+            attrs.insert("check_target".into(), json!(ctx.check_target));
+            attrs.insert("check_retries".into(), json!(input_u64(inputs, "check_retries", 30)));
+            attrs.insert(
+                "check_retries_sleep_secs".into(),
+                json!(input_u64(inputs, "check_retries_sleep_secs", 15)),
+            );
+        }
+        Kind::SyncInput | Kind::SyncCheckpointRestore => {
+            let role = if kind == Kind::SyncInput { "input" } else { "checkpoint" };
+            let remote = ctx.remotes.get(role).ok_or_else(|| {
+                ProviderError::permanent(format!("no {role} bucket for deployment {}", ctx.deployment))
+            })?;
+            attrs.insert("source".into(), json!(remote));
+            attrs.insert("destination".into(), json!(layout.mount(role)));
+            force_new = vec!["source".into(), "destination".into()];
+        }
+        Kind::ServiceOutput | Kind::ServiceCheckpoint => {
+            let (program, role) = service_of(kind).expect("a service kind");
+            let remote = ctx.remotes.get(role).ok_or_else(|| {
+                ProviderError::permanent(format!("no {role} bucket for deployment {}", ctx.deployment))
+            })?;
+            let text = if kind == Kind::ServiceOutput {
+                render::output_program(layout, remote, interval)
+            } else {
+                render::checkpoint_program(layout, remote, interval)
+            };
+            attrs.insert("program_name".into(), json!(program));
+            attrs.insert("program".into(), json!(text));
+            attrs.insert("status".into(), json!("RUNNING"));
+            attrs.insert("flush".into(), pairs_json(&[(layout.mount(role), remote.clone())]));
+        }
+        Kind::Container => {
+            let spec = container_spec(inputs, ctx)?;
+            attrs.insert("name".into(), json!(spec.name));
+            attrs.insert("image".into(), json!(spec.image));
+            attrs.insert("command".into(), json!(spec.command));
+            attrs.insert("env".into(), json!(spec.env));
+            attrs.insert("run_spec".into(), json!(spec.render()));
+            attrs.insert("flush".into(), pairs_json(&ctx.flush_pairs()));
+            computed.push("container_id".into());
+            force_new = ["name", "image", "command", "env", "run_spec"].map(String::from).to_vec();
+        }
+        other => {
+            return Err(ProviderError::permanent(format!("{other} is not a host resource")));
+        }
+    }
+    Ok(Planned { attrs, computed, force_new })
+}
+
+fn container_spec(inputs: &Attrs, ctx: &HostContext) -> Result<ContainerSpec> {
+    let image = attr_str(inputs, "image")?.to_owned();
+    let command = inputs
+        .get("command")
+        .and_then(|v| v.as_array())
+        .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+        .unwrap_or_default();
+    let env = inputs
+        .get("env")
+        .and_then(|v| v.as_object())
+        .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned()))).collect())
+        .unwrap_or_default();
+    let mut mounts = Vec::new();
+    for (role, ro) in [("input", true), ("output", false), ("checkpoint", false)] {
+        if ctx.remotes.contains_key(role) {
+            mounts.push((ctx.layout.mount(role), format!("/mnt/{role}"), ro));
+        }
+    }
+    let opt = |k: &str| inputs.get(k).and_then(|v| v.as_str()).map(String::from);
+    Ok(ContainerSpec {
+        name: ctx.container_name(),
+        deployment: ctx.deployment.clone(),
+        image,
+        command,
+        env,
+        mounts,
+        gpus: opt("gpus"),
+        shm_size: opt("shm_size"),
+    })
+}
+
+async fn run(host: &dyn Host, script: &str, what: &str) -> Result<Output> {
+    let out = host.run(script).await.map_err(|e| ProviderError::retryable(e.to_string()))?;
+    if out.success() {
+        Ok(out)
+    } else {
+        let detail = out.stderr.trim();
+        Err(ProviderError::permanent(format!("{what} failed (exit {}): {detail}", out.status)))
+    }
+}
+
+async fn upload(host: &dyn Host, path: &str, text: &str, mode: u32) -> Result<()> {
+    host.upload(path, text.as_bytes(), mode)
+        .await
+        .map_err(|e| ProviderError::retryable(format!("writing {path}: {e}")))
+}
+
+/// Creates (or, for changed attributes, re-applies) a hosted node.
+pub async fn apply(host: &dyn Host, kind: Kind, attrs: &Attrs) -> Result<Attrs> {
+    let layout = layout_of(attrs)?;
+    let mut out = attrs.clone();
+    match kind {
+        Kind::VmInit => {
+            run(host, &scripts::vm_init(&layout), "VM init").await?;
+            upload(host, &layout.supervisord_conf(), attr_str(attrs, "supervisord_conf")?, 0o644).await?;
+            run(host, &scripts::supervisord_restart(&layout), "starting supervisord").await?;
+        }
+        Kind::Rclone => {
+            upload(host, &layout.rclone_config, attr_str(attrs, "config")?, 0o600).await?;
+            let retries = attrs.get("check_retries").and_then(|v| v.as_u64()).unwrap_or(30);
+            let sleep = attrs.get("check_retries_sleep_secs").and_then(|v| v.as_u64()).unwrap_or(15);
+            let target = attr_str(attrs, "check_target")?;
+            run(host, &scripts::rclone_check(&layout, target, retries, sleep), "rclone").await?;
+        }
+        Kind::SyncInput | Kind::SyncCheckpointRestore => {
+            let (verb, log) = if kind == Kind::SyncInput {
+                ("sync", "rclone-input.log")
+            } else {
+                ("copy", "rclone-checkpoint-restore.log")
+            };
+            let script = scripts::download(
+                &layout,
+                verb,
+                attr_str(attrs, "source")?,
+                attr_str(attrs, "destination")?,
+                log,
+            );
+            run(host, &script, &format!("rclone {verb}")).await?;
+        }
+        Kind::ServiceOutput | Kind::ServiceCheckpoint => {
+            let program = attr_str(attrs, "program_name")?;
+            upload(host, &layout.program_path(program), attr_str(attrs, "program")?, 0o644).await?;
+            run(host, &scripts::program_apply(&layout, program), program).await?;
+        }
+        Kind::Container => {
+            let run_spec = attr_str(attrs, "run_spec")?;
+            let digest = &sha256_hex(run_spec)[..16];
+            let name = attr_str(attrs, "name")?;
+            // The spec digest label is how a re-run recognises its own container.
+            let args = run_spec
+                .trim_start_matches("docker ")
+                .replacen("--detach", &format!("--detach --label anycloud.spec={digest}"), 1);
+            let mounts: Vec<String> = ["input", "output", "checkpoint"].iter().map(|r| layout.mount(r)).collect();
+            let out_run = run(host, &scripts::container_run(name, digest, &mounts, args.trim_end()), "docker run").await?;
+            let id = out_run.stdout.trim().lines().last().unwrap_or_default().to_owned();
+            out.insert("container_id".into(), json!(id));
+        }
+        other => return Err(ProviderError::permanent(format!("{other} is not a host resource"))),
+    }
+    Ok(out)
+}
+
+/// Deletes a hosted node; the container and the upload programs flush first.
+pub async fn delete(host: &dyn Host, kind: Kind, attrs: &Attrs) -> Result<()> {
+    let layout = layout_of(attrs)?;
+    match kind {
+        Kind::VmInit => {
+            run(host, &scripts::supervisord_stop(&layout), "stopping supervisord").await?;
+        }
+        // The config stays until the VM goes: the final flush of the VM still needs it.
+        Kind::Rclone | Kind::SyncInput | Kind::SyncCheckpointRestore => {}
+        Kind::ServiceOutput | Kind::ServiceCheckpoint => {
+            let program = attr_str(attrs, "program_name")?;
+            run(host, &scripts::program_remove(&layout, program), program).await?;
+            flush(host, &layout, &pairs_of(attrs)).await?;
+        }
+        Kind::Container => {
+            let name = attr_str(attrs, "name")?;
+            run(host, &scripts::container_stop(name), "docker stop").await?;
+            flush(host, &layout, &pairs_of(attrs)).await?;
+            run(host, &scripts::container_remove(name), "docker rm").await?;
+        }
+        other => return Err(ProviderError::permanent(format!("{other} is not a host resource"))),
+    }
+    Ok(())
+}
+
+/// The verified last upload of the given directories.
+pub async fn flush(host: &dyn Host, layout: &VmLayout, pairs: &[(String, String)]) -> Result<()> {
+    if pairs.is_empty() {
+        return Ok(());
+    }
+    run(host, &scripts::final_flush(layout, pairs), "final upload").await.map(|_| ())
+}
+
+/// What one probe of a host found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Probe {
+    pub facts: BTreeMap<String, String>,
+}
+
+impl Probe {
+    pub fn get(&self, key: &str) -> &str {
+        self.facts.get(key).map(String::as_str).unwrap_or("")
+    }
+
+    pub fn host_present(&self) -> bool {
+        self.get("host_dir") == "present"
+    }
+}
+
+/// Gathers everything a refresh needs about one host in a single round trip.
+pub async fn probe(host: &dyn Host, layout: &VmLayout, container: &str) -> Result<Probe> {
+    let out = host
+        .run(&scripts::probe(layout, container))
+        .await
+        .map_err(|e| ProviderError::retryable(e.to_string()))?;
+    let facts = out
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+        .collect();
+    Ok(Probe { facts })
+}
+
+/// The current attributes of a hosted node as the probe saw them; `None` where it is gone.
+pub fn read(kind: Kind, prior: &Attrs, probe: &Probe) -> Option<Attrs> {
+    if !probe.host_present() {
+        return None;
+    }
+    let mut now = prior.clone();
+    match kind {
+        Kind::VmInit => (probe.get("supervisord") == "up").then_some(now),
+        Kind::Rclone => match probe.get("rclone_config") {
+            "" | "missing" => None,
+            digest => {
+                now.insert("config_sha256".into(), json!(digest));
+                Some(now)
+            }
+        },
+        Kind::SyncInput | Kind::SyncCheckpointRestore => Some(now),
+        Kind::ServiceOutput | Kind::ServiceCheckpoint => {
+            let program = prior.get("program_name").and_then(|v| v.as_str()).unwrap_or_default();
+            match probe.get(&format!("program.{program}")) {
+                "" => None,
+                "RUNNING" | "STARTING" | "BACKOFF" => Some(now),
+                other => {
+                    now.insert("status".into(), json!(other));
+                    Some(now)
+                }
+            }
+        }
+        Kind::Container => {
+            let fact = probe.get("container");
+            let mut parts = fact.splitn(4, ':');
+            let (status, code, id) = (parts.next()?, parts.next()?, parts.next()?);
+            let alive = status == "running" || (status == "exited" && code == "0");
+            if !alive {
+                return None;
+            }
+            now.insert("container_id".into(), json!(id));
+            Some(now)
+        }
+        _ => Some(now),
+    }
+}

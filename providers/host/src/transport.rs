@@ -1,0 +1,102 @@
+//! How the engine reaches a VM: one trait, a transport per way of getting there.
+//!
+//! Every VM step is a bash script (so it can be snapshot-tested and read in a log) plus the
+//! files it needs; a transport only runs scripts and writes files.
+
+use std::path::Path;
+use std::process::Stdio;
+
+use async_trait::async_trait;
+use tokio::io::AsyncWriteExt;
+
+/// The result of one script on the host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Output {
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    pub fn success(&self) -> bool {
+        self.status == 0
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("cannot reach the host: {0}")]
+    Unreachable(String),
+    #[error("{0}")]
+    Io(String),
+}
+
+#[async_trait]
+pub trait Host: Send + Sync {
+    /// Runs `script` with bash, returning its exit status and both streams.
+    async fn run(&self, script: &str) -> Result<Output, TransportError>;
+
+    /// Writes `contents` to `path` atomically (temp name, then rename) with `mode`.
+    async fn upload(&self, path: &str, contents: &[u8], mode: u32) -> Result<(), TransportError>;
+}
+
+/// This machine, through a local `bash`.
+#[derive(Clone, Debug, Default)]
+pub struct LocalHost;
+
+#[async_trait]
+impl Host for LocalHost {
+    async fn run(&self, script: &str) -> Result<Output, TransportError> {
+        let mut child = tokio::process::Command::new("bash")
+            .arg("-s")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(false)
+            // Its own process group: a Ctrl-C at the terminal must not kill in-flight steps.
+            .process_group(0)
+            .spawn()
+            .map_err(|e| TransportError::Unreachable(format!("cannot start bash: {e}")))?;
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        stdin
+            .write_all(script.as_bytes())
+            .await
+            .map_err(|e| TransportError::Io(format!("writing the script to bash: {e}")))?;
+        drop(stdin);
+        let out = child
+            .wait_with_output()
+            .await
+            .map_err(|e| TransportError::Io(format!("waiting for bash: {e}")))?;
+        Ok(Output {
+            status: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+
+    async fn upload(&self, path: &str, contents: &[u8], mode: u32) -> Result<(), TransportError> {
+        let path = Path::new(path).to_owned();
+        let contents = contents.to_vec();
+        tokio::task::spawn_blocking(move || write_atomically(&path, &contents, mode))
+            .await
+            .map_err(|e| TransportError::Io(e.to_string()))?
+            .map_err(|e| TransportError::Io(format!("writing {}: {e}", e_path(&e))))
+    }
+}
+
+fn e_path(e: &std::io::Error) -> String {
+    e.to_string()
+}
+
+fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(contents)?;
+    tmp.as_file().set_permissions(std::fs::Permissions::from_mode(mode))?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}

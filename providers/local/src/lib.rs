@@ -1,0 +1,211 @@
+//! The embedded local cloud: buckets are directories under a root, the "VM" is this machine
+//! reached through [`LocalHost`], and rclone uses remotes of type `local`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anycloud_host::{steps, HostContext, LocalHost, Probe, VmLayout};
+use anycloud_provider::{attr_str, Attrs, Kind, Planned, Provider, ProviderError, Result, Target};
+use serde_json::json;
+
+pub struct LocalProvider {
+    host: LocalHost,
+}
+
+impl Default for LocalProvider {
+    fn default() -> Self {
+        LocalProvider { host: LocalHost }
+    }
+}
+
+const RCLONE_CONF: &str = "[local]\ntype = local\n";
+
+fn buckets_dir(root: &str) -> String {
+    format!("{root}/buckets")
+}
+
+fn host_dir(root: &str, deployment: &str) -> String {
+    format!("{root}/hosts/{deployment}")
+}
+
+/// Paths go unquoted into supervisord's command lines, so keep them to a safe alphabet.
+fn check_root(root: &str) -> Result<()> {
+    let ok = root.starts_with('/')
+        && root.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+@".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(ProviderError::permanent(format!(
+            "local root '{root}' must be an absolute path of letters, digits and / . _ - + @"
+        )))
+    }
+}
+
+fn host_context(inputs: &Attrs) -> Result<HostContext> {
+    let root = attr_str(inputs, "root")?;
+    check_root(root)?;
+    let deployment = attr_str(inputs, "deployment")?.to_owned();
+    let layout = VmLayout::under(&host_dir(root, &deployment));
+    let mut remotes = BTreeMap::new();
+    if let Some(buckets) = inputs.get("buckets").and_then(|b| b.as_object()) {
+        for (role, name) in buckets {
+            if let Some(name) = name.as_str() {
+                remotes.insert(role.clone(), format!("local:{}/{name}", buckets_dir(root)));
+            }
+        }
+    }
+    Ok(HostContext {
+        deployment,
+        layout,
+        rclone_conf: RCLONE_CONF.to_owned(),
+        check_target: format!("local:{}", buckets_dir(root)),
+        remotes,
+    })
+}
+
+async fn exists(path: &str) -> bool {
+    tokio::fs::metadata(path).await.map(|m| m.is_dir()).unwrap_or(false)
+}
+
+fn io_err(what: &str, path: &str, e: std::io::Error) -> ProviderError {
+    ProviderError::permanent(format!("{what} {path}: {e}"))
+}
+
+#[async_trait::async_trait]
+impl Provider for LocalProvider {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    fn plan(&self, kind: Kind, inputs: &Attrs) -> Result<Planned> {
+        let mut attrs = Attrs::new();
+        match kind {
+            Kind::Storage => {
+                let root = attr_str(inputs, "root")?;
+                check_root(root)?;
+                attrs.insert("root".into(), json!(root));
+                attrs.insert("buckets_dir".into(), json!(buckets_dir(root)));
+                Ok(Planned { attrs, computed: vec![], force_new: vec!["root".into()] })
+            }
+            Kind::Bucket => {
+                let root = attr_str(inputs, "root")?;
+                let name = attr_str(inputs, "name")?;
+                attrs.insert("name".into(), json!(name));
+                attrs.insert("path".into(), json!(format!("{}/{name}", buckets_dir(root))));
+                if let Some(c) = inputs.get("continent") {
+                    attrs.insert("continent".into(), c.clone());
+                }
+                Ok(Planned { attrs, computed: vec![], force_new: vec!["name".into(), "path".into()] })
+            }
+            Kind::Vm => {
+                let ctx = host_context(inputs)?;
+                let root = attr_str(inputs, "root")?;
+                attrs.insert("host_dir".into(), json!(host_dir(root, &ctx.deployment)));
+                attrs.insert("layout".into(), serde_json::to_value(&ctx.layout).expect("strings"));
+                attrs.insert("container_name".into(), json!(ctx.container_name()));
+                attrs.insert(
+                    "flush".into(),
+                    json!(ctx.flush_pairs().iter().map(|(d, r)| json!([d, r])).collect::<Vec<_>>()),
+                );
+                Ok(Planned { attrs, computed: vec![], force_new: vec!["host_dir".into()] })
+            }
+            Kind::Role => Err(ProviderError::permanent("the local cloud has no roles")),
+            hosted => steps::plan(hosted, inputs, &host_context(inputs)?),
+        }
+    }
+
+    async fn read(&self, targets: &[Target<'_>]) -> Result<Vec<Option<Attrs>>> {
+        // One probe per host, however many of its resources are asked about.
+        let mut probes: BTreeMap<String, Probe> = BTreeMap::new();
+        for t in targets.iter().filter(|t| t.kind.is_hosted()) {
+            let layout: VmLayout = match t.attrs.get("layout").cloned().map(serde_json::from_value) {
+                Some(Ok(l)) => l,
+                _ => continue,
+            };
+            if probes.contains_key(&layout.mnt) {
+                continue;
+            }
+            let container = t
+                .dep(Kind::Vm)
+                .and_then(|vm| vm.get("container_name"))
+                .or_else(|| t.attrs.get("name").filter(|_| t.kind == Kind::Container))
+                .and_then(|v| v.as_str())
+                .unwrap_or("anycloud-none")
+                .to_owned();
+            let probe = steps::probe(&self.host, &layout, &container).await?;
+            probes.insert(layout.mnt.clone(), probe);
+        }
+        let mut out = Vec::with_capacity(targets.len());
+        for t in targets {
+            let found = match t.kind {
+                Kind::Storage => exists(attr_str(t.attrs, "buckets_dir")?).await.then(|| t.attrs.clone()),
+                Kind::Bucket => exists(attr_str(t.attrs, "path")?).await.then(|| t.attrs.clone()),
+                Kind::Vm => exists(attr_str(t.attrs, "host_dir")?).await.then(|| t.attrs.clone()),
+                Kind::Role => None,
+                hosted => {
+                    let mnt = t.attrs.get("layout").and_then(|l| l.get("mnt")).and_then(|m| m.as_str());
+                    match mnt.and_then(|m| probes.get(m)) {
+                        Some(probe) => steps::read(hosted, t.attrs, probe),
+                        None => None,
+                    }
+                }
+            };
+            out.push(found);
+        }
+        Ok(out)
+    }
+
+    async fn create(&self, target: Target<'_>) -> Result<Attrs> {
+        match target.kind {
+            Kind::Storage | Kind::Bucket | Kind::Vm => {
+                let key = match target.kind {
+                    Kind::Storage => "buckets_dir",
+                    Kind::Bucket => "path",
+                    _ => "host_dir",
+                };
+                let path = attr_str(target.attrs, key)?;
+                tokio::fs::create_dir_all(path).await.map_err(|e| io_err("creating", path, e))?;
+                Ok(target.attrs.clone())
+            }
+            Kind::Role => Err(ProviderError::permanent("the local cloud has no roles")),
+            hosted => steps::apply(&self.host, hosted, target.attrs).await,
+        }
+    }
+
+    async fn update(&self, _prior: &Attrs, target: Target<'_>) -> Result<Attrs> {
+        self.create(target).await
+    }
+
+    async fn delete(&self, target: Target<'_>) -> Result<()> {
+        match target.kind {
+            // Buckets hold the user's data: destroy forgets them and leaves the directories.
+            Kind::Storage | Kind::Bucket | Kind::Role => Ok(()),
+            Kind::Vm => {
+                let layout: VmLayout = serde_json::from_value(
+                    target.attrs.get("layout").cloned().unwrap_or_default(),
+                )
+                .map_err(|e| ProviderError::permanent(format!("bad layout: {e}")))?;
+                let pairs: Vec<(String, String)> = serde_json::from_value(
+                    target.attrs.get("flush").cloned().unwrap_or_else(|| json!([])),
+                )
+                .unwrap_or_default();
+                steps::flush(&self.host, &layout, &pairs).await?;
+                let container = attr_str(target.attrs, "container_name")?;
+                let cleanup = format!(
+                    "{}{}",
+                    anycloud_host::scripts::container_remove(container),
+                    anycloud_host::scripts::supervisord_stop(&layout).trim_start_matches("set -euo pipefail\n")
+                );
+                anycloud_host::Host::run(&self.host, &cleanup)
+                    .await
+                    .map_err(|e| ProviderError::retryable(e.to_string()))?;
+                let dir = attr_str(target.attrs, "host_dir")?;
+                if Path::new(dir).exists() {
+                    tokio::fs::remove_dir_all(dir).await.map_err(|e| io_err("removing", dir, e))?;
+                }
+                Ok(())
+            }
+            hosted => steps::delete(&self.host, hosted, target.attrs).await,
+        }
+    }
+}

@@ -1,0 +1,459 @@
+//! `anycloud.yaml`: parsed with locations, checked completely before anything is called.
+
+mod names;
+mod raw;
+pub mod regions;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use raw::{RawCheck, RawConfig, RawDefaults, RawVm, S};
+use serde_saphyr::Location;
+
+pub const PROVIDERS: [&str; 4] = ["aws", "azure", "gcp", "local"];
+pub const DEFAULT_LOCAL_ROOT: &str = ".anycloud/local";
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub path: PathBuf,
+    /// sha256 of the file's bytes: a saved plan records it and refuses a changed config.
+    pub digest: String,
+    pub project: Option<String>,
+    /// The local cloud's root, absolute.
+    pub local_root: String,
+    /// `providers.aws.profile`, for the AWS provider's credential chain.
+    pub aws_profile: Option<String>,
+    /// `providers.gcp.project`.
+    pub gcp_project: Option<String>,
+    pub deployments: Vec<Deployment>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Deployment {
+    pub id: String,
+    pub provider: String,
+    pub region: String,
+    pub continent: String,
+    pub vm: Vm,
+    pub container: Container,
+    pub buckets: Buckets,
+    pub sync_interval_secs: u64,
+    pub check_retries: u32,
+    pub check_retries_sleep_secs: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Vm {
+    pub machine_type: Option<String>,
+    pub spot: bool,
+    pub disk_gb: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Container {
+    pub image: String,
+    pub command: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub gpus: Option<String>,
+    pub shm_size: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Buckets {
+    pub input: Option<String>,
+    pub output: Option<String>,
+    /// The checkpoint bucket, named after the deployment id.
+    pub checkpoint: Option<String>,
+}
+
+/// A config problem, located in the file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub line: u64,
+    pub column: u64,
+    pub message: String,
+    pub help: Option<String>,
+    /// The offending source line, for the snippet.
+    pub source_line: Option<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "error: {}:{}:{}: {}", self.file, self.line, self.column, self.message)?;
+        if let Some(src) = &self.source_line {
+            let n = self.line.to_string();
+            let pad = " ".repeat(n.len());
+            writeln!(f, "{pad} |")?;
+            writeln!(f, "{n} | {src}")?;
+            let caret_at = (self.column.max(1) - 1) as usize;
+            writeln!(f, "{pad} | {}^", " ".repeat(caret_at.min(src.chars().count())))?;
+        }
+        if let Some(help) = &self.help {
+            writeln!(f, "  = help: {help}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+struct Checker<'a> {
+    file: String,
+    source: &'a str,
+    errors: Vec<ConfigError>,
+}
+
+impl Checker<'_> {
+    fn at(&mut self, loc: Location, message: impl Into<String>, help: Option<String>) {
+        let (line, column) = if loc == Location::UNKNOWN { (1, 1) } else { (loc.line(), loc.column()) };
+        self.push(line, column, message.into(), help);
+    }
+
+    fn push(&mut self, line: u64, column: u64, message: String, help: Option<String>) {
+        let source_line = self.source.lines().nth(line.saturating_sub(1) as usize).map(String::from);
+        self.errors.push(ConfigError { file: self.file.clone(), line, column, message, help, source_line });
+    }
+}
+
+/// The closest of `candidates` to `word`, if it is close enough to be a likely typo.
+pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::damerau_levenshtein(word, c), c))
+        .filter(|(d, c)| *d <= (c.len().max(word.len()) / 3).max(2))
+        .min_by_key(|(d, c)| (*d, *c))
+        .map(|(_, c)| c)
+}
+
+fn did_you_mean(found: Option<&str>) -> Option<String> {
+    found.map(|s| format!("did you mean '{s}'?"))
+}
+
+/// Reads and checks the config at `path`. All problems are reported, each with its location.
+pub fn load(path: &Path) -> Result<Config, Vec<ConfigError>> {
+    let file = path.display().to_string();
+    let whole = |message: String| {
+        vec![ConfigError { file: file.clone(), line: 1, column: 1, message, help: None, source_line: None }]
+    };
+    let bytes = std::fs::read(path).map_err(|e| whole(format!("cannot read the config: {e}")))?;
+    let text = match std::str::from_utf8(&bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            let upto = &bytes[..e.valid_up_to()];
+            let line = upto.iter().filter(|b| **b == b'\n').count() as u64 + 1;
+            let column = (upto.len() - upto.iter().rposition(|b| *b == b'\n').map(|p| p + 1).unwrap_or(0)) as u64 + 1;
+            return Err(vec![ConfigError {
+                file,
+                line,
+                column,
+                message: "the config is not valid UTF-8".into(),
+                help: Some("save anycloud.yaml as UTF-8".into()),
+                source_line: None,
+            }]);
+        }
+    };
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    parse(&file, text, &base, &digest(&bytes))
+}
+
+pub fn digest(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+}
+
+/// Parses and checks config text; `base` resolves relative paths (the config's directory).
+pub fn parse(file: &str, text: &str, base: &Path, digest: &str) -> Result<Config, Vec<ConfigError>> {
+    let mut ck = Checker { file: file.to_owned(), source: text, errors: Vec::new() };
+    if text.trim().is_empty() {
+        ck.push(1, 1, "the config is empty; it needs at least a `deployments:` mapping".into(), None);
+        return Err(ck.errors);
+    }
+    // Alias bombs stop at a few thousand replayed events: a real config has a handful.
+    let mut alias_limits = serde_saphyr::options::AliasLimits::default();
+    alias_limits.max_total_replayed_events = 10_000;
+    alias_limits.max_replay_stack_depth = 16;
+    alias_limits.max_alias_expansions_per_anchor = 100;
+    let options = serde_saphyr::options! {
+        duplicate_keys: serde_saphyr::DuplicateKeyPolicy::Error,
+        alias_limits: alias_limits,
+    };
+    let raw: RawConfig = match serde_saphyr::from_str_with_options(text, options) {
+        Ok(r) => r,
+        Err(e) => {
+            yaml_error(&mut ck, &e);
+            return Err(ck.errors);
+        }
+    };
+    let config = check(&mut ck, raw, base, digest);
+    if ck.errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(ck.errors)
+    }
+}
+
+fn yaml_error(ck: &mut Checker, e: &serde_saphyr::Error) {
+    let loc = e.location().unwrap_or(Location::UNKNOWN);
+    let opts = serde_saphyr::render_options! { snippets: serde_saphyr::SnippetMode::Off };
+    let mut message = e.render_with_options(opts);
+    // The location is ours to print; drop the parser's own suffix.
+    if let Some(i) = message.rfind(" at line ") {
+        message.truncate(i);
+    }
+    let mut help = None;
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        if let Some((field, tail)) = rest.split_once('`') {
+            let expected: Vec<&str> = tail.split('`').skip(1).step_by(2).collect();
+            help = did_you_mean(suggest(field, expected.iter().copied()))
+                .or_else(|| (!expected.is_empty()).then(|| format!("expected one of: {}", expected.join(", "))));
+            message = format!("unknown key '{field}'");
+        }
+    }
+    ck.at(loc, message, help);
+}
+
+fn check(ck: &mut Checker, raw: RawConfig, base: &Path, digest: &str) -> Config {
+    let project = raw.project.map(|p| {
+        let ok = !p.value.is_empty() && p.value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if !ok {
+            ck.at(p.referenced, format!("project '{}' must be lowercase letters, digits and '-'", p.value), None);
+        }
+        p.value
+    });
+    let providers = raw.providers.unwrap_or_default();
+    let local_root = match providers.local.and_then(|l| l.root) {
+        Some(r) => {
+            let ok = !r.value.is_empty() && r.value.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+@".contains(c));
+            if !ok {
+                ck.at(r.referenced, format!("local root '{}' may only use letters, digits and / . _ - + @", r.value), None);
+            }
+            absolute(base, &r.value)
+        }
+        None => absolute(base, DEFAULT_LOCAL_ROOT),
+    };
+    if let Some(azure) = providers.azure.and_then(|a| a.subscription_id) {
+        let v = &azure.value;
+        let ok = v.len() == 36 && v.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
+        if !ok {
+            ck.at(azure.referenced, format!("subscription_id '{v}' is not a GUID"), Some("e.g. 00000000-0000-0000-0000-000000000000".into()));
+        }
+    }
+    let aws_profile = providers.aws.and_then(|a| a.profile);
+    let gcp_project = providers.gcp.and_then(|g| g.project).map(|p| p.value);
+    let defaults = raw.defaults.unwrap_or_default();
+    let mut deployments = Vec::new();
+    let Some(entries) = raw.deployments else {
+        ck.push(1, 1, "the config has no `deployments:` mapping".into(), Some("add `deployments:` with at least one deployment".into()));
+        return Config { path: PathBuf::new(), digest: digest.into(), project, local_root, aws_profile, gcp_project, deployments };
+    };
+    if entries.value.0.is_empty() {
+        ck.at(entries.referenced, "`deployments:` is empty; add at least one deployment", None);
+    }
+    for (id, dep) in entries.value.0 {
+        if let Some(d) = check_deployment(ck, &defaults, &id, dep) {
+            deployments.push(d);
+        }
+    }
+    deployments.sort_by(|a, b| a.id.cmp(&b.id));
+    Config { path: PathBuf::new(), digest: digest.into(), project, local_root, aws_profile, gcp_project, deployments }
+}
+
+fn absolute(base: &Path, p: &str) -> String {
+    let path = Path::new(p);
+    let joined = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        let base = if base.as_os_str().is_empty() { Path::new(".") } else { base };
+        let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
+        base.join(path)
+    };
+    // Lexically normalise `.` and `..` so the same root always renders the same way.
+    let mut out = PathBuf::new();
+    for c in joined.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out.display().to_string()
+}
+
+fn check_deployment(
+    ck: &mut Checker,
+    defaults: &RawDefaults,
+    id: &S<String>,
+    dep: S<raw::RawDeployment>,
+) -> Option<Deployment> {
+    let errors_before = ck.errors.len();
+    let d = dep.value;
+    let provider_s = d.provider.as_ref().or(defaults.provider.as_ref());
+    let provider = match provider_s {
+        Some(p) if PROVIDERS.contains(&p.value.as_str()) => p.value.clone(),
+        Some(p) => {
+            ck.at(
+                p.referenced,
+                format!("unknown provider '{}'; expected one of aws, azure, gcp, local", p.value),
+                did_you_mean(suggest(&p.value, PROVIDERS)),
+            );
+            return None;
+        }
+        None => "local".to_owned(),
+    };
+    if let Err(m) = names::check_deployment_id(&id.value, &provider) {
+        ck.at(id.referenced, m, None);
+    }
+    let region_s = d.region.as_ref().or(defaults.region.as_ref());
+    let (region, continent) = match region_s {
+        Some(r) => match regions::continent(&provider, &r.value) {
+            Some(c) => (r.value.clone(), c.to_owned()),
+            None => {
+                ck.at(
+                    r.referenced,
+                    format!("unknown region '{}' for provider {provider}", r.value),
+                    did_you_mean(suggest(&r.value, regions::regions(&provider))),
+                );
+                (r.value.clone(), String::new())
+            }
+        },
+        None if provider == "local" => (regions::LOCAL_REGION.to_owned(), "local".to_owned()),
+        None => {
+            ck.at(id.referenced, format!("deployment '{}' needs a region for provider {provider}", id.value), None);
+            (String::new(), String::new())
+        }
+    };
+    let vm = merge_vm(defaults.vm.as_ref(), d.vm.as_ref());
+    if let Some(disk) = d.vm.as_ref().and_then(|v| v.disk_gb.as_ref()).or(defaults.vm.as_ref().and_then(|v| v.disk_gb.as_ref())) {
+        if disk.value < 10 {
+            ck.at(disk.referenced, format!("disk_gb {} is too small; at least 10", disk.value), None);
+        }
+    }
+    if provider != "local" && vm.machine_type.is_none() {
+        ck.at(id.referenced, format!("deployment '{}' needs vm.type for provider {provider}", id.value), None);
+    }
+    let container = match d.container {
+        None => {
+            ck.at(id.referenced, format!("deployment '{}' needs a `container:` with an `image:`", id.value), None);
+            None
+        }
+        Some(c) => check_container(ck, c),
+    };
+    let mut buckets = Buckets::default();
+    if let Some(b) = d.buckets {
+        for (slot, name) in [(&mut buckets.input, b.input), (&mut buckets.output, b.output)] {
+            if let Some(n) = name {
+                if let Err(m) = names::check_bucket_name(&n.value, &provider) {
+                    ck.at(n.referenced, m, None);
+                }
+                *slot = Some(n.value);
+            }
+        }
+        if b.checkpoint == Some(true) {
+            buckets.checkpoint = Some(id.value.clone());
+        }
+    }
+    let interval_s = d.sync_interval.as_ref().or(defaults.sync_interval.as_ref());
+    let sync_interval_secs = match interval_s {
+        Some(i) => match i.value.seconds() {
+            Ok(0) => {
+                ck.at(i.referenced, "sync_interval must be at least 1s", None);
+                60
+            }
+            Ok(s) => s,
+            Err(m) => {
+                ck.at(i.referenced, format!("sync_interval {m}"), None);
+                60
+            }
+        },
+        None => 60,
+    };
+    let check = d.connectivity_check.as_ref().or(defaults.connectivity_check.as_ref());
+    let (check_retries, check_retries_sleep_secs) = check_settings(ck, check);
+    if ck.errors.len() > errors_before {
+        return None;
+    }
+    Some(Deployment {
+        id: id.value.clone(),
+        provider,
+        region,
+        continent,
+        vm,
+        container: container?,
+        buckets,
+        sync_interval_secs,
+        check_retries,
+        check_retries_sleep_secs,
+    })
+}
+
+fn check_settings(ck: &mut Checker, check: Option<&RawCheck>) -> (u32, u64) {
+    let retries = check.and_then(|c| c.retries.as_ref()).map(|r| r.value).unwrap_or(30);
+    let sleep = match check.and_then(|c| c.retries_sleep.as_ref()) {
+        Some(s) => s.value.seconds().unwrap_or_else(|m| {
+            ck.at(s.referenced, format!("retries_sleep {m}"), None);
+            15
+        }),
+        None => 15,
+    };
+    (retries, sleep)
+}
+
+fn merge_vm(defaults: Option<&RawVm>, own: Option<&RawVm>) -> Vm {
+    let pick = |f: fn(&RawVm) -> Option<String>| own.and_then(f).or_else(|| defaults.and_then(f));
+    Vm {
+        machine_type: pick(|v| v.machine_type.as_ref().map(|t| t.value.clone())),
+        spot: own.and_then(|v| v.spot).or_else(|| defaults.and_then(|v| v.spot)).unwrap_or(false),
+        disk_gb: own
+            .and_then(|v| v.disk_gb.as_ref().map(|d| d.value))
+            .or_else(|| defaults.and_then(|v| v.disk_gb.as_ref().map(|d| d.value))),
+    }
+}
+
+fn check_container(ck: &mut Checker, c: S<raw::RawContainer>) -> Option<Container> {
+    let loc = c.referenced;
+    let c = c.value;
+    let Some(image) = c.image else {
+        ck.at(loc, "the container needs an `image:`", None);
+        return None;
+    };
+    let img = &image.value;
+    if img.is_empty() || img.chars().any(|ch| ch.is_whitespace() || ch.is_control()) || img.starts_with('-') {
+        ck.at(image.referenced, format!("image '{img}' is not a valid image reference"), Some("e.g. ghcr.io/acme/train:latest".into()));
+    }
+    let mut command = Vec::new();
+    for word in c.command.unwrap_or_default() {
+        if word.value.contains('\0') {
+            ck.at(word.referenced, "a command word cannot contain a NUL byte", None);
+        }
+        command.push(word.value);
+    }
+    let mut env = BTreeMap::new();
+    for (k, v) in c.env.map(|e| e.0).unwrap_or_default() {
+        let valid = k.value.chars().next().is_some_and(|ch| ch.is_ascii_alphabetic() || ch == '_')
+            && k.value.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_');
+        if !valid {
+            ck.at(k.referenced, format!("environment variable name '{}' must match [A-Za-z_][A-Za-z0-9_]*", k.value), None);
+        }
+        if v.value.contains('\0') {
+            ck.at(v.referenced, "an environment value cannot contain a NUL byte", None);
+        }
+        env.insert(k.value, v.value);
+    }
+    if let Some(shm) = &c.shm_size {
+        let ok = shm.value.trim_end_matches(['b', 'k', 'm', 'g', 'B', 'K', 'M', 'G']).parse::<u64>().is_ok();
+        if !ok {
+            ck.at(shm.referenced, format!("shm_size '{}' is not a size like 8g or 512m", shm.value), None);
+        }
+    }
+    Some(Container {
+        image: image.value,
+        command,
+        env,
+        gpus: c.gpus.map(|g| g.value),
+        shm_size: c.shm_size.map(|s| s.value),
+    })
+}

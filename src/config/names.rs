@@ -1,0 +1,69 @@
+//! Naming rules checked before any cloud is called (DESIGN §7), including the length of
+//! every name derived from a deployment id.
+
+/// Deployment ids: `[a-z0-9-]`, starting with a letter, not ending with `-`.
+pub fn check_deployment_id(id: &str, provider: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("a deployment id cannot be empty".into());
+    }
+    if !id.starts_with(|c: char| c.is_ascii_lowercase()) {
+        return Err(format!("deployment id '{id}' must start with a lowercase letter"));
+    }
+    if let Some(bad) = id.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')) {
+        return Err(format!(
+            "deployment id '{id}' contains '{bad}'; use lowercase letters, digits and '-'"
+        ));
+    }
+    if id.ends_with('-') || id.contains("--") {
+        return Err(format!("deployment id '{id}' cannot end with '-' or contain '--'"));
+    }
+    // The checkpoint bucket is named after the id, and AWS names the role `anycloud-{id}`
+    // (64 characters at most); Azure names its identity the same way.
+    let max = match provider {
+        "aws" => 55,
+        _ => 63,
+    };
+    if id.len() > max {
+        return Err(format!(
+            "deployment id '{id}' is {} characters; at most {max} fit the names derived from it on {provider} (e.g. anycloud-{{id}})",
+            id.len()
+        ));
+    }
+    if id.len() < 3 {
+        return Err(format!(
+            "deployment id '{id}' is {} characters; the checkpoint bucket named after it needs at least 3",
+            id.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Bucket names: the strictest of S3's, Azure containers' and GCS's rules, so a config moves
+/// between clouds unchanged: 3–63 characters of `[a-z0-9-.]`, alphanumeric at both ends.
+pub fn check_bucket_name(name: &str, provider: &str) -> Result<(), String> {
+    let len = name.len();
+    if !(3..=63).contains(&len) {
+        return Err(format!("bucket name '{name}' is {len} characters; it must be 3 to 63"));
+    }
+    if let Some(bad) = name.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '.')) {
+        return Err(format!(
+            "bucket name '{name}' contains '{bad}'; use lowercase letters, digits, '-' and '.'"
+        ));
+    }
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    if !name.starts_with(alnum) || !name.ends_with(alnum) {
+        return Err(format!("bucket name '{name}' must start and end with a letter or digit"));
+    }
+    if name.contains("..") {
+        return Err(format!("bucket name '{name}' cannot contain '..'"));
+    }
+    if provider == "azure" && (name.contains('.') || name.contains("--")) {
+        return Err(format!(
+            "bucket name '{name}' is not a valid Azure container name: no '.' and no '--'"
+        ));
+    }
+    if name.split('.').count() == 4 && name.split('.').all(|p| p.parse::<u8>().is_ok()) {
+        return Err(format!("bucket name '{name}' cannot look like an IP address"));
+    }
+    Ok(())
+}

@@ -1,0 +1,65 @@
+//! The steps every command shares: read the config, lock and read the state, make a plan.
+
+use std::path::Path;
+
+use anycloud_state::State;
+
+use crate::config::{self, Config};
+use crate::graph::{self, Graph};
+use crate::plan::{self, Plan, PlanOptions};
+use crate::providers::Providers;
+
+/// An error for the user, already worded; the CLI prints it and exits 1.
+#[derive(Debug)]
+pub struct UserError(pub String);
+
+impl std::fmt::Display for UserError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UserError {}
+
+pub fn load_config(path: &Path) -> Result<Config, UserError> {
+    match config::load(path) {
+        Ok(mut c) => {
+            c.path = path.to_path_buf();
+            Ok(c)
+        }
+        Err(errors) => {
+            let mut text: String = errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n");
+            if errors.len() > 1 {
+                text.push_str(&format!("\n{} errors in {}", errors.len(), path.display()));
+            }
+            Err(UserError(text.trim_end().to_owned()))
+        }
+    }
+}
+
+pub fn load_state(path: &Path) -> Result<State, UserError> {
+    anycloud_state::load(path).map_err(|e| UserError(format!("error: {e}")))
+}
+
+fn plan_errors(errors: Vec<plan::PlanError>) -> UserError {
+    UserError(errors.iter().map(|e| format!("error: {e}")).collect::<Vec<_>>().join("\n"))
+}
+
+/// Compiles, plans, refreshes (unless told not to) and diffs: the whole of `anycloud plan`.
+pub async fn make_plan(
+    config: &Config,
+    state: &State,
+    providers: &Providers,
+    opts: &PlanOptions<'_>,
+) -> Result<(Graph, Plan), UserError> {
+    let graph = graph::compile(config);
+    let desired = plan::desired(&graph, providers).map_err(plan_errors)?;
+    let current = if opts.refresh {
+        Some(plan::refresh(&graph, &desired, state, providers).await.map_err(plan_errors)?)
+    } else {
+        None
+    };
+    let mut plan = plan::diff(&graph, &desired, state, current.as_ref(), opts).map_err(plan_errors)?;
+    plan.config_digest = config.digest.clone();
+    Ok((graph, plan))
+}

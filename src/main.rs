@@ -1,0 +1,22 @@
+use clap::Parser;
+
+fn main() {
+    let cli = anycloud::cli::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = match runtime.block_on(anycloud::cli::run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{}", e.0);
+            1
+        }
+    };
+    // In-flight helper processes (bash steps) are left to finish on their own.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    std::process::exit(code);
+}

@@ -1,0 +1,92 @@
+//! What apply shows while it works: a live display of the operations in flight (with their
+//! elapsed time) on a terminal, one plain line per event otherwise (CI logs, pipes).
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::apply::human_duration;
+use crate::plan::Action;
+
+#[derive(Clone)]
+pub struct Progress {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    live: Option<MultiProgress>,
+    bars: Mutex<BTreeMap<String, ProgressBar>>,
+    quiet: bool,
+}
+
+fn verb(a: Action) -> (&'static str, &'static str) {
+    match a {
+        Action::Create => ("Creating", "Creation complete"),
+        Action::Update => ("Modifying", "Modifications complete"),
+        Action::Replace => ("Replacing", "Replacement complete"),
+        Action::Delete => ("Destroying", "Destruction complete"),
+        Action::Read => ("Reading", "Read complete"),
+        Action::NoOp => ("Checking", "Checked"),
+    }
+}
+
+impl Progress {
+    pub fn new(quiet: bool) -> Progress {
+        let live = std::io::stdout().is_terminal().then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stdout()));
+        Progress { inner: Arc::new(Inner { live, bars: Mutex::new(BTreeMap::new()), quiet }) }
+    }
+
+    fn line(&self, text: &str) {
+        if self.inner.quiet {
+            return;
+        }
+        match &self.inner.live {
+            Some(m) => {
+                let _ = m.println(text);
+            }
+            None => println!("{text}"),
+        }
+    }
+
+    pub fn note(&self, text: &str) {
+        self.line(text);
+    }
+
+    pub fn started(&self, address: &str, action: Action) {
+        let (doing, _) = verb(action);
+        match &self.inner.live {
+            Some(m) if !self.inner.quiet => {
+                let bar = m.add(ProgressBar::new_spinner());
+                bar.set_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("valid template"));
+                bar.set_message(format!("{address}: {doing}..."));
+                bar.enable_steady_tick(Duration::from_millis(120));
+                self.inner.bars.lock().expect("not poisoned").insert(address.to_owned(), bar);
+            }
+            _ => self.line(&format!("{address}: {doing}...")),
+        }
+    }
+
+    fn clear(&self, address: &str) {
+        if let Some(bar) = self.inner.bars.lock().expect("not poisoned").remove(address) {
+            bar.finish_and_clear();
+        }
+    }
+
+    pub fn finished(&self, address: &str, action: Action, elapsed: Duration) {
+        self.clear(address);
+        let (_, done) = verb(action);
+        self.line(&format!("{address}: {done} after {}", human_duration(elapsed)));
+    }
+
+    pub fn failed(&self, address: &str, message: &str, elapsed: Duration) {
+        self.clear(address);
+        self.line(&format!("{address}: FAILED after {}: {message}", human_duration(elapsed)));
+    }
+
+    pub fn skipped(&self, address: &str) {
+        self.line(&format!("{address}: skipped (a resource it needs failed)"));
+    }
+}

@@ -1,0 +1,33 @@
+//! The providers compiled into this build, by name.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use anycloud_provider::Provider;
+
+#[derive(Clone)]
+pub struct Providers {
+    by_name: BTreeMap<&'static str, Arc<dyn Provider>>,
+}
+
+impl Providers {
+    pub fn builtin() -> Providers {
+        let mut by_name: BTreeMap<&'static str, Arc<dyn Provider>> = BTreeMap::new();
+        let local: Arc<dyn Provider> = Arc::new(anycloud_provider_local::LocalProvider::default());
+        by_name.insert(local.name(), local);
+        Providers { by_name }
+    }
+
+    pub fn get(&self, name: &str) -> Result<&dyn Provider, String> {
+        self.by_name.get(name).map(|p| p.as_ref()).ok_or_else(|| {
+            format!(
+                "provider '{name}' is not available in this build of anycloud (available: {})",
+                self.by_name.keys().copied().collect::<Vec<_>>().join(", ")
+            )
+        })
+    }
+
+    pub fn shared(&self, name: &str) -> Option<Arc<dyn Provider>> {
+        self.by_name.get(name).cloned()
+    }
+}

@@ -1,0 +1,190 @@
+//! Human and markdown renderings of a plan, made only from the plan document, so the
+//! terminal, the PR comment and `plan --format json` can never disagree.
+
+use std::fmt::Write;
+
+use anycloud_provider::Attrs;
+use serde_json::Value;
+
+use crate::plan::{Action, Change, Plan};
+
+fn symbol(a: Action) -> &'static str {
+    match a {
+        Action::Create => "  +",
+        Action::Update => "  ~",
+        Action::Replace => "-/+",
+        Action::Delete => "  -",
+        Action::Read => " <=",
+        Action::NoOp => "   ",
+    }
+}
+
+fn headline(c: &Change) -> String {
+    let what = match c.action {
+        Action::Create => "will be created",
+        Action::Update => "will be updated in place",
+        Action::Replace => "must be replaced",
+        Action::Delete => "will be destroyed",
+        Action::Read => "will be read during apply",
+        Action::NoOp => "is up to date",
+    };
+    match &c.reason {
+        Some(r) => format!("# {} {what} ({r})", c.address),
+        None => format!("# {} {what}", c.address),
+    }
+}
+
+fn scalar(v: &Value) -> String {
+    match v {
+        Value::String(s) => serde_json::to_string(s).expect("strings serialise"),
+        other => serde_json::to_string(other).expect("json values serialise"),
+    }
+}
+
+fn is_multiline(v: Option<&Value>) -> bool {
+    v.and_then(Value::as_str).is_some_and(|s| s.contains('\n'))
+}
+
+fn heredoc(out: &mut String, indent: &str, body: &str, prefix: &str) {
+    for line in body.lines() {
+        let _ = writeln!(out, "{indent}    {prefix}{line}");
+    }
+}
+
+/// One change as a Terraform-style block. Unchanged attributes of updates are counted,
+/// not shown; multi-line attributes are unified diffs.
+pub fn change_block(c: &Change) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "  {}", headline(c));
+    let _ = writeln!(out, "{} {} \"{}\" {{", symbol(c.action), c.kind, c.address);
+    let empty = Attrs::new();
+    let before = c.before.as_ref().unwrap_or(&empty);
+    let after = c.after.as_ref().unwrap_or(&empty);
+    let mut keys: Vec<&String> = before.keys().chain(after.keys()).chain(c.after_unknown.iter()).collect();
+    keys.sort();
+    keys.dedup();
+    let width = keys.iter().map(|k| k.len()).max().unwrap_or(0);
+    let mut hidden = 0;
+    let ind = "     ";
+    for k in keys {
+        let b = before.get(k);
+        let a = after.get(k);
+        let unknown = c.after_unknown.contains(k);
+        let forces = if c.replace_paths.contains(k) { " # forces replacement" } else { "" };
+        let (sym, show) = match c.action {
+            Action::Create | Action::Read => ("+", true),
+            Action::Delete => ("-", true),
+            Action::NoOp => (" ", false),
+            Action::Update | Action::Replace => {
+                if unknown || b != a {
+                    ("~", true)
+                } else {
+                    (" ", false)
+                }
+            }
+        };
+        if !show {
+            hidden += 1;
+            continue;
+        }
+        let value_side = if c.action == Action::Delete { b } else { a };
+        if unknown && c.action != Action::Delete {
+            let was = match (c.action, b) {
+                (Action::Replace | Action::Update, Some(v)) => format!("{} -> ", scalar(v)),
+                _ => String::new(),
+            };
+            let _ = writeln!(out, "{ind}{sym} {k:<width$} = {was}(known after apply)");
+            continue;
+        }
+        if c.action == Action::Update || c.action == Action::Replace {
+            if is_multiline(b) || is_multiline(a) {
+                let old = b.and_then(Value::as_str).unwrap_or("");
+                let new = a.and_then(Value::as_str).unwrap_or("");
+                let _ = writeln!(out, "{ind}{sym} {k:<width$} = <<-EOT{forces}");
+                let diff = similar::TextDiff::from_lines(old, new);
+                let unified = diff.unified_diff().context_radius(3).to_string();
+                heredoc(&mut out, ind, &unified, "");
+                let _ = writeln!(out, "{ind}    EOT");
+            } else {
+                let from = b.map(scalar).unwrap_or_else(|| "null".into());
+                let to = a.map(scalar).unwrap_or_else(|| "null".into());
+                let _ = writeln!(out, "{ind}{sym} {k:<width$} = {from} -> {to}{forces}");
+            }
+            continue;
+        }
+        match value_side {
+            Some(v) if is_multiline(Some(v)) => {
+                let _ = writeln!(out, "{ind}{sym} {k:<width$} = <<-EOT");
+                heredoc(&mut out, ind, v.as_str().unwrap_or_default(), "");
+                let _ = writeln!(out, "{ind}    EOT");
+            }
+            Some(v) => {
+                let _ = writeln!(out, "{ind}{sym} {k:<width$} = {}", scalar(v));
+            }
+            None => {}
+        }
+    }
+    if hidden > 0 {
+        let _ = writeln!(out, "{ind}  # ({hidden} unchanged attributes hidden)");
+    }
+    let _ = writeln!(out, "    }}");
+    out
+}
+
+pub fn human(plan: &Plan) -> String {
+    let mut out = String::new();
+    for w in &plan.warnings {
+        let _ = writeln!(out, "Warning: {w}\n");
+    }
+    if !plan.refreshed {
+        let _ = writeln!(out, "Note: the state was not refreshed (--refresh=false); the plan trusts what it records.\n");
+    }
+    let active: Vec<&Change> = plan.changes.iter().filter(|c| c.action != Action::NoOp).collect();
+    if active.is_empty() {
+        let _ = writeln!(out, "No changes. The infrastructure matches the configuration.");
+        return out;
+    }
+    let _ = writeln!(out, "anycloud will perform the following actions:\n");
+    for c in active {
+        out.push_str(&change_block(c));
+        out.push('\n');
+    }
+    let _ = writeln!(out, "{}", plan.summary_line());
+    out
+}
+
+pub fn markdown(plan: &Plan) -> String {
+    let mut out = String::from("### anycloud plan\n\n");
+    for w in &plan.warnings {
+        let _ = writeln!(out, "> **Warning:** {w}\n");
+    }
+    let active: Vec<&Change> = plan.changes.iter().filter(|c| c.action != Action::NoOp).collect();
+    if active.is_empty() {
+        out.push_str("No changes. The infrastructure matches the configuration.\n");
+        return out;
+    }
+    let _ = writeln!(out, "**{}**\n", plan.summary_line());
+    out.push_str("| action | address | kind | why |\n|---|---|---|---|\n");
+    for c in &active {
+        let why = c.reason.clone().unwrap_or_else(|| {
+            if c.replace_paths.is_empty() {
+                String::new()
+            } else {
+                format!("changed: {}", c.replace_paths.join(", "))
+            }
+        });
+        let _ = writeln!(out, "| {} | `{}` | {} | {} |", c.action.as_str(), c.address, c.kind, why.replace('|', "\\|"));
+    }
+    out.push('\n');
+    for c in active {
+        let _ = writeln!(out, "<details><summary><code>{}</code>: {}</summary>\n", c.address, c.action.as_str());
+        let _ = writeln!(out, "```diff\n{}```\n</details>\n", change_block(c));
+    }
+    out
+}
+
+pub fn json(plan: &Plan) -> String {
+    let mut s = serde_json::to_string_pretty(plan).expect("plans serialise");
+    s.push('\n');
+    s
+}
