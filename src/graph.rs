@@ -115,6 +115,8 @@ pub fn compile(config: &Config) -> Graph {
         let on_vm = Some(vm.clone());
         hosted(&mut g, p("vm_init"), Kind::VmInit, vec![vm.clone()], on_vm.clone());
         hosted(&mut g, p("rclone"), Kind::Rclone, vec![p("vm_init"), storage.clone()], on_vm.clone());
+        // The container starts once its data is down and the upload loops run; in reverse, it
+        // stops (and flushes) before the upload programs go, so nothing it wrote is missed.
         let mut container_deps = vec![p("vm_init")];
         if let Some(b) = bucket("input") {
             hosted(&mut g, p("sync.input"), Kind::SyncInput, vec![p("rclone"), b], on_vm.clone());
@@ -131,9 +133,11 @@ pub fn compile(config: &Config) -> Graph {
                 on_vm.clone(),
             );
             container_deps.push(p("sync.checkpoint_restore"));
+            container_deps.push(p("service.checkpoint"));
         }
         if let Some(b) = bucket("output") {
             hosted(&mut g, p("service.output"), Kind::ServiceOutput, vec![p("rclone"), b], on_vm.clone());
+            container_deps.push(p("service.output"));
         }
         hosted(&mut g, p("container"), Kind::Container, container_deps, on_vm);
     }

@@ -279,7 +279,7 @@ pub fn diff(
                     change.after_unknown = planned.computed.clone();
                     change.reason = match (recorded, pending) {
                         (Some(_), Some(Pending::Create)) => Some("a previous apply was interrupted while creating it".into()),
-                        (Some(_), _) => Some("it no longer exists (found missing on refresh)".into()),
+                        (Some(_), _) => Some("found missing on refresh".into()),
                         _ => None,
                     };
                 }

@@ -60,7 +60,10 @@ pub fn change_block(c: &Change) -> String {
     let empty = Attrs::new();
     let before = c.before.as_ref().unwrap_or(&empty);
     let after = c.after.as_ref().unwrap_or(&empty);
-    let mut keys: Vec<&String> = before.keys().chain(after.keys()).chain(c.after_unknown.iter()).collect();
+    // Attributes named `_…` are the provider's bookkeeping (paths it needs to clean up); the
+    // JSON plan has them, reviewers do not need them.
+    let mut keys: Vec<&String> =
+        before.keys().chain(after.keys()).chain(c.after_unknown.iter()).filter(|k| !k.starts_with('_')).collect();
     keys.sort();
     keys.dedup();
     let width = keys.iter().map(|k| k.len()).max().unwrap_or(0);

@@ -46,7 +46,7 @@ fn layout_json(layout: &VmLayout) -> Value {
 }
 
 fn layout_of(attrs: &Attrs) -> Result<VmLayout> {
-    let v = attrs.get("layout").cloned().unwrap_or(Value::Null);
+    let v = attrs.get("_layout").cloned().unwrap_or(Value::Null);
     serde_json::from_value(v).map_err(|e| ProviderError::permanent(format!("bad layout: {e}")))
 }
 
@@ -56,7 +56,7 @@ fn pairs_json(pairs: &[(String, String)]) -> Value {
 
 fn pairs_of(attrs: &Attrs) -> Vec<(String, String)> {
     attrs
-        .get("flush")
+        .get("_flush")
         .and_then(|v| v.as_array())
         .map(|a| {
             a.iter()
@@ -88,7 +88,7 @@ fn service_of(kind: Kind) -> Option<(&'static str, &'static str)> {
 pub fn plan(kind: Kind, inputs: &Attrs, ctx: &HostContext) -> Result<Planned> {
     let layout = &ctx.layout;
     let mut attrs = Attrs::new();
-    attrs.insert("layout".into(), layout_json(layout));
+    attrs.insert("_layout".into(), layout_json(layout));
     let mut force_new: Vec<String> = Vec::new();
     let mut computed = Vec::new();
     let interval = input_u64(inputs, "sync_interval_secs", 60);
@@ -129,7 +129,7 @@ pub fn plan(kind: Kind, inputs: &Attrs, ctx: &HostContext) -> Result<Planned> {
             attrs.insert("program_name".into(), json!(program));
             attrs.insert("program".into(), json!(text));
             attrs.insert("status".into(), json!("RUNNING"));
-            attrs.insert("flush".into(), pairs_json(&[(layout.mount(role), remote.clone())]));
+            attrs.insert("_flush".into(), pairs_json(&[(layout.mount(role), remote.clone())]));
         }
         Kind::Container => {
             let spec = container_spec(inputs, ctx)?;
@@ -138,7 +138,7 @@ pub fn plan(kind: Kind, inputs: &Attrs, ctx: &HostContext) -> Result<Planned> {
             attrs.insert("command".into(), json!(spec.command));
             attrs.insert("env".into(), json!(spec.env));
             attrs.insert("run_spec".into(), json!(spec.render()));
-            attrs.insert("flush".into(), pairs_json(&ctx.flush_pairs()));
+            attrs.insert("_flush".into(), pairs_json(&ctx.flush_pairs()));
             computed.push("container_id".into());
             force_new = ["name", "image", "command", "env", "run_spec"].map(String::from).to_vec();
         }

@@ -101,10 +101,10 @@ impl Provider for LocalProvider {
                 let ctx = host_context(inputs)?;
                 let root = attr_str(inputs, "root")?;
                 attrs.insert("host_dir".into(), json!(host_dir(root, &ctx.deployment)));
-                attrs.insert("layout".into(), serde_json::to_value(&ctx.layout).expect("strings"));
+                attrs.insert("_layout".into(), serde_json::to_value(&ctx.layout).expect("strings"));
                 attrs.insert("container_name".into(), json!(ctx.container_name()));
                 attrs.insert(
-                    "flush".into(),
+                    "_flush".into(),
                     json!(ctx.flush_pairs().iter().map(|(d, r)| json!([d, r])).collect::<Vec<_>>()),
                 );
                 Ok(Planned { attrs, computed: vec![], force_new: vec!["host_dir".into()] })
@@ -118,7 +118,7 @@ impl Provider for LocalProvider {
         // One probe per host, however many of its resources are asked about.
         let mut probes: BTreeMap<String, Probe> = BTreeMap::new();
         for t in targets.iter().filter(|t| t.kind.is_hosted()) {
-            let layout: VmLayout = match t.attrs.get("layout").cloned().map(serde_json::from_value) {
+            let layout: VmLayout = match t.attrs.get("_layout").cloned().map(serde_json::from_value) {
                 Some(Ok(l)) => l,
                 _ => continue,
             };
@@ -143,7 +143,7 @@ impl Provider for LocalProvider {
                 Kind::Vm => exists(attr_str(t.attrs, "host_dir")?).await.then(|| t.attrs.clone()),
                 Kind::Role => None,
                 hosted => {
-                    let mnt = t.attrs.get("layout").and_then(|l| l.get("mnt")).and_then(|m| m.as_str());
+                    let mnt = t.attrs.get("_layout").and_then(|l| l.get("mnt")).and_then(|m| m.as_str());
                     match mnt.and_then(|m| probes.get(m)) {
                         Some(probe) => steps::read(hosted, t.attrs, probe),
                         None => None,
@@ -182,11 +182,11 @@ impl Provider for LocalProvider {
             Kind::Storage | Kind::Bucket | Kind::Role => Ok(()),
             Kind::Vm => {
                 let layout: VmLayout = serde_json::from_value(
-                    target.attrs.get("layout").cloned().unwrap_or_default(),
+                    target.attrs.get("_layout").cloned().unwrap_or_default(),
                 )
                 .map_err(|e| ProviderError::permanent(format!("bad layout: {e}")))?;
                 let pairs: Vec<(String, String)> = serde_json::from_value(
-                    target.attrs.get("flush").cloned().unwrap_or_else(|| json!([])),
+                    target.attrs.get("_flush").cloned().unwrap_or_else(|| json!([])),
                 )
                 .unwrap_or_default();
                 steps::flush(&self.host, &layout, &pairs).await?;
