@@ -336,7 +336,13 @@ pub fn diff(
                 kind,
                 provider: r.provider.clone(),
                 action: Action::Delete,
-                reason: if gone { Some("already gone; only forgotten".into()) } else { None },
+                reason: if r.attributes.get("_keep_on_destroy") == Some(&serde_json::Value::Bool(true)) {
+                    Some("only forgotten: the bucket and its data are kept".into())
+                } else if gone {
+                    Some("already gone; only forgotten".into())
+                } else {
+                    None
+                },
                 before: Some(r.attributes.clone()),
                 after: None,
                 after_unknown: vec![],

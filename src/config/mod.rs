@@ -166,7 +166,8 @@ pub fn digest(bytes: &[u8]) -> String {
 /// Parses and checks config text; `base` resolves relative paths (the config's directory).
 pub fn parse(file: &str, text: &str, base: &Path, digest: &str) -> Result<Config, Vec<ConfigError>> {
     let mut ck = Checker { file: file.to_owned(), source: text, errors: Vec::new() };
-    if text.trim().is_empty() {
+    // Only blank lines and comments: as empty as an empty file.
+    if text.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')) {
         ck.push(1, 1, "the config is empty; it needs at least a `deployments:` mapping".into(), None);
         return Err(ck.errors);
     }
@@ -203,13 +204,11 @@ fn yaml_error(ck: &mut Checker, e: &serde_saphyr::Error) {
         message.truncate(i);
     }
     let mut help = None;
-    if let Some(rest) = message.strip_prefix("unknown field `") {
-        if let Some((field, tail)) = rest.split_once('`') {
-            let expected: Vec<&str> = tail.split('`').skip(1).step_by(2).collect();
-            help = did_you_mean(suggest(field, expected.iter().copied()))
-                .or_else(|| (!expected.is_empty()).then(|| format!("expected one of: {}", expected.join(", "))));
-            message = format!("unknown key '{field}'");
-        }
+    // serde-saphyr renders the expected keys without backticks, so read them from the error itself.
+    if let serde_saphyr::Error::SerdeUnknownField { field, expected, .. } = e.without_snippet() {
+        help = did_you_mean(suggest(field, expected.iter().copied()))
+            .or_else(|| (!expected.is_empty()).then(|| format!("expected one of: {}", expected.join(", "))));
+        message = format!("unknown key '{field}'");
     }
     ck.at(loc, message, help);
 }

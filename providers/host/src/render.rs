@@ -101,6 +101,9 @@ impl ContainerSpec {
             vec!["run".into(), "--detach".into(), "--name".into(), self.name.clone()],
             vec!["--label".into(), format!("anycloud.deployment={}", self.deployment)],
             vec!["--network".into(), "host".into()],
+            // An init as PID 1 forwards `docker stop`'s SIGTERM to the job (a shell or python
+            // as PID 1 ignores it, and every teardown would wait out the stop timeout).
+            vec!["--init".into()],
         ];
         for (host, inside, ro) in &self.mounts {
             let suffix = if *ro { ":ro" } else { "" };

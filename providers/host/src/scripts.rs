@@ -151,6 +151,8 @@ fi
 
 /// The last upload before a container or VM goes: copy, then verify with `check --one-way`
 /// that everything on the disk is in the bucket. Fails (and so keeps the VM) otherwise.
+/// `--checksum`, unlike the upload loop's size-and-modtime comparison, cannot skip a file
+/// rewritten with the same size within the modify window.
 pub fn final_flush(layout: &VmLayout, pairs: &[(String, String)]) -> String {
     let mut script = format!(
         "{PRELUDE}export RCLONE_CONFIG={}\nif [ ! -f \"$RCLONE_CONFIG\" ]; then exit 0; fi\n",
@@ -160,8 +162,8 @@ pub fn final_flush(layout: &VmLayout, pairs: &[(String, String)]) -> String {
     for (dir, remote) in pairs {
         script.push_str(&format!(
             "if [ -d {dir} ]; then\n  \
-             /usr/bin/rclone copy {dir} {remote} --verbose --no-update-modtime --modify-window 1s --log-file={qlog} {copy_fail}\n  \
-             /usr/bin/rclone check {dir} {remote} --one-way --modify-window 1s --log-file={qlog} {check_fail}\n\
+             /usr/bin/rclone copy {dir} {remote} --checksum --verbose --no-update-modtime --log-file={qlog} {copy_fail}\n  \
+             /usr/bin/rclone check {dir} {remote} --one-way --log-file={qlog} {check_fail}\n\
              fi\n",
             dir = quote(dir),
             remote = quote(remote),

@@ -18,6 +18,32 @@ impl Default for LocalProvider {
     }
 }
 
+impl LocalProvider {
+    /// Removes the deployment's container and stops its private supervisord.
+    async fn cleanup_host(&self, vm: &Attrs) -> Result<()> {
+        let layout = layout_of(vm)?;
+        let container = attr_str(vm, "container_name")?;
+        let script = format!(
+            "{}{}",
+            anycloud_host::scripts::container_remove(container),
+            anycloud_host::scripts::supervisord_stop(&layout).trim_start_matches("set -euo pipefail\n")
+        );
+        let out = anycloud_host::Host::run(&self.host, &script)
+            .await
+            .map_err(|e| ProviderError::retryable(e.to_string()))?;
+        if out.success() {
+            Ok(())
+        } else {
+            Err(ProviderError::permanent(format!("cleaning up the host failed: {}", out.stderr.trim())))
+        }
+    }
+}
+
+fn layout_of(attrs: &Attrs) -> Result<VmLayout> {
+    serde_json::from_value(attrs.get("_layout").cloned().unwrap_or_default())
+        .map_err(|e| ProviderError::permanent(format!("bad layout: {e}")))
+}
+
 const RCLONE_CONF: &str = "[local]\ntype = local\n";
 
 fn buckets_dir(root: &str) -> String {
@@ -95,6 +121,8 @@ impl Provider for LocalProvider {
                 if let Some(c) = inputs.get("continent") {
                     attrs.insert("continent".into(), c.clone());
                 }
+                // Buckets hold the user's data: destroy forgets them and leaves the directory.
+                attrs.insert("_keep_on_destroy".into(), json!(true));
                 Ok(Planned { attrs, computed: vec![], force_new: vec!["name".into(), "path".into()] })
             }
             Kind::Vm => {
@@ -157,11 +185,18 @@ impl Provider for LocalProvider {
 
     async fn create(&self, target: Target<'_>) -> Result<Attrs> {
         match target.kind {
-            Kind::Storage | Kind::Bucket | Kind::Vm => {
+            Kind::Vm => {
+                // A new "VM" starts clean: a container or supervisord left by a VM whose
+                // directory was wiped would otherwise keep running against deleted paths.
+                self.cleanup_host(target.attrs).await?;
+                let dir = attr_str(target.attrs, "host_dir")?;
+                tokio::fs::create_dir_all(dir).await.map_err(|e| io_err("creating", dir, e))?;
+                Ok(target.attrs.clone())
+            }
+            Kind::Storage | Kind::Bucket => {
                 let key = match target.kind {
                     Kind::Storage => "buckets_dir",
-                    Kind::Bucket => "path",
-                    _ => "host_dir",
+                    _ => "path",
                 };
                 let path = attr_str(target.attrs, key)?;
                 tokio::fs::create_dir_all(path).await.map_err(|e| io_err("creating", path, e))?;
@@ -181,24 +216,13 @@ impl Provider for LocalProvider {
             // Buckets hold the user's data: destroy forgets them and leaves the directories.
             Kind::Storage | Kind::Bucket | Kind::Role => Ok(()),
             Kind::Vm => {
-                let layout: VmLayout = serde_json::from_value(
-                    target.attrs.get("_layout").cloned().unwrap_or_default(),
-                )
-                .map_err(|e| ProviderError::permanent(format!("bad layout: {e}")))?;
+                let layout = layout_of(target.attrs)?;
                 let pairs: Vec<(String, String)> = serde_json::from_value(
                     target.attrs.get("_flush").cloned().unwrap_or_else(|| json!([])),
                 )
                 .unwrap_or_default();
                 steps::flush(&self.host, &layout, &pairs).await?;
-                let container = attr_str(target.attrs, "container_name")?;
-                let cleanup = format!(
-                    "{}{}",
-                    anycloud_host::scripts::container_remove(container),
-                    anycloud_host::scripts::supervisord_stop(&layout).trim_start_matches("set -euo pipefail\n")
-                );
-                anycloud_host::Host::run(&self.host, &cleanup)
-                    .await
-                    .map_err(|e| ProviderError::retryable(e.to_string()))?;
+                self.cleanup_host(target.attrs).await?;
                 let dir = attr_str(target.attrs, "host_dir")?;
                 if Path::new(dir).exists() {
                     tokio::fs::remove_dir_all(dir).await.map_err(|e| io_err("removing", dir, e))?;

@@ -1,0 +1,178 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use anycloud::config::Config;
+use anycloud::plan::{Plan, PlanOptions};
+use anycloud::providers::Providers;
+use anycloud_state::{Resource, State};
+
+pub fn parse(text: &str) -> Config {
+    anycloud::config::parse("anycloud.yaml", text, Path::new("/nonexistent"), "sha256:test")
+        .unwrap_or_else(|e| panic!("config does not parse: {}", e.iter().map(|e| e.to_string()).collect::<String>()))
+}
+
+pub fn plan(config: &Config, state: &State) -> Plan {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let opts = PlanOptions { refresh: false, targets: &[], destroy: false };
+    rt.block_on(anycloud::engine::make_plan(config, state, &Providers::builtin(), &opts)).unwrap().1
+}
+
+/// The state an apply of `plan` would leave, with fixed stand-ins for computed values.
+pub fn state_after(plan: &Plan, mut state: State) -> State {
+    for c in &plan.changes {
+        match &c.after {
+            Some(after) => {
+                let mut attributes = after.clone();
+                for k in &c.after_unknown {
+                    attributes.insert(k.clone(), serde_json::json!(format!("{k}-of-{}", c.address)));
+                }
+                state.resources.insert(
+                    c.address.clone(),
+                    Resource {
+                        kind: c.kind.as_str().into(),
+                        provider: c.provider.clone(),
+                        attributes,
+                        dependencies: c.dependencies.clone(),
+                        pending: None,
+                    },
+                );
+            }
+            None => {
+                state.resources.remove(&c.address);
+            }
+        }
+    }
+    state.serial += 1;
+    state
+}
+
+pub fn fixed_state() -> State {
+    let mut s = State::new();
+    s.lineage = "00000000-0000-4000-8000-000000000000".into();
+    s
+}
+
+/// A project directory for an end-to-end test: its config, state and local cloud root.
+pub struct Project {
+    pub dir: tempfile::TempDir,
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {}\n--- stdout\n{}\n--- stderr\n{}", self.code, self.stdout, self.stderr)
+    }
+}
+
+impl Project {
+    pub fn new(config: &str) -> Project {
+        // Under /tmp with a plain name: the local cloud accepts only a safe path alphabet.
+        let dir = tempfile::Builder::new().prefix("anycloud-e2e-").tempdir_in("/tmp").unwrap();
+        let p = Project { dir };
+        p.write_config(config);
+        p
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn root(&self) -> std::path::PathBuf {
+        self.path().join(".anycloud/local")
+    }
+
+    pub fn bucket(&self, name: &str) -> std::path::PathBuf {
+        self.root().join("buckets").join(name)
+    }
+
+    pub fn host(&self, deployment: &str) -> std::path::PathBuf {
+        self.root().join("hosts").join(deployment)
+    }
+
+    pub fn write_config(&self, config: &str) {
+        std::fs::write(self.path().join("anycloud.yaml"), config).unwrap();
+    }
+
+    pub fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_anycloud"));
+        cmd.args(args).current_dir(self.path()).stdin(std::process::Stdio::null());
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        let out = self.command(args).output().unwrap();
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Runs and insists on success.
+    pub fn ok(&self, args: &[&str]) -> Run {
+        let r = self.run(args);
+        assert_eq!(r.code, 0, "anycloud {args:?} failed: {r:?}");
+        r
+    }
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        // Leave nothing running if a test failed half-way.
+        let _ = self.command(&["destroy", "--auto-approve", "-q"]).output();
+    }
+}
+
+/// Waits until `check` returns Some, or panics with `what` after `secs`.
+pub fn wait_for<T>(secs: u64, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out after {secs}s waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+pub fn read(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path).ok().map(|s| s.trim().to_owned())
+}
+
+/// Builds a test image from local files (no registry): busybox + `tests/fixtures/job.sh`.
+pub fn build_image(tag: &str) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let status = std::process::Command::new("bash")
+        .arg(root.join("examples/quickstart/build-image.sh"))
+        .arg(tag)
+        .arg(root.join("tests/fixtures/job.sh"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "building {tag} failed");
+}
+
+pub fn sh(script: &str) -> String {
+    let out = std::process::Command::new("bash").arg("-c").arg(script).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Containers of a deployment on this machine's Docker, by their anycloud label.
+pub fn containers_of(deployment: &str) -> usize {
+    let ids = sh(&format!("docker ps -aq --filter label=anycloud.deployment={deployment}"));
+    ids.lines().filter(|l| !l.is_empty()).count()
+}
+
+/// Private supervisord instances of a deployment host.
+pub fn supervisords_of(host: &Path) -> usize {
+    let pattern = format!("supervisord -c {}/supervisor/supervisord.conf", host.display());
+    // pgrep directly, not through a shell whose own command line would match too.
+    let out = std::process::Command::new("pgrep").args(["-f", "--", &pattern]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()).count()
+}

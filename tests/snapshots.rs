@@ -1,0 +1,144 @@
+//! Snapshots of everything a reviewer reads: plans in all three formats, the generated
+//! supervisord programs, rclone.conf, the container's run spec and the graph.
+//! `cargo insta review` updates them locally; CI runs with INSTA_UPDATE=no and fails on change.
+
+mod common;
+
+use anycloud::render;
+use anycloud_provider::Kind;
+
+const BEFORE: &str = r#"
+project: snap
+defaults:
+  provider: local
+  sync_interval: 60s
+providers:
+  local: { root: /srv/anycloud-snap }
+deployments:
+  train-a:
+    container:
+      image: registry.local/train:v1
+      command: [python, train.py, --lr, "0.001"]
+      env: { EPOCHS: "50" }
+    buckets: { input: training-data, output: results, checkpoint: true }
+  train-b:
+    container: { image: registry.local/train:v1 }
+    buckets: { output: results }
+"#;
+
+/// train-a: new image (container replaced) and a new interval (programs updated in place);
+/// train-b removed; train-c added.
+const AFTER: &str = r#"
+project: snap
+defaults:
+  provider: local
+  sync_interval: 120s
+providers:
+  local: { root: /srv/anycloud-snap }
+deployments:
+  train-a:
+    container:
+      image: registry.local/train:v2
+      command: [python, train.py, --lr, "0.001"]
+      env: { EPOCHS: "50" }
+    buckets: { input: training-data, output: results, checkpoint: true }
+  train-c:
+    container: { image: registry.local/eval:v1, command: [sh, -c, "echo it's done"] }
+    buckets: { input: training-data, output: results }
+"#;
+
+fn mixed_plan() -> anycloud::plan::Plan {
+    let before = common::parse(BEFORE);
+    let first = common::plan(&before, &common::fixed_state());
+    let state = common::state_after(&first, common::fixed_state());
+    common::plan(&common::parse(AFTER), &state)
+}
+
+#[test]
+fn plan_with_every_action_human() {
+    let plan = mixed_plan();
+    let actions: std::collections::BTreeSet<_> = plan.changes.iter().map(|c| c.action.as_str()).collect();
+    for a in ["create", "update", "replace", "delete", "no-op", "read"] {
+        assert!(actions.contains(a), "the fixture should exercise '{a}', got {actions:?}");
+    }
+    insta::assert_snapshot!("plan_human", render::human(&plan));
+}
+
+#[test]
+fn plan_with_every_action_json() {
+    insta::assert_snapshot!("plan_json", render::json(&mixed_plan()));
+}
+
+#[test]
+fn plan_with_every_action_markdown() {
+    insta::assert_snapshot!("plan_markdown", render::markdown(&mixed_plan()));
+}
+
+#[test]
+fn plans_are_byte_stable() {
+    assert_eq!(render::json(&mixed_plan()), render::json(&mixed_plan()));
+    assert_eq!(render::human(&mixed_plan()), render::human(&mixed_plan()));
+}
+
+#[test]
+fn the_summary_counts_each_action() {
+    let plan = mixed_plan();
+    let line = plan.summary_line();
+    // train-c: its vm, vm_init, rclone, sync.input, service.output, container (read of its
+    // input bucket and create of the output bucket address); train-b: everything goes.
+    assert!(line.starts_with("Plan: "), "{line}");
+    assert_eq!(plan.summary.replace, 1, "only train-a's container is replaced: {line}");
+    assert_eq!(plan.summary.change, 2, "train-a's two upload programs change in place: {line}");
+}
+
+fn attr(plan: &anycloud::plan::Plan, address: &str, key: &str) -> String {
+    let c = plan.changes.iter().find(|c| c.address == address).unwrap_or_else(|| panic!("no {address}"));
+    c.after.as_ref().unwrap()[key].as_str().unwrap().to_owned()
+}
+
+fn first_plan() -> anycloud::plan::Plan {
+    common::plan(&common::parse(BEFORE), &common::fixed_state())
+}
+
+#[test]
+fn supervisord_output_program() {
+    insta::assert_snapshot!("program_rclone_output", attr(&first_plan(), "deployment.train-a.service.output", "program"));
+}
+
+#[test]
+fn supervisord_checkpoint_program() {
+    insta::assert_snapshot!(
+        "program_rclone_checkpoint",
+        attr(&first_plan(), "deployment.train-a.service.checkpoint", "program")
+    );
+}
+
+#[test]
+fn supervisord_private_instance_conf() {
+    insta::assert_snapshot!("supervisord_conf", attr(&first_plan(), "deployment.train-a.vm_init", "supervisord_conf"));
+}
+
+#[test]
+fn rclone_conf() {
+    let conf = attr(&first_plan(), "deployment.train-a.rclone", "config");
+    for secret in ["key", "secret", "token", "password"] {
+        assert!(!conf.to_lowercase().contains(secret), "rclone.conf must hold no {secret}: {conf}");
+    }
+    insta::assert_snapshot!("rclone_conf", conf);
+}
+
+#[test]
+fn container_run_spec() {
+    let plan = first_plan();
+    let c = plan.changes.iter().find(|c| c.address == "deployment.train-a.container").unwrap();
+    assert_eq!(c.kind, Kind::Container);
+    assert_eq!(c.after_unknown, vec!["container_id".to_owned()]);
+    insta::assert_snapshot!("container_run_spec", attr(&plan, "deployment.train-a.container", "run_spec"));
+}
+
+#[test]
+fn graph_dot_and_mermaid() {
+    let g = anycloud::graph::compile(&common::parse(BEFORE));
+    insta::assert_snapshot!("graph_dot", g.to_dot());
+    insta::assert_snapshot!("graph_mermaid", g.to_mermaid());
+}
