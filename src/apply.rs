@@ -42,18 +42,29 @@ impl Outcome {
 
 /// The operations a plan needs and what each waits for.
 fn operations(plan: &Plan) -> BTreeMap<OpId, BTreeSet<OpId>> {
-    let by_addr: BTreeMap<&str, &Change> = plan.changes.iter().map(|c| (c.address.as_str(), c)).collect();
+    let by_addr: BTreeMap<&str, &Change> = plan
+        .changes
+        .iter()
+        .map(|c| (c.address.as_str(), c))
+        .collect();
     let has = |addr: &str, step: Step| {
         by_addr.get(addr).is_some_and(|c| match step {
             Step::Delete => matches!(c.action, Action::Delete | Action::Replace),
-            Step::Apply => matches!(c.action, Action::Create | Action::Update | Action::Replace | Action::Read),
+            Step::Apply => matches!(
+                c.action,
+                Action::Create | Action::Update | Action::Replace | Action::Read
+            ),
         })
     };
     let mut ops: BTreeMap<OpId, BTreeSet<OpId>> = BTreeMap::new();
     for c in &plan.changes {
         if has(&c.address, Step::Apply) {
-            let mut needs: BTreeSet<OpId> =
-                c.dependencies.iter().filter(|d| has(d, Step::Apply)).map(|d| (d.clone(), Step::Apply)).collect();
+            let mut needs: BTreeSet<OpId> = c
+                .dependencies
+                .iter()
+                .filter(|d| has(d, Step::Apply))
+                .map(|d| (d.clone(), Step::Apply))
+                .collect();
             if c.action == Action::Replace {
                 needs.insert((c.address.clone(), Step::Delete));
             }
@@ -74,7 +85,9 @@ fn operations(plan: &Plan) -> BTreeMap<OpId, BTreeSet<OpId>> {
         };
         for d in prior_deps {
             if has(&d, Step::Delete) {
-                ops.get_mut(&(d, Step::Delete)).expect("inserted above").insert((c.address.clone(), Step::Delete));
+                ops.get_mut(&(d, Step::Delete))
+                    .expect("inserted above")
+                    .insert((c.address.clone(), Step::Delete));
             }
         }
     }
@@ -104,11 +117,19 @@ pub async fn apply(
     progress: &Progress,
     interrupt: Arc<AtomicBool>,
 ) -> anyhow::Result<(Outcome, State)> {
-    let changes: BTreeMap<String, Change> = plan.changes.iter().map(|c| (c.address.clone(), c.clone())).collect();
+    let changes: BTreeMap<String, Change> = plan
+        .changes
+        .iter()
+        .map(|c| (c.address.clone(), c.clone()))
+        .collect();
     let mut waiting = operations(plan);
-    let mut persist = Persist { path: state_path, state };
+    let mut persist = Persist {
+        path: state_path,
+        state,
+    };
     let mut outcome = Outcome::default();
-    let mut running: JoinSet<(OpId, Instant, Result<Option<Attrs>, ProviderError>)> = JoinSet::new();
+    let mut running: JoinSet<(OpId, Instant, Result<Option<Attrs>, ProviderError>)> =
+        JoinSet::new();
     let mut finished: BTreeSet<OpId> = BTreeSet::new();
     let mut failed: BTreeSet<OpId> = BTreeSet::new();
     let parallelism = parallelism.max(1);
@@ -116,8 +137,11 @@ pub async fn apply(
     loop {
         // Anything whose prerequisite failed is skipped, and so are its own dependents.
         loop {
-            let doomed: Vec<OpId> =
-                waiting.iter().filter(|(_, needs)| needs.iter().any(|n| failed.contains(n))).map(|(op, _)| op.clone()).collect();
+            let doomed: Vec<OpId> = waiting
+                .iter()
+                .filter(|(_, needs)| needs.iter().any(|n| failed.contains(n)))
+                .map(|(op, _)| op.clone())
+                .collect();
             if doomed.is_empty() {
                 break;
             }
@@ -138,7 +162,11 @@ pub async fn apply(
             for op in ready {
                 waiting.remove(&op);
                 let change = &changes[&op.0];
-                let action = if op.1 == Step::Delete { Action::Delete } else { change.action };
+                let action = if op.1 == Step::Delete {
+                    Action::Delete
+                } else {
+                    change.action
+                };
                 // Record the intent first: a crash now leaves evidence for the next plan.
                 if action != Action::Read {
                     let pending = match (op.1, persist.state.resources.contains_key(&op.0)) {
@@ -146,13 +174,17 @@ pub async fn apply(
                         (Step::Apply, true) if change.action == Action::Update => Pending::Update,
                         _ => Pending::Create,
                     };
-                    let entry = persist.state.resources.entry(op.0.clone()).or_insert_with(|| Resource {
-                        kind: change.kind.as_str().into(),
-                        provider: change.provider.clone(),
-                        attributes: Attrs::new(),
-                        dependencies: change.dependencies.clone(),
-                        pending: None,
-                    });
+                    let entry = persist
+                        .state
+                        .resources
+                        .entry(op.0.clone())
+                        .or_insert_with(|| Resource {
+                            kind: change.kind.as_str().into(),
+                            provider: change.provider.clone(),
+                            attributes: Attrs::new(),
+                            dependencies: change.dependencies.clone(),
+                            pending: None,
+                        });
                     entry.pending = Some(pending);
                     persist.save()?;
                 }
@@ -162,19 +194,31 @@ pub async fn apply(
                     .filter_map(|d| persist.state.resources.get(d))
                     .filter_map(|r| Some((crate::plan::kind_of(&r.kind)?, r.attributes.clone())))
                     .collect();
-                let prior = persist.state.resources.get(&op.0).map(|r| r.attributes.clone()).unwrap_or_default();
+                let prior = persist
+                    .state
+                    .resources
+                    .get(&op.0)
+                    .map(|r| r.attributes.clone())
+                    .unwrap_or_default();
                 let attrs = match op.1 {
                     Step::Delete => change.before.clone().unwrap_or_default(),
                     Step::Apply => change.after.clone().unwrap_or_default(),
                 };
-                let provider = providers.shared(&change.provider).ok_or_else(|| anyhow::anyhow!("{}: provider '{}' is not available", op.0, change.provider))?;
+                let provider = providers.shared(&change.provider).ok_or_else(|| {
+                    anyhow::anyhow!("{}: provider '{}' is not available", op.0, change.provider)
+                })?;
                 let kind = change.kind;
                 let op_id = op.clone();
                 progress.started(&op.0, action);
                 let start = Instant::now();
                 running.spawn(async move {
                     let dep_refs: Vec<(Kind, &Attrs)> = deps.iter().map(|(k, a)| (*k, a)).collect();
-                    let target = Target { address: &op_id.0, kind, attrs: &attrs, deps: &dep_refs };
+                    let target = Target {
+                        address: &op_id.0,
+                        kind,
+                        attrs: &attrs,
+                        deps: &dep_refs,
+                    };
                     let result = with_retries(|| async {
                         match action {
                             Action::Delete => provider.delete(target).await.map(|_| None),
@@ -197,7 +241,8 @@ pub async fn apply(
         let Some(joined) = running.join_next().await else {
             break;
         };
-        let (op, start, result) = joined.map_err(|e| anyhow::anyhow!("an apply worker panicked: {e}"))?;
+        let (op, start, result) =
+            joined.map_err(|e| anyhow::anyhow!("an apply worker panicked: {e}"))?;
         let change = &changes[&op.0];
         let elapsed = start.elapsed();
         match result {
@@ -220,7 +265,15 @@ pub async fn apply(
                     }
                 }
                 persist.save()?;
-                progress.finished(&op.0, if op.1 == Step::Delete { Action::Delete } else { change.action }, elapsed);
+                progress.finished(
+                    &op.0,
+                    if op.1 == Step::Delete {
+                        Action::Delete
+                    } else {
+                        change.action
+                    },
+                    elapsed,
+                );
                 finished.insert(op.clone());
                 if op.1 == Step::Apply || change.action == Action::Delete {
                     outcome.done.push(op.0.clone());

@@ -8,7 +8,10 @@ use crate::engine::UserError;
 
 pub fn local_bucket_dir(config: &Config, name: &str) -> Result<PathBuf, UserError> {
     let uses_other = config.deployments.iter().any(|d| {
-        d.provider != "local" && [&d.buckets.input, &d.buckets.output, &d.buckets.checkpoint].iter().any(|b| b.as_deref() == Some(name))
+        d.provider != "local"
+            && [&d.buckets.input, &d.buckets.output, &d.buckets.checkpoint]
+                .iter()
+                .any(|b| b.as_deref() == Some(name))
     });
     if uses_other {
         return Err(UserError(format!(
@@ -34,7 +37,11 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, u64)>) -> std::io::Resul
         if meta.is_dir() {
             walk(root, &path, out)?;
         } else {
-            let rel = path.strip_prefix(root).unwrap_or(&path).display().to_string();
+            let rel = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .display()
+                .to_string();
             out.push((rel, meta.len()));
         }
     }
@@ -46,7 +53,9 @@ pub fn copy_tree(src: &Path, dest: &Path) -> std::io::Result<usize> {
     let meta = std::fs::metadata(src)?;
     if meta.is_file() {
         std::fs::create_dir_all(dest)?;
-        let name = src.file_name().ok_or_else(|| std::io::Error::other("source has no file name"))?;
+        let name = src
+            .file_name()
+            .ok_or_else(|| std::io::Error::other("source has no file name"))?;
         std::fs::copy(src, dest.join(name))?;
         return Ok(1);
     }

@@ -16,10 +16,19 @@ use crate::providers::Providers;
 use crate::{apply, bucket, render};
 
 #[derive(Parser, Debug)]
-#[command(name = "anycloud", version, about = "Plan and apply containerised jobs on cloud VMs, with their data synced to buckets")]
+#[command(
+    name = "anycloud",
+    version,
+    about = "Plan and apply containerised jobs on cloud VMs, with their data synced to buckets"
+)]
 pub struct Cli {
     /// The config file.
-    #[arg(short = 'f', long = "config", global = true, default_value = "anycloud.yaml")]
+    #[arg(
+        short = 'f',
+        long = "config",
+        global = true,
+        default_value = "anycloud.yaml"
+    )]
     pub config: PathBuf,
     /// The state file.
     #[arg(long, global = true, default_value = ".anycloud/state.json")]
@@ -42,7 +51,9 @@ pub struct Cli {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| format!("'{s}' is not a duration like 30s or 5m"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration like 30s or 5m"))?;
     let mult = match unit {
         "" | "s" => 1,
         "m" => 60,
@@ -172,7 +183,10 @@ pub async fn run(cli: Cli) -> Result<i32, UserError> {
     match &cli.command {
         Command::Validate => {
             let config = engine::load_config(&cli.config)?;
-            out(&format!("The configuration is valid: {} deployment(s).\n", config.deployments.len()));
+            out(&format!(
+                "The configuration is valid: {} deployment(s).\n",
+                config.deployments.len()
+            ));
             Ok(0)
         }
         Command::Plan(args) => plan_cmd(&cli, args, &providers).await,
@@ -202,7 +216,8 @@ pub fn out(text: &str) {
 }
 
 fn lock(cli: &Cli, operation: &str) -> Result<StateLock, UserError> {
-    StateLock::acquire(&cli.state, operation, cli.lock_timeout).map_err(|e| UserError(format!("error: {e}")))
+    StateLock::acquire(&cli.state, operation, cli.lock_timeout)
+        .map_err(|e| UserError(format!("error: {e}")))
 }
 
 fn render_plan(plan: &Plan, format: Format) -> String {
@@ -217,34 +232,68 @@ async fn plan_cmd(cli: &Cli, args: &PlanArgs, providers: &Providers) -> Result<i
     let config = engine::load_config(&cli.config)?;
     let _lock = lock(cli, "plan")?;
     let state = engine::load_state(&cli.state)?;
-    let opts = PlanOptions { refresh: args.refresh, targets: &args.target, destroy: false };
+    let opts = PlanOptions {
+        refresh: args.refresh,
+        targets: &args.target,
+        destroy: false,
+    };
     let (_, plan) = engine::make_plan(&config, &state, providers, &opts).await?;
     out(&render_plan(&plan, args.format));
     if let Some(path) = &args.out {
         write_plan_file(path, &plan)?;
         if args.format != Format::Json {
-            out(&format!("\nSaved the plan to {}. Apply exactly it with: anycloud apply {}\n", path.display(), path.display()));
+            out(&format!(
+                "\nSaved the plan to {}. Apply exactly it with: anycloud apply {}\n",
+                path.display(),
+                path.display()
+            ));
         }
     }
-    Ok(if args.detailed_exitcode && plan.has_changes() { 2 } else { 0 })
+    Ok(if args.detailed_exitcode && plan.has_changes() {
+        2
+    } else {
+        0
+    })
 }
 
 fn write_plan_file(path: &Path, plan: &Plan) -> Result<(), UserError> {
-    std::fs::write(path, render::json(plan)).map_err(|e| UserError(format!("error: cannot write the plan to {}: {e}", path.display())))
+    std::fs::write(path, render::json(plan)).map_err(|e| {
+        UserError(format!(
+            "error: cannot write the plan to {}: {e}",
+            path.display()
+        ))
+    })
 }
 
 fn read_plan_file(path: &Path) -> Result<Plan, UserError> {
-    let bytes = std::fs::read(path).map_err(|e| UserError(format!("error: cannot read the plan {}: {e}", path.display())))?;
-    let value: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|e| UserError(format!("error: {} is not a saved anycloud plan: {e}", path.display())))?;
-    let version = value.get("format_version").and_then(|v| v.as_u64()).unwrap_or(0);
+    let bytes = std::fs::read(path).map_err(|e| {
+        UserError(format!(
+            "error: cannot read the plan {}: {e}",
+            path.display()
+        ))
+    })?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+        UserError(format!(
+            "error: {} is not a saved anycloud plan: {e}",
+            path.display()
+        ))
+    })?;
+    let version = value
+        .get("format_version")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(0);
     if version != PLAN_FORMAT_VERSION as u64 {
         return Err(UserError(format!(
             "error: {} has plan format version {version}; this anycloud reads version {PLAN_FORMAT_VERSION}",
             path.display()
         )));
     }
-    serde_json::from_value(value).map_err(|e| UserError(format!("error: {} is not a saved anycloud plan: {e}", path.display())))
+    serde_json::from_value(value).map_err(|e| {
+        UserError(format!(
+            "error: {} is not a saved anycloud plan: {e}",
+            path.display()
+        ))
+    })
 }
 
 fn confirm(auto_approve: bool, what: &str) -> Result<bool, UserError> {
@@ -256,19 +305,37 @@ fn confirm(auto_approve: bool, what: &str) -> Result<bool, UserError> {
             "error: refusing to {what} without confirmation: stdin is not a terminal. Pass --auto-approve, or apply a saved plan file"
         )));
     }
-    out(&format!("\nDo you want to {what}? Only 'yes' will be accepted.\n  Enter a value: "));
+    out(&format!(
+        "\nDo you want to {what}? Only 'yes' will be accepted.\n  Enter a value: "
+    ));
     let mut answer = String::new();
-    std::io::stdin().read_line(&mut answer).map_err(|e| UserError(format!("error: reading the answer: {e}")))?;
+    std::io::stdin()
+        .read_line(&mut answer)
+        .map_err(|e| UserError(format!("error: reading the answer: {e}")))?;
     Ok(answer.trim() == "yes")
 }
 
-async fn execute(cli: &Cli, plan: &Plan, state: State, providers: &Providers, parallelism: usize) -> Result<i32, UserError> {
+async fn execute(
+    cli: &Cli,
+    plan: &Plan,
+    state: State,
+    providers: &Providers,
+    parallelism: usize,
+) -> Result<i32, UserError> {
     let progress = Progress::new(cli.quiet);
     let interrupt = Arc::new(AtomicBool::new(false));
     apply::watch_interrupt(interrupt.clone(), progress.clone());
-    let (outcome, _) = apply::apply(plan, state, &cli.state, providers, parallelism, &progress, interrupt)
-        .await
-        .map_err(|e| UserError(format!("error: {e:#}")))?;
+    let (outcome, _) = apply::apply(
+        plan,
+        state,
+        &cli.state,
+        providers,
+        parallelism,
+        &progress,
+        interrupt,
+    )
+    .await
+    .map_err(|e| UserError(format!("error: {e:#}")))?;
     if outcome.interrupted {
         out(&format!(
             "\nInterrupted: {} operation(s) finished, the rest were not started. The state is saved; run apply again to continue.\n",
@@ -308,7 +375,8 @@ async fn apply_cmd(cli: &Cli, args: &ApplyArgs, providers: &Providers) -> Result
                 path.display(), plan.serial, plan.lineage, state.serial, state.lineage, path.display()
             )));
         }
-        let config_bytes = std::fs::read(&cli.config).map_err(|e| UserError(format!("error: cannot read {}: {e}", cli.config.display())))?;
+        let config_bytes = std::fs::read(&cli.config)
+            .map_err(|e| UserError(format!("error: cannot read {}: {e}", cli.config.display())))?;
         if crate::config::digest(&config_bytes) != plan.config_digest {
             return Err(UserError(format!(
                 "error: the saved plan {} is stale: {} changed since it was made. Run `anycloud plan -out {}` again",
@@ -324,7 +392,11 @@ async fn apply_cmd(cli: &Cli, args: &ApplyArgs, providers: &Providers) -> Result
     let config = engine::load_config(&cli.config)?;
     let _lock = lock(cli, "apply")?;
     let state = engine::load_state(&cli.state)?;
-    let opts = PlanOptions { refresh: args.refresh, targets: &args.target, destroy: false };
+    let opts = PlanOptions {
+        refresh: args.refresh,
+        targets: &args.target,
+        destroy: false,
+    };
     let (_, plan) = engine::make_plan(&config, &state, providers, &opts).await?;
     if !cli.quiet || !plan.has_changes() {
         out(&render::human(&plan));
@@ -340,17 +412,28 @@ async fn apply_cmd(cli: &Cli, args: &ApplyArgs, providers: &Providers) -> Result
     execute(cli, &plan, state, providers, args.parallelism).await
 }
 
-async fn destroy_cmd(cli: &Cli, args: &DestroyArgs, providers: &Providers) -> Result<i32, UserError> {
+async fn destroy_cmd(
+    cli: &Cli,
+    args: &DestroyArgs,
+    providers: &Providers,
+) -> Result<i32, UserError> {
     let config = engine::load_config(&cli.config)?;
     let _lock = lock(cli, "destroy")?;
     let state = engine::load_state(&cli.state)?;
-    let opts = PlanOptions { refresh: false, targets: &args.target, destroy: true };
+    let opts = PlanOptions {
+        refresh: false,
+        targets: &args.target,
+        destroy: true,
+    };
     let (_, plan) = engine::make_plan(&config, &state, providers, &opts).await?;
     out(&render::human(&plan));
     if !plan.has_changes() {
         return Ok(0);
     }
-    if !confirm(args.auto_approve, "destroy all these resources (buckets and their data are kept)")? {
+    if !confirm(
+        args.auto_approve,
+        "destroy all these resources (buckets and their data are kept)",
+    )? {
         out("Destroy cancelled.\n");
         return Ok(1);
     }
@@ -361,12 +444,19 @@ async fn destroy_cmd(cli: &Cli, args: &DestroyArgs, providers: &Providers) -> Re
 fn show_cmd(cli: &Cli, args: &ShowArgs) -> Result<i32, UserError> {
     if let Some(path) = &args.plan_file {
         let plan = read_plan_file(path)?;
-        out(&if args.json { render::json(&plan) } else { render::human(&plan) });
+        out(&if args.json {
+            render::json(&plan)
+        } else {
+            render::human(&plan)
+        });
         return Ok(0);
     }
     let state = engine::load_state(&cli.state)?;
     if args.json {
-        out(&format!("{}\n", serde_json::to_string_pretty(&state).expect("state serialises")));
+        out(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&state).expect("state serialises")
+        ));
         return Ok(0);
     }
     if state.resources.is_empty() {
@@ -397,7 +487,10 @@ fn show_resource(addr: &str, r: &anycloud_state::Resource) -> String {
                 }
                 text.push_str("    EOT\n");
             }
-            _ => text.push_str(&format!("    {k:<width$} = {}\n", serde_json::to_string(v).expect("json"))),
+            _ => text.push_str(&format!(
+                "    {k:<width$} = {}\n",
+                serde_json::to_string(v).expect("json")
+            )),
         }
     }
     text.push_str("}\n");
@@ -408,7 +501,11 @@ fn state_cmd(cli: &Cli, cmd: &StateCommand) -> Result<i32, UserError> {
     match cmd {
         StateCommand::List => {
             let state = engine::load_state(&cli.state)?;
-            out(&state.resources.keys().map(|k| format!("{k}\n")).collect::<String>());
+            out(&state
+                .resources
+                .keys()
+                .map(|k| format!("{k}\n"))
+                .collect::<String>());
             Ok(0)
         }
         StateCommand::Show { address } => {
@@ -418,7 +515,10 @@ fn state_cmd(cli: &Cli, cmd: &StateCommand) -> Result<i32, UserError> {
                     out(&show_resource(address, r));
                     Ok(0)
                 }
-                None => Err(UserError(format!("error: no resource '{address}' in {}", cli.state.display()))),
+                None => Err(UserError(format!(
+                    "error: no resource '{address}' in {}",
+                    cli.state.display()
+                ))),
             }
         }
         StateCommand::Rm { address } => {
@@ -426,12 +526,19 @@ fn state_cmd(cli: &Cli, cmd: &StateCommand) -> Result<i32, UserError> {
             let mut state = engine::load_state(&cli.state)?;
             for a in address {
                 if state.resources.remove(a).is_none() {
-                    return Err(UserError(format!("error: no resource '{a}' in {}; nothing was removed", cli.state.display())));
+                    return Err(UserError(format!(
+                        "error: no resource '{a}' in {}; nothing was removed",
+                        cli.state.display()
+                    )));
                 }
             }
             state.serial += 1;
-            anycloud_state::save(&cli.state, &state).map_err(|e| UserError(format!("error: {e}")))?;
-            out(&format!("Removed {} resource(s) from the state; they were not destroyed.\n", address.len()));
+            anycloud_state::save(&cli.state, &state)
+                .map_err(|e| UserError(format!("error: {e}")))?;
+            out(&format!(
+                "Removed {} resource(s) from the state; they were not destroyed.\n",
+                address.len()
+            ));
             Ok(0)
         }
     }
@@ -441,13 +548,17 @@ async fn status_cmd(cli: &Cli, providers: &Providers) -> Result<i32, UserError> 
     let config = engine::load_config(&cli.config)?;
     let state = engine::load_state(&cli.state)?;
     let graph = crate::graph::compile(&config);
-    let desired = crate::plan::desired(&graph, providers).map_err(|e| UserError(format!("error: {}", e[0])))?;
+    let desired = crate::plan::desired(&graph, providers)
+        .map_err(|e| UserError(format!("error: {}", e[0])))?;
     let current = crate::plan::refresh(&graph, &desired, &state, providers)
         .await
         .map_err(|e| UserError(format!("error: {}", e[0])))?;
     let mut text = String::new();
     for d in &config.deployments {
-        text.push_str(&format!("deployment {} ({} {}):\n", d.id, d.provider, d.region));
+        text.push_str(&format!(
+            "deployment {} ({} {}):\n",
+            d.id, d.provider, d.region
+        ));
         let prefix = format!("deployment.{}.", d.id);
         for addr in graph.order().iter().filter(|a| a.starts_with(&prefix)) {
             let shown = match (state.resources.get(addr), current.get(addr)) {
@@ -471,20 +582,29 @@ fn bucket_cmd(cli: &Cli, cmd: &BucketCommand) -> Result<i32, UserError> {
     match cmd {
         BucketCommand::Ls { name } => {
             let dir = bucket::local_bucket_dir(&config, name)?;
-            let files = bucket::list(&dir).map_err(|e| io(e, &format!("listing bucket '{name}' ({})", dir.display())))?;
-            out(&files.iter().map(|(f, n)| format!("{n:>12}  {f}\n")).collect::<String>());
+            let files = bucket::list(&dir)
+                .map_err(|e| io(e, &format!("listing bucket '{name}' ({})", dir.display())))?;
+            out(&files
+                .iter()
+                .map(|(f, n)| format!("{n:>12}  {f}\n"))
+                .collect::<String>());
             Ok(0)
         }
         BucketCommand::Upload { name, source } => {
             let dir = bucket::local_bucket_dir(&config, name)?;
-            let n = bucket::copy_tree(source, &dir).map_err(|e| io(e, &format!("uploading {}", source.display())))?;
+            let n = bucket::copy_tree(source, &dir)
+                .map_err(|e| io(e, &format!("uploading {}", source.display())))?;
             out(&format!("Uploaded {n} file(s) to bucket '{name}'.\n"));
             Ok(0)
         }
         BucketCommand::Download { name, dest } => {
             let dir = bucket::local_bucket_dir(&config, name)?;
-            let n = bucket::copy_tree(&dir, dest).map_err(|e| io(e, &format!("downloading bucket '{name}'")))?;
-            out(&format!("Downloaded {n} file(s) from bucket '{name}' to {}.\n", dest.display()));
+            let n = bucket::copy_tree(&dir, dest)
+                .map_err(|e| io(e, &format!("downloading bucket '{name}'")))?;
+            out(&format!(
+                "Downloaded {n} file(s) from bucket '{name}' to {}.\n",
+                dest.display()
+            ));
             Ok(0)
         }
     }

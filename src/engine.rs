@@ -28,7 +28,11 @@ pub fn load_config(path: &Path) -> Result<Config, UserError> {
             Ok(c)
         }
         Err(errors) => {
-            let mut text: String = errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n");
+            let mut text: String = errors
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n");
             if errors.len() > 1 {
                 text.push_str(&format!("\n{} errors in {}", errors.len(), path.display()));
             }
@@ -42,7 +46,13 @@ pub fn load_state(path: &Path) -> Result<State, UserError> {
 }
 
 fn plan_errors(errors: Vec<plan::PlanError>) -> UserError {
-    UserError(errors.iter().map(|e| format!("error: {e}")).collect::<Vec<_>>().join("\n"))
+    UserError(
+        errors
+            .iter()
+            .map(|e| format!("error: {e}"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
 }
 
 /// Compiles, plans, refreshes (unless told not to) and diffs: the whole of `anycloud plan`.
@@ -55,11 +65,16 @@ pub async fn make_plan(
     let graph = graph::compile(config);
     let desired = plan::desired(&graph, providers).map_err(plan_errors)?;
     let current = if opts.refresh {
-        Some(plan::refresh(&graph, &desired, state, providers).await.map_err(plan_errors)?)
+        Some(
+            plan::refresh(&graph, &desired, state, providers)
+                .await
+                .map_err(plan_errors)?,
+        )
     } else {
         None
     };
-    let mut plan = plan::diff(&graph, &desired, state, current.as_ref(), opts).map_err(plan_errors)?;
+    let mut plan =
+        plan::diff(&graph, &desired, state, current.as_ref(), opts).map_err(plan_errors)?;
     plan.config_digest = config.digest.clone();
     Ok((graph, plan))
 }

@@ -2,7 +2,7 @@
 //! Cloud-free: nodes carry the config's inputs; a provider turns them into attributes.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BinaryHeap};
 
 use anycloud_provider::{Attrs, Kind};
 use serde_json::json;
@@ -61,7 +61,10 @@ pub fn compile(config: &Config) -> Graph {
         for (role, name) in roles(d) {
             let addr = p(&format!("bucket.{role}"));
             let key = (d.provider.clone(), name.clone());
-            let (home, first) = bucket_home.entry(key).or_insert_with(|| (d.continent.clone(), d.id.clone())).clone();
+            let (home, first) = bucket_home
+                .entry(key)
+                .or_insert_with(|| (d.continent.clone(), d.id.clone()))
+                .clone();
             if home != d.continent {
                 g.warnings.push(format!(
                     "{addr}: bucket '{name}' lives in continent '{home}' (first used by deployment '{first}') but deployment '{}' runs in '{}': its data crosses continents (70-150 ms, about $0.05-0.12/GB instead of $0.01-0.02/GB)",
@@ -76,14 +79,23 @@ pub fn compile(config: &Config) -> Graph {
                 address: addr.clone(),
                 kind: Kind::Bucket,
                 provider: d.provider.clone(),
-                mode: if role == "input" { Mode::Data } else { Mode::Managed },
+                mode: if role == "input" {
+                    Mode::Data
+                } else {
+                    Mode::Managed
+                },
                 inputs,
                 deps: vec![storage.clone()],
                 host: None,
             });
             bucket_addrs.push((role, addr));
         }
-        let bucket = |role: &str| bucket_addrs.iter().find(|(r, _)| *r == role).map(|(_, a)| a.clone());
+        let bucket = |role: &str| {
+            bucket_addrs
+                .iter()
+                .find(|(r, _)| *r == role)
+                .map(|(_, a)| a.clone())
+        };
         let host_inputs = host_inputs(config, d);
         let vm = p("vm");
         let mut vm_deps = vec![];
@@ -100,7 +112,11 @@ pub fn compile(config: &Config) -> Graph {
             });
             vm_deps.push(role);
         }
-        let hosted = |g: &mut Graph, address: String, kind: Kind, deps: Vec<String>, host: Option<String>| {
+        let hosted = |g: &mut Graph,
+                      address: String,
+                      kind: Kind,
+                      deps: Vec<String>,
+                      host: Option<String>| {
             g.add(Node {
                 address,
                 kind,
@@ -113,17 +129,41 @@ pub fn compile(config: &Config) -> Graph {
         };
         hosted(&mut g, vm.clone(), Kind::Vm, vm_deps, None);
         let on_vm = Some(vm.clone());
-        hosted(&mut g, p("vm_init"), Kind::VmInit, vec![vm.clone()], on_vm.clone());
-        hosted(&mut g, p("rclone"), Kind::Rclone, vec![p("vm_init"), storage.clone()], on_vm.clone());
+        hosted(
+            &mut g,
+            p("vm_init"),
+            Kind::VmInit,
+            vec![vm.clone()],
+            on_vm.clone(),
+        );
+        hosted(
+            &mut g,
+            p("rclone"),
+            Kind::Rclone,
+            vec![p("vm_init"), storage.clone()],
+            on_vm.clone(),
+        );
         // The container starts once its data is down and the upload loops run; in reverse, it
         // stops (and flushes) before the upload programs go, so nothing it wrote is missed.
         let mut container_deps = vec![p("vm_init")];
         if let Some(b) = bucket("input") {
-            hosted(&mut g, p("sync.input"), Kind::SyncInput, vec![p("rclone"), b], on_vm.clone());
+            hosted(
+                &mut g,
+                p("sync.input"),
+                Kind::SyncInput,
+                vec![p("rclone"), b],
+                on_vm.clone(),
+            );
             container_deps.push(p("sync.input"));
         }
         if let Some(b) = bucket("checkpoint") {
-            hosted(&mut g, p("sync.checkpoint_restore"), Kind::SyncCheckpointRestore, vec![p("rclone"), b.clone()], on_vm.clone());
+            hosted(
+                &mut g,
+                p("sync.checkpoint_restore"),
+                Kind::SyncCheckpointRestore,
+                vec![p("rclone"), b.clone()],
+                on_vm.clone(),
+            );
             // Upload only after the restore, or an empty disk could be uploaded first.
             hosted(
                 &mut g,
@@ -136,20 +176,36 @@ pub fn compile(config: &Config) -> Graph {
             container_deps.push(p("service.checkpoint"));
         }
         if let Some(b) = bucket("output") {
-            hosted(&mut g, p("service.output"), Kind::ServiceOutput, vec![p("rclone"), b], on_vm.clone());
+            hosted(
+                &mut g,
+                p("service.output"),
+                Kind::ServiceOutput,
+                vec![p("rclone"), b],
+                on_vm.clone(),
+            );
             container_deps.push(p("service.output"));
         }
-        hosted(&mut g, p("container"), Kind::Container, container_deps, on_vm);
+        hosted(
+            &mut g,
+            p("container"),
+            Kind::Container,
+            container_deps,
+            on_vm,
+        );
     }
     g
 }
 
 fn roles(d: &Deployment) -> Vec<(&'static str, String)> {
     let b = &d.buckets;
-    [("input", &b.input), ("output", &b.output), ("checkpoint", &b.checkpoint)]
-        .into_iter()
-        .filter_map(|(r, n)| n.clone().map(|n| (r, n)))
-        .collect()
+    [
+        ("input", &b.input),
+        ("output", &b.output),
+        ("checkpoint", &b.checkpoint),
+    ]
+    .into_iter()
+    .filter_map(|(r, n)| n.clone().map(|n| (r, n)))
+    .collect()
 }
 
 fn storage_inputs(config: &Config, d: &Deployment) -> Attrs {
@@ -172,7 +228,10 @@ fn host_inputs(config: &Config, d: &Deployment) -> Attrs {
     a.insert("buckets".into(), json!(buckets));
     a.insert("sync_interval_secs".into(), json!(d.sync_interval_secs));
     a.insert("check_retries".into(), json!(d.check_retries));
-    a.insert("check_retries_sleep_secs".into(), json!(d.check_retries_sleep_secs));
+    a.insert(
+        "check_retries_sleep_secs".into(),
+        json!(d.check_retries_sleep_secs),
+    );
     a.insert("image".into(), json!(d.container.image));
     a.insert("command".into(), json!(d.container.command));
     a.insert("env".into(), json!(d.container.env));
@@ -199,8 +258,13 @@ impl Graph {
 
     /// Topological order, ties broken by address, so every rendering is byte-stable.
     pub fn order(&self) -> Vec<String> {
-        let edges = self.nodes.values().map(|n| (n.address.clone(), n.deps.clone()));
-        topo_order(edges)
+        // Keyed by address (see `add`), so already sorted and unique: no copy of the edges.
+        let edges: Vec<(&str, &[String])> = self
+            .nodes
+            .iter()
+            .map(|(a, n)| (a.as_str(), n.deps.as_slice()))
+            .collect();
+        topo_order_sorted(&edges)
     }
 
     pub fn to_dot(&self) -> String {
@@ -220,10 +284,18 @@ impl Graph {
 
     pub fn to_mermaid(&self) -> String {
         let order = self.order();
-        let id: BTreeMap<&str, usize> = order.iter().enumerate().map(|(i, a)| (a.as_str(), i)).collect();
+        let id: BTreeMap<&str, usize> = order
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.as_str(), i))
+            .collect();
         let mut out = String::from("flowchart LR\n");
         for a in &order {
-            out.push_str(&format!("  n{}[\"{a}<br/>({})\"]\n", id[a.as_str()], self.nodes[a].kind));
+            out.push_str(&format!(
+                "  n{}[\"{a}<br/>({})\"]\n",
+                id[a.as_str()],
+                self.nodes[a].kind
+            ));
         }
         for a in &order {
             for d in &self.nodes[a].deps {
@@ -238,32 +310,62 @@ impl Graph {
 /// Dependencies on addresses outside the set are ignored.
 pub fn topo_order(edges: impl IntoIterator<Item = (String, Vec<String>)>) -> Vec<String> {
     let edges: BTreeMap<String, Vec<String>> = edges.into_iter().collect();
-    let mut indegree: BTreeMap<&str, usize> = edges.keys().map(|k| (k.as_str(), 0)).collect();
-    let mut dependents: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for (node, deps) in &edges {
-        let deps: BTreeSet<&str> = deps.iter().map(String::as_str).filter(|d| edges.contains_key(*d)).collect();
-        *indegree.get_mut(node.as_str()).expect("known") = deps.len();
-        for d in deps {
-            dependents.entry(d).or_default().push(node);
+    let edges: Vec<(&str, &[String])> = edges
+        .iter()
+        .map(|(a, d)| (a.as_str(), d.as_slice()))
+        .collect();
+    topo_order_sorted(&edges)
+}
+
+/// [`topo_order`] of edges already sorted by address, without duplicates (a graph's or a
+/// plan's map, borrowed). Nodes are their index in that order, so the min-heap on the index
+/// is the min-heap on the address, and no address is copied but into the result.
+pub(crate) fn topo_order_sorted(edges: &[(&str, &[String])]) -> Vec<String> {
+    debug_assert!(
+        edges.windows(2).all(|w| w[0].0 < w[1].0),
+        "edges sorted and unique"
+    );
+    let index = |a: &str| edges.binary_search_by(|(k, _)| (*k).cmp(a)).ok();
+    let mut indegree = vec![0usize; edges.len()];
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); edges.len()];
+    let mut deps: Vec<usize> = Vec::new();
+    for (node, (_, node_deps)) in edges.iter().enumerate() {
+        deps.clear();
+        deps.extend(node_deps.iter().filter_map(|d| index(d)));
+        deps.sort_unstable();
+        deps.dedup();
+        indegree[node] = deps.len();
+        for &d in &deps {
+            dependents[d].push(node);
         }
     }
-    let mut ready: BinaryHeap<Reverse<&str>> =
-        indegree.iter().filter(|(_, d)| **d == 0).map(|(n, _)| Reverse(*n)).collect();
+    let mut ready: BinaryHeap<Reverse<usize>> = indegree
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| **d == 0)
+        .map(|(n, _)| Reverse(n))
+        .collect();
+    let mut done = vec![false; edges.len()];
     let mut out = Vec::with_capacity(edges.len());
     while let Some(Reverse(n)) = ready.pop() {
-        out.push(n.to_owned());
-        for m in dependents.get(n).map(Vec::as_slice).unwrap_or_default() {
-            let e = indegree.get_mut(m).expect("known");
-            *e -= 1;
-            if *e == 0 {
+        out.push(edges[n].0.to_owned());
+        done[n] = true;
+        for &m in &dependents[n] {
+            indegree[m] -= 1;
+            if indegree[m] == 0 {
                 ready.push(Reverse(m));
             }
         }
     }
     // A cycle cannot come from the compiler; a hand-edited state could make one. Keep the rest.
     if out.len() < edges.len() {
-        let seen: BTreeSet<String> = out.iter().cloned().collect();
-        out.extend(edges.keys().filter(|k| !seen.contains(*k)).cloned());
+        out.extend(
+            edges
+                .iter()
+                .zip(&done)
+                .filter(|(_, d)| !**d)
+                .map(|((a, _), _)| (*a).to_owned()),
+        );
     }
     out
 }

@@ -9,7 +9,7 @@ use anycloud_provider::{Attrs, Kind, Planned, Provider, Target};
 use anycloud_state::{Pending, State};
 use serde::{Deserialize, Serialize};
 
-use crate::graph::{topo_order, Graph, Mode};
+use crate::graph::{topo_order_sorted, Graph, Mode};
 use crate::providers::Providers;
 
 pub const PLAN_FORMAT_VERSION: u32 = 1;
@@ -116,16 +116,24 @@ pub struct PlanOptions<'a> {
 }
 
 /// The provider's desired attributes of every node in the graph.
-pub fn desired(graph: &Graph, providers: &Providers) -> Result<BTreeMap<String, Planned>, Vec<PlanError>> {
+pub fn desired(
+    graph: &Graph,
+    providers: &Providers,
+) -> Result<BTreeMap<String, Planned>, Vec<PlanError>> {
     let mut out = BTreeMap::new();
     let mut errors = Vec::new();
     for node in graph.nodes.values() {
         let result = providers
             .get(&node.provider)
-            .map_err(|message| PlanError { address: node.address.clone(), message })
+            .map_err(|message| PlanError {
+                address: node.address.clone(),
+                message,
+            })
             .and_then(|p| {
-                p.plan(node.kind, &node.inputs)
-                    .map_err(|e| PlanError { address: node.address.clone(), message: e.message })
+                p.plan(node.kind, &node.inputs).map_err(|e| PlanError {
+                    address: node.address.clone(),
+                    message: e.message,
+                })
             });
         match result {
             Ok(planned) => {
@@ -138,7 +146,9 @@ pub fn desired(graph: &Graph, providers: &Providers) -> Result<BTreeMap<String, 
         Ok(out)
     } else {
         errors.sort_by(|a, b| a.address.cmp(&b.address));
-        errors.dedup_by(|a, b| a.message == b.message && a.address.split('.').nth(1) == b.address.split('.').nth(1));
+        errors.dedup_by(|a, b| {
+            a.message == b.message && a.address.split('.').nth(1) == b.address.split('.').nth(1)
+        });
         Err(errors)
     }
 }
@@ -153,21 +163,37 @@ pub async fn refresh(
 ) -> Result<BTreeMap<String, Option<Attrs>>, Vec<PlanError>> {
     let mut wanted: BTreeMap<String, (Kind, String, Attrs, Vec<String>)> = BTreeMap::new();
     for (addr, r) in &state.resources {
-        let Some(kind) = kind_of(&r.kind) else { continue };
+        let Some(kind) = kind_of(&r.kind) else {
+            continue;
+        };
         if r.pending == Some(Pending::Create) && r.attributes.is_empty() {
             continue;
         }
-        wanted.insert(addr.clone(), (kind, r.provider.clone(), r.attributes.clone(), r.dependencies.clone()));
+        wanted.insert(
+            addr.clone(),
+            (
+                kind,
+                r.provider.clone(),
+                r.attributes.clone(),
+                r.dependencies.clone(),
+            ),
+        );
     }
     for node in graph.nodes.values().filter(|n| n.mode == Mode::Data) {
         if !wanted.contains_key(&node.address) {
             let attrs = desired[&node.address].attrs.clone();
-            wanted.insert(node.address.clone(), (node.kind, node.provider.clone(), attrs, node.deps.clone()));
+            wanted.insert(
+                node.address.clone(),
+                (node.kind, node.provider.clone(), attrs, node.deps.clone()),
+            );
         }
     }
     let mut by_provider: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (addr, (_, provider, _, _)) in &wanted {
-        by_provider.entry(provider.clone()).or_default().push(addr.clone());
+        by_provider
+            .entry(provider.clone())
+            .or_default()
+            .push(addr.clone());
     }
     let mut out = BTreeMap::new();
     let mut errors = Vec::new();
@@ -175,7 +201,10 @@ pub async fn refresh(
         let provider: &dyn Provider = match providers.get(&provider_name) {
             Ok(p) => p,
             Err(message) => {
-                errors.extend(addrs.iter().map(|a| PlanError { address: a.clone(), message: message.clone() }));
+                errors.extend(addrs.iter().map(|a| PlanError {
+                    address: a.clone(),
+                    message: message.clone(),
+                }));
                 continue;
             }
         };
@@ -192,7 +221,12 @@ pub async fn refresh(
         let targets: Vec<Target> = addrs
             .iter()
             .zip(&dep_attrs)
-            .map(|(a, deps)| Target { address: a, kind: wanted[a].0, attrs: &wanted[a].2, deps })
+            .map(|(a, deps)| Target {
+                address: a,
+                kind: wanted[a].0,
+                attrs: &wanted[a].2,
+                deps,
+            })
             .collect();
         match crate::retry::with_retries(|| provider.read(&targets)).await {
             Ok(found) => {
@@ -200,7 +234,10 @@ pub async fn refresh(
                     out.insert(a.clone(), f);
                 }
             }
-            Err(e) => errors.push(PlanError { address: format!("provider.{provider_name}"), message: format!("refresh failed: {e}") }),
+            Err(e) => errors.push(PlanError {
+                address: format!("provider.{provider_name}"),
+                message: format!("refresh failed: {e}"),
+            }),
         }
     }
     if errors.is_empty() {
@@ -249,8 +286,11 @@ pub fn diff(
                 provider: node.provider.clone(),
                 action: Action::NoOp,
                 reason: None,
-                before: before.clone(),
-                after: Some(planned.attrs.clone()),
+                // Both are filled in below, once the action is known: `before` is moved in and
+                // `after` is cloned once, from the side it ends up as (these maps hold rendered
+                // config files, and 1,000 deployments make 11,000 of them).
+                before: None,
+                after: None,
                 after_unknown: vec![],
                 replace_paths: vec![],
                 dependencies: node.deps.clone(),
@@ -268,28 +308,41 @@ pub fn diff(
                     (_, Some(b)) if recorded.is_some() && attrs_equal(b, &planned.attrs, &[]) => {}
                     _ => change.action = Action::Read,
                 }
+                change.before = before;
+                change.after = Some(planned.attrs.clone());
                 changes.insert(addr.clone(), change);
                 continue;
             }
-            let host_replaced = node.host.as_ref().is_some_and(|h| replaced_hosts.contains(h));
+            let host_replaced = node
+                .host
+                .as_ref()
+                .is_some_and(|h| replaced_hosts.contains(h));
             let pending = recorded.and_then(|r| r.pending);
             match &before {
                 None => {
                     change.action = Action::Create;
                     change.after_unknown = planned.computed.clone();
                     change.reason = match (recorded, pending) {
-                        (Some(_), Some(Pending::Create)) => Some("a previous apply was interrupted while creating it".into()),
+                        (Some(_), Some(Pending::Create)) => {
+                            Some("a previous apply was interrupted while creating it".into())
+                        }
                         (Some(_), _) => Some("found missing on refresh".into()),
                         _ => None,
                     };
                 }
                 Some(b) => {
                     let changed = changed_keys(b, &planned.attrs, &planned.computed);
-                    let forcing: Vec<String> =
-                        changed.iter().filter(|k| planned.force_new.contains(k)).cloned().collect();
+                    let forcing: Vec<String> = changed
+                        .iter()
+                        .filter(|k| planned.force_new.contains(k))
+                        .cloned()
+                        .collect();
                     if host_replaced {
                         change.action = Action::Replace;
-                        change.reason = Some(format!("its VM {} is replaced", node.host.as_deref().unwrap_or("")));
+                        change.reason = Some(format!(
+                            "its VM {} is replaced",
+                            node.host.as_deref().unwrap_or("")
+                        ));
                         change.after_unknown = planned.computed.clone();
                     } else if !forcing.is_empty() {
                         change.action = Action::Replace;
@@ -298,21 +351,27 @@ pub fn diff(
                     } else if !changed.is_empty() || pending.is_some() {
                         change.action = Action::Update;
                         if pending.is_some() && changed.is_empty() {
-                            change.reason = Some("a previous apply was interrupted while changing it".into());
+                            change.reason =
+                                Some("a previous apply was interrupted while changing it".into());
                         }
                         // Computed attributes keep their values across an in-place update.
-                        let after = change.after.as_mut().expect("set above");
+                        let mut after = planned.attrs.clone();
                         for k in &planned.computed {
                             if let Some(v) = b.get(k) {
                                 after.insert(k.clone(), v.clone());
                             }
                         }
+                        change.after = Some(after);
                     } else {
                         change.action = Action::NoOp;
                         change.after = Some(b.clone());
                     }
                 }
             }
+            if change.after.is_none() {
+                change.after = Some(planned.attrs.clone());
+            }
+            change.before = before;
             if node.kind == Kind::Vm && matches!(change.action, Action::Replace | Action::Create) {
                 replaced_hosts.insert(addr.clone());
             }
@@ -325,7 +384,10 @@ pub fn diff(
             continue;
         }
         let Some(kind) = kind_of(&r.kind) else {
-            errors.push(PlanError { address: addr.clone(), message: format!("unknown kind '{}' in state", r.kind) });
+            errors.push(PlanError {
+                address: addr.clone(),
+                message: format!("unknown kind '{}' in state", r.kind),
+            });
             continue;
         };
         let gone = current.is_some_and(|c| matches!(c.get(addr), Some(None)));
@@ -336,7 +398,9 @@ pub fn diff(
                 kind,
                 provider: r.provider.clone(),
                 action: Action::Delete,
-                reason: if r.attributes.get("_keep_on_destroy") == Some(&serde_json::Value::Bool(true)) {
+                reason: if r.attributes.get("_keep_on_destroy")
+                    == Some(&serde_json::Value::Bool(true))
+                {
                     Some("only forgotten: the bucket and its data are kept".into())
                 } else if gone {
                     Some("already gone; only forgotten".into())
@@ -365,7 +429,10 @@ pub fn diff(
         changes.retain(|a, _| keep.contains(a));
     }
     let ordered = plan_order(&changes);
-    let changes: Vec<Change> = ordered.into_iter().map(|a| changes.remove(&a).expect("known")).collect();
+    let changes: Vec<Change> = ordered
+        .into_iter()
+        .map(|a| changes.remove(&a).expect("known"))
+        .collect();
     let mut summary = Summary::default();
     for c in &changes {
         match c.action {
@@ -392,7 +459,11 @@ pub fn diff(
 
 /// Targets and everything they depend on (for creates) or that depends on them (deletes).
 fn targeted(changes: &BTreeMap<String, Change>, targets: &[String]) -> BTreeSet<String> {
-    let matches = |addr: &str| targets.iter().any(|t| addr == t || addr.starts_with(&format!("{t}.")));
+    let matches = |addr: &str| {
+        targets
+            .iter()
+            .any(|t| addr == t || addr.starts_with(&format!("{t}.")))
+    };
     let mut keep: BTreeSet<String> = changes.keys().filter(|a| matches(a)).cloned().collect();
     loop {
         let mut grew = false;
@@ -404,7 +475,12 @@ fn targeted(changes: &BTreeMap<String, Change>, targets: &[String]) -> BTreeSet<
                     }
                 }
             }
-            if c.action == Action::Delete && !keep.contains(&c.address) && c.dependencies.iter().any(|d| keep.contains(d) && changes.get(d).is_some_and(|x| x.action == Action::Delete)) {
+            if c.action == Action::Delete
+                && !keep.contains(&c.address)
+                && c.dependencies.iter().any(|d| {
+                    keep.contains(d) && changes.get(d).is_some_and(|x| x.action == Action::Delete)
+                })
+            {
                 keep.insert(c.address.clone());
                 grew = true;
             }
@@ -417,19 +493,36 @@ fn targeted(changes: &BTreeMap<String, Change>, targets: &[String]) -> BTreeSet<
 
 /// Creates and updates in dependency order, then deletes in reverse dependency order.
 fn plan_order(changes: &BTreeMap<String, Change>) -> Vec<String> {
-    let forward = topo_order(
-        changes.values().filter(|c| c.action != Action::Delete).map(|c| (c.address.clone(), c.dependencies.clone())),
-    );
-    let deletes: Vec<&Change> = changes.values().filter(|c| c.action == Action::Delete).collect();
-    let mut reverse = topo_order(deletes.iter().map(|c| (c.address.clone(), c.dependencies.clone())));
+    // Keyed by address, so both lists are sorted and unique, as `topo_order_sorted` needs.
+    let edges = |delete: bool| -> Vec<(&str, &[String])> {
+        changes
+            .iter()
+            .filter(|(_, c)| (c.action == Action::Delete) == delete)
+            .map(|(a, c)| (a.as_str(), c.dependencies.as_slice()))
+            .collect()
+    };
+    let forward = topo_order_sorted(&edges(false));
+    let mut reverse = topo_order_sorted(&edges(true));
     reverse.reverse();
     forward.into_iter().chain(reverse).collect()
 }
 
+/// The non-computed keys whose values differ (or that only one side has), sorted. Allocates
+/// nothing when nothing changed, the common case.
 fn changed_keys(before: &Attrs, after: &Attrs, computed: &[String]) -> Vec<String> {
-    let mut keys: BTreeSet<&String> = after.keys().collect();
-    keys.extend(before.keys().filter(|k| !computed.contains(k)));
-    keys.into_iter().filter(|k| !computed.contains(k) && before.get(*k) != after.get(*k)).cloned().collect()
+    let mut keys: Vec<String> = after
+        .iter()
+        .filter(|(k, v)| !computed.contains(k) && before.get(*k) != Some(*v))
+        .map(|(k, _)| k.clone())
+        .collect();
+    keys.extend(
+        before
+            .keys()
+            .filter(|k| !computed.contains(k) && !after.contains_key(*k))
+            .cloned(),
+    );
+    keys.sort();
+    keys
 }
 
 fn attrs_equal(a: &Attrs, b: &Attrs, computed: &[String]) -> bool {

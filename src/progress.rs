@@ -35,8 +35,16 @@ fn verb(a: Action) -> (&'static str, &'static str) {
 
 impl Progress {
     pub fn new(quiet: bool) -> Progress {
-        let live = std::io::stdout().is_terminal().then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stdout()));
-        Progress { inner: Arc::new(Inner { live, bars: Mutex::new(BTreeMap::new()), quiet }) }
+        let live = std::io::stdout()
+            .is_terminal()
+            .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stdout()));
+        Progress {
+            inner: Arc::new(Inner {
+                live,
+                bars: Mutex::new(BTreeMap::new()),
+                quiet,
+            }),
+        }
     }
 
     fn line(&self, text: &str) {
@@ -60,17 +68,30 @@ impl Progress {
         match &self.inner.live {
             Some(m) if !self.inner.quiet => {
                 let bar = m.add(ProgressBar::new_spinner());
-                bar.set_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("valid template"));
+                bar.set_style(
+                    ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
+                        .expect("valid template"),
+                );
                 bar.set_message(format!("{address}: {doing}..."));
                 bar.enable_steady_tick(Duration::from_millis(120));
-                self.inner.bars.lock().expect("not poisoned").insert(address.to_owned(), bar);
+                self.inner
+                    .bars
+                    .lock()
+                    .expect("not poisoned")
+                    .insert(address.to_owned(), bar);
             }
             _ => self.line(&format!("{address}: {doing}...")),
         }
     }
 
     fn clear(&self, address: &str) {
-        if let Some(bar) = self.inner.bars.lock().expect("not poisoned").remove(address) {
+        if let Some(bar) = self
+            .inner
+            .bars
+            .lock()
+            .expect("not poisoned")
+            .remove(address)
+        {
             bar.finish_and_clear();
         }
     }
@@ -78,12 +99,18 @@ impl Progress {
     pub fn finished(&self, address: &str, action: Action, elapsed: Duration) {
         self.clear(address);
         let (_, done) = verb(action);
-        self.line(&format!("{address}: {done} after {}", human_duration(elapsed)));
+        self.line(&format!(
+            "{address}: {done} after {}",
+            human_duration(elapsed)
+        ));
     }
 
     pub fn failed(&self, address: &str, message: &str, elapsed: Duration) {
         self.clear(address);
-        self.line(&format!("{address}: FAILED after {}: {message}", human_duration(elapsed)));
+        self.line(&format!(
+            "{address}: FAILED after {}: {message}",
+            human_duration(elapsed)
+        ));
     }
 
     pub fn skipped(&self, address: &str) {

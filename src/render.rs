@@ -62,8 +62,12 @@ pub fn change_block(c: &Change) -> String {
     let after = c.after.as_ref().unwrap_or(&empty);
     // Attributes named `_…` are the provider's bookkeeping (paths it needs to clean up); the
     // JSON plan has them, reviewers do not need them.
-    let mut keys: Vec<&String> =
-        before.keys().chain(after.keys()).chain(c.after_unknown.iter()).filter(|k| !k.starts_with('_')).collect();
+    let mut keys: Vec<&String> = before
+        .keys()
+        .chain(after.keys())
+        .chain(c.after_unknown.iter())
+        .filter(|k| !k.starts_with('_'))
+        .collect();
     keys.sort();
     keys.dedup();
     let width = keys.iter().map(|k| k.len()).max().unwrap_or(0);
@@ -73,7 +77,11 @@ pub fn change_block(c: &Change) -> String {
         let b = before.get(k);
         let a = after.get(k);
         let unknown = c.after_unknown.contains(k);
-        let forces = if c.replace_paths.contains(k) { " # forces replacement" } else { "" };
+        let forces = if c.replace_paths.contains(k) {
+            " # forces replacement"
+        } else {
+            ""
+        };
         let (sym, show) = match c.action {
             Action::Create | Action::Read => ("+", true),
             Action::Delete => ("-", true),
@@ -142,9 +150,16 @@ pub fn human(plan: &Plan) -> String {
     if !plan.refreshed {
         let _ = writeln!(out, "Note: the state was not refreshed (--refresh=false); the plan trusts what it records.\n");
     }
-    let active: Vec<&Change> = plan.changes.iter().filter(|c| c.action != Action::NoOp).collect();
+    let active: Vec<&Change> = plan
+        .changes
+        .iter()
+        .filter(|c| c.action != Action::NoOp)
+        .collect();
     if active.is_empty() {
-        let _ = writeln!(out, "No changes. The infrastructure matches the configuration.");
+        let _ = writeln!(
+            out,
+            "No changes. The infrastructure matches the configuration."
+        );
         return out;
     }
     let _ = writeln!(out, "anycloud will perform the following actions:\n");
@@ -161,7 +176,11 @@ pub fn markdown(plan: &Plan) -> String {
     for w in &plan.warnings {
         let _ = writeln!(out, "> **Warning:** {w}\n");
     }
-    let active: Vec<&Change> = plan.changes.iter().filter(|c| c.action != Action::NoOp).collect();
+    let active: Vec<&Change> = plan
+        .changes
+        .iter()
+        .filter(|c| c.action != Action::NoOp)
+        .collect();
     if active.is_empty() {
         out.push_str("No changes. The infrastructure matches the configuration.\n");
         return out;
@@ -176,11 +195,23 @@ pub fn markdown(plan: &Plan) -> String {
                 format!("changed: {}", c.replace_paths.join(", "))
             }
         });
-        let _ = writeln!(out, "| {} | `{}` | {} | {} |", c.action.as_str(), c.address, c.kind, why.replace('|', "\\|"));
+        let _ = writeln!(
+            out,
+            "| {} | `{}` | {} | {} |",
+            c.action.as_str(),
+            c.address,
+            c.kind,
+            why.replace('|', "\\|")
+        );
     }
     out.push('\n');
     for c in active {
-        let _ = writeln!(out, "<details><summary><code>{}</code>: {}</summary>\n", c.address, c.action.as_str());
+        let _ = writeln!(
+            out,
+            "<details><summary><code>{}</code>: {}</summary>\n",
+            c.address,
+            c.action.as_str()
+        );
         let _ = writeln!(out, "```diff\n{}```\n</details>\n", change_block(c));
     }
     out

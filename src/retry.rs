@@ -20,5 +20,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, ProviderError>>,
 {
-    call.retry(policy()).when(|e: &ProviderError| e.retryable).await
+    call.retry(policy())
+        .when(|e: &ProviderError| e.retryable)
+        .await
 }

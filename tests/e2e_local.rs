@@ -48,9 +48,20 @@ fn local_cloud_end_to_end() {
     // Without the input bucket the plan fails, naming it, before anything is made.
     let missing = p.run(&["plan"]);
     assert_eq!(missing.code, 1, "{missing:?}");
-    assert!(missing.stderr.contains("deployment.e2e-alpha.bucket.input"), "{missing:?}");
-    assert!(missing.stderr.contains("input bucket 'e2e-input' does not exist"), "{missing:?}");
-    assert!(!p.path().join(".anycloud/state.json").exists() || p.ok(&["state", "list"]).stdout.is_empty());
+    assert!(
+        missing.stderr.contains("deployment.e2e-alpha.bucket.input"),
+        "{missing:?}"
+    );
+    assert!(
+        missing
+            .stderr
+            .contains("input bucket 'e2e-input' does not exist"),
+        "{missing:?}"
+    );
+    assert!(
+        !p.path().join(".anycloud/state.json").exists()
+            || p.ok(&["state", "list"]).stdout.is_empty()
+    );
 
     p.ok(&["bucket", "upload", "e2e-input", input.to_str().unwrap()]);
     let applied = p.ok(&["apply", "--auto-approve"]);
@@ -58,26 +69,46 @@ fn local_cloud_end_to_end() {
 
     // The input is readable in the container and not writable; the container's output
     // reaches the output bucket through the upload program.
-    for (dep, out) in [("e2e-alpha", "e2e-results-alpha"), ("e2e-beta", "e2e-results-beta")] {
-        let copy = wait_for(30, &format!("{dep}'s input copy in its output bucket"), || {
-            read(&p.bucket(out).join("input-copy.txt"))
-        });
+    for (dep, out) in [
+        ("e2e-alpha", "e2e-results-alpha"),
+        ("e2e-beta", "e2e-results-beta"),
+    ] {
+        let copy = wait_for(
+            30,
+            &format!("{dep}'s input copy in its output bucket"),
+            || read(&p.bucket(out).join("input-copy.txt")),
+        );
         assert_eq!(copy, "hello from the input bucket");
-        assert_eq!(read(&p.bucket(out).join("input-mode.txt")).as_deref(), Some("read-only"));
+        assert_eq!(
+            read(&p.bucket(out).join("input-mode.txt")).as_deref(),
+            Some("read-only")
+        );
         assert_eq!(containers_of(dep), 1, "one container for {dep}");
-        assert_eq!(supervisords_of(&p.host(dep)), 1, "one private supervisord for {dep}");
+        assert_eq!(
+            supervisords_of(&p.host(dep)),
+            1,
+            "one private supervisord for {dep}"
+        );
     }
-    assert!(!p.bucket("e2e-input").join("probe").exists(), "the job must not write the input bucket");
+    assert!(
+        !p.bucket("e2e-input").join("probe").exists(),
+        "the job must not write the input bucket"
+    );
 
     // The state is private and a second plan has nothing to do.
     let mode = std::fs::metadata(p.path().join(".anycloud/state.json")).unwrap();
-    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777, 0o600);
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o600
+    );
     let again = p.run(&["plan", "--detailed-exitcode"]);
     assert_eq!(again.code, 0, "a second plan must be clean: {again:?}");
 
     // Checkpoints go up; a new image replaces the container and nothing else.
     let ckpt = p.bucket("e2e-alpha").join("counter");
-    wait_for(30, "a checkpoint in the checkpoint bucket", || counter(&ckpt).filter(|n| *n >= 3));
+    wait_for(30, "a checkpoint in the checkpoint bucket", || {
+        counter(&ckpt).filter(|n| *n >= 3)
+    });
     p.write_config(&config("anycloud-e2e:v2"));
     let json = p.ok(&["plan", "--format", "json"]);
     let plan: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
@@ -86,48 +117,150 @@ fn local_cloud_end_to_end() {
         .unwrap()
         .iter()
         .filter(|c| c["action"] != "no-op")
-        .map(|c| (c["address"].as_str().unwrap().to_owned(), c["action"].as_str().unwrap().to_owned()))
+        .map(|c| {
+            (
+                c["address"].as_str().unwrap().to_owned(),
+                c["action"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
     assert_eq!(
         active,
         vec![
-            ("deployment.e2e-alpha.container".to_owned(), "replace".to_owned()),
-            ("deployment.e2e-beta.container".to_owned(), "replace".to_owned()),
+            (
+                "deployment.e2e-alpha.container".to_owned(),
+                "replace".to_owned()
+            ),
+            (
+                "deployment.e2e-beta.container".to_owned(),
+                "replace".to_owned()
+            ),
         ]
     );
-    assert_eq!(p.run(&["plan", "--detailed-exitcode", "--target", "deployment.e2e-beta"]).code, 2);
+    assert_eq!(
+        p.run(&[
+            "plan",
+            "--detailed-exitcode",
+            "--target",
+            "deployment.e2e-beta"
+        ])
+        .code,
+        2
+    );
     p.ok(&["apply", "--auto-approve"]);
     assert_eq!(p.run(&["plan", "--detailed-exitcode"]).code, 0);
     assert_eq!(containers_of("e2e-alpha"), 1);
 
     // Wipe the host: the next apply builds a fresh one and restores the checkpoint into it.
-    let before_wipe = wait_for(30, "the checkpoint to advance", || counter(&ckpt).filter(|n| *n >= 5));
+    let before_wipe = wait_for(30, "the checkpoint to advance", || {
+        counter(&ckpt).filter(|n| *n >= 5)
+    });
     std::fs::remove_dir_all(p.host("e2e-alpha")).unwrap();
     let plan = p.run(&["plan", "--detailed-exitcode"]);
     assert_eq!(plan.code, 2, "{plan:?}");
-    assert!(plan.stdout.contains("deployment.e2e-alpha.vm will be created"), "{plan:?}");
+    assert!(
+        plan.stdout
+            .contains("deployment.e2e-alpha.vm will be created"),
+        "{plan:?}"
+    );
     p.ok(&["apply", "--auto-approve"]);
     let resumed = wait_for(30, "the replacement's resume point", || {
         counter(&p.host("e2e-alpha").join("mnt/output/resumed-from.txt"))
     });
-    assert!(resumed >= before_wipe, "resumed from {resumed}, but the bucket held {before_wipe} before the wipe");
-    assert_eq!(containers_of("e2e-alpha"), 1, "the old container is gone, one runs");
+    assert!(
+        resumed >= before_wipe,
+        "resumed from {resumed}, but the bucket held {before_wipe} before the wipe"
+    );
+    assert_eq!(
+        containers_of("e2e-alpha"),
+        1,
+        "the old container is gone, one runs"
+    );
     assert_eq!(supervisords_of(&p.host("e2e-alpha")), 1);
 
     // Destroy: the last output written just before it reaches the bucket; all else goes.
-    std::fs::write(p.host("e2e-alpha").join("mnt/output/last-words.txt"), "written just before destroy\n").unwrap();
+    std::fs::write(
+        p.host("e2e-alpha").join("mnt/output/last-words.txt"),
+        "written just before destroy\n",
+    )
+    .unwrap();
     let destroyed = p.ok(&["destroy", "--auto-approve"]);
-    assert!(destroyed.stdout.contains("Apply complete!"), "{destroyed:?}");
-    assert_eq!(read(&p.bucket("e2e-results-alpha").join("last-words.txt")).as_deref(), Some("written just before destroy"));
+    assert!(
+        destroyed.stdout.contains("Apply complete!"),
+        "{destroyed:?}"
+    );
+    assert_eq!(
+        read(&p.bucket("e2e-results-alpha").join("last-words.txt")).as_deref(),
+        Some("written just before destroy")
+    );
     let final_tick = counter(&p.bucket("e2e-results-alpha").join("tick.txt")).unwrap();
     assert!(final_tick > 0);
     for dep in ["e2e-alpha", "e2e-beta"] {
         assert_eq!(containers_of(dep), 0, "{dep}'s container is removed");
-        assert_eq!(supervisords_of(&p.host(dep)), 0, "{dep}'s supervisord is stopped");
+        assert_eq!(
+            supervisords_of(&p.host(dep)),
+            0,
+            "{dep}'s supervisord is stopped"
+        );
         assert!(!p.host(dep).exists(), "{dep}'s host directory is removed");
     }
-    for bucket in ["e2e-input", "e2e-results-alpha", "e2e-results-beta", "e2e-alpha"] {
+    for bucket in [
+        "e2e-input",
+        "e2e-results-alpha",
+        "e2e-results-beta",
+        "e2e-alpha",
+    ] {
         assert!(p.bucket(bucket).is_dir(), "bucket {bucket} is kept");
     }
     assert_eq!(p.ok(&["state", "list"]).stdout, "");
+}
+
+#[test]
+fn ctrl_c_finishes_what_is_in_flight_saves_state_and_exits_130() {
+    build_image("anycloud-e2e:v1");
+    let p = Project::new(
+        r#"
+defaults:
+  provider: local
+  sync_interval: 1s
+  connectivity_check: { retries: 2, retries_sleep: 1s }
+deployments:
+  e2e-sigint:
+    container: { image: "anycloud-e2e:v1", command: [/bin/sh, /job.sh] }
+    buckets: { output: e2e-sigint-results, checkpoint: true }
+"#,
+    );
+    let child = p
+        .command(&["apply", "--auto-approve"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupt once the first resources have been recorded, while VM init is in flight.
+    wait_for(30, "apply to record its first resource", || {
+        anycloud_state::load(&p.path().join(".anycloud/state.json"))
+            .ok()
+            .filter(|s| {
+                s.resources.contains_key("deployment.e2e-sigint.vm")
+                    && s.resources["deployment.e2e-sigint.vm"].pending.is_none()
+            })
+    });
+    common::sh(&format!("kill -INT {}", child.id()));
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(130), "{stdout}");
+    assert!(stdout.contains("Interrupted"), "{stdout}");
+    let state = anycloud_state::load(&p.path().join(".anycloud/state.json")).unwrap();
+    assert!(
+        state.resources.values().all(|r| r.pending.is_none()),
+        "in-flight operations finished before exit"
+    );
+    assert!(
+        !state
+            .resources
+            .contains_key("deployment.e2e-sigint.container"),
+        "nothing new started after Ctrl-C"
+    );
+    p.ok(&["apply", "--auto-approve"]);
+    assert_eq!(p.run(&["plan", "--detailed-exitcode"]).code, 0);
+    assert_eq!(containers_of("e2e-sigint"), 1);
 }

@@ -57,9 +57,13 @@ fn mixed_plan() -> anycloud::plan::Plan {
 #[test]
 fn plan_with_every_action_human() {
     let plan = mixed_plan();
-    let actions: std::collections::BTreeSet<_> = plan.changes.iter().map(|c| c.action.as_str()).collect();
+    let actions: std::collections::BTreeSet<_> =
+        plan.changes.iter().map(|c| c.action.as_str()).collect();
     for a in ["create", "update", "replace", "delete", "no-op", "read"] {
-        assert!(actions.contains(a), "the fixture should exercise '{a}', got {actions:?}");
+        assert!(
+            actions.contains(a),
+            "the fixture should exercise '{a}', got {actions:?}"
+        );
     }
     insta::assert_snapshot!("plan_human", render::human(&plan));
 }
@@ -87,12 +91,22 @@ fn the_summary_counts_each_action() {
     // train-c: its vm, vm_init, rclone, sync.input, service.output, container (read of its
     // input bucket and create of the output bucket address); train-b: everything goes.
     assert!(line.starts_with("Plan: "), "{line}");
-    assert_eq!(plan.summary.replace, 1, "only train-a's container is replaced: {line}");
-    assert_eq!(plan.summary.change, 2, "train-a's two upload programs change in place: {line}");
+    assert_eq!(
+        plan.summary.replace, 1,
+        "only train-a's container is replaced: {line}"
+    );
+    assert_eq!(
+        plan.summary.change, 2,
+        "train-a's two upload programs change in place: {line}"
+    );
 }
 
 fn attr(plan: &anycloud::plan::Plan, address: &str, key: &str) -> String {
-    let c = plan.changes.iter().find(|c| c.address == address).unwrap_or_else(|| panic!("no {address}"));
+    let c = plan
+        .changes
+        .iter()
+        .find(|c| c.address == address)
+        .unwrap_or_else(|| panic!("no {address}"));
     c.after.as_ref().unwrap()[key].as_str().unwrap().to_owned()
 }
 
@@ -102,27 +116,48 @@ fn first_plan() -> anycloud::plan::Plan {
 
 #[test]
 fn supervisord_output_program() {
-    insta::assert_snapshot!("program_rclone_output", attr(&first_plan(), "deployment.train-a.service.output", "program"));
+    insta::assert_snapshot!(
+        "program_rclone_output",
+        attr(
+            &first_plan(),
+            "deployment.train-a.service.output",
+            "program"
+        )
+    );
 }
 
 #[test]
 fn supervisord_checkpoint_program() {
     insta::assert_snapshot!(
         "program_rclone_checkpoint",
-        attr(&first_plan(), "deployment.train-a.service.checkpoint", "program")
+        attr(
+            &first_plan(),
+            "deployment.train-a.service.checkpoint",
+            "program"
+        )
     );
 }
 
 #[test]
 fn supervisord_private_instance_conf() {
-    insta::assert_snapshot!("supervisord_conf", attr(&first_plan(), "deployment.train-a.vm_init", "supervisord_conf"));
+    insta::assert_snapshot!(
+        "supervisord_conf",
+        attr(
+            &first_plan(),
+            "deployment.train-a.vm_init",
+            "supervisord_conf"
+        )
+    );
 }
 
 #[test]
 fn rclone_conf() {
     let conf = attr(&first_plan(), "deployment.train-a.rclone", "config");
     for secret in ["key", "secret", "token", "password"] {
-        assert!(!conf.to_lowercase().contains(secret), "rclone.conf must hold no {secret}: {conf}");
+        assert!(
+            !conf.to_lowercase().contains(secret),
+            "rclone.conf must hold no {secret}: {conf}"
+        );
     }
     insta::assert_snapshot!("rclone_conf", conf);
 }
@@ -130,10 +165,17 @@ fn rclone_conf() {
 #[test]
 fn container_run_spec() {
     let plan = first_plan();
-    let c = plan.changes.iter().find(|c| c.address == "deployment.train-a.container").unwrap();
+    let c = plan
+        .changes
+        .iter()
+        .find(|c| c.address == "deployment.train-a.container")
+        .unwrap();
     assert_eq!(c.kind, Kind::Container);
     assert_eq!(c.after_unknown, vec!["container_id".to_owned()]);
-    insta::assert_snapshot!("container_run_spec", attr(&plan, "deployment.train-a.container", "run_spec"));
+    insta::assert_snapshot!(
+        "container_run_spec",
+        attr(&plan, "deployment.train-a.container", "run_spec")
+    );
 }
 
 #[test]

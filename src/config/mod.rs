@@ -81,14 +81,22 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "error: {}:{}:{}: {}", self.file, self.line, self.column, self.message)?;
+        writeln!(
+            f,
+            "error: {}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )?;
         if let Some(src) = &self.source_line {
             let n = self.line.to_string();
             let pad = " ".repeat(n.len());
             writeln!(f, "{pad} |")?;
             writeln!(f, "{n} | {src}")?;
             let caret_at = (self.column.max(1) - 1) as usize;
-            writeln!(f, "{pad} | {}^", " ".repeat(caret_at.min(src.chars().count())))?;
+            writeln!(
+                f,
+                "{pad} | {}^",
+                " ".repeat(caret_at.min(src.chars().count()))
+            )?;
         }
         if let Some(help) = &self.help {
             writeln!(f, "  = help: {help}")?;
@@ -107,13 +115,28 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     fn at(&mut self, loc: Location, message: impl Into<String>, help: Option<String>) {
-        let (line, column) = if loc == Location::UNKNOWN { (1, 1) } else { (loc.line(), loc.column()) };
+        let (line, column) = if loc == Location::UNKNOWN {
+            (1, 1)
+        } else {
+            (loc.line(), loc.column())
+        };
         self.push(line, column, message.into(), help);
     }
 
     fn push(&mut self, line: u64, column: u64, message: String, help: Option<String>) {
-        let source_line = self.source.lines().nth(line.saturating_sub(1) as usize).map(String::from);
-        self.errors.push(ConfigError { file: self.file.clone(), line, column, message, help, source_line });
+        let source_line = self
+            .source
+            .lines()
+            .nth(line.saturating_sub(1) as usize)
+            .map(String::from);
+        self.errors.push(ConfigError {
+            file: self.file.clone(),
+            line,
+            column,
+            message,
+            help,
+            source_line,
+        });
     }
 }
 
@@ -135,7 +158,14 @@ fn did_you_mean(found: Option<&str>) -> Option<String> {
 pub fn load(path: &Path) -> Result<Config, Vec<ConfigError>> {
     let file = path.display().to_string();
     let whole = |message: String| {
-        vec![ConfigError { file: file.clone(), line: 1, column: 1, message, help: None, source_line: None }]
+        vec![ConfigError {
+            file: file.clone(),
+            line: 1,
+            column: 1,
+            message,
+            help: None,
+            source_line: None,
+        }]
     };
     let bytes = std::fs::read(path).map_err(|e| whole(format!("cannot read the config: {e}")))?;
     let text = match std::str::from_utf8(&bytes) {
@@ -143,7 +173,13 @@ pub fn load(path: &Path) -> Result<Config, Vec<ConfigError>> {
         Err(e) => {
             let upto = &bytes[..e.valid_up_to()];
             let line = upto.iter().filter(|b| **b == b'\n').count() as u64 + 1;
-            let column = (upto.len() - upto.iter().rposition(|b| *b == b'\n').map(|p| p + 1).unwrap_or(0)) as u64 + 1;
+            let column = (upto.len()
+                - upto
+                    .iter()
+                    .rposition(|b| *b == b'\n')
+                    .map(|p| p + 1)
+                    .unwrap_or(0)) as u64
+                + 1;
             return Err(vec![ConfigError {
                 file,
                 line,
@@ -164,11 +200,28 @@ pub fn digest(bytes: &[u8]) -> String {
 }
 
 /// Parses and checks config text; `base` resolves relative paths (the config's directory).
-pub fn parse(file: &str, text: &str, base: &Path, digest: &str) -> Result<Config, Vec<ConfigError>> {
-    let mut ck = Checker { file: file.to_owned(), source: text, errors: Vec::new() };
+pub fn parse(
+    file: &str,
+    text: &str,
+    base: &Path,
+    digest: &str,
+) -> Result<Config, Vec<ConfigError>> {
+    let mut ck = Checker {
+        file: file.to_owned(),
+        source: text,
+        errors: Vec::new(),
+    };
     // Only blank lines and comments: as empty as an empty file.
-    if text.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')) {
-        ck.push(1, 1, "the config is empty; it needs at least a `deployments:` mapping".into(), None);
+    if text
+        .lines()
+        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+    {
+        ck.push(
+            1,
+            1,
+            "the config is empty; it needs at least a `deployments:` mapping".into(),
+            None,
+        );
         return Err(ck.errors);
     }
     // Alias bombs stop at a few thousand replayed events: a real config has a handful.
@@ -199,15 +252,37 @@ fn yaml_error(ck: &mut Checker, e: &serde_saphyr::Error) {
     let loc = e.location().unwrap_or(Location::UNKNOWN);
     let opts = serde_saphyr::render_options! { snippets: serde_saphyr::SnippetMode::Off };
     let mut message = e.render_with_options(opts);
-    // The location is ours to print; drop the parser's own suffix.
-    if let Some(i) = message.rfind(" at line ") {
+    // The location is ours to print; drop the parser's own suffixes.
+    if let Some(i) = message.find(" at line ") {
         message.truncate(i);
     }
     let mut help = None;
+    // Reword the library's messages that speak to programmers rather than to users.
+    if let Some(key) = message.strip_prefix("duplicate mapping key: ") {
+        let key = key
+            .split(", set DuplicateKeyPolicy")
+            .next()
+            .unwrap_or(key)
+            .to_owned();
+        message = format!("duplicate key '{key}'");
+        help =
+            Some("each key may appear once in a mapping; remove or merge the repeated one".into());
+    } else if message.starts_with("alias replay limit exceeded") {
+        message =
+            "anchors and aliases expand into too large a document (more than 10000 values)".into();
+        help = Some("an anycloud.yaml needs only a few aliases; is this a YAML bomb?".into());
+    } else if message.starts_with("multiple YAML documents detected") {
+        message = "the config must be a single YAML document, but a second one starts here".into();
+        help = Some("remove the `---` line and merge the documents".into());
+    }
     // serde-saphyr renders the expected keys without backticks, so read them from the error itself.
-    if let serde_saphyr::Error::SerdeUnknownField { field, expected, .. } = e.without_snippet() {
-        help = did_you_mean(suggest(field, expected.iter().copied()))
-            .or_else(|| (!expected.is_empty()).then(|| format!("expected one of: {}", expected.join(", "))));
+    if let serde_saphyr::Error::SerdeUnknownField {
+        field, expected, ..
+    } = e.without_snippet()
+    {
+        help = did_you_mean(suggest(field, expected.iter().copied())).or_else(|| {
+            (!expected.is_empty()).then(|| format!("expected one of: {}", expected.join(", ")))
+        });
         message = format!("unknown key '{field}'");
     }
     ck.at(loc, message, help);
@@ -215,18 +290,38 @@ fn yaml_error(ck: &mut Checker, e: &serde_saphyr::Error) {
 
 fn check(ck: &mut Checker, raw: RawConfig, base: &Path, digest: &str) -> Config {
     let project = raw.project.map(|p| {
-        let ok = !p.value.is_empty() && p.value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        let ok = !p.value.is_empty()
+            && p.value
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
         if !ok {
-            ck.at(p.referenced, format!("project '{}' must be lowercase letters, digits and '-'", p.value), None);
+            ck.at(
+                p.referenced,
+                format!(
+                    "project '{}' must be lowercase letters, digits and '-'",
+                    p.value
+                ),
+                None,
+            );
         }
         p.value
     });
     let providers = raw.providers.unwrap_or_default();
     let local_root = match providers.local.and_then(|l| l.root) {
         Some(r) => {
-            let ok = !r.value.is_empty() && r.value.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+@".contains(c));
+            let ok = !r.value.is_empty()
+                && r.value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "/._-+@".contains(c));
             if !ok {
-                ck.at(r.referenced, format!("local root '{}' may only use letters, digits and / . _ - + @", r.value), None);
+                ck.at(
+                    r.referenced,
+                    format!(
+                        "local root '{}' may only use letters, digits and / . _ - + @",
+                        r.value
+                    ),
+                    None,
+                );
             }
             absolute(base, &r.value)
         }
@@ -236,7 +331,11 @@ fn check(ck: &mut Checker, raw: RawConfig, base: &Path, digest: &str) -> Config 
         let v = &azure.value;
         let ok = v.len() == 36 && v.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
         if !ok {
-            ck.at(azure.referenced, format!("subscription_id '{v}' is not a GUID"), Some("e.g. 00000000-0000-0000-0000-000000000000".into()));
+            ck.at(
+                azure.referenced,
+                format!("subscription_id '{v}' is not a GUID"),
+                Some("e.g. 00000000-0000-0000-0000-000000000000".into()),
+            );
         }
     }
     let aws_profile = providers.aws.and_then(|a| a.profile);
@@ -244,11 +343,28 @@ fn check(ck: &mut Checker, raw: RawConfig, base: &Path, digest: &str) -> Config 
     let defaults = raw.defaults.unwrap_or_default();
     let mut deployments = Vec::new();
     let Some(entries) = raw.deployments else {
-        ck.push(1, 1, "the config has no `deployments:` mapping".into(), Some("add `deployments:` with at least one deployment".into()));
-        return Config { path: PathBuf::new(), digest: digest.into(), project, local_root, aws_profile, gcp_project, deployments };
+        ck.push(
+            1,
+            1,
+            "the config has no `deployments:` mapping".into(),
+            Some("add `deployments:` with at least one deployment".into()),
+        );
+        return Config {
+            path: PathBuf::new(),
+            digest: digest.into(),
+            project,
+            local_root,
+            aws_profile,
+            gcp_project,
+            deployments,
+        };
     };
     if entries.value.0.is_empty() {
-        ck.at(entries.referenced, "`deployments:` is empty; add at least one deployment", None);
+        ck.at(
+            entries.referenced,
+            "`deployments:` is empty; add at least one deployment",
+            None,
+        );
     }
     for (id, dep) in entries.value.0 {
         if let Some(d) = check_deployment(ck, &defaults, &id, dep) {
@@ -256,7 +372,15 @@ fn check(ck: &mut Checker, raw: RawConfig, base: &Path, digest: &str) -> Config 
         }
     }
     deployments.sort_by(|a, b| a.id.cmp(&b.id));
-    Config { path: PathBuf::new(), digest: digest.into(), project, local_root, aws_profile, gcp_project, deployments }
+    Config {
+        path: PathBuf::new(),
+        digest: digest.into(),
+        project,
+        local_root,
+        aws_profile,
+        gcp_project,
+        deployments,
+    }
 }
 
 fn absolute(base: &Path, p: &str) -> String {
@@ -264,7 +388,11 @@ fn absolute(base: &Path, p: &str) -> String {
     let joined = if path.is_absolute() {
         path.to_path_buf()
     } else {
-        let base = if base.as_os_str().is_empty() { Path::new(".") } else { base };
+        let base = if base.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            base
+        };
         let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
         base.join(path)
     };
@@ -296,7 +424,10 @@ fn check_deployment(
         Some(p) => {
             ck.at(
                 p.referenced,
-                format!("unknown provider '{}'; expected one of aws, azure, gcp, local", p.value),
+                format!(
+                    "unknown provider '{}'; expected one of aws, azure, gcp, local",
+                    p.value
+                ),
                 did_you_mean(suggest(&p.value, PROVIDERS)),
             );
             return None;
@@ -311,39 +442,83 @@ fn check_deployment(
         Some(r) => match regions::continent(&provider, &r.value) {
             Some(c) => (r.value.clone(), c.to_owned()),
             None => {
+                let other_cloud = PROVIDERS
+                    .iter()
+                    .filter(|p| **p != provider && **p != "local")
+                    .find_map(|p| regions::continent(p, &r.value).map(|c| (*p, c)));
+                let help = match other_cloud {
+                    Some((cloud, c)) => Some(format!(
+                        "'{}' is a {cloud} region; {provider}'s regions in continent '{c}' are: {}",
+                        r.value,
+                        regions::regions_of_continent(&provider, c).join(", ")
+                    )),
+                    None => did_you_mean(suggest(&r.value, regions::regions(&provider))),
+                };
                 ck.at(
                     r.referenced,
                     format!("unknown region '{}' for provider {provider}", r.value),
-                    did_you_mean(suggest(&r.value, regions::regions(&provider))),
+                    help,
                 );
                 (r.value.clone(), String::new())
             }
         },
         None if provider == "local" => (regions::LOCAL_REGION.to_owned(), "local".to_owned()),
         None => {
-            ck.at(id.referenced, format!("deployment '{}' needs a region for provider {provider}", id.value), None);
+            ck.at(
+                id.referenced,
+                format!(
+                    "deployment '{}' needs a region for provider {provider}",
+                    id.value
+                ),
+                None,
+            );
             (String::new(), String::new())
         }
     };
     let vm = merge_vm(defaults.vm.as_ref(), d.vm.as_ref());
-    if let Some(disk) = d.vm.as_ref().and_then(|v| v.disk_gb.as_ref()).or(defaults.vm.as_ref().and_then(|v| v.disk_gb.as_ref())) {
+    if let Some(disk) =
+        d.vm.as_ref()
+            .and_then(|v| v.disk_gb.as_ref())
+            .or(defaults.vm.as_ref().and_then(|v| v.disk_gb.as_ref()))
+    {
         if disk.value < 10 {
-            ck.at(disk.referenced, format!("disk_gb {} is too small; at least 10", disk.value), None);
+            ck.at(
+                disk.referenced,
+                format!("disk_gb {} is too small; at least 10", disk.value),
+                None,
+            );
         }
     }
     if provider != "local" && vm.machine_type.is_none() {
-        ck.at(id.referenced, format!("deployment '{}' needs vm.type for provider {provider}", id.value), None);
+        ck.at(
+            id.referenced,
+            format!(
+                "deployment '{}' needs vm.type for provider {provider}",
+                id.value
+            ),
+            None,
+        );
     }
     let container = match d.container {
         None => {
-            ck.at(id.referenced, format!("deployment '{}' needs a `container:` with an `image:`", id.value), None);
+            ck.at(
+                id.referenced,
+                format!(
+                    "deployment '{}' needs a `container:` with an `image:`",
+                    id.value
+                ),
+                None,
+            );
             None
         }
         Some(c) => check_container(ck, c),
     };
     let mut buckets = Buckets::default();
     if let Some(b) = d.buckets {
-        for (slot, name) in [(&mut buckets.input, b.input), (&mut buckets.output, b.output)] {
+        for (slot, name) in [
+            (&mut buckets.input, b.input),
+            (&mut buckets.output, b.output),
+        ] {
             if let Some(n) = name {
                 if let Err(m) = names::check_bucket_name(&n.value, &provider) {
                     ck.at(n.referenced, m, None);
@@ -370,7 +545,10 @@ fn check_deployment(
         },
         None => 60,
     };
-    let check = d.connectivity_check.as_ref().or(defaults.connectivity_check.as_ref());
+    let check = d
+        .connectivity_check
+        .as_ref()
+        .or(defaults.connectivity_check.as_ref());
     let (check_retries, check_retries_sleep_secs) = check_settings(ck, check);
     if ck.errors.len() > errors_before {
         return None;
@@ -390,7 +568,10 @@ fn check_deployment(
 }
 
 fn check_settings(ck: &mut Checker, check: Option<&RawCheck>) -> (u32, u64) {
-    let retries = check.and_then(|c| c.retries.as_ref()).map(|r| r.value).unwrap_or(30);
+    let retries = check
+        .and_then(|c| c.retries.as_ref())
+        .map(|r| r.value)
+        .unwrap_or(30);
     let sleep = match check.and_then(|c| c.retries_sleep.as_ref()) {
         Some(s) => s.value.seconds().unwrap_or_else(|m| {
             ck.at(s.referenced, format!("retries_sleep {m}"), None);
@@ -405,7 +586,10 @@ fn merge_vm(defaults: Option<&RawVm>, own: Option<&RawVm>) -> Vm {
     let pick = |f: fn(&RawVm) -> Option<String>| own.and_then(f).or_else(|| defaults.and_then(f));
     Vm {
         machine_type: pick(|v| v.machine_type.as_ref().map(|t| t.value.clone())),
-        spot: own.and_then(|v| v.spot).or_else(|| defaults.and_then(|v| v.spot)).unwrap_or(false),
+        spot: own
+            .and_then(|v| v.spot)
+            .or_else(|| defaults.and_then(|v| v.spot))
+            .unwrap_or(false),
         disk_gb: own
             .and_then(|v| v.disk_gb.as_ref().map(|d| d.value))
             .or_else(|| defaults.and_then(|v| v.disk_gb.as_ref().map(|d| d.value))),
@@ -420,32 +604,68 @@ fn check_container(ck: &mut Checker, c: S<raw::RawContainer>) -> Option<Containe
         return None;
     };
     let img = &image.value;
-    if img.is_empty() || img.chars().any(|ch| ch.is_whitespace() || ch.is_control()) || img.starts_with('-') {
-        ck.at(image.referenced, format!("image '{img}' is not a valid image reference"), Some("e.g. ghcr.io/acme/train:latest".into()));
+    if img.is_empty()
+        || img.chars().any(|ch| ch.is_whitespace() || ch.is_control())
+        || img.starts_with('-')
+    {
+        ck.at(
+            image.referenced,
+            format!("image '{img}' is not a valid image reference"),
+            Some("e.g. ghcr.io/acme/train:latest".into()),
+        );
     }
     let mut command = Vec::new();
     for word in c.command.unwrap_or_default() {
         if word.value.contains('\0') {
-            ck.at(word.referenced, "a command word cannot contain a NUL byte", None);
+            ck.at(
+                word.referenced,
+                "a command word cannot contain a NUL byte",
+                None,
+            );
         }
         command.push(word.value);
     }
     let mut env = BTreeMap::new();
     for (k, v) in c.env.map(|e| e.0).unwrap_or_default() {
-        let valid = k.value.chars().next().is_some_and(|ch| ch.is_ascii_alphabetic() || ch == '_')
-            && k.value.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_');
+        let valid = k
+            .value
+            .chars()
+            .next()
+            .is_some_and(|ch| ch.is_ascii_alphabetic() || ch == '_')
+            && k.value
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_');
         if !valid {
-            ck.at(k.referenced, format!("environment variable name '{}' must match [A-Za-z_][A-Za-z0-9_]*", k.value), None);
+            ck.at(
+                k.referenced,
+                format!(
+                    "environment variable name '{}' must match [A-Za-z_][A-Za-z0-9_]*",
+                    k.value
+                ),
+                None,
+            );
         }
         if v.value.contains('\0') {
-            ck.at(v.referenced, "an environment value cannot contain a NUL byte", None);
+            ck.at(
+                v.referenced,
+                "an environment value cannot contain a NUL byte",
+                None,
+            );
         }
         env.insert(k.value, v.value);
     }
     if let Some(shm) = &c.shm_size {
-        let ok = shm.value.trim_end_matches(['b', 'k', 'm', 'g', 'B', 'K', 'M', 'G']).parse::<u64>().is_ok();
+        let ok = shm
+            .value
+            .trim_end_matches(['b', 'k', 'm', 'g', 'B', 'K', 'M', 'G'])
+            .parse::<u64>()
+            .is_ok();
         if !ok {
-            ck.at(shm.referenced, format!("shm_size '{}' is not a size like 8g or 512m", shm.value), None);
+            ck.at(
+                shm.referenced,
+                format!("shm_size '{}' is not a size like 8g or 512m", shm.value),
+                None,
+            );
         }
     }
     Some(Container {

@@ -7,15 +7,22 @@ pub fn check_deployment_id(id: &str, provider: &str) -> Result<(), String> {
         return Err("a deployment id cannot be empty".into());
     }
     if !id.starts_with(|c: char| c.is_ascii_lowercase()) {
-        return Err(format!("deployment id '{id}' must start with a lowercase letter"));
+        return Err(format!(
+            "deployment id '{id}' must start with a lowercase letter"
+        ));
     }
-    if let Some(bad) = id.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')) {
+    if let Some(bad) = id
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+    {
         return Err(format!(
             "deployment id '{id}' contains '{bad}'; use lowercase letters, digits and '-'"
         ));
     }
     if id.ends_with('-') || id.contains("--") {
-        return Err(format!("deployment id '{id}' cannot end with '-' or contain '--'"));
+        return Err(format!(
+            "deployment id '{id}' cannot end with '-' or contain '--'"
+        ));
     }
     // The checkpoint bucket is named after the id, and AWS names the role `anycloud-{id}`
     // (64 characters at most); Azure names its identity the same way.
@@ -43,16 +50,23 @@ pub fn check_deployment_id(id: &str, provider: &str) -> Result<(), String> {
 pub fn check_bucket_name(name: &str, provider: &str) -> Result<(), String> {
     let len = name.len();
     if !(3..=63).contains(&len) {
-        return Err(format!("bucket name '{name}' is {len} characters; it must be 3 to 63"));
+        return Err(format!(
+            "bucket name '{name}' is {len} characters; it must be 3 to 63"
+        ));
     }
-    if let Some(bad) = name.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '.')) {
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '.'))
+    {
         return Err(format!(
             "bucket name '{name}' contains '{bad}'; use lowercase letters, digits, '-' and '.'"
         ));
     }
     let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
     if !name.starts_with(alnum) || !name.ends_with(alnum) {
-        return Err(format!("bucket name '{name}' must start and end with a letter or digit"));
+        return Err(format!(
+            "bucket name '{name}' must start and end with a letter or digit"
+        ));
     }
     if name.contains("..") {
         return Err(format!("bucket name '{name}' cannot contain '..'"));
@@ -63,7 +77,9 @@ pub fn check_bucket_name(name: &str, provider: &str) -> Result<(), String> {
         ));
     }
     if name.split('.').count() == 4 && name.split('.').all(|p| p.parse::<u8>().is_ok()) {
-        return Err(format!("bucket name '{name}' cannot look like an IP address"));
+        return Err(format!(
+            "bucket name '{name}' cannot look like an IP address"
+        ));
     }
     Ok(())
 }

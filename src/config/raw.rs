@@ -125,14 +125,17 @@ impl Interval {
                 let t = t.trim();
                 let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
                 let (num, unit) = t.split_at(split);
-                let n: u64 = num.parse().map_err(|_| format!("'{t}' is not a duration like 60s, 5m or 1h"))?;
+                let n: u64 = num
+                    .parse()
+                    .map_err(|_| format!("'{t}' is not a duration like 60s, 5m or 1h"))?;
                 let mult = match unit {
                     "" | "s" => 1,
                     "m" => 60,
                     "h" => 3600,
                     _ => return Err(format!("'{t}' has unit '{unit}'; use s, m or h (e.g. 60s)")),
                 };
-                n.checked_mul(mult).ok_or_else(|| format!("'{t}' is too long"))
+                n.checked_mul(mult)
+                    .ok_or_else(|| format!("'{t}' is too long"))
             }
         }
     }

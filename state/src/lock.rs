@@ -18,18 +18,17 @@ pub struct LockInfo {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
-    #[error("the state {path} is locked by {holder} (pid {pid} on {host}, running '{operation}' since {since}); waited {waited:?}. Try again when it finishes, or pass --lock-timeout")]
+    #[error("the state {} is locked by {} (pid {} on {}, running '{}' since unix time {}); waited {:?}. Try again when it finishes, or pass --lock-timeout", .path.display(), .holder.holder, .holder.pid, .holder.host, .holder.operation, .holder.since, .waited)]
     Held {
         path: PathBuf,
-        holder: String,
-        pid: u32,
-        host: String,
-        operation: String,
-        since: String,
+        holder: Box<LockInfo>,
         waited: Duration,
     },
     #[error("cannot lock the state {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// An exclusive advisory lock (flock) on `<state>.lock`, released when dropped or when the
@@ -40,11 +39,18 @@ pub struct StateLock {
 }
 
 impl StateLock {
-    pub fn acquire(state_path: &Path, operation: &str, timeout: Duration) -> Result<StateLock, LockError> {
+    pub fn acquire(
+        state_path: &Path,
+        operation: &str,
+        timeout: Duration,
+    ) -> Result<StateLock, LockError> {
         let mut p = state_path.as_os_str().to_owned();
         p.push(".lock");
         let path = PathBuf::from(p);
-        let io = |source| LockError::Io { path: path.clone(), source };
+        let io = |source| LockError::Io {
+            path: path.clone(),
+            source,
+        };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
@@ -67,11 +73,7 @@ impl StateLock {
                         });
                         return Err(LockError::Held {
                             path: state_path.into(),
-                            holder: info.holder,
-                            pid: info.pid,
-                            host: info.host,
-                            operation: info.operation,
-                            since: format!("unix time {}", info.since),
+                            holder: Box::new(info),
                             waited: start.elapsed(),
                         });
                     }
@@ -84,7 +86,9 @@ impl StateLock {
             operation: operation.into(),
             holder: std::env::var("USER").unwrap_or_else(|_| "unknown".into()),
             pid: std::process::id(),
-            host: std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_default(),
+            host: std::fs::read_to_string("/etc/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_default(),
             since: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
@@ -92,7 +96,8 @@ impl StateLock {
         };
         file.set_len(0).map_err(io)?;
         file.rewind().map_err(io)?;
-        file.write_all(serde_json::to_string(&info).expect("plain data").as_bytes()).map_err(io)?;
+        file.write_all(serde_json::to_string(&info).expect("plain data").as_bytes())
+            .map_err(io)?;
         Ok(StateLock { file, path })
     }
 

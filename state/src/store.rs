@@ -8,13 +8,19 @@ use crate::{State, FORMAT_VERSION};
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("cannot read state file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("state file {path} is not valid: {message}")]
     Invalid { path: PathBuf, message: String },
     #[error("state file {path} has format version {found}; this anycloud reads version {FORMAT_VERSION}")]
     Version { path: PathBuf, found: u32 },
     #[error("cannot write state file {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Loads the state at `path`; a missing file is an empty state with a new lineage.
@@ -22,21 +28,35 @@ pub fn load(path: &Path) -> Result<State, StateError> {
     let bytes = match fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::new()),
-        Err(source) => return Err(StateError::Read { path: path.into(), source }),
+        Err(source) => {
+            return Err(StateError::Read {
+                path: path.into(),
+                source,
+            })
+        }
     };
-    let invalid = |message: String| StateError::Invalid { path: path.into(), message };
+    let invalid = |message: String| StateError::Invalid {
+        path: path.into(),
+        message,
+    };
     let probe: serde_json::Value =
         serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?;
     let found = probe.get("version").and_then(|v| v.as_u64()).unwrap_or(0) as u32;
     if found != FORMAT_VERSION {
-        return Err(StateError::Version { path: path.into(), found });
+        return Err(StateError::Version {
+            path: path.into(),
+            found,
+        });
     }
     serde_json::from_value(probe).map_err(|e| invalid(e.to_string()))
 }
 
 /// Writes `state` atomically: temp file, fsync, previous copy to `.backup`, rename, fsync dir.
 pub fn save(path: &Path, state: &State) -> Result<(), StateError> {
-    let werr = |source| StateError::Write { path: path.into(), source };
+    let werr = |source| StateError::Write {
+        path: path.into(),
+        source,
+    };
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -74,5 +94,11 @@ pub fn backup_path(path: &Path) -> PathBuf {
 }
 
 pub(crate) fn open_private(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(path)
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
 }

@@ -9,14 +9,38 @@ use anycloud::providers::Providers;
 use anycloud_state::{Resource, State};
 
 pub fn parse(text: &str) -> Config {
-    anycloud::config::parse("anycloud.yaml", text, Path::new("/nonexistent"), "sha256:test")
-        .unwrap_or_else(|e| panic!("config does not parse: {}", e.iter().map(|e| e.to_string()).collect::<String>()))
+    anycloud::config::parse(
+        "anycloud.yaml",
+        text,
+        Path::new("/nonexistent"),
+        "sha256:test",
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "config does not parse: {}",
+            e.iter().map(|e| e.to_string()).collect::<String>()
+        )
+    })
 }
 
 pub fn plan(config: &Config, state: &State) -> Plan {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let opts = PlanOptions { refresh: false, targets: &[], destroy: false };
-    rt.block_on(anycloud::engine::make_plan(config, state, &Providers::builtin(), &opts)).unwrap().1
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let opts = PlanOptions {
+        refresh: false,
+        targets: &[],
+        destroy: false,
+    };
+    rt.block_on(anycloud::engine::make_plan(
+        config,
+        state,
+        &Providers::builtin(),
+        &opts,
+    ))
+    .unwrap()
+    .1
 }
 
 /// The state an apply of `plan` would leave, with fixed stand-ins for computed values.
@@ -26,7 +50,10 @@ pub fn state_after(plan: &Plan, mut state: State) -> State {
             Some(after) => {
                 let mut attributes = after.clone();
                 for k in &c.after_unknown {
-                    attributes.insert(k.clone(), serde_json::json!(format!("{k}-of-{}", c.address)));
+                    attributes.insert(
+                        k.clone(),
+                        serde_json::json!(format!("{k}-of-{}", c.address)),
+                    );
                 }
                 state.resources.insert(
                     c.address.clone(),
@@ -67,14 +94,21 @@ pub struct Run {
 
 impl std::fmt::Debug for Run {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "exit {}\n--- stdout\n{}\n--- stderr\n{}", self.code, self.stdout, self.stderr)
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
     }
 }
 
 impl Project {
     pub fn new(config: &str) -> Project {
         // Under /tmp with a plain name: the local cloud accepts only a safe path alphabet.
-        let dir = tempfile::Builder::new().prefix("anycloud-e2e-").tempdir_in("/tmp").unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("anycloud-e2e-")
+            .tempdir_in("/tmp")
+            .unwrap();
         let p = Project { dir };
         p.write_config(config);
         p
@@ -102,7 +136,9 @@ impl Project {
 
     pub fn command(&self, args: &[&str]) -> std::process::Command {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_anycloud"));
-        cmd.args(args).current_dir(self.path()).stdin(std::process::Stdio::null());
+        cmd.args(args)
+            .current_dir(self.path())
+            .stdin(std::process::Stdio::null());
         cmd
     }
 
@@ -127,6 +163,10 @@ impl Drop for Project {
     fn drop(&mut self) {
         // Leave nothing running if a test failed half-way.
         let _ = self.command(&["destroy", "--auto-approve", "-q"]).output();
+        let pattern = format!("supervisord -c {}/", self.path().display());
+        let _ = std::process::Command::new("pkill")
+            .args(["-f", "--", &pattern])
+            .status();
     }
 }
 
@@ -137,13 +177,18 @@ pub fn wait_for<T>(secs: u64, what: &str, mut check: impl FnMut() -> Option<T>) 
         if let Some(v) = check() {
             return v;
         }
-        assert!(std::time::Instant::now() < deadline, "timed out after {secs}s waiting for {what}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {secs}s waiting for {what}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
 
 pub fn read(path: &Path) -> Option<String> {
-    std::fs::read_to_string(path).ok().map(|s| s.trim().to_owned())
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_owned())
 }
 
 /// Builds a test image from local files (no registry): busybox + `tests/fixtures/job.sh`.
@@ -159,20 +204,35 @@ pub fn build_image(tag: &str) {
 }
 
 pub fn sh(script: &str) -> String {
-    let out = std::process::Command::new("bash").arg("-c").arg(script).output().unwrap();
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// Containers of a deployment on this machine's Docker, by their anycloud label.
 pub fn containers_of(deployment: &str) -> usize {
-    let ids = sh(&format!("docker ps -aq --filter label=anycloud.deployment={deployment}"));
+    let ids = sh(&format!(
+        "docker ps -aq --filter label=anycloud.deployment={deployment}"
+    ));
     ids.lines().filter(|l| !l.is_empty()).count()
 }
 
 /// Private supervisord instances of a deployment host.
 pub fn supervisords_of(host: &Path) -> usize {
-    let pattern = format!("supervisord -c {}/supervisor/supervisord.conf", host.display());
+    let pattern = format!(
+        "supervisord -c {}/supervisor/supervisord.conf",
+        host.display()
+    );
     // pgrep directly, not through a shell whose own command line would match too.
-    let out = std::process::Command::new("pgrep").args(["-f", "--", &pattern]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()).count()
+    let out = std::process::Command::new("pgrep")
+        .args(["-f", "--", &pattern])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .count()
 }

@@ -120,11 +120,17 @@ pub struct ProviderError {
 
 impl ProviderError {
     pub fn permanent(message: impl Into<String>) -> Self {
-        ProviderError { message: message.into(), retryable: false }
+        ProviderError {
+            message: message.into(),
+            retryable: false,
+        }
     }
 
     pub fn retryable(message: impl Into<String>) -> Self {
-        ProviderError { message: message.into(), retryable: true }
+        ProviderError {
+            message: message.into(),
+            retryable: true,
+        }
     }
 }
 

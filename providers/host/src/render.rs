@@ -7,7 +7,12 @@ use crate::layout::VmLayout;
 
 /// The private supervisord instance's own configuration.
 pub fn supervisord_conf(layout: &VmLayout, identifier: &str) -> String {
-    let VmLayout { supervisor_dir, supervisor_socket, log_dir, .. } = layout;
+    let VmLayout {
+        supervisor_dir,
+        supervisor_socket,
+        log_dir,
+        ..
+    } = layout;
     format!(
         "[unix_http_server]\n\
          file={supervisor_socket}\n\
@@ -98,8 +103,16 @@ impl ContainerSpec {
     /// The `docker run` arguments after `docker`, one flag group per line in [`Self::render`].
     pub fn argv_lines(&self) -> Vec<Vec<String>> {
         let mut lines = vec![
-            vec!["run".into(), "--detach".into(), "--name".into(), self.name.clone()],
-            vec!["--label".into(), format!("anycloud.deployment={}", self.deployment)],
+            vec![
+                "run".into(),
+                "--detach".into(),
+                "--name".into(),
+                self.name.clone(),
+            ],
+            vec![
+                "--label".into(),
+                format!("anycloud.deployment={}", self.deployment),
+            ],
             vec!["--network".into(), "host".into()],
             // An init as PID 1 forwards `docker stop`'s SIGTERM to the job (a shell or python
             // as PID 1 ignores it, and every teardown would wait out the stop timeout).
@@ -137,10 +150,12 @@ impl ContainerSpec {
 }
 
 pub fn quote(word: &str) -> String {
-    shlex::try_quote(word).map(|c| c.into_owned()).unwrap_or_else(|_| {
-        // A NUL byte cannot appear in a shell word; the config layer rejects it earlier.
-        format!("'{}'", word.replace('\0', "").replace('\'', r"'\''"))
-    })
+    shlex::try_quote(word)
+        .map(|c| c.into_owned())
+        .unwrap_or_else(|_| {
+            // A NUL byte cannot appear in a shell word; the config layer rejects it earlier.
+            format!("'{}'", word.replace('\0', "").replace('\'', r"'\''"))
+        })
 }
 
 pub fn quote_all(words: &[String]) -> String {

@@ -6,6 +6,20 @@ use crate::render::quote;
 
 const PRELUDE: &str = "set -euo pipefail\n";
 
+/// Serialises supervisord changes on one host: two `supervisorctl update`s at once (the two
+/// upload programs are created in parallel) make one of them fail.
+fn supervisor_lock(layout: &VmLayout) -> String {
+    let dir = quote(&layout.supervisor_dir);
+    format!("mkdir -p {dir}\nexec 9>{dir}/.lock\nflock 9\n")
+}
+
+/// Runs a supervisorctl command, showing its output (it reports errors on stdout) on failure.
+fn ctl(args: &str, what: &str) -> String {
+    format!(
+        "if ! out=$(supervisorctl -c \"$conf\" {args} 2>&1); then echo \"supervisorctl {what} failed: $out\" >&2; exit 1; fi\n"
+    )
+}
+
 /// Prints the last lines of a tool's log on failure, so errors carry the tool's own words.
 fn or_tail(log: &str, what: &str) -> String {
     format!(
@@ -54,7 +68,7 @@ pub fn supervisord_restart(layout: &VmLayout) -> String {
     let conf = quote(&layout.supervisord_conf());
     let log = format!("{}/supervisord.log", layout.log_dir);
     format!(
-        "{PRELUDE}\
+        "{PRELUDE}{lock}\
 conf={conf}
 pkill -f -- \"supervisord -c $conf\" || true
 for _ in $(seq 1 100); do pgrep -f -- \"supervisord -c $conf\" >/dev/null || break; sleep 0.1; done
@@ -62,6 +76,7 @@ setsid supervisord -c \"$conf\" </dev/null >/dev/null 2>&1 {fail}
 for _ in $(seq 1 100); do supervisorctl -c \"$conf\" pid >/dev/null 2>&1 && break; sleep 0.1; done
 supervisorctl -c \"$conf\" pid >/dev/null 2>&1 {fail}
 ",
+        lock = supervisor_lock(layout),
         fail = or_tail(&log, "supervisord")
     )
 }
@@ -112,22 +127,25 @@ mkdir -p {dest}
     )
 }
 
-/// Loads a changed or new program into supervisord and makes sure it runs.
+/// Loads a changed or new program into supervisord and makes sure it runs. `update`
+/// rereads the configuration and (re)starts what changed.
 pub fn program_apply(layout: &VmLayout, program: &str) -> String {
     let log = format!("{}/{program}.stdout.log", layout.log_dir);
     format!(
-        "{PRELUDE}\
+        "{PRELUDE}{lock}\
 conf={conf}
-supervisorctl -c \"$conf\" reread >/dev/null
-supervisorctl -c \"$conf\" update >/dev/null
-supervisorctl -c \"$conf\" start {program} >/dev/null 2>&1 || true
-status=$(supervisorctl -c \"$conf\" status {program} | awk '{{print $2}}' || true)
+{update}\
+status=$(supervisorctl -c \"$conf\" status {program} 2>&1 | awk '{{print $2}}' || true)
 case \"$status\" in
   RUNNING|STARTING) ;;
-  *) echo \"{program} is $status\" >&2; tail -n 20 {qlog} >&2 || true; exit 1 ;;
+  STOPPED|EXITED|FATAL|BACKOFF) {start} ;;
+  *) echo \"{program} is '$status' after supervisorctl update\" >&2; tail -n 20 {qlog} >&2 || true; exit 1 ;;
 esac
 ",
+        lock = supervisor_lock(layout),
         conf = quote(&layout.supervisord_conf()),
+        update = ctl("update", "update"),
+        start = ctl(&format!("start {program}"), &format!("start {program}")).trim_end(),
         qlog = quote(&log),
     )
 }
@@ -135,17 +153,17 @@ esac
 /// Stops a program and removes it from supervisord (nothing to do if supervisord is gone).
 pub fn program_remove(layout: &VmLayout, program: &str) -> String {
     format!(
-        "{PRELUDE}\
+        "{PRELUDE}{lock}\
 conf={conf}
 rm -f {path}
 if supervisorctl -c \"$conf\" pid >/dev/null 2>&1; then
-  supervisorctl -c \"$conf\" stop {program} >/dev/null 2>&1 || true
-  supervisorctl -c \"$conf\" reread >/dev/null
-  supervisorctl -c \"$conf\" update >/dev/null
+  {update}\
 fi
 ",
+        lock = supervisor_lock(layout),
         conf = quote(&layout.supervisord_conf()),
         path = quote(&layout.program_path(program)),
+        update = ctl("update", "update"),
     )
 }
 
@@ -176,11 +194,23 @@ pub fn final_flush(layout: &VmLayout, pairs: &[(String, String)]) -> String {
 }
 
 /// Starts the container unless one with the same spec already runs (or finished cleanly).
-pub fn container_run(name: &str, spec_digest: &str, mounts: &[String], docker_args: &str) -> String {
+pub fn container_run(
+    name: &str,
+    spec_digest: &str,
+    mounts: &[String],
+    docker_args: &str,
+) -> String {
     let mkdirs = if mounts.is_empty() {
         String::new()
     } else {
-        format!("mkdir -p {}\n", mounts.iter().map(|m| quote(m)).collect::<Vec<_>>().join(" "))
+        format!(
+            "mkdir -p {}\n",
+            mounts
+                .iter()
+                .map(|m| quote(m))
+                .collect::<Vec<_>>()
+                .join(" ")
+        )
     };
     format!(
         "{PRELUDE}\
@@ -206,7 +236,10 @@ pub fn container_stop(name: &str) -> String {
 }
 
 pub fn container_remove(name: &str) -> String {
-    format!("{PRELUDE}docker rm -f {} >/dev/null 2>&1 || true\n", quote(name))
+    format!(
+        "{PRELUDE}docker rm -f {} >/dev/null 2>&1 || true\n",
+        quote(name)
+    )
 }
 
 /// One round trip that reports everything a refresh needs about a deployment's host.

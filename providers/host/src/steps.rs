@@ -31,13 +31,19 @@ impl HostContext {
         ["output", "checkpoint"]
             .iter()
             .filter_map(|role| {
-                self.remotes.get(*role).map(|r| (self.layout.mount(role), r.clone()))
+                self.remotes
+                    .get(*role)
+                    .map(|r| (self.layout.mount(role), r.clone()))
             })
             .collect()
     }
 
     pub fn container_name(&self) -> String {
-        format!("anycloud-{}-{}", self.deployment, crate::short_hash(&self.layout.mnt))
+        format!(
+            "anycloud-{}-{}",
+            self.deployment,
+            crate::short_hash(&self.layout.mnt)
+        )
     }
 }
 
@@ -60,7 +66,12 @@ fn pairs_of(attrs: &Attrs) -> Vec<(String, String)> {
         .and_then(|v| v.as_array())
         .map(|a| {
             a.iter()
-                .filter_map(|p| Some((p.get(0)?.as_str()?.to_owned(), p.get(1)?.as_str()?.to_owned())))
+                .filter_map(|p| {
+                    Some((
+                        p.get(0)?.as_str()?.to_owned(),
+                        p.get(1)?.as_str()?.to_owned(),
+                    ))
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -101,16 +112,26 @@ pub fn plan(kind: Kind, inputs: &Attrs, ctx: &HostContext) -> Result<Planned> {
             attrs.insert("config".into(), json!(ctx.rclone_conf));
             attrs.insert("config_sha256".into(), json!(sha256_hex(&ctx.rclone_conf)));
             attrs.insert("check_target".into(), json!(ctx.check_target));
-            attrs.insert("check_retries".into(), json!(input_u64(inputs, "check_retries", 30)));
+            attrs.insert(
+                "check_retries".into(),
+                json!(input_u64(inputs, "check_retries", 30)),
+            );
             attrs.insert(
                 "check_retries_sleep_secs".into(),
                 json!(input_u64(inputs, "check_retries_sleep_secs", 15)),
             );
         }
         Kind::SyncInput | Kind::SyncCheckpointRestore => {
-            let role = if kind == Kind::SyncInput { "input" } else { "checkpoint" };
+            let role = if kind == Kind::SyncInput {
+                "input"
+            } else {
+                "checkpoint"
+            };
             let remote = ctx.remotes.get(role).ok_or_else(|| {
-                ProviderError::permanent(format!("no {role} bucket for deployment {}", ctx.deployment))
+                ProviderError::permanent(format!(
+                    "no {role} bucket for deployment {}",
+                    ctx.deployment
+                ))
             })?;
             attrs.insert("source".into(), json!(remote));
             attrs.insert("destination".into(), json!(layout.mount(role)));
@@ -119,7 +140,10 @@ pub fn plan(kind: Kind, inputs: &Attrs, ctx: &HostContext) -> Result<Planned> {
         Kind::ServiceOutput | Kind::ServiceCheckpoint => {
             let (program, role) = service_of(kind).expect("a service kind");
             let remote = ctx.remotes.get(role).ok_or_else(|| {
-                ProviderError::permanent(format!("no {role} bucket for deployment {}", ctx.deployment))
+                ProviderError::permanent(format!(
+                    "no {role} bucket for deployment {}",
+                    ctx.deployment
+                ))
             })?;
             let text = if kind == Kind::ServiceOutput {
                 render::output_program(layout, remote, interval)
@@ -129,7 +153,10 @@ pub fn plan(kind: Kind, inputs: &Attrs, ctx: &HostContext) -> Result<Planned> {
             attrs.insert("program_name".into(), json!(program));
             attrs.insert("program".into(), json!(text));
             attrs.insert("status".into(), json!("RUNNING"));
-            attrs.insert("_flush".into(), pairs_json(&[(layout.mount(role), remote.clone())]));
+            attrs.insert(
+                "_flush".into(),
+                pairs_json(&[(layout.mount(role), remote.clone())]),
+            );
         }
         Kind::Container => {
             let spec = container_spec(inputs, ctx)?;
@@ -140,13 +167,21 @@ pub fn plan(kind: Kind, inputs: &Attrs, ctx: &HostContext) -> Result<Planned> {
             attrs.insert("run_spec".into(), json!(spec.render()));
             attrs.insert("_flush".into(), pairs_json(&ctx.flush_pairs()));
             computed.push("container_id".into());
-            force_new = ["name", "image", "command", "env", "run_spec"].map(String::from).to_vec();
+            force_new = ["name", "image", "command", "env", "run_spec"]
+                .map(String::from)
+                .to_vec();
         }
         other => {
-            return Err(ProviderError::permanent(format!("{other} is not a host resource")));
+            return Err(ProviderError::permanent(format!(
+                "{other} is not a host resource"
+            )));
         }
     }
-    Ok(Planned { attrs, computed, force_new })
+    Ok(Planned {
+        attrs,
+        computed,
+        force_new,
+    })
 }
 
 fn container_spec(inputs: &Attrs, ctx: &HostContext) -> Result<ContainerSpec> {
@@ -154,12 +189,20 @@ fn container_spec(inputs: &Attrs, ctx: &HostContext) -> Result<ContainerSpec> {
     let command = inputs
         .get("command")
         .and_then(|v| v.as_array())
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
     let env = inputs
         .get("env")
         .and_then(|v| v.as_object())
-        .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned()))).collect())
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                .collect()
+        })
         .unwrap_or_default();
     let mut mounts = Vec::new();
     for (role, ro) in [("input", true), ("output", false), ("checkpoint", false)] {
@@ -181,12 +224,18 @@ fn container_spec(inputs: &Attrs, ctx: &HostContext) -> Result<ContainerSpec> {
 }
 
 async fn run(host: &dyn Host, script: &str, what: &str) -> Result<Output> {
-    let out = host.run(script).await.map_err(|e| ProviderError::retryable(e.to_string()))?;
+    let out = host
+        .run(script)
+        .await
+        .map_err(|e| ProviderError::retryable(e.to_string()))?;
     if out.success() {
         Ok(out)
     } else {
         let detail = out.stderr.trim();
-        Err(ProviderError::permanent(format!("{what} failed (exit {}): {detail}", out.status)))
+        Err(ProviderError::permanent(format!(
+            "{what} failed (exit {}): {detail}",
+            out.status
+        )))
     }
 }
 
@@ -203,15 +252,43 @@ pub async fn apply(host: &dyn Host, kind: Kind, attrs: &Attrs) -> Result<Attrs> 
     match kind {
         Kind::VmInit => {
             run(host, &scripts::vm_init(&layout), "VM init").await?;
-            upload(host, &layout.supervisord_conf(), attr_str(attrs, "supervisord_conf")?, 0o644).await?;
-            run(host, &scripts::supervisord_restart(&layout), "starting supervisord").await?;
+            upload(
+                host,
+                &layout.supervisord_conf(),
+                attr_str(attrs, "supervisord_conf")?,
+                0o644,
+            )
+            .await?;
+            run(
+                host,
+                &scripts::supervisord_restart(&layout),
+                "starting supervisord",
+            )
+            .await?;
         }
         Kind::Rclone => {
-            upload(host, &layout.rclone_config, attr_str(attrs, "config")?, 0o600).await?;
-            let retries = attrs.get("check_retries").and_then(|v| v.as_u64()).unwrap_or(30);
-            let sleep = attrs.get("check_retries_sleep_secs").and_then(|v| v.as_u64()).unwrap_or(15);
+            upload(
+                host,
+                &layout.rclone_config,
+                attr_str(attrs, "config")?,
+                0o600,
+            )
+            .await?;
+            let retries = attrs
+                .get("check_retries")
+                .and_then(|v| v.as_u64())
+                .unwrap_or(30);
+            let sleep = attrs
+                .get("check_retries_sleep_secs")
+                .and_then(|v| v.as_u64())
+                .unwrap_or(15);
             let target = attr_str(attrs, "check_target")?;
-            run(host, &scripts::rclone_check(&layout, target, retries, sleep), "rclone").await?;
+            run(
+                host,
+                &scripts::rclone_check(&layout, target, retries, sleep),
+                "rclone",
+            )
+            .await?;
         }
         Kind::SyncInput | Kind::SyncCheckpointRestore => {
             let (verb, log) = if kind == Kind::SyncInput {
@@ -230,7 +307,13 @@ pub async fn apply(host: &dyn Host, kind: Kind, attrs: &Attrs) -> Result<Attrs> 
         }
         Kind::ServiceOutput | Kind::ServiceCheckpoint => {
             let program = attr_str(attrs, "program_name")?;
-            upload(host, &layout.program_path(program), attr_str(attrs, "program")?, 0o644).await?;
+            upload(
+                host,
+                &layout.program_path(program),
+                attr_str(attrs, "program")?,
+                0o644,
+            )
+            .await?;
             run(host, &scripts::program_apply(&layout, program), program).await?;
         }
         Kind::Container => {
@@ -238,15 +321,35 @@ pub async fn apply(host: &dyn Host, kind: Kind, attrs: &Attrs) -> Result<Attrs> 
             let digest = &sha256_hex(run_spec)[..16];
             let name = attr_str(attrs, "name")?;
             // The spec digest label is how a re-run recognises its own container.
-            let args = run_spec
-                .trim_start_matches("docker ")
-                .replacen("--detach", &format!("--detach --label anycloud.spec={digest}"), 1);
-            let mounts: Vec<String> = ["input", "output", "checkpoint"].iter().map(|r| layout.mount(r)).collect();
-            let out_run = run(host, &scripts::container_run(name, digest, &mounts, args.trim_end()), "docker run").await?;
-            let id = out_run.stdout.trim().lines().last().unwrap_or_default().to_owned();
+            let args = run_spec.trim_start_matches("docker ").replacen(
+                "--detach",
+                &format!("--detach --label anycloud.spec={digest}"),
+                1,
+            );
+            let mounts: Vec<String> = ["input", "output", "checkpoint"]
+                .iter()
+                .map(|r| layout.mount(r))
+                .collect();
+            let out_run = run(
+                host,
+                &scripts::container_run(name, digest, &mounts, args.trim_end()),
+                "docker run",
+            )
+            .await?;
+            let id = out_run
+                .stdout
+                .trim()
+                .lines()
+                .last()
+                .unwrap_or_default()
+                .to_owned();
             out.insert("container_id".into(), json!(id));
         }
-        other => return Err(ProviderError::permanent(format!("{other} is not a host resource"))),
+        other => {
+            return Err(ProviderError::permanent(format!(
+                "{other} is not a host resource"
+            )))
+        }
     }
     Ok(out)
 }
@@ -256,7 +359,12 @@ pub async fn delete(host: &dyn Host, kind: Kind, attrs: &Attrs) -> Result<()> {
     let layout = layout_of(attrs)?;
     match kind {
         Kind::VmInit => {
-            run(host, &scripts::supervisord_stop(&layout), "stopping supervisord").await?;
+            run(
+                host,
+                &scripts::supervisord_stop(&layout),
+                "stopping supervisord",
+            )
+            .await?;
         }
         // The config stays until the VM goes: the final flush of the VM still needs it.
         Kind::Rclone | Kind::SyncInput | Kind::SyncCheckpointRestore => {}
@@ -271,7 +379,11 @@ pub async fn delete(host: &dyn Host, kind: Kind, attrs: &Attrs) -> Result<()> {
             flush(host, &layout, &pairs_of(attrs)).await?;
             run(host, &scripts::container_remove(name), "docker rm").await?;
         }
-        other => return Err(ProviderError::permanent(format!("{other} is not a host resource"))),
+        other => {
+            return Err(ProviderError::permanent(format!(
+                "{other} is not a host resource"
+            )))
+        }
     }
     Ok(())
 }
@@ -281,7 +393,9 @@ pub async fn flush(host: &dyn Host, layout: &VmLayout, pairs: &[(String, String)
     if pairs.is_empty() {
         return Ok(());
     }
-    run(host, &scripts::final_flush(layout, pairs), "final upload").await.map(|_| ())
+    run(host, &scripts::final_flush(layout, pairs), "final upload")
+        .await
+        .map(|_| ())
 }
 
 /// What one probe of a host found.
@@ -331,7 +445,10 @@ pub fn read(kind: Kind, prior: &Attrs, probe: &Probe) -> Option<Attrs> {
         },
         Kind::SyncInput | Kind::SyncCheckpointRestore => Some(now),
         Kind::ServiceOutput | Kind::ServiceCheckpoint => {
-            let program = prior.get("program_name").and_then(|v| v.as_str()).unwrap_or_default();
+            let program = prior
+                .get("program_name")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default();
             match probe.get(&format!("program.{program}")) {
                 "" => None,
                 "RUNNING" | "STARTING" | "BACKOFF" => Some(now),

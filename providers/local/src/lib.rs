@@ -26,7 +26,8 @@ impl LocalProvider {
         let script = format!(
             "{}{}",
             anycloud_host::scripts::container_remove(container),
-            anycloud_host::scripts::supervisord_stop(&layout).trim_start_matches("set -euo pipefail\n")
+            anycloud_host::scripts::supervisord_stop(&layout)
+                .trim_start_matches("set -euo pipefail\n")
         );
         let out = anycloud_host::Host::run(&self.host, &script)
             .await
@@ -34,7 +35,10 @@ impl LocalProvider {
         if out.success() {
             Ok(())
         } else {
-            Err(ProviderError::permanent(format!("cleaning up the host failed: {}", out.stderr.trim())))
+            Err(ProviderError::permanent(format!(
+                "cleaning up the host failed: {}",
+                out.stderr.trim()
+            )))
         }
     }
 }
@@ -57,7 +61,9 @@ fn host_dir(root: &str, deployment: &str) -> String {
 /// Paths go unquoted into supervisord's command lines, so keep them to a safe alphabet.
 fn check_root(root: &str) -> Result<()> {
     let ok = root.starts_with('/')
-        && root.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+@".contains(c));
+        && root
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+@".contains(c));
     if ok {
         Ok(())
     } else {
@@ -90,7 +96,10 @@ fn host_context(inputs: &Attrs) -> Result<HostContext> {
 }
 
 async fn exists(path: &str) -> bool {
-    tokio::fs::metadata(path).await.map(|m| m.is_dir()).unwrap_or(false)
+    tokio::fs::metadata(path)
+        .await
+        .map(|m| m.is_dir())
+        .unwrap_or(false)
 }
 
 fn io_err(what: &str, path: &str, e: std::io::Error) -> ProviderError {
@@ -111,31 +120,53 @@ impl Provider for LocalProvider {
                 check_root(root)?;
                 attrs.insert("root".into(), json!(root));
                 attrs.insert("buckets_dir".into(), json!(buckets_dir(root)));
-                Ok(Planned { attrs, computed: vec![], force_new: vec!["root".into()] })
+                Ok(Planned {
+                    attrs,
+                    computed: vec![],
+                    force_new: vec!["root".into()],
+                })
             }
             Kind::Bucket => {
                 let root = attr_str(inputs, "root")?;
                 let name = attr_str(inputs, "name")?;
                 attrs.insert("name".into(), json!(name));
-                attrs.insert("path".into(), json!(format!("{}/{name}", buckets_dir(root))));
+                attrs.insert(
+                    "path".into(),
+                    json!(format!("{}/{name}", buckets_dir(root))),
+                );
                 if let Some(c) = inputs.get("continent") {
                     attrs.insert("continent".into(), c.clone());
                 }
                 // Buckets hold the user's data: destroy forgets them and leaves the directory.
                 attrs.insert("_keep_on_destroy".into(), json!(true));
-                Ok(Planned { attrs, computed: vec![], force_new: vec!["name".into(), "path".into()] })
+                Ok(Planned {
+                    attrs,
+                    computed: vec![],
+                    force_new: vec!["name".into(), "path".into()],
+                })
             }
             Kind::Vm => {
                 let ctx = host_context(inputs)?;
                 let root = attr_str(inputs, "root")?;
                 attrs.insert("host_dir".into(), json!(host_dir(root, &ctx.deployment)));
-                attrs.insert("_layout".into(), serde_json::to_value(&ctx.layout).expect("strings"));
+                attrs.insert(
+                    "_layout".into(),
+                    serde_json::to_value(&ctx.layout).expect("strings"),
+                );
                 attrs.insert("container_name".into(), json!(ctx.container_name()));
                 attrs.insert(
                     "_flush".into(),
-                    json!(ctx.flush_pairs().iter().map(|(d, r)| json!([d, r])).collect::<Vec<_>>()),
+                    json!(ctx
+                        .flush_pairs()
+                        .iter()
+                        .map(|(d, r)| json!([d, r]))
+                        .collect::<Vec<_>>()),
                 );
-                Ok(Planned { attrs, computed: vec![], force_new: vec!["host_dir".into()] })
+                Ok(Planned {
+                    attrs,
+                    computed: vec![],
+                    force_new: vec!["host_dir".into()],
+                })
             }
             Kind::Role => Err(ProviderError::permanent("the local cloud has no roles")),
             hosted => steps::plan(hosted, inputs, &host_context(inputs)?),
@@ -146,7 +177,8 @@ impl Provider for LocalProvider {
         // One probe per host, however many of its resources are asked about.
         let mut probes: BTreeMap<String, Probe> = BTreeMap::new();
         for t in targets.iter().filter(|t| t.kind.is_hosted()) {
-            let layout: VmLayout = match t.attrs.get("_layout").cloned().map(serde_json::from_value) {
+            let layout: VmLayout = match t.attrs.get("_layout").cloned().map(serde_json::from_value)
+            {
                 Some(Ok(l)) => l,
                 _ => continue,
             };
@@ -166,12 +198,22 @@ impl Provider for LocalProvider {
         let mut out = Vec::with_capacity(targets.len());
         for t in targets {
             let found = match t.kind {
-                Kind::Storage => exists(attr_str(t.attrs, "buckets_dir")?).await.then(|| t.attrs.clone()),
-                Kind::Bucket => exists(attr_str(t.attrs, "path")?).await.then(|| t.attrs.clone()),
-                Kind::Vm => exists(attr_str(t.attrs, "host_dir")?).await.then(|| t.attrs.clone()),
+                Kind::Storage => exists(attr_str(t.attrs, "buckets_dir")?)
+                    .await
+                    .then(|| t.attrs.clone()),
+                Kind::Bucket => exists(attr_str(t.attrs, "path")?)
+                    .await
+                    .then(|| t.attrs.clone()),
+                Kind::Vm => exists(attr_str(t.attrs, "host_dir")?)
+                    .await
+                    .then(|| t.attrs.clone()),
                 Kind::Role => None,
                 hosted => {
-                    let mnt = t.attrs.get("_layout").and_then(|l| l.get("mnt")).and_then(|m| m.as_str());
+                    let mnt = t
+                        .attrs
+                        .get("_layout")
+                        .and_then(|l| l.get("mnt"))
+                        .and_then(|m| m.as_str());
                     match mnt.and_then(|m| probes.get(m)) {
                         Some(probe) => steps::read(hosted, t.attrs, probe),
                         None => None,
@@ -190,7 +232,9 @@ impl Provider for LocalProvider {
                 // directory was wiped would otherwise keep running against deleted paths.
                 self.cleanup_host(target.attrs).await?;
                 let dir = attr_str(target.attrs, "host_dir")?;
-                tokio::fs::create_dir_all(dir).await.map_err(|e| io_err("creating", dir, e))?;
+                tokio::fs::create_dir_all(dir)
+                    .await
+                    .map_err(|e| io_err("creating", dir, e))?;
                 Ok(target.attrs.clone())
             }
             Kind::Storage | Kind::Bucket => {
@@ -199,7 +243,9 @@ impl Provider for LocalProvider {
                     _ => "path",
                 };
                 let path = attr_str(target.attrs, key)?;
-                tokio::fs::create_dir_all(path).await.map_err(|e| io_err("creating", path, e))?;
+                tokio::fs::create_dir_all(path)
+                    .await
+                    .map_err(|e| io_err("creating", path, e))?;
                 Ok(target.attrs.clone())
             }
             Kind::Role => Err(ProviderError::permanent("the local cloud has no roles")),
@@ -218,14 +264,20 @@ impl Provider for LocalProvider {
             Kind::Vm => {
                 let layout = layout_of(target.attrs)?;
                 let pairs: Vec<(String, String)> = serde_json::from_value(
-                    target.attrs.get("_flush").cloned().unwrap_or_else(|| json!([])),
+                    target
+                        .attrs
+                        .get("_flush")
+                        .cloned()
+                        .unwrap_or_else(|| json!([])),
                 )
                 .unwrap_or_default();
                 steps::flush(&self.host, &layout, &pairs).await?;
                 self.cleanup_host(target.attrs).await?;
                 let dir = attr_str(target.attrs, "host_dir")?;
                 if Path::new(dir).exists() {
-                    tokio::fs::remove_dir_all(dir).await.map_err(|e| io_err("removing", dir, e))?;
+                    tokio::fs::remove_dir_all(dir)
+                        .await
+                        .map_err(|e| io_err("removing", dir, e))?;
                 }
                 Ok(())
             }

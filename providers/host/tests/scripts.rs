@@ -1,0 +1,96 @@
+//! Snapshots of every script the host layer sends to a host, for a fixed layout.
+
+use anycloud_host::{scripts, VmLayout};
+
+fn layout() -> VmLayout {
+    VmLayout::under("/srv/anycloud/hosts/train")
+}
+
+#[test]
+fn every_script_sent_to_a_host() {
+    let l = layout();
+    let pairs = vec![
+        (
+            l.mount("output"),
+            "local:/srv/anycloud/buckets/results".to_owned(),
+        ),
+        (
+            l.mount("checkpoint"),
+            "local:/srv/anycloud/buckets/train".to_owned(),
+        ),
+    ];
+    let all = [
+        ("vm_init", scripts::vm_init(&l)),
+        ("supervisord_restart", scripts::supervisord_restart(&l)),
+        ("supervisord_stop", scripts::supervisord_stop(&l)),
+        (
+            "rclone_check",
+            scripts::rclone_check(&l, "local:/srv/anycloud/buckets", 30, 15),
+        ),
+        (
+            "sync_input",
+            scripts::download(
+                &l,
+                "sync",
+                "local:/srv/anycloud/buckets/data",
+                &l.mount("input"),
+                "rclone-input.log",
+            ),
+        ),
+        ("program_apply", scripts::program_apply(&l, "rclone-output")),
+        (
+            "program_remove",
+            scripts::program_remove(&l, "rclone-output"),
+        ),
+        ("final_flush", scripts::final_flush(&l, &pairs)),
+        (
+            "container_run",
+            scripts::container_run(
+                "anycloud-train-0123",
+                "abcdef0123456789",
+                &[l.mount("output")],
+                "run --detach --name anycloud-train-0123 busybox",
+            ),
+        ),
+        (
+            "container_stop",
+            scripts::container_stop("anycloud-train-0123"),
+        ),
+        (
+            "container_remove",
+            scripts::container_remove("anycloud-train-0123"),
+        ),
+        ("probe", scripts::probe(&l, "anycloud-train-0123")),
+    ];
+    for (name, script) in all {
+        assert!(
+            script.starts_with("set -"),
+            "{name} must run with strict bash options"
+        );
+        assert_syntax(name, &script);
+        insta::assert_snapshot!(name, script);
+    }
+}
+
+/// `bash -n` parses without running: a quoting slip in a template fails here, not on a VM.
+fn assert_syntax(name: &str, script: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("bash")
+        .arg("-n")
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{name} is not valid bash: {}\n{script}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

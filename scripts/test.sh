@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The test command: prerequisites, formatting, lints, then every test (snapshots are
+# compared, never written: INSTA_UPDATE=no).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/anycloud/target}
+export INSTA_UPDATE=no
+
+./scripts/prereqs.sh
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked

@@ -1,0 +1,94 @@
+//! The code path of `benches/plan_1000.rs` on 50 deployments, so CI runs it: a state made
+//! from the first plan (as if apply had run it) must make the second plan "No changes".
+//! The generator is duplicated from the bench on purpose (benches are not reachable here).
+
+use std::fmt::Write as _;
+
+use anycloud::engine::{self, make_plan};
+use anycloud::plan::{Action, PlanOptions};
+use anycloud::providers::Providers;
+use anycloud::render;
+use anycloud_state::{Resource, State};
+use serde_json::json;
+
+const DEPLOYMENTS: usize = 50;
+
+fn config_text(n: usize) -> String {
+    let mut s = String::from(
+        "project: bench\n\
+         defaults:\n  provider: local\n  sync_interval: 30s\n\
+         providers:\n  local: { root: /srv/anycloud-bench }\n\
+         deployments:\n",
+    );
+    for i in 1..=n {
+        let _ = write!(
+            s,
+            "  job-{i:04}:\n    container: {{ image: \"busybox:latest\", command: [sh, -c, \"echo hi\"], env: {{ STEPS: \"10\" }} }}\n    buckets: {{ input: shared-input, output: results-{i:04}, checkpoint: true }}\n"
+        );
+    }
+    s
+}
+
+fn no_refresh() -> PlanOptions<'static> {
+    PlanOptions {
+        refresh: false,
+        targets: &[],
+        destroy: false,
+    }
+}
+
+#[test]
+fn plan_against_a_state_holding_everything_has_no_changes() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let providers = Providers::builtin();
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("anycloud.yaml");
+    let state_path = dir.path().join(".anycloud/state.json");
+    std::fs::write(&config_path, config_text(DEPLOYMENTS)).unwrap();
+    let config = engine::load_config(&config_path).unwrap();
+    assert_eq!(config.deployments.len(), DEPLOYMENTS);
+
+    let (graph, first) = rt
+        .block_on(make_plan(&config, &State::new(), &providers, &no_refresh()))
+        .unwrap();
+    assert!(first.has_changes());
+    assert_eq!(first.changes.len(), graph.nodes.len());
+    let mut state = State::new();
+    state.serial = 1;
+    for c in first.changes {
+        let Some(mut attrs) = c.after else { continue };
+        for k in &c.after_unknown {
+            attrs.insert(k.clone(), json!("bench-id"));
+        }
+        state.resources.insert(
+            c.address,
+            Resource {
+                kind: c.kind.as_str().into(),
+                provider: c.provider,
+                attributes: attrs,
+                dependencies: c.dependencies,
+                pending: None,
+            },
+        );
+    }
+    assert_eq!(state.resources.len(), graph.nodes.len());
+    anycloud_state::save(&state_path, &state).unwrap();
+
+    let loaded = engine::load_state(&state_path).unwrap();
+    assert_eq!(loaded, state);
+    let (_, second) = rt
+        .block_on(make_plan(&config, &loaded, &providers, &no_refresh()))
+        .unwrap();
+    let active: Vec<&str> = second
+        .changes
+        .iter()
+        .filter(|c| c.action != Action::NoOp)
+        .map(|c| c.address.as_str())
+        .collect();
+    assert!(active.is_empty(), "expected no changes, got: {active:?}");
+    assert_eq!(second.changes.len(), graph.nodes.len());
+    assert!(render::human(&second).contains("No changes."));
+}

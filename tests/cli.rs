@@ -1,0 +1,191 @@
+//! The command line's contracts that need no Docker: saved plans (applied exactly, refused
+//! when stale), the state lock, `state` subcommands, exit codes and refusals.
+
+mod common;
+
+use common::Project;
+
+/// Only buckets are applied here (`--target`), so these tests touch nothing but directories.
+const CONFIG: &str = r#"
+defaults: { provider: local }
+deployments:
+  cli-job:
+    container: { image: "busybox:latest" }
+    buckets: { output: cli-results, checkpoint: true }
+"#;
+
+const BUCKETS: [&str; 2] = ["--target", "deployment.cli-job.bucket"];
+
+#[test]
+fn a_saved_plan_is_applied_exactly_and_refused_once_stale() {
+    let p = Project::new(CONFIG);
+    let planned = p.run(&["plan", "--out", "buckets.plan", BUCKETS[0], BUCKETS[1]]);
+    assert_eq!(planned.code, 0, "{planned:?}");
+    let shown = p.ok(&["show", "buckets.plan"]);
+    assert!(
+        shown
+            .stdout
+            .contains("Plan: 3 to add, 0 to change, 0 to replace, 0 to destroy."),
+        "{shown:?}"
+    );
+    let shown_json: serde_json::Value =
+        serde_json::from_str(&p.ok(&["show", "buckets.plan", "--json"]).stdout).unwrap();
+    assert_eq!(shown_json["format_version"], 1);
+
+    // A second plan made now would be refused once the first has been applied.
+    p.ok(&["plan", "--out", "second.plan", BUCKETS[0], BUCKETS[1]]);
+    let applied = p.ok(&["apply", "buckets.plan"]);
+    assert!(
+        applied
+            .stdout
+            .contains("Apply complete! Resources: 3 added"),
+        "{applied:?}"
+    );
+    assert!(p.bucket("cli-results").is_dir() && p.bucket("cli-job").is_dir());
+    assert_eq!(
+        p.ok(&["state", "list"]).stdout,
+        "deployment.cli-job.bucket.checkpoint\ndeployment.cli-job.bucket.output\nshared.local.local.storage\n"
+    );
+    let stale = p.run(&["apply", "second.plan"]);
+    assert_eq!(stale.code, 1, "{stale:?}");
+    assert!(stale.stderr.contains("is stale"), "{stale:?}");
+    assert_eq!(
+        p.ok(&["state", "list"]).stdout.lines().count(),
+        3,
+        "a stale plan changes nothing"
+    );
+
+    // A changed config makes a fresh plan stale too.
+    p.ok(&["plan", "--out", "third.plan", BUCKETS[0], BUCKETS[1]]);
+    p.write_config(&CONFIG.replace("busybox:latest", "busybox:1.36"));
+    let changed = p.run(&["apply", "third.plan"]);
+    assert_eq!(changed.code, 1, "{changed:?}");
+    assert!(
+        changed
+            .stderr
+            .contains("anycloud.yaml changed since it was made"),
+        "{changed:?}"
+    );
+}
+
+#[test]
+fn detailed_exitcode_and_formats() {
+    let p = Project::new(CONFIG);
+    assert_eq!(
+        p.run(&["plan", "--detailed-exitcode", BUCKETS[0], BUCKETS[1]])
+            .code,
+        2
+    );
+    let json = p.ok(&["plan", "--format", "json", BUCKETS[0], BUCKETS[1]]);
+    let plan: serde_json::Value =
+        serde_json::from_str(&json.stdout).expect("--format json prints only JSON");
+    assert_eq!(plan["summary"]["add"], 3);
+    let md = p.ok(&["plan", "--format", "markdown", BUCKETS[0], BUCKETS[1]]);
+    assert!(md.stdout.starts_with("### anycloud plan\n"), "{md:?}");
+    p.ok(&["apply", "--auto-approve", BUCKETS[0], BUCKETS[1]]);
+    assert_eq!(
+        p.run(&["plan", "--detailed-exitcode", BUCKETS[0], BUCKETS[1]])
+            .code,
+        0
+    );
+    assert_eq!(
+        p.run(&[
+            "plan",
+            "--detailed-exitcode",
+            "--refresh=false",
+            BUCKETS[0],
+            BUCKETS[1]
+        ])
+        .code,
+        0
+    );
+    let unknown = p.run(&["plan", "--target", "deployment.nope"]);
+    assert_eq!(unknown.code, 1);
+    assert!(
+        unknown.stderr.contains("--target matches no resource"),
+        "{unknown:?}"
+    );
+}
+
+#[test]
+fn apply_refuses_without_approval_on_a_pipe() {
+    let p = Project::new(CONFIG);
+    let r = p.run(&["apply", BUCKETS[0], BUCKETS[1]]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("--auto-approve"), "{r:?}");
+    assert!(
+        !p.path().join(".anycloud/state.json").exists(),
+        "nothing was applied"
+    );
+}
+
+#[test]
+fn the_state_lock_names_its_holder_and_can_be_waited_for() {
+    let p = Project::new(CONFIG);
+    let state = p.path().join(".anycloud/state.json");
+    let lock = anycloud_state::StateLock::acquire(&state, "test holder", std::time::Duration::ZERO)
+        .unwrap();
+    let blocked = p.run(&["plan", BUCKETS[0], BUCKETS[1]]);
+    assert_eq!(blocked.code, 1, "{blocked:?}");
+    assert!(blocked.stderr.contains("is locked by"), "{blocked:?}");
+    assert!(
+        blocked
+            .stderr
+            .contains(&format!("pid {}", std::process::id())),
+        "{blocked:?}"
+    );
+    assert!(blocked.stderr.contains("test holder"), "{blocked:?}");
+    let waiter = p
+        .command(&["plan", "--lock-timeout", "20s", BUCKETS[0], BUCKETS[1]])
+        .output()
+        .unwrap();
+    drop(lock);
+    assert!(
+        waiter.status.success(),
+        "{}",
+        String::from_utf8_lossy(&waiter.stderr)
+    );
+}
+
+#[test]
+fn state_show_and_rm() {
+    let p = Project::new(CONFIG);
+    p.ok(&["apply", "--auto-approve", BUCKETS[0], BUCKETS[1]]);
+    let shown = p.ok(&["state", "show", "deployment.cli-job.bucket.output"]);
+    assert!(
+        shown.stdout.contains("name      = \"cli-results\""),
+        "{shown:?}"
+    );
+    let missing = p.run(&["state", "rm", "deployment.cli-job.nothing"]);
+    assert_eq!(missing.code, 1);
+    p.ok(&["state", "rm", "deployment.cli-job.bucket.output"]);
+    assert_eq!(p.ok(&["state", "list"]).stdout.lines().count(), 2);
+    assert!(
+        p.bucket("cli-results").is_dir(),
+        "state rm forgets, it does not destroy"
+    );
+    let mode = std::fs::metadata(p.path().join(".anycloud/state.json.backup")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o600
+    );
+    // The backup is the state as it was before the last write.
+    let backup = anycloud_state::load(&p.path().join(".anycloud/state.json.backup")).unwrap();
+    assert!(backup
+        .resources
+        .contains_key("deployment.cli-job.bucket.output"));
+}
+
+#[test]
+fn errors_go_to_stderr_with_exit_1() {
+    let p = Project::new("deployments:\n  Bad_Id:\n    container: { image: x }\n");
+    let r = p.run(&["validate"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stdout.is_empty(), "{r:?}");
+    assert!(
+        r.stderr.starts_with(
+            "error: anycloud.yaml:2:3: deployment id 'Bad_Id' must start with a lowercase letter"
+        ),
+        "{r:?}"
+    );
+}
