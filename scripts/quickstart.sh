@@ -4,11 +4,12 @@
 # applies, and shows what the job wrote to its output bucket.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/anycloud/target}
 
 ./scripts/prereqs.sh
-cargo build --release --locked --quiet
-anycloud="$CARGO_TARGET_DIR/release/anycloud"
+cargo build --locked --quiet
+target=${CARGO_TARGET_DIR:-target}
+case "$target" in /*) ;; *) target="$(pwd)/$target" ;; esac
+anycloud="$target/debug/anycloud"
 
 cd examples/quickstart
 ./build-image.sh

@@ -3,7 +3,6 @@
 # compared, never written: INSTA_UPDATE=no).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/anycloud/target}
 export INSTA_UPDATE=no
 
 ./scripts/prereqs.sh

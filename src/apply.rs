@@ -101,6 +101,7 @@ struct Persist<'a> {
 
 impl Persist<'_> {
     fn save(&mut self) -> anyhow::Result<()> {
+        self.state.ensure_lineage();
         self.state.serial += 1;
         anycloud_state::save(self.path, &self.state)?;
         Ok(())

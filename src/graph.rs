@@ -3,6 +3,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
+use std::sync::Arc;
 
 use anycloud_provider::{Attrs, Kind};
 use serde_json::json;
@@ -22,7 +23,8 @@ pub struct Node {
     pub kind: Kind,
     pub provider: String,
     pub mode: Mode,
-    pub inputs: Attrs,
+    /// Shared: every node of a deployment gets the same inputs.
+    pub inputs: Arc<Attrs>,
     pub deps: Vec<String>,
     /// The VM this node lives on: replacing that VM replaces this node.
     pub host: Option<String>,
@@ -52,7 +54,7 @@ pub fn compile(config: &Config) -> Graph {
             kind: Kind::Storage,
             provider: d.provider.clone(),
             mode: Mode::Managed,
-            inputs: storage_inputs(config, d),
+            inputs: Arc::new(storage_inputs(config, d)),
             deps: vec![],
             host: None,
         });
@@ -84,7 +86,7 @@ pub fn compile(config: &Config) -> Graph {
                 } else {
                     Mode::Managed
                 },
-                inputs,
+                inputs: Arc::new(inputs),
                 deps: vec![storage.clone()],
                 host: None,
             });
@@ -96,7 +98,7 @@ pub fn compile(config: &Config) -> Graph {
                 .find(|(r, _)| *r == role)
                 .map(|(_, a)| a.clone())
         };
-        let host_inputs = host_inputs(config, d);
+        let host_inputs = Arc::new(host_inputs(config, d));
         let vm = p("vm");
         let mut vm_deps = vec![];
         if d.provider != "local" {

@@ -262,14 +262,14 @@ pub fn diff(
     let mut changes: BTreeMap<String, Change> = BTreeMap::new();
     let mut errors = Vec::new();
     // Prior attributes: refreshed where we refreshed, recorded otherwise.
-    let prior = |addr: &str| -> Option<Attrs> {
+    let prior = |addr: &str| -> Option<&Attrs> {
         let recorded = state.resources.get(addr)?;
         if recorded.pending == Some(Pending::Create) && recorded.attributes.is_empty() {
             return None;
         }
         match current {
-            Some(c) => c.get(addr).cloned().flatten(),
-            None => Some(recorded.attributes.clone()),
+            Some(c) => c.get(addr).and_then(Option::as_ref),
+            None => Some(&recorded.attributes),
         }
     };
     let order = graph.order();
@@ -308,8 +308,10 @@ pub fn diff(
                     (_, Some(b)) if recorded.is_some() && attrs_equal(b, &planned.attrs, &[]) => {}
                     _ => change.action = Action::Read,
                 }
-                change.before = before;
-                change.after = Some(planned.attrs.clone());
+                if change.action != Action::NoOp {
+                    change.before = before.cloned();
+                    change.after = Some(planned.attrs.clone());
+                }
                 changes.insert(addr.clone(), change);
                 continue;
             }
@@ -364,14 +366,17 @@ pub fn diff(
                         change.after = Some(after);
                     } else {
                         change.action = Action::NoOp;
-                        change.after = Some(b.clone());
                     }
                 }
             }
-            if change.after.is_none() {
-                change.after = Some(planned.attrs.clone());
+            // A no-op carries no attributes: nothing renders or applies them, and a plan of
+            // thousands of unchanged resources should cost little more than reading them.
+            if change.action != Action::NoOp {
+                if change.after.is_none() {
+                    change.after = Some(planned.attrs.clone());
+                }
+                change.before = before.cloned();
             }
-            change.before = before;
             if node.kind == Kind::Vm && matches!(change.action, Action::Replace | Action::Create) {
                 replaced_hosts.insert(addr.clone());
             }
@@ -401,7 +406,7 @@ pub fn diff(
                 reason: if r.attributes.get("_keep_on_destroy")
                     == Some(&serde_json::Value::Bool(true))
                 {
-                    Some("only forgotten: the bucket and its data are kept".into())
+                    Some("the bucket and its data are kept".into())
                 } else if gone {
                     Some("already gone; only forgotten".into())
                 } else {

@@ -19,11 +19,17 @@ fn symbol(a: Action) -> &'static str {
     }
 }
 
+/// A provider marks what destroy must leave in place (buckets and their data).
+fn keeps_data(c: &Change) -> bool {
+    c.before.as_ref().and_then(|b| b.get("_keep_on_destroy")) == Some(&Value::Bool(true))
+}
+
 fn headline(c: &Change) -> String {
     let what = match c.action {
         Action::Create => "will be created",
         Action::Update => "will be updated in place",
         Action::Replace => "must be replaced",
+        Action::Delete if keeps_data(c) => "will be forgotten",
         Action::Delete => "will be destroyed",
         Action::Read => "will be read during apply",
         Action::NoOp => "is up to date",

@@ -137,13 +137,17 @@ fn the_state_lock_names_its_holder_and_can_be_waited_for() {
     assert!(blocked.stderr.contains("test holder"), "{blocked:?}");
     let waiter = p
         .command(&["plan", "--lock-timeout", "20s", BUCKETS[0], BUCKETS[1]])
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
     drop(lock);
+    let waited = waiter.wait_with_output().unwrap();
     assert!(
-        waiter.status.success(),
+        waited.status.success(),
         "{}",
-        String::from_utf8_lossy(&waiter.stderr)
+        String::from_utf8_lossy(&waited.stderr)
     );
 }
 
@@ -153,7 +157,10 @@ fn state_show_and_rm() {
     p.ok(&["apply", "--auto-approve", BUCKETS[0], BUCKETS[1]]);
     let shown = p.ok(&["state", "show", "deployment.cli-job.bucket.output"]);
     assert!(
-        shown.stdout.contains("name      = \"cli-results\""),
+        shown
+            .stdout
+            .lines()
+            .any(|l| l.trim_start().starts_with("name ") && l.ends_with("= \"cli-results\"")),
         "{shown:?}"
     );
     let missing = p.run(&["state", "rm", "deployment.cli-job.nothing"]);

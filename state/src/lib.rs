@@ -62,6 +62,26 @@ impl State {
     }
 }
 
+impl State {
+    /// The state before anything was ever applied: no file yet, so no lineage yet. A plan
+    /// made against it stays valid until the first write gives the state its lineage.
+    pub fn unborn() -> State {
+        State {
+            version: FORMAT_VERSION,
+            lineage: String::new(),
+            serial: 0,
+            resources: BTreeMap::new(),
+        }
+    }
+
+    /// Gives an unborn state its lineage; called before its first write.
+    pub fn ensure_lineage(&mut self) {
+        if self.lineage.is_empty() {
+            self.lineage = uuid::Uuid::new_v4().to_string();
+        }
+    }
+}
+
 impl Default for State {
     fn default() -> Self {
         State::new()

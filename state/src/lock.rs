@@ -84,7 +84,7 @@ impl StateLock {
         }
         let info = LockInfo {
             operation: operation.into(),
-            holder: std::env::var("USER").unwrap_or_else(|_| "unknown".into()),
+            holder: holder_name(),
             pid: std::process::id(),
             host: std::fs::read_to_string("/etc/hostname")
                 .map(|h| h.trim().to_owned())
@@ -111,4 +111,15 @@ impl Drop for StateLock {
         let _ = self.file.set_len(0);
         let _ = self.file.unlock();
     }
+}
+
+/// The user running anycloud, for the lock holder's description.
+fn holder_name() -> String {
+    use std::os::unix::fs::MetadataExt;
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| match std::fs::metadata("/proc/self") {
+            Ok(m) => format!("uid {}", m.uid()),
+            Err(_) => "an unknown user".into(),
+        })
 }

@@ -23,11 +23,11 @@ pub enum StateError {
     },
 }
 
-/// Loads the state at `path`; a missing file is an empty state with a new lineage.
+/// Loads the state at `path`; a missing file is an empty, [`State::unborn`] state.
 pub fn load(path: &Path) -> Result<State, StateError> {
     let bytes = match fs::read(path) {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::unborn()),
         Err(source) => {
             return Err(StateError::Read {
                 path: path.into(),

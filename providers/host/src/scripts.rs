@@ -72,7 +72,8 @@ pub fn supervisord_restart(layout: &VmLayout) -> String {
 conf={conf}
 pkill -f -- \"supervisord -c $conf\" || true
 for _ in $(seq 1 100); do pgrep -f -- \"supervisord -c $conf\" >/dev/null || break; sleep 0.1; done
-setsid supervisord -c \"$conf\" </dev/null >/dev/null 2>&1 {fail}
+# 9>&-: the daemon must not inherit the lock, or it would hold it for its whole life.
+setsid supervisord -c \"$conf\" </dev/null >/dev/null 2>&1 9>&- {fail}
 for _ in $(seq 1 100); do supervisorctl -c \"$conf\" pid >/dev/null 2>&1 && break; sleep 0.1; done
 supervisorctl -c \"$conf\" pid >/dev/null 2>&1 {fail}
 ",
