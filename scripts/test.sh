@@ -8,4 +8,5 @@ export INSTA_UPDATE=no
 ./scripts/prereqs.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo test --workspace --locked
+# --no-fail-fast: one red test binary must not hide the results of the others.
+cargo test --workspace --locked --no-fail-fast

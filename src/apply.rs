@@ -317,3 +317,237 @@ pub fn human_duration(d: Duration) -> String {
         format!("{s}s")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The executor's scheduling, with a provider that records calls and fails on demand.
+    //! (The real providers are exercised end to end in `tests/`.)
+
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    use anycloud_provider::{Planned, Provider, Result as PResult};
+    use serde_json::json;
+
+    use super::*;
+    use crate::plan::Summary;
+
+    #[derive(Default)]
+    struct Scripted {
+        /// Address → errors to return before succeeding (`true` = retryable).
+        failures: Mutex<BTreeMap<String, Vec<bool>>>,
+        calls: Mutex<Vec<String>>,
+    }
+
+    impl Scripted {
+        fn call(&self, what: &str, address: &str) -> PResult<()> {
+            self.calls.lock().unwrap().push(format!("{what} {address}"));
+            let mut f = self.failures.lock().unwrap();
+            match f
+                .get_mut(address)
+                .and_then(|v| (!v.is_empty()).then(|| v.remove(0)))
+            {
+                Some(true) => Err(ProviderError::retryable("throttled")),
+                Some(false) => Err(ProviderError::permanent("quota exceeded")),
+                None => Ok(()),
+            }
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Provider for Scripted {
+        fn name(&self) -> &'static str {
+            "scripted"
+        }
+        fn plan(&self, _: Kind, inputs: &Attrs) -> PResult<Planned> {
+            Ok(Planned {
+                attrs: inputs.clone(),
+                ..Default::default()
+            })
+        }
+        async fn read(&self, t: &[Target<'_>]) -> PResult<Vec<Option<Attrs>>> {
+            Ok(t.iter().map(|t| Some(t.attrs.clone())).collect())
+        }
+        async fn create(&self, t: Target<'_>) -> PResult<Attrs> {
+            self.call("create", t.address)?;
+            let mut a = t.attrs.clone();
+            a.insert("id".into(), json!(format!("id-{}", t.address)));
+            Ok(a)
+        }
+        async fn update(&self, _: &Attrs, t: Target<'_>) -> PResult<Attrs> {
+            self.call("update", t.address)?;
+            Ok(t.attrs.clone())
+        }
+        async fn delete(&self, t: Target<'_>) -> PResult<()> {
+            self.call("delete", t.address)
+        }
+    }
+
+    fn change(address: &str, action: Action, deps: &[&str]) -> Change {
+        Change {
+            address: address.into(),
+            kind: Kind::Bucket,
+            provider: "scripted".into(),
+            action,
+            reason: None,
+            before: (action != Action::Create).then(|| Attrs::from([("n".into(), json!(address))])),
+            after: (action != Action::Delete).then(|| Attrs::from([("n".into(), json!(address))])),
+            after_unknown: vec![],
+            replace_paths: vec![],
+            dependencies: deps.iter().map(|d| d.to_string()).collect(),
+        }
+    }
+
+    fn plan(changes: Vec<Change>) -> Plan {
+        Plan {
+            format_version: 1,
+            lineage: String::new(),
+            serial: 0,
+            config_digest: String::new(),
+            refreshed: false,
+            targets: vec![],
+            warnings: vec![],
+            changes,
+            summary: Summary::default(),
+        }
+    }
+
+    fn run(
+        plan: &Plan,
+        state: State,
+        provider: Arc<Scripted>,
+    ) -> (Outcome, State, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let providers = Providers::of(vec![provider]);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (outcome, state) = rt
+            .block_on(apply(
+                plan,
+                state,
+                &path,
+                &providers,
+                4,
+                &Progress::new(true),
+                Arc::new(AtomicBool::new(false)),
+            ))
+            .unwrap();
+        // What is on disk is what the executor ended with.
+        assert_eq!(anycloud_state::load(&path).unwrap(), state);
+        (outcome, state, dir)
+    }
+
+    #[test]
+    fn a_failure_skips_its_dependents_only() {
+        let provider = Arc::new(Scripted::default());
+        provider
+            .failures
+            .lock()
+            .unwrap()
+            .insert("b".into(), vec![false]);
+        let p = plan(vec![
+            change("a", Action::Create, &[]),
+            change("b", Action::Create, &["a"]),
+            change("c", Action::Create, &["b"]),
+            change("d", Action::Create, &["c"]),
+            change("e", Action::Create, &["a"]),
+        ]);
+        let (outcome, state, _dir) = run(&p, State::unborn(), provider.clone());
+        assert_eq!(
+            outcome.failed,
+            vec![("b".to_owned(), "quota exceeded".to_owned())]
+        );
+        let mut skipped = outcome.skipped.clone();
+        skipped.sort();
+        assert_eq!(skipped, vec!["c", "d"]);
+        let mut done = outcome.done.clone();
+        done.sort();
+        assert_eq!(done, vec!["a", "e"]);
+        // The failed create stays marked pending, so the next plan re-runs it.
+        assert_eq!(state.resources["b"].pending, Some(Pending::Create));
+        assert!(
+            state.resources["a"].pending.is_none()
+                && state.resources["a"].attributes["id"] == json!("id-a")
+        );
+        assert!(!state.resources.contains_key("c"));
+    }
+
+    #[test]
+    fn retryable_errors_are_retried_and_permanent_ones_are_not() {
+        let provider = Arc::new(Scripted::default());
+        provider
+            .failures
+            .lock()
+            .unwrap()
+            .insert("a".into(), vec![true, true]);
+        provider
+            .failures
+            .lock()
+            .unwrap()
+            .insert("b".into(), vec![false, false]);
+        let p = plan(vec![
+            change("a", Action::Create, &[]),
+            change("b", Action::Create, &[]),
+        ]);
+        let (outcome, _, _dir) = run(&p, State::unborn(), provider.clone());
+        assert_eq!(outcome.done, vec!["a"]);
+        let calls = provider.calls.lock().unwrap().clone();
+        assert_eq!(
+            calls.iter().filter(|c| *c == "create a").count(),
+            3,
+            "{calls:?}"
+        );
+        assert_eq!(
+            calls.iter().filter(|c| *c == "create b").count(),
+            1,
+            "{calls:?}"
+        );
+    }
+
+    #[test]
+    fn deletes_run_in_reverse_and_a_replacement_deletes_before_it_creates() {
+        let provider = Arc::new(Scripted::default());
+        let mut state = State::unborn();
+        for (addr, deps) in [("vm", vec![]), ("svc", vec!["vm"]), ("ctr", vec!["svc"])] {
+            state.resources.insert(
+                addr.into(),
+                anycloud_state::Resource {
+                    kind: "bucket".into(),
+                    provider: "scripted".into(),
+                    attributes: Attrs::from([("n".into(), json!(addr))]),
+                    dependencies: deps.iter().map(|d| d.to_string()).collect(),
+                    pending: None,
+                },
+            );
+        }
+        let p = plan(vec![
+            change("vm", Action::Replace, &[]),
+            change("svc", Action::Replace, &["vm"]),
+            change("ctr", Action::Delete, &["svc"]),
+        ]);
+        let (outcome, state, _dir) = run(&p, state, provider.clone());
+        assert!(outcome.ok(), "{outcome:?}");
+        let calls = provider.calls.lock().unwrap().clone();
+        assert_eq!(
+            calls,
+            vec![
+                "delete ctr",
+                "delete svc",
+                "delete vm",
+                "create vm",
+                "create svc"
+            ]
+        );
+        assert_eq!(
+            state.resources.keys().collect::<Vec<_>>(),
+            vec!["svc", "vm"]
+        );
+        assert!(
+            !state.lineage.is_empty(),
+            "the first write gives the state its lineage"
+        );
+    }
+}

@@ -18,6 +18,13 @@ impl Providers {
         Providers { by_name }
     }
 
+    /// Exactly these providers (tests of the engine use their own).
+    pub fn of(list: Vec<Arc<dyn Provider>>) -> Providers {
+        Providers {
+            by_name: list.into_iter().map(|p| (p.name(), p)).collect(),
+        }
+    }
+
     pub fn get(&self, name: &str) -> Result<&dyn Provider, String> {
         self.by_name.get(name).map(|p| p.as_ref()).ok_or_else(|| {
             format!(

@@ -186,7 +186,7 @@ fn local_cloud_end_to_end() {
     .unwrap();
     let destroyed = p.ok(&["destroy", "--auto-approve"]);
     assert!(
-        destroyed.stdout.contains("Apply complete!"),
+        destroyed.stdout.contains("Destroy complete!"),
         "{destroyed:?}"
     );
     assert_eq!(
