@@ -79,10 +79,7 @@ fn operations(plan: &Plan) -> BTreeMap<OpId, BTreeSet<OpId>> {
         if !has(&c.address, Step::Delete) {
             continue;
         }
-        let prior_deps = match c.action {
-            Action::Delete => c.dependencies.clone(),
-            _ => c.dependencies.clone(),
-        };
+        let prior_deps = c.dependencies.iter().chain(&c.prior_dependencies).cloned();
         for d in prior_deps {
             if has(&d, Step::Delete) {
                 ops.get_mut(&(d, Step::Delete))
@@ -168,6 +165,16 @@ pub async fn apply(
                 } else {
                     change.action
                 };
+                let Some(provider) = providers.shared(&change.provider) else {
+                    let message = format!(
+                        "provider '{}' is not available in this build",
+                        change.provider
+                    );
+                    progress.failed(&op.0, &message, Duration::ZERO);
+                    outcome.failed.push((op.0.clone(), message));
+                    failed.insert(op);
+                    continue;
+                };
                 // Record the intent first: a crash now leaves evidence for the next plan.
                 if action != Action::Read {
                     let pending = match (op.1, persist.state.resources.contains_key(&op.0)) {
@@ -182,7 +189,9 @@ pub async fn apply(
                         .or_insert_with(|| Resource {
                             kind: change.kind.as_str().into(),
                             provider: change.provider.clone(),
-                            attributes: Attrs::new(),
+                            // The planned attributes: enough for a later delete to find
+                            // and clean up whatever a crashed create left behind.
+                            attributes: change.after.clone().unwrap_or_default(),
                             dependencies: change.dependencies.clone(),
                             pending: None,
                         });
@@ -205,9 +214,6 @@ pub async fn apply(
                     Step::Delete => change.before.clone().unwrap_or_default(),
                     Step::Apply => change.after.clone().unwrap_or_default(),
                 };
-                let provider = providers.shared(&change.provider).ok_or_else(|| {
-                    anyhow::anyhow!("{}: provider '{}' is not available", op.0, change.provider)
-                })?;
                 let kind = change.kind;
                 let op_id = op.clone();
                 progress.started(&op.0, action);
@@ -295,6 +301,13 @@ pub async fn apply(
     }
     if interrupt.load(Ordering::SeqCst) && !waiting.is_empty() {
         outcome.interrupted = true;
+    } else {
+        // Only a cycle (a hand-edited state or plan) leaves operations that never became
+        // ready: they did not run, so the apply must not report success.
+        for (op, _) in std::mem::take(&mut waiting) {
+            progress.skipped(&op.0);
+            outcome.skipped.push(op.0);
+        }
     }
     Ok((outcome, persist.state))
 }
@@ -395,6 +408,7 @@ mod tests {
             after_unknown: vec![],
             replace_paths: vec![],
             dependencies: deps.iter().map(|d| d.to_string()).collect(),
+            prior_dependencies: vec![],
         }
     }
 

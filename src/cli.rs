@@ -60,7 +60,9 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => 3600,
         _ => return Err(format!("'{s}': use s, m or h")),
     };
-    Ok(Duration::from_secs(n * mult))
+    n.checked_mul(mult)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("'{s}' is too long"))
 }
 
 #[derive(Subcommand, Debug)]
@@ -261,7 +263,7 @@ async fn plan_cmd(cli: &Cli, args: &PlanArgs, providers: &Providers) -> Result<i
 }
 
 fn write_plan_file(path: &Path, plan: &Plan) -> Result<(), UserError> {
-    std::fs::write(path, render::json(plan)).map_err(|e| {
+    write_private(path, render::json(plan).as_bytes()).map_err(|e| {
         UserError(format!(
             "error: cannot write the plan to {}: {e}",
             path.display()
@@ -357,7 +359,7 @@ async fn execute(
         for (addr, why) in &outcome.failed {
             msg.push_str(&format!("error: {addr}: {why}\n"));
         }
-        eprint!("{msg}");
+        let _ = std::io::stderr().write_all(msg.as_bytes());
         return Ok(1);
     }
     let s = &plan.summary;
@@ -380,7 +382,7 @@ async fn apply_cmd(cli: &Cli, args: &ApplyArgs, providers: &Providers) -> Result
         let state = engine::load_state(&cli.state)?;
         if plan.lineage != state.lineage || plan.serial != state.serial {
             return Err(UserError(format!(
-                "error: the saved plan {} is stale: it was made against state serial {} (lineage {}), and the state is now at serial {} (lineage {}). Run `anycloud plan -out {}` again",
+                "error: the saved plan {} is stale: it was made against state serial {} (lineage {}), and the state is now at serial {} (lineage {}). Run `anycloud plan --out {}` again",
                 path.display(), plan.serial, plan.lineage, state.serial, state.lineage, path.display()
             )));
         }
@@ -388,7 +390,7 @@ async fn apply_cmd(cli: &Cli, args: &ApplyArgs, providers: &Providers) -> Result
             .map_err(|e| UserError(format!("error: cannot read {}: {e}", cli.config.display())))?;
         if crate::config::digest(&config_bytes) != plan.config_digest {
             return Err(UserError(format!(
-                "error: the saved plan {} is stale: {} changed since it was made. Run `anycloud plan -out {}` again",
+                "error: the saved plan {} is stale: {} changed since it was made. Run `anycloud plan --out {}` again",
                 path.display(), cli.config.display(), path.display()
             )));
         }
@@ -618,4 +620,31 @@ fn bucket_cmd(cli: &Cli, cmd: &BucketCommand) -> Result<i32, UserError> {
             Ok(0)
         }
     }
+}
+
+/// Plans hold the container's environment and run spec: readable by their owner only, like
+/// the state.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)
+}
+
+/// Terraform spells it `-out`; clap reads a single dash as short flags, so accept that
+/// spelling by rewriting it before parsing.
+pub fn normalise_args(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Vec<std::ffi::OsString> {
+    args.into_iter()
+        .map(|a| match a.to_str() {
+            Some("-out") => "--out".into(),
+            Some(s) if s.starts_with("-out=") => format!("-{s}").into(),
+            _ => a,
+        })
+        .collect()
 }

@@ -1,7 +1,7 @@
 use clap::Parser;
 
 fn main() {
-    let cli = anycloud::cli::Cli::parse();
+    let cli = anycloud::cli::Cli::parse_from(anycloud::cli::normalise_args(std::env::args_os()));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

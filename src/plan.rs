@@ -56,6 +56,10 @@ pub struct Change {
     pub replace_paths: Vec<String>,
     /// What this resource needs (after apply), or needed (for a delete).
     pub dependencies: Vec<String>,
+    /// For a replacement or update whose dependencies changed: what it needed before, which
+    /// is what its delete must wait on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prior_dependencies: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -166,7 +170,8 @@ pub async fn refresh(
         let Some(kind) = kind_of(&r.kind) else {
             continue;
         };
-        if r.pending == Some(Pending::Create) && r.attributes.is_empty() {
+        // A create that never finished is re-run, not read: it may not exist at all.
+        if r.pending == Some(Pending::Create) {
             continue;
         }
         wanted.insert(
@@ -264,7 +269,7 @@ pub fn diff(
     // Prior attributes: refreshed where we refreshed, recorded otherwise.
     let prior = |addr: &str| -> Option<&Attrs> {
         let recorded = state.resources.get(addr)?;
-        if recorded.pending == Some(Pending::Create) && recorded.attributes.is_empty() {
+        if recorded.pending == Some(Pending::Create) {
             return None;
         }
         match current {
@@ -294,6 +299,10 @@ pub fn diff(
                 after_unknown: vec![],
                 replace_paths: vec![],
                 dependencies: node.deps.clone(),
+                prior_dependencies: match recorded {
+                    Some(r) if r.dependencies != node.deps => r.dependencies.clone(),
+                    _ => vec![],
+                },
             };
             if node.mode == Mode::Data {
                 match (current.and_then(|c| c.get(addr)), &before) {
@@ -417,6 +426,7 @@ pub fn diff(
                 after_unknown: vec![],
                 replace_paths: vec![],
                 dependencies: r.dependencies.clone(),
+                prior_dependencies: vec![],
             },
         );
     }
@@ -480,11 +490,16 @@ fn targeted(changes: &BTreeMap<String, Change>, targets: &[String]) -> BTreeSet<
                     }
                 }
             }
-            if c.action == Action::Delete
+            // Whatever goes with a target that goes (a replaced VM's containers, a deleted
+            // bucket's users) is targeted too, or it would be left recorded on a host that
+            // no longer exists.
+            let goes = |a: &Change| matches!(a.action, Action::Delete | Action::Replace);
+            if goes(c)
                 && !keep.contains(&c.address)
-                && c.dependencies.iter().any(|d| {
-                    keep.contains(d) && changes.get(d).is_some_and(|x| x.action == Action::Delete)
-                })
+                && c.dependencies
+                    .iter()
+                    .chain(&c.prior_dependencies)
+                    .any(|d| keep.contains(d) && changes.get(d).is_some_and(goes))
             {
                 keep.insert(c.address.clone());
                 grew = true;

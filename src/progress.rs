@@ -55,7 +55,8 @@ impl Progress {
             Some(m) => {
                 let _ = m.println(text);
             }
-            None => println!("{text}"),
+            // Not println!: a closed pipe must not panic the coordinator mid-apply.
+            None => crate::cli::out(&format!("{text}\n")),
         }
     }
 

@@ -74,11 +74,14 @@ pub fn checkpoint_program(layout: &VmLayout, remote: &str, interval_secs: u64) -
     )
 }
 
-/// Lines beyond the seed's: where rclone finds its config, and where the program's own
-/// output goes (so a failure can show its tail).
+/// Lines beyond the seed's: where rclone finds its config, that stopping the program stops
+/// the rclone it runs too (not just its bash loop), and where the program's own output goes
+/// (so a failure can show its tail).
 fn program_footer(layout: &VmLayout, program: &str) -> String {
     format!(
         "environment=RCLONE_CONFIG=\"{}\"\n\
+         stopasgroup=true\n\
+         killasgroup=true\n\
          redirect_stderr=true\n\
          stdout_logfile={}/{program}.stdout.log\n",
         layout.rclone_config, layout.log_dir

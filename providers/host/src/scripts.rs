@@ -13,6 +13,12 @@ fn supervisor_lock(layout: &VmLayout) -> String {
     format!("mkdir -p {dir}\nexec 9>{dir}/.lock\nflock 9\n")
 }
 
+/// Sets `$pat` to an extended regex matching exactly this deployment's supervisord: pgrep
+/// and pkill read patterns as regexes, and the path may hold `.` or `+`.
+fn supervisord_pattern() -> &'static str {
+    "pat=$(printf 'supervisord -c %s' \"$conf\" | sed 's/[][\\.*^$+?(){}|]/\\\\&/g')\n"
+}
+
 /// Runs a supervisorctl command, showing its output (it reports errors on stdout) on failure.
 fn ctl(args: &str, what: &str) -> String {
     format!(
@@ -70,14 +76,15 @@ pub fn supervisord_restart(layout: &VmLayout) -> String {
     format!(
         "{PRELUDE}{lock}\
 conf={conf}
-pkill -f -- \"supervisord -c $conf\" || true
-for _ in $(seq 1 100); do pgrep -f -- \"supervisord -c $conf\" >/dev/null || break; sleep 0.1; done
+{pattern}pkill -f -- \"$pat\" || true
+for _ in $(seq 1 100); do pgrep -f -- \"$pat\" >/dev/null || break; sleep 0.1; done
 # 9>&-: the daemon must not inherit the lock, or it would hold it for its whole life.
 setsid supervisord -c \"$conf\" </dev/null >/dev/null 2>&1 9>&- {fail}
 for _ in $(seq 1 100); do supervisorctl -c \"$conf\" pid >/dev/null 2>&1 && break; sleep 0.1; done
 supervisorctl -c \"$conf\" pid >/dev/null 2>&1 {fail}
 ",
         lock = supervisor_lock(layout),
+        pattern = supervisord_pattern(),
         fail = or_tail(&log, "supervisord")
     )
 }
@@ -88,11 +95,12 @@ pub fn supervisord_stop(layout: &VmLayout) -> String {
     format!(
         "{PRELUDE}\
 conf={conf}
-pkill -f -- \"supervisord -c $conf\" || true
-for _ in $(seq 1 300); do pgrep -f -- \"supervisord -c $conf\" >/dev/null || exit 0; sleep 0.1; done
+{pattern}pkill -f -- \"$pat\" || true
+for _ in $(seq 1 300); do pgrep -f -- \"$pat\" >/dev/null || exit 0; sleep 0.1; done
 echo \"supervisord ($conf) did not stop\" >&2
 exit 1
-"
+",
+        pattern = supervisord_pattern(),
     )
 }
 
@@ -174,9 +182,19 @@ fi
 /// rewritten with the same size within the modify window.
 pub fn final_flush(layout: &VmLayout, pairs: &[(String, String)]) -> String {
     let mut script = format!(
-        "{PRELUDE}export RCLONE_CONFIG={}\nif [ ! -f \"$RCLONE_CONFIG\" ]; then exit 0; fi\n",
+        "{PRELUDE}export RCLONE_CONFIG={}\n",
         quote(&layout.rclone_config)
     );
+    // Without rclone.conf nothing can be uploaded: that is fine only if there is nothing
+    // to upload (rclone never ran here); otherwise fail, and so keep the data.
+    script.push_str("if [ ! -f \"$RCLONE_CONFIG\" ]; then\n");
+    for (dir, _) in pairs {
+        script.push_str(&format!(
+            "  if [ -d {d} ] && [ -n \"$(ls -A {d})\" ]; then echo \"{d} holds data but $RCLONE_CONFIG is missing: cannot upload it\" >&2; exit 1; fi\n",
+            d = quote(dir)
+        ));
+    }
+    script.push_str("  exit 0\nfi\n");
     let log = format!("{}/rclone-flush.log", layout.log_dir);
     for (dir, remote) in pairs {
         script.push_str(&format!(
@@ -196,6 +214,7 @@ pub fn final_flush(layout: &VmLayout, pairs: &[(String, String)]) -> String {
 
 /// Starts the container unless one with the same spec already runs (or finished cleanly).
 pub fn container_run(
+    layout: &VmLayout,
     name: &str,
     spec_digest: &str,
     mounts: &[String],
@@ -214,7 +233,7 @@ pub fn container_run(
         )
     };
     format!(
-        "{PRELUDE}\
+        "{PRELUDE}{lock}\
 name={name}
 if current=$(docker inspect -f '{{{{index .Config.Labels \"anycloud.spec\"}}}} {{{{.State.Status}}}} {{{{.State.ExitCode}}}}' \"$name\" 2>/dev/null); then
   case \"$current\" in
@@ -224,6 +243,7 @@ if current=$(docker inspect -f '{{{{index .Config.Labels \"anycloud.spec\"}}}} {
 fi
 {mkdirs}docker {docker_args}
 ",
+        lock = supervisor_lock(layout),
         name = quote(name),
     )
 }

@@ -165,11 +165,25 @@ pub fn plan(kind: Kind, inputs: &Attrs, ctx: &HostContext) -> Result<Planned> {
             attrs.insert("command".into(), json!(spec.command));
             attrs.insert("env".into(), json!(spec.env));
             attrs.insert("run_spec".into(), json!(spec.render()));
+            // What was downloaded into its read-only input and checkpoint: a new source
+            // means new data under a running job, so the container is replaced with it.
+            let sources: BTreeMap<&str, &String> = ["input", "checkpoint"]
+                .iter()
+                .filter_map(|r| Some((*r, ctx.remotes.get(*r)?)))
+                .collect();
+            attrs.insert("data_sources".into(), json!(sources));
             attrs.insert("_flush".into(), pairs_json(&ctx.flush_pairs()));
             computed.push("container_id".into());
-            force_new = ["name", "image", "command", "env", "run_spec"]
-                .map(String::from)
-                .to_vec();
+            force_new = [
+                "name",
+                "image",
+                "command",
+                "env",
+                "run_spec",
+                "data_sources",
+            ]
+            .map(String::from)
+            .to_vec();
         }
         other => {
             return Err(ProviderError::permanent(format!(
@@ -332,7 +346,7 @@ pub async fn apply(host: &dyn Host, kind: Kind, attrs: &Attrs) -> Result<Attrs> 
                 .collect();
             let out_run = run(
                 host,
-                &scripts::container_run(name, digest, &mounts, args.trim_end()),
+                &scripts::container_run(&layout, name, digest, &mounts, args.trim_end()),
                 "docker run",
             )
             .await?;

@@ -40,6 +40,18 @@ pub trait Host: Send + Sync {
     async fn upload(&self, path: &str, contents: &[u8], mode: u32) -> Result<(), TransportError>;
 }
 
+/// What a step on this machine may see of anycloud's own environment.
+const KEPT_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LANG",
+    "LC_ALL",
+    "TMPDIR",
+    "DOCKER_HOST",
+    "DOCKER_CONFIG",
+];
+
 /// This machine, through a local `bash`.
 #[derive(Clone, Debug, Default)]
 pub struct LocalHost;
@@ -47,7 +59,17 @@ pub struct LocalHost;
 #[async_trait]
 impl Host for LocalHost {
     async fn run(&self, script: &str) -> Result<Output, TransportError> {
-        let mut child = tokio::process::Command::new("bash")
+        let mut command = tokio::process::Command::new("bash");
+        // A clean environment: the daemons started here (dockerd, supervisord and its rclone
+        // loops) live on, and must neither hold the operator's credentials nor pick up stray
+        // RCLONE_* settings.
+        command.env_clear();
+        for (key, value) in std::env::vars_os() {
+            if KEPT_ENV.iter().any(|k| key == *k) {
+                command.env(key, value);
+            }
+        }
+        let mut child = command
             .arg("-s")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

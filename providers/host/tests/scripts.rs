@@ -46,6 +46,7 @@ fn every_script_sent_to_a_host() {
         (
             "container_run",
             scripts::container_run(
+                &l,
                 "anycloud-train-0123",
                 "abcdef0123456789",
                 &[l.mount("output")],

@@ -254,7 +254,18 @@ impl Provider for LocalProvider {
     }
 
     async fn update(&self, _prior: &Attrs, target: Target<'_>) -> Result<Attrs> {
-        self.create(target).await
+        match target.kind {
+            // The host lives on: what changed (its flush list) is bookkeeping. Recreating it
+            // would kill the running job.
+            Kind::Vm => {
+                let dir = attr_str(target.attrs, "host_dir")?;
+                tokio::fs::create_dir_all(dir)
+                    .await
+                    .map_err(|e| io_err("creating", dir, e))?;
+                Ok(target.attrs.clone())
+            }
+            _ => self.create(target).await,
+        }
     }
 
     async fn delete(&self, target: Target<'_>) -> Result<()> {
