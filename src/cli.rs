@@ -239,7 +239,7 @@ async fn plan_cmd(cli: &Cli, args: &PlanArgs, providers: &Providers) -> Result<i
         targets: &args.target,
         destroy: false,
     };
-    let (graph, plan) = engine::make_plan(&config, &state, providers, &opts).await?;
+    let (graph, plan) = plan_verbosely(cli, &config, &state, providers, &opts).await?;
     out(&render_plan(&plan, args.format));
     if let Some(path) = &args.out {
         write_plan_file(path, &plan)?;
@@ -408,7 +408,7 @@ async fn apply_cmd(cli: &Cli, args: &ApplyArgs, providers: &Providers) -> Result
         targets: &args.target,
         destroy: false,
     };
-    let (_, plan) = engine::make_plan(&config, &state, providers, &opts).await?;
+    let (_, plan) = plan_verbosely(cli, &config, &state, providers, &opts).await?;
     if !cli.quiet || !plan.has_changes() {
         out(&render::human(&plan));
     }
@@ -436,7 +436,7 @@ async fn destroy_cmd(
         targets: &args.target,
         destroy: true,
     };
-    let (_, plan) = engine::make_plan(&config, &state, providers, &opts).await?;
+    let (_, plan) = plan_verbosely(cli, &config, &state, providers, &opts).await?;
     out(&render::human(&plan));
     if !plan.has_changes() {
         return Ok(0);
@@ -647,4 +647,18 @@ pub fn normalise_args(
             _ => a,
         })
         .collect()
+}
+
+async fn plan_verbosely(
+    cli: &Cli,
+    config: &crate::config::Config,
+    state: &State,
+    providers: &Providers,
+    opts: &PlanOptions<'_>,
+) -> Result<(crate::graph::Graph, Plan), UserError> {
+    let (graph, plan, timings) = engine::make_plan_timed(config, state, providers, opts).await?;
+    if cli.verbose {
+        let _ = writeln!(std::io::stderr(), "{timings}");
+    }
+    Ok((graph, plan))
 }

@@ -1,6 +1,7 @@
 //! The steps every command shares: read the config, lock and read the state, make a plan.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use anycloud_state::State;
 
@@ -62,19 +63,64 @@ pub async fn make_plan(
     providers: &Providers,
     opts: &PlanOptions<'_>,
 ) -> Result<(Graph, Plan), UserError> {
+    make_plan_timed(config, state, providers, opts)
+        .await
+        .map(|(g, p, _)| (g, p))
+}
+
+/// Where a plan's time went, for `-v`.
+#[derive(Debug, Default)]
+pub struct PlanTimings {
+    pub compile: Duration,
+    pub desired: Duration,
+    pub refresh: Option<(Duration, usize)>,
+    pub diff: Duration,
+}
+
+impl std::fmt::Display for PlanTimings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        write!(
+            f,
+            "plan: compile {:.1} ms, provider plan {:.1} ms, ",
+            ms(self.compile),
+            ms(self.desired)
+        )?;
+        match self.refresh {
+            Some((d, n)) => write!(f, "refresh of {n} resources {:.1} ms, ", ms(d))?,
+            None => write!(f, "no refresh, ")?,
+        }
+        write!(f, "diff {:.1} ms", ms(self.diff))
+    }
+}
+
+pub async fn make_plan_timed(
+    config: &Config,
+    state: &State,
+    providers: &Providers,
+    opts: &PlanOptions<'_>,
+) -> Result<(Graph, Plan, PlanTimings), UserError> {
+    let mut t = PlanTimings::default();
+    let start = Instant::now();
     let graph = graph::compile(config);
+    t.compile = start.elapsed();
+    let start = Instant::now();
     let desired = plan::desired(&graph, providers).map_err(plan_errors)?;
+    t.desired = start.elapsed();
     let current = if opts.refresh {
-        Some(
-            plan::refresh(&graph, &desired, state, providers)
-                .await
-                .map_err(plan_errors)?,
-        )
+        let start = Instant::now();
+        let current = plan::refresh(&graph, &desired, state, providers)
+            .await
+            .map_err(plan_errors)?;
+        t.refresh = Some((start.elapsed(), current.len()));
+        Some(current)
     } else {
         None
     };
+    let start = Instant::now();
     let mut plan =
         plan::diff(&graph, &desired, state, current.as_ref(), opts).map_err(plan_errors)?;
+    t.diff = start.elapsed();
     plan.config_digest = config.digest.clone();
-    Ok((graph, plan))
+    Ok((graph, plan, t))
 }

@@ -111,6 +111,16 @@ struct Checker<'a> {
     file: String,
     source: &'a str,
     errors: Vec<ConfigError>,
+    /// Every bucket a deployment names, for the checks across deployments.
+    buckets: Vec<BucketUse>,
+}
+
+struct BucketUse {
+    provider: String,
+    name: String,
+    role: &'static str,
+    deployment: String,
+    at: Location,
 }
 
 impl Checker<'_> {
@@ -210,6 +220,7 @@ pub fn parse(
         file: file.to_owned(),
         source: text,
         errors: Vec::new(),
+        buckets: Vec::new(),
     };
     // Only blank lines and comments: as empty as an empty file.
     if text
@@ -371,6 +382,7 @@ fn check(ck: &mut Checker, raw: RawConfig, base: &Path, digest: &str) -> Config 
             deployments.push(d);
         }
     }
+    check_bucket_roles(ck);
     deployments.sort_by(|a, b| a.id.cmp(&b.id));
     Config {
         path: PathBuf::new(),
@@ -380,6 +392,41 @@ fn check(ck: &mut Checker, raw: RawConfig, base: &Path, digest: &str) -> Config 
         aws_profile,
         gcp_project,
         deployments,
+    }
+}
+
+/// A checkpoint bucket belongs to its deployment alone, and no deployment uploads its
+/// output into a bucket that is some job's read-only input.
+fn check_bucket_roles(ck: &mut Checker) {
+    let mut problems = Vec::new();
+    for u in &ck.buckets {
+        for other in &ck.buckets {
+            if u.provider != other.provider || u.name != other.name || std::ptr::eq(u, other) {
+                continue;
+            }
+            let clash = match (u.role, other.role) {
+                ("input" | "output", "checkpoint") => Some(format!(
+                    "bucket '{}' is the checkpoint bucket of deployment '{}' (named after it); {} cannot also use it as its {} bucket",
+                    u.name, other.deployment, u.deployment, u.role
+                )),
+                ("output", "input") => Some(format!(
+                    "bucket '{}' is the read-only input of deployment '{}'; {} cannot upload its output into it",
+                    u.name, other.deployment, u.deployment
+                )),
+                _ => None,
+            };
+            if let Some(message) = clash {
+                problems.push((u.at, message));
+                break;
+            }
+        }
+    }
+    for (at, message) in problems {
+        ck.at(
+            at,
+            message,
+            Some("use a different bucket name in anycloud.yaml".into()),
+        );
     }
 }
 
@@ -515,19 +562,33 @@ fn check_deployment(
     };
     let mut buckets = Buckets::default();
     if let Some(b) = d.buckets {
-        for (slot, name) in [
-            (&mut buckets.input, b.input),
-            (&mut buckets.output, b.output),
+        for (slot, name, role) in [
+            (&mut buckets.input, b.input, "input"),
+            (&mut buckets.output, b.output, "output"),
         ] {
             if let Some(n) = name {
                 if let Err(m) = names::check_bucket_name(&n.value, &provider) {
                     ck.at(n.referenced, m, None);
                 }
+                ck.buckets.push(BucketUse {
+                    provider: provider.clone(),
+                    name: n.value.clone(),
+                    role,
+                    deployment: id.value.clone(),
+                    at: n.referenced,
+                });
                 *slot = Some(n.value);
             }
         }
         if b.checkpoint == Some(true) {
             buckets.checkpoint = Some(id.value.clone());
+            ck.buckets.push(BucketUse {
+                provider: provider.clone(),
+                name: id.value.clone(),
+                role: "checkpoint",
+                deployment: id.value.clone(),
+                at: id.referenced,
+            });
         }
     }
     let interval_s = d.sync_interval.as_ref().or(defaults.sync_interval.as_ref());
