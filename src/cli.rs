@@ -565,6 +565,7 @@ async fn status_cmd(cli: &Cli, providers: &Providers) -> Result<i32, UserError> 
     let current = crate::plan::refresh(&graph, &desired, &state, providers)
         .await
         .map_err(|e| UserError(format!("error: {}", e[0])))?;
+    let facts = crate::plan::observe(&state, providers).await;
     let mut text = String::new();
     for d in &config.deployments {
         text.push_str(&format!(
@@ -581,7 +582,16 @@ async fn status_cmd(cli: &Cli, providers: &Providers) -> Result<i32, UserError> 
                 },
                 (Some(_), _) => "MISSING".to_owned(),
             };
-            text.push_str(&format!("  {:<48} {shown}\n", &addr[prefix.len()..]));
+            let live: Vec<String> = facts
+                .get(addr.as_str())
+                .map(|f| f.iter().map(|(k, v)| format!("{k}: {v}")).collect())
+                .unwrap_or_default();
+            let shown = if live.is_empty() {
+                shown
+            } else {
+                format!("{shown}; {}", live.join(", "))
+            };
+            text.push_str(&format!("  {:<26} {shown}\n", &addr[prefix.len()..]));
         }
     }
     out(&text);

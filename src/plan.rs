@@ -548,3 +548,61 @@ fn changed_keys(before: &Attrs, after: &Attrs, computed: &[String]) -> Vec<Strin
 fn attrs_equal(a: &Attrs, b: &Attrs, computed: &[String]) -> bool {
     changed_keys(a, b, computed).is_empty()
 }
+
+/// Live facts (`Provider::observe`) about every resource in state, for `anycloud status`.
+pub async fn observe(
+    state: &State,
+    providers: &Providers,
+) -> BTreeMap<String, BTreeMap<String, String>> {
+    let mut by_provider: BTreeMap<&str, Vec<&String>> = BTreeMap::new();
+    for (addr, r) in &state.resources {
+        by_provider
+            .entry(r.provider.as_str())
+            .or_default()
+            .push(addr);
+    }
+    let mut out = BTreeMap::new();
+    for (name, addrs) in by_provider {
+        let Ok(provider) = providers.get(name) else {
+            continue;
+        };
+        let kinds: Vec<Option<Kind>> = addrs
+            .iter()
+            .map(|a| kind_of(&state.resources[*a].kind))
+            .collect();
+        let deps: Vec<Vec<(Kind, &Attrs)>> = addrs
+            .iter()
+            .map(|a| {
+                state.resources[*a]
+                    .dependencies
+                    .iter()
+                    .filter_map(|d| {
+                        state
+                            .resources
+                            .get(d)
+                            .and_then(|r| Some((kind_of(&r.kind)?, &r.attributes)))
+                    })
+                    .collect()
+            })
+            .collect();
+        let targets: Vec<Target> = addrs
+            .iter()
+            .zip(&kinds)
+            .zip(&deps)
+            .filter_map(|((a, k), d)| {
+                Some(Target {
+                    address: a,
+                    kind: (*k)?,
+                    attrs: &state.resources[*a].attributes,
+                    deps: d,
+                })
+            })
+            .collect();
+        if let Ok(facts) = provider.observe(&targets).await {
+            for (t, f) in targets.iter().zip(facts) {
+                out.insert(t.address.to_owned(), f);
+            }
+        }
+    }
+    out
+}

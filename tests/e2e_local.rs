@@ -76,13 +76,16 @@ fn local_cloud_end_to_end() {
         let copy = wait_for(
             30,
             &format!("{dep}'s input copy in its output bucket"),
-            || read(&p.bucket(out).join("input-copy.txt")),
+            || read(&p.bucket(out).join("input-copy.txt")).filter(|c| !c.is_empty()),
         );
         assert_eq!(copy, "hello from the input bucket");
-        assert_eq!(
-            read(&p.bucket(out).join("input-mode.txt")).as_deref(),
-            Some("read-only")
+        // An upload pass can catch a file the job is still writing; wait for its content.
+        let mode = wait_for(
+            30,
+            &format!("{dep}'s input mode in its output bucket"),
+            || read(&p.bucket(out).join("input-mode.txt")).filter(|m| !m.is_empty()),
         );
+        assert_eq!(mode, "read-only");
         assert_eq!(containers_of(dep), 1, "one container for {dep}");
         assert_eq!(
             supervisords_of(&p.host(dep)),
@@ -94,6 +97,20 @@ fn local_cloud_end_to_end() {
         !p.bucket("e2e-input").join("probe").exists(),
         "the job must not write the input bucket"
     );
+
+    // `status` shows the live picture: the job runs and the upload loops have run.
+    // (Programs count as RUNNING once up for supervisord's startsecs=5.)
+    let status = wait_for(30, "status to show the upload programs RUNNING", || {
+        let s = p.ok(&["status"]);
+        (!s.stdout.contains("program: STARTING")).then_some(s)
+    });
+    assert!(status.stdout.contains("container: running"), "{status:?}");
+    assert_eq!(
+        status.stdout.matches("program: RUNNING").count(),
+        3,
+        "{status:?}"
+    );
+    assert!(status.stdout.contains("last upload run: "), "{status:?}");
 
     // The state is private and a second plan has nothing to do.
     let mode = std::fs::metadata(p.path().join(".anycloud/state.json")).unwrap();

@@ -166,6 +166,12 @@ pub trait Provider: Send + Sync {
 
     /// Deletes the resource described by `target.attrs` (its recorded attributes).
     async fn delete(&self, target: Target<'_>) -> Result<()>;
+
+    /// Live facts about each target for `anycloud status` (a container's state, when an
+    /// upload last ran): shown to people, never diffed or stored.
+    async fn observe(&self, targets: &[Target<'_>]) -> Result<Vec<BTreeMap<String, String>>> {
+        Ok(vec![BTreeMap::new(); targets.len()])
+    }
 }
 
 /// Reads a string attribute, with an error naming the resource when it is missing.

@@ -273,7 +273,16 @@ echo \"supervisord=$(supervisorctl -c \"$conf\" pid >/dev/null 2>&1 && [ -f \"$c
 supervisorctl -c \"$conf\" status 2>/dev/null | awk '{{print \"program.\" $1 \"=\" $2}}'
 echo \"container=$(docker inspect -f '{{{{.State.Status}}}}:{{{{.State.ExitCode}}}}:{{{{.Id}}}}:{{{{index .Config.Labels \"anycloud.spec\"}}}}' {container} 2>/dev/null || echo missing)\"
 echo \"rclone_config=$(sha256sum < {rclone} 2>/dev/null | cut -c1-64 || echo missing)\"
+now=$(date +%s)
+for entry in rclone-output:{output_log} rclone-checkpoint:{checkpoint_log}; do
+  log=${{entry#*:}}
+  [ -f \"$log\" ] || continue
+  if tail -n 30 \"$log\" | grep -q -E 'ERROR|Failed to'; then result=errors; else result=ok; fi
+  echo \"upload.${{entry%%:*}}=$(( now - $(stat -c %Y \"$log\") )):$result\"
+done
 ",
+        output_log = quote(&format!("{}/rclone-output.log", layout.log_dir)),
+        checkpoint_log = quote(&format!("{}/rclone-checkpoint.stdout.log", layout.log_dir)),
         conf = quote(&layout.supervisord_conf()),
         mnt = quote(&layout.mnt),
         container = quote(container),

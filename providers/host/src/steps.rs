@@ -486,3 +486,45 @@ pub fn read(kind: Kind, prior: &Attrs, probe: &Probe) -> Option<Attrs> {
         _ => Some(now),
     }
 }
+
+/// What `anycloud status` shows of a hosted node, from the same probe as a refresh.
+pub fn observe(kind: Kind, prior: &Attrs, probe: &Probe) -> BTreeMap<String, String> {
+    let mut facts = BTreeMap::new();
+    if !probe.host_present() {
+        facts.insert("host".into(), "missing".into());
+        return facts;
+    }
+    match kind {
+        Kind::Container => {
+            let fact = probe.get("container");
+            let mut parts = fact.splitn(3, ':');
+            let shown = match (parts.next(), parts.next()) {
+                (Some("running"), _) => "running".to_owned(),
+                (Some("exited"), Some(code)) => format!("exited with code {code}"),
+                (Some(""), _) | (None, _) => "missing".to_owned(),
+                (Some(other), _) => other.to_owned(),
+            };
+            facts.insert("container".into(), shown);
+        }
+        Kind::ServiceOutput | Kind::ServiceCheckpoint => {
+            let program = prior
+                .get("program_name")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default();
+            let status = probe.get(&format!("program.{program}"));
+            facts.insert(
+                "program".into(),
+                if status.is_empty() {
+                    "missing".into()
+                } else {
+                    status.into()
+                },
+            );
+            if let Some((age, result)) = probe.get(&format!("upload.{program}")).split_once(':') {
+                facts.insert("last upload run".into(), format!("{age}s ago ({result})"));
+            }
+        }
+        _ => {}
+    }
+    facts
+}

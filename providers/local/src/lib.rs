@@ -19,6 +19,30 @@ impl Default for LocalProvider {
 }
 
 impl LocalProvider {
+    /// One probe per host, however many of its resources are asked about.
+    async fn probe_hosts(&self, targets: &[Target<'_>]) -> Result<BTreeMap<String, Probe>> {
+        let mut probes: BTreeMap<String, Probe> = BTreeMap::new();
+        for t in targets.iter().filter(|t| t.kind.is_hosted()) {
+            let layout: VmLayout = match t.attrs.get("_layout").cloned().map(serde_json::from_value)
+            {
+                Some(Ok(l)) => l,
+                _ => continue,
+            };
+            if probes.contains_key(&layout.mnt) {
+                continue;
+            }
+            let container = t
+                .dep(Kind::Vm)
+                .and_then(|vm| vm.get("container_name"))
+                .or_else(|| t.attrs.get("name").filter(|_| t.kind == Kind::Container))
+                .and_then(|v| v.as_str())
+                .unwrap_or("anycloud-none")
+                .to_owned();
+            let probe = steps::probe(&self.host, &layout, &container).await?;
+            probes.insert(layout.mnt.clone(), probe);
+        }
+        Ok(probes)
+    }
     /// Removes the deployment's container and stops its private supervisord.
     async fn cleanup_host(&self, vm: &Attrs) -> Result<()> {
         let layout = layout_of(vm)?;
@@ -174,27 +198,7 @@ impl Provider for LocalProvider {
     }
 
     async fn read(&self, targets: &[Target<'_>]) -> Result<Vec<Option<Attrs>>> {
-        // One probe per host, however many of its resources are asked about.
-        let mut probes: BTreeMap<String, Probe> = BTreeMap::new();
-        for t in targets.iter().filter(|t| t.kind.is_hosted()) {
-            let layout: VmLayout = match t.attrs.get("_layout").cloned().map(serde_json::from_value)
-            {
-                Some(Ok(l)) => l,
-                _ => continue,
-            };
-            if probes.contains_key(&layout.mnt) {
-                continue;
-            }
-            let container = t
-                .dep(Kind::Vm)
-                .and_then(|vm| vm.get("container_name"))
-                .or_else(|| t.attrs.get("name").filter(|_| t.kind == Kind::Container))
-                .and_then(|v| v.as_str())
-                .unwrap_or("anycloud-none")
-                .to_owned();
-            let probe = steps::probe(&self.host, &layout, &container).await?;
-            probes.insert(layout.mnt.clone(), probe);
-        }
+        let probes = self.probe_hosts(targets).await?;
         let mut out = Vec::with_capacity(targets.len());
         for t in targets {
             let found = match t.kind {
@@ -251,6 +255,24 @@ impl Provider for LocalProvider {
             Kind::Role => Err(ProviderError::permanent("the local cloud has no roles")),
             hosted => steps::apply(&self.host, hosted, target.attrs).await,
         }
+    }
+
+    async fn observe(&self, targets: &[Target<'_>]) -> Result<Vec<BTreeMap<String, String>>> {
+        let probes = self.probe_hosts(targets).await?;
+        Ok(targets
+            .iter()
+            .map(|t| {
+                let mnt = t
+                    .attrs
+                    .get("_layout")
+                    .and_then(|l| l.get("mnt"))
+                    .and_then(|m| m.as_str());
+                match (t.kind.is_hosted(), mnt.and_then(|m| probes.get(m))) {
+                    (true, Some(probe)) => steps::observe(t.kind, t.attrs, probe),
+                    _ => BTreeMap::new(),
+                }
+            })
+            .collect())
     }
 
     async fn update(&self, _prior: &Attrs, target: Target<'_>) -> Result<Attrs> {
