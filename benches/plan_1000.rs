@@ -271,4 +271,58 @@ fn main() {
         ratio(|s| s.wall),
         ratio(|s| s.cpu)
     );
+
+    // The same question as a user meets it: whole processes of the real binary, each in a
+    // fresh address space. `validate` only parses the config, `state list` only parses the
+    // state, `plan --refresh=false` does everything.
+    let bin = env!("CARGO_BIN_EXE_anycloud");
+    let run = |args: &[&str]| {
+        let start = Instant::now();
+        let out = std::process::Command::new(bin)
+            .arg("-f")
+            .arg(&config_path)
+            .arg("--state")
+            .arg(&state_path)
+            .args(args)
+            .output()
+            .expect("the binary runs");
+        assert!(
+            out.status.success(),
+            "anycloud {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        start.elapsed()
+    };
+    let commands: [&[&str]; 3] = [
+        &["validate"],
+        &["state", "list"],
+        &["plan", "--refresh=false"],
+    ];
+    let mut runs: Vec<Vec<Duration>> = vec![Vec::new(); commands.len()];
+    for round in 0..=RUNS {
+        for (i, args) in commands.iter().enumerate() {
+            let d = run(args);
+            if round > 0 {
+                runs[i].push(d);
+            }
+        }
+    }
+    let med: Vec<Duration> = runs
+        .into_iter()
+        .map(|mut v| {
+            v.sort();
+            v[v.len() / 2]
+        })
+        .collect();
+    println!();
+    println!("| process (release binary)                     | wall ms |");
+    println!("|----------------------------------------------|--------:|");
+    for (args, d) in commands.iter().zip(&med) {
+        println!("| anycloud {:<36} |{} |", args.join(" "), ms(*d));
+    }
+    println!();
+    println!(
+        "ratio plan / (validate + state list): {:.2} (goal: <= 3)",
+        med[2].as_secs_f64() / (med[0] + med[1]).as_secs_f64()
+    );
 }

@@ -443,7 +443,7 @@ pub fn diff(
         }
         changes.retain(|a, _| keep.contains(a));
     }
-    let ordered = plan_order(&changes);
+    let ordered = plan_order(&order, &changes);
     let changes: Vec<Change> = ordered
         .into_iter()
         .map(|a| changes.remove(&a).expect("known"))
@@ -512,19 +512,21 @@ fn targeted(changes: &BTreeMap<String, Change>, targets: &[String]) -> BTreeSet<
 }
 
 /// Creates and updates in dependency order, then deletes in reverse dependency order.
-fn plan_order(changes: &BTreeMap<String, Change>) -> Vec<String> {
-    // Keyed by address, so both lists are sorted and unique, as `topo_order_sorted` needs.
-    let edges = |delete: bool| -> Vec<(&str, &[String])> {
-        changes
-            .iter()
-            .filter(|(_, c)| (c.action == Action::Delete) == delete)
-            .map(|(a, c)| (a.as_str(), c.dependencies.as_slice()))
-            .collect()
-    };
-    let forward = topo_order_sorted(&edges(false));
-    let mut reverse = topo_order_sorted(&edges(true));
+fn plan_order(graph_order: &[String], changes: &BTreeMap<String, Change>) -> Vec<String> {
+    // The graph's own order already puts creates and updates after what they need.
+    let forward = graph_order
+        .iter()
+        .filter(|a| changes.get(*a).is_some_and(|c| c.action != Action::Delete))
+        .cloned();
+    // Keyed by address, so the list is sorted and unique, as `topo_order_sorted` needs.
+    let deletes: Vec<(&str, &[String])> = changes
+        .iter()
+        .filter(|(_, c)| c.action == Action::Delete)
+        .map(|(a, c)| (a.as_str(), c.dependencies.as_slice()))
+        .collect();
+    let mut reverse = topo_order_sorted(&deletes);
     reverse.reverse();
-    forward.into_iter().chain(reverse).collect()
+    forward.chain(reverse).collect()
 }
 
 /// The non-computed keys whose values differ (or that only one side has), sorted. Allocates

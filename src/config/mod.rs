@@ -398,29 +398,34 @@ fn check(ck: &mut Checker, raw: RawConfig, base: &Path, digest: &str) -> Config 
 /// A checkpoint bucket belongs to its deployment alone, and no deployment uploads its
 /// output into a bucket that is some job's read-only input.
 fn check_bucket_roles(ck: &mut Checker) {
-    let mut problems = Vec::new();
+    // Grouped by (provider, name): linear in the number of buckets.
+    let mut by_name: BTreeMap<(&str, &str), Vec<&BucketUse>> = BTreeMap::new();
     for u in &ck.buckets {
-        for other in &ck.buckets {
-            if u.provider != other.provider || u.name != other.name || std::ptr::eq(u, other) {
-                continue;
-            }
-            let clash = match (u.role, other.role) {
-                ("input" | "output", "checkpoint") => Some(format!(
+        by_name
+            .entry((u.provider.as_str(), u.name.as_str()))
+            .or_default()
+            .push(u);
+    }
+    let mut problems = Vec::new();
+    for uses in by_name.values().filter(|uses| uses.len() > 1) {
+        let checkpoint_of = uses.iter().find(|u| u.role == "checkpoint");
+        let input_of = uses.iter().find(|u| u.role == "input");
+        for u in uses {
+            let message = match (u.role, checkpoint_of, input_of) {
+                ("input" | "output", Some(c), _) => format!(
                     "bucket '{}' is the checkpoint bucket of deployment '{}' (named after it); {} cannot also use it as its {} bucket",
-                    u.name, other.deployment, u.deployment, u.role
-                )),
-                ("output", "input") => Some(format!(
+                    u.name, c.deployment, u.deployment, u.role
+                ),
+                ("output", None, Some(i)) => format!(
                     "bucket '{}' is the read-only input of deployment '{}'; {} cannot upload its output into it",
-                    u.name, other.deployment, u.deployment
-                )),
-                _ => None,
+                    u.name, i.deployment, u.deployment
+                ),
+                _ => continue,
             };
-            if let Some(message) = clash {
-                problems.push((u.at, message));
-                break;
-            }
+            problems.push((u.at, message));
         }
     }
+    problems.sort_by_key(|(at, _)| (at.line(), at.column()));
     for (at, message) in problems {
         ck.at(
             at,

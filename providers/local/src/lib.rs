@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use anycloud_host::{steps, HostContext, LocalHost, Probe, VmLayout};
 use anycloud_provider::{attr_str, Attrs, Kind, Planned, Provider, ProviderError, Result, Target};
@@ -10,15 +11,33 @@ use serde_json::json;
 
 pub struct LocalProvider {
     host: LocalHost,
+    /// The host context of the deployment planned last: a deployment's ten hosted nodes are
+    /// planned one after another with the same inputs.
+    last_context: Mutex<Option<(Attrs, Arc<HostContext>)>>,
 }
 
 impl Default for LocalProvider {
     fn default() -> Self {
-        LocalProvider { host: LocalHost }
+        LocalProvider {
+            host: LocalHost,
+            last_context: Mutex::new(None),
+        }
     }
 }
 
 impl LocalProvider {
+    fn context(&self, inputs: &Attrs) -> Result<Arc<HostContext>> {
+        let mut cache = self.last_context.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((key, ctx)) = cache.as_ref() {
+            if key == inputs {
+                return Ok(ctx.clone());
+            }
+        }
+        let ctx = Arc::new(host_context(inputs)?);
+        *cache = Some((inputs.clone(), ctx.clone()));
+        Ok(ctx)
+    }
+
     /// One probe per host, however many of its resources are asked about.
     async fn probe_hosts(&self, targets: &[Target<'_>]) -> Result<BTreeMap<String, Probe>> {
         let mut probes: BTreeMap<String, Probe> = BTreeMap::new();
@@ -170,7 +189,7 @@ impl Provider for LocalProvider {
                 })
             }
             Kind::Vm => {
-                let ctx = host_context(inputs)?;
+                let ctx = self.context(inputs)?;
                 let root = attr_str(inputs, "root")?;
                 attrs.insert("host_dir".into(), json!(host_dir(root, &ctx.deployment)));
                 attrs.insert(
@@ -193,7 +212,7 @@ impl Provider for LocalProvider {
                 })
             }
             Kind::Role => Err(ProviderError::permanent("the local cloud has no roles")),
-            hosted => steps::plan(hosted, inputs, &host_context(inputs)?),
+            hosted => steps::plan(hosted, inputs, &*self.context(inputs)?),
         }
     }
 
