@@ -353,37 +353,30 @@ fn check(ck: &mut Checker, raw: RawConfig, base: &Path, digest: &str) -> Config 
     let gcp_project = providers.gcp.and_then(|g| g.project).map(|p| p.value);
     let defaults = raw.defaults.unwrap_or_default();
     let mut deployments = Vec::new();
-    let Some(entries) = raw.deployments else {
-        ck.push(
+    match raw.deployments {
+        None => ck.push(
             1,
             1,
             "the config has no `deployments:` mapping".into(),
             Some("add `deployments:` with at least one deployment".into()),
-        );
-        return Config {
-            path: PathBuf::new(),
-            digest: digest.into(),
-            project,
-            local_root,
-            aws_profile,
-            gcp_project,
-            deployments,
-        };
-    };
-    if entries.value.0.is_empty() {
-        ck.at(
-            entries.referenced,
-            "`deployments:` is empty; add at least one deployment",
-            None,
-        );
-    }
-    for (id, dep) in entries.value.0 {
-        if let Some(d) = check_deployment(ck, &defaults, &id, dep) {
-            deployments.push(d);
+        ),
+        Some(entries) => {
+            if entries.value.0.is_empty() {
+                ck.at(
+                    entries.referenced,
+                    "`deployments:` is empty; add at least one deployment",
+                    None,
+                );
+            }
+            for (id, dep) in entries.value.0 {
+                if let Some(d) = check_deployment(ck, &defaults, &id, dep) {
+                    deployments.push(d);
+                }
+            }
+            check_bucket_roles(ck);
+            deployments.sort_by(|a, b| a.id.cmp(&b.id));
         }
     }
-    check_bucket_roles(ck);
-    deployments.sort_by(|a, b| a.id.cmp(&b.id));
     Config {
         path: PathBuf::new(),
         digest: digest.into(),
