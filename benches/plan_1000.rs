@@ -6,47 +6,24 @@
 //! Run with `cargo bench --bench plan_1000`. No criterion: one warm-up round, then the median
 //! of RUNS timed rounds, each of which times every step once. See BENCHMARKS.md for the figures.
 
-use std::fmt::Write as _;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use anycloud::engine::{self, make_plan};
-use anycloud::plan::{self, PlanOptions};
+use anycloud::plan;
 use anycloud::providers::Providers;
 use anycloud::{graph, render};
-use anycloud_state::{Resource, State};
-use serde_json::json;
+use anycloud_state::State;
+
+mod fixture;
+
+use fixture::{config_text, no_refresh, state_after};
 
 const DEPLOYMENTS: usize = 1000;
 const RUNS: usize = 7;
 
-/// The config: `n` local deployments, each with an input, an output and a checkpoint bucket.
-fn config_text(n: usize) -> String {
-    let mut s = String::from(
-        "project: bench\n\
-         defaults:\n  provider: local\n  sync_interval: 30s\n\
-         providers:\n  local: { root: /srv/anycloud-bench }\n\
-         deployments:\n",
-    );
-    for i in 1..=n {
-        let _ = write!(
-            s,
-            "  job-{i:04}:\n    container: {{ image: \"busybox:latest\", command: [sh, -c, \"echo hi\"], env: {{ STEPS: \"10\" }} }}\n    buckets: {{ input: shared-input, output: results-{i:04}, checkpoint: true }}\n"
-        );
-    }
-    s
-}
-
-fn no_refresh() -> PlanOptions<'static> {
-    PlanOptions {
-        refresh: false,
-        targets: &[],
-        destroy: false,
-    }
-}
-
 /// A state holding everything the config asks for, made from the plan against an empty
-/// state as if apply had run it: values known only after apply get a fake one.
+/// state as if apply had run it.
 fn applied_state(
     config: &anycloud::config::Config,
     providers: &Providers,
@@ -55,25 +32,7 @@ fn applied_state(
     let (_, plan) = rt
         .block_on(make_plan(config, &State::new(), providers, &no_refresh()))
         .expect("first plan");
-    let mut state = State::new();
-    state.serial = 1;
-    for c in plan.changes {
-        let Some(mut attrs) = c.after else { continue };
-        for k in &c.after_unknown {
-            attrs.insert(k.clone(), json!("bench-id"));
-        }
-        state.resources.insert(
-            c.address,
-            Resource {
-                kind: c.kind.as_str().into(),
-                provider: c.provider,
-                attributes: attrs,
-                dependencies: c.dependencies,
-                pending: None,
-            },
-        );
-    }
-    state
+    state_after(&plan, State::new())
 }
 
 /// Wall-clock and on-CPU time of this thread. The machine is shared (2 cores, other builds

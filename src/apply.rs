@@ -131,6 +131,9 @@ pub async fn apply(
     let mut finished: BTreeSet<OpId> = BTreeSet::new();
     let mut failed: BTreeSet<OpId> = BTreeSet::new();
     let parallelism = parallelism.max(1);
+    // A state write that fails stops new operations like Ctrl-C does; those in flight still
+    // finish (and are recorded if the disk recovers) before the error is returned.
+    let mut save_error: Option<anyhow::Error> = None;
 
     loop {
         // Anything whose prerequisite failed is skipped, and so are its own dependents.
@@ -150,7 +153,7 @@ pub async fn apply(
                 failed.insert(op);
             }
         }
-        if !interrupt.load(Ordering::SeqCst) {
+        if !interrupt.load(Ordering::SeqCst) && save_error.is_none() {
             let ready: Vec<OpId> = waiting
                 .iter()
                 .filter(|(_, needs)| needs.iter().all(|n| finished.contains(n)))
@@ -196,7 +199,12 @@ pub async fn apply(
                             pending: None,
                         });
                     entry.pending = Some(pending);
-                    persist.save()?;
+                    if let Err(e) = persist.save() {
+                        // Without the pending mark on disk the operation must not start.
+                        waiting.insert(op, BTreeSet::new());
+                        save_error = Some(e);
+                        break;
+                    }
                 }
                 let deps: Vec<(Kind, Attrs)> = change
                     .dependencies
@@ -271,7 +279,9 @@ pub async fn apply(
                         );
                     }
                 }
-                persist.save()?;
+                if let Err(e) = persist.save() {
+                    save_error.get_or_insert(e);
+                }
                 progress.finished(
                     &op.0,
                     if op.1 == Step::Delete {
@@ -295,9 +305,15 @@ pub async fn apply(
         if waiting.is_empty() && running.is_empty() {
             break;
         }
-        if interrupt.load(Ordering::SeqCst) && running.is_empty() {
+        if (interrupt.load(Ordering::SeqCst) || save_error.is_some()) && running.is_empty() {
             break;
         }
+    }
+    if let Some(e) = save_error {
+        return Err(e.context(format!(
+            "the state could not be saved; {} operation(s) finished, the rest were not started",
+            outcome.done.len()
+        )));
     }
     if interrupt.load(Ordering::SeqCst) && !waiting.is_empty() {
         outcome.interrupted = true;
@@ -562,6 +578,38 @@ mod tests {
         assert!(
             !state.lineage.is_empty(),
             "the first write gives the state its lineage"
+        );
+    }
+
+    #[test]
+    fn nothing_starts_when_the_pending_mark_cannot_be_written() {
+        let provider = Arc::new(Scripted::default());
+        let p = plan(vec![
+            change("a", Action::Create, &[]),
+            change("b", Action::Create, &["a"]),
+        ]);
+        // A state path under a file: every write fails.
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let path = file.path().join("state.json");
+        let providers = Providers::of(vec![provider.clone()]);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let result = rt.block_on(apply(
+            &p,
+            State::unborn(),
+            &path,
+            &providers,
+            4,
+            &Progress::new(true),
+            Arc::new(AtomicBool::new(false)),
+        ));
+        let err = result.expect_err("a failed state write fails the apply");
+        assert!(format!("{err:#}").contains("could not be saved"), "{err:#}");
+        assert!(
+            provider.calls.lock().unwrap().is_empty(),
+            "no provider call without its pending mark"
         );
     }
 }

@@ -1,41 +1,18 @@
 //! The code path of `benches/plan_1000.rs` on 50 deployments, so CI runs it: a state made
 //! from the first plan (as if apply had run it) must make the second plan "No changes".
-//! The generator is duplicated from the bench on purpose (benches are not reachable here).
+//! The generator is the bench's own (`benches/fixture`).
 
-use std::fmt::Write as _;
+#[path = "../benches/fixture/mod.rs"]
+mod fixture;
 
 use anycloud::engine::{self, make_plan};
-use anycloud::plan::{Action, PlanOptions};
+use anycloud::plan::Action;
 use anycloud::providers::Providers;
 use anycloud::render;
-use anycloud_state::{Resource, State};
-use serde_json::json;
+use anycloud_state::State;
+use fixture::{config_text, no_refresh, state_after};
 
 const DEPLOYMENTS: usize = 50;
-
-fn config_text(n: usize) -> String {
-    let mut s = String::from(
-        "project: bench\n\
-         defaults:\n  provider: local\n  sync_interval: 30s\n\
-         providers:\n  local: { root: /srv/anycloud-bench }\n\
-         deployments:\n",
-    );
-    for i in 1..=n {
-        let _ = write!(
-            s,
-            "  job-{i:04}:\n    container: {{ image: \"busybox:latest\", command: [sh, -c, \"echo hi\"], env: {{ STEPS: \"10\" }} }}\n    buckets: {{ input: shared-input, output: results-{i:04}, checkpoint: true }}\n"
-        );
-    }
-    s
-}
-
-fn no_refresh() -> PlanOptions<'static> {
-    PlanOptions {
-        refresh: false,
-        targets: &[],
-        destroy: false,
-    }
-}
 
 #[test]
 fn plan_against_a_state_holding_everything_has_no_changes() {
@@ -56,24 +33,7 @@ fn plan_against_a_state_holding_everything_has_no_changes() {
         .unwrap();
     assert!(first.has_changes());
     assert_eq!(first.changes.len(), graph.nodes.len());
-    let mut state = State::new();
-    state.serial = 1;
-    for c in first.changes {
-        let Some(mut attrs) = c.after else { continue };
-        for k in &c.after_unknown {
-            attrs.insert(k.clone(), json!("bench-id"));
-        }
-        state.resources.insert(
-            c.address,
-            Resource {
-                kind: c.kind.as_str().into(),
-                provider: c.provider,
-                attributes: attrs,
-                dependencies: c.dependencies,
-                pending: None,
-            },
-        );
-    }
+    let state = state_after(&first, State::new());
     assert_eq!(state.resources.len(), graph.nodes.len());
     anycloud_state::save(&state_path, &state).unwrap();
 

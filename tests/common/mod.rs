@@ -6,7 +6,7 @@ use std::path::Path;
 use anycloud::config::Config;
 use anycloud::plan::{Plan, PlanOptions};
 use anycloud::providers::Providers;
-use anycloud_state::{Resource, State};
+use anycloud_state::State;
 
 pub fn parse(text: &str) -> Config {
     anycloud::config::parse(
@@ -43,37 +43,11 @@ pub fn plan(config: &Config, state: &State) -> Plan {
     .1
 }
 
-/// The state an apply of `plan` would leave, with fixed stand-ins for computed values.
-pub fn state_after(plan: &Plan, mut state: State) -> State {
-    for c in &plan.changes {
-        match &c.after {
-            Some(after) => {
-                let mut attributes = after.clone();
-                for k in &c.after_unknown {
-                    attributes.insert(
-                        k.clone(),
-                        serde_json::json!(format!("{k}-of-{}", c.address)),
-                    );
-                }
-                state.resources.insert(
-                    c.address.clone(),
-                    Resource {
-                        kind: c.kind.as_str().into(),
-                        provider: c.provider.clone(),
-                        attributes,
-                        dependencies: c.dependencies.clone(),
-                        pending: None,
-                    },
-                );
-            }
-            None => {
-                state.resources.remove(&c.address);
-            }
-        }
-    }
-    state.serial += 1;
-    state
-}
+#[path = "../../benches/fixture/mod.rs"]
+mod fixture;
+
+#[allow(unused_imports)] // not every test binary that includes `common` uses it
+pub use fixture::state_after;
 
 pub fn fixed_state() -> State {
     let mut s = State::new();
