@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs and starts what the local cloud needs on this machine: Docker, supervisord,
-# rclone and a static busybox for the example images. Idempotent: skips what is there.
+# rclone and a static busybox for the example images; and, for the SSH tests, sshd and ip. Idempotent: skips what is there.
 # Needs root on Debian (or Ubuntu).
 set -euo pipefail
 
@@ -10,6 +10,9 @@ command -v supervisord >/dev/null 2>&1 || need+=(supervisor)
 [ -x /usr/bin/rclone ] || need+=(rclone)
 [ -x /bin/busybox ] || need+=(busybox-static)
 command -v pgrep >/dev/null 2>&1 || need+=(procps)
+# The SSH tests' hosts: OpenSSH's sshd in network namespaces (ip netns).
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing: ${need[*]}; run this as root (or install them yourself)" >&2

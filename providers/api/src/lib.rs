@@ -181,3 +181,25 @@ pub fn attr_str<'a>(attrs: &'a Attrs, key: &str) -> Result<&'a str> {
         .and_then(|v| v.as_str())
         .ok_or_else(|| ProviderError::permanent(format!("attribute '{key}' is missing")))
 }
+
+/// Live output of a long step (an install, a download), for the progress display.
+pub mod output {
+    use std::future::Future;
+    use std::sync::Arc;
+
+    pub type Sink = Arc<dyn Fn(&str) + Send + Sync>;
+
+    tokio::task_local! {
+        static SINK: Sink;
+    }
+
+    /// Runs `step` with its output lines going to `sink`.
+    pub async fn with_sink<F: Future>(sink: Sink, step: F) -> F::Output {
+        SINK.scope(sink, step).await
+    }
+
+    /// Reports one line of a step's output; a no-op where nobody listens.
+    pub fn line(text: &str) {
+        let _ = SINK.try_with(|sink| sink(text));
+    }
+}

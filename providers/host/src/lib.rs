@@ -2,16 +2,19 @@
 //!
 //! Cloud-free: a cloud provider hands it a [`VmLayout`], its rclone remotes and a transport;
 //! this crate renders the scripts and files and drives them. The local cloud uses
-//! [`LocalHost`]; SSH-reached VMs will use a second transport behind the same [`Host`] trait.
+//! [`LocalHost`]; VMs reached over SSH use [`SshHost`] behind the same [`Host`] trait.
 
+pub mod keys;
 pub mod layout;
 pub mod render;
 pub mod scripts;
+pub mod ssh;
 pub mod steps;
 pub mod transport;
 
 pub use layout::VmLayout;
 pub use steps::{HostContext, Probe};
+pub use ssh::{SshHost, SshTarget};
 pub use transport::{Host, LocalHost, Output, TransportError};
 
 /// A short stable digest for names derived from paths (sockets, container names).

@@ -289,3 +289,22 @@ done
         rclone = quote(&layout.rclone_config),
     )
 }
+
+/// Receives a file on stdin and puts it at `path` atomically: a temporary name in the same
+/// directory, the mode set, then a rename, so a dropped connection never leaves half a file.
+pub fn upload(path: &str, mode: u32) -> String {
+    format!(
+        "{PRELUDE}\
+p={path}
+d=$(dirname \"$p\")
+mkdir -p \"$d\"
+t=$(mktemp \"$d/.anycloud-upload.XXXXXX\")
+trap 'rm -f \"$t\"' EXIT
+cat >\"$t\"
+chmod {mode:o} \"$t\"
+mv -f \"$t\" \"$p\"
+trap - EXIT
+",
+        path = quote(path),
+    )
+}

@@ -241,7 +241,7 @@ async fn run(host: &dyn Host, script: &str, what: &str) -> Result<Output> {
     let out = host
         .run(script)
         .await
-        .map_err(|e| ProviderError::retryable(e.to_string()))?;
+        .map_err(ProviderError::from)?;
     if out.success() {
         Ok(out)
     } else {
@@ -256,7 +256,7 @@ async fn run(host: &dyn Host, script: &str, what: &str) -> Result<Output> {
 async fn upload(host: &dyn Host, path: &str, text: &str, mode: u32) -> Result<()> {
     host.upload(path, text.as_bytes(), mode)
         .await
-        .map_err(|e| ProviderError::retryable(format!("writing {path}: {e}")))
+        .map_err(ProviderError::from)
 }
 
 /// Creates (or, for changed attributes, re-applies) a hosted node.
@@ -433,7 +433,7 @@ pub async fn probe(host: &dyn Host, layout: &VmLayout, container: &str) -> Resul
     let out = host
         .run(&scripts::probe(layout, container))
         .await
-        .map_err(|e| ProviderError::retryable(e.to_string()))?;
+        .map_err(ProviderError::from)?;
     let facts = out
         .stdout
         .lines()

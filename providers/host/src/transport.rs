@@ -29,6 +29,19 @@ pub enum TransportError {
     Unreachable(String),
     #[error("{0}")]
     Io(String),
+    /// The host answered but will not let us in (a refused key, a changed host key): trying
+    /// again cannot help.
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl From<TransportError> for anycloud_provider::ProviderError {
+    fn from(e: TransportError) -> Self {
+        match e {
+            TransportError::Refused(m) => anycloud_provider::ProviderError::permanent(m),
+            other => anycloud_provider::ProviderError::retryable(other.to_string()),
+        }
+    }
 }
 
 #[async_trait]

@@ -1,0 +1,295 @@
+//! A VM reached over SSH (russh), behind the same [`Host`] trait as this machine.
+//!
+//! One connection per host, shared by every step on it (each step is a channel). The
+//! connection is (re)made on demand, retried while the machine boots, and refuses a host key
+//! other than the pinned one.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use russh::client::{self, Handle};
+use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
+use russh::ChannelMsg;
+
+use crate::scripts;
+use crate::transport::{Host, Output, TransportError};
+
+/// Where and as whom to connect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SshTarget {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub key_path: PathBuf,
+    /// The host key's `SHA256:…` fingerprint. `None` trusts the first key seen, which
+    /// [`SshHost::host_key`] then reports so the caller can pin it.
+    pub pinned: Option<String>,
+    /// How long to keep trying to reach a machine that is still booting.
+    pub connect_timeout: Duration,
+    /// A fresh cloud VM may refuse the key until its init has installed it.
+    pub retry_refused_key: bool,
+}
+
+impl SshTarget {
+    pub fn describe(&self) -> String {
+        format!("{}@{}:{}", self.user, self.host, self.port)
+    }
+}
+
+pub struct SshHost {
+    target: SshTarget,
+    key: Arc<PrivateKey>,
+    public_key: String,
+    key_fingerprint: String,
+    session: tokio::sync::Mutex<Option<Arc<Handle<KeyCheck>>>>,
+    seen_host_key: Arc<Mutex<Option<String>>>,
+}
+
+/// Checks the server's key against the pin and remembers what it saw.
+struct KeyCheck {
+    pinned: Option<String>,
+    seen: Arc<Mutex<Option<String>>>,
+}
+
+impl client::Handler for KeyCheck {
+    type Error = russh::Error;
+
+    async fn check_server_key(&mut self, key: &PublicKeyOrCertificate) -> Result<bool, Self::Error> {
+        let public = match key {
+            PublicKeyOrCertificate::PublicKey { key, .. } => key.clone(),
+            PublicKeyOrCertificate::Certificate(cert) => cert.public_key().clone().into(),
+        };
+        let fingerprint = public.fingerprint(HashAlg::Sha256).to_string();
+        let accepted = self.pinned.as_deref().is_none_or(|p| p == fingerprint);
+        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(fingerprint);
+        Ok(accepted)
+    }
+}
+
+enum Attempt {
+    /// Worth trying again while the machine may still be booting.
+    Transient(String),
+    Permanent(TransportError),
+}
+
+impl SshHost {
+    pub fn new(target: SshTarget) -> Result<SshHost, TransportError> {
+        let (key, info) = crate::keys::load(&target.key_path)
+            .map_err(|e| TransportError::Refused(e.to_string()))?;
+        Ok(SshHost {
+            target,
+            key: Arc::new(key),
+            public_key: info.public_key,
+            key_fingerprint: info.fingerprint,
+            session: tokio::sync::Mutex::new(None),
+            seen_host_key: Arc::new(Mutex::new(None)),
+        })
+    }
+
+    pub fn target(&self) -> &SshTarget {
+        &self.target
+    }
+
+    /// The fingerprint of the host key offered on the last connection.
+    pub fn host_key(&self) -> Option<String> {
+        self.seen_host_key
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Connects now (waiting for the machine if needed) and returns the host key's fingerprint.
+    pub async fn connect(&self) -> Result<String, TransportError> {
+        self.session().await?;
+        self.host_key()
+            .ok_or_else(|| TransportError::Io("connected without a host key".into()))
+    }
+
+    async fn session(&self) -> Result<Arc<Handle<KeyCheck>>, TransportError> {
+        let mut slot = self.session.lock().await;
+        if let Some(s) = slot.as_ref() {
+            if !s.is_closed() {
+                return Ok(s.clone());
+            }
+        }
+        *slot = None;
+        let deadline = Instant::now() + self.target.connect_timeout;
+        let mut delay = Duration::from_millis(250);
+        loop {
+            match self.attempt().await {
+                Ok(handle) => {
+                    let handle = Arc::new(handle);
+                    *slot = Some(handle.clone());
+                    return Ok(handle);
+                }
+                Err(Attempt::Permanent(e)) => return Err(e),
+                Err(Attempt::Transient(why)) => {
+                    if Instant::now() + delay > deadline {
+                        return Err(TransportError::Unreachable(format!(
+                            "{}: {why} (tried for {}s)",
+                            self.target.describe(),
+                            self.target.connect_timeout.as_secs()
+                        )));
+                    }
+                    anycloud_provider::output::line(&format!(
+                        "waiting for SSH on {}: {why}",
+                        self.target.describe()
+                    ));
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    async fn attempt(&self) -> Result<Handle<KeyCheck>, Attempt> {
+        let config = Arc::new(client::Config {
+            // A dead peer (a VM stopped under us) is noticed within a minute.
+            keepalive_interval: Some(Duration::from_secs(15)),
+            keepalive_max: 4,
+            ..Default::default()
+        });
+        let check = KeyCheck {
+            pinned: self.target.pinned.clone(),
+            seen: self.seen_host_key.clone(),
+        };
+        let address = (self.target.host.as_str(), self.target.port);
+        let connected = tokio::time::timeout(
+            Duration::from_secs(20),
+            client::connect(config, address, check),
+        )
+        .await;
+        let mut handle = match connected {
+            Err(_) => return Err(Attempt::Transient("no answer within 20s".into())),
+            Ok(Err(e)) => {
+                if let (Some(pinned), Some(seen)) = (&self.target.pinned, self.host_key()) {
+                    if *pinned != seen {
+                        return Err(Attempt::Permanent(TransportError::Refused(format!(
+                            "the host key of {} has changed: state pins {pinned} but the host now offers {seen}. \
+                             anycloud refuses to talk to it: someone may be intercepting the connection. \
+                             If the machine was rebuilt on purpose, check the new key out of band and set vm.host_key to it",
+                            self.target.describe()
+                        ))));
+                    }
+                }
+                return Err(Attempt::Transient(e.to_string()));
+            }
+            Ok(Ok(h)) => h,
+        };
+        let key = PrivateKeyWithHashAlg::new(self.key.clone(), None);
+        let auth = handle
+            .authenticate_publickey(self.target.user.clone(), key)
+            .await
+            .map_err(|e| Attempt::Transient(format!("authentication: {e}")))?;
+        if !auth.success() {
+            let refused = format!(
+                "{} refused the key {} ({}). To let anycloud in, add this line to ~{}/.ssh/authorized_keys on {}:\n  {}",
+                self.target.describe(),
+                self.target.key_path.display(),
+                self.key_fingerprint,
+                self.target.user,
+                self.target.host,
+                self.public_key
+            );
+            return Err(if self.target.retry_refused_key {
+                Attempt::Transient(refused)
+            } else {
+                Attempt::Permanent(TransportError::Refused(refused))
+            });
+        }
+        Ok(handle)
+    }
+
+    /// Runs `command` with `stdin`, collecting both streams and the exit status.
+    async fn exec(&self, command: &str, stdin: &[u8], stream: bool) -> Result<Output, TransportError> {
+        let session = self.session().await?;
+        let lost = |e: russh::Error| {
+            TransportError::Unreachable(format!("{}: {e}", self.target.describe()))
+        };
+        let mut channel = session.channel_open_session().await.map_err(lost)?;
+        channel.exec(true, command).await.map_err(lost)?;
+        channel.data(stdin).await.map_err(lost)?;
+        channel.eof().await.map_err(lost)?;
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        let (mut status, mut signal) = (None, None);
+        let mut lines = LineSplitter::default();
+        while let Some(message) = channel.wait().await {
+            match message {
+                ChannelMsg::Data { data } => {
+                    stdout.extend_from_slice(&data);
+                    if stream {
+                        lines.feed(&data);
+                    }
+                }
+                ChannelMsg::ExtendedData { data, ext: 1 } => {
+                    stderr.extend_from_slice(&data);
+                    if stream {
+                        lines.feed(&data);
+                    }
+                }
+                ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status as i32),
+                ChannelMsg::ExitSignal { signal_name, .. } => signal = Some(signal_name),
+                _ => {}
+            }
+        }
+        match status {
+            Some(status) => Ok(Output {
+                status,
+                stdout: String::from_utf8_lossy(&stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&stderr).into_owned(),
+            }),
+            // Without an exit status the script may have been cut short: the caller retries,
+            // and the scripts are written to be run again.
+            None => Err(TransportError::Unreachable(format!(
+                "{}: the connection ended before the command finished{}",
+                self.target.describe(),
+                signal
+                    .map(|s| format!(" (signal {s:?})"))
+                    .unwrap_or_default()
+            ))),
+        }
+    }
+}
+
+/// Splits streamed bytes into lines for the progress display.
+#[derive(Default)]
+struct LineSplitter {
+    partial: Vec<u8>,
+}
+
+impl LineSplitter {
+    fn feed(&mut self, data: &[u8]) {
+        self.partial.extend_from_slice(data);
+        while let Some(end) = self.partial.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=end).collect();
+            let text = String::from_utf8_lossy(&line);
+            let text = text.trim_end();
+            if !text.is_empty() {
+                anycloud_provider::output::line(text);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Host for SshHost {
+    async fn run(&self, script: &str) -> Result<Output, TransportError> {
+        self.exec("bash -s", script.as_bytes(), true).await
+    }
+
+    async fn upload(&self, path: &str, contents: &[u8], mode: u32) -> Result<(), TransportError> {
+        let command = format!("bash -c {}", crate::render::quote(&scripts::upload(path, mode)));
+        let out = self.exec(&command, contents, false).await?;
+        if out.success() {
+            Ok(())
+        } else {
+            Err(TransportError::Io(format!(
+                "writing {path} on {}: {}",
+                self.target.describe(),
+                out.stderr.trim()
+            )))
+        }
+    }
+}
