@@ -106,7 +106,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let providers = Providers::builtin();
+    let providers = Providers::builtin(std::path::Path::new(".anycloud/keys"));
     let dir = tempfile::tempdir().expect("tempdir");
     let config_path = dir.path().join("anycloud.yaml");
     let state_path = dir.path().join(".anycloud/state.json");

@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use crate::plan::{Action, Change, Plan};
 use crate::progress::Progress;
 use crate::providers::Providers;
-use crate::retry::with_retries;
+use crate::retry::with_retries_noting;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Step {
@@ -226,6 +226,7 @@ pub async fn apply(
                 let op_id = op.clone();
                 progress.started(&op.0, action);
                 let start = Instant::now();
+                let shown = progress.clone();
                 running.spawn(async move {
                     let dep_refs: Vec<(Kind, &Attrs)> = deps.iter().map(|(k, a)| (*k, a)).collect();
                     let target = Target {
@@ -234,7 +235,7 @@ pub async fn apply(
                         attrs: &attrs,
                         deps: &dep_refs,
                     };
-                    let result = with_retries(|| async {
+                    let call = || async {
                         match action {
                             Action::Delete => provider.delete(target).await.map(|_| None),
                             Action::Read => {
@@ -247,7 +248,18 @@ pub async fn apply(
                             Action::Update => provider.update(&prior, target).await.map(Some),
                             _ => provider.create(target).await.map(Some),
                         }
-                    })
+                    };
+                    let address = op_id.0.clone();
+                    let sink_progress = shown.clone();
+                    let sink: anycloud_provider::output::Sink =
+                        Arc::new(move |line: &str| sink_progress.output(&address, line));
+                    let note = |e: &ProviderError, after: Duration| {
+                        shown.retrying(&op_id.0, &e.message, after)
+                    };
+                    let result = anycloud_provider::output::with_sink(
+                        sink,
+                        with_retries_noting(call, note),
+                    )
                     .await;
                     (op_id, start, result)
                 });

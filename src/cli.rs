@@ -181,7 +181,7 @@ pub enum BucketCommand {
 
 /// Exit codes: 0 success, 1 error, 2 changes present (with --detailed-exitcode), 130 interrupted.
 pub async fn run(cli: Cli) -> Result<i32, UserError> {
-    let providers = Providers::builtin();
+    let providers = Providers::builtin(&keys_dir(&cli.state));
     match &cli.command {
         Command::Validate => {
             let config = engine::load_config(&cli.config)?;
@@ -671,4 +671,13 @@ async fn plan_verbosely(
         let _ = writeln!(std::io::stderr(), "{timings}");
     }
     Ok((graph, plan))
+}
+
+/// The deployments' SSH keys live beside the state they belong to: `.anycloud/keys/`
+/// next to `.anycloud/state.json`.
+pub fn keys_dir(state: &std::path::Path) -> PathBuf {
+    state
+        .parent()
+        .map(|p| p.join("keys"))
+        .unwrap_or_else(|| PathBuf::from("keys"))
 }

@@ -74,6 +74,7 @@ pub fn compile(config: &Config) -> Graph {
                 ));
             }
             let mut inputs = storage_inputs(config, d);
+            machine_inputs(d, &mut inputs);
             inputs.insert("name".into(), json!(name));
             inputs.insert("role".into(), json!(role));
             inputs.insert("continent".into(), json!(home));
@@ -87,7 +88,11 @@ pub fn compile(config: &Config) -> Graph {
                     Mode::Managed
                 },
                 inputs: Arc::new(inputs),
-                deps: vec![storage.clone()],
+                deps: if buckets_on_vm(&d.provider) {
+                    vec![storage.clone(), p("vm")]
+                } else {
+                    vec![storage.clone()]
+                },
                 host: None,
             });
             bucket_addrs.push((role, addr));
@@ -101,7 +106,7 @@ pub fn compile(config: &Config) -> Graph {
         let host_inputs = Arc::new(host_inputs(config, d));
         let vm = p("vm");
         let mut vm_deps = vec![];
-        if d.provider != "local" {
+        if has_role(&d.provider) {
             let role = p("role");
             g.add(Node {
                 address: role.clone(),
@@ -117,8 +122,15 @@ pub fn compile(config: &Config) -> Graph {
         let hosted = |g: &mut Graph,
                       address: String,
                       kind: Kind,
-                      deps: Vec<String>,
+                      mut deps: Vec<String>,
                       host: Option<String>| {
+            // A hosted node names its VM directly: its provider reaches the machine through
+            // the VM's attributes (address, key, pinned host key).
+            if let Some(vm) = &host {
+                if !deps.contains(vm) {
+                    deps.insert(0, vm.clone());
+                }
+            }
             g.add(Node {
                 address,
                 kind,
@@ -210,6 +222,33 @@ fn roles(d: &Deployment) -> Vec<(&'static str, String)> {
     .collect()
 }
 
+/// Clouds whose VMs get their bucket access from an identity of their own.
+fn has_role(provider: &str) -> bool {
+    matches!(provider, "aws" | "azure" | "gcp")
+}
+
+/// On a machine of the user's own, buckets are directories on that machine: made once it is
+/// reachable (and its host key pinned).
+fn buckets_on_vm(provider: &str) -> bool {
+    provider == "ssh"
+}
+
+/// How to reach the machine of a `provider: ssh` deployment.
+fn machine_inputs(d: &Deployment, a: &mut Attrs) {
+    let Some(m) = &d.vm.machine else { return };
+    a.insert("ssh_host".into(), json!(m.host));
+    a.insert("ssh_port".into(), json!(m.port));
+    a.insert("ssh_user".into(), json!(m.user));
+    if let Some(i) = &m.identity_file {
+        a.insert("ssh_identity_file".into(), json!(i));
+    }
+    if let Some(k) = &m.host_key {
+        a.insert("ssh_host_key".into(), json!(k));
+    }
+    a.insert("root".into(), json!(m.root));
+    a.insert("deployment".into(), json!(d.id));
+}
+
 fn storage_inputs(config: &Config, d: &Deployment) -> Attrs {
     let mut a = Attrs::new();
     a.insert("continent".into(), json!(d.continent));
@@ -225,6 +264,7 @@ fn storage_inputs(config: &Config, d: &Deployment) -> Attrs {
 
 fn host_inputs(config: &Config, d: &Deployment) -> Attrs {
     let mut a = storage_inputs(config, d);
+    machine_inputs(d, &mut a);
     a.insert("deployment".into(), json!(d.id));
     let buckets: BTreeMap<&str, String> = roles(d).into_iter().collect();
     a.insert("buckets".into(), json!(buckets));

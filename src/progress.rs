@@ -114,6 +114,27 @@ impl Progress {
         ));
     }
 
+    /// A line of a step's own output (a long install, a wait for SSH): next to its spinner
+    /// on a terminal, as a line of its own otherwise.
+    pub fn output(&self, address: &str, text: &str) {
+        let text: String = text.chars().take(160).collect();
+        let bars = self.inner.bars.lock().expect("not poisoned");
+        match bars.get(address) {
+            Some(bar) => bar.set_message(format!("{address}: {text}")),
+            None => {
+                drop(bars);
+                self.line(&format!("{address}: | {text}"));
+            }
+        }
+    }
+
+    pub fn retrying(&self, address: &str, message: &str, after: Duration) {
+        self.line(&format!(
+            "{address}: retrying in {:.1}s after: {message}",
+            after.as_secs_f64()
+        ));
+    }
+
     pub fn skipped(&self, address: &str) {
         self.line(&format!("{address}: skipped (a resource it needs failed)"));
     }

@@ -1,6 +1,7 @@
 //! The providers compiled into this build, by name.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use anycloud_provider::Provider;
@@ -11,11 +12,15 @@ pub struct Providers {
 }
 
 impl Providers {
-    pub fn builtin() -> Providers {
-        let mut by_name: BTreeMap<&'static str, Arc<dyn Provider>> = BTreeMap::new();
-        let local: Arc<dyn Provider> = Arc::new(anycloud_provider_local::LocalProvider::default());
-        by_name.insert(local.name(), local);
-        Providers { by_name }
+    /// Every provider of this build; `keys_dir` holds the deployments' SSH keys.
+    pub fn builtin(keys_dir: &Path) -> Providers {
+        let all: [Arc<dyn Provider>; 2] = [
+            Arc::new(anycloud_provider_local::LocalProvider::default()),
+            Arc::new(anycloud_provider_local::SshProvider::new(
+                keys_dir.to_path_buf(),
+            )),
+        ];
+        Providers::of(all.into())
     }
 
     /// Exactly these providers (tests of the engine use their own).

@@ -20,7 +20,20 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, ProviderError>>,
 {
+    with_retries_noting(call, |_, _| {}).await
+}
+
+/// As [`with_retries`], telling `note` of each error that will be retried and when.
+pub async fn with_retries_noting<T, F, Fut>(
+    call: F,
+    note: impl Fn(&ProviderError, Duration),
+) -> Result<T, ProviderError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ProviderError>>,
+{
     call.retry(policy())
         .when(|e: &ProviderError| e.retryable)
+        .notify(|e: &ProviderError, after: Duration| note(e, after))
         .await
 }

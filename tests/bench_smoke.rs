@@ -20,7 +20,7 @@ fn plan_against_a_state_holding_everything_has_no_changes() {
         .enable_all()
         .build()
         .unwrap();
-    let providers = Providers::builtin();
+    let providers = Providers::builtin(std::path::Path::new(".anycloud/keys"));
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("anycloud.yaml");
     let state_path = dir.path().join(".anycloud/state.json");

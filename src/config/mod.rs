@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use raw::{RawCheck, RawConfig, RawDefaults, RawVm, S};
 use serde_saphyr::Location;
 
-pub const PROVIDERS: [&str; 4] = ["aws", "azure", "gcp", "local"];
+pub const PROVIDERS: [&str; 5] = ["aws", "azure", "gcp", "local", "ssh"];
 pub const DEFAULT_LOCAL_ROOT: &str = ".anycloud/local";
 
 #[derive(Clone, Debug, PartialEq)]
@@ -48,7 +48,25 @@ pub struct Vm {
     pub machine_type: Option<String>,
     pub spot: bool,
     pub disk_gb: Option<u32>,
+    /// The machine of a `provider: ssh` deployment.
+    pub machine: Option<Machine>,
 }
+
+/// A machine the user already has, reached over SSH.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Machine {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    /// Absolute; `None` means the deployment's own generated key.
+    pub identity_file: Option<String>,
+    /// `SHA256:…`; `None` trusts the key seen first and pins it in state.
+    pub host_key: Option<String>,
+    /// Where anycloud keeps its directories (buckets, the deployment's host dir) there.
+    pub root: String,
+}
+
+pub const DEFAULT_SSH_ROOT: &str = "/var/lib/anycloud";
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Container {
@@ -111,6 +129,8 @@ struct Checker<'a> {
     file: String,
     source: &'a str,
     errors: Vec<ConfigError>,
+    /// The config's directory, which relative paths in it are relative to.
+    base: PathBuf,
     /// Every bucket a deployment names, for the checks across deployments.
     buckets: Vec<BucketUse>,
 }
@@ -220,6 +240,7 @@ pub fn parse(
         file: file.to_owned(),
         source: text,
         errors: Vec::new(),
+        base: base.to_path_buf(),
         buckets: Vec::new(),
     };
     // Only blank lines and comments: as empty as an empty file.
@@ -470,7 +491,7 @@ fn check_deployment(
             ck.at(
                 p.referenced,
                 format!(
-                    "unknown provider '{}'; expected one of aws, azure, gcp, local",
+                    "unknown provider '{}'; expected one of aws, azure, gcp, local, ssh",
                     p.value
                 ),
                 did_you_mean(suggest(&p.value, PROVIDERS)),
@@ -483,6 +504,19 @@ fn check_deployment(
         ck.at(id.referenced, m, None);
     }
     let region_s = d.region.as_ref().or(defaults.region.as_ref());
+    // A machine of the user's own is where it is: `defaults.region` does not apply to it.
+    let region_s = if provider == "ssh" {
+        if let Some(r) = &d.region {
+            ck.at(
+                r.referenced,
+                "provider ssh takes no region: the machine is where it is",
+                Some("remove `region:` from this deployment".into()),
+            );
+        }
+        None
+    } else {
+        region_s
+    };
     let (region, continent) = match region_s {
         Some(r) => match regions::continent(&provider, &r.value) {
             Some(c) => (r.value.clone(), c.to_owned()),
@@ -508,6 +542,8 @@ fn check_deployment(
             }
         },
         None if provider == "local" => (regions::LOCAL_REGION.to_owned(), "local".to_owned()),
+        // A machine of the user's own: wherever it is, its buckets are its directories.
+        None if provider == "ssh" => ("ssh".to_owned(), "ssh".to_owned()),
         None => {
             ck.at(
                 id.referenced,
@@ -520,7 +556,8 @@ fn check_deployment(
             (String::new(), String::new())
         }
     };
-    let vm = merge_vm(defaults.vm.as_ref(), d.vm.as_ref());
+    let mut vm = merge_vm(defaults.vm.as_ref(), d.vm.as_ref());
+    vm.machine = check_machine(ck, &provider, id, defaults.vm.as_ref(), d.vm.as_ref());
     if let Some(disk) =
         d.vm.as_ref()
             .and_then(|v| v.disk_gb.as_ref())
@@ -534,7 +571,7 @@ fn check_deployment(
             );
         }
     }
-    if provider != "local" && vm.machine_type.is_none() {
+    if !["local", "ssh"].contains(&provider.as_str()) && vm.machine_type.is_none() {
         ck.at(
             id.referenced,
             format!(
@@ -646,13 +683,154 @@ fn merge_vm(defaults: Option<&RawVm>, own: Option<&RawVm>) -> Vm {
     Vm {
         machine_type: pick(|v| v.machine_type.as_ref().map(|t| t.value.clone())),
         spot: own
-            .and_then(|v| v.spot)
-            .or_else(|| defaults.and_then(|v| v.spot))
+            .and_then(|v| v.spot.as_ref().map(|s| s.value))
+            .or_else(|| defaults.and_then(|v| v.spot.as_ref().map(|s| s.value)))
             .unwrap_or(false),
         disk_gb: own
             .and_then(|v| v.disk_gb.as_ref().map(|d| d.value))
             .or_else(|| defaults.and_then(|v| v.disk_gb.as_ref().map(|d| d.value))),
+        machine: None,
     }
+}
+
+/// `vm:` of a `provider: ssh` deployment names a machine; of any other, it must not.
+fn check_machine(
+    ck: &mut Checker,
+    provider: &str,
+    id: &S<String>,
+    defaults: Option<&RawVm>,
+    own: Option<&RawVm>,
+) -> Option<Machine> {
+    fn pick<'a, T>(
+        own: Option<&'a RawVm>,
+        defaults: Option<&'a RawVm>,
+        f: fn(&'a RawVm) -> Option<&'a S<T>>,
+    ) -> Option<&'a S<T>> {
+        own.and_then(f).or_else(|| defaults.and_then(f))
+    }
+    let host = pick(own, defaults, |v| v.host.as_ref());
+    let port = pick(own, defaults, |v| v.port.as_ref());
+    let user = pick(own, defaults, |v| v.user.as_ref());
+    let identity = pick(own, defaults, |v| v.identity_file.as_ref());
+    let host_key = pick(own, defaults, |v| v.host_key.as_ref());
+    let root = pick(own, defaults, |v| v.root.as_ref());
+    if provider != "ssh" {
+        let strings = [
+            ("host", host),
+            ("user", user),
+            ("identity_file", identity),
+            ("host_key", host_key),
+            ("root", root),
+        ];
+        for (key, v) in strings {
+            if let Some(v) = v {
+                ck.at(
+                    v.referenced,
+                    format!("vm.{key} is only for provider ssh (a machine of your own); provider {provider} makes its own VM"),
+                    None,
+                );
+            }
+        }
+        if let Some(p) = port {
+            ck.at(p.referenced, format!("vm.port is only for provider ssh; provider {provider} makes its own VM"), None);
+        }
+        return None;
+    }
+    for (key, loc) in [
+        ("type", pick(own, defaults, |v| v.machine_type.as_ref()).map(|v| v.referenced)),
+        ("spot", pick(own, defaults, |v| v.spot.as_ref()).map(|v| v.referenced)),
+        ("disk_gb", pick(own, defaults, |v| v.disk_gb.as_ref()).map(|v| v.referenced)),
+    ] {
+        if let Some(loc) = loc {
+            ck.at(
+                loc,
+                format!("vm.{key} has no meaning for provider ssh: the machine is yours as it is"),
+                None,
+            );
+        }
+    }
+    let Some(host) = host else {
+        ck.at(
+            id.referenced,
+            format!("deployment '{}' needs vm.host for provider ssh", id.value),
+            Some("e.g. `vm: { host: 10.0.0.5, user: root }`".into()),
+        );
+        return None;
+    };
+    let host_ok = !host.value.is_empty()
+        && host
+            .value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-:_[]".contains(c));
+    if !host_ok {
+        ck.at(host.referenced, format!("vm.host '{}' is not a host name or IP address", host.value), None);
+    }
+    if let Some(p) = port.filter(|p| p.value == 0) {
+        ck.at(p.referenced, "vm.port must be 1 to 65535", None);
+    }
+    if let Some(u) = user {
+        let ok = !u.value.is_empty()
+            && u.value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+        if !ok {
+            ck.at(u.referenced, format!("vm.user '{}' is not a user name", u.value), None);
+        }
+    }
+    let identity_file = identity.map(|i| {
+        let expanded = match (i.value.strip_prefix("~/"), std::env::var("HOME")) {
+            (Some(rest), Ok(home)) => format!("{home}/{rest}"),
+            _ => i.value.clone(),
+        };
+        let path = absolute(&ck.base.clone(), &expanded);
+        if !Path::new(&path).is_file() {
+            ck.at(
+                i.referenced,
+                format!("vm.identity_file '{}' does not exist ({path})", i.value),
+                Some("omit it and anycloud generates a key for the deployment under .anycloud/keys/".into()),
+            );
+        }
+        path
+    });
+    if let Some(k) = host_key {
+        let body = k.value.strip_prefix("SHA256:").unwrap_or("");
+        let ok = body.len() == 43
+            && body
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/');
+        if !ok {
+            ck.at(
+                k.referenced,
+                format!("vm.host_key '{}' is not a SHA256 fingerprint", k.value),
+                Some("give it as `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` prints it on the machine: SHA256: and 43 characters".into()),
+            );
+        }
+    }
+    let root = match root {
+        Some(r) => {
+            let ok = r.value.starts_with('/')
+                && r.value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "/._-+@".contains(c));
+            if !ok {
+                ck.at(
+                    r.referenced,
+                    format!("vm.root '{}' must be an absolute path of letters, digits and / . _ - + @", r.value),
+                    None,
+                );
+            }
+            r.value.trim_end_matches('/').to_owned()
+        }
+        None => DEFAULT_SSH_ROOT.to_owned(),
+    };
+    Some(Machine {
+        host: host.value.clone(),
+        port: port.map(|p| p.value).unwrap_or(22),
+        user: user.map(|u| u.value.clone()).unwrap_or_else(|| "root".into()),
+        identity_file,
+        host_key: host_key.map(|k| k.value.clone()),
+        root,
+    })
 }
 
 fn check_container(ck: &mut Checker, c: S<raw::RawContainer>) -> Option<Container> {

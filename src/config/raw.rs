@@ -79,8 +79,15 @@ pub struct RawDeployment {
 pub struct RawVm {
     #[serde(rename = "type")]
     pub machine_type: Option<S<String>>,
-    pub spot: Option<bool>,
+    pub spot: Option<S<bool>>,
     pub disk_gb: Option<S<u32>>,
+    /// `provider: ssh` only: the machine to use.
+    pub host: Option<S<String>>,
+    pub port: Option<S<u16>>,
+    pub user: Option<S<String>>,
+    pub identity_file: Option<S<String>>,
+    pub host_key: Option<S<String>>,
+    pub root: Option<S<String>>,
 }
 
 #[derive(Deserialize)]

@@ -36,7 +36,7 @@ pub fn plan(config: &Config, state: &State) -> Plan {
     rt.block_on(anycloud::engine::make_plan(
         config,
         state,
-        &Providers::builtin(),
+        &Providers::builtin(std::path::Path::new(".anycloud/keys")),
         &opts,
     ))
     .unwrap()

@@ -13,7 +13,7 @@ pub mod steps;
 pub mod transport;
 
 pub use layout::VmLayout;
-pub use steps::{HostContext, Probe};
+pub use steps::{HostContext, HostProbe, Probe};
 pub use ssh::{SshHost, SshTarget};
 pub use transport::{Host, LocalHost, Output, TransportError};
 

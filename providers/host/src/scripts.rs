@@ -308,3 +308,23 @@ trap - EXIT
         path = quote(path),
     )
 }
+
+/// One round trip for everything a refresh needs of one host: which of `dirs` exist, then a
+/// [`probe`] of each deployment on it, each section headed by its layout's `mnt`.
+pub fn host_probe(deployments: &[(VmLayout, String)], dirs: &[String]) -> String {
+    let mut script = String::from("set -uo pipefail\n");
+    for dir in dirs {
+        script.push_str(&format!(
+            "echo \"dir.\"{d}\"=$([ -d {d} ] && echo present || echo missing)\"\n",
+            d = quote(dir)
+        ));
+    }
+    for (layout, container) in deployments {
+        script.push_str(&format!("echo {}\n", quote(&format!("@@ {}", layout.mnt))));
+        // Each probe in a subshell: its variables and `set` options stay its own.
+        script.push_str("(\n");
+        script.push_str(probe(layout, container).trim_start_matches("set -uo pipefail\n"));
+        script.push_str(")\n");
+    }
+    script
+}

@@ -17,7 +17,7 @@ use crate::scripts;
 use crate::transport::{Host, Output, TransportError};
 
 /// Where and as whom to connect.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct SshTarget {
     pub host: String,
     pub port: u16,
@@ -166,12 +166,11 @@ impl SshHost {
             Ok(Err(e)) => {
                 if let (Some(pinned), Some(seen)) = (&self.target.pinned, self.host_key()) {
                     if *pinned != seen {
-                        return Err(Attempt::Permanent(TransportError::Refused(format!(
-                            "the host key of {} has changed: state pins {pinned} but the host now offers {seen}. \
-                             anycloud refuses to talk to it: someone may be intercepting the connection. \
-                             If the machine was rebuilt on purpose, check the new key out of band and set vm.host_key to it",
-                            self.target.describe()
-                        ))));
+                        return Err(Attempt::Permanent(TransportError::HostKeyChanged {
+                            host: self.target.describe(),
+                            pinned: pinned.clone(),
+                            offered: seen,
+                        }));
                     }
                 }
                 return Err(Attempt::Transient(e.to_string()));
@@ -217,12 +216,8 @@ impl SshHost {
         let mut lines = LineSplitter::default();
         while let Some(message) = channel.wait().await {
             match message {
-                ChannelMsg::Data { data } => {
-                    stdout.extend_from_slice(&data);
-                    if stream {
-                        lines.feed(&data);
-                    }
-                }
+                // stdout is the step's answer (ids, probe facts); stderr is what it has to say.
+                ChannelMsg::Data { data } => stdout.extend_from_slice(&data),
                 ChannelMsg::ExtendedData { data, ext: 1 } => {
                     stderr.extend_from_slice(&data);
                     if stream {

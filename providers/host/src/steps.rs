@@ -428,6 +428,53 @@ impl Probe {
     }
 }
 
+/// What one round trip to a host found: its deployments' probes (by layout `mnt`) and which
+/// of the asked directories exist.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostProbe {
+    pub deployments: BTreeMap<String, Probe>,
+    pub present_dirs: std::collections::BTreeSet<String>,
+}
+
+/// Gathers everything a refresh needs about one host — every deployment on it and the
+/// existence of `dirs` — in a single round trip.
+pub async fn probe_host(
+    host: &dyn Host,
+    deployments: &[(VmLayout, String)],
+    dirs: &[String],
+) -> Result<HostProbe> {
+    let out = host
+        .run(&scripts::host_probe(deployments, dirs))
+        .await
+        .map_err(ProviderError::from)?;
+    let mut found = HostProbe::default();
+    let mut section: Option<String> = None;
+    for line in out.stdout.lines() {
+        if let Some(mnt) = line.strip_prefix("@@ ") {
+            section = Some(mnt.to_owned());
+            found.deployments.entry(mnt.to_owned()).or_default();
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        match (&section, key.strip_prefix("dir.")) {
+            (None, Some(dir)) => {
+                if value == "present" {
+                    found.present_dirs.insert(dir.to_owned());
+                }
+            }
+            (Some(mnt), _) => {
+                if let Some(p) = found.deployments.get_mut(mnt) {
+                    p.facts.insert(key.to_owned(), value.to_owned());
+                }
+            }
+            (None, None) => {}
+        }
+    }
+    Ok(found)
+}
+
 /// Gathers everything a refresh needs about one host in a single round trip.
 pub async fn probe(host: &dyn Host, layout: &VmLayout, container: &str) -> Result<Probe> {
     let out = host

@@ -33,12 +33,27 @@ pub enum TransportError {
     /// again cannot help.
     #[error("{0}")]
     Refused(String),
+    /// The host offered a key other than the pinned one.
+    #[error("the host key of {host} has changed: state pins {pinned} but the host now offers {offered}; anycloud will not talk to it, since someone may be intercepting the connection")]
+    HostKeyChanged {
+        host: String,
+        pinned: String,
+        offered: String,
+    },
 }
 
 impl From<TransportError> for anycloud_provider::ProviderError {
     fn from(e: TransportError) -> Self {
         match e {
             TransportError::Refused(m) => anycloud_provider::ProviderError::permanent(m),
+            // Only a machine anycloud did not make keeps its pin across a rebuild.
+            e @ TransportError::HostKeyChanged { .. } => anycloud_provider::ProviderError::permanent(
+                format!(
+                    "{e}. If the machine was rebuilt on purpose, check its new key out of band \
+                     (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on it), set `vm.host_key:` \
+                     to it in the config and run `anycloud apply --refresh=false` once to pin it"
+                ),
+            ),
             other => anycloud_provider::ProviderError::retryable(other.to_string()),
         }
     }

@@ -62,6 +62,14 @@ fn every_script_sent_to_a_host() {
             scripts::container_remove("anycloud-train-0123"),
         ),
         ("probe", scripts::probe(&l, "anycloud-train-0123")),
+        (
+            "host_probe",
+            scripts::host_probe(
+                &[(l.clone(), "anycloud-train-0123".to_owned())],
+                &["/srv/anycloud/buckets/results".to_owned()],
+            ),
+        ),
+        ("upload", scripts::upload("/srv/anycloud/hosts/train/rclone.conf", 0o600)),
     ];
     for (name, script) in all {
         assert!(

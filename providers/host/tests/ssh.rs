@@ -92,7 +92,7 @@ async fn a_changed_host_key_is_refused_naming_the_host_and_both_keys() {
     let ssh = SshHost::new(target(&host, &key, Some(pinned.clone()))).unwrap();
     let started = Instant::now();
     let err = ssh.run("true").await.unwrap_err();
-    assert!(matches!(err, TransportError::Refused(_)), "{err:?}");
+    assert!(matches!(err, TransportError::HostKeyChanged { .. }), "{err:?}");
     let message = err.to_string();
     assert!(message.contains(&host.address), "{message}");
     assert!(message.contains(&pinned), "{message}");
