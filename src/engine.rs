@@ -1,6 +1,7 @@
 //! The steps every command shares: read the config, lock and read the state, make a plan.
 
 use std::path::Path;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anycloud_state::State;
@@ -74,6 +75,8 @@ pub struct PlanTimings {
     pub compile: Duration,
     pub desired: Duration,
     pub refresh: Option<(Duration, usize)>,
+    /// Calls to the outside the refresh made, by provider (those that made any).
+    pub refresh_calls: BTreeMap<&'static str, u64>,
     pub diff: Duration,
 }
 
@@ -87,7 +90,13 @@ impl std::fmt::Display for PlanTimings {
             ms(self.desired)
         )?;
         match self.refresh {
-            Some((d, n)) => write!(f, "refresh of {n} resources {:.1} ms, ", ms(d))?,
+            Some((d, n)) => {
+                write!(f, "refresh of {n} resources {:.1} ms", ms(d))?;
+                for (provider, calls) in &self.refresh_calls {
+                    write!(f, " ({provider}: {calls} remote calls)")?;
+                }
+                write!(f, ", ")?;
+            }
             None => write!(f, "no refresh, ")?,
         }
         write!(f, "diff {:.1} ms", ms(self.diff))
@@ -109,10 +118,17 @@ pub async fn make_plan_timed(
     t.desired = start.elapsed();
     let current = if opts.refresh {
         let start = Instant::now();
+        let calls_before = providers.remote_calls();
         let current = plan::refresh(&graph, &desired, state, providers)
             .await
             .map_err(plan_errors)?;
         t.refresh = Some((start.elapsed(), current.len()));
+        for (provider, after) in providers.remote_calls() {
+            let made = after - calls_before.get(provider).copied().unwrap_or(0);
+            if made > 0 {
+                t.refresh_calls.insert(provider, made);
+            }
+        }
         Some(current)
     } else {
         None

@@ -39,6 +39,14 @@ impl Providers {
         })
     }
 
+    /// Each provider's count of calls to the outside so far.
+    pub fn remote_calls(&self) -> BTreeMap<&'static str, u64> {
+        self.by_name
+            .iter()
+            .map(|(name, p)| (*name, p.remote_calls()))
+            .collect()
+    }
+
     pub fn shared(&self, name: &str) -> Option<Arc<dyn Provider>> {
         self.by_name.get(name).cloned()
     }

@@ -31,6 +31,15 @@ deployments:
       image: anycloud-e2e:v1
       command: [/bin/sh, /job.sh]
     buckets: {{ input: ssh-input, output: ssh-results, checkpoint: true }}
+  ssh-beta:
+    provider: ssh
+    vm: {{ host: {address}, port: {port}, user: root, root: {root}{extra_vm} }}
+    sync_interval: 1s
+    connectivity_check: {{ retries: 2, retries_sleep: 1s }}
+    container:
+      image: anycloud-e2e:v1
+      command: [/bin/sh, /job.sh]
+    buckets: {{ output: ssh-results-beta }}
 "#,
         address = host.address,
         port = host.port,
@@ -102,12 +111,27 @@ fn ssh_machine_end_to_end() {
     );
     host.authorize(&public);
 
+    // Each deployment has its own key: beta's (made when its VM is first reached) is not
+    // authorised yet, so beta stops there while alpha goes all the way.
+    let half = p.run(&["apply", "--auto-approve"]);
+    assert_eq!(half.code, 1, "{half:?}");
+    let beta = read(&p.path().join(".anycloud/keys/ssh-beta.pub")).expect("beta's public key");
+    assert_ne!(beta, public);
+    assert!(half.stdout.contains(&beta) || half.stderr.contains(&beta), "{half:?}");
+    assert_eq!(containers_of("ssh-alpha"), 1, "{half:?}");
+    assert_eq!(containers_of("ssh-beta"), 0, "{half:?}");
+    host.authorize(&beta);
+
     let applied = p.ok(&["apply", "--auto-approve"]);
     assert!(applied.stdout.contains("Apply complete!"), "{applied:?}");
 
-    // The steps ran inside the test host: its supervisord lives in the host's namespace.
-    assert_eq!(processes_named(&host, "supervisord"), 1);
+    // The steps ran inside the test host: the supervisords live in the host's namespace.
+    assert_eq!(processes_named(&host, "supervisord"), 2);
     assert_eq!(containers_of("ssh-alpha"), 1);
+    assert_eq!(containers_of("ssh-beta"), 1);
+    wait_for(30, "beta's output in its bucket", || {
+        read(&m.bucket("ssh-results-beta").join("tick.txt")).filter(|c| !c.is_empty())
+    });
     let copy = wait_for(30, "the input copy in the output bucket", || {
         read(&m.bucket("ssh-results").join("input-copy.txt")).filter(|c| !c.is_empty())
     });
@@ -126,8 +150,14 @@ fn ssh_machine_end_to_end() {
     assert_eq!(vm["host_key"], host.host_key_fingerprint.as_str());
     assert_eq!(vm["public_key"], public.as_str());
     assert!(vm["key_fingerprint"].as_str().unwrap().starts_with("SHA256:"));
-    let again = p.run(&["plan", "--detailed-exitcode"]);
+    let again = p.run(&["plan", "--detailed-exitcode", "-v"]);
     assert_eq!(again.code, 0, "a second plan must be clean: {again:?}");
+    // The refresh of both deployments (18 resources) is one round trip to their machine.
+    assert!(
+        again.stderr.contains("refresh of 18 resources")
+            && again.stderr.contains("(ssh: 1 remote calls)"),
+        "{again:?}"
+    );
 
     // Drift: an upload program stopped by hand and the container stopped by hand are both
     // seen by the refresh and put back by apply.
@@ -201,7 +231,7 @@ fn ssh_machine_end_to_end() {
     }
     assert_eq!(p.run(&["plan", "--detailed-exitcode"]).code, 0);
     assert_eq!(containers_of("ssh-alpha"), 1);
-    assert_eq!(processes_named(&host, "supervisord"), 1);
+    assert_eq!(processes_named(&host, "supervisord"), 2);
 
     // A changed host key: plan and apply refuse, naming the host and both keys, and change
     // nothing. Pinning the new key in the config (after checking it) lets anycloud go on.
@@ -265,6 +295,7 @@ fn ssh_machine_end_to_end() {
         Some("written just before destroy")
     );
     assert_eq!(containers_of("ssh-alpha"), 0);
+    assert_eq!(containers_of("ssh-beta"), 0);
     assert_eq!(processes_named(&host, "supervisord"), 0);
     assert!(!m.host_dir().exists());
     assert!(m.bucket("ssh-results").exists(), "buckets are kept");

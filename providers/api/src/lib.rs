@@ -172,6 +172,12 @@ pub trait Provider: Send + Sync {
     async fn observe(&self, targets: &[Target<'_>]) -> Result<Vec<BTreeMap<String, String>>> {
         Ok(vec![BTreeMap::new(); targets.len()])
     }
+
+    /// How many calls this provider has made to the outside so far (API requests, SSH
+    /// round trips): `-v` reports a refresh's share, which must not grow per resource.
+    fn remote_calls(&self) -> u64 {
+        0
+    }
 }
 
 /// Reads a string attribute, with an error naming the resource when it is missing.

@@ -5,6 +5,7 @@
 //! other than the pinned one.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -45,6 +46,7 @@ pub struct SshHost {
     key_fingerprint: String,
     session: tokio::sync::Mutex<Option<Arc<Handle<KeyCheck>>>>,
     seen_host_key: Arc<Mutex<Option<String>>>,
+    commands: AtomicU64,
 }
 
 /// Checks the server's key against the pin and remembers what it saw.
@@ -85,11 +87,17 @@ impl SshHost {
             key_fingerprint: info.fingerprint,
             session: tokio::sync::Mutex::new(None),
             seen_host_key: Arc::new(Mutex::new(None)),
+            commands: AtomicU64::new(0),
         })
     }
 
     pub fn target(&self) -> &SshTarget {
         &self.target
+    }
+
+    /// How many commands (round trips) this connection has run.
+    pub fn round_trips(&self) -> u64 {
+        self.commands.load(Ordering::Relaxed)
     }
 
     /// The fingerprint of the host key offered on the last connection.
@@ -203,6 +211,7 @@ impl SshHost {
 
     /// Runs `command` with `stdin`, collecting both streams and the exit status.
     async fn exec(&self, command: &str, stdin: &[u8], stream: bool) -> Result<Output, TransportError> {
+        self.commands.fetch_add(1, Ordering::Relaxed);
         let session = self.session().await?;
         let lost = |e: russh::Error| {
             TransportError::Unreachable(format!("{}: {e}", self.target.describe()))

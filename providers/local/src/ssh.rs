@@ -330,6 +330,11 @@ impl Provider for SshProvider {
         }
     }
 
+    fn remote_calls(&self) -> u64 {
+        let all = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+        all.values().map(|c| c.round_trips()).sum()
+    }
+
     async fn observe(&self, targets: &[Target<'_>]) -> Result<Vec<BTreeMap<String, String>>> {
         let probes = self.probe(targets).await?;
         Ok(targets
