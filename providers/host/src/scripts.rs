@@ -328,3 +328,22 @@ pub fn host_probe(deployments: &[(VmLayout, String)], dirs: &[String]) -> String
     }
     script
 }
+
+/// Makes a directory (a bucket, a deployment's host dir) if it is missing.
+pub fn make_dir(path: &str) -> String {
+    format!("{PRELUDE}mkdir -p -- {}\n", quote(path))
+}
+
+/// Removes a deployment's host directory, once its data has been flushed.
+pub fn remove_dir(path: &str) -> String {
+    format!("{PRELUDE}rm -rf -- {}\n", quote(path))
+}
+
+/// Leaves a host as a new VM would find it: no container, no private supervisord.
+pub fn host_cleanup(layout: &VmLayout, container: &str) -> String {
+    format!(
+        "{}{}",
+        container_remove(container),
+        supervisord_stop(layout).trim_start_matches(PRELUDE)
+    )
+}

@@ -475,20 +475,6 @@ pub async fn probe_host(
     Ok(found)
 }
 
-/// Gathers everything a refresh needs about one host in a single round trip.
-pub async fn probe(host: &dyn Host, layout: &VmLayout, container: &str) -> Result<Probe> {
-    let out = host
-        .run(&scripts::probe(layout, container))
-        .await
-        .map_err(ProviderError::from)?;
-    let facts = out
-        .stdout
-        .lines()
-        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
-        .collect();
-    Ok(Probe { facts })
-}
-
 /// The current attributes of a hosted node as the probe saw them; `None` where it is gone.
 pub fn read(kind: Kind, prior: &Attrs, probe: &Probe) -> Option<Attrs> {
     if !probe.host_present() {

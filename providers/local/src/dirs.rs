@@ -110,27 +110,19 @@ async fn run_ok(host: &dyn Host, script: &str, what: &str) -> Result<()> {
 }
 
 pub async fn make_dir(host: &dyn Host, path: &str) -> Result<()> {
-    run_ok(
-        host,
-        &format!(
-            "set -euo pipefail\nmkdir -p {}\n",
-            anycloud_host::render::quote(path)
-        ),
-        &format!("creating {path}"),
-    )
-    .await
+    run_ok(host, &scripts::make_dir(path), &format!("creating {path}")).await
 }
 
 /// Removes the deployment's container and stops its private supervisord.
 pub async fn cleanup_host(host: &dyn Host, vm: &Attrs) -> Result<()> {
     let layout = layout_of(vm)?;
     let container = attr_str(vm, "container_name")?;
-    let script = format!(
-        "{}{}",
-        scripts::container_remove(container),
-        scripts::supervisord_stop(&layout).trim_start_matches("set -euo pipefail\n")
-    );
-    run_ok(host, &script, "cleaning up the host").await
+    run_ok(
+        host,
+        &scripts::host_cleanup(&layout, container),
+        "cleaning up the host",
+    )
+    .await
 }
 
 /// The last upload of the VM's directories, then the cleanup, then its directory goes.
@@ -142,15 +134,7 @@ pub async fn delete_vm(host: &dyn Host, vm: &Attrs) -> Result<()> {
     steps::flush(host, &layout, &pairs).await?;
     cleanup_host(host, vm).await?;
     let dir = attr_str(vm, "host_dir")?;
-    run_ok(
-        host,
-        &format!(
-            "set -euo pipefail\nrm -rf -- {}\n",
-            anycloud_host::render::quote(dir)
-        ),
-        &format!("removing {dir}"),
-    )
-    .await
+    run_ok(host, &scripts::remove_dir(dir), &format!("removing {dir}")).await
 }
 
 /// The deployments on one host to probe: layout and container name, once each.
