@@ -184,3 +184,24 @@ fn graph_dot_and_mermaid() {
     insta::assert_snapshot!("graph_dot", g.to_dot());
     insta::assert_snapshot!("graph_mermaid", g.to_mermaid());
 }
+
+/// A machine of the user's own: where it is and which key opens it show in the plan; the
+/// key material never does.
+#[test]
+fn plan_for_a_machine_over_ssh() {
+    let config = common::parse(
+        r#"
+project: snap
+deployments:
+  byo:
+    provider: ssh
+    vm: { host: 192.0.2.10, port: 2222, user: ubuntu, root: /srv/anycloud, host_key: "SHA256:2lEGeFpbsX4XTzAuj0sTDPJGv3N5hh9IkgmeDLfGXMo" }
+    container: { image: registry.local/train:v1, command: [python, train.py] }
+    buckets: { output: results, checkpoint: true }
+"#,
+    );
+    let plan = common::plan(&config, &common::fixed_state());
+    let human = render::human(&plan);
+    assert!(!human.contains("PRIVATE"), "{human}");
+    insta::assert_snapshot!("plan_ssh_human", human);
+}

@@ -765,9 +765,20 @@ fn check_machine(
     if !host_ok {
         ck.at(host.referenced, format!("vm.host '{}' is not a host name or IP address", host.value), None);
     }
-    if let Some(p) = port.filter(|p| p.value == 0) {
-        ck.at(p.referenced, "vm.port must be 1 to 65535", None);
-    }
+    let port_number = match port {
+        None => 22,
+        Some(p) => u16::try_from(p.value)
+            .ok()
+            .filter(|n| *n > 0)
+            .unwrap_or_else(|| {
+                ck.at(
+                    p.referenced,
+                    format!("vm.port {} is not a port: 1 to 65535", p.value),
+                    None,
+                );
+                22
+            }),
+    };
     if let Some(u) = user {
         let ok = !u.value.is_empty()
             && u.value
@@ -825,7 +836,7 @@ fn check_machine(
     };
     Some(Machine {
         host: host.value.clone(),
-        port: port.map(|p| p.value).unwrap_or(22),
+        port: port_number,
         user: user.map(|u| u.value.clone()).unwrap_or_else(|| "root".into()),
         identity_file,
         host_key: host_key.map(|k| k.value.clone()),

@@ -83,7 +83,8 @@ pub struct RawVm {
     pub disk_gb: Option<S<u32>>,
     /// `provider: ssh` only: the machine to use.
     pub host: Option<S<String>>,
-    pub port: Option<S<u16>>,
+    /// Wider than a port, so an out-of-range number gets our message, not a type error.
+    pub port: Option<S<i64>>,
     pub user: Option<S<String>>,
     pub identity_file: Option<S<String>>,
     pub host_key: Option<S<String>>,
