@@ -256,11 +256,9 @@ pub async fn apply(
                     let note = |e: &ProviderError, after: Duration| {
                         shown.retrying(&op_id.0, &e.message, after)
                     };
-                    let result = anycloud_provider::output::with_sink(
-                        sink,
-                        with_retries_noting(call, note),
-                    )
-                    .await;
+                    let result =
+                        anycloud_provider::output::with_sink(sink, with_retries_noting(call, note))
+                            .await;
                     (op_id, start, result)
                 });
             }

@@ -1,7 +1,7 @@
 //! The steps every command shares: read the config, lock and read the state, make a plan.
 
-use std::path::Path;
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anycloud_state::State;

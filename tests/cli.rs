@@ -196,3 +196,24 @@ fn errors_go_to_stderr_with_exit_1() {
         "{r:?}"
     );
 }
+
+/// Every example a user may start from is a valid config.
+#[test]
+fn the_examples_validate() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for example in [
+        "examples/quickstart/anycloud.yaml",
+        "examples/ssh/anycloud.yaml",
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_anycloud"))
+            .args(["validate", "-f"])
+            .arg(root.join(example))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{example}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

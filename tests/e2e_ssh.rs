@@ -117,7 +117,10 @@ fn ssh_machine_end_to_end() {
     assert_eq!(half.code, 1, "{half:?}");
     let beta = read(&p.path().join(".anycloud/keys/ssh-beta.pub")).expect("beta's public key");
     assert_ne!(beta, public);
-    assert!(half.stdout.contains(&beta) || half.stderr.contains(&beta), "{half:?}");
+    assert!(
+        half.stdout.contains(&beta) || half.stderr.contains(&beta),
+        "{half:?}"
+    );
     assert_eq!(containers_of("ssh-alpha"), 1, "{half:?}");
     assert_eq!(containers_of("ssh-beta"), 0, "{half:?}");
     host.authorize(&beta);
@@ -149,7 +152,10 @@ fn ssh_machine_end_to_end() {
     let vm = &s["resources"]["deployment.ssh-alpha.vm"]["attributes"];
     assert_eq!(vm["host_key"], host.host_key_fingerprint.as_str());
     assert_eq!(vm["public_key"], public.as_str());
-    assert!(vm["key_fingerprint"].as_str().unwrap().starts_with("SHA256:"));
+    assert!(vm["key_fingerprint"]
+        .as_str()
+        .unwrap()
+        .starts_with("SHA256:"));
     let again = p.run(&["plan", "--detailed-exitcode", "-v"]);
     assert_eq!(again.code, 0, "a second plan must be clean: {again:?}");
     // The refresh of both deployments (18 resources) is one round trip to their machine.
@@ -176,7 +182,9 @@ fn ssh_machine_end_to_end() {
         "{drift:?}"
     );
     assert!(
-        drift.stdout.contains("deployment.ssh-alpha.container will be created"),
+        drift
+            .stdout
+            .contains("deployment.ssh-alpha.container will be created"),
         "{drift:?}"
     );
     p.ok(&["apply", "--auto-approve"]);

@@ -732,14 +732,27 @@ fn check_machine(
             }
         }
         if let Some(p) = port {
-            ck.at(p.referenced, format!("vm.port is only for provider ssh; provider {provider} makes its own VM"), None);
+            ck.at(
+                p.referenced,
+                format!("vm.port is only for provider ssh; provider {provider} makes its own VM"),
+                None,
+            );
         }
         return None;
     }
     for (key, loc) in [
-        ("type", pick(own, defaults, |v| v.machine_type.as_ref()).map(|v| v.referenced)),
-        ("spot", pick(own, defaults, |v| v.spot.as_ref()).map(|v| v.referenced)),
-        ("disk_gb", pick(own, defaults, |v| v.disk_gb.as_ref()).map(|v| v.referenced)),
+        (
+            "type",
+            pick(own, defaults, |v| v.machine_type.as_ref()).map(|v| v.referenced),
+        ),
+        (
+            "spot",
+            pick(own, defaults, |v| v.spot.as_ref()).map(|v| v.referenced),
+        ),
+        (
+            "disk_gb",
+            pick(own, defaults, |v| v.disk_gb.as_ref()).map(|v| v.referenced),
+        ),
     ] {
         if let Some(loc) = loc {
             ck.at(
@@ -763,7 +776,11 @@ fn check_machine(
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || ".-:_[]".contains(c));
     if !host_ok {
-        ck.at(host.referenced, format!("vm.host '{}' is not a host name or IP address", host.value), None);
+        ck.at(
+            host.referenced,
+            format!("vm.host '{}' is not a host name or IP address", host.value),
+            None,
+        );
     }
     let port_number = match port {
         None => 22,
@@ -785,7 +802,11 @@ fn check_machine(
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
         if !ok {
-            ck.at(u.referenced, format!("vm.user '{}' is not a user name", u.value), None);
+            ck.at(
+                u.referenced,
+                format!("vm.user '{}' is not a user name", u.value),
+                None,
+            );
         }
     }
     let identity_file = identity.map(|i| {
@@ -798,7 +819,10 @@ fn check_machine(
             ck.at(
                 i.referenced,
                 format!("vm.identity_file '{}' does not exist ({path})", i.value),
-                Some("omit it and anycloud generates a key for the deployment under .anycloud/keys/".into()),
+                Some(
+                    "omit it and anycloud generates a key for the deployment under .anycloud/keys/"
+                        .into(),
+                ),
             );
         }
         path
@@ -826,7 +850,10 @@ fn check_machine(
             if !ok {
                 ck.at(
                     r.referenced,
-                    format!("vm.root '{}' must be an absolute path of letters, digits and / . _ - + @", r.value),
+                    format!(
+                        "vm.root '{}' must be an absolute path of letters, digits and / . _ - + @",
+                        r.value
+                    ),
                     None,
                 );
             }
@@ -837,7 +864,9 @@ fn check_machine(
     Some(Machine {
         host: host.value.clone(),
         port: port_number,
-        user: user.map(|u| u.value.clone()).unwrap_or_else(|| "root".into()),
+        user: user
+            .map(|u| u.value.clone())
+            .unwrap_or_else(|| "root".into()),
         identity_file,
         host_key: host_key.map(|k| k.value.clone()),
         root,

@@ -48,8 +48,8 @@ pub fn ensure_deployment_key(dir: &Path, deployment: &str) -> Result<KeyInfo, Ke
             .mode(0o700)
             .create(dir)
             .map_err(|e| bad(dir, e))?;
-        let mut key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519)
-            .map_err(|e| bad(&path, e))?;
+        let mut key =
+            PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).map_err(|e| bad(&path, e))?;
         key.set_comment(format!("anycloud-{deployment}"));
         let text = key.to_openssh(LineEnding::LF).map_err(|e| bad(&path, e))?;
         let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| bad(dir, e))?;

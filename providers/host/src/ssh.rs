@@ -58,7 +58,10 @@ struct KeyCheck {
 impl client::Handler for KeyCheck {
     type Error = russh::Error;
 
-    async fn check_server_key(&mut self, key: &PublicKeyOrCertificate) -> Result<bool, Self::Error> {
+    async fn check_server_key(
+        &mut self,
+        key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
         let public = match key {
             PublicKeyOrCertificate::PublicKey { key, .. } => key.clone(),
             PublicKeyOrCertificate::Certificate(cert) => cert.public_key().clone().into(),
@@ -210,7 +213,12 @@ impl SshHost {
     }
 
     /// Runs `command` with `stdin`, collecting both streams and the exit status.
-    async fn exec(&self, command: &str, stdin: &[u8], stream: bool) -> Result<Output, TransportError> {
+    async fn exec(
+        &self,
+        command: &str,
+        stdin: &[u8],
+        stream: bool,
+    ) -> Result<Output, TransportError> {
         self.commands.fetch_add(1, Ordering::Relaxed);
         let session = self.session().await?;
         let lost = |e: russh::Error| {
@@ -284,7 +292,10 @@ impl Host for SshHost {
     }
 
     async fn upload(&self, path: &str, contents: &[u8], mode: u32) -> Result<(), TransportError> {
-        let command = format!("bash -c {}", crate::render::quote(&scripts::upload(path, mode)));
+        let command = format!(
+            "bash -c {}",
+            crate::render::quote(&scripts::upload(path, mode))
+        );
         let out = self.exec(&command, contents, false).await?;
         if out.success() {
             Ok(())

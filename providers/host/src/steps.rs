@@ -238,10 +238,7 @@ fn container_spec(inputs: &Attrs, ctx: &HostContext) -> Result<ContainerSpec> {
 }
 
 async fn run(host: &dyn Host, script: &str, what: &str) -> Result<Output> {
-    let out = host
-        .run(script)
-        .await
-        .map_err(ProviderError::from)?;
+    let out = host.run(script).await.map_err(ProviderError::from)?;
     if out.success() {
         Ok(out)
     } else {

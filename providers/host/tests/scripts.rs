@@ -69,10 +69,22 @@ fn every_script_sent_to_a_host() {
                 &["/srv/anycloud/buckets/results".to_owned()],
             ),
         ),
-        ("upload", scripts::upload("/srv/anycloud/hosts/train/rclone.conf", 0o600)),
-        ("make_dir", scripts::make_dir("/srv/anycloud/buckets/results")),
-        ("remove_dir", scripts::remove_dir("/srv/anycloud/hosts/train")),
-        ("host_cleanup", scripts::host_cleanup(&l, "anycloud-train-0123")),
+        (
+            "upload",
+            scripts::upload("/srv/anycloud/hosts/train/rclone.conf", 0o600),
+        ),
+        (
+            "make_dir",
+            scripts::make_dir("/srv/anycloud/buckets/results"),
+        ),
+        (
+            "remove_dir",
+            scripts::remove_dir("/srv/anycloud/hosts/train"),
+        ),
+        (
+            "host_cleanup",
+            scripts::host_cleanup(&l, "anycloud-train-0123"),
+        ),
     ];
     for (name, script) in all {
         assert!(

@@ -53,7 +53,11 @@ async fn runs_scripts_with_status_and_both_streams_and_pins_the_host_key() {
     // Channels share one connection: many steps at once.
     let scripts: Vec<String> = (0..8).map(|i| format!("echo {i}")).collect();
     let runs = scripts.iter().map(|s| ssh.run(s));
-    for (i, out) in futures::future::join_all(runs).await.into_iter().enumerate() {
+    for (i, out) in futures::future::join_all(runs)
+        .await
+        .into_iter()
+        .enumerate()
+    {
         assert_eq!(out.unwrap().stdout.trim(), i.to_string());
     }
 }
@@ -92,7 +96,10 @@ async fn a_changed_host_key_is_refused_naming_the_host_and_both_keys() {
     let ssh = SshHost::new(target(&host, &key, Some(pinned.clone()))).unwrap();
     let started = Instant::now();
     let err = ssh.run("true").await.unwrap_err();
-    assert!(matches!(err, TransportError::HostKeyChanged { .. }), "{err:?}");
+    assert!(
+        matches!(err, TransportError::HostKeyChanged { .. }),
+        "{err:?}"
+    );
     let message = err.to_string();
     assert!(message.contains(&host.address), "{message}");
     assert!(message.contains(&pinned), "{message}");

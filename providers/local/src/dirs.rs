@@ -66,10 +66,7 @@ pub fn host_context(inputs: &Attrs, root: &str, check_target: String) -> Result<
 
 /// The attributes every directory-cloud VM has.
 pub fn vm_attrs(ctx: &HostContext, root: &str, attrs: &mut Attrs) {
-    attrs.insert(
-        "host_dir".into(),
-        json!(host_dir(root, &ctx.deployment)),
-    );
+    attrs.insert("host_dir".into(), json!(host_dir(root, &ctx.deployment)));
     attrs.insert(
         "_layout".into(),
         serde_json::to_value(&ctx.layout).expect("strings"),
@@ -152,7 +149,9 @@ pub fn deployments_of(targets: &[&Target<'_>]) -> Vec<(VmLayout, String)> {
             .and_then(|v| v.as_str())
             .unwrap_or("anycloud-none")
             .to_owned();
-        by_mnt.entry(layout.mnt.clone()).or_insert((layout, container));
+        by_mnt
+            .entry(layout.mnt.clone())
+            .or_insert((layout, container));
     }
     by_mnt.into_values().collect()
 }
@@ -191,7 +190,10 @@ pub fn observe_from(t: &Target<'_>, probe: &HostProbe) -> BTreeMap<String, Strin
         .get("_layout")
         .and_then(|l| l.get("mnt"))
         .and_then(|m| m.as_str());
-    match (t.kind.is_hosted(), mnt.and_then(|m| probe.deployments.get(m))) {
+    match (
+        t.kind.is_hosted(),
+        mnt.and_then(|m| probe.deployments.get(m)),
+    ) {
         (true, Some(p)) => steps::observe(t.kind, t.attrs, p),
         _ => BTreeMap::new(),
     }

@@ -99,7 +99,10 @@ impl SshProvider {
     }
 
     fn remember(&self, host_port: &str, fingerprint: &str) -> Result<()> {
-        let _guard = self.known_hosts_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _guard = self
+            .known_hosts_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let path = self.known_hosts();
         let old = std::fs::read_to_string(&path).unwrap_or_default();
         let mut lines: Vec<String> = old
@@ -194,7 +197,11 @@ impl SshProvider {
             let host = self.connection(&machine)?;
             let target = host.target();
             let key = format!("{} {:?}", target.describe(), target.pinned);
-            machines.entry(key).or_insert_with(|| (host, vec![])).1.push(i);
+            machines
+                .entry(key)
+                .or_insert_with(|| (host, vec![]))
+                .1
+                .push(i);
         }
         let probes = futures::future::join_all(machines.values().map(|(host, members)| {
             let members: Vec<&Target> = members.iter().map(|i| &targets[*i]).collect();

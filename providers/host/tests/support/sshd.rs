@@ -142,7 +142,8 @@ impl TestHost {
         self.sshd = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         let addr = format!("{}:{}", self.address, self.port);
-        while TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_millis(200)).is_err()
+        while TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_millis(200))
+            .is_err()
         {
             assert!(
                 Instant::now() < deadline,
@@ -227,7 +228,14 @@ impl Drop for TestHost {
 }
 
 pub fn fingerprint_of(public_key: &Path) -> String {
-    let out = sh(&["ssh-keygen", "-l", "-E", "sha256", "-f", public_key.to_str().unwrap()]);
+    let out = sh(&[
+        "ssh-keygen",
+        "-l",
+        "-E",
+        "sha256",
+        "-f",
+        public_key.to_str().unwrap(),
+    ]);
     let text = String::from_utf8_lossy(&out.stdout);
     text.split_whitespace()
         .nth(1)
