@@ -290,6 +290,21 @@ fn ssh_machine_end_to_end() {
         }
     }
     assert!(scanned > 10, "only {scanned} files scanned");
+    // Nor in anything anycloud printed.
+    for (what, run) in [
+        ("refused plan", &refused),
+        ("half apply", &half),
+        ("apply", &applied),
+        ("verbose plan", &again),
+        ("drift plan", &drift),
+    ] {
+        for text in [&run.stdout, &run.stderr] {
+            assert!(
+                !text.contains("PRIVATE KEY") && !text.contains(&secret_line),
+                "private key material in the output of the {what}"
+            );
+        }
+    }
 
     // Destroy: what the job wrote just before reaches the bucket; the machine is left clean.
     std::fs::write(
