@@ -158,10 +158,11 @@ fn ssh_machine_end_to_end() {
         .starts_with("SHA256:"));
     let again = p.run(&["plan", "--detailed-exitcode", "-v"]);
     assert_eq!(again.code, 0, "a second plan must be clean: {again:?}");
-    // The refresh of both deployments (18 resources) is one round trip to their machine.
+    // The refresh of both deployments (18 resources) is one round trip to their machine
+    // per deployment key: each deployment signs in with its own.
     assert!(
         again.stderr.contains("refresh of 18 resources")
-            && again.stderr.contains("(ssh: 1 remote calls)"),
+            && again.stderr.contains("(ssh: 2 remote calls)"),
         "{again:?}"
     );
 
@@ -267,12 +268,23 @@ fn ssh_machine_end_to_end() {
     // No private key material anywhere the engine wrote: state, its backup, a saved plan,
     // and every file on the machine (rclone.conf, supervisord's files, the logs).
     p.ok(&["plan", "--out", "saved.plan"]);
-    let private = std::fs::read_to_string(p.path().join(".anycloud/keys/ssh-alpha")).unwrap();
-    let secret_line = private
+    // The key's secret in every form it could leak in: the file's own base64 lines (all but
+    // the first, which every ed25519 key file shares) and the 32 secret bytes in hex.
+    let key_file = p.path().join(".anycloud/keys/ssh-alpha");
+    let private = std::fs::read_to_string(&key_file).unwrap();
+    let mut secrets: Vec<String> = private
         .lines()
-        .find(|l| !l.starts_with("-----") && l.len() > 40)
-        .unwrap()
-        .to_owned();
+        .filter(|l| !l.starts_with("-----"))
+        .skip(1)
+        .filter(|l| l.len() >= 20)
+        .map(String::from)
+        .collect();
+    let (key, _) = anycloud_host::keys::load(&key_file).unwrap();
+    let secret_bytes = key.key_data().ed25519().unwrap().private.to_bytes();
+    secrets.push(hex::encode(secret_bytes));
+    assert!(secrets.len() >= 3, "{secrets:?}");
+    let leaks =
+        |text: &str| text.contains("PRIVATE KEY") || secrets.iter().any(|s| text.contains(s));
     let mut scanned = 0;
     for dir in [p.path().to_path_buf(), m.root.clone()] {
         for file in walk(&dir) {
@@ -281,11 +293,7 @@ fn ssh_machine_end_to_end() {
             }
             let bytes = std::fs::read(&file).unwrap_or_default();
             let text = String::from_utf8_lossy(&bytes);
-            assert!(
-                !text.contains("PRIVATE KEY") && !text.contains(&secret_line),
-                "private key material in {}",
-                file.display()
-            );
+            assert!(!leaks(&text), "private key material in {}", file.display());
             scanned += 1;
         }
     }
@@ -300,7 +308,7 @@ fn ssh_machine_end_to_end() {
     ] {
         for text in [&run.stdout, &run.stderr] {
             assert!(
-                !text.contains("PRIVATE KEY") && !text.contains(&secret_line),
+                !leaks(text),
                 "private key material in the output of the {what}"
             );
         }

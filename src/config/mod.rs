@@ -774,7 +774,7 @@ fn check_machine(
         && host
             .value
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || ".-:_[]".contains(c));
+            .all(|c| c.is_ascii_alphanumeric() || ".-:_".contains(c));
     if !host_ok {
         ck.at(
             host.referenced,
@@ -844,6 +844,7 @@ fn check_machine(
     let root = match root {
         Some(r) => {
             let ok = r.value.starts_with('/')
+                && !r.value.trim_end_matches('/').is_empty()
                 && r.value
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || "/._-+@".contains(c));
@@ -851,7 +852,7 @@ fn check_machine(
                 ck.at(
                     r.referenced,
                     format!(
-                        "vm.root '{}' must be an absolute path of letters, digits and / . _ - + @",
+                        "vm.root '{}' must be an absolute path (not /) of letters, digits and / . _ - + @",
                         r.value
                     ),
                     None,

@@ -26,6 +26,22 @@ fn ctl(args: &str, what: &str) -> String {
     )
 }
 
+/// Waits for a leftover run of the same step to finish first: a script whose connection
+/// dropped runs on (it has no terminal to lose), and its retry must not race it.
+fn step_lock(layout: &VmLayout, step: &str) -> String {
+    let dir = quote(&layout.log_dir);
+    format!("mkdir -p {dir}\nexec 8>{dir}/.{step}.lock\nflock 8\n")
+}
+
+/// Shows a long-running tool's log on stderr as it grows (the SSH transport streams stderr
+/// to the progress display); stops with the script.
+fn follow(log: &str) -> String {
+    format!(
+        "touch {log}\n(tail -n 0 -s 0.2 -F --pid=$$ {log} >&2 2>/dev/null 8>&- 9>&- &)\n",
+        log = quote(log)
+    )
+}
+
 /// Prints the last lines of a tool's log on failure, so errors carry the tool's own words.
 fn or_tail(log: &str, what: &str) -> String {
     format!(
@@ -40,7 +56,7 @@ pub fn vm_init(layout: &VmLayout) -> String {
     let log = quote(&format!("{}/vm-init.log", layout.log_dir));
     let dockerd_log = quote(&format!("{}/dockerd.log", layout.log_dir));
     format!(
-        "{PRELUDE}\
+        "{PRELUDE}{lock}\
 mkdir -p {logdir} {mnt}/input {mnt}/output {mnt}/checkpoint {sup}/conf.d
 missing=()
 command -v docker >/dev/null 2>&1 || missing+=(docker.io)
@@ -49,18 +65,20 @@ test -x /usr/bin/rclone || missing+=(rclone)
 if [ ${{#missing[@]}} -gt 0 ]; then
   if [ \"$(id -u)\" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
-    {{ apt-get update -qq && apt-get install -y -qq \"${{missing[@]}}\"; }} >{log} 2>&1 {apt_fail}
+    {follow}{{ apt-get -o DPkg::Lock::Timeout=600 update -qq && apt-get -o DPkg::Lock::Timeout=600 install -y -qq \"${{missing[@]}}\"; }} >>{log} 2>&1 {apt_fail}
   else
     echo \"missing on this host: ${{missing[*]}}; install them, or run anycloud as root on Debian so it can\" >&2
     exit 1
   fi
 fi
 if ! docker info >/dev/null 2>&1; then
-  setsid dockerd --iptables=false --bridge=none </dev/null >{dockerd_log} 2>&1 &
+  setsid dockerd --iptables=false --bridge=none </dev/null >{dockerd_log} 2>&1 8>&- &
   for _ in $(seq 1 120); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
   docker info >/dev/null 2>&1 {dockerd_fail}
 fi
 ",
+        lock = step_lock(layout, "vm-init"),
+        follow = follow(&format!("{}/vm-init.log", layout.log_dir)).replace('\n', "\n    "),
         logdir = quote(&layout.log_dir),
         mnt = quote(&layout.mnt),
         sup = quote(&layout.supervisor_dir),
@@ -108,10 +126,11 @@ exit 1
 pub fn rclone_check(layout: &VmLayout, target: &str, retries: u64, sleep_secs: u64) -> String {
     let log = format!("{}/rclone-check.log", layout.log_dir);
     format!(
-        "{PRELUDE}\
+        "{PRELUDE}{follow}\
 export RCLONE_CONFIG={config}
 /usr/bin/rclone lsd {target} --retries {retries} --retries-sleep {sleep_secs}s --log-file={qlog} >/dev/null {fail}
 ",
+        follow = follow(&log),
         config = quote(&layout.rclone_config),
         target = quote(target),
         qlog = quote(&log),
@@ -123,11 +142,13 @@ export RCLONE_CONFIG={config}
 pub fn download(layout: &VmLayout, verb: &str, source: &str, dest: &str, log_name: &str) -> String {
     let log = format!("{}/{log_name}", layout.log_dir);
     format!(
-        "{PRELUDE}\
+        "{PRELUDE}{lock}{follow}\
 export RCLONE_CONFIG={config}
 mkdir -p {dest}
 /usr/bin/rclone {verb} {source} {dest} --verbose --fast-list --log-file={qlog} {fail}
 ",
+        lock = step_lock(layout, log_name.trim_end_matches(".log")),
+        follow = follow(&log),
         config = quote(&layout.rclone_config),
         source = quote(source),
         dest = quote(dest),
@@ -181,8 +202,11 @@ fi
 /// `--checksum`, unlike the upload loop's size-and-modtime comparison, cannot skip a file
 /// rewritten with the same size within the modify window.
 pub fn final_flush(layout: &VmLayout, pairs: &[(String, String)]) -> String {
+    let log = format!("{}/rclone-flush.log", layout.log_dir);
     let mut script = format!(
-        "{PRELUDE}export RCLONE_CONFIG={}\n",
+        "{PRELUDE}{}{}export RCLONE_CONFIG={}\n",
+        step_lock(layout, "flush"),
+        follow(&log),
         quote(&layout.rclone_config)
     );
     // Without rclone.conf nothing can be uploaded: that is fine only if there is nothing
@@ -195,7 +219,6 @@ pub fn final_flush(layout: &VmLayout, pairs: &[(String, String)]) -> String {
         ));
     }
     script.push_str("  exit 0\nfi\n");
-    let log = format!("{}/rclone-flush.log", layout.log_dir);
     for (dir, remote) in pairs {
         script.push_str(&format!(
             "if [ -d {dir} ]; then\n  \
@@ -290,9 +313,14 @@ done
     )
 }
 
+/// The exit status of [`upload`] when fewer or other bytes arrived than were sent.
+pub const UPLOAD_INCOMPLETE: i32 = 75;
+
 /// Receives a file on stdin and puts it at `path` atomically: a temporary name in the same
-/// directory, the mode set, then a rename, so a dropped connection never leaves half a file.
-pub fn upload(path: &str, mode: u32) -> String {
+/// directory, checked against the size and sha256 sent, the mode set, then a rename. A cut
+/// connection ends stdin early like a finished file would, so the check is what keeps a
+/// half-sent file from replacing a good one.
+pub fn upload(path: &str, mode: u32, size: usize, sha256: &str) -> String {
     format!(
         "{PRELUDE}\
 p={path}
@@ -301,6 +329,10 @@ mkdir -p \"$d\"
 t=$(mktemp \"$d/.anycloud-upload.XXXXXX\")
 trap 'rm -f \"$t\"' EXIT
 cat >\"$t\"
+if [ \"$(stat -c %s \"$t\")\" != {size} ] || [ \"$(sha256sum <\"$t\" | cut -c1-64)\" != {sha256} ]; then
+  echo \"$p: the upload arrived incomplete\" >&2
+  exit {UPLOAD_INCOMPLETE}
+fi
 chmod {mode:o} \"$t\"
 mv -f \"$t\" \"$p\"
 trap - EXIT

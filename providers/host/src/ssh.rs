@@ -46,6 +46,11 @@ pub struct SshHost {
     key_fingerprint: String,
     session: tokio::sync::Mutex<Option<Arc<Handle<KeyCheck>>>>,
     seen_host_key: Arc<Mutex<Option<String>>>,
+    /// The key this connection trusts: the target's pin, or the first key met. A reconnect
+    /// (after a dropped connection) must meet the same key.
+    pin: Mutex<Option<String>>,
+    /// sshd allows 10 sessions per connection by default (MaxSessions): stay under it.
+    channels: tokio::sync::Semaphore,
     commands: AtomicU64,
 }
 
@@ -84,13 +89,15 @@ impl SshHost {
         let (key, info) = crate::keys::load(&target.key_path)
             .map_err(|e| TransportError::Refused(e.to_string()))?;
         Ok(SshHost {
-            target,
             key: Arc::new(key),
             public_key: info.public_key,
             key_fingerprint: info.fingerprint,
             session: tokio::sync::Mutex::new(None),
             seen_host_key: Arc::new(Mutex::new(None)),
+            pin: Mutex::new(target.pinned.clone()),
+            channels: tokio::sync::Semaphore::new(8),
             commands: AtomicU64::new(0),
+            target,
         })
     }
 
@@ -131,6 +138,11 @@ impl SshHost {
         loop {
             match self.attempt().await {
                 Ok(handle) => {
+                    let mut pin = self.pin.lock().unwrap_or_else(|p| p.into_inner());
+                    if pin.is_none() {
+                        *pin = self.host_key();
+                    }
+                    drop(pin);
                     let handle = Arc::new(handle);
                     *slot = Some(handle.clone());
                     return Ok(handle);
@@ -138,7 +150,8 @@ impl SshHost {
                 Err(Attempt::Permanent(e)) => return Err(e),
                 Err(Attempt::Transient(why)) => {
                     if Instant::now() + delay > deadline {
-                        return Err(TransportError::Unreachable(format!(
+                        // Waited long enough: retrying the whole step would only wait again.
+                        return Err(TransportError::GaveUp(format!(
                             "{}: {why} (tried for {}s)",
                             self.target.describe(),
                             self.target.connect_timeout.as_secs()
@@ -162,8 +175,9 @@ impl SshHost {
             keepalive_max: 4,
             ..Default::default()
         });
+        let pinned = self.pin.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let check = KeyCheck {
-            pinned: self.target.pinned.clone(),
+            pinned: pinned.clone(),
             seen: self.seen_host_key.clone(),
         };
         let address = (self.target.host.as_str(), self.target.port);
@@ -175,7 +189,7 @@ impl SshHost {
         let mut handle = match connected {
             Err(_) => return Err(Attempt::Transient("no answer within 20s".into())),
             Ok(Err(e)) => {
-                if let (Some(pinned), Some(seen)) = (&self.target.pinned, self.host_key()) {
+                if let (Some(pinned), Some(seen)) = (&pinned, self.host_key()) {
                     if *pinned != seen {
                         return Err(Attempt::Permanent(TransportError::HostKeyChanged {
                             host: self.target.describe(),
@@ -188,7 +202,18 @@ impl SshHost {
             }
             Ok(Ok(h)) => h,
         };
-        let key = PrivateKeyWithHashAlg::new(self.key.clone(), None);
+        // An RSA key must sign with SHA-2 (OpenSSH 8.8 refuses SHA-1); others have one hash.
+        let hash = if self.key.algorithm().is_rsa() {
+            handle
+                .best_supported_rsa_hash()
+                .await
+                .ok()
+                .flatten()
+                .flatten()
+        } else {
+            None
+        };
+        let key = PrivateKeyWithHashAlg::new(self.key.clone(), hash);
         let auth = handle
             .authenticate_publickey(self.target.user.clone(), key)
             .await
@@ -220,6 +245,11 @@ impl SshHost {
         stream: bool,
     ) -> Result<Output, TransportError> {
         self.commands.fetch_add(1, Ordering::Relaxed);
+        let _slot = self
+            .channels
+            .acquire()
+            .await
+            .map_err(|e| TransportError::Io(e.to_string()))?;
         let session = self.session().await?;
         let lost = |e: russh::Error| {
             TransportError::Unreachable(format!("{}: {e}", self.target.describe()))
@@ -292,19 +322,21 @@ impl Host for SshHost {
     }
 
     async fn upload(&self, path: &str, contents: &[u8], mode: u32) -> Result<(), TransportError> {
-        let command = format!(
-            "bash -c {}",
-            crate::render::quote(&scripts::upload(path, mode))
-        );
+        let sha256 = crate::steps::sha256_bytes(contents);
+        let script = scripts::upload(path, mode, contents.len(), &sha256);
+        let command = format!("bash -c {}", crate::render::quote(&script));
         let out = self.exec(&command, contents, false).await?;
-        if out.success() {
-            Ok(())
-        } else {
-            Err(TransportError::Io(format!(
-                "writing {path} on {}: {}",
-                self.target.describe(),
-                out.stderr.trim()
-            )))
+        let failed = format!(
+            "writing {path} on {}: {}",
+            self.target.describe(),
+            out.stderr.trim()
+        );
+        match out.status {
+            0 => Ok(()),
+            // The bytes did not all arrive (a cut connection): sending them again may work.
+            scripts::UPLOAD_INCOMPLETE => Err(TransportError::Io(failed)),
+            // No permission, no space: sending them again will not help.
+            _ => Err(TransportError::Refused(failed)),
         }
     }
 }

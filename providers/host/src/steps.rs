@@ -82,8 +82,12 @@ fn input_u64(inputs: &Attrs, key: &str, default: u64) -> u64 {
 }
 
 pub fn sha256_hex(text: &str) -> String {
+    sha256_bytes(text.as_bytes())
+}
+
+pub fn sha256_bytes(bytes: &[u8]) -> String {
     use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+    hex::encode(sha2::Sha256::digest(bytes))
 }
 
 /// The program name and the bucket role a service kind uploads.
@@ -242,7 +246,9 @@ async fn run(host: &dyn Host, script: &str, what: &str) -> Result<Output> {
     if out.success() {
         Ok(out)
     } else {
-        let detail = out.stderr.trim();
+        // The end says why; streamed progress before it would bury that.
+        let lines: Vec<&str> = out.stderr.trim().lines().collect();
+        let detail = lines[lines.len().saturating_sub(25)..].join("\n");
         Err(ProviderError::permanent(format!(
             "{what} failed (exit {}): {detail}",
             out.status

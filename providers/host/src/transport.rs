@@ -33,8 +33,11 @@ pub enum TransportError {
     /// again cannot help.
     #[error("{0}")]
     Refused(String),
+    /// The host did not answer within the connect timeout.
+    #[error("cannot reach the host: {0}")]
+    GaveUp(String),
     /// The host offered a key other than the pinned one.
-    #[error("the host key of {host} has changed: state pins {pinned} but the host now offers {offered}; anycloud will not talk to it, since someone may be intercepting the connection")]
+    #[error("the host key of {host} has changed: anycloud pinned {pinned} (in state, the config or .anycloud/keys/known_hosts) but the host now offers {offered}; anycloud will not talk to it, since someone may be intercepting the connection")]
     HostKeyChanged {
         host: String,
         pinned: String,
@@ -46,6 +49,7 @@ impl From<TransportError> for anycloud_provider::ProviderError {
     fn from(e: TransportError) -> Self {
         match e {
             TransportError::Refused(m) => anycloud_provider::ProviderError::permanent(m),
+            e @ TransportError::GaveUp(_) => anycloud_provider::ProviderError::permanent(e.to_string()),
             // Only a machine anycloud did not make keeps its pin across a rebuild.
             e @ TransportError::HostKeyChanged { .. } => anycloud_provider::ProviderError::permanent(
                 format!(

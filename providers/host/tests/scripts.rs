@@ -71,7 +71,12 @@ fn every_script_sent_to_a_host() {
         ),
         (
             "upload",
-            scripts::upload("/srv/anycloud/hosts/train/rclone.conf", 0o600),
+            scripts::upload(
+                "/srv/anycloud/hosts/train/rclone.conf",
+                0o600,
+                16,
+                "8f434346648f6b96df89dda901c5176b10a6d83961dd3c1ac88b59b2dc327aa4",
+            ),
         ),
         (
             "make_dir",
@@ -117,4 +122,34 @@ fn assert_syntax(name: &str, script: &str) {
         "{name} is not valid bash: {}\n{script}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A cut connection ends the upload's stdin early: the file it was replacing must survive.
+#[test]
+fn an_incomplete_upload_replaces_nothing() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("supervisord.conf");
+    std::fs::write(&path, "the good file\n").unwrap();
+    let body = b"a whole new file\n";
+    let sha = anycloud_host::steps::sha256_bytes(body);
+    let run = |sent: &[u8]| {
+        let script = scripts::upload(path.to_str().unwrap(), 0o644, body.len(), &sha);
+        let mut child = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(&script)
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(sent).unwrap();
+        child.wait().unwrap().code()
+    };
+    assert_eq!(run(&body[..5]), Some(scripts::UPLOAD_INCOMPLETE));
+    assert_eq!(run(b""), Some(scripts::UPLOAD_INCOMPLETE));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "the good file\n");
+    assert_eq!(run(body), Some(0));
+    assert_eq!(std::fs::read(&path).unwrap(), body);
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(left.len(), 1, "no temporary file is left");
 }

@@ -18,7 +18,8 @@ use serde_json::json;
 use crate::dirs;
 
 /// How long to wait for a machine's SSH to answer (a rebooting machine, a restarted sshd).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(300);
+/// A machine of the user's own is expected to be up: a wrong address should not hang.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct SshProvider {
     /// Where the deployments' generated keys live (`.anycloud/keys`).
@@ -196,7 +197,14 @@ impl SshProvider {
             };
             let host = self.connection(&machine)?;
             let target = host.target();
-            let key = format!("{} {:?}", target.describe(), target.pinned);
+            // Each deployment signs in with its own key: a key not yet authorised (or revoked)
+            // must fail only its own deployment's reads, never answer for another's.
+            let key = format!(
+                "{} {} {:?}",
+                target.describe(),
+                target.key_path.display(),
+                target.pinned
+            );
             machines
                 .entry(key)
                 .or_insert_with(|| (host, vec![]))
