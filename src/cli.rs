@@ -231,7 +231,7 @@ fn render_plan(plan: &Plan, format: Format) -> String {
 }
 
 async fn plan_cmd(cli: &Cli, args: &PlanArgs, providers: &Providers) -> Result<i32, UserError> {
-    let config = engine::load_config(&cli.config)?;
+    let config = engine::load_config_for(&cli.config, providers)?;
     let _lock = lock(cli, "plan")?;
     let state = engine::load_state(&cli.state)?;
     let opts = PlanOptions {
@@ -398,9 +398,10 @@ async fn apply_cmd(cli: &Cli, args: &ApplyArgs, providers: &Providers) -> Result
             out("No changes. The infrastructure matches the configuration.\n");
             return Ok(0);
         }
+        engine::load_config_for(&cli.config, providers)?;
         return execute(cli, &plan, state, providers, args.parallelism).await;
     }
-    let config = engine::load_config(&cli.config)?;
+    let config = engine::load_config_for(&cli.config, providers)?;
     let _lock = lock(cli, "apply")?;
     let state = engine::load_state(&cli.state)?;
     let opts = PlanOptions {
@@ -428,7 +429,7 @@ async fn destroy_cmd(
     args: &DestroyArgs,
     providers: &Providers,
 ) -> Result<i32, UserError> {
-    let config = engine::load_config(&cli.config)?;
+    let config = engine::load_config_for(&cli.config, providers)?;
     let _lock = lock(cli, "destroy")?;
     let state = engine::load_state(&cli.state)?;
     let opts = PlanOptions {
@@ -557,7 +558,7 @@ fn state_cmd(cli: &Cli, cmd: &StateCommand) -> Result<i32, UserError> {
 }
 
 async fn status_cmd(cli: &Cli, providers: &Providers) -> Result<i32, UserError> {
-    let config = engine::load_config(&cli.config)?;
+    let config = engine::load_config_for(&cli.config, providers)?;
     let state = engine::load_state(&cli.state)?;
     let graph = crate::graph::compile(&config);
     let desired = crate::plan::desired(&graph, providers)

@@ -57,6 +57,15 @@ fn plan_errors(errors: Vec<plan::PlanError>) -> UserError {
     )
 }
 
+/// Loads the config and hands each provider its `providers.<name>` section.
+pub fn load_config_for(path: &Path, providers: &Providers) -> Result<Config, UserError> {
+    let config = load_config(path)?;
+    providers
+        .configure(&config.provider_settings)
+        .map_err(|e| UserError(format!("error: {}: {e}", path.display())))?;
+    Ok(config)
+}
+
 /// Compiles, plans, refreshes (unless told not to) and diffs: the whole of `anycloud plan`.
 pub async fn make_plan(
     config: &Config,
@@ -116,9 +125,15 @@ pub async fn make_plan_timed(
     let start = Instant::now();
     let desired = plan::desired(&graph, providers).map_err(plan_errors)?;
     t.desired = start.elapsed();
+    let mut notes = Vec::new();
     let current = if opts.refresh {
         let start = Instant::now();
         let calls_before = providers.remote_calls();
+        if !opts.destroy {
+            notes = plan::preflight(&graph, &desired, providers)
+                .await
+                .map_err(|errors| UserError(errors.join("\n")))?;
+        }
         let current = plan::refresh(&graph, &desired, state, providers)
             .await
             .map_err(plan_errors)?;
@@ -137,6 +152,7 @@ pub async fn make_plan_timed(
     let mut plan =
         plan::diff(&graph, &desired, state, current.as_ref(), opts).map_err(plan_errors)?;
     t.diff = start.elapsed();
+    plan.warnings.extend(notes);
     plan.config_digest = config.digest.clone();
     Ok((graph, plan, t))
 }

@@ -46,7 +46,8 @@ pub fn storage_address(provider: &str, continent: &str) -> String {
 pub fn compile(config: &Config) -> Graph {
     let mut g = Graph::default();
     // First-wins: the first deployment (by id) to use a bucket name fixes its continent.
-    let mut bucket_home: BTreeMap<(String, String), (String, String)> = BTreeMap::new();
+    // (continent, first deployment, its region): a new bucket is made where it is first used.
+    let mut bucket_home: BTreeMap<(String, String), (String, String, String)> = BTreeMap::new();
     for d in &config.deployments {
         let storage = storage_address(&d.provider, &d.continent);
         g.nodes.entry(storage.clone()).or_insert_with(|| Node {
@@ -60,12 +61,13 @@ pub fn compile(config: &Config) -> Graph {
         });
         let p = |rest: &str| format!("deployment.{}.{rest}", d.id);
         let mut bucket_addrs = Vec::new();
+        let mut bucket_regions: BTreeMap<&str, String> = BTreeMap::new();
         for (role, name) in roles(d) {
             let addr = p(&format!("bucket.{role}"));
             let key = (d.provider.clone(), name.clone());
-            let (home, first) = bucket_home
+            let (home, first, home_region) = bucket_home
                 .entry(key)
-                .or_insert_with(|| (d.continent.clone(), d.id.clone()))
+                .or_insert_with(|| (d.continent.clone(), d.id.clone(), d.region.clone()))
                 .clone();
             if home != d.continent {
                 g.warnings.push(format!(
@@ -78,6 +80,8 @@ pub fn compile(config: &Config) -> Graph {
             inputs.insert("name".into(), json!(name));
             inputs.insert("role".into(), json!(role));
             inputs.insert("continent".into(), json!(home));
+            inputs.insert("home_region".into(), json!(home_region));
+            bucket_regions.insert(role, home_region);
             g.add(Node {
                 address: addr.clone(),
                 kind: Kind::Bucket,
@@ -103,7 +107,10 @@ pub fn compile(config: &Config) -> Graph {
                 .find(|(r, _)| *r == role)
                 .map(|(_, a)| a.clone())
         };
-        let host_inputs = Arc::new(host_inputs(config, d));
+        let mut host_inputs = host_inputs(config, d);
+        // Where each bucket is made (a VM's rclone needs its region).
+        host_inputs.insert("bucket_regions".into(), json!(bucket_regions));
+        let host_inputs = Arc::new(host_inputs);
         let vm = p("vm");
         let mut vm_deps = vec![];
         if has_role(&d.provider) {

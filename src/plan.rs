@@ -157,6 +157,60 @@ pub fn desired(
     }
 }
 
+/// Asks each provider to check the desired resources against the live cloud (read-only):
+/// returns the notes for the plan, or the providers' errors, which fail it.
+pub async fn preflight(
+    graph: &Graph,
+    desired: &BTreeMap<String, Planned>,
+    providers: &Providers,
+) -> Result<Vec<String>, Vec<String>> {
+    let mut by_provider: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for node in graph.nodes.values() {
+        by_provider
+            .entry(node.provider.as_str())
+            .or_default()
+            .push(node.address.as_str());
+    }
+    let (mut notes, mut errors) = (Vec::new(), Vec::new());
+    for (name, addrs) in by_provider {
+        let Ok(provider) = providers.get(name) else {
+            continue;
+        };
+        let deps: Vec<Vec<(Kind, &Attrs)>> = addrs
+            .iter()
+            .map(|a| {
+                graph.nodes[*a]
+                    .deps
+                    .iter()
+                    .filter_map(|d| Some((graph.nodes.get(d)?.kind, &desired.get(d)?.attrs)))
+                    .collect()
+            })
+            .collect();
+        let targets: Vec<Target> = addrs
+            .iter()
+            .zip(&deps)
+            .map(|(a, d)| Target {
+                address: a,
+                kind: graph.nodes[*a].kind,
+                attrs: &desired[*a].attrs,
+                deps: d,
+            })
+            .collect();
+        match crate::retry::with_retries(|| provider.preflight(&targets)).await {
+            Ok(found) => {
+                notes.extend(found.notes);
+                errors.extend(found.errors);
+            }
+            Err(e) => errors.push(format!("error: provider {name}: {}", e.message)),
+        }
+    }
+    if errors.is_empty() {
+        Ok(notes)
+    } else {
+        Err(errors)
+    }
+}
+
 /// Asks each provider, in one batch, what exists now of everything in state (and of the
 /// data nodes). Returns the current attributes by address, `None` where gone.
 pub async fn refresh(

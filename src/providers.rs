@@ -14,11 +14,12 @@ pub struct Providers {
 impl Providers {
     /// Every provider of this build; `keys_dir` holds the deployments' SSH keys.
     pub fn builtin(keys_dir: &Path) -> Providers {
-        let all: [Arc<dyn Provider>; 2] = [
+        let all: [Arc<dyn Provider>; 3] = [
             Arc::new(anycloud_provider_local::LocalProvider::default()),
             Arc::new(anycloud_provider_local::SshProvider::new(
                 keys_dir.to_path_buf(),
             )),
+            Arc::new(anycloud_provider_aws::AwsProvider::new(keys_dir.to_path_buf())),
         ];
         Providers::of(all.into())
     }
@@ -37,6 +38,20 @@ impl Providers {
                 self.by_name.keys().copied().collect::<Vec<_>>().join(", ")
             )
         })
+    }
+
+    /// Gives every provider its settings from the config (`null` where it has none).
+    pub fn configure(
+        &self,
+        settings: &BTreeMap<String, serde_json::Value>,
+    ) -> Result<(), String> {
+        for (name, provider) in &self.by_name {
+            let mine = settings.get(*name).unwrap_or(&serde_json::Value::Null);
+            provider
+                .configure(mine)
+                .map_err(|e| format!("providers.{name}: {}", e.message))?;
+        }
+        Ok(())
     }
 
     /// Each provider's count of calls to the outside so far.

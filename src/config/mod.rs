@@ -2,7 +2,8 @@
 
 mod names;
 mod raw;
-pub mod regions;
+/// The continent table lives with the providers, which map a bucket's region to it too.
+pub use anycloud_provider::regions;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -26,6 +27,8 @@ pub struct Config {
     pub aws_profile: Option<String>,
     /// `providers.gcp.project`.
     pub gcp_project: Option<String>,
+    /// Each provider's own settings, handed to it as they are (`Provider::configure`).
+    pub provider_settings: BTreeMap<String, serde_json::Value>,
     pub deployments: Vec<Deployment>,
 }
 
@@ -370,6 +373,33 @@ fn check(ck: &mut Checker, raw: RawConfig, base: &Path, digest: &str) -> Config 
             );
         }
     }
+    let mut provider_settings = BTreeMap::new();
+    if let Some(aws) = &providers.aws {
+        if let Some(cidr) = &aws.ssh_cidr {
+            if !is_cidr(&cidr.value) {
+                ck.at(
+                    cidr.referenced,
+                    format!("providers.aws.ssh_cidr '{}' is not an IPv4 CIDR like 203.0.113.7/32", cidr.value),
+                    None,
+                );
+            }
+        }
+        if let Some(ami) = &aws.ami {
+            if !ami.value.starts_with("ami-") {
+                ck.at(ami.referenced, format!("providers.aws.ami '{}' is not an image id (ami-…)", ami.value), None);
+            }
+        }
+        provider_settings.insert(
+            "aws".to_owned(),
+            serde_json::json!({
+                "profile": aws.profile,
+                "endpoints": aws.endpoints.clone().unwrap_or_default(),
+                "ssh_cidr": aws.ssh_cidr.as_ref().map(|c| &c.value),
+                "ami": aws.ami.as_ref().map(|c| &c.value),
+                "ssh_user": aws.ssh_user.as_ref().map(|c| &c.value),
+            }),
+        );
+    }
     let aws_profile = providers.aws.and_then(|a| a.profile);
     let gcp_project = providers.gcp.and_then(|g| g.project).map(|p| p.value);
     let defaults = raw.defaults.unwrap_or_default();
@@ -405,6 +435,7 @@ fn check(ck: &mut Checker, raw: RawConfig, base: &Path, digest: &str) -> Config 
         local_root,
         aws_profile,
         gcp_project,
+        provider_settings,
         deployments,
     }
 }
@@ -953,4 +984,11 @@ fn check_container(ck: &mut Checker, c: S<raw::RawContainer>) -> Option<Containe
         gpus: c.gpus.map(|g| g.value),
         shm_size: c.shm_size.map(|s| s.value),
     })
+}
+
+fn is_cidr(text: &str) -> bool {
+    let Some((ip, bits)) = text.split_once('/') else {
+        return false;
+    };
+    ip.parse::<std::net::Ipv4Addr>().is_ok() && bits.parse::<u8>().is_ok_and(|b| b <= 32)
 }

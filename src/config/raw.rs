@@ -31,6 +31,23 @@ pub struct RawProviders {
 #[serde(deny_unknown_fields)]
 pub struct RawAws {
     pub profile: Option<String>,
+    /// Per-service endpoints (S3-compatible stores, moto), as `AWS_ENDPOINT_URL_<SERVICE>`.
+    pub endpoints: Option<RawAwsEndpoints>,
+    /// Who may reach the VMs' SSH port; default: this machine's public address.
+    pub ssh_cidr: Option<S<String>>,
+    /// The VM image; default: the latest Debian 12 image in the region.
+    pub ami: Option<S<String>>,
+    /// The image's login user (Debian's images: `admin`).
+    pub ssh_user: Option<S<String>>,
+}
+
+#[derive(Deserialize, serde::Serialize, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawAwsEndpoints {
+    pub s3: Option<String>,
+    pub iam: Option<String>,
+    pub ec2: Option<String>,
+    pub sts: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -5,6 +5,8 @@
 //! retryable or not. It knows nothing of graphs, plans or state files: the engine hands it
 //! plain attribute maps and stores what it returns.
 
+pub mod regions;
+
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -144,6 +146,15 @@ impl std::error::Error for ProviderError {}
 
 pub type Result<T, E = ProviderError> = std::result::Result<T, E>;
 
+/// What [`Provider::preflight`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Preflight {
+    /// Each fails the plan, printed as it is (a provider's own, exact wording).
+    pub errors: Vec<String>,
+    /// Shown with the plan.
+    pub notes: Vec<String>,
+}
+
 /// Reads and changes a cloud's resources, one node at a time.
 #[async_trait::async_trait]
 pub trait Provider: Send + Sync {
@@ -171,6 +182,19 @@ pub trait Provider: Send + Sync {
     /// upload last ran): shown to people, never diffed or stored.
     async fn observe(&self, targets: &[Target<'_>]) -> Result<Vec<BTreeMap<String, String>>> {
         Ok(vec![BTreeMap::new(); targets.len()])
+    }
+
+    /// The config's `providers.<name>` section (as JSON; `null` when absent), given once
+    /// before any other verb. Checked by the config loader already.
+    fn configure(&self, _settings: &serde_json::Value) -> Result<()> {
+        Ok(())
+    }
+
+    /// Read-only checks of the desired resources against the live cloud before any change:
+    /// what would make an apply fail half-way (a name taken elsewhere) is an error now; what
+    /// a reviewer should know (an existing bucket that will be reused) is a note.
+    async fn preflight(&self, _targets: &[Target<'_>]) -> Result<Preflight> {
+        Ok(Preflight::default())
     }
 
     /// How many calls this provider has made to the outside so far (API requests, SSH

@@ -30,6 +30,19 @@ impl VmLayout {
         }
     }
 
+    /// The seed's paths on a cloud VM (`/mnt/input`, …), under `prefix` (empty on a real VM;
+    /// tests root a shared test host elsewhere).
+    pub fn on_vm(prefix: &str) -> VmLayout {
+        let mnt = format!("{prefix}/mnt");
+        VmLayout {
+            supervisor_socket: format!("/tmp/anycloud-{}.sock", crate::short_hash(&mnt)),
+            mnt,
+            log_dir: format!("{prefix}/var/log/anycloud"),
+            supervisor_dir: format!("{prefix}/etc/anycloud/supervisor"),
+            rclone_config: format!("{prefix}/etc/anycloud/rclone.conf"),
+        }
+    }
+
     pub fn supervisord_conf(&self) -> String {
         format!("{}/supervisord.conf", self.supervisor_dir)
     }

@@ -51,7 +51,7 @@ fn layout_json(layout: &VmLayout) -> Value {
     serde_json::to_value(layout).expect("a layout is plain strings")
 }
 
-fn layout_of(attrs: &Attrs) -> Result<VmLayout> {
+pub fn layout_of(attrs: &Attrs) -> Result<VmLayout> {
     let v = attrs.get("_layout").cloned().unwrap_or(Value::Null);
     serde_json::from_value(v).map_err(|e| ProviderError::permanent(format!("bad layout: {e}")))
 }
@@ -60,7 +60,8 @@ fn pairs_json(pairs: &[(String, String)]) -> Value {
     Value::Array(pairs.iter().map(|(d, r)| json!([d, r])).collect())
 }
 
-fn pairs_of(attrs: &Attrs) -> Vec<(String, String)> {
+/// The `(directory, remote)` pairs a resource flushes before it goes.
+pub fn pairs_of(attrs: &Attrs) -> Vec<(String, String)> {
     attrs
         .get("_flush")
         .and_then(|v| v.as_array())
@@ -75,6 +76,52 @@ fn pairs_of(attrs: &Attrs) -> Vec<(String, String)> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The attributes every VM carries for what runs on it: where things are, the container's
+/// name, and what to upload before it goes.
+pub fn vm_attrs(ctx: &HostContext, attrs: &mut Attrs) {
+    attrs.insert("_layout".into(), layout_json(&ctx.layout));
+    attrs.insert("container_name".into(), json!(ctx.container_name()));
+    attrs.insert("_flush".into(), pairs_json(&ctx.flush_pairs()));
+}
+
+/// The deployments to probe on one host (layout and container name), once each, from the
+/// hosted resources among `targets`.
+pub fn deployments_of(targets: &[&anycloud_provider::Target<'_>]) -> Vec<(VmLayout, String)> {
+    let mut by_mnt: BTreeMap<String, (VmLayout, String)> = BTreeMap::new();
+    for t in targets.iter().filter(|t| t.kind.is_hosted()) {
+        let Ok(layout) = layout_of(t.attrs) else {
+            continue;
+        };
+        let container = t
+            .dep(Kind::Vm)
+            .and_then(|vm| vm.get("container_name"))
+            .or_else(|| t.attrs.get("name").filter(|_| t.kind == Kind::Container))
+            .and_then(|v| v.as_str())
+            .unwrap_or("anycloud-none")
+            .to_owned();
+        by_mnt.entry(layout.mnt.clone()).or_insert((layout, container));
+    }
+    by_mnt.into_values().collect()
+}
+
+fn probe_of<'a>(t: &anycloud_provider::Target<'_>, probe: &'a HostProbe) -> Option<&'a Probe> {
+    let mnt = t.attrs.get("_layout")?.get("mnt")?.as_str()?;
+    probe.deployments.get(mnt)
+}
+
+/// A hosted resource's current attributes from its host's probe; `None` where it is gone.
+pub fn read_hosted(t: &anycloud_provider::Target<'_>, probe: &HostProbe) -> Option<Attrs> {
+    read(t.kind, t.attrs, probe_of(t, probe)?)
+}
+
+/// What `status` shows of a hosted resource, from its host's probe.
+pub fn observe_hosted(t: &anycloud_provider::Target<'_>, probe: &HostProbe) -> BTreeMap<String, String> {
+    match probe_of(t, probe) {
+        Some(p) if t.kind.is_hosted() => observe(t.kind, t.attrs, p),
+        _ => BTreeMap::new(),
+    }
 }
 
 fn input_u64(inputs: &Attrs, key: &str, default: u64) -> u64 {

@@ -36,10 +36,7 @@ pub fn check_root(root: &str) -> Result<()> {
     }
 }
 
-pub fn layout_of(attrs: &Attrs) -> Result<VmLayout> {
-    serde_json::from_value(attrs.get("_layout").cloned().unwrap_or_default())
-        .map_err(|e| ProviderError::permanent(format!("bad layout: {e}")))
-}
+pub use steps::layout_of;
 
 /// The host context of a deployment from the engine's inputs and the machine's root.
 /// `check_target` is what rclone's connectivity check lists.
@@ -67,19 +64,7 @@ pub fn host_context(inputs: &Attrs, root: &str, check_target: String) -> Result<
 /// The attributes every directory-cloud VM has.
 pub fn vm_attrs(ctx: &HostContext, root: &str, attrs: &mut Attrs) {
     attrs.insert("host_dir".into(), json!(host_dir(root, &ctx.deployment)));
-    attrs.insert(
-        "_layout".into(),
-        serde_json::to_value(&ctx.layout).expect("strings"),
-    );
-    attrs.insert("container_name".into(), json!(ctx.container_name()));
-    attrs.insert(
-        "_flush".into(),
-        json!(ctx
-            .flush_pairs()
-            .iter()
-            .map(|(d, r)| json!([d, r]))
-            .collect::<Vec<_>>()),
-    );
+    steps::vm_attrs(ctx, attrs);
 }
 
 /// Buckets hold the user's data: destroy forgets them and leaves the directory.
@@ -125,35 +110,10 @@ pub async fn cleanup_host(host: &dyn Host, vm: &Attrs) -> Result<()> {
 /// The last upload of the VM's directories, then the cleanup, then its directory goes.
 pub async fn delete_vm(host: &dyn Host, vm: &Attrs) -> Result<()> {
     let layout = layout_of(vm)?;
-    let pairs: Vec<(String, String)> =
-        serde_json::from_value(vm.get("_flush").cloned().unwrap_or_else(|| json!([])))
-            .unwrap_or_default();
-    steps::flush(host, &layout, &pairs).await?;
+    steps::flush(host, &layout, &steps::pairs_of(vm)).await?;
     cleanup_host(host, vm).await?;
     let dir = attr_str(vm, "host_dir")?;
     run_ok(host, &scripts::remove_dir(dir), &format!("removing {dir}")).await
-}
-
-/// The deployments on one host to probe: layout and container name, once each.
-pub fn deployments_of(targets: &[&Target<'_>]) -> Vec<(VmLayout, String)> {
-    let mut by_mnt: BTreeMap<String, (VmLayout, String)> = BTreeMap::new();
-    for t in targets.iter().filter(|t| t.kind.is_hosted()) {
-        let Ok(layout) = layout_of(t.attrs) else {
-            continue;
-        };
-        let container = t
-            .dep(Kind::Vm)
-            .and_then(|vm| vm.get("container_name"))
-            .or_else(|| t.attrs.get("container_name"))
-            .or_else(|| t.attrs.get("name").filter(|_| t.kind == Kind::Container))
-            .and_then(|v| v.as_str())
-            .unwrap_or("anycloud-none")
-            .to_owned();
-        by_mnt
-            .entry(layout.mnt.clone())
-            .or_insert((layout, container));
-    }
-    by_mnt.into_values().collect()
 }
 
 /// The directory whose existence says whether a storage, bucket or VM resource exists.
@@ -172,29 +132,5 @@ pub fn read_from(t: &Target<'_>, probe: &HostProbe) -> Option<Attrs> {
     if let Some(dir) = dir_of(t) {
         return probe.present_dirs.contains(&dir).then(|| t.attrs.clone());
     }
-    if t.kind.is_hosted() {
-        let mnt = t
-            .attrs
-            .get("_layout")
-            .and_then(|l| l.get("mnt"))
-            .and_then(|m| m.as_str())?;
-        return steps::read(t.kind, t.attrs, probe.deployments.get(mnt)?);
-    }
-    None
-}
-
-/// What `status` shows of a target, from the same probe.
-pub fn observe_from(t: &Target<'_>, probe: &HostProbe) -> BTreeMap<String, String> {
-    let mnt = t
-        .attrs
-        .get("_layout")
-        .and_then(|l| l.get("mnt"))
-        .and_then(|m| m.as_str());
-    match (
-        t.kind.is_hosted(),
-        mnt.and_then(|m| probe.deployments.get(m)),
-    ) {
-        (true, Some(p)) => steps::observe(t.kind, t.attrs, p),
-        _ => BTreeMap::new(),
-    }
+    steps::read_hosted(t, probe)
 }

@@ -45,7 +45,7 @@ impl LocalProvider {
     async fn probe(&self, targets: &[Target<'_>]) -> Result<anycloud_host::HostProbe> {
         let all: Vec<&Target> = targets.iter().collect();
         let dirs: Vec<String> = targets.iter().filter_map(dirs::dir_of).collect();
-        steps::probe_host(&self.host, &dirs::deployments_of(&all), &dirs).await
+        steps::probe_host(&self.host, &steps::deployments_of(&all), &dirs).await
     }
 }
 
@@ -120,7 +120,7 @@ impl Provider for LocalProvider {
         let probe = self.probe(targets).await?;
         Ok(targets
             .iter()
-            .map(|t| dirs::observe_from(t, &probe))
+            .map(|t| steps::observe_hosted(t, &probe))
             .collect())
     }
 

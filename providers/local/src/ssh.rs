@@ -214,7 +214,7 @@ impl SshProvider {
         let probes = futures::future::join_all(machines.values().map(|(host, members)| {
             let members: Vec<&Target> = members.iter().map(|i| &targets[*i]).collect();
             let dirs: Vec<String> = members.iter().filter_map(|t| dirs::dir_of(t)).collect();
-            let deployments = dirs::deployments_of(&members);
+            let deployments = steps::deployments_of(&members);
             let host = host.clone();
             async move { steps::probe_host(&*host, &deployments, &dirs).await }
         }))
@@ -356,7 +356,7 @@ impl Provider for SshProvider {
             .iter()
             .zip(probes)
             .map(|(t, probe)| match probe {
-                Some(p) => dirs::observe_from(t, &p),
+                Some(p) => steps::observe_hosted(t, &p),
                 None => BTreeMap::new(),
             })
             .collect())

@@ -1,0 +1,147 @@
+//! The SDK clients: one base configuration from the standard chain (profile, environment,
+//! instance role), then a client per service and region, every one counting its calls.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use aws_config::retry::RetryConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+use tokio::sync::OnceCell;
+
+use crate::settings::Settings;
+
+/// Counts every attempt (retries included): what `plan -v` reports.
+#[derive(Debug, Clone)]
+struct CountCalls(Arc<AtomicU64>);
+
+impl Intercept for CountCalls {
+    fn name(&self) -> &'static str {
+        "anycloud-count-calls"
+    }
+
+    fn read_before_attempt(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// IAM is global; its API lives in us-east-1.
+const IAM_REGION: &str = "us-east-1";
+
+pub struct Clients {
+    settings: Settings,
+    base: OnceCell<SdkConfig>,
+    calls: Arc<AtomicU64>,
+    s3: Mutex<HashMap<String, aws_sdk_s3::Client>>,
+    ec2: Mutex<HashMap<String, aws_sdk_ec2::Client>>,
+}
+
+impl Clients {
+    pub fn new(settings: Settings) -> Clients {
+        Clients {
+            settings,
+            base: OnceCell::new(),
+            calls: Arc::new(AtomicU64::new(0)),
+            s3: Mutex::new(HashMap::new()),
+            ec2: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    async fn base(&self) -> &SdkConfig {
+        self.base
+            .get_or_init(|| async {
+                // rustls with ring: the SDK's default TLS stack (aws-lc) is slow to build.
+                let http = aws_smithy_http_client::Builder::new()
+                    .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+                    .build_https();
+                let mut loader = aws_config::defaults(BehaviorVersion::latest())
+                    .http_client(http)
+                    .region(Region::new(IAM_REGION))
+                    // Throttling and 5xx are retried here first, then by the engine.
+                    .retry_config(RetryConfig::standard().with_max_attempts(5));
+                if let Some(p) = &self.settings.profile {
+                    loader = loader.profile_name(p);
+                }
+                loader.load().await
+            })
+            .await
+    }
+
+    async fn regional(&self, region: &str) -> SdkConfig {
+        self.base()
+            .await
+            .to_builder()
+            .region(Region::new(region.to_owned()))
+            .build()
+    }
+
+    pub async fn s3(&self, region: &str) -> aws_sdk_s3::Client {
+        if let Some(c) = self.s3.lock().unwrap_or_else(|p| p.into_inner()).get(region) {
+            return c.clone();
+        }
+        let config = self.regional(region).await;
+        let mut builder = aws_sdk_s3::config::Builder::from(&config)
+            .interceptor(CountCalls(self.calls.clone()));
+        if let Some(url) = &self.settings.endpoints.s3 {
+            builder = builder.endpoint_url(url);
+        }
+        // S3-compatible stores (and moto) want bucket names in the path.
+        if self.settings.s3_endpoint().is_some() {
+            builder = builder.force_path_style(true);
+        }
+        let client = aws_sdk_s3::Client::from_conf(builder.build());
+        self.s3
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(region.to_owned(), client.clone());
+        client
+    }
+
+    pub async fn ec2(&self, region: &str) -> aws_sdk_ec2::Client {
+        if let Some(c) = self.ec2.lock().unwrap_or_else(|p| p.into_inner()).get(region) {
+            return c.clone();
+        }
+        let config = self.regional(region).await;
+        let mut builder = aws_sdk_ec2::config::Builder::from(&config)
+            .interceptor(CountCalls(self.calls.clone()));
+        if let Some(url) = &self.settings.endpoints.ec2 {
+            builder = builder.endpoint_url(url);
+        }
+        let client = aws_sdk_ec2::Client::from_conf(builder.build());
+        self.ec2
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(region.to_owned(), client.clone());
+        client
+    }
+
+    pub async fn iam(&self) -> aws_sdk_iam::Client {
+        let config = self.base().await;
+        let mut builder =
+            aws_sdk_iam::config::Builder::from(config).interceptor(CountCalls(self.calls.clone()));
+        if let Some(url) = &self.settings.endpoints.iam {
+            builder = builder.endpoint_url(url);
+        }
+        aws_sdk_iam::Client::from_conf(builder.build())
+    }
+}

@@ -1,0 +1,379 @@
+//! The VM: the deployment's key pair, a security group admitting SSH only, and an instance
+//! (spot when asked) with the deployment's instance profile. Found again by its tags, so a
+//! re-run after a crash adopts the instance it started instead of starting another.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anycloud_provider::{ProviderError, Result};
+use aws_sdk_ec2::primitives::Blob;
+use aws_sdk_ec2::types::{
+    BlockDeviceMapping, EbsBlockDevice, Filter, IamInstanceProfileSpecification,
+    InstanceMarketOptionsRequest, InstanceStateName, InstanceType, IpPermission, IpRange,
+    MarketType, ResourceType, Tag, TagSpecification,
+};
+
+use crate::clients::Clients;
+use crate::errors::{classify, code};
+
+pub const DEPLOYMENT_TAG: &str = "anycloud:deployment";
+pub const PROJECT_TAG: &str = "anycloud:project";
+
+/// What EC2 says about one instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Instance {
+    pub id: String,
+    pub state: String,
+    pub public_ip: Option<String>,
+    pub deployment: Option<String>,
+    pub lifecycle: Option<String>,
+}
+
+impl Instance {
+    pub fn alive(&self) -> bool {
+        matches!(self.state.as_str(), "pending" | "running")
+    }
+}
+
+/// The VM's init is done over SSH: user data only says so.
+pub const USER_DATA: &str = "#!/bin/sh\n# anycloud: this VM is set up over SSH; nothing runs at boot.\n";
+
+pub async fn import_key(clients: &Clients, region: &str, name: &str, public_key: &str) -> Result<()> {
+    let ec2 = clients.ec2(region).await;
+    // The key may have been made by an earlier run with another key pair: replace it.
+    match ec2.delete_key_pair().key_name(name).send().await {
+        Ok(_) => {}
+        Err(e) if code(&e) == Some("InvalidKeyPair.NotFound") => {}
+        Err(e) => return Err(classify(&format!("DeleteKeyPair {name}"), e)),
+    }
+    ec2.import_key_pair()
+        .key_name(name)
+        .public_key_material(Blob::new(public_key.as_bytes()))
+        .send()
+        .await
+        .map_err(|e| classify(&format!("ImportKeyPair {name}"), e))?;
+    Ok(())
+}
+
+/// The security group `name`, admitting SSH from `cidr` only. Returns its id.
+pub async fn ensure_security_group(
+    clients: &Clients,
+    region: &str,
+    name: &str,
+    cidr: &str,
+) -> Result<String> {
+    let ec2 = clients.ec2(region).await;
+    let found = ec2
+        .describe_security_groups()
+        .filters(Filter::builder().name("group-name").values(name).build())
+        .send()
+        .await
+        .map_err(|e| classify(&format!("DescribeSecurityGroups {name}"), e))?;
+    let id = match found.security_groups().first().and_then(|g| g.group_id()) {
+        Some(id) => id.to_owned(),
+        None => ec2
+            .create_security_group()
+            .group_name(name)
+            .description("anycloud: SSH only")
+            .send()
+            .await
+            .map_err(|e| classify(&format!("CreateSecurityGroup {name}"), e))?
+            .group_id()
+            .unwrap_or_default()
+            .to_owned(),
+    };
+    let rule = IpPermission::builder()
+        .ip_protocol("tcp")
+        .from_port(22)
+        .to_port(22)
+        .ip_ranges(
+            IpRange::builder()
+                .cidr_ip(cidr)
+                .description("anycloud: SSH")
+                .build(),
+        )
+        .build();
+    match ec2
+        .authorize_security_group_ingress()
+        .group_id(&id)
+        .ip_permissions(rule)
+        .send()
+        .await
+    {
+        Ok(_) => {}
+        Err(e) if code(&e) == Some("InvalidPermission.Duplicate") => {}
+        Err(e) => return Err(classify(&format!("AuthorizeSecurityGroupIngress {name}"), e)),
+    }
+    Ok(id)
+}
+
+pub struct Launch<'a> {
+    pub region: &'a str,
+    pub deployment: &'a str,
+    pub project: Option<&'a str>,
+    pub ami: &'a str,
+    pub instance_type: &'a str,
+    pub spot: bool,
+    pub disk_gb: Option<i32>,
+    pub key_name: &'a str,
+    pub security_group_id: &'a str,
+    pub instance_profile: &'a str,
+}
+
+/// The deployment's live instance if there is one (an interrupted create), else a new one.
+pub async fn ensure_instance(clients: &Clients, l: &Launch<'_>) -> Result<Instance> {
+    if let Some(found) = find(clients, l.region, l.deployment, l.project).await? {
+        return Ok(found);
+    }
+    let ec2 = clients.ec2(l.region).await;
+    let mut tags = vec![
+        Tag::builder().key(DEPLOYMENT_TAG).value(l.deployment).build(),
+        Tag::builder()
+            .key("Name")
+            .value(format!("anycloud-{}", l.deployment))
+            .build(),
+    ];
+    if let Some(p) = l.project {
+        tags.push(Tag::builder().key(PROJECT_TAG).value(p).build());
+    }
+    let mut run = ec2
+        .run_instances()
+        .image_id(l.ami)
+        .instance_type(InstanceType::from(l.instance_type))
+        .min_count(1)
+        .max_count(1)
+        .key_name(l.key_name)
+        .security_group_ids(l.security_group_id)
+        .iam_instance_profile(
+            IamInstanceProfileSpecification::builder()
+                .name(l.instance_profile)
+                .build(),
+        )
+        .user_data(aws_smithy_types::base64::encode(USER_DATA))
+        .tag_specifications(
+            TagSpecification::builder()
+                .resource_type(ResourceType::Instance)
+                .set_tags(Some(tags))
+                .build(),
+        );
+    if l.spot {
+        run = run.instance_market_options(
+            InstanceMarketOptionsRequest::builder()
+                .market_type(MarketType::Spot)
+                .build(),
+        );
+    }
+    if let Some(gb) = l.disk_gb {
+        run = run.block_device_mappings(
+            BlockDeviceMapping::builder()
+                .device_name("/dev/xvda")
+                .ebs(
+                    EbsBlockDevice::builder()
+                        .volume_size(gb)
+                        .delete_on_termination(true)
+                        .build(),
+                )
+                .build(),
+        );
+    }
+    let out = run
+        .send()
+        .await
+        .map_err(|e| classify(&format!("RunInstances for {}", l.deployment), e))?;
+    let id = out
+        .instances()
+        .first()
+        .and_then(|i| i.instance_id())
+        .ok_or_else(|| ProviderError::retryable("RunInstances returned no instance"))?
+        .to_owned();
+    wait_running(clients, l.region, &id).await
+}
+
+/// Polls until the instance runs and has a public address (a few minutes at most).
+async fn wait_running(clients: &Clients, region: &str, id: &str) -> Result<Instance> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let found = describe(clients, region, vec![Filter::builder().name("instance-id").values(id).build()]).await?;
+        match found.into_iter().next() {
+            Some(i) if i.state == "running" && i.public_ip.is_some() => return Ok(i),
+            Some(i) if !i.alive() => {
+                return Err(ProviderError::permanent(format!(
+                    "instance {id} is {} before it ever ran (spot capacity, quota?)",
+                    i.state
+                )))
+            }
+            _ => {}
+        }
+        if Instant::now() > deadline {
+            return Err(ProviderError::permanent(format!(
+                "instance {id} did not reach running with a public address within 10 minutes"
+            )));
+        }
+        anycloud_provider::output::line(&format!("waiting for instance {id} to run"));
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+}
+
+/// The deployment's live instance, found by its tags.
+pub async fn find(
+    clients: &Clients,
+    region: &str,
+    deployment: &str,
+    project: Option<&str>,
+) -> Result<Option<Instance>> {
+    let mut filters = vec![
+        Filter::builder()
+            .name(format!("tag:{DEPLOYMENT_TAG}"))
+            .values(deployment)
+            .build(),
+        Filter::builder()
+            .name("instance-state-name")
+            .values("pending")
+            .values("running")
+            .build(),
+    ];
+    if let Some(p) = project {
+        filters.push(
+            Filter::builder()
+                .name(format!("tag:{PROJECT_TAG}"))
+                .values(p)
+                .build(),
+        );
+    }
+    Ok(describe(clients, region, filters).await?.into_iter().next())
+}
+
+/// Every instance of a project in a region (paginated), by id: one call per page.
+pub async fn of_project(
+    clients: &Clients,
+    region: &str,
+    project: Option<&str>,
+) -> Result<BTreeMap<String, Instance>> {
+    let filter = match project {
+        Some(p) => Filter::builder()
+            .name(format!("tag:{PROJECT_TAG}"))
+            .values(p)
+            .build(),
+        None => Filter::builder()
+            .name("tag-key")
+            .values(DEPLOYMENT_TAG)
+            .build(),
+    };
+    Ok(describe(clients, region, vec![filter])
+        .await?
+        .into_iter()
+        .map(|i| (i.id.clone(), i))
+        .collect())
+}
+
+async fn describe(clients: &Clients, region: &str, filters: Vec<Filter>) -> Result<Vec<Instance>> {
+    let ec2 = clients.ec2(region).await;
+    let mut out = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = ec2
+            .describe_instances()
+            .set_filters(Some(filters.clone()))
+            .set_next_token(token.clone())
+            .send()
+            .await
+            .map_err(|e| classify("DescribeInstances", e))?;
+        for r in page.reservations() {
+            for i in r.instances() {
+                let tag = |k: &str| {
+                    i.tags()
+                        .iter()
+                        .find(|t| t.key() == Some(k))
+                        .and_then(|t| t.value())
+                        .map(String::from)
+                };
+                out.push(Instance {
+                    id: i.instance_id().unwrap_or_default().to_owned(),
+                    state: i
+                        .state()
+                        .and_then(|s| s.name())
+                        .map(|n| n.as_str().to_owned())
+                        .unwrap_or_default(),
+                    public_ip: i.public_ip_address().map(String::from),
+                    deployment: tag(DEPLOYMENT_TAG),
+                    lifecycle: i.instance_lifecycle().map(|l| l.as_str().to_owned()),
+                });
+            }
+        }
+        token = page.next_token().map(String::from);
+        if token.is_none() {
+            return Ok(out);
+        }
+    }
+}
+
+/// Terminates the instance and waits until it is gone (the security group cannot go before).
+pub async fn terminate(clients: &Clients, region: &str, id: &str) -> Result<()> {
+    let ec2 = clients.ec2(region).await;
+    match ec2.terminate_instances().instance_ids(id).send().await {
+        Ok(_) => {}
+        Err(e) if code(&e) == Some("InvalidInstanceID.NotFound") => return Ok(()),
+        Err(e) => return Err(classify(&format!("TerminateInstances {id}"), e)),
+    }
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let found = describe(clients, region, vec![Filter::builder().name("instance-id").values(id).build()]).await?;
+        if found.iter().all(|i| i.state == InstanceStateName::Terminated.as_str()) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(ProviderError::retryable(format!(
+                "instance {id} is still not terminated after 10 minutes"
+            )));
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+}
+
+pub async fn delete_security_group(clients: &Clients, region: &str, name: &str) -> Result<()> {
+    let ec2 = clients.ec2(region).await;
+    match ec2.delete_security_group().group_name(name).send().await {
+        Ok(_) => Ok(()),
+        Err(e) if code(&e) == Some("InvalidGroup.NotFound") => Ok(()),
+        // Still in use by an instance that is shutting down: worth another try.
+        Err(e) if code(&e) == Some("DependencyViolation") => Err(ProviderError::retryable(
+            format!("DeleteSecurityGroup {name}: still in use"),
+        )),
+        Err(e) => Err(classify(&format!("DeleteSecurityGroup {name}"), e)),
+    }
+}
+
+pub async fn delete_key(clients: &Clients, region: &str, name: &str) -> Result<()> {
+    let ec2 = clients.ec2(region).await;
+    match ec2.delete_key_pair().key_name(name).send().await {
+        Ok(_) => Ok(()),
+        Err(e) if code(&e) == Some("InvalidKeyPair.NotFound") => Ok(()),
+        Err(e) => Err(classify(&format!("DeleteKeyPair {name}"), e)),
+    }
+}
+
+/// Debian's account, which publishes the Debian images.
+const DEBIAN_OWNER: &str = "136693071363";
+
+/// The newest Debian 12 image for amd64 in the region.
+pub async fn latest_debian(clients: &Clients, region: &str) -> Result<String> {
+    let out = clients
+        .ec2(region)
+        .await
+        .describe_images()
+        .owners(DEBIAN_OWNER)
+        .filters(Filter::builder().name("name").values("debian-12-amd64-*").build())
+        .send()
+        .await
+        .map_err(|e| classify("DescribeImages", e))?;
+    out.images()
+        .iter()
+        .filter_map(|i| Some((i.creation_date()?, i.image_id()?)))
+        .max()
+        .map(|(_, id)| id.to_owned())
+        .ok_or_else(|| {
+            ProviderError::permanent(format!(
+                "no Debian 12 image found in {region}; set providers.aws.ami"
+            ))
+        })
+}

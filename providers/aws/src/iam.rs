@@ -1,0 +1,228 @@
+//! The deployment's role `anycloud-{id}`: EC2 may assume it, its one inline policy names only
+//! the deployment's buckets (input read-only), and an instance profile of the same name puts
+//! it on the VM. No access key is ever made: the VM's rclone uses the instance role.
+
+use std::collections::BTreeSet;
+
+use anycloud_provider::Result;
+use serde_json::{json, Value};
+
+use crate::clients::Clients;
+use crate::errors::{classify, code};
+
+/// Every role and instance profile anycloud makes lives under this path, so one listing
+/// finds them all.
+pub const PATH: &str = "/anycloud/";
+pub const POLICY_NAME: &str = "anycloud-buckets";
+
+pub fn role_name(deployment: &str) -> String {
+    format!("anycloud-{deployment}")
+}
+
+pub fn trust_policy() -> Value {
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": {"Service": "ec2.amazonaws.com"},
+            "Action": "sts:AssumeRole"
+        }]
+    })
+}
+
+/// Read (list, get) on the input bucket; read and write on the output and checkpoint buckets.
+pub fn bucket_policy(input: Option<&str>, writable: &[&str]) -> Value {
+    let mut statements = Vec::new();
+    if let Some(b) = input {
+        statements.push(json!({
+            "Sid": "InputReadOnly",
+            "Effect": "Allow",
+            "Action": ["s3:ListBucket", "s3:GetBucketLocation", "s3:GetObject"],
+            "Resource": [format!("arn:aws:s3:::{b}"), format!("arn:aws:s3:::{b}/*")]
+        }));
+    }
+    if !writable.is_empty() {
+        let mut resources = Vec::new();
+        for b in writable {
+            resources.push(format!("arn:aws:s3:::{b}"));
+            resources.push(format!("arn:aws:s3:::{b}/*"));
+        }
+        statements.push(json!({
+            "Sid": "OutputAndCheckpointReadWrite",
+            "Effect": "Allow",
+            "Action": [
+                "s3:ListBucket", "s3:GetBucketLocation", "s3:GetObject", "s3:PutObject",
+                "s3:DeleteObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"
+            ],
+            "Resource": resources
+        }));
+    }
+    json!({"Version": "2012-10-17", "Statement": statements})
+}
+
+/// Makes (or completes) the role, its policy and its instance profile. Returns the role's ARN.
+pub async fn ensure(clients: &Clients, name: &str, policy: &str, project: Option<&str>) -> Result<String> {
+    let iam = clients.iam().await;
+    let trust = trust_policy().to_string();
+    let mut create = iam
+        .create_role()
+        .role_name(name)
+        .path(PATH)
+        .assume_role_policy_document(&trust)
+        .description("anycloud: the deployment's VM reads and writes its buckets with this role");
+    if let Some(p) = project {
+        create = create.tags(
+            aws_sdk_iam::types::Tag::builder()
+                .key("anycloud:project")
+                .value(p)
+                .build()
+                .map_err(|e| anycloud_provider::ProviderError::permanent(e.to_string()))?,
+        );
+    }
+    let arn = match create.send().await {
+        Ok(out) => out.role().map(|r| r.arn().to_owned()).unwrap_or_default(),
+        Err(e) if code(&e) == Some("EntityAlreadyExists") => {
+            iam.update_assume_role_policy()
+                .role_name(name)
+                .policy_document(&trust)
+                .send()
+                .await
+                .map_err(|e| classify(&format!("UpdateAssumeRolePolicy {name}"), e))?;
+            let out = iam
+                .get_role()
+                .role_name(name)
+                .send()
+                .await
+                .map_err(|e| classify(&format!("GetRole {name}"), e))?;
+            out.role().map(|r| r.arn().to_owned()).unwrap_or_default()
+        }
+        Err(e) => return Err(classify(&format!("CreateRole {name}"), e)),
+    };
+    iam.put_role_policy()
+        .role_name(name)
+        .policy_name(POLICY_NAME)
+        .policy_document(policy)
+        .send()
+        .await
+        .map_err(|e| classify(&format!("PutRolePolicy {name}"), e))?;
+    match iam
+        .create_instance_profile()
+        .instance_profile_name(name)
+        .path(PATH)
+        .send()
+        .await
+    {
+        Ok(_) => {}
+        Err(e) if code(&e) == Some("EntityAlreadyExists") => {}
+        Err(e) => return Err(classify(&format!("CreateInstanceProfile {name}"), e)),
+    }
+    let profile = iam
+        .get_instance_profile()
+        .instance_profile_name(name)
+        .send()
+        .await
+        .map_err(|e| classify(&format!("GetInstanceProfile {name}"), e))?;
+    let has_role = profile
+        .instance_profile()
+        .is_some_and(|p| p.roles().iter().any(|r| r.role_name() == name));
+    if !has_role {
+        match iam
+            .add_role_to_instance_profile()
+            .instance_profile_name(name)
+            .role_name(name)
+            .send()
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if code(&e) == Some("LimitExceeded") => {}
+            Err(e) => return Err(classify(&format!("AddRoleToInstanceProfile {name}"), e)),
+        }
+    }
+    Ok(arn)
+}
+
+/// The names of every anycloud role and every anycloud instance profile (one listing each).
+pub async fn existing(clients: &Clients) -> Result<(BTreeSet<String>, BTreeSet<String>)> {
+    let iam = clients.iam().await;
+    let mut roles = BTreeSet::new();
+    let mut marker: Option<String> = None;
+    loop {
+        let page = iam
+            .list_roles()
+            .path_prefix(PATH)
+            .set_marker(marker.clone())
+            .send()
+            .await
+            .map_err(|e| classify("ListRoles", e))?;
+        roles.extend(page.roles().iter().map(|r| r.role_name().to_owned()));
+        marker = page.marker().map(String::from).filter(|_| page.is_truncated());
+        if marker.is_none() {
+            break;
+        }
+    }
+    let mut profiles = BTreeSet::new();
+    let mut marker: Option<String> = None;
+    loop {
+        let page = iam
+            .list_instance_profiles()
+            .path_prefix(PATH)
+            .set_marker(marker.clone())
+            .send()
+            .await
+            .map_err(|e| classify("ListInstanceProfiles", e))?;
+        profiles.extend(
+            page.instance_profiles()
+                .iter()
+                .map(|p| p.instance_profile_name().to_owned()),
+        );
+        marker = page.marker().map(String::from).filter(|_| page.is_truncated());
+        if marker.is_none() {
+            break;
+        }
+    }
+    Ok((roles, profiles))
+}
+
+/// Removes the instance profile, the policy and the role; what is already gone is fine.
+pub async fn delete(clients: &Clients, name: &str) -> Result<()> {
+    let iam = clients.iam().await;
+    let gone = |e: &Option<&str>| *e == Some("NoSuchEntity");
+    if let Err(e) = iam
+        .remove_role_from_instance_profile()
+        .instance_profile_name(name)
+        .role_name(name)
+        .send()
+        .await
+    {
+        if !gone(&code(&e)) {
+            return Err(classify(&format!("RemoveRoleFromInstanceProfile {name}"), e));
+        }
+    }
+    if let Err(e) = iam
+        .delete_instance_profile()
+        .instance_profile_name(name)
+        .send()
+        .await
+    {
+        if !gone(&code(&e)) {
+            return Err(classify(&format!("DeleteInstanceProfile {name}"), e));
+        }
+    }
+    if let Err(e) = iam
+        .delete_role_policy()
+        .role_name(name)
+        .policy_name(POLICY_NAME)
+        .send()
+        .await
+    {
+        if !gone(&code(&e)) {
+            return Err(classify(&format!("DeleteRolePolicy {name}"), e));
+        }
+    }
+    if let Err(e) = iam.delete_role().role_name(name).send().await {
+        if !gone(&code(&e)) {
+            return Err(classify(&format!("DeleteRole {name}"), e));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,309 @@
+//! Buckets: made in the first deploying region of their continent and tagged with it;
+//! found with one ListBuckets; deleted (only the checkpoint bucket, only if anycloud made it)
+//! in the region GetBucketLocation names.
+
+use std::collections::BTreeMap;
+
+use anycloud_provider::regions;
+use anycloud_provider::{ProviderError, Result};
+use aws_sdk_s3::types::{
+    BucketLocationConstraint, CreateBucketConfiguration, Delete, ObjectIdentifier, Tag, Tagging,
+};
+
+use crate::clients::Clients;
+use crate::errors::{classify, code};
+
+pub const CONTINENT_TAG: &str = "anycloud:continent";
+pub const MANAGED_TAG: &str = "anycloud:managed";
+
+/// Every bucket of the account, with its region where ListBuckets tells it.
+pub async fn list(clients: &Clients) -> Result<BTreeMap<String, Option<String>>> {
+    let s3 = clients.s3("us-east-1").await;
+    let mut out = BTreeMap::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = s3
+            .list_buckets()
+            .set_continuation_token(token.clone())
+            .send()
+            .await
+            .map_err(|e| classify("ListBuckets", e))?;
+        for b in page.buckets() {
+            if let Some(name) = b.name() {
+                out.insert(name.to_owned(), b.bucket_region().map(String::from));
+            }
+        }
+        token = page.continuation_token().map(String::from);
+        if token.is_none() {
+            return Ok(out);
+        }
+    }
+}
+
+/// The bucket's region (GetBucketLocation: empty means us-east-1, `EU` eu-west-1).
+pub async fn region_of(clients: &Clients, name: &str) -> Result<String> {
+    let out = clients
+        .s3("us-east-1")
+        .await
+        .get_bucket_location()
+        .bucket(name)
+        .send()
+        .await
+        .map_err(|e| classify(&format!("GetBucketLocation {name}"), e))?;
+    Ok(match out.location_constraint().map(|c| c.as_str()) {
+        None | Some("") => "us-east-1".to_owned(),
+        Some("EU") => "eu-west-1".to_owned(),
+        Some(r) => r.to_owned(),
+    })
+}
+
+/// The continent a bucket belongs to: its tag, else its region's continent.
+pub async fn continent_of(clients: &Clients, name: &str, region: &str) -> Result<String> {
+    let tags = clients
+        .s3(region)
+        .await
+        .get_bucket_tagging()
+        .bucket(name)
+        .send()
+        .await;
+    match tags {
+        Ok(t) => {
+            if let Some(tag) = t.tag_set().iter().find(|t| t.key() == CONTINENT_TAG) {
+                return Ok(tag.value().to_owned());
+            }
+        }
+        Err(e) if code(&e) == Some("NoSuchTagSet") => {}
+        Err(e) => return Err(classify(&format!("GetBucketTagging {name}"), e)),
+    }
+    Ok(regions::continent("aws", region)
+        .unwrap_or("unknown")
+        .to_owned())
+}
+
+/// Whether a name free in this account is taken by another (HeadBucket answers 403).
+pub async fn taken_elsewhere(clients: &Clients, name: &str) -> Result<bool> {
+    match clients
+        .s3("us-east-1")
+        .await
+        .head_bucket()
+        .bucket(name)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(false),
+        Err(e) => match e.raw_response().map(|r| r.status().as_u16()) {
+            Some(403) => Ok(true),
+            Some(404) => Ok(false),
+            // 301: it exists in another region; HeadBucket cannot say whose it is.
+            Some(301) => Ok(true),
+            _ => Err(classify(&format!("HeadBucket {name}"), e)),
+        },
+    }
+}
+
+/// Makes the bucket (or finds it made by an earlier, interrupted run) and tags it.
+/// Returns whether anycloud made it.
+pub async fn create(
+    clients: &Clients,
+    name: &str,
+    region: &str,
+    continent: &str,
+    project: Option<&str>,
+) -> Result<bool> {
+    let s3 = clients.s3(region).await;
+    let mut request = s3.create_bucket().bucket(name);
+    if region != "us-east-1" {
+        request = request.create_bucket_configuration(
+            CreateBucketConfiguration::builder()
+                .location_constraint(BucketLocationConstraint::from(region))
+                .build(),
+        );
+    }
+    match request.send().await {
+        Ok(_) => {}
+        Err(e) if code(&e) == Some("BucketAlreadyOwnedByYou") => {
+            // Ours already: made by an interrupted run if it carries our tag.
+            let region = region_of(clients, name).await?;
+            return Ok(tag_of(clients, name, &region, MANAGED_TAG).await?.is_some());
+        }
+        Err(e) => return Err(classify(&format!("CreateBucket {name}"), e)),
+    }
+    let mut tags = vec![
+        tag(CONTINENT_TAG, continent)?,
+        tag(MANAGED_TAG, "true")?,
+    ];
+    if let Some(p) = project {
+        tags.push(tag("anycloud:project", p)?);
+    }
+    s3.put_bucket_tagging()
+        .bucket(name)
+        .tagging(
+            Tagging::builder()
+                .set_tag_set(Some(tags))
+                .build()
+                .map_err(|e| ProviderError::permanent(e.to_string()))?,
+        )
+        .send()
+        .await
+        .map_err(|e| classify(&format!("PutBucketTagging {name}"), e))?;
+    Ok(true)
+}
+
+fn tag(key: &str, value: &str) -> Result<Tag> {
+    Tag::builder()
+        .key(key)
+        .value(value)
+        .build()
+        .map_err(|e| ProviderError::permanent(e.to_string()))
+}
+
+async fn tag_of(clients: &Clients, name: &str, region: &str, key: &str) -> Result<Option<String>> {
+    match clients
+        .s3(region)
+        .await
+        .get_bucket_tagging()
+        .bucket(name)
+        .send()
+        .await
+    {
+        Ok(t) => Ok(t
+            .tag_set()
+            .iter()
+            .find(|t| t.key() == key)
+            .map(|t| t.value().to_owned())),
+        Err(e) if code(&e) == Some("NoSuchTagSet") => Ok(None),
+        Err(e) => Err(classify(&format!("GetBucketTagging {name}"), e)),
+    }
+}
+
+/// Empties and deletes a bucket, in the region it lives in.
+pub async fn delete(clients: &Clients, name: &str) -> Result<()> {
+    let region = match region_of(clients, name).await {
+        Ok(r) => r,
+        Err(e) if e.message.contains("NoSuchBucket") => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let s3 = clients.s3(&region).await;
+    loop {
+        let page = s3
+            .list_objects_v2()
+            .bucket(name)
+            .send()
+            .await
+            .map_err(|e| classify(&format!("ListObjectsV2 {name}"), e))?;
+        let keys: Vec<ObjectIdentifier> = page
+            .contents()
+            .iter()
+            .filter_map(|o| ObjectIdentifier::builder().key(o.key()?).build().ok())
+            .collect();
+        if keys.is_empty() {
+            break;
+        }
+        s3.delete_objects()
+            .bucket(name)
+            .delete(
+                Delete::builder()
+                    .set_objects(Some(keys))
+                    .build()
+                    .map_err(|e| ProviderError::permanent(e.to_string()))?,
+            )
+            .send()
+            .await
+            .map_err(|e| classify(&format!("DeleteObjects {name}"), e))?;
+    }
+    match s3.delete_bucket().bucket(name).send().await {
+        Ok(_) => Ok(()),
+        Err(e) if code(&e) == Some("NoSuchBucket") => Ok(()),
+        Err(e) => Err(classify(&format!("DeleteBucket {name}"), e)),
+    }
+}
+
+/// Adds (or replaces) the statement `sid` of a bucket's policy.
+pub async fn admit(
+    clients: &Clients,
+    name: &str,
+    region: &str,
+    sid: &str,
+    statement: serde_json::Value,
+) -> Result<()> {
+    let mut policy = policy_of(clients, name, region).await?;
+    remove_statement(&mut policy, sid);
+    policy["Statement"]
+        .as_array_mut()
+        .expect("a policy has statements")
+        .push(statement);
+    put_policy(clients, name, region, &policy).await
+}
+
+/// Removes the statement `sid` from a bucket's policy (and the policy if it is then empty).
+pub async fn dismiss(clients: &Clients, name: &str, region: &str, sid: &str) -> Result<()> {
+    let mut policy = match policy_of(clients, name, region).await {
+        Ok(p) => p,
+        Err(e) if e.message.contains("NoSuchBucket") => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if !remove_statement(&mut policy, sid) {
+        return Ok(());
+    }
+    if policy["Statement"].as_array().is_some_and(|s| s.is_empty()) {
+        let s3 = clients.s3(region).await;
+        return s3
+            .delete_bucket_policy()
+            .bucket(name)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify(&format!("DeleteBucketPolicy {name}"), e));
+    }
+    put_policy(clients, name, region, &policy).await
+}
+
+fn remove_statement(policy: &mut serde_json::Value, sid: &str) -> bool {
+    let Some(statements) = policy["Statement"].as_array_mut() else {
+        return false;
+    };
+    let before = statements.len();
+    statements.retain(|s| s["Sid"] != sid);
+    statements.len() != before
+}
+
+async fn policy_of(clients: &Clients, name: &str, region: &str) -> Result<serde_json::Value> {
+    let empty = serde_json::json!({"Version": "2012-10-17", "Statement": []});
+    match clients
+        .s3(region)
+        .await
+        .get_bucket_policy()
+        .bucket(name)
+        .send()
+        .await
+    {
+        Ok(out) => {
+            let mut policy: serde_json::Value =
+                serde_json::from_str(out.policy().unwrap_or("{}")).unwrap_or(empty.clone());
+            if !policy["Statement"].is_array() {
+                policy = empty;
+            }
+            Ok(policy)
+        }
+        Err(e) if code(&e) == Some("NoSuchBucketPolicy") => Ok(empty),
+        Err(e) => Err(classify(&format!("GetBucketPolicy {name}"), e)),
+    }
+}
+
+async fn put_policy(
+    clients: &Clients,
+    name: &str,
+    region: &str,
+    policy: &serde_json::Value,
+) -> Result<()> {
+    clients
+        .s3(region)
+        .await
+        .put_bucket_policy()
+        .bucket(name)
+        .policy(policy.to_string())
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| classify(&format!("PutBucketPolicy {name}"), e))
+}

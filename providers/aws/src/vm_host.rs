@@ -1,0 +1,110 @@
+//! What runs on an EC2 VM: the seed's layout, rclone.conf with the instance role (no keys),
+//! and the SSH address the VM is reached at.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anycloud_host::{steps, HostContext, HostProbe, SshTarget, VmLayout};
+use anycloud_provider::{attr_str, Attrs, Kind, ProviderError, Result, Target};
+
+use crate::settings::{testing, Settings};
+
+pub use steps::{deployments_of, layout_of, pairs_of as flush_pairs};
+
+/// How long a new VM may take to answer SSH.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The rclone remote for buckets of one region.
+fn remote_name(region: &str) -> String {
+    format!("s3-{region}")
+}
+
+/// `rclone.conf`: one remote per bucket region, authenticated by the instance role
+/// (`env_auth`), never by a key.
+pub fn rclone_conf(regions: &[&str], endpoint: Option<&str>) -> String {
+    let mut conf = String::new();
+    for region in regions {
+        conf.push_str(&format!("[{}]\ntype = s3\n", remote_name(region)));
+        match endpoint {
+            Some(url) => conf.push_str(&format!(
+                "provider = Other\nenv_auth = true\nregion = {region}\nendpoint = {url}\nforce_path_style = true\n"
+            )),
+            None => conf.push_str(&format!("provider = AWS\nenv_auth = true\nregion = {region}\n")),
+        }
+        conf.push('\n');
+    }
+    conf
+}
+
+pub fn context(inputs: &Attrs, settings: &Settings) -> Result<HostContext> {
+    let deployment = attr_str(inputs, "deployment")?.to_owned();
+    let layout = VmLayout::on_vm(&testing::vm_root());
+    let own_region = attr_str(inputs, "region")?;
+    let regions_of = inputs.get("bucket_regions").and_then(|r| r.as_object());
+    let mut remotes = BTreeMap::new();
+    let mut regions: Vec<&str> = Vec::new();
+    if let Some(buckets) = inputs.get("buckets").and_then(|b| b.as_object()) {
+        for (role, name) in buckets {
+            let Some(name) = name.as_str() else { continue };
+            let region = regions_of
+                .and_then(|r| r.get(role))
+                .and_then(|r| r.as_str())
+                .unwrap_or(own_region);
+            if !regions.contains(&region) {
+                regions.push(region);
+            }
+            remotes.insert(role.clone(), format!("{}:{name}", remote_name(region)));
+        }
+    }
+    regions.sort();
+    // The role may list only its own buckets: check one of them.
+    let check_target = ["output", "checkpoint", "input"]
+        .iter()
+        .find_map(|r| remotes.get(*r).cloned())
+        .unwrap_or_else(|| format!("{}:", remote_name(own_region)));
+    Ok(HostContext {
+        deployment,
+        layout,
+        rclone_conf: rclone_conf(&regions, settings.s3_endpoint().as_deref()),
+        check_target,
+        remotes,
+    })
+}
+
+pub fn vm_attrs(ctx: &HostContext, attrs: &mut Attrs) {
+    steps::vm_attrs(ctx, attrs);
+}
+
+/// Where and as whom to reach a VM: its public address (or the test host standing in for
+/// it), its login user, the deployment's key, the host key pinned when it was made.
+pub fn ssh_target(vm: &Attrs, key_path: PathBuf) -> Result<SshTarget> {
+    let (host, port) = match testing::ssh_address() {
+        Some(over) => over,
+        None => (
+            vm.get("public_ip")
+                .and_then(|v| v.as_str())
+                .ok_or_else(|| ProviderError::permanent("the VM has no public address"))?
+                .to_owned(),
+            22,
+        ),
+    };
+    Ok(SshTarget {
+        host,
+        port,
+        user: attr_str(vm, "ssh_user")?.to_owned(),
+        key_path,
+        pinned: vm.get("host_key").and_then(|v| v.as_str()).map(String::from),
+        connect_timeout: CONNECT_TIMEOUT,
+        // cloud-init installs the key a little after sshd starts answering.
+        retry_refused_key: true,
+    })
+}
+
+pub fn read_from(_kind: Kind, t: &Target<'_>, probe: &HostProbe) -> Option<Attrs> {
+    steps::read_hosted(t, probe)
+}
+
+pub fn observe_from(_kind: Kind, t: &Target<'_>, probe: &HostProbe) -> BTreeMap<String, String> {
+    steps::observe_hosted(t, probe)
+}
