@@ -130,7 +130,7 @@ pub async fn make_plan_timed(
         let start = Instant::now();
         let calls_before = providers.remote_calls();
         if !opts.destroy {
-            notes = plan::preflight(&graph, &desired, providers)
+            notes = plan::preflight(&graph, &desired, state, providers)
                 .await
                 .map_err(|errors| UserError(errors.join("\n")))?;
         }

@@ -162,10 +162,18 @@ pub fn desired(
 pub async fn preflight(
     graph: &Graph,
     desired: &BTreeMap<String, Planned>,
+    state: &State,
     providers: &Providers,
 ) -> Result<Vec<String>, Vec<String>> {
     let mut by_provider: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for node in graph.nodes.values() {
+    // What state records as made is known; what is yet to be made is what can clash.
+    let made = |a: &str| {
+        state
+            .resources
+            .get(a)
+            .is_some_and(|r| r.pending != Some(Pending::Create))
+    };
+    for node in graph.nodes.values().filter(|n| !made(&n.address)) {
         by_provider
             .entry(node.provider.as_str())
             .or_default()
@@ -368,7 +376,8 @@ pub fn diff(
                             planned.attrs.get("name").and_then(|v| v.as_str()).unwrap_or("?"),
                         ),
                     }),
-                    (_, Some(b)) if recorded.is_some() && attrs_equal(b, &planned.attrs, &[]) => {}
+                    (_, Some(b))
+                        if recorded.is_some() && attrs_equal(b, &planned.attrs, &planned.computed) => {}
                     _ => change.action = Action::Read,
                 }
                 if change.action != Action::NoOp {

@@ -19,7 +19,9 @@ impl Providers {
             Arc::new(anycloud_provider_local::SshProvider::new(
                 keys_dir.to_path_buf(),
             )),
-            Arc::new(anycloud_provider_aws::AwsProvider::new(keys_dir.to_path_buf())),
+            Arc::new(anycloud_provider_aws::AwsProvider::new(
+                keys_dir.to_path_buf(),
+            )),
         ];
         Providers::of(all.into())
     }
@@ -41,10 +43,7 @@ impl Providers {
     }
 
     /// Gives every provider its settings from the config (`null` where it has none).
-    pub fn configure(
-        &self,
-        settings: &BTreeMap<String, serde_json::Value>,
-    ) -> Result<(), String> {
+    pub fn configure(&self, settings: &BTreeMap<String, serde_json::Value>) -> Result<(), String> {
         for (name, provider) in &self.by_name {
             let mine = settings.get(*name).unwrap_or(&serde_json::Value::Null);
             provider

@@ -379,14 +379,24 @@ fn check(ck: &mut Checker, raw: RawConfig, base: &Path, digest: &str) -> Config 
             if !is_cidr(&cidr.value) {
                 ck.at(
                     cidr.referenced,
-                    format!("providers.aws.ssh_cidr '{}' is not an IPv4 CIDR like 203.0.113.7/32", cidr.value),
+                    format!(
+                        "providers.aws.ssh_cidr '{}' is not an IPv4 CIDR like 203.0.113.7/32",
+                        cidr.value
+                    ),
                     None,
                 );
             }
         }
         if let Some(ami) = &aws.ami {
             if !ami.value.starts_with("ami-") {
-                ck.at(ami.referenced, format!("providers.aws.ami '{}' is not an image id (ami-…)", ami.value), None);
+                ck.at(
+                    ami.referenced,
+                    format!(
+                        "providers.aws.ami '{}' is not an image id (ami-…)",
+                        ami.value
+                    ),
+                    None,
+                );
             }
         }
         provider_settings.insert(

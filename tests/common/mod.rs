@@ -43,6 +43,8 @@ pub fn plan(config: &Config, state: &State) -> Plan {
     .1
 }
 
+pub mod moto;
+
 #[path = "../../benches/fixture/mod.rs"]
 mod fixture;
 

@@ -96,12 +96,17 @@ impl Clients {
     }
 
     pub async fn s3(&self, region: &str) -> aws_sdk_s3::Client {
-        if let Some(c) = self.s3.lock().unwrap_or_else(|p| p.into_inner()).get(region) {
+        if let Some(c) = self
+            .s3
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(region)
+        {
             return c.clone();
         }
         let config = self.regional(region).await;
-        let mut builder = aws_sdk_s3::config::Builder::from(&config)
-            .interceptor(CountCalls(self.calls.clone()));
+        let mut builder =
+            aws_sdk_s3::config::Builder::from(&config).interceptor(CountCalls(self.calls.clone()));
         if let Some(url) = &self.settings.endpoints.s3 {
             builder = builder.endpoint_url(url);
         }
@@ -118,12 +123,17 @@ impl Clients {
     }
 
     pub async fn ec2(&self, region: &str) -> aws_sdk_ec2::Client {
-        if let Some(c) = self.ec2.lock().unwrap_or_else(|p| p.into_inner()).get(region) {
+        if let Some(c) = self
+            .ec2
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(region)
+        {
             return c.clone();
         }
         let config = self.regional(region).await;
-        let mut builder = aws_sdk_ec2::config::Builder::from(&config)
-            .interceptor(CountCalls(self.calls.clone()));
+        let mut builder =
+            aws_sdk_ec2::config::Builder::from(&config).interceptor(CountCalls(self.calls.clone()));
         if let Some(url) = &self.settings.endpoints.ec2 {
             builder = builder.endpoint_url(url);
         }

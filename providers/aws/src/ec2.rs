@@ -36,9 +36,15 @@ impl Instance {
 }
 
 /// The VM's init is done over SSH: user data only says so.
-pub const USER_DATA: &str = "#!/bin/sh\n# anycloud: this VM is set up over SSH; nothing runs at boot.\n";
+pub const USER_DATA: &str =
+    "#!/bin/sh\n# anycloud: this VM is set up over SSH; nothing runs at boot.\n";
 
-pub async fn import_key(clients: &Clients, region: &str, name: &str, public_key: &str) -> Result<()> {
+pub async fn import_key(
+    clients: &Clients,
+    region: &str,
+    name: &str,
+    public_key: &str,
+) -> Result<()> {
     let ec2 = clients.ec2(region).await;
     // The key may have been made by an earlier run with another key pair: replace it.
     match ec2.delete_key_pair().key_name(name).send().await {
@@ -102,7 +108,12 @@ pub async fn ensure_security_group(
     {
         Ok(_) => {}
         Err(e) if code(&e) == Some("InvalidPermission.Duplicate") => {}
-        Err(e) => return Err(classify(&format!("AuthorizeSecurityGroupIngress {name}"), e)),
+        Err(e) => {
+            return Err(classify(
+                &format!("AuthorizeSecurityGroupIngress {name}"),
+                e,
+            ))
+        }
     }
     Ok(id)
 }
@@ -127,7 +138,10 @@ pub async fn ensure_instance(clients: &Clients, l: &Launch<'_>) -> Result<Instan
     }
     let ec2 = clients.ec2(l.region).await;
     let mut tags = vec![
-        Tag::builder().key(DEPLOYMENT_TAG).value(l.deployment).build(),
+        Tag::builder()
+            .key(DEPLOYMENT_TAG)
+            .value(l.deployment)
+            .build(),
         Tag::builder()
             .key("Name")
             .value(format!("anycloud-{}", l.deployment))
@@ -193,7 +207,12 @@ pub async fn ensure_instance(clients: &Clients, l: &Launch<'_>) -> Result<Instan
 async fn wait_running(clients: &Clients, region: &str, id: &str) -> Result<Instance> {
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        let found = describe(clients, region, vec![Filter::builder().name("instance-id").values(id).build()]).await?;
+        let found = describe(
+            clients,
+            region,
+            vec![Filter::builder().name("instance-id").values(id).build()],
+        )
+        .await?;
         match found.into_iter().next() {
             Some(i) if i.state == "running" && i.public_ip.is_some() => return Ok(i),
             Some(i) if !i.alive() => {
@@ -317,8 +336,16 @@ pub async fn terminate(clients: &Clients, region: &str, id: &str) -> Result<()> 
     }
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        let found = describe(clients, region, vec![Filter::builder().name("instance-id").values(id).build()]).await?;
-        if found.iter().all(|i| i.state == InstanceStateName::Terminated.as_str()) {
+        let found = describe(
+            clients,
+            region,
+            vec![Filter::builder().name("instance-id").values(id).build()],
+        )
+        .await?;
+        if found
+            .iter()
+            .all(|i| i.state == InstanceStateName::Terminated.as_str())
+        {
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -362,7 +389,12 @@ pub async fn latest_debian(clients: &Clients, region: &str) -> Result<String> {
         .await
         .describe_images()
         .owners(DEBIAN_OWNER)
-        .filters(Filter::builder().name("name").values("debian-12-amd64-*").build())
+        .filters(
+            Filter::builder()
+                .name("name")
+                .values("debian-12-amd64-*")
+                .build(),
+        )
         .send()
         .await
         .map_err(|e| classify("DescribeImages", e))?;

@@ -61,7 +61,12 @@ pub fn bucket_policy(input: Option<&str>, writable: &[&str]) -> Value {
 }
 
 /// Makes (or completes) the role, its policy and its instance profile. Returns the role's ARN.
-pub async fn ensure(clients: &Clients, name: &str, policy: &str, project: Option<&str>) -> Result<String> {
+pub async fn ensure(
+    clients: &Clients,
+    name: &str,
+    policy: &str,
+    project: Option<&str>,
+) -> Result<String> {
     let iam = clients.iam().await;
     let trust = trust_policy().to_string();
     let mut create = iam
@@ -155,7 +160,10 @@ pub async fn existing(clients: &Clients) -> Result<(BTreeSet<String>, BTreeSet<S
             .await
             .map_err(|e| classify("ListRoles", e))?;
         roles.extend(page.roles().iter().map(|r| r.role_name().to_owned()));
-        marker = page.marker().map(String::from).filter(|_| page.is_truncated());
+        marker = page
+            .marker()
+            .map(String::from)
+            .filter(|_| page.is_truncated());
         if marker.is_none() {
             break;
         }
@@ -175,7 +183,10 @@ pub async fn existing(clients: &Clients) -> Result<(BTreeSet<String>, BTreeSet<S
                 .iter()
                 .map(|p| p.instance_profile_name().to_owned()),
         );
-        marker = page.marker().map(String::from).filter(|_| page.is_truncated());
+        marker = page
+            .marker()
+            .map(String::from)
+            .filter(|_| page.is_truncated());
         if marker.is_none() {
             break;
         }
@@ -195,7 +206,10 @@ pub async fn delete(clients: &Clients, name: &str) -> Result<()> {
         .await
     {
         if !gone(&code(&e)) {
-            return Err(classify(&format!("RemoveRoleFromInstanceProfile {name}"), e));
+            return Err(classify(
+                &format!("RemoveRoleFromInstanceProfile {name}"),
+                e,
+            ));
         }
     }
     if let Err(e) = iam

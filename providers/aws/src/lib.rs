@@ -5,8 +5,8 @@
 //! `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_<SERVICE>` variables, or `providers.aws.endpoints`.
 
 pub mod clients;
-mod errors;
 pub mod ec2;
+mod errors;
 pub mod iam;
 pub mod s3;
 pub mod settings;
@@ -83,7 +83,10 @@ impl AwsProvider {
 
     /// The instances (by id) alive now, for the VMs among `targets` and the VMs of hosted ones:
     /// one DescribeInstances per region and project.
-    async fn alive_instances(&self, targets: &[Target<'_>]) -> Result<BTreeMap<String, ec2::Instance>> {
+    async fn alive_instances(
+        &self,
+        targets: &[Target<'_>],
+    ) -> Result<BTreeMap<String, ec2::Instance>> {
         let mut regions: BTreeSet<(String, Option<String>)> = BTreeSet::new();
         for t in targets {
             let vm = match t.kind {
@@ -122,7 +125,11 @@ impl AwsProvider {
             };
             let host = self.connection(vm)?;
             let key = format!("{:?}", host.target());
-            machines.entry(key).or_insert_with(|| (host, vec![])).1.push(i);
+            machines
+                .entry(key)
+                .or_insert_with(|| (host, vec![]))
+                .1
+                .push(i);
         }
         let probes = futures::future::join_all(machines.values().map(|(host, members)| {
             let members: Vec<&Target> = members.iter().map(|i| &targets[*i]).collect();
@@ -228,7 +235,8 @@ impl AwsProvider {
         .await?;
         // Each managed bucket's policy admits the role too, as one statement of its own.
         for (kind, bucket) in t.deps {
-            if *kind != Kind::Bucket || bucket.get("role").and_then(|r| r.as_str()) == Some("input") {
+            if *kind != Kind::Bucket || bucket.get("role").and_then(|r| r.as_str()) == Some("input")
+            {
                 continue;
             }
             let bucket_name = attr_str(bucket, "name")?;
@@ -243,7 +251,14 @@ impl AwsProvider {
                 "Action": ["s3:ListBucket", "s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
                 "Resource": [format!("arn:aws:s3:::{bucket_name}"), format!("arn:aws:s3:::{bucket_name}/*")]
             });
-            s3::admit(clients, bucket_name, &region, &statement_id(name), statement).await?;
+            s3::admit(
+                clients,
+                bucket_name,
+                &region,
+                &statement_id(name),
+                statement,
+            )
+            .await?;
         }
         let mut out = a.clone();
         out.insert("arn".into(), json!(arn));
@@ -254,7 +269,8 @@ impl AwsProvider {
         let clients = self.clients();
         let name = attr_str(t.attrs, "name")?;
         for (kind, bucket) in t.deps {
-            if *kind != Kind::Bucket || bucket.get("role").and_then(|r| r.as_str()) == Some("input") {
+            if *kind != Kind::Bucket || bucket.get("role").and_then(|r| r.as_str()) == Some("input")
+            {
                 continue;
             }
             let bucket_name = attr_str(bucket, "name")?;
@@ -334,7 +350,10 @@ impl Provider for AwsProvider {
                 attrs.insert("name".into(), json!(attr_str(inputs, "name")?));
                 attrs.insert("continent".into(), json!(attr_str(inputs, "continent")?));
                 attrs.insert("role".into(), json!(role));
-                attrs.insert("_home_region".into(), json!(attr_str(inputs, "home_region")?));
+                attrs.insert(
+                    "_home_region".into(),
+                    json!(attr_str(inputs, "home_region")?),
+                );
                 // Only the checkpoint bucket goes with its deployment (and only if anycloud
                 // made it); input and output outlive it.
                 attrs.insert("_keep_on_destroy".into(), json!(role != "checkpoint"));
@@ -409,9 +428,16 @@ impl Provider for AwsProvider {
                 Ok(Planned {
                     attrs,
                     computed,
-                    force_new: ["region", "instance_type", "spot", "disk_gb", "ami", "ssh_user"]
-                        .map(String::from)
-                        .to_vec(),
+                    force_new: [
+                        "region",
+                        "instance_type",
+                        "spot",
+                        "disk_gb",
+                        "ami",
+                        "ssh_user",
+                    ]
+                    .map(String::from)
+                    .to_vec(),
                 })
             }
             hosted => steps::plan(hosted, inputs, &*self.context(inputs)?),
@@ -459,8 +485,8 @@ impl Provider for AwsProvider {
                 }
             }
         }
-        let opens_ssh = clients.settings().ssh_cidr.is_none()
-            && targets.iter().any(|t| t.kind == Kind::Vm);
+        let opens_ssh =
+            clients.settings().ssh_cidr.is_none() && targets.iter().any(|t| t.kind == Kind::Vm);
         if opens_ssh {
             found.notes.push(format!(
                 "providers.aws.ssh_cidr is not set: the VMs' SSH port is open to {} (key authentication only); set it to your address, e.g. 203.0.113.7/32",
@@ -482,7 +508,10 @@ impl Provider for AwsProvider {
         } else {
             None
         };
-        let instances = if targets.iter().any(|t| t.kind == Kind::Vm || t.kind.is_hosted()) {
+        let instances = if targets
+            .iter()
+            .any(|t| t.kind == Kind::Vm || t.kind.is_hosted())
+        {
             self.alive_instances(targets).await?
         } else {
             BTreeMap::new()
@@ -609,10 +638,11 @@ impl Provider for AwsProvider {
                 };
                 let region = attr_str(vm, "region")?;
                 let id = vm.get("instance_id").and_then(|v| v.as_str()).unwrap_or("");
-                let alive = ec2::of_project(clients, region, vm.get("project").and_then(|p| p.as_str()))
-                    .await?
-                    .get(id)
-                    .is_some_and(|i| i.alive());
+                let alive =
+                    ec2::of_project(clients, region, vm.get("project").and_then(|p| p.as_str()))
+                        .await?
+                        .get(id)
+                        .is_some_and(|i| i.alive());
                 // On a terminated VM there is nothing left to stop or upload.
                 if !alive {
                     return Ok(());
@@ -631,7 +661,11 @@ impl Provider for AwsProvider {
             .zip(probes)
             .map(|(t, probe)| match (t.kind, probe) {
                 (Kind::Vm, _) => {
-                    let id = t.attrs.get("instance_id").and_then(|v| v.as_str()).unwrap_or("");
+                    let id = t
+                        .attrs
+                        .get("instance_id")
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("");
                     let mut facts = BTreeMap::new();
                     facts.insert(
                         "instance".into(),

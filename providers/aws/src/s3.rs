@@ -128,10 +128,7 @@ pub async fn create(
         }
         Err(e) => return Err(classify(&format!("CreateBucket {name}"), e)),
     }
-    let mut tags = vec![
-        tag(CONTINENT_TAG, continent)?,
-        tag(MANAGED_TAG, "true")?,
-    ];
+    let mut tags = vec![tag(CONTINENT_TAG, continent)?, tag(MANAGED_TAG, "true")?];
     if let Some(p) = project {
         tags.push(tag("anycloud:project", p)?);
     }

@@ -94,7 +94,10 @@ pub fn ssh_target(vm: &Attrs, key_path: PathBuf) -> Result<SshTarget> {
         port,
         user: attr_str(vm, "ssh_user")?.to_owned(),
         key_path,
-        pinned: vm.get("host_key").and_then(|v| v.as_str()).map(String::from),
+        pinned: vm
+            .get("host_key")
+            .and_then(|v| v.as_str())
+            .map(String::from),
         connect_timeout: CONNECT_TIMEOUT,
         // cloud-init installs the key a little after sshd starts answering.
         retry_refused_key: true,

@@ -101,7 +101,9 @@ pub fn deployments_of(targets: &[&anycloud_provider::Target<'_>]) -> Vec<(VmLayo
             .and_then(|v| v.as_str())
             .unwrap_or("anycloud-none")
             .to_owned();
-        by_mnt.entry(layout.mnt.clone()).or_insert((layout, container));
+        by_mnt
+            .entry(layout.mnt.clone())
+            .or_insert((layout, container));
     }
     by_mnt.into_values().collect()
 }
@@ -117,7 +119,10 @@ pub fn read_hosted(t: &anycloud_provider::Target<'_>, probe: &HostProbe) -> Opti
 }
 
 /// What `status` shows of a hosted resource, from its host's probe.
-pub fn observe_hosted(t: &anycloud_provider::Target<'_>, probe: &HostProbe) -> BTreeMap<String, String> {
+pub fn observe_hosted(
+    t: &anycloud_provider::Target<'_>,
+    probe: &HostProbe,
+) -> BTreeMap<String, String> {
     match probe_of(t, probe) {
         Some(p) if t.kind.is_hosted() => observe(t.kind, t.attrs, p),
         _ => BTreeMap::new(),

@@ -16,6 +16,8 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 pub struct TestHost {
     pub namespace: String,
     pub address: String,
+    /// This machine's address on the host's link: servers the host must reach bind here.
+    pub gateway: String,
     pub port: u16,
     pub user: String,
     pub dir: tempfile::TempDir,
@@ -24,6 +26,8 @@ pub struct TestHost {
     pub host_key_fingerprint: String,
     veth: String,
     sshd: Option<Child>,
+    /// Set in every session (sshd's `SetEnv`), e.g. what an instance role would provide.
+    env: Vec<(String, String)>,
 }
 
 fn sh(args: &[&str]) -> std::process::Output {
@@ -45,6 +49,11 @@ fn must(args: &[&str]) {
 impl TestHost {
     /// A new host with sshd up and an empty `authorized_keys`.
     pub fn start() -> TestHost {
+        TestHost::start_with_env(&[])
+    }
+
+    /// A host whose sessions see `env`.
+    pub fn start_with_env(env: &[(&str, &str)]) -> TestHost {
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
         // Distinct per process and per host, and short: interface names allow 15 bytes.
@@ -96,6 +105,7 @@ impl TestHost {
         std::fs::write(&authorized_keys, "").unwrap();
         let mut host = TestHost {
             namespace,
+            gateway: format!("{subnet}.1"),
             address,
             port: 22,
             user: "root".into(),
@@ -104,6 +114,10 @@ impl TestHost {
             authorized_keys,
             veth,
             sshd: None,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         host.write_config();
         host.start_sshd();
@@ -120,6 +134,12 @@ impl TestHost {
             port = self.port,
             addr = self.address,
         );
+        let conf = if self.env.is_empty() {
+            conf
+        } else {
+            let pairs: Vec<String> = self.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            format!("{conf}SetEnv {}\n", pairs.join(" "))
+        };
         std::fs::write(self.dir.path().join("sshd_config"), conf).unwrap();
     }
 

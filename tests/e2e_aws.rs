@@ -1,0 +1,310 @@
+//! The AWS provider against moto's server (S3, IAM, EC2): buckets by continent, the role and
+//! its policy, a spot instance whose address is mapped to a test host (a network namespace
+//! with sshd, through the documented test-only override `ANYCLOUD_TEST_SSH_ADDRESS`), so the
+//! whole VM bootstrap runs for real and rclone on that host copies to and from moto's S3.
+//!
+//! Needs root, docker, supervisord, rclone, sshd, ip, curl and moto (`scripts/prereqs.sh`).
+
+mod common;
+
+#[path = "../providers/host/tests/support/sshd.rs"]
+mod sshd;
+
+use common::moto::{xml_all, Moto};
+use common::{build_image, containers_of, read, wait_for, Project, Run};
+use sshd::TestHost;
+
+fn run(p: &Project, env: &[(String, String)], args: &[&str]) -> Run {
+    let out = p
+        .command(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        // This machine points the SDKs at a CA bundle moto does not need.
+        .env_remove("AWS_CA_BUNDLE")
+        .output()
+        .unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn ok(p: &Project, env: &[(String, String)], args: &[&str]) -> Run {
+    let r = run(p, env, args);
+    assert_eq!(r.code, 0, "anycloud {args:?} failed: {r:?}");
+    r
+}
+
+/// An object in moto's S3, if there is one.
+fn object(moto: &Moto, bucket: &str, key: &str) -> Option<String> {
+    let (status, body) = moto.http("GET", &format!("/{bucket}/{key}"), None);
+    (status == 200).then(|| body.trim().to_owned())
+}
+
+fn config() -> &'static str {
+    r#"
+project: e2e-aws
+providers:
+  aws: { ami: ami-12345678, ssh_user: root, ssh_cidr: 10.0.0.0/8 }
+defaults:
+  sync_interval: 1s
+  connectivity_check: { retries: 2, retries_sleep: 1s }
+deployments:
+  aws-alpha:
+    provider: aws
+    region: us-east-1
+    vm: { type: t3.micro, spot: true }
+    container:
+      image: anycloud-e2e:v1
+      command: [/bin/sh, /job.sh]
+    buckets: { input: aws-input, output: aws-results, checkpoint: true }
+"#
+}
+
+#[test]
+fn aws_against_moto_end_to_end() {
+    build_image("anycloud-e2e:v1");
+    // The test host's sessions carry the credentials an instance role would provide.
+    let host = TestHost::start_with_env(&[
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+    ]);
+    // On the host's link, so rclone on the "VM" reaches it as well as anycloud does.
+    let moto = Moto::start(&host.gateway);
+    let vm_root = host.dir.path().join("vm");
+    let p = Project::new(config());
+    let mut env = moto.env();
+    env.push((
+        "ANYCLOUD_TEST_SSH_ADDRESS".into(),
+        format!("{}:{}", host.address, host.port),
+    ));
+    env.push((
+        "ANYCLOUD_TEST_VM_ROOT".into(),
+        vm_root.display().to_string(),
+    ));
+
+    // The input bucket exists already, with data in it.
+    assert_eq!(moto.http("PUT", "/aws-input", None).0, 200);
+    assert!(
+        moto.http(
+            "PUT",
+            "/aws-input/data.txt",
+            Some("hello from the input bucket")
+        )
+        .0 < 300
+    );
+
+    // On EC2 the imported key pair is installed by cloud-init; the test host stands in for
+    // that by authorising the deployment's key (made here as anycloud makes it, and then
+    // used by anycloud as it finds it).
+    let key =
+        anycloud_host::keys::ensure_deployment_key(&p.path().join(".anycloud/keys"), "aws-alpha")
+            .unwrap();
+    host.authorize(&key.public_key);
+    let plan = ok(&p, &env, &["plan"]);
+    assert!(plan.stdout.contains("aws-results"), "{plan:?}");
+
+    let applied = ok(&p, &env, &["apply", "--auto-approve"]);
+    assert!(applied.stdout.contains("Apply complete!"), "{applied:?}");
+
+    // Buckets, tagged with their continent; the input bucket untouched.
+    for bucket in ["aws-results", "aws-alpha"] {
+        let (status, tags) = moto.http("GET", &format!("/{bucket}?tagging"), None);
+        assert_eq!(status, 200, "{bucket}: {tags}");
+        assert!(
+            tags.contains("<Key>anycloud:continent</Key><Value>us</Value>"),
+            "{bucket}: {tags}"
+        );
+    }
+
+    // The role: its one policy names only this deployment's buckets, the input read-only.
+    let policy = moto.query(
+        "iam",
+        "Action=GetRolePolicy&Version=2010-05-08&RoleName=anycloud-aws-alpha&PolicyName=anycloud-buckets",
+    );
+    let document = urlencoding::decode(&xml_all(&policy, "PolicyDocument")[0])
+        .unwrap()
+        .into_owned();
+    let document: serde_json::Value = serde_json::from_str(&document).unwrap();
+    let mut named = std::collections::BTreeSet::new();
+    for statement in document["Statement"].as_array().unwrap() {
+        let actions: Vec<&str> = statement["Action"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        for resource in statement["Resource"].as_array().unwrap() {
+            let arn = resource.as_str().unwrap();
+            let bucket = arn
+                .trim_start_matches("arn:aws:s3:::")
+                .trim_end_matches("/*");
+            named.insert(bucket.to_owned());
+            if bucket == "aws-input" {
+                for a in &actions {
+                    assert!(
+                        ["s3:ListBucket", "s3:GetBucketLocation", "s3:GetObject"].contains(a),
+                        "the input bucket must be read-only, found {a}"
+                    );
+                }
+            }
+        }
+    }
+    assert_eq!(
+        named.into_iter().collect::<Vec<_>>(),
+        ["aws-alpha", "aws-input", "aws-results"]
+    );
+    let profile = moto.query(
+        "iam",
+        "Action=GetInstanceProfile&Version=2010-05-08&InstanceProfileName=anycloud-aws-alpha",
+    );
+    assert!(
+        profile.contains("<RoleName>anycloud-aws-alpha</RoleName>"),
+        "{profile}"
+    );
+    // No access key was ever made: there is not even a user to hold one.
+    let users = moto.query("iam", "Action=ListUsers&Version=2010-05-08");
+    assert!(xml_all(&users, "UserName").is_empty(), "{users}");
+
+    // A spot instance with the profile, the key pair and the deployment's tags.
+    let instances = moto.query("ec2", "Action=DescribeInstances&Version=2016-11-15");
+    assert!(
+        instances.contains("<instanceLifecycle>spot</instanceLifecycle>"),
+        "{instances}"
+    );
+    assert!(instances.contains("anycloud-aws-alpha"), "{instances}");
+    let first_instance = xml_all(&instances, "instanceId")[0].clone();
+
+    // Data through moto's S3, by rclone on the test host with the "instance role".
+    let copy = wait_for(60, "the input copy in the output bucket", || {
+        object(&moto, "aws-results", "input-copy.txt").filter(|c| !c.is_empty())
+    });
+    assert_eq!(copy, "hello from the input bucket");
+    let checkpoint = wait_for(60, "a checkpoint in the checkpoint bucket", || {
+        object(&moto, "aws-alpha", "counter").and_then(|c| c.parse::<u64>().ok())
+    });
+    let conf = std::fs::read_to_string(vm_root.join("etc/anycloud/rclone.conf")).unwrap();
+    assert!(conf.contains("env_auth = true"), "{conf}");
+    assert!(
+        !conf.contains("secret") && !conf.contains("access_key"),
+        "{conf}"
+    );
+    let again = run(&p, &env, &["plan", "--detailed-exitcode"]);
+    assert_eq!(again.code, 0, "a second plan must be clean: {again:?}");
+
+    // Spot recovery: the instance is terminated (and its disk lost with it). The refresh
+    // plans a new VM and everything on it; the new one restores the checkpoint.
+    moto.query(
+        "ec2",
+        &format!("Action=TerminateInstances&Version=2016-11-15&InstanceId.1={first_instance}"),
+    );
+    common::sh(&format!("docker rm -f $(docker ps -aq --filter label=anycloud.deployment=aws-alpha) >/dev/null 2>&1; pkill -f 'supervisord -c {}/' ; true", vm_root.display()));
+    std::fs::remove_dir_all(vm_root.join("mnt")).unwrap();
+    let recovery = run(&p, &env, &["plan", "--detailed-exitcode"]);
+    assert_eq!(recovery.code, 2, "{recovery:?}");
+    assert!(
+        recovery
+            .stdout
+            .contains("deployment.aws-alpha.vm will be created"),
+        "{recovery:?}"
+    );
+    assert!(
+        recovery
+            .stdout
+            .contains("deployment.aws-alpha.sync.checkpoint_restore will be created"),
+        "{recovery:?}"
+    );
+    ok(&p, &env, &["apply", "--auto-approve"]);
+    let restored = read(&vm_root.join("mnt/checkpoint/counter"))
+        .and_then(|c| c.parse::<u64>().ok())
+        .expect("the checkpoint is back on the new VM");
+    assert!(restored >= checkpoint, "restored {restored} < {checkpoint}");
+    let resumed = wait_for(60, "the new VM's job to resume", || {
+        read(&vm_root.join("mnt/output/resumed-from.txt")).and_then(|c| c.parse::<u64>().ok())
+    });
+    assert!(resumed >= checkpoint);
+    assert_eq!(containers_of("aws-alpha"), 1);
+    assert_eq!(run(&p, &env, &["plan", "--detailed-exitcode"]).code, 0);
+
+    // Destroy: the last output reaches S3; instance, role, profile, security group, key pair
+    // and the checkpoint bucket go; the input and output buckets stay.
+    std::fs::write(
+        vm_root.join("mnt/output/last-words.txt"),
+        "written just before destroy\n",
+    )
+    .unwrap();
+    ok(&p, &env, &["destroy", "--auto-approve"]);
+    assert_eq!(
+        object(&moto, "aws-results", "last-words.txt").as_deref(),
+        Some("written just before destroy")
+    );
+    let instances = moto.query("ec2", "Action=DescribeInstances&Version=2016-11-15");
+    for state in xml_all(&instances, "name") {
+        assert!(
+            !["pending", "running"].contains(&state.as_str()),
+            "an instance is still {state}"
+        );
+    }
+    let roles = moto.query("iam", "Action=ListRoles&Version=2010-05-08");
+    assert!(!roles.contains("anycloud-aws-alpha"), "{roles}");
+    let profiles = moto.query("iam", "Action=ListInstanceProfiles&Version=2010-05-08");
+    assert!(!profiles.contains("anycloud-aws-alpha"), "{profiles}");
+    let groups = moto.query("ec2", "Action=DescribeSecurityGroups&Version=2016-11-15");
+    assert!(!groups.contains("anycloud-aws-alpha"), "{groups}");
+    let key_pairs = moto.query("ec2", "Action=DescribeKeyPairs&Version=2016-11-15");
+    assert!(!key_pairs.contains("anycloud-aws-alpha"), "{key_pairs}");
+    assert_eq!(
+        moto.http("HEAD", "/aws-alpha", None).0,
+        404,
+        "the checkpoint bucket goes"
+    );
+    assert_eq!(
+        moto.http("HEAD", "/aws-results", None).0,
+        200,
+        "output stays"
+    );
+    assert_eq!(moto.http("HEAD", "/aws-input", None).0, 200, "input stays");
+    assert_eq!(containers_of("aws-alpha"), 0);
+}
+
+/// A bucket name that lives in another continent fails the plan before any change, with
+/// the seed's exact words.
+#[test]
+fn a_bucket_of_another_continent_fails_the_plan() {
+    let moto = Moto::start("127.0.0.1");
+    assert_eq!(moto.http("PUT", "/my-results", None).0, 200);
+    let tagging = "<Tagging><TagSet><Tag><Key>anycloud:continent</Key><Value>us</Value></Tag></TagSet></Tagging>";
+    assert!(moto.http("PUT", "/my-results?tagging", Some(tagging)).0 < 300);
+    let p = Project::new(
+        r#"
+project: continents
+providers:
+  aws: { ami: ami-12345678, ssh_cidr: 10.0.0.0/8 }
+deployments:
+  train-sg:
+    provider: aws
+    region: ap-southeast-1
+    vm: { type: t3.micro }
+    container: { image: busybox }
+    buckets: { output: my-results, checkpoint: true }
+"#,
+    );
+    let env = moto.env();
+    for args in [&["plan"][..], &["apply", "--auto-approve"][..]] {
+        let r = run(&p, &env, args);
+        assert_eq!(r.code, 1, "{r:?}");
+        let lines: Vec<&str> = r.stderr.lines().collect();
+        assert!(
+            lines.contains(&"Error: Bucket 'my-results' already exists in continent 'us' but you are deploying to continent 'apac'."),
+            "{r:?}"
+        );
+        assert!(
+            lines.contains(&"Please use a different bucket name in anycloud.yaml."),
+            "{r:?}"
+        );
+    }
+    // Nothing was made: no state, no new bucket.
+    assert!(!p.path().join(".anycloud/state.json").exists());
+    let (_, list) = moto.http("GET", "/", None);
+    assert_eq!(xml_all(&list, "Name"), ["my-results"]);
+}
