@@ -13,6 +13,8 @@ command -v pgrep >/dev/null 2>&1 || need+=(procps)
 # The SSH tests' hosts: OpenSSH's sshd in network namespaces (ip netns).
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing: ${need[*]}; run this as root (or install them yourself)" >&2
@@ -24,6 +26,14 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
+# moto's server stands in for S3, IAM and EC2 in the AWS tests (each test starts its own).
+MOTO_VENV=${ANYCLOUD_MOTO_VENV:-/var/cache/anycloud/moto}
+if [ ! -x "$MOTO_VENV/bin/moto_server" ]; then
+  echo "installing moto[server] into $MOTO_VENV…"
+  python3 -m venv "$MOTO_VENV"
+  "$MOTO_VENV/bin/pip" install -q 'moto[server]'
+fi
+
 # No Docker daemon runs at boot here; start one (no iptables or bridge: containers use the
 # host's network) unless one answers already.
 if ! docker info >/dev/null 2>&1; then
@@ -32,4 +42,4 @@ if ! docker info >/dev/null 2>&1; then
   for _ in $(seq 1 120); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
   docker info >/dev/null 2>&1 || { echo "dockerd did not start:" >&2; tail -n 30 /var/log/anycloud/dockerd.log >&2; exit 1; }
 fi
-echo "prerequisites ready: docker $(docker version --format '{{.Server.Version}}' 2>/dev/null), $(supervisord --version 2>/dev/null | sed 's/^/supervisord /'), $(/usr/bin/rclone version 2>/dev/null | head -n1)"
+echo "prerequisites ready: moto $("$MOTO_VENV/bin/pip" show moto 2>/dev/null | sed -n 's/^Version: //p'), docker $(docker version --format '{{.Server.Version}}' 2>/dev/null), $(supervisord --version 2>/dev/null | sed 's/^/supervisord /'), $(/usr/bin/rclone version 2>/dev/null | head -n1)"

@@ -10,6 +10,8 @@ mod common;
 #[path = "../providers/host/tests/support/sshd.rs"]
 mod sshd;
 
+use std::path::Path;
+
 use common::moto::{xml_all, Moto};
 use common::{build_image, containers_of, read, wait_for, Project, Run};
 use sshd::TestHost;
@@ -307,4 +309,95 @@ deployments:
     assert!(!p.path().join(".anycloud/state.json").exists());
     let (_, list) = moto.http("GET", "/", None);
     assert_eq!(xml_all(&list, "Name"), ["my-results"]);
+}
+
+/// With a proxy in front of moto answering every third call with 503 SlowDown, apply still
+/// converges: the SDK retries, then the engine does.
+#[test]
+fn transient_faults_are_retried_until_apply_converges() {
+    let moto = Moto::start("127.0.0.1");
+    let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let count = dir.path().join("faults");
+    let proxy_script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/flaky_proxy.py");
+    let mut proxy = std::process::Command::new("python3")
+        .arg(&proxy_script)
+        .args([&port.to_string(), &moto.url, "3"])
+        .arg(&count)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the proxy did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let p = Project::new(
+        r#"
+project: flaky
+providers:
+  aws: { ami: ami-12345678, ssh_cidr: 10.0.0.0/8 }
+deployments:
+  flaky-a:
+    provider: aws
+    region: eu-west-1
+    vm: { type: t3.micro }
+    container: { image: busybox }
+    buckets: { output: flaky-results, checkpoint: true }
+"#,
+    );
+    let mut env = moto.env();
+    for (k, v) in env.iter_mut() {
+        if k == "AWS_ENDPOINT_URL" {
+            *v = format!("http://127.0.0.1:{port}");
+        }
+    }
+    // Buckets, their policies, the role, its policy and profile: the cloud side, no VM.
+    let target = ["--target", "deployment.flaky-a.role"];
+    let applied = run(
+        &p,
+        &env,
+        &[&["apply", "--auto-approve"][..], &target].concat(),
+    );
+    let faults: u32 = std::fs::read_to_string(&count)
+        .ok()
+        .and_then(|c| c.trim().parse().ok())
+        .unwrap_or(0);
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+    assert_eq!(applied.code, 0, "{applied:?}");
+    assert!(faults >= 3, "only {faults} faults were injected");
+    eprintln!("apply converged through {faults} injected 503 SlowDown answers");
+    let again = run(
+        &p,
+        &moto.env(),
+        &[&["plan", "--detailed-exitcode"][..], &target].concat(),
+    );
+    assert_eq!(again.code, 0, "{again:?}");
+    let (status, tags) = moto.http("GET", "/flaky-results?tagging", None);
+    assert!(
+        status == 200 && tags.contains("anycloud:continent"),
+        "{tags}"
+    );
+    let profile = moto.query(
+        "iam",
+        "Action=GetInstanceProfile&Version=2010-05-08&InstanceProfileName=anycloud-flaky-a",
+    );
+    assert!(
+        profile.contains("<RoleName>anycloud-flaky-a</RoleName>"),
+        "{profile}"
+    );
+    // Nothing to destroy through a VM: clean up the cloud side directly.
+    let gone = run(
+        &p,
+        &moto.env(),
+        &[&["destroy", "--auto-approve"][..], &target].concat(),
+    );
+    assert_eq!(gone.code, 0, "{gone:?}");
 }

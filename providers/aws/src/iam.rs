@@ -155,6 +155,7 @@ pub async fn existing(clients: &Clients) -> Result<(BTreeSet<String>, BTreeSet<S
         let page = iam
             .list_roles()
             .path_prefix(PATH)
+            .max_items(1000)
             .set_marker(marker.clone())
             .send()
             .await
@@ -174,6 +175,7 @@ pub async fn existing(clients: &Clients) -> Result<(BTreeSet<String>, BTreeSet<S
         let page = iam
             .list_instance_profiles()
             .path_prefix(PATH)
+            .max_items(1000)
             .set_marker(marker.clone())
             .send()
             .await
