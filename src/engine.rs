@@ -126,14 +126,14 @@ pub async fn make_plan_timed(
     let desired = plan::desired(&graph, providers).map_err(plan_errors)?;
     t.desired = start.elapsed();
     let mut notes = Vec::new();
+    if opts.refresh && !opts.destroy {
+        notes = plan::preflight(&graph, &desired, state, providers)
+            .await
+            .map_err(|errors| UserError(errors.join("\n")))?;
+    }
     let current = if opts.refresh {
         let start = Instant::now();
         let calls_before = providers.remote_calls();
-        if !opts.destroy {
-            notes = plan::preflight(&graph, &desired, state, providers)
-                .await
-                .map_err(|errors| UserError(errors.join("\n")))?;
-        }
         let current = plan::refresh(&graph, &desired, state, providers)
             .await
             .map_err(plan_errors)?;

@@ -204,6 +204,7 @@ fn the_examples_validate() {
     for example in [
         "examples/quickstart/anycloud.yaml",
         "examples/ssh/anycloud.yaml",
+        "examples/aws/anycloud.yaml",
     ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_anycloud"))
             .args(["validate", "-f"])

@@ -43,24 +43,30 @@ fn object(moto: &Moto, bucket: &str, key: &str) -> Option<String> {
     (status == 200).then(|| body.trim().to_owned())
 }
 
-fn config() -> &'static str {
-    r#"
+fn config() -> String {
+    config_with_cidr("10.0.0.0/8")
+}
+
+fn config_with_cidr(cidr: &str) -> String {
+    format!(
+        r#"
 project: e2e-aws
 providers:
-  aws: { ami: ami-12345678, ssh_user: root, ssh_cidr: 10.0.0.0/8 }
+  aws: {{ ami: ami-12345678, ssh_user: root, ssh_cidr: {cidr} }}
 defaults:
   sync_interval: 1s
-  connectivity_check: { retries: 2, retries_sleep: 1s }
+  connectivity_check: {{ retries: 2, retries_sleep: 1s }}
 deployments:
   aws-alpha:
     provider: aws
     region: us-east-1
-    vm: { type: t3.micro, spot: true }
+    vm: {{ type: t3.micro, spot: true }}
     container:
       image: anycloud-e2e:v1
       command: [/bin/sh, /job.sh]
-    buckets: { input: aws-input, output: aws-results, checkpoint: true }
+    buckets: {{ input: aws-input, output: aws-results, checkpoint: true }}
 "#
+    )
 }
 
 #[test]
@@ -74,7 +80,7 @@ fn aws_against_moto_end_to_end() {
     // On the host's link, so rclone on the "VM" reaches it as well as anycloud does.
     let moto = Moto::start(&host.gateway);
     let vm_root = host.dir.path().join("vm");
-    let p = Project::new(config());
+    let p = Project::new(&config());
     let mut env = moto.env();
     env.push((
         "ANYCLOUD_TEST_SSH_ADDRESS".into(),
@@ -164,9 +170,24 @@ fn aws_against_moto_end_to_end() {
         profile.contains("<RoleName>anycloud-aws-alpha</RoleName>"),
         "{profile}"
     );
-    // No access key was ever made: there is not even a user to hold one.
-    let users = moto.query("iam", "Action=ListUsers&Version=2010-05-08");
-    assert!(xml_all(&users, "UserName").is_empty(), "{users}");
+    // SSH only, from ssh_cidr only.
+    let groups = moto.query(
+        "ec2",
+        "Action=DescribeSecurityGroups&Version=2016-11-15&Filter.1.Name=group-name&Filter.1.Value.1=anycloud-aws-alpha",
+    );
+    let ingress = xml_all(&groups, "ipPermissions").concat();
+    assert_eq!(xml_all(&ingress, "fromPort"), ["22"], "{groups}");
+    assert_eq!(xml_all(&ingress, "cidrIp"), ["10.0.0.0/8"], "{groups}");
+    // No credentials anywhere anycloud wrote: not in state, not on the VM.
+    let state = std::fs::read_to_string(p.path().join(".anycloud/state.json")).unwrap();
+    for secret in [
+        "AWS_SECRET_ACCESS_KEY",
+        "aws_secret_access_key",
+        "secret_access_key",
+        "AKIA",
+    ] {
+        assert!(!state.contains(secret), "{secret} in state");
+    }
 
     // A spot instance with the profile, the key pair and the deployment's tags.
     let instances = moto.query("ec2", "Action=DescribeInstances&Version=2016-11-15");
@@ -227,6 +248,16 @@ fn aws_against_moto_end_to_end() {
     assert!(resumed >= checkpoint);
     assert_eq!(containers_of("aws-alpha"), 1);
     assert_eq!(run(&p, &env, &["plan", "--detailed-exitcode"]).code, 0);
+
+    // A narrower ssh_cidr closes what the old one opened.
+    p.write_config(&config_with_cidr("10.200.0.0/16"));
+    ok(&p, &env, &["apply", "--auto-approve"]);
+    let groups = moto.query(
+        "ec2",
+        "Action=DescribeSecurityGroups&Version=2016-11-15&Filter.1.Name=group-name&Filter.1.Value.1=anycloud-aws-alpha",
+    );
+    let ingress = xml_all(&groups, "ipPermissions").concat();
+    assert_eq!(xml_all(&ingress, "cidrIp"), ["10.200.0.0/16"], "{groups}");
 
     // Destroy: the last output reaches S3; instance, role, profile, security group, key pair
     // and the checkpoint bucket go; the input and output buckets stay.

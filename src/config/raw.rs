@@ -47,7 +47,6 @@ pub struct RawAwsEndpoints {
     pub s3: Option<String>,
     pub iam: Option<String>,
     pub ec2: Option<String>,
-    pub sts: Option<String>,
 }
 
 #[derive(Deserialize)]

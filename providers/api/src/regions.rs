@@ -28,6 +28,8 @@ const AWS: &[(&str, &[&str])] = &[
             "ap-southeast-1",
             "ap-southeast-3",
             "ap-southeast-5",
+            "ap-southeast-7",
+            "ap-east-2",
         ],
     ),
     ("aus", &["ap-southeast-2", "ap-southeast-4"]),

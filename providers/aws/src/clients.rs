@@ -110,9 +110,12 @@ impl Clients {
         if let Some(url) = &self.settings.endpoints.s3 {
             builder = builder.endpoint_url(url);
         }
-        // S3-compatible stores (and moto) want bucket names in the path.
+        // S3-compatible stores (and moto) want bucket names in the path, and many refuse
+        // the checksums the SDK adds to every request by default.
         if self.settings.s3_endpoint().is_some() {
-            builder = builder.force_path_style(true);
+            builder = builder.force_path_style(true).request_checksum_calculation(
+                aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
+            );
         }
         let client = aws_sdk_s3::Client::from_conf(builder.build());
         self.s3

@@ -88,6 +88,32 @@ pub async fn ensure_security_group(
             .unwrap_or_default()
             .to_owned(),
     };
+    // Rules from an earlier ssh_cidr go: changing it must close what it opened.
+    let stale: Vec<IpPermission> = found
+        .security_groups()
+        .iter()
+        .flat_map(|g| g.ip_permissions())
+        .filter(|p| p.from_port() == Some(22))
+        .flat_map(|p| p.ip_ranges())
+        .filter_map(|r| r.cidr_ip())
+        .filter(|c| *c != cidr)
+        .map(|c| {
+            IpPermission::builder()
+                .ip_protocol("tcp")
+                .from_port(22)
+                .to_port(22)
+                .ip_ranges(IpRange::builder().cidr_ip(c).build())
+                .build()
+        })
+        .collect();
+    if !stale.is_empty() {
+        ec2.revoke_security_group_ingress()
+            .group_id(&id)
+            .set_ip_permissions(Some(stale))
+            .send()
+            .await
+            .map_err(|e| classify(&format!("RevokeSecurityGroupIngress {name}"), e))?;
+    }
     let rule = IpPermission::builder()
         .ip_protocol("tcp")
         .from_port(22)
@@ -134,7 +160,8 @@ pub struct Launch<'a> {
 /// The deployment's live instance if there is one (an interrupted create), else a new one.
 pub async fn ensure_instance(clients: &Clients, l: &Launch<'_>) -> Result<Instance> {
     if let Some(found) = find(clients, l.region, l.deployment, l.project).await? {
-        return Ok(found);
+        // An earlier, interrupted run started it: wait for it as for a new one.
+        return wait_running(clients, l.region, &found.id).await;
     }
     let ec2 = clients.ec2(l.region).await;
     let mut tags = vec![
@@ -262,23 +289,24 @@ pub async fn find(
     Ok(describe(clients, region, filters).await?.into_iter().next())
 }
 
-/// Every instance of a project in a region (paginated), by id: one call per page.
-pub async fn of_project(
-    clients: &Clients,
-    region: &str,
-    project: Option<&str>,
-) -> Result<BTreeMap<String, Instance>> {
-    let filter = match project {
-        Some(p) => Filter::builder()
-            .name(format!("tag:{PROJECT_TAG}"))
-            .values(p)
-            .build(),
-        None => Filter::builder()
+/// Every anycloud instance in a region that is not terminated, by id: one call per page.
+/// By the deployment tag, not the project's, so renaming the project loses no instance.
+pub async fn in_region(clients: &Clients, region: &str) -> Result<BTreeMap<String, Instance>> {
+    let filters = vec![
+        Filter::builder()
             .name("tag-key")
             .values(DEPLOYMENT_TAG)
             .build(),
-    };
-    Ok(describe(clients, region, vec![filter])
+        Filter::builder()
+            .name("instance-state-name")
+            .values("pending")
+            .values("running")
+            .values("stopping")
+            .values("stopped")
+            .values("shutting-down")
+            .build(),
+    ];
+    Ok(describe(clients, region, filters)
         .await?
         .into_iter()
         .map(|i| (i.id.clone(), i))

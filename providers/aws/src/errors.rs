@@ -13,7 +13,44 @@ const RETRYABLE_CODES: &[&str] = &[
     "ServiceUnavailable",
     "RequestTimeout",
     "IncorrectState",
+    "ConcurrentModification",
+    "OperationAborted",
+    // Made by a parallel or earlier attempt: the retry finds and uses it.
+    "InvalidGroup.Duplicate",
+    "InvalidKeyPair.Duplicate",
 ];
+
+/// IAM is eventually consistent: a role or instance profile made a moment ago can be
+/// refused by EC2 or S3 (or not yet found by IAM itself) for some seconds.
+pub fn is_iam_propagation(e: &anycloud_provider::ProviderError) -> bool {
+    let m = &e.message;
+    (m.contains("InvalidParameterValue") && m.contains("iamInstanceProfile"))
+        || (m.contains("MalformedPolicy") && m.to_lowercase().contains("principal"))
+        || (m.contains("GetInstanceProfile") && m.contains("NoSuchEntity"))
+}
+
+/// Runs `call` again while IAM catches up, for a minute and a half at most.
+pub async fn while_iam_propagates<T, F, Fut>(mut call: F) -> anycloud_provider::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anycloud_provider::Result<T>>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    let mut delay = std::time::Duration::from_secs(2);
+    loop {
+        match call().await {
+            Err(e) if is_iam_propagation(&e) && std::time::Instant::now() + delay < deadline => {
+                anycloud_provider::output::line(&format!(
+                    "waiting for IAM to propagate: {}",
+                    e.message
+                ));
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(10));
+            }
+            other => return other,
+        }
+    }
+}
 
 /// The service's error code, if the service answered with one.
 pub fn code<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> Option<&str> {

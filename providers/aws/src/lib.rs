@@ -81,13 +81,13 @@ impl AwsProvider {
         alive.contains(id).then_some(vm)
     }
 
-    /// The instances (by id) alive now, for the VMs among `targets` and the VMs of hosted ones:
-    /// one DescribeInstances per region and project.
+    /// anycloud's instances (by id, in any state but terminated), for the VMs among
+    /// `targets` and the VMs of hosted ones: one DescribeInstances per region.
     async fn alive_instances(
         &self,
         targets: &[Target<'_>],
     ) -> Result<BTreeMap<String, ec2::Instance>> {
-        let mut regions: BTreeSet<(String, Option<String>)> = BTreeSet::new();
+        let mut regions: BTreeSet<String> = BTreeSet::new();
         for t in targets {
             let vm = match t.kind {
                 Kind::Vm => Some(t.attrs),
@@ -96,15 +96,13 @@ impl AwsProvider {
             };
             if let Some(vm) = vm {
                 if let Ok(region) = attr_str(vm, "region") {
-                    let project = vm.get("project").and_then(|p| p.as_str()).map(String::from);
-                    regions.insert((region.to_owned(), project));
+                    regions.insert(region.to_owned());
                 }
             }
         }
         let mut out = BTreeMap::new();
-        for (region, project) in regions {
-            let found = ec2::of_project(self.clients(), &region, project.as_deref()).await?;
-            out.extend(found.into_iter().filter(|(_, i)| i.alive()));
+        for region in regions {
+            out.extend(ec2::in_region(self.clients(), &region).await?);
         }
         Ok(out)
     }
@@ -168,22 +166,20 @@ impl AwsProvider {
             Some(ami) => ami.to_owned(),
             None => ec2::latest_debian(clients, region).await?,
         };
-        let instance = ec2::ensure_instance(
-            clients,
-            &ec2::Launch {
-                region,
-                deployment,
-                project: a.get("project").and_then(|p| p.as_str()),
-                ami: &ami,
-                instance_type: attr_str(a, "instance_type")?,
-                spot: a.get("spot").and_then(|s| s.as_bool()).unwrap_or(false),
-                disk_gb: a.get("disk_gb").and_then(|d| d.as_i64()).map(|d| d as i32),
-                key_name,
-                security_group_id: &group,
-                instance_profile: attr_str(a, "instance_profile")?,
-            },
-        )
-        .await?;
+        let launch = ec2::Launch {
+            region,
+            deployment,
+            project: a.get("project").and_then(|p| p.as_str()),
+            ami: &ami,
+            instance_type: attr_str(a, "instance_type")?,
+            spot: a.get("spot").and_then(|s| s.as_bool()).unwrap_or(false),
+            disk_gb: a.get("disk_gb").and_then(|d| d.as_i64()).map(|d| d as i32),
+            key_name,
+            security_group_id: &group,
+            instance_profile: attr_str(a, "instance_profile")?,
+        };
+        let instance =
+            errors::while_iam_propagates(|| ec2::ensure_instance(clients, &launch)).await?;
         let mut out = a.clone();
         out.insert("ami".into(), json!(ami));
         out.insert("instance_id".into(), json!(instance.id));
@@ -206,8 +202,20 @@ impl AwsProvider {
         let a = t.attrs;
         let clients = self.clients();
         let region = attr_str(a, "region")?;
-        if let Some(id) = a.get("instance_id").and_then(|v| v.as_str()) {
-            let alive = ec2::of_project(clients, region, a.get("project").and_then(|p| p.as_str()))
+        let recorded = a
+            .get("instance_id")
+            .and_then(|v| v.as_str())
+            .map(String::from);
+        // A create cut short recorded no instance id: the instance (if it was started) is
+        // found by the deployment's tag.
+        let id = match recorded {
+            Some(id) => Some(id),
+            None => ec2::find(clients, region, attr_str(a, "deployment")?, None)
+                .await?
+                .map(|i| i.id),
+        };
+        if let Some(id) = id.as_deref() {
+            let alive = ec2::in_region(clients, region)
                 .await?
                 .get(id)
                 .is_some_and(|i| i.alive());
@@ -226,13 +234,10 @@ impl AwsProvider {
         let a = t.attrs;
         let clients = self.clients();
         let name = attr_str(a, "name")?;
-        let arn = iam::ensure(
-            clients,
-            name,
-            attr_str(a, "policy")?,
-            a.get("project").and_then(|p| p.as_str()),
-        )
-        .await?;
+        let policy = attr_str(a, "policy")?;
+        let project = a.get("project").and_then(|p| p.as_str());
+        let arn =
+            errors::while_iam_propagates(|| iam::ensure(clients, name, policy, project)).await?;
         // Each managed bucket's policy admits the role too, as one statement of its own.
         for (kind, bucket) in t.deps {
             if *kind != Kind::Bucket || bucket.get("role").and_then(|r| r.as_str()) == Some("input")
@@ -251,13 +256,10 @@ impl AwsProvider {
                 "Action": ["s3:ListBucket", "s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
                 "Resource": [format!("arn:aws:s3:::{bucket_name}"), format!("arn:aws:s3:::{bucket_name}/*")]
             });
-            s3::admit(
-                clients,
-                bucket_name,
-                &region,
-                &statement_id(name),
-                statement,
-            )
+            let sid = statement_id(name);
+            errors::while_iam_propagates(|| {
+                s3::admit(clients, bucket_name, &region, &sid, statement.clone())
+            })
             .await?;
         }
         let mut out = a.clone();
@@ -288,9 +290,11 @@ impl AwsProvider {
     }
 }
 
-/// Bucket policy statement ids allow only letters and digits.
+/// Bucket policy statement ids allow only letters and digits: the role's name without its
+/// dashes, plus a digest of the whole name so `train-1` and `train1` never share one.
 fn statement_id(role: &str) -> String {
-    role.chars().filter(|c| c.is_ascii_alphanumeric()).collect()
+    let plain: String = role.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    format!("{plain}{}", &anycloud_host::steps::sha256_hex(role)[..8])
 }
 
 /// The seed's words for a bucket that lives in another continent.
@@ -421,6 +425,7 @@ impl Provider for AwsProvider {
                 }
                 attrs.insert("ssh_user".into(), json!(settings.ssh_user()));
                 attrs.insert("ssh_cidr".into(), json!(settings.ssh_cidr()));
+                attrs.insert("instance_state".into(), json!("running"));
                 attrs.insert("key_name".into(), json!(name));
                 attrs.insert("security_group".into(), json!(name));
                 attrs.insert("instance_profile".into(), json!(name));
@@ -435,6 +440,7 @@ impl Provider for AwsProvider {
                         "disk_gb",
                         "ami",
                         "ssh_user",
+                        "instance_state",
                     ]
                     .map(String::from)
                     .to_vec(),
@@ -516,7 +522,11 @@ impl Provider for AwsProvider {
         } else {
             BTreeMap::new()
         };
-        let alive: BTreeSet<String> = instances.keys().cloned().collect();
+        let alive: BTreeSet<String> = instances
+            .values()
+            .filter(|i| i.alive())
+            .map(|i| i.id.clone())
+            .collect();
         let probes = self.probe_hosted(targets, &alive).await?;
         let mut out = Vec::with_capacity(targets.len());
         for (t, probe) in targets.iter().zip(probes) {
@@ -524,7 +534,12 @@ impl Provider for AwsProvider {
                 Kind::Storage => Some(t.attrs.clone()),
                 Kind::Bucket => {
                     let name = attr_str(t.attrs, "name")?;
+                    let input = t.attrs.get("role").and_then(|r| r.as_str()) == Some("input");
                     match buckets.as_ref().and_then(|b| b.get(name)) {
+                        // Another account's input bucket is not in our listing, yet readable.
+                        None if input && s3::readable(clients, name).await? => {
+                            Some(t.attrs.clone())
+                        }
                         None => None,
                         Some(region) => {
                             let mut a = t.attrs.clone();
@@ -545,6 +560,8 @@ impl Provider for AwsProvider {
                         .filter(|(r, p)| r.contains(name) && p.contains(name))
                         .map(|_| t.attrs.clone())
                 }
+                // A stopped (or stopping) instance still exists and still holds its security
+                // group: its state differs from the planned one, which replaces it.
                 Kind::Vm => t
                     .attrs
                     .get("instance_id")
@@ -553,6 +570,12 @@ impl Provider for AwsProvider {
                     .map(|i| {
                         let mut a = t.attrs.clone();
                         a.insert("public_ip".into(), json!(i.public_ip));
+                        let state = if i.alive() {
+                            "running"
+                        } else {
+                            i.state.as_str()
+                        };
+                        a.insert("instance_state".into(), json!(state));
                         a
                     }),
                 hosted => probe.and_then(|p| vm_host::read_from(hosted, t, &p)),
@@ -622,10 +645,17 @@ impl Provider for AwsProvider {
             Kind::Storage => Ok(()),
             Kind::Bucket => {
                 let a = target.attrs;
-                let ours = a.get("managed").and_then(|m| m.as_bool()) == Some(true);
-                let checkpoint = a.get("role").and_then(|r| r.as_str()) == Some("checkpoint");
-                if ours && checkpoint {
-                    s3::delete(clients, attr_str(a, "name")?).await
+                let name = attr_str(a, "name")?;
+                if a.get("role").and_then(|r| r.as_str()) != Some("checkpoint") {
+                    return Ok(());
+                }
+                // A create cut short recorded no answer: the bucket's tag says whose it is.
+                let ours = match a.get("managed").and_then(|m| m.as_bool()) {
+                    Some(m) => m,
+                    None => s3::managed(clients, name).await?,
+                };
+                if ours {
+                    s3::delete(clients, name).await
                 } else {
                     Ok(())
                 }
@@ -638,11 +668,10 @@ impl Provider for AwsProvider {
                 };
                 let region = attr_str(vm, "region")?;
                 let id = vm.get("instance_id").and_then(|v| v.as_str()).unwrap_or("");
-                let alive =
-                    ec2::of_project(clients, region, vm.get("project").and_then(|p| p.as_str()))
-                        .await?
-                        .get(id)
-                        .is_some_and(|i| i.alive());
+                let alive = ec2::in_region(clients, region)
+                    .await?
+                    .get(id)
+                    .is_some_and(|i| i.alive());
                 // On a terminated VM there is nothing left to stop or upload.
                 if !alive {
                     return Ok(());
@@ -654,7 +683,11 @@ impl Provider for AwsProvider {
 
     async fn observe(&self, targets: &[Target<'_>]) -> Result<Vec<BTreeMap<String, String>>> {
         let instances = self.alive_instances(targets).await?;
-        let alive: BTreeSet<String> = instances.keys().cloned().collect();
+        let alive: BTreeSet<String> = instances
+            .values()
+            .filter(|i| i.alive())
+            .map(|i| i.id.clone())
+            .collect();
         let probes = self.probe_hosted(targets, &alive).await?;
         Ok(targets
             .iter()

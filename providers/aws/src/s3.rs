@@ -22,8 +22,10 @@ pub async fn list(clients: &Clients) -> Result<BTreeMap<String, Option<String>>>
     let mut out = BTreeMap::new();
     let mut token: Option<String> = None;
     loop {
+        // With max_buckets S3 also answers each bucket's region (BucketRegion).
         let page = s3
             .list_buckets()
+            .max_buckets(10_000)
             .set_continuation_token(token.clone())
             .send()
             .await
@@ -75,9 +77,13 @@ pub async fn continent_of(clients: &Clients, name: &str, region: &str) -> Result
         Err(e) if code(&e) == Some("NoSuchTagSet") => {}
         Err(e) => return Err(classify(&format!("GetBucketTagging {name}"), e)),
     }
-    Ok(regions::continent("aws", region)
-        .unwrap_or("unknown")
-        .to_owned())
+    regions::continent("aws", region)
+        .map(String::from)
+        .ok_or_else(|| {
+            ProviderError::permanent(format!(
+                "bucket {name} is in {region}, a region anycloud does not know the continent of; tag it {CONTINENT_TAG}"
+            ))
+        })
 }
 
 /// Whether a name free in this account is taken by another (HeadBucket answers 403).
@@ -101,8 +107,28 @@ pub async fn taken_elsewhere(clients: &Clients, name: &str) -> Result<bool> {
     }
 }
 
-/// Makes the bucket (or finds it made by an earlier, interrupted run) and tags it.
-/// Returns whether anycloud made it.
+/// Whether the bucket exists and this account may read it (HeadBucket).
+pub async fn readable(clients: &Clients, name: &str) -> Result<bool> {
+    match clients
+        .s3("us-east-1")
+        .await
+        .head_bucket()
+        .bucket(name)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(e) => match e.raw_response().map(|r| r.status().as_u16()) {
+            Some(403) | Some(404) => Ok(false),
+            _ => Err(classify(&format!("HeadBucket {name}"), e)),
+        },
+    }
+}
+
+/// Makes the bucket and tags it, unless it exists already: then it is used as it is, and is
+/// anycloud's only if it carries anycloud's tag (an earlier run made it). us-east-1 answers
+/// CreateBucket with success for a bucket one already owns, so existence is asked first: a
+/// bucket of the user's is never claimed (and so never deleted).
 pub async fn create(
     clients: &Clients,
     name: &str,
@@ -110,6 +136,10 @@ pub async fn create(
     continent: &str,
     project: Option<&str>,
 ) -> Result<bool> {
+    if readable(clients, name).await? {
+        let region = region_of(clients, name).await?;
+        return Ok(tag_of(clients, name, &region, MANAGED_TAG).await?.is_some());
+    }
     let s3 = clients.s3(region).await;
     let mut request = s3.create_bucket().bucket(name);
     if region != "us-east-1" {
@@ -196,7 +226,8 @@ pub async fn delete(clients: &Clients, name: &str) -> Result<()> {
         if keys.is_empty() {
             break;
         }
-        s3.delete_objects()
+        let deleted = s3
+            .delete_objects()
             .bucket(name)
             .delete(
                 Delete::builder()
@@ -207,6 +238,15 @@ pub async fn delete(clients: &Clients, name: &str) -> Result<()> {
             .send()
             .await
             .map_err(|e| classify(&format!("DeleteObjects {name}"), e))?;
+        // Keys S3 would not delete (object lock, permissions) would come back forever.
+        if let Some(err) = deleted.errors().first() {
+            return Err(ProviderError::permanent(format!(
+                "DeleteObjects {name}: {} {}: {}",
+                err.key().unwrap_or("?"),
+                err.code().unwrap_or("?"),
+                err.message().unwrap_or("")
+            )));
+        }
     }
     match s3.delete_bucket().bucket(name).send().await {
         Ok(_) => Ok(()),
@@ -214,6 +254,10 @@ pub async fn delete(clients: &Clients, name: &str) -> Result<()> {
         Err(e) => Err(classify(&format!("DeleteBucket {name}"), e)),
     }
 }
+
+/// Bucket policies are read, changed and written back: deployments sharing a bucket must
+/// take turns, or one's statement could overwrite another's.
+static POLICY_EDITS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Adds (or replaces) the statement `sid` of a bucket's policy.
 pub async fn admit(
@@ -223,6 +267,7 @@ pub async fn admit(
     sid: &str,
     statement: serde_json::Value,
 ) -> Result<()> {
+    let _turn = POLICY_EDITS.lock().await;
     let mut policy = policy_of(clients, name, region).await?;
     remove_statement(&mut policy, sid);
     policy["Statement"]
@@ -234,6 +279,7 @@ pub async fn admit(
 
 /// Removes the statement `sid` from a bucket's policy (and the policy if it is then empty).
 pub async fn dismiss(clients: &Clients, name: &str, region: &str, sid: &str) -> Result<()> {
+    let _turn = POLICY_EDITS.lock().await;
     let mut policy = match policy_of(clients, name, region).await {
         Ok(p) => p,
         Err(e) if e.message.contains("NoSuchBucket") => return Ok(()),
@@ -275,10 +321,24 @@ async fn policy_of(clients: &Clients, name: &str, region: &str) -> Result<serde_
         .await
     {
         Ok(out) => {
-            let mut policy: serde_json::Value =
-                serde_json::from_str(out.policy().unwrap_or("{}")).unwrap_or(empty.clone());
-            if !policy["Statement"].is_array() {
-                policy = empty;
+            let text = out.policy().unwrap_or("");
+            let mut policy: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+                ProviderError::permanent(format!(
+                    "the policy of bucket {name} is not JSON anycloud can read ({e}); it leaves it alone: add the role's statement by hand"
+                ))
+            })?;
+            // A single statement may be written as an object: keep it, as a list of one.
+            match policy.get("Statement").cloned() {
+                Some(serde_json::Value::Array(_)) => {}
+                Some(one @ serde_json::Value::Object(_)) => {
+                    policy["Statement"] = serde_json::Value::Array(vec![one]);
+                }
+                None => policy["Statement"] = serde_json::json!([]),
+                Some(_) => {
+                    return Err(ProviderError::permanent(format!(
+                        "the policy of bucket {name} has a Statement anycloud cannot read; it leaves it alone"
+                    )))
+                }
             }
             Ok(policy)
         }
@@ -303,4 +363,14 @@ async fn put_policy(
         .await
         .map(|_| ())
         .map_err(|e| classify(&format!("PutBucketPolicy {name}"), e))
+}
+
+/// Whether anycloud made the bucket (its tag says so); a bucket that is gone is not.
+pub async fn managed(clients: &Clients, name: &str) -> Result<bool> {
+    let region = match region_of(clients, name).await {
+        Ok(r) => r,
+        Err(e) if e.message.contains("NoSuchBucket") => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    Ok(tag_of(clients, name, &region, MANAGED_TAG).await?.is_some())
 }

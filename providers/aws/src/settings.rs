@@ -17,7 +17,6 @@ pub struct Endpoints {
     pub s3: Option<String>,
     pub iam: Option<String>,
     pub ec2: Option<String>,
-    pub sts: Option<String>,
 }
 
 /// Debian's images log in as `admin`.
