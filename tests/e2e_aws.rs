@@ -424,11 +424,8 @@ deployments:
         profile.contains("<RoleName>anycloud-flaky-a</RoleName>"),
         "{profile}"
     );
-    // Nothing to destroy through a VM: clean up the cloud side directly.
-    let gone = run(
-        &p,
-        &moto.env(),
-        &[&["destroy", "--auto-approve"][..], &target].concat(),
-    );
+    // Everything it made goes while moto is here (the project's drop has no endpoint).
+    let gone = run(&p, &moto.env(), &["destroy", "--auto-approve"]);
     assert_eq!(gone.code, 0, "{gone:?}");
+    assert!(p.ok(&["state", "list"]).stdout.trim().is_empty());
 }
