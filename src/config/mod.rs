@@ -344,10 +344,7 @@ fn check(ck: &mut Checker, raw: RawConfig, base: &Path, digest: &str) -> Config 
     let providers = raw.providers.unwrap_or_default();
     let local_root = match providers.local.and_then(|l| l.root) {
         Some(r) => {
-            let ok = !r.value.is_empty()
-                && r.value
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "/._-+@".contains(c));
+            let ok = anycloud_host::render::is_plain_path(&r.value);
             if !ok {
                 ck.at(
                     r.referenced,
@@ -886,9 +883,7 @@ fn check_machine(
         Some(r) => {
             let ok = r.value.starts_with('/')
                 && !r.value.trim_end_matches('/').is_empty()
-                && r.value
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "/._-+@".contains(c));
+                && anycloud_host::render::is_plain_path(&r.value);
             if !ok {
                 ck.at(
                     r.referenced,

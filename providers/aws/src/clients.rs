@@ -44,8 +44,33 @@ pub struct Clients {
     settings: Settings,
     base: OnceCell<SdkConfig>,
     calls: Arc<AtomicU64>,
-    s3: Mutex<HashMap<String, aws_sdk_s3::Client>>,
-    ec2: Mutex<HashMap<String, aws_sdk_ec2::Client>>,
+    s3: PerRegion<aws_sdk_s3::Client>,
+    ec2: PerRegion<aws_sdk_ec2::Client>,
+}
+
+/// Clients already made, by region.
+struct PerRegion<C>(Mutex<HashMap<String, C>>);
+
+impl<C: Clone> PerRegion<C> {
+    fn new() -> Self {
+        PerRegion(Mutex::new(HashMap::new()))
+    }
+
+    fn get(&self, region: &str) -> Option<C> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(region)
+            .cloned()
+    }
+
+    fn put(&self, region: &str, client: C) -> C {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(region.to_owned(), client.clone());
+        client
+    }
 }
 
 impl Clients {
@@ -54,8 +79,8 @@ impl Clients {
             settings,
             base: OnceCell::new(),
             calls: Arc::new(AtomicU64::new(0)),
-            s3: Mutex::new(HashMap::new()),
-            ec2: Mutex::new(HashMap::new()),
+            s3: PerRegion::new(),
+            ec2: PerRegion::new(),
         }
     }
 
@@ -96,13 +121,8 @@ impl Clients {
     }
 
     pub async fn s3(&self, region: &str) -> aws_sdk_s3::Client {
-        if let Some(c) = self
-            .s3
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(region)
-        {
-            return c.clone();
+        if let Some(c) = self.s3.get(region) {
+            return c;
         }
         let config = self.regional(region).await;
         let mut builder =
@@ -118,21 +138,12 @@ impl Clients {
             );
         }
         let client = aws_sdk_s3::Client::from_conf(builder.build());
-        self.s3
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(region.to_owned(), client.clone());
-        client
+        self.s3.put(region, client)
     }
 
     pub async fn ec2(&self, region: &str) -> aws_sdk_ec2::Client {
-        if let Some(c) = self
-            .ec2
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(region)
-        {
-            return c.clone();
+        if let Some(c) = self.ec2.get(region) {
+            return c;
         }
         let config = self.regional(region).await;
         let mut builder =
@@ -141,11 +152,7 @@ impl Clients {
             builder = builder.endpoint_url(url);
         }
         let client = aws_sdk_ec2::Client::from_conf(builder.build());
-        self.ec2
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(region.to_owned(), client.clone());
-        client
+        self.ec2.put(region, client)
     }
 
     pub async fn iam(&self) -> aws_sdk_iam::Client {

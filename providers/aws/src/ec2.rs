@@ -314,44 +314,42 @@ pub async fn in_region(clients: &Clients, region: &str) -> Result<BTreeMap<Strin
 }
 
 async fn describe(clients: &Clients, region: &str, filters: Vec<Filter>) -> Result<Vec<Instance>> {
-    let ec2 = clients.ec2(region).await;
+    let pages = clients
+        .ec2(region)
+        .await
+        .describe_instances()
+        .set_filters(Some(filters))
+        .into_paginator()
+        .send()
+        .try_collect()
+        .await
+        .map_err(|e| classify("DescribeInstances", e))?;
     let mut out = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let page = ec2
-            .describe_instances()
-            .set_filters(Some(filters.clone()))
-            .set_next_token(token.clone())
-            .send()
-            .await
-            .map_err(|e| classify("DescribeInstances", e))?;
-        for r in page.reservations() {
-            for i in r.instances() {
-                let tag = |k: &str| {
-                    i.tags()
-                        .iter()
-                        .find(|t| t.key() == Some(k))
-                        .and_then(|t| t.value())
-                        .map(String::from)
-                };
-                out.push(Instance {
-                    id: i.instance_id().unwrap_or_default().to_owned(),
-                    state: i
-                        .state()
-                        .and_then(|s| s.name())
-                        .map(|n| n.as_str().to_owned())
-                        .unwrap_or_default(),
-                    public_ip: i.public_ip_address().map(String::from),
-                    deployment: tag(DEPLOYMENT_TAG),
-                    lifecycle: i.instance_lifecycle().map(|l| l.as_str().to_owned()),
-                });
-            }
-        }
-        token = page.next_token().map(String::from);
-        if token.is_none() {
-            return Ok(out);
-        }
+    for i in pages
+        .iter()
+        .flat_map(|p| p.reservations())
+        .flat_map(|r| r.instances())
+    {
+        let tag = |k: &str| {
+            i.tags()
+                .iter()
+                .find(|t| t.key() == Some(k))
+                .and_then(|t| t.value())
+                .map(String::from)
+        };
+        out.push(Instance {
+            id: i.instance_id().unwrap_or_default().to_owned(),
+            state: i
+                .state()
+                .and_then(|s| s.name())
+                .map(|n| n.as_str().to_owned())
+                .unwrap_or_default(),
+            public_ip: i.public_ip_address().map(String::from),
+            deployment: tag(DEPLOYMENT_TAG),
+            lifecycle: i.instance_lifecycle().map(|l| l.as_str().to_owned()),
+        });
     }
+    Ok(out)
 }
 
 /// Terminates the instance and waits until it is gone (the security group cannot go before).

@@ -149,50 +149,32 @@ pub async fn ensure(
 /// The names of every anycloud role and every anycloud instance profile (one listing each).
 pub async fn existing(clients: &Clients) -> Result<(BTreeSet<String>, BTreeSet<String>)> {
     let iam = clients.iam().await;
-    let mut roles = BTreeSet::new();
-    let mut marker: Option<String> = None;
-    loop {
-        let page = iam
-            .list_roles()
-            .path_prefix(PATH)
-            .max_items(1000)
-            .set_marker(marker.clone())
-            .send()
-            .await
-            .map_err(|e| classify("ListRoles", e))?;
-        roles.extend(page.roles().iter().map(|r| r.role_name().to_owned()));
-        marker = page
-            .marker()
-            .map(String::from)
-            .filter(|_| page.is_truncated());
-        if marker.is_none() {
-            break;
-        }
-    }
-    let mut profiles = BTreeSet::new();
-    let mut marker: Option<String> = None;
-    loop {
-        let page = iam
-            .list_instance_profiles()
-            .path_prefix(PATH)
-            .max_items(1000)
-            .set_marker(marker.clone())
-            .send()
-            .await
-            .map_err(|e| classify("ListInstanceProfiles", e))?;
-        profiles.extend(
-            page.instance_profiles()
-                .iter()
-                .map(|p| p.instance_profile_name().to_owned()),
-        );
-        marker = page
-            .marker()
-            .map(String::from)
-            .filter(|_| page.is_truncated());
-        if marker.is_none() {
-            break;
-        }
-    }
+    let roles = iam
+        .list_roles()
+        .path_prefix(PATH)
+        .max_items(1000)
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .map_err(|e| classify("ListRoles", e))?
+        .into_iter()
+        .map(|r| r.role_name().to_owned())
+        .collect();
+    let profiles = iam
+        .list_instance_profiles()
+        .path_prefix(PATH)
+        .max_items(1000)
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .map_err(|e| classify("ListInstanceProfiles", e))?
+        .into_iter()
+        .map(|p| p.instance_profile_name().to_owned())
+        .collect();
     Ok((roles, profiles))
 }
 

@@ -12,11 +12,11 @@ pub mod s3;
 pub mod settings;
 mod vm_host;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
-use anycloud_host::{keys, steps, HostContext, SshHost, SshTarget};
+use anycloud_host::{keys, steps, ContextCache, HostContext, SshHost, SshPool};
 use anycloud_provider::{
     attr_str, Attrs, Kind, Planned, Preflight, Provider, ProviderError, Result, Target,
 };
@@ -28,8 +28,8 @@ use crate::settings::Settings;
 pub struct AwsProvider {
     keys_dir: PathBuf,
     clients: OnceLock<Clients>,
-    connections: Mutex<HashMap<SshTarget, Arc<SshHost>>>,
-    last_context: Mutex<Option<(Attrs, Arc<HostContext>)>>,
+    connections: SshPool,
+    contexts: ContextCache,
 }
 
 impl AwsProvider {
@@ -37,8 +37,8 @@ impl AwsProvider {
         AwsProvider {
             keys_dir,
             clients: OnceLock::new(),
-            connections: Mutex::new(HashMap::new()),
-            last_context: Mutex::new(None),
+            connections: SshPool::default(),
+            contexts: ContextCache::default(),
         }
     }
 
@@ -48,15 +48,9 @@ impl AwsProvider {
     }
 
     fn context(&self, inputs: &Attrs) -> Result<Arc<HostContext>> {
-        let mut cache = self.last_context.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((key, ctx)) = cache.as_ref() {
-            if key == inputs {
-                return Ok(ctx.clone());
-            }
-        }
-        let ctx = Arc::new(vm_host::context(inputs, self.clients().settings())?);
-        *cache = Some((inputs.clone(), ctx.clone()));
-        Ok(ctx)
+        self.contexts.get(inputs, || {
+            vm_host::context(inputs, self.clients().settings())
+        })
     }
 
     /// The SSH connection to a VM, from the VM's attributes; one per machine and key.
@@ -64,14 +58,9 @@ impl AwsProvider {
         let deployment = attr_str(vm, "deployment")?;
         let key = keys::ensure_deployment_key(&self.keys_dir, deployment)
             .map_err(|e| ProviderError::permanent(e.to_string()))?;
-        let target = vm_host::ssh_target(vm, key.private_path)?;
-        let mut all = self.connections.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = all.get(&target) {
-            return Ok(c.clone());
-        }
-        let host = Arc::new(SshHost::new(target.clone()).map_err(ProviderError::from)?);
-        all.insert(target, host.clone());
-        Ok(host)
+        self.connections
+            .get(vm_host::ssh_target(vm, key.private_path)?)
+            .map_err(ProviderError::from)
     }
 
     /// A hosted resource's VM, if its instance is alive.
@@ -113,37 +102,18 @@ impl AwsProvider {
         targets: &[Target<'_>],
         alive: &BTreeSet<String>,
     ) -> Result<Vec<Option<anycloud_host::HostProbe>>> {
-        let mut machines: BTreeMap<String, (Arc<SshHost>, Vec<usize>)> = BTreeMap::new();
-        for (i, t) in targets.iter().enumerate() {
-            if !t.kind.is_hosted() {
-                continue;
-            }
-            let Some(vm) = Self::live_vm(t, alive) else {
-                continue;
+        let mut hosts: Vec<Option<Arc<dyn anycloud_host::Host>>> =
+            Vec::with_capacity(targets.len());
+        for t in targets {
+            let host = match Self::live_vm(t, alive) {
+                Some(vm) if t.kind.is_hosted() => {
+                    Some(self.connection(vm)? as Arc<dyn anycloud_host::Host>)
+                }
+                _ => None,
             };
-            let host = self.connection(vm)?;
-            let key = format!("{:?}", host.target());
-            machines
-                .entry(key)
-                .or_insert_with(|| (host, vec![]))
-                .1
-                .push(i);
+            hosts.push(host);
         }
-        let probes = futures::future::join_all(machines.values().map(|(host, members)| {
-            let members: Vec<&Target> = members.iter().map(|i| &targets[*i]).collect();
-            let deployments = vm_host::deployments_of(&members);
-            let host = host.clone();
-            async move { steps::probe_host(&*host, &deployments, &[]).await }
-        }))
-        .await;
-        let mut out = vec![None; targets.len()];
-        for ((_, members), probe) in machines.values().zip(probes) {
-            let probe = probe?;
-            for i in members {
-                out[*i] = Some(probe.clone());
-            }
-        }
-        Ok(out)
+        steps::probe_each_host(targets, hosts, |_| None).await
     }
 
     async fn create_vm(&self, t: &Target<'_>) -> Result<Attrs> {
@@ -323,13 +293,7 @@ impl Provider for AwsProvider {
     }
 
     fn remote_calls(&self) -> u64 {
-        let ssh: u64 = self
-            .connections
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .map(|c| c.round_trips())
-            .sum();
+        let ssh = self.connections.round_trips();
         self.clients.get().map(|c| c.calls()).unwrap_or(0) + ssh
     }
 
@@ -429,7 +393,7 @@ impl Provider for AwsProvider {
                 attrs.insert("key_name".into(), json!(name));
                 attrs.insert("security_group".into(), json!(name));
                 attrs.insert("instance_profile".into(), json!(name));
-                vm_host::vm_attrs(&ctx, &mut attrs);
+                steps::vm_attrs(&ctx, &mut attrs);
                 Ok(Planned {
                     attrs,
                     computed,
@@ -578,7 +542,7 @@ impl Provider for AwsProvider {
                         a.insert("instance_state".into(), json!(state));
                         a
                     }),
-                hosted => probe.and_then(|p| vm_host::read_from(hosted, t, &p)),
+                _ => probe.and_then(|p| steps::read_hosted(t, &p)),
             };
             out.push(now);
         }
@@ -709,7 +673,7 @@ impl Provider for AwsProvider {
                     );
                     facts
                 }
-                (k, Some(p)) if k.is_hosted() => vm_host::observe_from(k, t, &p),
+                (k, Some(p)) if k.is_hosted() => steps::observe_hosted(t, &p),
                 _ => BTreeMap::new(),
             })
             .collect())

@@ -18,28 +18,22 @@ pub const MANAGED_TAG: &str = "anycloud:managed";
 
 /// Every bucket of the account, with its region where ListBuckets tells it.
 pub async fn list(clients: &Clients) -> Result<BTreeMap<String, Option<String>>> {
-    let s3 = clients.s3("us-east-1").await;
-    let mut out = BTreeMap::new();
-    let mut token: Option<String> = None;
-    loop {
-        // With max_buckets S3 also answers each bucket's region (BucketRegion).
-        let page = s3
-            .list_buckets()
-            .max_buckets(10_000)
-            .set_continuation_token(token.clone())
-            .send()
-            .await
-            .map_err(|e| classify("ListBuckets", e))?;
-        for b in page.buckets() {
-            if let Some(name) = b.name() {
-                out.insert(name.to_owned(), b.bucket_region().map(String::from));
-            }
-        }
-        token = page.continuation_token().map(String::from);
-        if token.is_none() {
-            return Ok(out);
-        }
-    }
+    // With max_buckets S3 also answers each bucket's region (BucketRegion).
+    let buckets = clients
+        .s3("us-east-1")
+        .await
+        .list_buckets()
+        .max_buckets(10_000)
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .map_err(|e| classify("ListBuckets", e))?;
+    Ok(buckets
+        .into_iter()
+        .filter_map(|b| Some((b.name()?.to_owned(), b.bucket_region().map(String::from))))
+        .collect())
 }
 
 /// The bucket's region (GetBucketLocation: empty means us-east-1, `EU` eu-west-1).
@@ -86,8 +80,9 @@ pub async fn continent_of(clients: &Clients, name: &str, region: &str) -> Result
         })
 }
 
-/// Whether a name free in this account is taken by another (HeadBucket answers 403).
-pub async fn taken_elsewhere(clients: &Clients, name: &str) -> Result<bool> {
+/// What HeadBucket answers for a name: 200 ours or readable, 301 in another region,
+/// 403 someone else's, 404 free.
+async fn head_status(clients: &Clients, name: &str) -> Result<u16> {
     match clients
         .s3("us-east-1")
         .await
@@ -96,33 +91,24 @@ pub async fn taken_elsewhere(clients: &Clients, name: &str) -> Result<bool> {
         .send()
         .await
     {
-        Ok(_) => Ok(false),
+        Ok(_) => Ok(200),
         Err(e) => match e.raw_response().map(|r| r.status().as_u16()) {
-            Some(403) => Ok(true),
-            Some(404) => Ok(false),
-            // 301: it exists in another region; HeadBucket cannot say whose it is.
-            Some(301) => Ok(true),
+            Some(status @ (301 | 403 | 404)) => Ok(status),
             _ => Err(classify(&format!("HeadBucket {name}"), e)),
         },
     }
 }
 
-/// Whether the bucket exists and this account may read it (HeadBucket).
+/// Whether a name absent from this account's listing exists all the same: it is another
+/// account's (whether or not it lets us in), and CreateBucket would fail.
+pub async fn taken_elsewhere(clients: &Clients, name: &str) -> Result<bool> {
+    Ok(head_status(clients, name).await? != 404)
+}
+
+/// Whether the bucket exists and this account may read it (another region's bucket answers
+/// 301 and is read there).
 pub async fn readable(clients: &Clients, name: &str) -> Result<bool> {
-    match clients
-        .s3("us-east-1")
-        .await
-        .head_bucket()
-        .bucket(name)
-        .send()
-        .await
-    {
-        Ok(_) => Ok(true),
-        Err(e) => match e.raw_response().map(|r| r.status().as_u16()) {
-            Some(403) | Some(404) => Ok(false),
-            _ => Err(classify(&format!("HeadBucket {name}"), e)),
-        },
-    }
+    Ok(matches!(head_status(clients, name).await?, 200 | 301))
 }
 
 /// Makes the bucket and tags it, unless it exists already: then it is used as it is, and is

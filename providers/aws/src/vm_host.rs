@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anycloud_host::{steps, HostContext, HostProbe, SshTarget, VmLayout};
-use anycloud_provider::{attr_str, Attrs, Kind, ProviderError, Result, Target};
+use anycloud_host::{steps, HostContext, SshTarget, VmLayout};
+use anycloud_provider::{attr_str, Attrs, ProviderError, Result};
 
 use crate::settings::{testing, Settings};
 
-pub use steps::{deployments_of, layout_of, pairs_of as flush_pairs};
+pub use steps::{layout_of, pairs_of as flush_pairs};
 
 /// How long a new VM may take to answer SSH.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -72,10 +72,6 @@ pub fn context(inputs: &Attrs, settings: &Settings) -> Result<HostContext> {
     })
 }
 
-pub fn vm_attrs(ctx: &HostContext, attrs: &mut Attrs) {
-    steps::vm_attrs(ctx, attrs);
-}
-
 /// Where and as whom to reach a VM: its public address (or the test host standing in for
 /// it), its login user, the deployment's key, the host key pinned when it was made.
 pub fn ssh_target(vm: &Attrs, key_path: PathBuf) -> Result<SshTarget> {
@@ -102,12 +98,4 @@ pub fn ssh_target(vm: &Attrs, key_path: PathBuf) -> Result<SshTarget> {
         // cloud-init installs the key a little after sshd starts answering.
         retry_refused_key: true,
     })
-}
-
-pub fn read_from(_kind: Kind, t: &Target<'_>, probe: &HostProbe) -> Option<Attrs> {
-    steps::read_hosted(t, probe)
-}
-
-pub fn observe_from(_kind: Kind, t: &Target<'_>, probe: &HostProbe) -> BTreeMap<String, String> {
-    steps::observe_hosted(t, probe)
 }

@@ -13,8 +13,8 @@ pub mod steps;
 pub mod transport;
 
 pub use layout::VmLayout;
-pub use ssh::{SshHost, SshTarget};
-pub use steps::{HostContext, HostProbe, Probe};
+pub use ssh::{SshHost, SshPool, SshTarget};
+pub use steps::{ContextCache, HostContext, HostProbe, Probe};
 pub use transport::{Host, LocalHost, Output, TransportError};
 
 /// A short stable digest for names derived from paths (sockets, container names).

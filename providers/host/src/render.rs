@@ -164,3 +164,12 @@ pub fn quote(word: &str) -> String {
 pub fn quote_all(words: &[String]) -> String {
     words.iter().map(|w| quote(w)).collect::<Vec<_>>().join(" ")
 }
+
+/// Whether a path may go unquoted into supervisord's command lines (which have no quoting
+/// of their own): letters, digits and `/ . _ - + @`.
+pub fn is_plain_path(path: &str) -> bool {
+    !path.is_empty()
+        && path
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+@".contains(c))
+}

@@ -340,3 +340,27 @@ impl Host for SshHost {
         }
     }
 }
+
+/// One connection per target (machine, user, key and pin), shared by every step on it.
+#[derive(Default)]
+pub struct SshPool {
+    all: Mutex<std::collections::HashMap<SshTarget, Arc<SshHost>>>,
+}
+
+impl SshPool {
+    pub fn get(&self, target: SshTarget) -> Result<Arc<SshHost>, TransportError> {
+        let mut all = self.all.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = all.get(&target) {
+            return Ok(c.clone());
+        }
+        let host = Arc::new(SshHost::new(target.clone())?);
+        all.insert(target, host.clone());
+        Ok(host)
+    }
+
+    /// Round trips made by every connection so far.
+    pub fn round_trips(&self) -> u64 {
+        let all = self.all.lock().unwrap_or_else(|p| p.into_inner());
+        all.values().map(|c| c.round_trips()).sum()
+    }
+}

@@ -25,6 +25,31 @@ pub struct HostContext {
     pub remotes: BTreeMap<String, String>,
 }
 
+/// The host context of the deployment planned last: a deployment's hosted nodes are
+/// planned one after another with the same inputs, so one is built per deployment.
+#[derive(Default)]
+pub struct ContextCache {
+    last: std::sync::Mutex<Option<(Attrs, std::sync::Arc<HostContext>)>>,
+}
+
+impl ContextCache {
+    pub fn get(
+        &self,
+        inputs: &Attrs,
+        build: impl FnOnce() -> Result<HostContext>,
+    ) -> Result<std::sync::Arc<HostContext>> {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((key, ctx)) = last.as_ref() {
+            if key == inputs {
+                return Ok(ctx.clone());
+            }
+        }
+        let ctx = std::sync::Arc::new(build()?);
+        *last = Some((inputs.clone(), ctx.clone()));
+        Ok(ctx)
+    }
+}
+
 impl HostContext {
     /// The directories whose contents must reach their buckets before the host goes.
     pub fn flush_pairs(&self) -> Vec<(String, String)> {
@@ -106,6 +131,45 @@ pub fn deployments_of(targets: &[&anycloud_provider::Target<'_>]) -> Vec<(VmLayo
             .or_insert((layout, container));
     }
     by_mnt.into_values().collect()
+}
+
+/// One round trip per host for everything a refresh needs: `hosts[i]` is the connection
+/// target `i` is reached through (`None`: not probed), `dir_of` the directory whose existence
+/// a target stands for. Hosts are probed all at once.
+pub async fn probe_each_host(
+    targets: &[anycloud_provider::Target<'_>],
+    hosts: Vec<Option<std::sync::Arc<dyn Host>>>,
+    dir_of: impl Fn(&anycloud_provider::Target<'_>) -> Option<String>,
+) -> Result<Vec<Option<HostProbe>>> {
+    // The same connection is the same host: group by the pointer.
+    let mut groups: BTreeMap<usize, (std::sync::Arc<dyn Host>, Vec<usize>)> = BTreeMap::new();
+    for (i, host) in hosts.into_iter().enumerate() {
+        if let Some(host) = host {
+            let key = std::sync::Arc::as_ptr(&host) as *const () as usize;
+            groups
+                .entry(key)
+                .or_insert_with(|| (host, vec![]))
+                .1
+                .push(i);
+        }
+    }
+    let probes = futures::future::join_all(groups.values().map(|(host, members)| {
+        let members: Vec<&anycloud_provider::Target> =
+            members.iter().map(|i| &targets[*i]).collect();
+        let dirs: Vec<String> = members.iter().filter_map(|t| dir_of(t)).collect();
+        let deployments = deployments_of(&members);
+        let host = host.clone();
+        async move { probe_host(&*host, &deployments, &dirs).await }
+    }))
+    .await;
+    let mut out = vec![None; targets.len()];
+    for ((_, members), probe) in groups.values().zip(probes) {
+        let probe = probe?;
+        for i in members {
+            out[*i] = Some(probe.clone());
+        }
+    }
+    Ok(out)
 }
 
 fn probe_of<'a>(t: &anycloud_provider::Target<'_>, probe: &'a HostProbe) -> Option<&'a Probe> {

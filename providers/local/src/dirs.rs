@@ -21,12 +21,9 @@ pub fn host_dir(root: &str, deployment: &str) -> String {
     format!("{root}/hosts/{deployment}")
 }
 
-/// Paths go unquoted into supervisord's command lines, so keep them to a safe alphabet.
+/// Paths go unquoted into supervisord's command lines ([`anycloud_host::render::is_plain_path`]).
 pub fn check_root(root: &str) -> Result<()> {
-    let ok = root.starts_with('/')
-        && root
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/._-+@".contains(c));
+    let ok = root.starts_with('/') && anycloud_host::render::is_plain_path(root);
     if ok {
         Ok(())
     } else {

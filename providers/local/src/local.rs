@@ -2,9 +2,9 @@
 //! is this machine reached through [`LocalHost`].
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use anycloud_host::{steps, HostContext, LocalHost};
+use anycloud_host::{steps, ContextCache, HostContext, LocalHost};
 use anycloud_provider::{attr_str, Attrs, Kind, Planned, Provider, ProviderError, Result, Target};
 use serde_json::json;
 
@@ -12,33 +12,24 @@ use crate::dirs;
 
 pub struct LocalProvider {
     host: LocalHost,
-    /// The host context of the deployment planned last: a deployment's ten hosted nodes are
-    /// planned one after another with the same inputs.
-    last_context: Mutex<Option<(Attrs, Arc<HostContext>)>>,
+    contexts: ContextCache,
 }
 
 impl Default for LocalProvider {
     fn default() -> Self {
         LocalProvider {
             host: LocalHost,
-            last_context: Mutex::new(None),
+            contexts: ContextCache::default(),
         }
     }
 }
 
 impl LocalProvider {
     fn context(&self, inputs: &Attrs) -> Result<Arc<HostContext>> {
-        let mut cache = self.last_context.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((key, ctx)) = cache.as_ref() {
-            if key == inputs {
-                return Ok(ctx.clone());
-            }
-        }
-        let root = attr_str(inputs, "root")?;
-        let check = format!("local:{}", dirs::buckets_dir(root));
-        let ctx = Arc::new(dirs::host_context(inputs, root, check)?);
-        *cache = Some((inputs.clone(), ctx.clone()));
-        Ok(ctx)
+        self.contexts.get(inputs, || {
+            let root = attr_str(inputs, "root")?;
+            dirs::host_context(inputs, root, format!("local:{}", dirs::buckets_dir(root)))
+        })
     }
 
     /// One round trip for every target: they are all on this machine.

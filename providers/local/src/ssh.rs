@@ -5,13 +5,15 @@
 //! attributes say where the machine is, which key to use and which host key is pinned.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anycloud_host::keys;
-use anycloud_host::{steps, HostContext, HostProbe, SshHost, SshTarget};
+use anycloud_host::{
+    steps, ContextCache, Host, HostContext, HostProbe, SshHost, SshPool, SshTarget,
+};
 use anycloud_provider::{attr_str, Attrs, Kind, Planned, Provider, ProviderError, Result, Target};
 use serde_json::json;
 
@@ -24,34 +26,28 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct SshProvider {
     /// Where the deployments' generated keys live (`.anycloud/keys`).
     keys_dir: PathBuf,
-    connections: Mutex<HashMap<SshTarget, Arc<SshHost>>>,
+    connections: SshPool,
     known_hosts_lock: Mutex<()>,
-    last_context: Mutex<Option<(Attrs, Arc<HostContext>)>>,
+    contexts: ContextCache,
 }
 
 impl SshProvider {
     pub fn new(keys_dir: PathBuf) -> SshProvider {
         SshProvider {
             keys_dir,
-            connections: Mutex::new(HashMap::new()),
+            connections: SshPool::default(),
             known_hosts_lock: Mutex::new(()),
-            last_context: Mutex::new(None),
+            contexts: ContextCache::default(),
         }
     }
 
     fn context(&self, inputs: &Attrs) -> Result<Arc<HostContext>> {
-        let mut cache = self.last_context.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((key, ctx)) = cache.as_ref() {
-            if key == inputs {
-                return Ok(ctx.clone());
-            }
-        }
-        let root = attr_str(inputs, "root")?;
-        // The root exists once the VM does; the buckets dir may not yet (buckets are made
-        // after the VM, which pins the host key first).
-        let ctx = Arc::new(dirs::host_context(inputs, root, format!("local:{root}"))?);
-        *cache = Some((inputs.clone(), ctx.clone()));
-        Ok(ctx)
+        self.contexts.get(inputs, || {
+            let root = attr_str(inputs, "root")?;
+            // The root exists once the VM does; the buckets dir may not yet (buckets are
+            // made after the VM, which pins the host key first).
+            dirs::host_context(inputs, root, format!("local:{root}"))
+        })
     }
 
     /// The machine's address, user, key and pinned host key, from a VM's attributes.
@@ -144,14 +140,9 @@ impl SshProvider {
 
     /// One connection per machine, shared by every step on it.
     fn connection(&self, vm: &Attrs) -> Result<Arc<SshHost>> {
-        let target = self.target_of(vm)?;
-        let mut all = self.connections.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = all.get(&target) {
-            return Ok(c.clone());
-        }
-        let host = Arc::new(SshHost::new(target.clone()).map_err(ProviderError::from)?);
-        all.insert(target, host.clone());
-        Ok(host)
+        self.connections
+            .get(self.target_of(vm)?)
+            .map_err(ProviderError::from)
     }
 
     /// What says how to reach a resource's machine: a VM's own attributes; a bucket's own
@@ -186,47 +177,19 @@ impl SshProvider {
     }
 
     /// One round trip per machine, all machines at once.
+    /// One round trip per machine and key, all machines at once.
     async fn probe(&self, targets: &[Target<'_>]) -> Result<Vec<Option<HostProbe>>> {
-        let mut machines: BTreeMap<String, (Arc<SshHost>, Vec<usize>)> = BTreeMap::new();
-        for (i, t) in targets.iter().enumerate() {
-            if t.kind == Kind::Storage {
-                continue;
-            }
-            let Some(machine) = Self::machine_of(t) else {
-                continue;
+        let mut hosts: Vec<Option<Arc<dyn Host>>> = Vec::with_capacity(targets.len());
+        for t in targets {
+            // Each deployment signs in with its own key: a key not yet authorised (or
+            // revoked) fails only its own deployment's reads, never answers for another's.
+            let host = match (t.kind, Self::machine_of(t)) {
+                (Kind::Storage, _) | (_, None) => None,
+                (_, Some(machine)) => Some(self.connection(&machine)? as Arc<dyn Host>),
             };
-            let host = self.connection(&machine)?;
-            let target = host.target();
-            // Each deployment signs in with its own key: a key not yet authorised (or revoked)
-            // must fail only its own deployment's reads, never answer for another's.
-            let key = format!(
-                "{} {} {:?}",
-                target.describe(),
-                target.key_path.display(),
-                target.pinned
-            );
-            machines
-                .entry(key)
-                .or_insert_with(|| (host, vec![]))
-                .1
-                .push(i);
+            hosts.push(host);
         }
-        let probes = futures::future::join_all(machines.values().map(|(host, members)| {
-            let members: Vec<&Target> = members.iter().map(|i| &targets[*i]).collect();
-            let dirs: Vec<String> = members.iter().filter_map(|t| dirs::dir_of(t)).collect();
-            let deployments = steps::deployments_of(&members);
-            let host = host.clone();
-            async move { steps::probe_host(&*host, &deployments, &dirs).await }
-        }))
-        .await;
-        let mut out: Vec<Option<HostProbe>> = vec![None; targets.len()];
-        for ((_, members), probe) in machines.values().zip(probes) {
-            let probe = probe?;
-            for i in members {
-                out[*i] = Some(probe.clone());
-            }
-        }
-        Ok(out)
+        steps::probe_each_host(targets, hosts, dirs::dir_of).await
     }
 }
 
@@ -346,8 +309,7 @@ impl Provider for SshProvider {
     }
 
     fn remote_calls(&self) -> u64 {
-        let all = self.connections.lock().unwrap_or_else(|p| p.into_inner());
-        all.values().map(|c| c.round_trips()).sum()
+        self.connections.round_trips()
     }
 
     async fn observe(&self, targets: &[Target<'_>]) -> Result<Vec<BTreeMap<String, String>>> {

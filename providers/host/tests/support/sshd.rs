@@ -91,16 +91,7 @@ impl TestHost {
             .tempdir()
             .unwrap();
         let host_key = dir.path().join("host_key");
-        must(&[
-            "ssh-keygen",
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-f",
-            host_key.to_str().unwrap(),
-        ]);
+        new_host_key(&host_key);
         let authorized_keys = dir.path().join("authorized_keys");
         std::fs::write(&authorized_keys, "").unwrap();
         let mut host = TestHost {
@@ -195,16 +186,7 @@ impl TestHost {
         let key = self.dir.path().join("host_key");
         let _ = std::fs::remove_file(&key);
         let _ = std::fs::remove_file(key.with_extension("pub"));
-        must(&[
-            "ssh-keygen",
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-f",
-            key.to_str().unwrap(),
-        ]);
+        new_host_key(&key);
         self.host_key_fingerprint = fingerprint_of(&key.with_extension("pub"));
         self.start_sshd();
     }
@@ -245,6 +227,20 @@ impl Drop for TestHost {
         let _ = sh(&["ip", "netns", "del", &self.namespace]);
         let _ = sh(&["ip", "link", "del", &self.veth]);
     }
+}
+
+/// A fresh ed25519 host key at `path` (and `path.pub`).
+fn new_host_key(path: &Path) {
+    must(&[
+        "ssh-keygen",
+        "-q",
+        "-t",
+        "ed25519",
+        "-N",
+        "",
+        "-f",
+        path.to_str().unwrap(),
+    ]);
 }
 
 pub fn fingerprint_of(public_key: &Path) -> String {
