@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anycloud::engine::{self, make_plan};
 use anycloud::plan;
-use anycloud::providers::Providers;
+use anycloud::registry::Providers;
 use anycloud::{graph, render};
 use anycloud_state::State;
 
@@ -106,21 +106,21 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let providers = Providers::builtin(std::path::Path::new(".anycloud/keys"));
+    let providers = Providers::builtin(std::path::Path::new("/nonexistent/keys"));
     let dir = tempfile::tempdir().expect("tempdir");
     let config_path = dir.path().join("anycloud.yaml");
     let state_path = dir.path().join(".anycloud/state.json");
 
     let text = config_text(deployments);
     std::fs::write(&config_path, &text).expect("write config");
-    let config = engine::load_config(&config_path).expect("config parses");
+    let config = engine::load_config_for(&config_path, &providers).expect("config parses");
     assert_eq!(config.deployments.len(), deployments);
     let state = applied_state(&config, &providers, &rt);
-    anycloud_state::save(&state_path, &state).expect("save state");
+    anycloud_state::LocalStore::save_unchecked(&state_path, &state).expect("save state");
     let state_bytes = std::fs::metadata(&state_path).expect("state written").len();
 
     // The property the benchmark rests on: the state holds everything, so nothing changes.
-    let loaded = engine::load_state(&state_path).expect("state loads");
+    let loaded = anycloud_state::LocalStore::load(&state_path).expect("state loads");
     assert_eq!(loaded.resources.len(), state.resources.len());
     let (graph, plan) = rt
         .block_on(make_plan(&config, &loaded, &providers, &no_refresh()))
@@ -169,12 +169,12 @@ fn main() {
     for round in 0..=RUNS {
         let mut t = vec![
             // (a), (b): the inputs alone.
-            time(|| engine::load_config(&config_path).expect("config")),
-            time(|| engine::load_state(&state_path).expect("state")),
+            time(|| engine::load_config_for(&config_path, &providers).expect("config")),
+            time(|| anycloud_state::LocalStore::load(&state_path).expect("state")),
             // (c): what `anycloud plan --refresh=false` does, minus process start and the lock file.
             time(|| {
-                let config = engine::load_config(&config_path).expect("config");
-                let state = engine::load_state(&state_path).expect("state");
+                let config = engine::load_config_for(&config_path, &providers).expect("config");
+                let state = anycloud_state::LocalStore::load(&state_path).expect("state");
                 let (graph, plan) = rt
                     .block_on(make_plan(&config, &state, &providers, &no_refresh()))
                     .expect("plan");
@@ -189,13 +189,13 @@ fn main() {
         let mut desired = None;
         let mut plan = None;
         t.push(time(|| {
-            config = Some(engine::load_config(&config_path).expect("config"))
+            config = Some(engine::load_config_for(&config_path, &providers).expect("config"))
         }));
         t.push(time(|| {
-            state = Some(engine::load_state(&state_path).expect("state"))
+            state = Some(anycloud_state::LocalStore::load(&state_path).expect("state"))
         }));
         let (config, state) = (config.expect("timed"), state.expect("timed"));
-        t.push(time(|| graph = Some(graph::compile(&config))));
+        t.push(time(|| graph = Some(graph::compile(&config, &providers))));
         let graph = graph.expect("timed");
         t.push(time(|| {
             desired = Some(plan::desired(&graph, &providers).expect("desired"))

@@ -1,69 +1,113 @@
-//! The steps every command shares: read the config, lock and read the state, make a plan.
+//! The steps commands share: load the config and configure the providers, open the state
+//! (lock, read, fold the journal of a run that died), make a plan.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anycloud_state::State;
+use anycloud_provider::Diagnostic;
+use anycloud_state::{State, StateStore, Version};
 
 use crate::config::{self, Config};
 use crate::graph::{self, Graph};
 use crate::plan::{self, Plan, PlanOptions};
-use crate::providers::Providers;
+use crate::registry::Providers;
 
-/// An error for the user, already worded; the CLI prints it and exits 1.
+/// Problems for the user, already worded; the CLI prints them and exits 1.
 #[derive(Debug)]
-pub struct UserError(pub String);
+pub struct UserError(pub Vec<Diagnostic>);
+
+impl UserError {
+    pub fn msg(text: impl Into<String>) -> UserError {
+        UserError(vec![Diagnostic::error(text)])
+    }
+}
 
 impl std::fmt::Display for UserError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        for d in &self.0 {
+            f.write_str(&d.to_string())?;
+        }
+        Ok(())
     }
 }
 
 impl std::error::Error for UserError {}
 
-pub fn load_config(path: &Path) -> Result<Config, UserError> {
-    match config::load(path) {
-        Ok(mut c) => {
-            c.path = path.to_path_buf();
-            Ok(c)
-        }
-        Err(errors) => {
-            let mut text: String = errors
-                .iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join("\n");
-            if errors.len() > 1 {
-                text.push_str(&format!("\n{} errors in {}", errors.len(), path.display()));
-            }
-            Err(UserError(text.trim_end().to_owned()))
-        }
+impl From<anycloud_state::StoreError> for UserError {
+    fn from(e: anycloud_state::StoreError) -> Self {
+        UserError::msg(e.to_string())
     }
 }
 
-pub fn load_state(path: &Path) -> Result<State, UserError> {
-    anycloud_state::load(path).map_err(|e| UserError(format!("error: {e}")))
+pub fn load_config(path: &Path, providers: &Providers) -> Result<Config, UserError> {
+    config::load(path, providers).map_err(|mut errors| {
+        if errors.len() > 1 {
+            errors.push(Diagnostic::error(format!(
+                "{} errors in {}",
+                errors.len(),
+                path.display()
+            )));
+        }
+        UserError(errors)
+    })
 }
 
-fn plan_errors(errors: Vec<plan::PlanError>) -> UserError {
-    UserError(
-        errors
-            .iter()
-            .map(|e| format!("error: {e}"))
-            .collect::<Vec<_>>()
-            .join("\n"),
-    )
-}
-
-/// Loads the config and hands each provider its `providers.<name>` section.
+/// Loads the config and hands each provider its checked settings.
 pub fn load_config_for(path: &Path, providers: &Providers) -> Result<Config, UserError> {
-    let config = load_config(path)?;
+    let config = load_config(path, providers)?;
     providers
         .configure(&config.provider_settings)
-        .map_err(|e| UserError(format!("error: {}: {e}", path.display())))?;
+        .map_err(|e| UserError::msg(format!("{}: {e}", path.display())))?;
     Ok(config)
+}
+
+/// The state, locked for this command, with the journal of a run that died folded in.
+pub struct Session<'s> {
+    pub store: &'s dyn StateStore,
+    pub state: State,
+    pub version: Version,
+}
+
+impl<'s> Session<'s> {
+    pub async fn open(
+        store: &'s dyn StateStore,
+        operation: &str,
+        timeout: Duration,
+    ) -> Result<Session<'s>, UserError> {
+        store.lock(operation, timeout).await?;
+        let opened = async {
+            let mut snap = store.read().await?;
+            if snap.replayed > 0 {
+                // What a killed run finished (and started) becomes the state now.
+                snap.version = store.write(&snap.state, &snap.version).await?;
+            }
+            Ok::<_, UserError>(snap)
+        }
+        .await;
+        match opened {
+            Ok(snap) => Ok(Session {
+                store,
+                state: snap.state,
+                version: snap.version,
+            }),
+            Err(e) => {
+                let _ = store.unlock().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Lets go of the lock; returns the state as it was read.
+    pub async fn close(self) -> State {
+        let _ = self.store.unlock().await;
+        self.state
+    }
+}
+
+/// The state as it is now, without a lock (for commands that only read it).
+pub async fn read_state(store: &dyn StateStore) -> Result<State, UserError> {
+    Ok(store.read().await?.state)
 }
 
 /// Compiles, plans, refreshes (unless told not to) and diffs: the whole of `anycloud plan`.
@@ -120,23 +164,24 @@ pub async fn make_plan_timed(
 ) -> Result<(Graph, Plan, PlanTimings), UserError> {
     let mut t = PlanTimings::default();
     let start = Instant::now();
-    let graph = graph::compile(config);
+    let graph = graph::compile(config, providers);
     t.compile = start.elapsed();
     let start = Instant::now();
-    let desired = plan::desired(&graph, providers).map_err(plan_errors)?;
+    let desired = plan::desired(&graph, providers).map_err(UserError)?;
     t.desired = start.elapsed();
     let mut notes = Vec::new();
     if opts.refresh && !opts.destroy {
         notes = plan::preflight(&graph, &desired, state, providers)
             .await
-            .map_err(|errors| UserError(errors.join("\n")))?;
+            // The providers' own words, printed as they are.
+            .map_err(|errors| UserError(errors.into_iter().map(Diagnostic::verbatim).collect()))?;
     }
     let current = if opts.refresh {
         let start = Instant::now();
         let calls_before = providers.remote_calls();
         let current = plan::refresh(&graph, &desired, state, providers)
             .await
-            .map_err(plan_errors)?;
+            .map_err(UserError)?;
         t.refresh = Some((start.elapsed(), current.len()));
         for (provider, after) in providers.remote_calls() {
             let made = after - calls_before.get(provider).copied().unwrap_or(0);
@@ -149,10 +194,40 @@ pub async fn make_plan_timed(
         None
     };
     let start = Instant::now();
-    let mut plan =
-        plan::diff(&graph, &desired, state, current.as_ref(), opts).map_err(plan_errors)?;
+    let mut plan = plan::diff(&graph, &desired, state, current.as_ref(), opts)
+        .map_err(|errors| UserError(with_fill_hints(errors, &graph, providers)))?;
     t.diff = start.elapsed();
     plan.warnings.extend(notes);
     plan.config_digest = config.digest.clone();
     Ok((graph, plan, t))
+}
+
+/// A missing input bucket can be filled from here where its provider reaches its buckets.
+fn with_fill_hints(
+    errors: Vec<Diagnostic>,
+    graph: &Graph,
+    providers: &Providers,
+) -> Vec<Diagnostic> {
+    errors
+        .into_iter()
+        .map(|d| {
+            let node = d.address.as_deref().and_then(|a| graph.nodes.get(a));
+            let hint = node.and_then(|n| {
+                let provider = providers.get(&n.provider).ok()?;
+                provider.buckets()?;
+                let name = n.deployment.bucket(n.bucket?)?.name.clone();
+                Some(format!(
+                    "fill it from here with `anycloud bucket upload {name} DIR`"
+                ))
+            });
+            match (n_is_data(node), hint) {
+                (true, Some(h)) => d.with_help(h),
+                _ => d,
+            }
+        })
+        .collect()
+}
+
+fn n_is_data(node: Option<&crate::graph::Node>) -> bool {
+    node.is_some_and(|n| n.mode == crate::graph::Mode::Data)
 }

@@ -1,14 +1,29 @@
 //! The resource graph (DESIGN §4): one node per thing that exists, edges for real needs.
-//! Cloud-free: nodes carry the config's inputs; a provider turns them into attributes.
+//! Built from the config and the providers' declarations ([`anycloud_provider::Shape`]):
+//! whether a deployment has an identity, which buckets get a grant, whether buckets live on
+//! the VM. Names no cloud.
+//!
+//! The contract with providers, written once (ARCHITECTURE.md repeats it):
+//! - `shared.<provider>.<continent>.storage`: no dependencies.
+//! - `deployment.D.bucket.<role>`: the storage; and the VM when buckets live on the VM.
+//! - `deployment.D.role` (with an identity): the deployment's buckets (it names them; and so
+//!   the VM, which carries it, goes before them, with its last upload into them).
+//! - `deployment.D.grant.<role>` (for the declared roles): the role and that bucket.
+//! - `deployment.D.vm`: the role, when there is one.
+//! - everything hosted on the VM depends on the VM first, so its provider reaches the
+//!   machine through the VM's recorded attributes; `rclone` also on the storage and every
+//!   grant (its check lists a bucket with the identity's access); a download and an upload
+//!   program on their bucket; the checkpoint upload after the restore; the container on
+//!   the downloads and the upload programs (in reverse it stops, and flushes, first).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::sync::Arc;
 
-use anycloud_provider::{Attrs, Kind};
-use serde_json::json;
+use anycloud_provider::{BucketRole, DeploymentSpec, Kind, NodeSpec, Shape};
 
-use crate::config::{Config, Deployment};
+use crate::config::Config;
+use crate::registry::Providers;
 
 /// Whether the engine manages a node or only reads it (the input bucket must already exist).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,11 +38,24 @@ pub struct Node {
     pub kind: Kind,
     pub provider: String,
     pub mode: Mode,
-    /// Shared: every node of a deployment gets the same inputs.
-    pub inputs: Arc<Attrs>,
+    /// The deployment it is made for (for shared storage: the first that needed it).
+    pub deployment: Arc<DeploymentSpec>,
+    /// For a bucket or a grant: which of the deployment's buckets.
+    pub bucket: Option<BucketRole>,
     pub deps: Vec<String>,
     /// The VM this node lives on: replacing that VM replaces this node.
     pub host: Option<String>,
+}
+
+impl Node {
+    /// What its provider plans it from.
+    pub fn spec(&self) -> NodeSpec<'_> {
+        NodeSpec {
+            kind: self.kind,
+            deployment: &self.deployment,
+            bucket: self.bucket,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -42,272 +70,181 @@ pub fn storage_address(provider: &str, continent: &str) -> String {
     format!("shared.{provider}.{continent}.storage")
 }
 
+/// The shape a provider declared; a provider this build does not know gets the plainest
+/// (the plan then says it is not available).
+fn shape_of(registry: &Providers, provider: &str) -> Shape {
+    registry
+        .declaration(provider)
+        .map(|d| d.shape())
+        .unwrap_or(Shape {
+            identity: false,
+            grants: &[],
+            buckets_on_vm: false,
+        })
+}
+
 /// Compiles the config into its graph.
-pub fn compile(config: &Config) -> Graph {
+pub fn compile(config: &Config, registry: &Providers) -> Graph {
     let mut g = Graph::default();
-    // First-wins: the first deployment (by id) to use a bucket name fixes its continent.
-    // (continent, first deployment, its region): a new bucket is made where it is first used.
+    // First-wins: the first deployment (by id) to use a bucket name fixes where it lives:
+    // (continent, first deployment, its region).
     let mut bucket_home: BTreeMap<(String, String), (String, String, String)> = BTreeMap::new();
     for d in &config.deployments {
-        let storage = storage_address(&d.provider, &d.continent);
-        g.nodes.entry(storage.clone()).or_insert_with(|| Node {
-            address: storage.clone(),
-            kind: Kind::Storage,
-            provider: d.provider.clone(),
-            mode: Mode::Managed,
-            inputs: Arc::new(storage_inputs(config, d)),
-            deps: vec![],
-            host: None,
-        });
-        let p = |rest: &str| format!("deployment.{}.{rest}", d.id);
-        let mut bucket_addrs = Vec::new();
-        let mut bucket_regions: BTreeMap<&str, String> = BTreeMap::new();
-        for (role, name) in roles(d) {
-            let addr = p(&format!("bucket.{role}"));
-            let key = (d.provider.clone(), name.clone());
+        let shape = shape_of(registry, &d.provider);
+        let mut spec = d.clone();
+        for (role, bucket) in spec.buckets.iter_mut() {
             let (home, first, home_region) = bucket_home
-                .entry(key)
+                .entry((d.provider.clone(), bucket.name.clone()))
                 .or_insert_with(|| (d.continent.clone(), d.id.clone(), d.region.clone()))
                 .clone();
             if home != d.continent {
                 g.warnings.push(format!(
-                    "{addr}: bucket '{name}' lives in continent '{home}' (first used by deployment '{first}') but deployment '{}' runs in '{}': its data crosses continents (70-150 ms, about $0.05-0.12/GB instead of $0.01-0.02/GB)",
-                    d.id, d.continent
+                    "deployment.{}.bucket.{role}: bucket '{}' lives in continent '{home}' (first used by deployment '{first}') but deployment '{}' runs in '{}': its data crosses continents (70-150 ms, about $0.05-0.12/GB instead of $0.01-0.02/GB)",
+                    d.id, bucket.name, d.id, d.continent
                 ));
             }
-            let mut inputs = storage_inputs(config, d);
-            machine_inputs(d, &mut inputs);
-            inputs.insert("name".into(), json!(name));
-            inputs.insert("role".into(), json!(role));
-            inputs.insert("continent".into(), json!(home));
-            inputs.insert("home_region".into(), json!(home_region));
-            bucket_regions.insert(role, home_region);
-            g.add(Node {
-                address: addr.clone(),
-                kind: Kind::Bucket,
-                provider: d.provider.clone(),
-                mode: if role == "input" {
-                    Mode::Data
-                } else {
-                    Mode::Managed
-                },
-                inputs: Arc::new(inputs),
-                deps: if buckets_on_vm(&d.provider) {
-                    vec![storage.clone(), p("vm")]
-                } else {
-                    vec![storage.clone()]
-                },
-                host: None,
-            });
-            bucket_addrs.push((role, addr));
+            bucket.continent = home;
+            bucket.region = home_region;
         }
-        let bucket = |role: &str| {
-            bucket_addrs
-                .iter()
-                .find(|(r, _)| *r == role)
-                .map(|(_, a)| a.clone())
-        };
-        let mut host_inputs = host_inputs(config, d);
-        // Where each bucket is made (a VM's rclone needs its region).
-        host_inputs.insert("bucket_regions".into(), json!(bucket_regions));
-        let host_inputs = Arc::new(host_inputs);
-        let vm = p("vm");
-        let mut vm_deps = vec![];
-        if has_role(&d.provider) {
-            let role = p("role");
-            g.add(Node {
-                address: role.clone(),
-                kind: Kind::Role,
-                provider: d.provider.clone(),
-                mode: Mode::Managed,
-                inputs: host_inputs.clone(),
-                deps: bucket_addrs.iter().map(|(_, a)| a.clone()).collect(),
-                host: None,
-            });
-            vm_deps.push(role);
+        DeploymentNodes {
+            g: &mut g,
+            spec: Arc::new(spec),
+            shape,
         }
-        let hosted = |g: &mut Graph,
-                      address: String,
-                      kind: Kind,
-                      mut deps: Vec<String>,
-                      host: Option<String>| {
-            // A hosted node names its VM directly: its provider reaches the machine through
-            // the VM's attributes (address, key, pinned host key).
-            if let Some(vm) = &host {
-                if !deps.contains(vm) {
-                    deps.insert(0, vm.clone());
-                }
-            }
-            g.add(Node {
-                address,
-                kind,
-                provider: d.provider.clone(),
-                mode: Mode::Managed,
-                inputs: host_inputs.clone(),
-                deps,
-                host,
-            });
-        };
-        hosted(&mut g, vm.clone(), Kind::Vm, vm_deps, None);
-        let on_vm = Some(vm.clone());
-        hosted(
-            &mut g,
-            p("vm_init"),
-            Kind::VmInit,
-            vec![vm.clone()],
-            on_vm.clone(),
-        );
-        hosted(
-            &mut g,
-            p("rclone"),
-            Kind::Rclone,
-            vec![p("vm_init"), storage.clone()],
-            on_vm.clone(),
-        );
-        // The container starts once its data is down and the upload loops run; in reverse, it
-        // stops (and flushes) before the upload programs go, so nothing it wrote is missed.
-        let mut container_deps = vec![p("vm_init")];
-        if let Some(b) = bucket("input") {
-            hosted(
-                &mut g,
-                p("sync.input"),
-                Kind::SyncInput,
-                vec![p("rclone"), b],
-                on_vm.clone(),
-            );
-            container_deps.push(p("sync.input"));
-        }
-        if let Some(b) = bucket("checkpoint") {
-            hosted(
-                &mut g,
-                p("sync.checkpoint_restore"),
-                Kind::SyncCheckpointRestore,
-                vec![p("rclone"), b.clone()],
-                on_vm.clone(),
-            );
-            // Upload only after the restore, or an empty disk could be uploaded first.
-            hosted(
-                &mut g,
-                p("service.checkpoint"),
-                Kind::ServiceCheckpoint,
-                vec![p("rclone"), b, p("sync.checkpoint_restore")],
-                on_vm.clone(),
-            );
-            container_deps.push(p("sync.checkpoint_restore"));
-            container_deps.push(p("service.checkpoint"));
-        }
-        if let Some(b) = bucket("output") {
-            hosted(
-                &mut g,
-                p("service.output"),
-                Kind::ServiceOutput,
-                vec![p("rclone"), b],
-                on_vm.clone(),
-            );
-            container_deps.push(p("service.output"));
-        }
-        hosted(
-            &mut g,
-            p("container"),
-            Kind::Container,
-            container_deps,
-            on_vm,
-        );
+        .add();
     }
     g
 }
 
-fn roles(d: &Deployment) -> Vec<(&'static str, String)> {
-    let b = &d.buckets;
-    [
-        ("input", &b.input),
-        ("output", &b.output),
-        ("checkpoint", &b.checkpoint),
-    ]
-    .into_iter()
-    .filter_map(|(r, n)| n.clone().map(|n| (r, n)))
-    .collect()
+/// Adds one deployment's nodes.
+struct DeploymentNodes<'a> {
+    g: &'a mut Graph,
+    spec: Arc<DeploymentSpec>,
+    shape: Shape,
 }
 
-/// Clouds whose VMs get their bucket access from an identity of their own.
-fn has_role(provider: &str) -> bool {
-    matches!(provider, "aws" | "azure" | "gcp")
-}
+impl DeploymentNodes<'_> {
+    fn address(&self, rest: &str) -> String {
+        format!("deployment.{}.{rest}", self.spec.id)
+    }
 
-/// On a machine of the user's own, buckets are directories on that machine: made once it is
-/// reachable (and its host key pinned).
-fn buckets_on_vm(provider: &str) -> bool {
-    provider == "ssh"
-}
+    fn node(&mut self, address: String, kind: Kind, deps: Vec<String>, bucket: Option<BucketRole>) {
+        let mode = if kind == Kind::Bucket && bucket == Some(BucketRole::Input) {
+            Mode::Data
+        } else {
+            Mode::Managed
+        };
+        self.g.nodes.insert(
+            address.clone(),
+            Node {
+                address,
+                kind,
+                provider: self.spec.provider.clone(),
+                mode,
+                deployment: self.spec.clone(),
+                bucket,
+                deps,
+                host: None,
+            },
+        );
+    }
 
-/// How to reach the machine of a `provider: ssh` deployment.
-fn machine_inputs(d: &Deployment, a: &mut Attrs) {
-    let Some(m) = &d.vm.machine else { return };
-    a.insert("ssh_host".into(), json!(m.host));
-    a.insert("ssh_port".into(), json!(m.port));
-    a.insert("ssh_user".into(), json!(m.user));
-    if let Some(i) = &m.identity_file {
-        a.insert("ssh_identity_file".into(), json!(i));
+    /// A node on the VM: it names its VM first.
+    fn hosted(&mut self, rest: &str, kind: Kind, mut deps: Vec<String>) {
+        let vm = self.address("vm");
+        if !deps.contains(&vm) {
+            deps.insert(0, vm.clone());
+        }
+        let address = self.address(rest);
+        self.node(address.clone(), kind, deps, None);
+        self.g.nodes.get_mut(&address).expect("just added").host = Some(vm);
     }
-    if let Some(k) = &m.host_key {
-        a.insert("ssh_host_key".into(), json!(k));
-    }
-    a.insert("root".into(), json!(m.root));
-    a.insert("deployment".into(), json!(d.id));
-}
 
-fn storage_inputs(config: &Config, d: &Deployment) -> Attrs {
-    let mut a = Attrs::new();
-    a.insert("continent".into(), json!(d.continent));
-    a.insert("region".into(), json!(d.region));
-    if d.provider == "local" {
-        a.insert("root".into(), json!(config.local_root));
+    fn add(mut self) {
+        let d = self.spec.clone();
+        let storage = storage_address(&d.provider, &d.continent);
+        if !self.g.nodes.contains_key(&storage) {
+            self.node(storage.clone(), Kind::Storage, vec![], None);
+        }
+        let vm = self.address("vm");
+        for role in d.buckets.keys() {
+            let mut deps = vec![storage.clone()];
+            if self.shape.buckets_on_vm {
+                deps.push(vm.clone());
+            }
+            let address = self.address(&format!("bucket.{role}"));
+            self.node(address, Kind::Bucket, deps, Some(*role));
+        }
+        let bucket = |role: BucketRole| {
+            d.buckets
+                .contains_key(&role)
+                .then(|| format!("deployment.{}.bucket.{role}", d.id))
+        };
+        let mut vm_deps = vec![];
+        let mut grants = vec![];
+        if self.shape.identity {
+            // The role names its buckets, and the VM carries it: so in reverse the VM (and
+            // its last upload into them) goes before any bucket does.
+            let role = self.address("role");
+            let buckets: Vec<String> = d
+                .buckets
+                .keys()
+                .map(|r| self.address(&format!("bucket.{r}")))
+                .collect();
+            self.node(role.clone(), Kind::Role, buckets, None);
+            for granted in self.shape.grants {
+                if let Some(b) = bucket(*granted) {
+                    let address = self.address(&format!("grant.{granted}"));
+                    self.node(
+                        address.clone(),
+                        Kind::Grant,
+                        vec![role.clone(), b],
+                        Some(*granted),
+                    );
+                    grants.push(address);
+                }
+            }
+            vm_deps.push(role);
+        }
+        self.node(vm.clone(), Kind::Vm, vm_deps, None);
+        let (vm_init, rclone) = (self.address("vm_init"), self.address("rclone"));
+        self.hosted("vm_init", Kind::VmInit, vec![vm]);
+        let mut rclone_deps = vec![vm_init.clone(), storage];
+        rclone_deps.extend(grants);
+        self.hosted("rclone", Kind::Rclone, rclone_deps);
+        let mut container_deps = vec![vm_init];
+        if let Some(b) = bucket(BucketRole::Input) {
+            self.hosted("sync.input", Kind::SyncInput, vec![rclone.clone(), b]);
+            container_deps.push(self.address("sync.input"));
+        }
+        if let Some(b) = bucket(BucketRole::Checkpoint) {
+            let restore = self.address("sync.checkpoint_restore");
+            self.hosted(
+                "sync.checkpoint_restore",
+                Kind::SyncCheckpointRestore,
+                vec![rclone.clone(), b.clone()],
+            );
+            // Upload only after the restore, or an empty disk could be uploaded first.
+            self.hosted(
+                "service.checkpoint",
+                Kind::ServiceCheckpoint,
+                vec![rclone.clone(), b, restore.clone()],
+            );
+            container_deps.push(restore);
+            container_deps.push(self.address("service.checkpoint"));
+        }
+        if let Some(b) = bucket(BucketRole::Output) {
+            self.hosted("service.output", Kind::ServiceOutput, vec![rclone, b]);
+            container_deps.push(self.address("service.output"));
+        }
+        self.hosted("container", Kind::Container, container_deps);
     }
-    if let Some(p) = &config.project {
-        a.insert("project".into(), json!(p));
-    }
-    a
-}
-
-fn host_inputs(config: &Config, d: &Deployment) -> Attrs {
-    let mut a = storage_inputs(config, d);
-    machine_inputs(d, &mut a);
-    a.insert("deployment".into(), json!(d.id));
-    let buckets: BTreeMap<&str, String> = roles(d).into_iter().collect();
-    a.insert("buckets".into(), json!(buckets));
-    a.insert("sync_interval_secs".into(), json!(d.sync_interval_secs));
-    a.insert("check_retries".into(), json!(d.check_retries));
-    a.insert(
-        "check_retries_sleep_secs".into(),
-        json!(d.check_retries_sleep_secs),
-    );
-    a.insert("image".into(), json!(d.container.image));
-    a.insert("command".into(), json!(d.container.command));
-    a.insert("env".into(), json!(d.container.env));
-    if let Some(g) = &d.container.gpus {
-        a.insert("gpus".into(), json!(g));
-    }
-    if let Some(s) = &d.container.shm_size {
-        a.insert("shm_size".into(), json!(s));
-    }
-    if let Some(t) = &d.vm.machine_type {
-        a.insert("vm_type".into(), json!(t));
-    }
-    a.insert("spot".into(), json!(d.vm.spot));
-    if let Some(disk) = d.vm.disk_gb {
-        a.insert("disk_gb".into(), json!(disk));
-    }
-    a
 }
 
 impl Graph {
-    fn add(&mut self, node: Node) {
-        self.nodes.insert(node.address.clone(), node);
-    }
-
     /// Topological order, ties broken by address, so every rendering is byte-stable.
     pub fn order(&self) -> Vec<String> {
-        // Keyed by address (see `add`), so already sorted and unique: no copy of the edges.
+        // Keyed by address, so already sorted and unique: no copy of the edges.
         let edges: Vec<(&str, &[String])> = self
             .nodes
             .iter()
@@ -417,4 +354,107 @@ pub(crate) fn topo_order_sorted(edges: &[(&str, &[String])]) -> Vec<String> {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn graph(yaml: &str) -> Graph {
+        let registry = Providers::builtin(Path::new("/nonexistent/keys"));
+        let config = crate::config::parse("t.yaml", yaml, Path::new("/tmp"), "d", &registry)
+            .unwrap_or_else(|e| panic!("{}", e[0]));
+        compile(&config, &registry)
+    }
+
+    fn deps(g: &Graph, address: &str) -> Vec<String> {
+        g.nodes[address].deps.clone()
+    }
+
+    #[test]
+    fn a_cloud_with_an_identity_gets_a_role_and_a_grant_per_declared_bucket() {
+        let g = graph(
+            "deployments:\n  dep:\n    provider: aws\n    region: us-east-1\n    vm: { type: t3.micro }\n    container: { image: x }\n    buckets: { input: in-b, output: out-b, checkpoint: true }\n",
+        );
+        assert_eq!(
+            deps(&g, "deployment.dep.role"),
+            vec![
+                "deployment.dep.bucket.input",
+                "deployment.dep.bucket.output",
+                "deployment.dep.bucket.checkpoint"
+            ]
+        );
+        assert_eq!(
+            deps(&g, "deployment.dep.grant.output"),
+            vec!["deployment.dep.role", "deployment.dep.bucket.output"]
+        );
+        assert!(g.nodes.contains_key("deployment.dep.grant.checkpoint"));
+        // AWS reads the input through the role's own policy: no grant node for it.
+        assert!(!g.nodes.contains_key("deployment.dep.grant.input"));
+        assert_eq!(deps(&g, "deployment.dep.vm"), vec!["deployment.dep.role"]);
+        assert_eq!(
+            deps(&g, "deployment.dep.rclone"),
+            vec![
+                "deployment.dep.vm",
+                "deployment.dep.vm_init",
+                "shared.aws.us.storage",
+                "deployment.dep.grant.output",
+                "deployment.dep.grant.checkpoint",
+            ]
+        );
+        assert_eq!(g.nodes["deployment.dep.bucket.input"].mode, Mode::Data);
+    }
+
+    #[test]
+    fn buckets_on_the_machine_wait_for_it_and_the_local_cloud_has_no_identity() {
+        let g = graph(
+            "deployments:\n  byo:\n    provider: ssh\n    vm: { host: 10.0.0.5 }\n    container: { image: x }\n    buckets: { output: out-b }\n  loc:\n    container: { image: x }\n    buckets: { output: out-c }\n",
+        );
+        assert_eq!(
+            deps(&g, "deployment.byo.bucket.output"),
+            vec!["shared.ssh.ssh.storage", "deployment.byo.vm"]
+        );
+        assert_eq!(
+            deps(&g, "deployment.loc.bucket.output"),
+            vec!["shared.local.local.storage"]
+        );
+        assert!(!g
+            .nodes
+            .keys()
+            .any(|a| a.contains(".role") || a.contains(".grant.")));
+        for (a, n) in &g.nodes {
+            if n.kind.is_hosted() {
+                assert_eq!(n.deps[0], n.host.clone().unwrap(), "{a} names its VM first");
+            }
+        }
+    }
+
+    #[test]
+    fn a_shared_bucket_lives_where_it_was_first_used() {
+        let g = graph(
+            "defaults: { provider: aws, vm: { type: t3.micro } }\ndeployments:\n  a-first:\n    region: us-west-2\n    container: { image: x }\n    buckets: { output: shared-out }\n  b-second:\n    region: us-east-1\n    container: { image: x }\n    buckets: { output: shared-out }\n",
+        );
+        let second = &g.nodes["deployment.b-second.bucket.output"].deployment;
+        let bucket = second.bucket(BucketRole::Output).unwrap();
+        assert_eq!(bucket.region, "us-west-2");
+        assert_eq!(bucket.continent, "us");
+        assert!(g.warnings.is_empty());
+        assert_eq!(
+            g.nodes.keys().filter(|a| a.starts_with("shared.")).count(),
+            1,
+            "one storage per continent"
+        );
+    }
+
+    #[test]
+    fn topological_order_puts_dependencies_first_and_breaks_ties_by_address() {
+        let order = topo_order([
+            ("c".to_owned(), vec!["a".to_owned()]),
+            ("b".to_owned(), vec![]),
+            ("a".to_owned(), vec![]),
+        ]);
+        assert_eq!(order, vec!["a", "b", "c"]);
+    }
 }

@@ -2,6 +2,7 @@ use clap::Parser;
 
 fn main() {
     let cli = anycloud::cli::Cli::parse_from(anycloud::cli::normalise_args(std::env::args_os()));
+    let shell = anycloud::shell::Shell::new(cli.no_color, cli.quiet, cli.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -12,10 +13,10 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let code = match runtime.block_on(anycloud::cli::run(cli)) {
+    let code = match runtime.block_on(anycloud::cli::run(&cli, shell.clone())) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("{}", e.0);
+            shell.diagnostics(&e.0);
             1
         }
     };

@@ -10,6 +10,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::apply::human_duration;
 use crate::plan::Action;
+use crate::shell::Shell;
 
 #[derive(Clone)]
 pub struct Progress {
@@ -19,7 +20,7 @@ pub struct Progress {
 struct Inner {
     live: Option<MultiProgress>,
     bars: Mutex<BTreeMap<String, ProgressBar>>,
-    quiet: bool,
+    shell: Shell,
 }
 
 fn verb(a: Action) -> (&'static str, &'static str) {
@@ -34,29 +35,24 @@ fn verb(a: Action) -> (&'static str, &'static str) {
 }
 
 impl Progress {
-    pub fn new(quiet: bool) -> Progress {
-        let live = std::io::stdout()
-            .is_terminal()
+    pub fn new(shell: &Shell) -> Progress {
+        let live = (std::io::stdout().is_terminal() && !shell.quiet())
             .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stdout()));
         Progress {
             inner: Arc::new(Inner {
                 live,
                 bars: Mutex::new(BTreeMap::new()),
-                quiet,
+                shell: shell.clone(),
             }),
         }
     }
 
     fn line(&self, text: &str) {
-        if self.inner.quiet {
-            return;
-        }
         match &self.inner.live {
             Some(m) => {
                 let _ = m.println(text);
             }
-            // Not println!: a closed pipe must not panic the coordinator mid-apply.
-            None => crate::cli::out(&format!("{text}\n")),
+            None => self.inner.shell.status(&format!("{text}\n")),
         }
     }
 
@@ -67,7 +63,7 @@ impl Progress {
     pub fn started(&self, address: &str, action: Action) {
         let (doing, _) = verb(action);
         match &self.inner.live {
-            Some(m) if !self.inner.quiet => {
+            Some(m) => {
                 let bar = m.add(ProgressBar::new_spinner());
                 bar.set_style(
                     ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")

@@ -1,12 +1,47 @@
 //! Human and markdown renderings of a plan, made only from the plan document, so the
-//! terminal, the PR comment and `plan --format json` can never disagree.
+//! terminal, the PR comment and `plan --format json` can never disagree. The human
+//! rendering may be styled for a terminal; stripped of its styles it is the plain one.
 
 use std::fmt::Write;
 
+use anstyle::{AnsiColor, Style};
 use anycloud_provider::Attrs;
 use serde_json::Value;
 
 use crate::plan::{Action, Change, Plan};
+
+/// Styles text, or leaves it plain.
+#[derive(Clone, Copy)]
+struct Paint(bool);
+
+impl Paint {
+    fn with(self, style: Style, text: &str) -> String {
+        if self.0 {
+            format!("{}{text}{}", style.render(), style.render_reset())
+        } else {
+            text.to_owned()
+        }
+    }
+
+    fn color(self, color: AnsiColor, text: &str) -> String {
+        self.with(Style::new().fg_color(Some(color.into())), text)
+    }
+
+    fn bold(self, text: &str) -> String {
+        self.with(Style::new().bold(), text)
+    }
+
+    fn action(self, action: Action, text: &str) -> String {
+        match action {
+            Action::Create => self.color(AnsiColor::Green, text),
+            Action::Delete => self.color(AnsiColor::Red, text),
+            Action::Update => self.color(AnsiColor::Yellow, text),
+            Action::Replace => self.color(AnsiColor::Magenta, text),
+            Action::Read => self.color(AnsiColor::Cyan, text),
+            Action::NoOp => text.to_owned(),
+        }
+    }
+}
 
 fn symbol(a: Action) -> &'static str {
     match a {
@@ -19,17 +54,12 @@ fn symbol(a: Action) -> &'static str {
     }
 }
 
-/// A provider marks what destroy must leave in place (buckets and their data).
-fn keeps_data(c: &Change) -> bool {
-    c.before.as_ref().and_then(|b| b.get("_keep_on_destroy")) == Some(&Value::Bool(true))
-}
-
 fn headline(c: &Change) -> String {
     let what = match c.action {
         Action::Create => "will be created",
         Action::Update => "will be updated in place",
         Action::Replace => "must be replaced",
-        Action::Delete if keeps_data(c) => "will be forgotten",
+        Action::Delete if c.keep_on_destroy => "will be forgotten",
         Action::Delete => "will be destroyed",
         Action::Read => "will be read during apply",
         Action::NoOp => "is up to date",
@@ -41,38 +71,42 @@ fn headline(c: &Change) -> String {
 }
 
 fn scalar(v: &Value) -> String {
-    match v {
-        Value::String(s) => serde_json::to_string(s).expect("strings serialise"),
-        other => serde_json::to_string(other).expect("json values serialise"),
-    }
+    serde_json::to_string(v).expect("json values serialise")
 }
 
 fn is_multiline(v: Option<&Value>) -> bool {
     v.and_then(Value::as_str).is_some_and(|s| s.contains('\n'))
 }
 
-fn heredoc(out: &mut String, indent: &str, body: &str, prefix: &str) {
+fn heredoc(out: &mut String, indent: &str, body: &str) {
     for line in body.lines() {
-        let _ = writeln!(out, "{indent}    {prefix}{line}");
+        let _ = writeln!(out, "{indent}    {line}");
     }
 }
 
 /// One change as a Terraform-style block. Unchanged attributes of updates are counted,
 /// not shown; multi-line attributes are unified diffs.
 pub fn change_block(c: &Change) -> String {
+    block(c, Paint(false))
+}
+
+fn block(c: &Change, paint: Paint) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "  {}", headline(c));
-    let _ = writeln!(out, "{} {} \"{}\" {{", symbol(c.action), c.kind, c.address);
+    let _ = writeln!(out, "  {}", paint.bold(&headline(c)));
+    let _ = writeln!(
+        out,
+        "{} {} \"{}\" {{",
+        paint.action(c.action, symbol(c.action)),
+        c.kind,
+        c.address
+    );
     let empty = Attrs::new();
     let before = c.before.as_ref().unwrap_or(&empty);
     let after = c.after.as_ref().unwrap_or(&empty);
-    // Attributes named `_…` are the provider's bookkeeping (paths it needs to clean up); the
-    // JSON plan has them, reviewers do not need them.
     let mut keys: Vec<&String> = before
         .keys()
         .chain(after.keys())
         .chain(c.after_unknown.iter())
-        .filter(|k| !k.starts_with('_'))
         .collect();
     keys.sort();
     keys.dedup();
@@ -104,6 +138,12 @@ pub fn change_block(c: &Change) -> String {
             hidden += 1;
             continue;
         }
+        let sym_action = match sym {
+            "+" => Action::Create,
+            "-" => Action::Delete,
+            _ => Action::Update,
+        };
+        let sym = paint.action(sym_action, sym);
         let value_side = if c.action == Action::Delete { b } else { a };
         if unknown && c.action != Action::Delete {
             let was = match (c.action, b) {
@@ -120,7 +160,7 @@ pub fn change_block(c: &Change) -> String {
                 let _ = writeln!(out, "{ind}{sym} {k:<width$} = <<-EOT{forces}");
                 let diff = similar::TextDiff::from_lines(old, new);
                 let unified = diff.unified_diff().context_radius(3).to_string();
-                heredoc(&mut out, ind, &unified, "");
+                heredoc(&mut out, ind, &unified);
                 let _ = writeln!(out, "{ind}    EOT");
             } else {
                 let from = b.map(scalar).unwrap_or_else(|| "null".into());
@@ -132,7 +172,7 @@ pub fn change_block(c: &Change) -> String {
         match value_side {
             Some(v) if is_multiline(Some(v)) => {
                 let _ = writeln!(out, "{ind}{sym} {k:<width$} = <<-EOT");
-                heredoc(&mut out, ind, v.as_str().unwrap_or_default(), "");
+                heredoc(&mut out, ind, v.as_str().unwrap_or_default());
                 let _ = writeln!(out, "{ind}    EOT");
             }
             Some(v) => {
@@ -149,9 +189,22 @@ pub fn change_block(c: &Change) -> String {
 }
 
 pub fn human(plan: &Plan) -> String {
+    human_with(plan, false)
+}
+
+/// [`human`], styled for a terminal when `styled`.
+pub fn human_with(plan: &Plan, styled: bool) -> String {
+    let paint = Paint(styled);
     let mut out = String::new();
     for w in &plan.warnings {
-        let _ = writeln!(out, "Warning: {w}\n");
+        let _ = writeln!(
+            out,
+            "{} {w}\n",
+            paint.with(
+                Style::new().bold().fg_color(Some(AnsiColor::Yellow.into())),
+                "Warning:"
+            )
+        );
     }
     if !plan.refreshed {
         let _ = writeln!(out, "Note: the state was not refreshed (--refresh=false); the plan trusts what it records.\n");
@@ -170,10 +223,10 @@ pub fn human(plan: &Plan) -> String {
     }
     let _ = writeln!(out, "anycloud will perform the following actions:\n");
     for c in active {
-        out.push_str(&change_block(c));
+        out.push_str(&block(c, paint));
         out.push('\n');
     }
-    let _ = writeln!(out, "{}", plan.summary_line());
+    let _ = writeln!(out, "{}", paint.bold(&plan.summary_line()));
     out
 }
 
@@ -227,4 +280,48 @@ pub fn json(plan: &Plan) -> String {
     let mut s = serde_json::to_string_pretty(plan).expect("plans serialise");
     s.push('\n');
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Summary;
+
+    #[test]
+    fn the_styled_rendering_stripped_is_the_plain_one() {
+        let change = Change {
+            address: "deployment.a.vm".into(),
+            kind: anycloud_provider::Kind::Vm,
+            provider: "test".into(),
+            action: Action::Create,
+            reason: None,
+            before: None,
+            after: Some(
+                serde_json::from_value(serde_json::json!({"x": "a\nb\n", "y": 1})).unwrap(),
+            ),
+            private: None,
+            keep_on_destroy: false,
+            after_unknown: vec!["id".into()],
+            replace_paths: vec![],
+            dependencies: vec![],
+            prior_dependencies: vec![],
+        };
+        let plan = Plan {
+            format_version: 2,
+            lineage: String::new(),
+            serial: 0,
+            config_digest: String::new(),
+            refreshed: true,
+            targets: vec![],
+            warnings: vec!["far away".into()],
+            changes: vec![change],
+            summary: Summary::default(),
+        };
+        let styled = human_with(&plan, true);
+        assert!(styled.contains("\u{1b}["));
+        let mut stripped = Vec::new();
+        let mut stream = anstream::StripStream::new(&mut stripped);
+        std::io::Write::write_all(&mut stream, styled.as_bytes()).unwrap();
+        assert_eq!(String::from_utf8(stripped).unwrap(), human(&plan));
+    }
 }

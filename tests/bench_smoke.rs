@@ -7,7 +7,7 @@ mod fixture;
 
 use anycloud::engine::{self, make_plan};
 use anycloud::plan::Action;
-use anycloud::providers::Providers;
+use anycloud::registry::Providers;
 use anycloud::render;
 use anycloud_state::State;
 use fixture::{config_text, no_refresh, state_after};
@@ -20,12 +20,12 @@ fn plan_against_a_state_holding_everything_has_no_changes() {
         .enable_all()
         .build()
         .unwrap();
-    let providers = Providers::builtin(std::path::Path::new(".anycloud/keys"));
+    let providers = Providers::builtin(std::path::Path::new("/nonexistent/keys"));
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("anycloud.yaml");
     let state_path = dir.path().join(".anycloud/state.json");
     std::fs::write(&config_path, config_text(DEPLOYMENTS)).unwrap();
-    let config = engine::load_config(&config_path).unwrap();
+    let config = engine::load_config_for(&config_path, &providers).unwrap();
     assert_eq!(config.deployments.len(), DEPLOYMENTS);
 
     let (graph, first) = rt
@@ -35,9 +35,9 @@ fn plan_against_a_state_holding_everything_has_no_changes() {
     assert_eq!(first.changes.len(), graph.nodes.len());
     let state = state_after(&first, State::new());
     assert_eq!(state.resources.len(), graph.nodes.len());
-    anycloud_state::save(&state_path, &state).unwrap();
+    anycloud_state::LocalStore::save_unchecked(&state_path, &state).unwrap();
 
-    let loaded = engine::load_state(&state_path).unwrap();
+    let loaded = anycloud_state::LocalStore::load(&state_path).unwrap();
     assert_eq!(loaded, state);
     let (_, second) = rt
         .block_on(make_plan(&config, &loaded, &providers, &no_refresh()))

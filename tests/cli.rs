@@ -3,6 +3,8 @@
 
 mod common;
 
+use anycloud_state::StateStore;
+
 use common::Project;
 
 /// Only buckets are applied here (`--target`), so these tests touch nothing but directories.
@@ -30,7 +32,10 @@ fn a_saved_plan_is_applied_exactly_and_refused_once_stale() {
     );
     let shown_json: serde_json::Value =
         serde_json::from_str(&p.ok(&["show", "buckets.plan", "--json"]).stdout).unwrap();
-    assert_eq!(shown_json["format_version"], 1);
+    assert_eq!(
+        shown_json["format_version"],
+        anycloud::plan::PLAN_FORMAT_VERSION
+    );
 
     // A second plan made now would be refused once the first has been applied.
     p.ok(&["plan", "--out", "second.plan", BUCKETS[0], BUCKETS[1]]);
@@ -123,7 +128,9 @@ fn apply_refuses_without_approval_on_a_pipe() {
 fn the_state_lock_names_its_holder_and_can_be_waited_for() {
     let p = Project::new(CONFIG);
     let state = p.path().join(".anycloud/state.json");
-    let lock = anycloud_state::StateLock::acquire(&state, "test holder", std::time::Duration::ZERO)
+    let lock = anycloud_state::LocalStore::new(&state);
+    runtime()
+        .block_on(lock.lock("test holder", std::time::Duration::ZERO))
         .unwrap();
     let blocked = p.run(&["plan", BUCKETS[0], BUCKETS[1]]);
     assert_eq!(blocked.code, 1, "{blocked:?}");
@@ -148,6 +155,47 @@ fn the_state_lock_names_its_holder_and_can_be_waited_for() {
         waited.status.success(),
         "{}",
         String::from_utf8_lossy(&waited.stderr)
+    );
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn force_unlock_frees_the_lock_of_a_run_that_hangs_and_fences_it() {
+    let p = Project::new(CONFIG);
+    p.ok(&["apply", "--auto-approve", BUCKETS[0], BUCKETS[1]]);
+    let state = p.path().join(".anycloud/state.json");
+    // A run that hangs holding the lock (this test, standing in for it).
+    let hung = anycloud_state::LocalStore::new(&state);
+    let rt = runtime();
+    let held = rt
+        .block_on(hung.lock("apply", std::time::Duration::ZERO))
+        .unwrap();
+    let blocked = p.run(&["plan", BUCKETS[0], BUCKETS[1]]);
+    assert_eq!(blocked.code, 1, "{blocked:?}");
+    let advice = format!("anycloud force-unlock {}", held.id);
+    assert!(blocked.stderr.contains(&advice), "{blocked:?}");
+
+    let wrong = p.run(&["force-unlock", "not-the-id"]);
+    assert_eq!(wrong.code, 1, "{wrong:?}");
+    assert!(
+        wrong.stderr.contains(&held.id),
+        "names the lock there is: {wrong:?}"
+    );
+    let freed = p.ok(&["force-unlock", &held.id]);
+    assert!(freed.stdout.contains("Removed the lock"), "{freed:?}");
+    p.ok(&["plan", BUCKETS[0], BUCKETS[1]]);
+    // The hung run wakes up: it may write nothing more.
+    let snap = rt.block_on(hung.read()).unwrap();
+    let written = rt.block_on(hung.write(&snap.state, &snap.version));
+    assert!(
+        matches!(written, Err(anycloud_state::StoreError::LockLost { .. })),
+        "{written:?}"
     );
 }
 
@@ -177,7 +225,8 @@ fn state_show_and_rm() {
         0o600
     );
     // The backup is the state as it was before the last write.
-    let backup = anycloud_state::load(&p.path().join(".anycloud/state.json.backup")).unwrap();
+    let backup =
+        anycloud_state::LocalStore::load(&p.path().join(".anycloud/state.json.backup")).unwrap();
     assert!(backup
         .resources
         .contains_key("deployment.cli-job.bucket.output"));

@@ -266,7 +266,7 @@ fn aws_against_moto_end_to_end() {
         "written just before destroy\n",
     )
     .unwrap();
-    ok(&p, &env, &["destroy", "--auto-approve"]);
+    let destroyed = ok(&p, &env, &["destroy", "--auto-approve"]);
     assert_eq!(
         object(&moto, "aws-results", "last-words.txt").as_deref(),
         Some("written just before destroy")
@@ -289,7 +289,7 @@ fn aws_against_moto_end_to_end() {
     assert_eq!(
         moto.http("HEAD", "/aws-alpha", None).0,
         404,
-        "the checkpoint bucket goes"
+        "the checkpoint bucket goes: {destroyed:?}"
     );
     assert_eq!(
         moto.http("HEAD", "/aws-results", None).0,
@@ -389,8 +389,9 @@ deployments:
             *v = format!("http://127.0.0.1:{port}");
         }
     }
-    // Buckets, their policies, the role, its policy and profile: the cloud side, no VM.
-    let target = ["--target", "deployment.flaky-a.role"];
+    // Buckets, the grants in their policies, the role, its policy and profile: the cloud
+    // side, no VM.
+    let target = ["--target", "deployment.flaky-a.grant"];
     let applied = run(
         &p,
         &env,

@@ -254,7 +254,7 @@ deployments:
         .unwrap();
     // Interrupt once the first resources have been recorded, while VM init is in flight.
     wait_for(30, "apply to record its first resource", || {
-        anycloud_state::load(&p.path().join(".anycloud/state.json"))
+        anycloud_state::LocalStore::load(&p.path().join(".anycloud/state.json"))
             .ok()
             .filter(|s| {
                 s.resources.contains_key("deployment.e2e-sigint.vm")
@@ -266,7 +266,7 @@ deployments:
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(130), "{stdout}");
     assert!(stdout.contains("Interrupted"), "{stdout}");
-    let state = anycloud_state::load(&p.path().join(".anycloud/state.json")).unwrap();
+    let state = anycloud_state::LocalStore::load(&p.path().join(".anycloud/state.json")).unwrap();
     assert!(
         state.resources.values().all(|r| r.pending.is_none()),
         "in-flight operations finished before exit"

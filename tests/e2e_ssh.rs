@@ -64,8 +64,7 @@ impl Machine {
 }
 
 fn state(p: &Project) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(p.path().join(".anycloud/state.json")).unwrap())
-        .unwrap()
+    p.state_json().expect("a state")
 }
 
 fn processes_named(host: &TestHost, name: &str) -> usize {
@@ -212,8 +211,7 @@ fn ssh_machine_end_to_end() {
         .spawn()
         .unwrap();
     let cut_during = wait_for(60, "VM init to be under way", || {
-        let s = std::fs::read_to_string(p.path().join(".anycloud/state.json")).ok()?;
-        let s: serde_json::Value = serde_json::from_str(&s).ok()?;
+        let s = p.state_json()?;
         let init = &s["resources"]["deployment.ssh-alpha.vm_init"];
         (init["pending"].is_string()).then(|| init["pending"].to_string())
     });

@@ -180,7 +180,7 @@ fn container_run_spec() {
 
 #[test]
 fn graph_dot_and_mermaid() {
-    let g = anycloud::graph::compile(&common::parse(BEFORE));
+    let g = anycloud::graph::compile(&common::parse(BEFORE), &common::providers());
     insta::assert_snapshot!("graph_dot", g.to_dot());
     insta::assert_snapshot!("graph_mermaid", g.to_mermaid());
 }

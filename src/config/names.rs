@@ -1,8 +1,11 @@
-//! Naming rules checked before any cloud is called (DESIGN §7), including the length of
-//! every name derived from a deployment id.
+//! The naming rules every cloud shares, checked before any cloud is called (DESIGN §7); a
+//! provider adds its own limits through its declaration.
 
-/// Deployment ids: `[a-z0-9-]`, starting with a letter, not ending with `-`.
-pub fn check_deployment_id(id: &str, provider: &str) -> Result<(), String> {
+use anycloud_provider::Declaration;
+
+/// Deployment ids: `[a-z0-9-]`, starting with a letter, not ending with `-`, short enough
+/// for every name the provider derives from them.
+pub fn check_deployment_id(id: &str, provider: &dyn Declaration) -> Result<(), String> {
     if id.is_empty() {
         return Err("a deployment id cannot be empty".into());
     }
@@ -24,16 +27,14 @@ pub fn check_deployment_id(id: &str, provider: &str) -> Result<(), String> {
             "deployment id '{id}' cannot end with '-' or contain '--'"
         ));
     }
-    // The checkpoint bucket is named after the id, and AWS names the role `anycloud-{id}`
-    // (64 characters at most); Azure names its identity the same way.
-    let max = match provider {
-        "aws" => 55,
-        _ => 63,
-    };
-    if id.len() > max {
+    let limit = provider.id_limit();
+    if id.len() > limit.max {
         return Err(format!(
-            "deployment id '{id}' is {} characters; at most {max} fit the names derived from it on {provider} (e.g. anycloud-{{id}})",
-            id.len()
+            "deployment id '{id}' is {} characters; at most {} fit the names derived from it on {} ({})",
+            id.len(),
+            limit.max,
+            provider.name(),
+            limit.because
         ));
     }
     if id.len() < 3 {
@@ -46,8 +47,9 @@ pub fn check_deployment_id(id: &str, provider: &str) -> Result<(), String> {
 }
 
 /// Bucket names: the strictest of S3's, Azure containers' and GCS's rules, so a config moves
-/// between clouds unchanged: 3–63 characters of `[a-z0-9-.]`, alphanumeric at both ends.
-pub fn check_bucket_name(name: &str, provider: &str) -> Result<(), String> {
+/// between clouds unchanged (3–63 characters of `[a-z0-9-.]`, alphanumeric at both ends),
+/// then the provider's own.
+pub fn check_bucket_name(name: &str, provider: &dyn Declaration) -> Result<(), String> {
     let len = name.len();
     if !(3..=63).contains(&len) {
         return Err(format!(
@@ -71,15 +73,10 @@ pub fn check_bucket_name(name: &str, provider: &str) -> Result<(), String> {
     if name.contains("..") {
         return Err(format!("bucket name '{name}' cannot contain '..'"));
     }
-    if provider == "azure" && (name.contains('.') || name.contains("--")) {
-        return Err(format!(
-            "bucket name '{name}' is not a valid Azure container name: no '.' and no '--'"
-        ));
-    }
     if name.split('.').count() == 4 && name.split('.').all(|p| p.parse::<u8>().is_ok()) {
         return Err(format!(
             "bucket name '{name}' cannot look like an IP address"
         ));
     }
-    Ok(())
+    provider.check_bucket_name(name)
 }

@@ -1,11 +1,15 @@
 //! The config exactly as written, with the location of every value a later check may blame.
+//! What belongs to a provider (`providers.<name>`, a deployment's `vm:`) is kept as a
+//! located tree ([`anycloud_provider::doc::Doc`]) for the provider's own checks.
 
 use std::fmt;
 use std::marker::PhantomData;
 
-use serde::de::{MapAccess, Visitor};
+use anycloud_provider::doc::{Doc, Key, Value};
+use anycloud_provider::Loc;
+use serde::de::{MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
-use serde_saphyr::Spanned;
+use serde_saphyr::{Location, Spanned};
 
 pub type S<T> = Spanned<T>;
 
@@ -13,58 +17,9 @@ pub type S<T> = Spanned<T>;
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     pub project: Option<S<String>>,
-    pub providers: Option<RawProviders>,
+    pub providers: Option<S<Entries<S<RawDoc>>>>,
     pub defaults: Option<RawDefaults>,
     pub deployments: Option<S<Entries<S<RawDeployment>>>>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RawProviders {
-    pub aws: Option<RawAws>,
-    pub azure: Option<RawAzure>,
-    pub gcp: Option<RawGcp>,
-    pub local: Option<RawLocal>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawAws {
-    pub profile: Option<String>,
-    /// Per-service endpoints (S3-compatible stores, moto), as `AWS_ENDPOINT_URL_<SERVICE>`.
-    pub endpoints: Option<RawAwsEndpoints>,
-    /// Who may reach the VMs' SSH port; default: this machine's public address.
-    pub ssh_cidr: Option<S<String>>,
-    /// The VM image; default: the latest Debian 12 image in the region.
-    pub ami: Option<S<String>>,
-    /// The image's login user (Debian's images: `admin`).
-    pub ssh_user: Option<S<String>>,
-}
-
-#[derive(Deserialize, serde::Serialize, Clone, Default)]
-#[serde(deny_unknown_fields)]
-pub struct RawAwsEndpoints {
-    pub s3: Option<String>,
-    pub iam: Option<String>,
-    pub ec2: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawAzure {
-    pub subscription_id: Option<S<String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawGcp {
-    pub project: Option<S<String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawLocal {
-    pub root: Option<S<String>>,
 }
 
 /// Fields shared by `defaults:` and each deployment; a deployment's own win.
@@ -74,7 +29,7 @@ pub struct RawDefaults {
     pub provider: Option<S<String>>,
     pub region: Option<S<String>>,
     pub sync_interval: Option<S<Interval>>,
-    pub vm: Option<RawVm>,
+    pub vm: Option<S<RawDoc>>,
     pub connectivity_check: Option<RawCheck>,
 }
 
@@ -83,28 +38,11 @@ pub struct RawDefaults {
 pub struct RawDeployment {
     pub provider: Option<S<String>>,
     pub region: Option<S<String>>,
-    pub vm: Option<RawVm>,
+    pub vm: Option<S<RawDoc>>,
     pub container: Option<S<RawContainer>>,
     pub buckets: Option<RawBuckets>,
     pub sync_interval: Option<S<Interval>>,
     pub connectivity_check: Option<RawCheck>,
-}
-
-#[derive(Deserialize, Default, Clone)]
-#[serde(deny_unknown_fields)]
-pub struct RawVm {
-    #[serde(rename = "type")]
-    pub machine_type: Option<S<String>>,
-    pub spot: Option<S<bool>>,
-    pub disk_gb: Option<S<u32>>,
-    /// `provider: ssh` only: the machine to use.
-    pub host: Option<S<String>>,
-    /// Wider than a port, so an out-of-range number gets our message, not a type error.
-    pub port: Option<S<i64>>,
-    pub user: Option<S<String>>,
-    pub identity_file: Option<S<String>>,
-    pub host_key: Option<S<String>>,
-    pub root: Option<S<String>>,
 }
 
 #[derive(Deserialize)]
@@ -133,7 +71,7 @@ pub struct RawCheck {
     pub retries_sleep: Option<S<Interval>>,
 }
 
-/// A duration: `60s`, `5m`, `1h`, or a number of seconds.
+/// A duration as written: text like `60s`, or a number of seconds.
 #[derive(Deserialize, Clone, Debug)]
 #[serde(untagged)]
 pub enum Interval {
@@ -145,22 +83,7 @@ impl Interval {
     pub fn seconds(&self) -> Result<u64, String> {
         match self {
             Interval::Seconds(s) => Ok(*s),
-            Interval::Text(t) => {
-                let t = t.trim();
-                let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-                let (num, unit) = t.split_at(split);
-                let n: u64 = num
-                    .parse()
-                    .map_err(|_| format!("'{t}' is not a duration like 60s, 5m or 1h"))?;
-                let mult = match unit {
-                    "" | "s" => 1,
-                    "m" => 60,
-                    "h" => 3600,
-                    _ => return Err(format!("'{t}' has unit '{unit}'; use s, m or h (e.g. 60s)")),
-                };
-                n.checked_mul(mult)
-                    .ok_or_else(|| format!("'{t}' is too long"))
-            }
+            Interval::Text(t) => anycloud_provider::duration::parse(t).map(|d| d.as_secs()),
         }
     }
 }
@@ -185,5 +108,89 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for Entries<V> {
             }
         }
         d.deserialize_map(V2(PhantomData))
+    }
+}
+
+pub fn loc(l: Location) -> Loc {
+    if l == Location::UNKNOWN {
+        Loc::UNKNOWN
+    } else {
+        Loc::new(l.line(), l.column())
+    }
+}
+
+/// Any YAML value, each part located: a provider's part of the config.
+pub struct RawDoc(pub Value);
+
+impl RawDoc {
+    pub fn located(s: S<RawDoc>) -> Doc {
+        Doc {
+            at: loc(s.referenced),
+            value: s.value.0,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RawDoc {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct DocVisitor;
+        impl<'de> Visitor<'de> for DocVisitor {
+            type Value = RawDoc;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a YAML value")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<RawDoc, E> {
+                Ok(RawDoc(Value::Bool(v)))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<RawDoc, E> {
+                Ok(RawDoc(Value::Int(v)))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RawDoc, E> {
+                Ok(RawDoc(match i64::try_from(v) {
+                    Ok(i) => Value::Int(i),
+                    Err(_) => Value::Float(v as f64),
+                }))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<RawDoc, E> {
+                Ok(RawDoc(Value::Float(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<RawDoc, E> {
+                Ok(RawDoc(Value::Str(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<RawDoc, E> {
+                Ok(RawDoc(Value::Str(v)))
+            }
+            fn visit_unit<E>(self) -> Result<RawDoc, E> {
+                Ok(RawDoc(Value::Null))
+            }
+            fn visit_none<E>(self) -> Result<RawDoc, E> {
+                Ok(RawDoc(Value::Null))
+            }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<RawDoc, D::Error> {
+                RawDoc::deserialize(d)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawDoc, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<S<RawDoc>>()? {
+                    items.push(RawDoc::located(item));
+                }
+                Ok(RawDoc(Value::Seq(items)))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawDoc, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(k) = map.next_key::<S<String>>()? {
+                    let v: S<RawDoc> = map.next_value()?;
+                    entries.push((
+                        Key {
+                            name: k.value,
+                            at: loc(k.referenced),
+                        },
+                        RawDoc::located(v),
+                    ));
+                }
+                Ok(RawDoc(Value::Map(entries)))
+            }
+        }
+        d.deserialize_any(DocVisitor)
     }
 }

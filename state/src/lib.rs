@@ -1,20 +1,33 @@
-//! The anycloud state file (format v1): what exists, as last recorded.
+//! The anycloud state: what exists, as last recorded, and the stores that keep it.
 //!
-//! Persistence is crash-safe: every write goes to a temp file in the same directory, is
-//! fsynced, keeps the previous copy as `.backup` and is renamed over the old file, mode 0600.
-//! A lock file beside the state holds the current holder's details.
+//! - [`State`] is the format (version 2; version 1 files are read and migrated).
+//! - [`StateStore`] is the one interface every backend implements: read (with the journal of
+//!   an unfinished run replayed) → state and version; write (only over the version read);
+//!   lock, unlock, force-unlock by lock id; and a journal that records each operation's
+//!   intent and result in a few bytes, folded into the state when the run ends.
+//! - [`LocalStore`] keeps it in a file beside its lock and journal.
+//! - [`conformance`] is the suite every store must pass.
 
-mod lock;
+pub mod conformance;
+mod format;
+mod journal;
+mod local;
 mod store;
 
-pub use lock::{LockError, LockInfo, StateLock};
-pub use store::{load, save, StateError};
+pub use format::{from_bytes, to_bytes, StateError, FORMAT_VERSION};
+pub use journal::Entry;
+pub use local::LocalStore;
+pub use store::{LockInfo, Snapshot, StateStore, StoreError, Version};
+
+/// The state in the local file at `path`, its journal replayed, without locking: what a
+/// run would start from. (For tests and tools; commands go through a [`StateStore`].)
+pub fn load(path: &std::path::Path) -> Result<State, StoreError> {
+    LocalStore::load(path)
+}
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-
-pub const FORMAT_VERSION: u32 = 1;
 
 pub type Attrs = BTreeMap<String, serde_json::Value>;
 
@@ -35,12 +48,22 @@ pub struct Resource {
     pub provider: String,
     #[serde(default)]
     pub attributes: Attrs,
+    /// The provider's own bookkeeping, in its own shape (never shown to reviewers).
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub private: serde_json::Value,
+    /// Destroying it only forgets it: what it holds (a bucket and its data) is kept.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub keep_on_destroy: bool,
     #[serde(default)]
     pub dependencies: Vec<String>,
     /// An operation that was started and not seen to finish: a crash leaves this behind and
     /// the next plan resolves it (re-running the idempotent create, or the delete).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<Pending>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,17 +75,13 @@ pub enum Pending {
 }
 
 impl State {
+    /// A state with a lineage of its own, for tests and fixtures.
     pub fn new() -> State {
-        State {
-            version: FORMAT_VERSION,
-            lineage: uuid::Uuid::new_v4().to_string(),
-            serial: 0,
-            resources: BTreeMap::new(),
-        }
+        let mut s = State::unborn();
+        s.ensure_lineage();
+        s
     }
-}
 
-impl State {
     /// The state before anything was ever applied: no file yet, so no lineage yet. A plan
     /// made against it stays valid until the first write gives the state its lineage.
     pub fn unborn() -> State {

@@ -1,104 +1,160 @@
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+//! The interface every state backend implements.
 
-use crate::{State, FORMAT_VERSION};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::journal::Entry;
+use crate::State;
+
+/// Which stored state a [`Snapshot`] was read from: a write succeeds only over it.
+/// Opaque; a backend makes it from what its store offers (a file's identity, an ETag, a
+/// generation).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Version(pub String);
+
+impl Version {
+    /// No state is stored yet.
+    pub fn absent() -> Version {
+        Version(String::new())
+    }
+
+    pub fn is_absent(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// What [`StateStore::read`] found.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    /// The stored state with the journal of an unfinished run replayed over it.
+    pub state: State,
+    /// The stored state's version.
+    pub version: Version,
+    /// How many journal entries were replayed: when any were, the holder of the lock should
+    /// fold them in with a write.
+    pub replayed: usize,
+}
+
+/// Who holds the lock, stored with it for the next one to read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockInfo {
+    /// What `anycloud force-unlock` takes.
+    pub id: String,
+    pub operation: String,
+    pub holder: String,
+    pub pid: u32,
+    pub host: String,
+    /// Seconds since the Unix epoch.
+    pub since: u64,
+}
+
+impl LockInfo {
+    /// The lock this process would hold for `operation`.
+    pub fn for_this_process(operation: &str) -> LockInfo {
+        use std::os::unix::fs::MetadataExt;
+        let holder = std::env::var("USER")
+            .or_else(|_| std::env::var("LOGNAME"))
+            .unwrap_or_else(|_| match std::fs::metadata("/proc/self") {
+                Ok(m) => format!("uid {}", m.uid()),
+                Err(_) => "an unknown user".into(),
+            });
+        LockInfo {
+            id: uuid::Uuid::new_v4().to_string(),
+            operation: operation.into(),
+            holder,
+            pid: std::process::id(),
+            host: std::fs::read_to_string("/etc/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_default(),
+            since: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} (pid {} on {}, running '{}' since unix time {}; lock id {})",
+            self.holder, self.pid, self.host, self.operation, self.since, self.id
+        )
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
-pub enum StateError {
-    #[error("cannot read state file {path}: {source}")]
+pub enum StoreError {
+    #[error("the state {store} is locked by {}; waited {waited:?}. Try again when it finishes, or pass --lock-timeout. If that run is gone for good, `anycloud force-unlock {}` removes its lock", .holder.describe(), .holder.id)]
+    Locked {
+        store: String,
+        holder: Box<LockInfo>,
+        waited: Duration,
+    },
+    #[error("the state {store} changed since it was read (another run wrote it): nothing was written. Run the command again")]
+    Stale { store: String },
+    #[error("the lock on the state {store} was removed while this run held it (anycloud force-unlock?): nothing more is written. What this run finished is in its journal; the next run picks it up")]
+    LockLost { store: String },
+    #[error("the state {store} is not locked by this run")]
+    NotLocked { store: String },
+    #[error("the state {store} has no lock with id {id}{}", .current.as_ref().map(|c| format!(" (it is locked by {})", c.describe())).unwrap_or_else(|| " (it is not locked)".into()))]
+    NoSuchLock {
+        store: String,
+        id: String,
+        current: Option<Box<LockInfo>>,
+    },
+    #[error("cannot read the state {store}: {source}")]
     Read {
-        path: PathBuf,
+        store: String,
         source: std::io::Error,
     },
-    #[error("state file {path} is not valid: {message}")]
-    Invalid { path: PathBuf, message: String },
-    #[error("state file {path} has format version {found}; this anycloud reads version {FORMAT_VERSION}")]
-    Version { path: PathBuf, found: u32 },
-    #[error("cannot write state file {path}: {source}")]
+    #[error("cannot read the state {store}: {source}")]
+    Invalid {
+        store: String,
+        source: crate::StateError,
+    },
+    #[error("cannot write the state {store}: {source}")]
     Write {
-        path: PathBuf,
+        store: String,
         source: std::io::Error,
     },
 }
 
-/// Loads the state at `path`; a missing file is an empty, [`State::unborn`] state.
-pub fn load(path: &Path) -> Result<State, StateError> {
-    let bytes = match fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::unborn()),
-        Err(source) => {
-            return Err(StateError::Read {
-                path: path.into(),
-                source,
-            })
-        }
-    };
-    let invalid = |message: String| StateError::Invalid {
-        path: path.into(),
-        message,
-    };
-    let probe: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?;
-    let found = probe.get("version").and_then(|v| v.as_u64()).unwrap_or(0) as u32;
-    if found != FORMAT_VERSION {
-        return Err(StateError::Version {
-            path: path.into(),
-            found,
-        });
-    }
-    serde_json::from_value(probe).map_err(|e| invalid(e.to_string()))
-}
+/// A place the state lives.
+#[async_trait::async_trait]
+pub trait StateStore: Send + Sync {
+    /// Where it lives, for messages.
+    fn describe(&self) -> String;
 
-/// Writes `state` atomically: temp file, fsync, previous copy to `.backup`, rename, fsync dir.
-pub fn save(path: &Path, state: &State) -> Result<(), StateError> {
-    let werr = |source| StateError::Write {
-        path: path.into(),
-        source,
-    };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    fs::create_dir_all(&dir).map_err(werr)?;
-    let mut body = serde_json::to_vec_pretty(state).expect("state serialises");
-    body.push(b'\n');
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".state-")
-        .permissions(fs::Permissions::from_mode(0o600))
-        .tempfile_in(&dir)
-        .map_err(werr)?;
-    tmp.write_all(&body).map_err(werr)?;
-    tmp.as_file().sync_all().map_err(werr)?;
-    if path.exists() {
-        let backup = backup_path(path);
-        // A hard link keeps the old copy without a window where `path` is missing.
-        let _ = fs::remove_file(&backup);
-        if fs::hard_link(path, &backup).is_err() {
-            fs::copy(path, &backup).map_err(werr)?;
-        }
-        let _ = fs::set_permissions(&backup, fs::Permissions::from_mode(0o600));
-    }
-    tmp.persist(path).map_err(|e| werr(e.error))?;
-    if let Ok(d) = File::open(&dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
+    /// The state (unborn when none is stored yet), with the journal of an unfinished run
+    /// replayed over it.
+    async fn read(&self) -> Result<Snapshot, StoreError>;
 
-pub fn backup_path(path: &Path) -> PathBuf {
-    let mut p = path.as_os_str().to_owned();
-    p.push(".backup");
-    PathBuf::from(p)
-}
+    /// Takes the lock for `operation`, waiting up to `timeout` for a holder to let go.
+    async fn lock(&self, operation: &str, timeout: Duration) -> Result<LockInfo, StoreError>;
 
-pub(crate) fn open_private(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)
+    /// Lets go of the lock this store holds.
+    async fn unlock(&self) -> Result<(), StoreError>;
+
+    /// Removes the lock with id `id`, whoever holds it; returns who held it. A holder that
+    /// lives on can write nothing more.
+    async fn force_unlock(&self, id: &str) -> Result<LockInfo, StoreError>;
+
+    /// Appends to the journal of the state last read (needs the lock). With `durable`, the
+    /// entries (and all before them) are on disk when it returns; an operation's intent must
+    /// be, before the operation starts. `lineage` is the state's (an unborn state's new one).
+    async fn record(
+        &self,
+        lineage: &str,
+        entries: &[Entry],
+        durable: bool,
+    ) -> Result<(), StoreError>;
+
+    /// Stores `state` (needs the lock) if the stored one is still `expected`, and with it
+    /// folds the journal away. Returns the new version.
+    async fn write(&self, state: &State, expected: &Version) -> Result<Version, StoreError>;
+
+    /// Bytes written to the store so far (journal and state): what an operation costs.
+    fn bytes_written(&self) -> u64 {
+        0
+    }
 }

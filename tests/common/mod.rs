@@ -5,8 +5,13 @@ use std::path::Path;
 
 use anycloud::config::Config;
 use anycloud::plan::{Plan, PlanOptions};
-use anycloud::providers::Providers;
+use anycloud::registry::Providers;
 use anycloud_state::State;
+
+/// This build's providers (keys where no test looks).
+pub fn providers() -> Providers {
+    Providers::builtin(Path::new("/nonexistent/keys"))
+}
 
 pub fn parse(text: &str) -> Config {
     anycloud::config::parse(
@@ -14,6 +19,7 @@ pub fn parse(text: &str) -> Config {
         text,
         Path::new("/nonexistent"),
         "sha256:test",
+        &providers(),
     )
     .unwrap_or_else(|e| {
         panic!(
@@ -23,6 +29,7 @@ pub fn parse(text: &str) -> Config {
     })
 }
 
+/// The plan of `config` against `state`, without refresh, by providers configured for it.
 pub fn plan(config: &Config, state: &State) -> Plan {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -33,11 +40,10 @@ pub fn plan(config: &Config, state: &State) -> Plan {
         targets: &[],
         destroy: false,
     };
+    let providers = providers();
+    providers.configure(&config.provider_settings).unwrap();
     rt.block_on(anycloud::engine::make_plan(
-        config,
-        state,
-        &Providers::builtin(std::path::Path::new(".anycloud/keys")),
-        &opts,
+        config, state, &providers, &opts,
     ))
     .unwrap()
     .1
@@ -104,6 +110,13 @@ impl Project {
 
     pub fn host(&self, deployment: &str) -> std::path::PathBuf {
         self.root().join("hosts").join(deployment)
+    }
+
+    /// The state as a run sees it (its journal replayed), as JSON; `None` before there is one.
+    pub fn state_json(&self) -> Option<serde_json::Value> {
+        let state =
+            anycloud_state::LocalStore::load(&self.path().join(".anycloud/state.json")).ok()?;
+        serde_json::to_value(state).ok()
     }
 
     pub fn write_config(&self, config: &str) {

@@ -1,16 +1,38 @@
-//! The interface between the anycloud engine and a cloud.
+//! The contract between the anycloud engine and a cloud.
 //!
-//! A provider answers a handful of verbs for one resource at a time — plan the desired
-//! attributes, read (batched), create, update, delete — and classifies its errors as
-//! retryable or not. It knows nothing of graphs, plans or state files: the engine hands it
-//! plain attribute maps and stores what it returns.
+//! A provider **declares** itself ([`Declaration`]: name, regions and continents, naming
+//! limits, settings and `vm:` schemas with located checks, the shape of its part of the
+//! graph) and **answers** a handful of verbs for one resource at a time ([`Provider`]: plan the
+//! desired attributes from a typed [`NodeSpec`], read (batched), create, update, delete),
+//! classifying its failures with an [`ErrorCode`]. It knows nothing of graphs, plans or state
+//! files: the engine hands it attributes it returned before and stores what it returns.
+//!
+//! What every part of anycloud shares lives here too, once: the diagnostic type, the retry
+//! policy, atomic file writes, sha256 and the duration syntax.
 
-pub mod regions;
+pub mod declare;
+pub mod diagnostic;
+pub mod digest;
+pub mod doc;
+pub mod duration;
+pub mod error;
+pub mod files;
+pub mod retry;
+pub mod spec;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::Path;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+
+pub use declare::{Declaration, IdLimit, Regions, Shape, VmContext};
+pub use diagnostic::{Diagnostic, Loc, Severity};
+pub use error::{ErrorCode, ProviderError, Result};
+pub use spec::{
+    BucketRole, BucketSpec, ConnectivityCheck, ContainerSpec, DeploymentSpec, NodeSpec, VmSpec,
+};
 
 /// Attribute maps are ordered so every rendering of them is byte-stable.
 pub type Attrs = BTreeMap<String, serde_json::Value>;
@@ -22,6 +44,8 @@ pub enum Kind {
     Storage,
     Bucket,
     Role,
+    /// The deployment's identity may read (input) or read and write a bucket.
+    Grant,
     Vm,
     VmInit,
     Rclone,
@@ -33,10 +57,11 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 12] = [
         Kind::Storage,
         Kind::Bucket,
         Kind::Role,
+        Kind::Grant,
         Kind::Vm,
         Kind::VmInit,
         Kind::Rclone,
@@ -52,6 +77,7 @@ impl Kind {
             Kind::Storage => "storage",
             Kind::Bucket => "bucket",
             Kind::Role => "role",
+            Kind::Grant => "grant",
             Kind::Vm => "vm",
             Kind::VmInit => "vm_init",
             Kind::Rclone => "rclone",
@@ -61,6 +87,10 @@ impl Kind {
             Kind::ServiceCheckpoint => "service_checkpoint",
             Kind::Container => "container",
         }
+    }
+
+    pub fn parse(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == name)
     }
 
     /// Kinds that live on a VM: replacing the VM replaces them too.
@@ -84,15 +114,30 @@ impl fmt::Display for Kind {
     }
 }
 
-/// What the provider makes of a node's inputs before anything is called.
+/// What the provider makes of a node before anything is called.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Planned {
-    /// Every attribute whose value is known now (names, rendered config files, …).
+    /// Every attribute whose value is known now (names, rendered config files, …): shown in
+    /// plans, diffed, recorded in state.
     pub attrs: Attrs,
+    /// The provider's own bookkeeping (paths it must clean up, where a bucket is made): its
+    /// own serde type as JSON, recorded and handed back with the attributes, shown only in
+    /// JSON plans. A change of it alone updates the resource in place.
+    pub private: serde_json::Value,
     /// Attributes that only exist after apply (ids, addresses); shown as `(known after apply)`.
     pub computed: Vec<String>,
     /// Attributes whose change cannot be made in place.
     pub force_new: Vec<String>,
+    /// Destroying it only forgets it: what it holds (a bucket and its data) is kept.
+    pub keep_on_destroy: bool,
+}
+
+/// A resource's record as a dependency of another.
+#[derive(Clone, Copy, Debug)]
+pub struct Dep<'a> {
+    pub kind: Kind,
+    pub attrs: &'a Attrs,
+    pub private: &'a serde_json::Value,
 }
 
 /// One resource handed to a provider verb.
@@ -103,48 +148,40 @@ pub struct Target<'a> {
     pub kind: Kind,
     /// The attributes the resource should have (create, update) or had (read, delete).
     pub attrs: &'a Attrs,
-    /// The recorded attributes of the resources it depends on, by kind.
-    pub deps: &'a [(Kind, &'a Attrs)],
+    /// The provider's bookkeeping recorded with them ([`Planned::private`]).
+    pub private: &'a serde_json::Value,
+    /// The recorded resources it depends on.
+    pub deps: &'a [Dep<'a>],
 }
 
-impl Target<'_> {
-    pub fn dep(&self, kind: Kind) -> Option<&Attrs> {
-        self.deps.iter().find(|(k, _)| *k == kind).map(|(_, a)| *a)
+impl<'a> Target<'a> {
+    /// The attributes of the first dependency of `kind`.
+    pub fn dep(&self, kind: Kind) -> Option<&'a Attrs> {
+        self.deps.iter().find(|d| d.kind == kind).map(|d| d.attrs)
+    }
+
+    /// Every dependency of `kind`.
+    pub fn deps_of(&self, kind: Kind) -> impl Iterator<Item = &'a Dep<'a>> {
+        self.deps.iter().filter(move |d| d.kind == kind)
+    }
+
+    /// The provider's bookkeeping, read back into its type.
+    pub fn private<T: DeserializeOwned>(&self) -> Result<T> {
+        read_private(self.private)
     }
 }
 
-/// A provider failure: the engine retries retryable ones with capped backoff.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ProviderError {
-    pub message: String,
-    pub retryable: bool,
+pub fn read_private<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T> {
+    serde_json::from_value(value.clone()).map_err(|e| {
+        ProviderError::permanent(format!(
+            "anycloud's record of this resource is unreadable: {e}"
+        ))
+    })
 }
 
-impl ProviderError {
-    pub fn permanent(message: impl Into<String>) -> Self {
-        ProviderError {
-            message: message.into(),
-            retryable: false,
-        }
-    }
-
-    pub fn retryable(message: impl Into<String>) -> Self {
-        ProviderError {
-            message: message.into(),
-            retryable: true,
-        }
-    }
+pub fn write_private<T: Serialize>(value: &T) -> serde_json::Value {
+    serde_json::to_value(value).expect("bookkeeping is plain data")
 }
-
-impl fmt::Display for ProviderError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for ProviderError {}
-
-pub type Result<T, E = ProviderError> = std::result::Result<T, E>;
 
 /// What [`Provider::preflight`] found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -157,12 +194,16 @@ pub struct Preflight {
 
 /// Reads and changes a cloud's resources, one node at a time.
 #[async_trait::async_trait]
-pub trait Provider: Send + Sync {
-    /// The name used in `provider:` and in state.
-    fn name(&self) -> &'static str;
+pub trait Provider: Declaration {
+    /// Gives the provider its `providers.<name>` settings as its own
+    /// [`Declaration::check_settings`] returned them (`null` when absent), once, before any
+    /// other verb.
+    fn configure(&self, _settings: &serde_json::Value) -> Result<()> {
+        Ok(())
+    }
 
-    /// Turns a node's inputs (from the config) into its desired attributes. No I/O.
-    fn plan(&self, kind: Kind, inputs: &Attrs) -> Result<Planned>;
+    /// A node's desired attributes, from its deployment's spec. No I/O.
+    fn plan(&self, node: NodeSpec<'_>) -> Result<Planned>;
 
     /// The current attributes of each target, `None` where it no longer exists. One call for
     /// many targets so a provider can use list APIs instead of one request per resource.
@@ -175,19 +216,15 @@ pub trait Provider: Send + Sync {
     /// Changes a resource in place to `target.attrs`.
     async fn update(&self, prior: &Attrs, target: Target<'_>) -> Result<Attrs>;
 
-    /// Deletes the resource described by `target.attrs` (its recorded attributes).
+    /// Deletes the resource described by `target.attrs` (its recorded attributes). Never
+    /// called for a resource planned with [`Planned::keep_on_destroy`]: the engine only
+    /// forgets those.
     async fn delete(&self, target: Target<'_>) -> Result<()>;
 
     /// Live facts about each target for `anycloud status` (a container's state, when an
     /// upload last ran): shown to people, never diffed or stored.
     async fn observe(&self, targets: &[Target<'_>]) -> Result<Vec<BTreeMap<String, String>>> {
         Ok(vec![BTreeMap::new(); targets.len()])
-    }
-
-    /// The config's `providers.<name>` section (as JSON; `null` when absent), given once
-    /// before any other verb. Checked by the config loader already.
-    fn configure(&self, _settings: &serde_json::Value) -> Result<()> {
-        Ok(())
     }
 
     /// Read-only checks of the desired resources against the live cloud before any change:
@@ -202,6 +239,36 @@ pub trait Provider: Send + Sync {
     fn remote_calls(&self) -> u64 {
         0
     }
+
+    /// Direct access to this cloud's buckets (`anycloud bucket …`), where it has it.
+    fn buckets(&self) -> Option<&dyn BucketAccess> {
+        None
+    }
+}
+
+/// Listing, filling and fetching a bucket from this machine.
+#[async_trait::async_trait]
+pub trait BucketAccess: Send + Sync {
+    /// Every object, relative name and size, sorted by name. `user` is a deployment of the
+    /// config that uses the bucket, when one does.
+    async fn list(&self, bucket: &str, user: Option<&DeploymentSpec>)
+        -> Result<Vec<(String, u64)>>;
+
+    /// Copies a file or a directory tree into the bucket; returns the number of files.
+    async fn upload(
+        &self,
+        bucket: &str,
+        user: Option<&DeploymentSpec>,
+        source: &Path,
+    ) -> Result<usize>;
+
+    /// Copies the bucket's objects into `dest`; returns the number of files.
+    async fn download(
+        &self,
+        bucket: &str,
+        user: Option<&DeploymentSpec>,
+        dest: &Path,
+    ) -> Result<usize>;
 }
 
 /// Reads a string attribute, with an error naming the resource when it is missing.

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use anycloud_provider::retry;
 use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
@@ -102,8 +103,15 @@ impl Clients {
                 let mut loader = aws_config::defaults(BehaviorVersion::latest())
                     .http_client(http)
                     .region(Region::new(IAM_REGION))
-                    // Throttling and 5xx are retried here first, then by the engine.
-                    .retry_config(RetryConfig::standard().with_max_attempts(5));
+                    // Throttling, 5xx and transport errors are retried here, per call, with
+                    // anycloud's one retry policy; what the SDK gives up on the engine does
+                    // not retry again (`errors::classify`).
+                    .retry_config(
+                        RetryConfig::standard()
+                            .with_max_attempts(retry::ATTEMPTS as u32)
+                            .with_initial_backoff(retry::FIRST_DELAY)
+                            .with_max_backoff(retry::MAX_DELAY),
+                    );
                 if let Some(p) = &self.settings.profile {
                     loader = loader.profile_name(p);
                 }

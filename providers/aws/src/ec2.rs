@@ -3,9 +3,9 @@
 //! re-run after a crash adopts the instance it started instead of starting another.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anycloud_provider::{ProviderError, Result};
+use anycloud_provider::{retry, ErrorCode, ProviderError, Result};
 use aws_sdk_ec2::primitives::Blob;
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, Filter, IamInstanceProfileSpecification,
@@ -17,6 +17,9 @@ use crate::clients::Clients;
 use crate::errors::{classify, code};
 
 pub const DEPLOYMENT_TAG: &str = "anycloud:deployment";
+
+/// How long an instance may take to start or to terminate.
+const INSTANCE_WAIT: Duration = Duration::from_secs(600);
 pub const PROJECT_TAG: &str = "anycloud:project";
 
 /// What EC2 says about one instance.
@@ -52,13 +55,18 @@ pub async fn import_key(
         Err(e) if code(&e) == Some("InvalidKeyPair.NotFound") => {}
         Err(e) => return Err(classify(&format!("DeleteKeyPair {name}"), e)),
     }
-    ec2.import_key_pair()
+    match ec2
+        .import_key_pair()
         .key_name(name)
         .public_key_material(Blob::new(public_key.as_bytes()))
         .send()
         .await
-        .map_err(|e| classify(&format!("ImportKeyPair {name}"), e))?;
-    Ok(())
+    {
+        Ok(_) => Ok(()),
+        // A parallel attempt imported the same deployment key a moment ago.
+        Err(e) if code(&e) == Some("InvalidKeyPair.Duplicate") => Ok(()),
+        Err(e) => Err(classify(&format!("ImportKeyPair {name}"), e)),
+    }
 }
 
 /// The security group `name`, admitting SSH from `cidr` only. Returns its id.
@@ -77,16 +85,23 @@ pub async fn ensure_security_group(
         .map_err(|e| classify(&format!("DescribeSecurityGroups {name}"), e))?;
     let id = match found.security_groups().first().and_then(|g| g.group_id()) {
         Some(id) => id.to_owned(),
-        None => ec2
+        None => match ec2
             .create_security_group()
             .group_name(name)
             .description("anycloud: SSH only")
             .send()
             .await
-            .map_err(|e| classify(&format!("CreateSecurityGroup {name}"), e))?
-            .group_id()
-            .unwrap_or_default()
-            .to_owned(),
+        {
+            Ok(made) => made.group_id().unwrap_or_default().to_owned(),
+            // A parallel attempt made it a moment ago: the retry finds it.
+            Err(e) if code(&e) == Some("InvalidGroup.Duplicate") => {
+                return Err(ProviderError::new(
+                    ErrorCode::Busy,
+                    format!("CreateSecurityGroup {name}: made by a parallel attempt"),
+                ))
+            }
+            Err(e) => return Err(classify(&format!("CreateSecurityGroup {name}"), e)),
+        },
     };
     // Rules from an earlier ssh_cidr go: changing it must close what it opened.
     let stale: Vec<IpPermission> = found
@@ -225,15 +240,16 @@ pub async fn ensure_instance(clients: &Clients, l: &Launch<'_>) -> Result<Instan
         .instances()
         .first()
         .and_then(|i| i.instance_id())
-        .ok_or_else(|| ProviderError::retryable("RunInstances returned no instance"))?
+        .ok_or_else(|| {
+            ProviderError::new(ErrorCode::Unavailable, "RunInstances returned no instance")
+        })?
         .to_owned();
     wait_running(clients, l.region, &id).await
 }
 
 /// Polls until the instance runs and has a public address (a few minutes at most).
 async fn wait_running(clients: &Clients, region: &str, id: &str) -> Result<Instance> {
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
+    let poll = || async {
         let found = describe(
             clients,
             region,
@@ -241,23 +257,31 @@ async fn wait_running(clients: &Clients, region: &str, id: &str) -> Result<Insta
         )
         .await?;
         match found.into_iter().next() {
-            Some(i) if i.state == "running" && i.public_ip.is_some() => return Ok(i),
-            Some(i) if !i.alive() => {
-                return Err(ProviderError::permanent(format!(
-                    "instance {id} is {} before it ever ran (spot capacity, quota?)",
-                    i.state
-                )))
-            }
-            _ => {}
+            Some(i) if i.state == "running" && i.public_ip.is_some() => Ok(i),
+            Some(i) if !i.alive() => Err(ProviderError::permanent(format!(
+                "instance {id} is {} before it ever ran (spot capacity, quota?)",
+                i.state
+            ))),
+            _ => Err(ProviderError::new(
+                ErrorCode::Busy,
+                format!(
+                    "instance {id} did not reach running with a public address within {} minutes",
+                    INSTANCE_WAIT.as_secs() / 60
+                ),
+            )),
         }
-        if Instant::now() > deadline {
-            return Err(ProviderError::permanent(format!(
-                "instance {id} did not reach running with a public address within 10 minutes"
-            )));
-        }
-        anycloud_provider::output::line(&format!("waiting for instance {id} to run"));
-        tokio::time::sleep(Duration::from_secs(3)).await;
-    }
+    };
+    retry::wait_for(
+        Duration::from_secs(2),
+        Duration::from_secs(10),
+        INSTANCE_WAIT,
+        poll,
+        |e: &ProviderError| e.is(ErrorCode::Busy),
+        |_, _| anycloud_provider::output::line(&format!("waiting for instance {id} to run")),
+    )
+    .await
+    // Waited the whole while already: the engine must not wait it all again.
+    .map_err(ProviderError::retried)
 }
 
 /// The deployment's live instance, found by its tags.
@@ -360,8 +384,7 @@ pub async fn terminate(clients: &Clients, region: &str, id: &str) -> Result<()> 
         Err(e) if code(&e) == Some("InvalidInstanceID.NotFound") => return Ok(()),
         Err(e) => return Err(classify(&format!("TerminateInstances {id}"), e)),
     }
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
+    let poll = || async {
         let found = describe(
             clients,
             region,
@@ -372,15 +395,26 @@ pub async fn terminate(clients: &Clients, region: &str, id: &str) -> Result<()> 
             .iter()
             .all(|i| i.state == InstanceStateName::Terminated.as_str())
         {
-            return Ok(());
+            Ok(())
+        } else {
+            Err(ProviderError::new(
+                ErrorCode::Busy,
+                format!(
+                    "instance {id} is still not terminated after {} minutes",
+                    INSTANCE_WAIT.as_secs() / 60
+                ),
+            ))
         }
-        if Instant::now() > deadline {
-            return Err(ProviderError::retryable(format!(
-                "instance {id} is still not terminated after 10 minutes"
-            )));
-        }
-        tokio::time::sleep(Duration::from_secs(3)).await;
-    }
+    };
+    retry::wait_for(
+        Duration::from_secs(2),
+        Duration::from_secs(10),
+        INSTANCE_WAIT,
+        poll,
+        |e: &ProviderError| e.is(ErrorCode::Busy),
+        |_, _| {},
+    )
+    .await
 }
 
 pub async fn delete_security_group(clients: &Clients, region: &str, name: &str) -> Result<()> {
@@ -389,7 +423,8 @@ pub async fn delete_security_group(clients: &Clients, region: &str, name: &str) 
         Ok(_) => Ok(()),
         Err(e) if code(&e) == Some("InvalidGroup.NotFound") => Ok(()),
         // Still in use by an instance that is shutting down: worth another try.
-        Err(e) if code(&e) == Some("DependencyViolation") => Err(ProviderError::retryable(
+        Err(e) if code(&e) == Some("DependencyViolation") => Err(ProviderError::new(
+            ErrorCode::Busy,
             format!("DeleteSecurityGroup {name}: still in use"),
         )),
         Err(e) => Err(classify(&format!("DeleteSecurityGroup {name}"), e)),

@@ -1,60 +1,56 @@
-//! SDK errors as provider errors: throttling, 5xx and transport trouble are retryable;
-//! everything else stops this resource's branch.
+//! SDK errors as provider errors with a code. The SDK itself retries throttling, 5xx and
+//! transport trouble with anycloud's retry figures (`clients.rs`); what it gave up on is
+//! marked retried, so the engine does not multiply the attempts.
 
-use anycloud_provider::ProviderError;
+use anycloud_provider::{ErrorCode, ProviderError};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
-
-const RETRYABLE_CODES: &[&str] = &[
-    "Throttling",
-    "ThrottlingException",
-    "SlowDown",
-    "RequestLimitExceeded",
-    "InternalError",
-    "ServiceUnavailable",
-    "RequestTimeout",
-    "IncorrectState",
-    "ConcurrentModification",
-    "OperationAborted",
-    // Made by a parallel or earlier attempt: the retry finds and uses it.
-    "InvalidGroup.Duplicate",
-    "InvalidKeyPair.Duplicate",
-];
-
-/// IAM is eventually consistent: a role or instance profile made a moment ago can be
-/// refused by EC2 or S3 (or not yet found by IAM itself) for some seconds.
-pub fn is_iam_propagation(e: &anycloud_provider::ProviderError) -> bool {
-    let m = &e.message;
-    (m.contains("InvalidParameterValue") && m.contains("iamInstanceProfile"))
-        || (m.contains("MalformedPolicy") && m.to_lowercase().contains("principal"))
-        || (m.contains("GetInstanceProfile") && m.contains("NoSuchEntity"))
-}
-
-/// Runs `call` again while IAM catches up, for a minute and a half at most.
-pub async fn while_iam_propagates<T, F, Fut>(mut call: F) -> anycloud_provider::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anycloud_provider::Result<T>>,
-{
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
-    let mut delay = std::time::Duration::from_secs(2);
-    loop {
-        match call().await {
-            Err(e) if is_iam_propagation(&e) && std::time::Instant::now() + delay < deadline => {
-                anycloud_provider::output::line(&format!(
-                    "waiting for IAM to propagate: {}",
-                    e.message
-                ));
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(std::time::Duration::from_secs(10));
-            }
-            other => return other,
-        }
-    }
-}
 
 /// The service's error code, if the service answered with one.
 pub fn code<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> Option<&str> {
     err.as_service_error().and_then(|e| e.code())
+}
+
+/// What an AWS error code means for anycloud.
+pub fn code_of(aws_code: &str, status: u16, message: &str) -> ErrorCode {
+    match aws_code {
+        "Throttling"
+        | "ThrottlingException"
+        | "SlowDown"
+        | "RequestLimitExceeded"
+        | "TooManyRequestsException" => ErrorCode::Throttled,
+        "InternalError" | "ServiceUnavailable" | "RequestTimeout" | "Unavailable" => {
+            ErrorCode::Unavailable
+        }
+        "IncorrectState"
+        | "ConcurrentModification"
+        | "OperationAborted"
+        | "DependencyViolation" => ErrorCode::Busy,
+        // IAM is eventually consistent: a role or instance profile made a moment ago can be
+        // refused by EC2 or S3 for some seconds.
+        "InvalidParameterValue" if message.contains("iamInstanceProfile") => ErrorCode::Propagating,
+        "MalformedPolicy" if message.to_lowercase().contains("principal") => ErrorCode::Propagating,
+        "EntityAlreadyExists"
+        | "BucketAlreadyExists"
+        | "BucketAlreadyOwnedByYou"
+        | "InvalidGroup.Duplicate"
+        | "InvalidKeyPair.Duplicate" => ErrorCode::AlreadyExists,
+        "AccessDenied"
+        | "AccessDeniedException"
+        | "UnauthorizedOperation"
+        | "AuthFailure"
+        | "InvalidClientTokenId"
+        | "ExpiredToken" => ErrorCode::Permission,
+        c if c.starts_with("NoSuch") || c.ends_with("NotFound") || c.ends_with(".NotFound") => {
+            ErrorCode::NotFound
+        }
+        _ if status == 429 => ErrorCode::Throttled,
+        _ if status >= 500 => ErrorCode::Unavailable,
+        _ if status == 404 => ErrorCode::NotFound,
+        _ if status == 403 => ErrorCode::Permission,
+        _ if status == 409 => ErrorCode::Conflict,
+        _ if status == 400 => ErrorCode::Invalid,
+        _ => ErrorCode::Failed,
+    }
 }
 
 pub fn classify<E, R>(what: &str, err: SdkError<E, R>) -> ProviderError
@@ -62,22 +58,30 @@ where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug + HasStatus,
 {
-    match &err {
+    let error = match &err {
         SdkError::ServiceError(se) => {
             let e = se.err();
             let status = se.raw().status_code();
-            let code = e.code().unwrap_or("unknown");
-            let message = format!("{what}: {code}: {}", e.message().unwrap_or("(no message)"));
-            if status >= 500 || status == 429 || RETRYABLE_CODES.contains(&code) {
-                ProviderError::retryable(message)
-            } else {
-                ProviderError::permanent(message)
-            }
+            let aws_code = e.code().unwrap_or("unknown");
+            let message = e.message().unwrap_or("(no message)");
+            ProviderError::new(
+                code_of(aws_code, status, message),
+                format!("{what}: {aws_code}: {message}"),
+            )
         }
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            ProviderError::retryable(format!("{what}: {}", describe(&err)))
+            ProviderError::new(
+                ErrorCode::Unavailable,
+                format!("{what}: {}", describe(&err)),
+            )
         }
         _ => ProviderError::permanent(format!("{what}: {}", describe(&err))),
+    };
+    // What the SDK retries by itself it has retried already.
+    if matches!(error.code, ErrorCode::Throttled | ErrorCode::Unavailable) {
+        error.retried()
+    } else {
+        error
     }
 }
 
@@ -100,5 +104,34 @@ pub trait HasStatus {
 impl HasStatus for aws_smithy_runtime_api::http::Response {
     fn status_code(&self) -> u16 {
         self.status().as_u16()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes() {
+        assert_eq!(code_of("SlowDown", 503, ""), ErrorCode::Throttled);
+        assert_eq!(code_of("NoSuchBucket", 404, ""), ErrorCode::NotFound);
+        assert_eq!(
+            code_of("InvalidInstanceID.NotFound", 400, ""),
+            ErrorCode::NotFound
+        );
+        assert_eq!(
+            code_of(
+                "InvalidParameterValue",
+                400,
+                "Value (x) for parameter iamInstanceProfile.name is invalid"
+            ),
+            ErrorCode::Propagating
+        );
+        assert_eq!(
+            code_of("InvalidParameterValue", 400, "bad ami"),
+            ErrorCode::Invalid
+        );
+        assert_eq!(code_of("DependencyViolation", 400, ""), ErrorCode::Busy);
+        assert_eq!(code_of("Whatever", 502, ""), ErrorCode::Unavailable);
     }
 }

@@ -4,8 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use anycloud_provider::regions;
-use anycloud_provider::{ProviderError, Result};
+use anycloud_provider::{ErrorCode, ProviderError, Result};
 use aws_sdk_s3::types::{
     BucketLocationConstraint, CreateBucketConfiguration, Delete, ObjectIdentifier, Tag, Tagging,
 };
@@ -71,7 +70,7 @@ pub async fn continent_of(clients: &Clients, name: &str, region: &str) -> Result
         Err(e) if code(&e) == Some("NoSuchTagSet") => {}
         Err(e) => return Err(classify(&format!("GetBucketTagging {name}"), e)),
     }
-    regions::continent("aws", region)
+    crate::regions::continent(region)
         .map(String::from)
         .ok_or_else(|| {
             ProviderError::permanent(format!(
@@ -193,7 +192,7 @@ async fn tag_of(clients: &Clients, name: &str, region: &str, key: &str) -> Resul
 pub async fn delete(clients: &Clients, name: &str) -> Result<()> {
     let region = match region_of(clients, name).await {
         Ok(r) => r,
-        Err(e) if e.message.contains("NoSuchBucket") => return Ok(()),
+        Err(e) if e.is(ErrorCode::NotFound) => return Ok(()),
         Err(e) => return Err(e),
     };
     let s3 = clients.s3(&region).await;
@@ -268,7 +267,7 @@ pub async fn dismiss(clients: &Clients, name: &str, region: &str, sid: &str) -> 
     let _turn = POLICY_EDITS.lock().await;
     let mut policy = match policy_of(clients, name, region).await {
         Ok(p) => p,
-        Err(e) if e.message.contains("NoSuchBucket") => return Ok(()),
+        Err(e) if e.is(ErrorCode::NotFound) => return Ok(()),
         Err(e) => return Err(e),
     };
     if !remove_statement(&mut policy, sid) {
@@ -355,7 +354,7 @@ async fn put_policy(
 pub async fn managed(clients: &Clients, name: &str) -> Result<bool> {
     let region = match region_of(clients, name).await {
         Ok(r) => r,
-        Err(e) if e.message.contains("NoSuchBucket") => return Ok(false),
+        Err(e) if e.is(ErrorCode::NotFound) => return Ok(false),
         Err(e) => return Err(e),
     };
     Ok(tag_of(clients, name, &region, MANAGED_TAG).await?.is_some())

@@ -1,23 +1,42 @@
-//! `providers.aws` from the config, the standard environment, and the test-only overrides.
+//! `providers.aws`: its one schema, its checks (located in the config), the standard
+//! environment, and the test-only overrides.
 
-use serde::Deserialize;
+use anycloud_provider::doc::{Checks, Doc};
+use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Settings {
+    /// A profile of the standard config files; otherwise the standard credential chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<String>,
+    /// Per-service endpoints (S3-compatible stores, moto), as `AWS_ENDPOINT_URL_<SERVICE>`.
     #[serde(default)]
     pub endpoints: Endpoints,
+    /// Who may reach the VMs' SSH port (default 0.0.0.0/0, with a warning).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh_cidr: Option<String>,
+    /// The VM image; default: the latest Debian 12 image in the region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ami: Option<String>,
+    /// The image's login user (Debian's images: `admin`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh_user: Option<String>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Endpoints {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iam: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ec2: Option<String>,
 }
+
+pub const KEYS: &[&str] = &["profile", "endpoints", "ssh_cidr", "ami", "ssh_user"];
+const ENDPOINT_KEYS: &[&str] = &["s3", "iam", "ec2"];
 
 /// Debian's images log in as `admin`.
 pub const DEFAULT_SSH_USER: &str = "admin";
@@ -25,9 +44,106 @@ pub const DEFAULT_SSH_USER: &str = "admin";
 /// SSH open to the world, key auth only: what a VM gets without `ssh_cidr`.
 pub const OPEN_CIDR: &str = "0.0.0.0/0";
 
+/// Checks `providers.aws` (its keys are known already) and returns it as [`Settings`].
+pub fn check(doc: Option<&Doc>, checks: &mut Checks) -> Settings {
+    let Some(doc) = doc else {
+        return Settings::default();
+    };
+    let mut s = Settings::default();
+    let text = |checks: &mut Checks, key: &str| -> Option<(String, anycloud_provider::Loc)> {
+        let v = doc.get(key)?;
+        checks
+            .string(v, &format!("providers.aws.{key}"))
+            .map(|t| (t.to_owned(), v.at))
+    };
+    s.profile = text(checks, "profile").map(|(t, _)| t);
+    if let Some((cidr, at)) = text(checks, "ssh_cidr") {
+        if !is_cidr(&cidr) {
+            checks.error(
+                at,
+                format!("providers.aws.ssh_cidr '{cidr}' is not an IPv4 CIDR like 203.0.113.7/32"),
+                None,
+            );
+        }
+        s.ssh_cidr = Some(cidr);
+    }
+    if let Some((ami, at)) = text(checks, "ami") {
+        if !ami.starts_with("ami-") {
+            checks.error(
+                at,
+                format!("providers.aws.ami '{ami}' is not an image id (ami-…)"),
+                None,
+            );
+        }
+        s.ami = Some(ami);
+    }
+    if let Some((user, at)) = text(checks, "ssh_user") {
+        if !is_user_name(&user) {
+            checks.error(
+                at,
+                format!("providers.aws.ssh_user '{user}' is not a user name"),
+                None,
+            );
+        }
+        s.ssh_user = Some(user);
+    }
+    if let Some(endpoints) = doc.get("endpoints") {
+        if checks.known_keys(endpoints, "providers.aws.endpoints", ENDPOINT_KEYS) {
+            for (key, slot) in [
+                ("s3", &mut s.endpoints.s3),
+                ("iam", &mut s.endpoints.iam),
+                ("ec2", &mut s.endpoints.ec2),
+            ] {
+                let Some(v) = endpoints.get(key) else {
+                    continue;
+                };
+                let path = format!("providers.aws.endpoints.{key}");
+                if let Some(url) = checks.string(v, &path) {
+                    if let Err(why) = check_url(url) {
+                        checks.error(v.at, format!("{path} {why}"), None);
+                    }
+                    *slot = Some(url.to_owned());
+                }
+            }
+        }
+    }
+    s
+}
+
+/// An endpoint goes into the VMs' `rclone.conf`: an http(s) URL and nothing else, so no
+/// newline can add keys to the remote.
+pub fn check_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    match rest {
+        Some(r) if !r.is_empty() && !r.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+            Ok(())
+        }
+        _ => Err(format!(
+            "'{}' is not an http(s) URL without spaces or control characters",
+            url.escape_default()
+        )),
+    }
+}
+
+fn is_user_name(user: &str) -> bool {
+    !user.is_empty()
+        && user
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+}
+
+fn is_cidr(text: &str) -> bool {
+    let Some((ip, bits)) = text.split_once('/') else {
+        return false;
+    };
+    ip.parse::<std::net::Ipv4Addr>().is_ok() && bits.parse::<u8>().is_ok_and(|b| b <= 32)
+}
+
 impl Settings {
     /// The S3 endpoint the VMs' rclone must use too: the config's, else the standard
-    /// variables (`AWS_ENDPOINT_URL_S3`, then `AWS_ENDPOINT_URL`).
+    /// variables (`AWS_ENDPOINT_URL_S3`, then `AWS_ENDPOINT_URL`), if it is a plain URL.
     pub fn s3_endpoint(&self) -> Option<String> {
         self.endpoints
             .s3
@@ -62,5 +178,19 @@ pub mod testing {
 
     pub fn vm_root() -> String {
         std::env::var(VM_ROOT).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_must_be_plain_urls() {
+        assert!(check_url("http://10.200.1.1:5000").is_ok());
+        assert!(check_url("https://s3.example.com").is_ok());
+        assert!(check_url("http://x\nacl = public-read").is_err());
+        assert!(check_url("ftp://x").is_err());
+        assert!(check_url("http://").is_err());
     }
 }

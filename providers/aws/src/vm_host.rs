@@ -5,12 +5,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anycloud_host::{steps, HostContext, SshTarget, VmLayout};
-use anycloud_provider::{attr_str, Attrs, ProviderError, Result};
+use anycloud_host::{HostContext, SshTarget, VmLayout};
+use anycloud_provider::{attr_str, Attrs, BucketRole, DeploymentSpec, ProviderError, Result};
 
 use crate::settings::{testing, Settings};
-
-pub use steps::{layout_of, pairs_of as flush_pairs};
 
 /// How long a new VM may take to answer SSH.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -37,34 +35,30 @@ pub fn rclone_conf(regions: &[&str], endpoint: Option<&str>) -> String {
     conf
 }
 
-pub fn context(inputs: &Attrs, settings: &Settings) -> Result<HostContext> {
-    let deployment = attr_str(inputs, "deployment")?.to_owned();
+pub fn context(spec: &DeploymentSpec, settings: &Settings) -> Result<HostContext> {
     let layout = VmLayout::on_vm(&testing::vm_root());
-    let own_region = attr_str(inputs, "region")?;
-    let regions_of = inputs.get("bucket_regions").and_then(|r| r.as_object());
     let mut remotes = BTreeMap::new();
     let mut regions: Vec<&str> = Vec::new();
-    if let Some(buckets) = inputs.get("buckets").and_then(|b| b.as_object()) {
-        for (role, name) in buckets {
-            let Some(name) = name.as_str() else { continue };
-            let region = regions_of
-                .and_then(|r| r.get(role))
-                .and_then(|r| r.as_str())
-                .unwrap_or(own_region);
-            if !regions.contains(&region) {
-                regions.push(region);
-            }
-            remotes.insert(role.clone(), format!("{}:{name}", remote_name(region)));
+    for (role, bucket) in &spec.buckets {
+        // Where the bucket is made: a VM's rclone needs its region.
+        let region = bucket.region.as_str();
+        if !regions.contains(&region) {
+            regions.push(region);
         }
+        remotes.insert(*role, format!("{}:{}", remote_name(region), bucket.name));
     }
     regions.sort();
     // The role may list only its own buckets: check one of them.
-    let check_target = ["output", "checkpoint", "input"]
-        .iter()
-        .find_map(|r| remotes.get(*r).cloned())
-        .unwrap_or_else(|| format!("{}:", remote_name(own_region)));
+    let check_target = [
+        BucketRole::Output,
+        BucketRole::Checkpoint,
+        BucketRole::Input,
+    ]
+    .iter()
+    .find_map(|r| remotes.get(r).cloned())
+    .unwrap_or_else(|| format!("{}:", remote_name(&spec.region)));
     Ok(HostContext {
-        deployment,
+        deployment: spec.id.clone(),
         layout,
         rclone_conf: rclone_conf(&regions, settings.s3_endpoint().as_deref()),
         check_target,

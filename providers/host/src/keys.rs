@@ -3,7 +3,6 @@
 //! The private half lives in a file of its own (mode 0600, in a 0700 directory) and is read
 //! only by the SSH transport; state and plans hold the public half and its fingerprint.
 
-use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -52,24 +51,18 @@ pub fn ensure_deployment_key(dir: &Path, deployment: &str) -> Result<KeyInfo, Ke
             PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).map_err(|e| bad(&path, e))?;
         key.set_comment(format!("anycloud-{deployment}"));
         let text = key.to_openssh(LineEnding::LF).map_err(|e| bad(&path, e))?;
-        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| bad(dir, e))?;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o600))
+        // Written under a temporary name and linked into place only if no key is there
+        // yet: a parallel step that made one first wins, and both use it.
+        anycloud_provider::files::write_new(&path, text.as_bytes(), 0o600)
             .map_err(|e| bad(&path, e))?;
-        tmp.write_all(text.as_bytes()).map_err(|e| bad(&path, e))?;
-        tmp.as_file().sync_all().map_err(|e| bad(&path, e))?;
-        match tmp.persist_noclobber(&path) {
-            Ok(_) => {}
-            // Another step made it first: use theirs.
-            Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(bad(&path, e.error)),
-        }
     }
     let info = load(&path)?.1;
     let public = path.with_extension("pub");
     if !public.exists() {
         // For the operator to authorise on a machine of their own; not secret.
-        std::fs::write(&public, format!("{}\n", info.public_key)).map_err(|e| bad(&public, e))?;
+        let line = format!("{}\n", info.public_key);
+        anycloud_provider::files::write_atomically(&public, line.as_bytes(), 0o644)
+            .map_err(|e| bad(&public, e))?;
     }
     Ok(info)
 }

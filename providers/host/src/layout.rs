@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// Paths on the host for one deployment. A cloud VM uses the seed's fixed paths; the local
 /// cloud roots everything under its own directory so deployments side by side never collide.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmLayout {
     /// Directory holding `input/`, `output/` and `checkpoint/` (bind-mounted into the container).
     pub mnt: String,
@@ -20,7 +20,7 @@ pub struct VmLayout {
 impl VmLayout {
     /// The layout of a deployment on this machine, under `base` (the deployment's host dir).
     pub fn under(base: &str) -> VmLayout {
-        let digest = crate::short_hash(base);
+        let digest = anycloud_provider::digest::short_hash(base);
         VmLayout {
             mnt: format!("{base}/mnt"),
             log_dir: format!("{base}/log"),
@@ -35,7 +35,10 @@ impl VmLayout {
     pub fn on_vm(prefix: &str) -> VmLayout {
         let mnt = format!("{prefix}/mnt");
         VmLayout {
-            supervisor_socket: format!("/tmp/anycloud-{}.sock", crate::short_hash(&mnt)),
+            supervisor_socket: format!(
+                "/tmp/anycloud-{}.sock",
+                anycloud_provider::digest::short_hash(&mnt)
+            ),
             mnt,
             log_dir: format!("{prefix}/var/log/anycloud"),
             supervisor_dir: format!("{prefix}/etc/anycloud/supervisor"),

@@ -14,10 +14,5 @@ pub mod transport;
 
 pub use layout::VmLayout;
 pub use ssh::{SshHost, SshPool, SshTarget};
-pub use steps::{ContextCache, HostContext, HostProbe, Probe};
+pub use steps::{ContextCache, HostContext, HostProbe, HostedPrivate, Probe};
 pub use transport::{Host, LocalHost, Output, TransportError};
-
-/// A short stable digest for names derived from paths (sockets, container names).
-pub fn short_hash(text: &str) -> String {
-    steps::sha256_hex(text)[..12].to_owned()
-}

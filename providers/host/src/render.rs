@@ -90,7 +90,7 @@ fn program_footer(layout: &VmLayout, program: &str) -> String {
 
 /// Everything `docker run` needs, in a form that renders to a reviewable multi-line spec.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ContainerSpec {
+pub struct RunSpec {
     pub name: String,
     pub deployment: String,
     pub image: String,
@@ -102,7 +102,7 @@ pub struct ContainerSpec {
     pub shm_size: Option<String>,
 }
 
-impl ContainerSpec {
+impl RunSpec {
     /// The `docker run` arguments after `docker`, one flag group per line in [`Self::render`].
     pub fn argv_lines(&self) -> Vec<Vec<String>> {
         let mut lines = vec![

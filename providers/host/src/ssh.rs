@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use russh::client::{self, Handle};
@@ -133,38 +133,40 @@ impl SshHost {
             }
         }
         *slot = None;
-        let deadline = Instant::now() + self.target.connect_timeout;
-        let mut delay = Duration::from_millis(250);
-        loop {
-            match self.attempt().await {
-                Ok(handle) => {
-                    let mut pin = self.pin.lock().unwrap_or_else(|p| p.into_inner());
-                    if pin.is_none() {
-                        *pin = self.host_key();
-                    }
-                    drop(pin);
-                    let handle = Arc::new(handle);
-                    *slot = Some(handle.clone());
-                    return Ok(handle);
-                }
-                Err(Attempt::Permanent(e)) => return Err(e),
-                Err(Attempt::Transient(why)) => {
-                    if Instant::now() + delay > deadline {
-                        // Waited long enough: retrying the whole step would only wait again.
-                        return Err(TransportError::GaveUp(format!(
-                            "{}: {why} (tried for {}s)",
-                            self.target.describe(),
-                            self.target.connect_timeout.as_secs()
-                        )));
-                    }
+        let waited = anycloud_provider::retry::wait_for(
+            Duration::from_millis(250),
+            Duration::from_secs(5),
+            self.target.connect_timeout,
+            || self.attempt(),
+            |e: &Attempt| matches!(e, Attempt::Transient(_)),
+            |e: &Attempt, _| {
+                if let Attempt::Transient(why) = e {
                     anycloud_provider::output::line(&format!(
                         "waiting for SSH on {}: {why}",
                         self.target.describe()
                     ));
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
                 }
+            },
+        )
+        .await;
+        match waited {
+            Ok(handle) => {
+                let mut pin = self.pin.lock().unwrap_or_else(|p| p.into_inner());
+                if pin.is_none() {
+                    *pin = self.host_key();
+                }
+                drop(pin);
+                let handle = Arc::new(handle);
+                *slot = Some(handle.clone());
+                Ok(handle)
             }
+            Err(Attempt::Permanent(e)) => Err(e),
+            // Waited long enough: retrying the whole step would only wait again.
+            Err(Attempt::Transient(why)) => Err(TransportError::GaveUp(format!(
+                "{}: {why} (tried for {}s)",
+                self.target.describe(),
+                self.target.connect_timeout.as_secs()
+            ))),
         }
     }
 
@@ -322,7 +324,7 @@ impl Host for SshHost {
     }
 
     async fn upload(&self, path: &str, contents: &[u8], mode: u32) -> Result<(), TransportError> {
-        let sha256 = crate::steps::sha256_bytes(contents);
+        let sha256 = anycloud_provider::digest::sha256_hex(contents);
         let script = scripts::upload(path, mode, contents.len(), &sha256);
         let command = format!("bash -c {}", crate::render::quote(&script));
         let out = self.exec(&command, contents, false).await?;

@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::process::Stdio;
 
+use anycloud_provider::{ErrorCode, ProviderError};
 use async_trait::async_trait;
 use tokio::io::AsyncWriteExt;
 
@@ -45,20 +46,21 @@ pub enum TransportError {
     },
 }
 
-impl From<TransportError> for anycloud_provider::ProviderError {
+impl From<TransportError> for ProviderError {
     fn from(e: TransportError) -> Self {
         match e {
-            TransportError::Refused(m) => anycloud_provider::ProviderError::permanent(m),
-            e @ TransportError::GaveUp(_) => anycloud_provider::ProviderError::permanent(e.to_string()),
+            TransportError::Refused(m) => ProviderError::new(ErrorCode::Permission, m),
+            e @ TransportError::GaveUp(_) => ProviderError::new(ErrorCode::Failed, e.to_string()),
             // Only a machine anycloud did not make keeps its pin across a rebuild.
-            e @ TransportError::HostKeyChanged { .. } => anycloud_provider::ProviderError::permanent(
+            e @ TransportError::HostKeyChanged { .. } => ProviderError::new(
+                ErrorCode::Conflict,
                 format!(
                     "{e}. If the machine was rebuilt on purpose, check its new key out of band \
                      (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on it), set `vm.host_key:` \
                      to it in the config and run `anycloud apply --refresh=false` once to pin it"
                 ),
             ),
-            other => anycloud_provider::ProviderError::retryable(other.to_string()),
+            other => ProviderError::new(ErrorCode::Unavailable, other.to_string()),
         }
     }
 }
@@ -131,27 +133,12 @@ impl Host for LocalHost {
     async fn upload(&self, path: &str, contents: &[u8], mode: u32) -> Result<(), TransportError> {
         let path = Path::new(path).to_owned();
         let contents = contents.to_vec();
-        tokio::task::spawn_blocking(move || write_atomically(&path, &contents, mode))
-            .await
-            .map_err(|e| TransportError::Io(e.to_string()))?
-            .map_err(|e| TransportError::Io(format!("writing {}: {e}", e_path(&e))))
+        let shown = path.display().to_string();
+        tokio::task::spawn_blocking(move || {
+            anycloud_provider::files::write_atomically(&path, &contents, mode)
+        })
+        .await
+        .map_err(|e| TransportError::Io(e.to_string()))?
+        .map_err(|e| TransportError::Io(format!("writing {shown}: {e}")))
     }
-}
-
-fn e_path(e: &std::io::Error) -> String {
-    e.to_string()
-}
-
-fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::PermissionsExt;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(contents)?;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(mode))?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
 }

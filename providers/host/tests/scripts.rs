@@ -132,7 +132,7 @@ fn an_incomplete_upload_replaces_nothing() {
     let path = dir.path().join("supervisord.conf");
     std::fs::write(&path, "the good file\n").unwrap();
     let body = b"a whole new file\n";
-    let sha = anycloud_host::steps::sha256_bytes(body);
+    let sha = anycloud_provider::digest::sha256_hex(body);
     let run = |sent: &[u8]| {
         let script = scripts::upload(path.to_str().unwrap(), 0o644, body.len(), &sha);
         let mut child = std::process::Command::new("bash")

@@ -161,5 +161,5 @@ async fn gives_up_on_a_machine_that_never_answers() {
     assert!(matches!(err, TransportError::GaveUp(_)), "{err:?}");
     assert!(err.to_string().contains(&host.address), "{err}");
     // Not worth a retry of the whole step: it would only wait again.
-    assert!(!anycloud_provider::ProviderError::from(err).retryable);
+    assert!(!anycloud_provider::ProviderError::from(err).retryable());
 }

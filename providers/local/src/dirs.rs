@@ -3,8 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use anycloud_host::{scripts, steps, Host, HostContext, HostProbe, VmLayout};
-use anycloud_provider::{attr_str, Attrs, Kind, ProviderError, Result, Target};
+use anycloud_host::{scripts, steps, Host, HostContext, HostProbe, HostedPrivate, VmLayout};
+use anycloud_provider::{
+    attr_str, Attrs, BucketRole, DeploymentSpec, Kind, Planned, ProviderError, Result, Target,
+};
 use serde_json::json;
 
 pub const RCLONE_CONF: &str = "[local]\ntype = local\n";
@@ -33,24 +35,22 @@ pub fn check_root(root: &str) -> Result<()> {
     }
 }
 
-pub use steps::layout_of;
-
-/// The host context of a deployment from the engine's inputs and the machine's root.
+/// The host context of a deployment on a machine whose anycloud root is `root`.
 /// `check_target` is what rclone's connectivity check lists.
-pub fn host_context(inputs: &Attrs, root: &str, check_target: String) -> Result<HostContext> {
+pub fn host_context(
+    spec: &DeploymentSpec,
+    root: &str,
+    check_target: String,
+) -> Result<HostContext> {
     check_root(root)?;
-    let deployment = attr_str(inputs, "deployment")?.to_owned();
-    let layout = VmLayout::under(&host_dir(root, &deployment));
-    let mut remotes = BTreeMap::new();
-    if let Some(buckets) = inputs.get("buckets").and_then(|b| b.as_object()) {
-        for (role, name) in buckets {
-            if let Some(name) = name.as_str() {
-                remotes.insert(role.clone(), format!("local:{}", bucket_path(root, name)));
-            }
-        }
-    }
+    let layout = VmLayout::under(&host_dir(root, &spec.id));
+    let remotes: BTreeMap<BucketRole, String> = spec
+        .buckets
+        .iter()
+        .map(|(role, b)| (*role, format!("local:{}", bucket_path(root, &b.name))))
+        .collect();
     Ok(HostContext {
-        deployment,
+        deployment: spec.id.clone(),
         layout,
         rclone_conf: RCLONE_CONF.to_owned(),
         check_target,
@@ -58,22 +58,36 @@ pub fn host_context(inputs: &Attrs, root: &str, check_target: String) -> Result<
     })
 }
 
-/// The attributes every directory-cloud VM has.
-pub fn vm_attrs(ctx: &HostContext, root: &str, attrs: &mut Attrs) {
+/// A directory-cloud VM: its directory on the machine.
+pub fn vm_planned(ctx: &HostContext, root: &str) -> Planned {
+    let mut attrs = Attrs::new();
     attrs.insert("host_dir".into(), json!(host_dir(root, &ctx.deployment)));
-    steps::vm_attrs(ctx, attrs);
+    let private = steps::vm_planned(ctx, &mut attrs);
+    Planned {
+        attrs,
+        private,
+        computed: vec![],
+        force_new: vec!["host_dir".into()],
+        keep_on_destroy: false,
+    }
 }
 
-/// Buckets hold the user's data: destroy forgets them and leaves the directory.
-pub fn bucket_attrs(root: &str, inputs: &Attrs, attrs: &mut Attrs) -> Result<()> {
-    let name = attr_str(inputs, "name")?;
-    attrs.insert("name".into(), json!(name));
-    attrs.insert("path".into(), json!(bucket_path(root, name)));
-    if let Some(c) = inputs.get("continent") {
-        attrs.insert("continent".into(), c.clone());
-    }
-    attrs.insert("_keep_on_destroy".into(), json!(true));
-    Ok(())
+/// A bucket is a directory; it holds the user's data, so destroy forgets it and leaves it.
+pub fn bucket_planned(root: &str, spec: &DeploymentSpec, role: BucketRole) -> Result<Planned> {
+    let bucket = spec.bucket(role).ok_or_else(|| {
+        ProviderError::permanent(format!("deployment {} has no {role} bucket", spec.id))
+    })?;
+    let mut attrs = Attrs::new();
+    attrs.insert("name".into(), json!(bucket.name));
+    attrs.insert("path".into(), json!(bucket_path(root, &bucket.name)));
+    attrs.insert("continent".into(), json!(bucket.continent));
+    Ok(Planned {
+        attrs,
+        private: serde_json::Value::Null,
+        computed: vec![],
+        force_new: vec!["name".into(), "path".into()],
+        keep_on_destroy: true,
+    })
 }
 
 async fn run_ok(host: &dyn Host, script: &str, what: &str) -> Result<()> {
@@ -93,23 +107,23 @@ pub async fn make_dir(host: &dyn Host, path: &str) -> Result<()> {
 }
 
 /// Removes the deployment's container and stops its private supervisord.
-pub async fn cleanup_host(host: &dyn Host, vm: &Attrs) -> Result<()> {
-    let layout = layout_of(vm)?;
-    let container = attr_str(vm, "container_name")?;
+pub async fn cleanup_host(host: &dyn Host, vm: &Target<'_>) -> Result<()> {
+    let private = HostedPrivate::of(vm)?;
+    let container = attr_str(vm.attrs, "container_name")?;
     run_ok(
         host,
-        &scripts::host_cleanup(&layout, container),
+        &scripts::host_cleanup(&private.layout, container),
         "cleaning up the host",
     )
     .await
 }
 
 /// The last upload of the VM's directories, then the cleanup, then its directory goes.
-pub async fn delete_vm(host: &dyn Host, vm: &Attrs) -> Result<()> {
-    let layout = layout_of(vm)?;
-    steps::flush(host, &layout, &steps::pairs_of(vm)).await?;
+pub async fn delete_vm(host: &dyn Host, vm: &Target<'_>) -> Result<()> {
+    let private = HostedPrivate::of(vm)?;
+    steps::flush(host, &private.layout, &private.flush).await?;
     cleanup_host(host, vm).await?;
-    let dir = attr_str(vm, "host_dir")?;
+    let dir = attr_str(vm.attrs, "host_dir")?;
     run_ok(host, &scripts::remove_dir(dir), &format!("removing {dir}")).await
 }
 
@@ -130,4 +144,58 @@ pub fn read_from(t: &Target<'_>, probe: &HostProbe) -> Option<Attrs> {
         return probe.present_dirs.contains(&dir).then(|| t.attrs.clone());
     }
     steps::read_hosted(t, probe)
+}
+
+/// Every file under `dir`, relative, sorted.
+pub fn list_files(dir: &std::path::Path) -> std::io::Result<Vec<(String, u64)>> {
+    fn walk(
+        root: &std::path::Path,
+        dir: &std::path::Path,
+        out: &mut Vec<(String, u64)>,
+    ) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let path = entry.path();
+            let meta = entry.metadata()?;
+            if meta.is_dir() {
+                walk(root, &path, out)?;
+            } else {
+                let rel = path
+                    .strip_prefix(root)
+                    .unwrap_or(&path)
+                    .display()
+                    .to_string();
+                out.push((rel, meta.len()));
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out)?;
+    out.sort();
+    Ok(out)
+}
+
+/// Copies a file or a directory tree into `dest`, returning the number of files copied.
+pub fn copy_tree(src: &std::path::Path, dest: &std::path::Path) -> std::io::Result<usize> {
+    let meta = std::fs::metadata(src)?;
+    if meta.is_file() {
+        std::fs::create_dir_all(dest)?;
+        let name = src
+            .file_name()
+            .ok_or_else(|| std::io::Error::other("source has no file name"))?;
+        std::fs::copy(src, dest.join(name))?;
+        return Ok(1);
+    }
+    let mut n = 0;
+    for (rel, _) in list_files(src)? {
+        let to = dest.join(&rel);
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::copy(src.join(&rel), &to)?;
+        n += 1;
+    }
+    std::fs::create_dir_all(dest)?;
+    Ok(n)
 }

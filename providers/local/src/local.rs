@@ -2,33 +2,48 @@
 //! is this machine reached through [`LocalHost`].
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
 
 use anycloud_host::{steps, ContextCache, HostContext, LocalHost};
-use anycloud_provider::{attr_str, Attrs, Kind, Planned, Provider, ProviderError, Result, Target};
+use anycloud_provider::doc::{Checks, Doc};
+use anycloud_provider::{
+    attr_str, Attrs, BucketAccess, Declaration, DeploymentSpec, Kind, NodeSpec, Planned, Provider,
+    ProviderError, Regions, Result, Shape, Target,
+};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::dirs;
 
+pub const DEFAULT_ROOT: &str = ".anycloud/local";
+
+/// `providers.local`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    /// Absolute: relative roots are resolved against the config's directory when checked.
+    pub root: String,
+}
+
+#[derive(Default)]
 pub struct LocalProvider {
     host: LocalHost,
+    settings: OnceLock<Settings>,
     contexts: ContextCache,
 }
 
-impl Default for LocalProvider {
-    fn default() -> Self {
-        LocalProvider {
-            host: LocalHost,
-            contexts: ContextCache::default(),
-        }
-    }
-}
-
 impl LocalProvider {
-    fn context(&self, inputs: &Attrs) -> Result<Arc<HostContext>> {
-        self.contexts.get(inputs, || {
-            let root = attr_str(inputs, "root")?;
-            dirs::host_context(inputs, root, format!("local:{}", dirs::buckets_dir(root)))
+    fn root(&self) -> Result<&str> {
+        self.settings
+            .get()
+            .map(|s| s.root.as_str())
+            .ok_or_else(|| ProviderError::permanent("the local provider was not configured"))
+    }
+
+    fn context(&self, spec: &DeploymentSpec) -> Result<Arc<HostContext>> {
+        self.contexts.get(spec, || {
+            let root = self.root()?;
+            dirs::host_context(spec, root, format!("local:{}", dirs::buckets_dir(root)))
         })
     }
 
@@ -38,47 +53,82 @@ impl LocalProvider {
         let dirs: Vec<String> = targets.iter().filter_map(dirs::dir_of).collect();
         steps::probe_host(&self.host, &steps::deployments_of(&all), &dirs).await
     }
+
+    fn bucket_dir(&self, name: &str) -> Result<std::path::PathBuf> {
+        Ok(Path::new(self.root()?).join("buckets").join(name))
+    }
 }
 
-#[async_trait::async_trait]
-impl Provider for LocalProvider {
+impl Declaration for LocalProvider {
     fn name(&self) -> &'static str {
         "local"
     }
 
-    fn plan(&self, kind: Kind, inputs: &Attrs) -> Result<Planned> {
-        let mut attrs = Attrs::new();
-        match kind {
+    fn regions(&self) -> Regions {
+        Regions::Own
+    }
+
+    fn shape(&self) -> Shape {
+        Shape {
+            identity: false,
+            grants: &[],
+            buckets_on_vm: false,
+        }
+    }
+
+    fn settings_keys(&self) -> &'static [&'static str] {
+        &["root"]
+    }
+
+    fn check_settings(&self, settings: Option<&Doc>, checks: &mut Checks) -> serde_json::Value {
+        let root = match settings.and_then(|s| s.get("root")) {
+            Some(r) => match checks.string(r, "providers.local.root") {
+                Some(text) if anycloud_host::render::is_plain_path(text) => checks.absolute(text),
+                Some(text) => {
+                    checks.error(
+                        r.at,
+                        format!("local root '{text}' may only use letters, digits and / . _ - + @"),
+                        None,
+                    );
+                    checks.absolute(DEFAULT_ROOT)
+                }
+                None => checks.absolute(DEFAULT_ROOT),
+            },
+            None => checks.absolute(DEFAULT_ROOT),
+        };
+        json!(Settings { root })
+    }
+}
+
+#[async_trait::async_trait]
+impl Provider for LocalProvider {
+    fn configure(&self, settings: &serde_json::Value) -> Result<()> {
+        let parsed: Settings = anycloud_provider::read_private(settings)?;
+        // The first configuration wins: a process plans one config.
+        let _ = self.settings.set(parsed);
+        Ok(())
+    }
+
+    fn plan(&self, node: NodeSpec<'_>) -> Result<Planned> {
+        let root = self.root()?;
+        match node.kind {
             Kind::Storage => {
-                let root = attr_str(inputs, "root")?;
                 dirs::check_root(root)?;
+                let mut attrs = Attrs::new();
                 attrs.insert("root".into(), json!(root));
                 attrs.insert("buckets_dir".into(), json!(dirs::buckets_dir(root)));
                 Ok(Planned {
                     attrs,
-                    computed: vec![],
                     force_new: vec!["root".into()],
+                    ..Planned::default()
                 })
             }
-            Kind::Bucket => {
-                dirs::bucket_attrs(attr_str(inputs, "root")?, inputs, &mut attrs)?;
-                Ok(Planned {
-                    attrs,
-                    computed: vec![],
-                    force_new: vec!["name".into(), "path".into()],
-                })
-            }
-            Kind::Vm => {
-                let ctx = self.context(inputs)?;
-                dirs::vm_attrs(&ctx, attr_str(inputs, "root")?, &mut attrs);
-                Ok(Planned {
-                    attrs,
-                    computed: vec![],
-                    force_new: vec!["host_dir".into()],
-                })
-            }
-            Kind::Role => Err(ProviderError::permanent("the local cloud has no roles")),
-            hosted => steps::plan(hosted, inputs, &*self.context(inputs)?),
+            Kind::Bucket => dirs::bucket_planned(root, node.deployment, node.bucket()?.0),
+            Kind::Vm => Ok(dirs::vm_planned(&*self.context(node.deployment)?, root)),
+            Kind::Role | Kind::Grant => Err(ProviderError::permanent(
+                "the local cloud has no identities",
+            )),
+            hosted => steps::plan(hosted, node.deployment, &*self.context(node.deployment)?),
         }
     }
 
@@ -92,7 +142,7 @@ impl Provider for LocalProvider {
             Kind::Vm => {
                 // A new "VM" starts clean: a container or supervisord left by a VM whose
                 // directory was wiped would otherwise keep running against deleted paths.
-                dirs::cleanup_host(&self.host, target.attrs).await?;
+                dirs::cleanup_host(&self.host, &target).await?;
                 dirs::make_dir(&self.host, attr_str(target.attrs, "host_dir")?).await?;
                 Ok(target.attrs.clone())
             }
@@ -102,8 +152,10 @@ impl Provider for LocalProvider {
                 dirs::make_dir(&self.host, &path).await?;
                 Ok(target.attrs.clone())
             }
-            Kind::Role => Err(ProviderError::permanent("the local cloud has no roles")),
-            hosted => steps::apply(&self.host, hosted, target.attrs).await,
+            Kind::Role | Kind::Grant => Err(ProviderError::permanent(
+                "the local cloud has no identities",
+            )),
+            _ => steps::apply(&self.host, &target).await,
         }
     }
 
@@ -129,10 +181,49 @@ impl Provider for LocalProvider {
 
     async fn delete(&self, target: Target<'_>) -> Result<()> {
         match target.kind {
-            // Buckets hold the user's data: destroy forgets them and leaves the directories.
-            Kind::Storage | Kind::Bucket | Kind::Role => Ok(()),
-            Kind::Vm => dirs::delete_vm(&self.host, target.attrs).await,
-            hosted => steps::delete(&self.host, hosted, target.attrs).await,
+            // The root directory holds the buckets: it stays.
+            Kind::Storage | Kind::Bucket | Kind::Role | Kind::Grant => Ok(()),
+            Kind::Vm => dirs::delete_vm(&self.host, &target).await,
+            _ => steps::delete(&self.host, &target).await,
         }
+    }
+
+    fn buckets(&self) -> Option<&dyn BucketAccess> {
+        Some(self)
+    }
+}
+
+fn io_error(what: String) -> impl Fn(std::io::Error) -> ProviderError {
+    move |e| ProviderError::permanent(format!("{what}: {e}"))
+}
+
+#[async_trait::async_trait]
+impl BucketAccess for LocalProvider {
+    async fn list(&self, bucket: &str, _: Option<&DeploymentSpec>) -> Result<Vec<(String, u64)>> {
+        let dir = self.bucket_dir(bucket)?;
+        dirs::list_files(&dir).map_err(io_error(format!(
+            "listing bucket '{bucket}' ({})",
+            dir.display()
+        )))
+    }
+
+    async fn upload(
+        &self,
+        bucket: &str,
+        _: Option<&DeploymentSpec>,
+        source: &Path,
+    ) -> Result<usize> {
+        let dir = self.bucket_dir(bucket)?;
+        dirs::copy_tree(source, &dir).map_err(io_error(format!("uploading {}", source.display())))
+    }
+
+    async fn download(
+        &self,
+        bucket: &str,
+        _: Option<&DeploymentSpec>,
+        dest: &Path,
+    ) -> Result<usize> {
+        let dir = self.bucket_dir(bucket)?;
+        dirs::copy_tree(&dir, dest).map_err(io_error(format!("downloading bucket '{bucket}'")))
     }
 }

@@ -14,7 +14,12 @@ use anycloud_host::keys;
 use anycloud_host::{
     steps, ContextCache, Host, HostContext, HostProbe, SshHost, SshPool, SshTarget,
 };
-use anycloud_provider::{attr_str, Attrs, Kind, Planned, Provider, ProviderError, Result, Target};
+use anycloud_provider::doc::{Checks, Doc};
+use anycloud_provider::{
+    attr_str, Attrs, Declaration, DeploymentSpec, Kind, NodeSpec, Planned, Provider, ProviderError,
+    Regions, Result, Shape, Target, VmContext, VmSpec,
+};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::dirs;
@@ -22,6 +27,24 @@ use crate::dirs;
 /// How long to wait for a machine's SSH to answer (a rebooting machine, a restarted sshd).
 /// A machine of the user's own is expected to be up: a wrong address should not hang.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub const DEFAULT_ROOT: &str = "/var/lib/anycloud";
+
+/// A deployment's `vm:` on `provider: ssh`: the machine of the user's own to use.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Machine {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    /// Absolute; `None` means the deployment's own generated key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_file: Option<String>,
+    /// `SHA256:…`; `None` trusts the key seen first and pins it in state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_key: Option<String>,
+    /// Where anycloud keeps its directories (buckets, the deployment's host dir) there.
+    pub root: String,
+}
 
 pub struct SshProvider {
     /// Where the deployments' generated keys live (`.anycloud/keys`).
@@ -41,12 +64,12 @@ impl SshProvider {
         }
     }
 
-    fn context(&self, inputs: &Attrs) -> Result<Arc<HostContext>> {
-        self.contexts.get(inputs, || {
-            let root = attr_str(inputs, "root")?;
+    fn context(&self, spec: &DeploymentSpec) -> Result<Arc<HostContext>> {
+        self.contexts.get(spec, || {
+            let root = machine_of_spec(spec)?.root;
             // The root exists once the VM does; the buckets dir may not yet (buckets are
             // made after the VM, which pins the host key first).
-            dirs::host_context(inputs, root, format!("local:{root}"))
+            dirs::host_context(spec, &root, format!("local:{root}"))
         })
     }
 
@@ -109,18 +132,15 @@ impl SshProvider {
             .collect();
         lines.push(format!("{host_port} {fingerprint}"));
         lines.sort();
-        let write = || -> std::io::Result<()> {
-            use std::io::Write;
-            std::fs::create_dir_all(&self.keys_dir)?;
-            let mut tmp = tempfile::NamedTempFile::new_in(&self.keys_dir)?;
-            tmp.write_all(format!("{}\n", lines.join("\n")).as_bytes())?;
-            tmp.as_file().sync_all()?;
-            tmp.persist(&path).map_err(|e| e.error)?;
-            Ok(())
-        };
-        write().map_err(|e| {
-            ProviderError::permanent(format!("recording the host key in {}: {e}", path.display()))
-        })
+        let text = format!("{}\n", lines.join("\n"));
+        std::fs::create_dir_all(&self.keys_dir)
+            .and_then(|_| anycloud_provider::files::write_atomically(&path, text.as_bytes(), 0o600))
+            .map_err(|e| {
+                ProviderError::permanent(format!(
+                    "recording the host key in {}: {e}",
+                    path.display()
+                ))
+            })
     }
 
     /// Connects to a VM's machine and records what a VM's attributes hold about the keys.
@@ -193,15 +213,177 @@ impl SshProvider {
     }
 }
 
-#[async_trait::async_trait]
-impl Provider for SshProvider {
+impl Declaration for SshProvider {
     fn name(&self) -> &'static str {
         "ssh"
     }
 
-    fn plan(&self, kind: Kind, inputs: &Attrs) -> Result<Planned> {
+    fn regions(&self) -> Regions {
+        Regions::None {
+            why: "the machine is where it is",
+        }
+    }
+
+    fn shape(&self) -> Shape {
+        Shape {
+            identity: false,
+            grants: &[],
+            // Buckets are directories on the machine: made once it is reachable and its
+            // host key pinned.
+            buckets_on_vm: true,
+        }
+    }
+
+    fn vm_keys(&self) -> &'static [&'static str] {
+        &["host", "port", "user", "identity_file", "host_key", "root"]
+    }
+
+    fn check_vm(&self, vm: Option<&Doc>, cx: VmContext<'_>, checks: &mut Checks) -> VmSpec {
+        let machine = check_machine(vm, cx, checks);
+        VmSpec {
+            settings: machine.map_or(serde_json::Value::Null, |m| json!(m)),
+            ..VmSpec::default()
+        }
+    }
+}
+
+/// `vm:` of a `provider: ssh` deployment names a machine of the user's own.
+fn check_machine(vm: Option<&Doc>, cx: VmContext<'_>, checks: &mut Checks) -> Option<Machine> {
+    let field = |k: &str| vm.and_then(|v| v.get(k));
+    let Some(host) = field("host") else {
+        checks.error(
+            cx.at,
+            format!(
+                "deployment '{}' needs vm.host for provider ssh",
+                cx.deployment
+            ),
+            Some("e.g. `vm: { host: 10.0.0.5, user: root }`".into()),
+        );
+        return None;
+    };
+    let host_at = host.at;
+    let host = checks.string(host, "vm.host")?.to_owned();
+    let host_ok = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-:_".contains(c));
+    if !host_ok {
+        checks.error(
+            host_at,
+            format!("vm.host '{host}' is not a host name or IP address"),
+            None,
+        );
+    }
+    let port = match field("port") {
+        None => 22,
+        Some(p) => match &p.value {
+            anycloud_provider::doc::Value::Int(n) if (1..=65535).contains(n) => *n as u16,
+            _ => {
+                checks.error(
+                    p.at,
+                    format!("vm.port {} is not a port: 1 to 65535", p.shown()),
+                    None,
+                );
+                22
+            }
+        },
+    };
+    let user = match field("user") {
+        None => "root".to_owned(),
+        Some(u) => {
+            let text = checks.string(u, "vm.user").unwrap_or("root").to_owned();
+            let ok = !text.is_empty()
+                && text
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+            if !ok {
+                checks.error(u.at, format!("vm.user '{text}' is not a user name"), None);
+            }
+            text
+        }
+    };
+    let identity_file = match field("identity_file") {
+        None => None,
+        Some(i) => {
+            let given = checks
+                .string(i, "vm.identity_file")
+                .unwrap_or("")
+                .to_owned();
+            let path = checks.absolute(&given);
+            if !std::path::Path::new(&path).is_file() {
+                checks.error(
+                    i.at,
+                    format!("vm.identity_file '{given}' does not exist ({path})"),
+                    Some(
+                        "omit it and anycloud generates a key for the deployment under .anycloud/keys/"
+                            .into(),
+                    ),
+                );
+            }
+            Some(path)
+        }
+    };
+    let host_key = match field("host_key") {
+        None => None,
+        Some(k) => {
+            let text = checks.string(k, "vm.host_key").unwrap_or("").to_owned();
+            let body = text.strip_prefix("SHA256:").unwrap_or("");
+            let ok = body.len() == 43
+                && body
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/');
+            if !ok {
+                checks.error(
+                    k.at,
+                    format!("vm.host_key '{text}' is not a SHA256 fingerprint"),
+                    Some("give it as `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` prints it on the machine: SHA256: and 43 characters".into()),
+                );
+            }
+            Some(text)
+        }
+    };
+    let root = match field("root") {
+        None => DEFAULT_ROOT.to_owned(),
+        Some(r) => {
+            let text = checks
+                .string(r, "vm.root")
+                .unwrap_or(DEFAULT_ROOT)
+                .to_owned();
+            let ok = text.starts_with('/')
+                && !text.trim_end_matches('/').is_empty()
+                && anycloud_host::render::is_plain_path(&text);
+            if !ok {
+                checks.error(
+                    r.at,
+                    format!(
+                        "vm.root '{text}' must be an absolute path (not /) of letters, digits and / . _ - + @"
+                    ),
+                    None,
+                );
+            }
+            text.trim_end_matches('/').to_owned()
+        }
+    };
+    Some(Machine {
+        host,
+        port,
+        user,
+        identity_file,
+        host_key,
+        root,
+    })
+}
+
+fn machine_of_spec(spec: &DeploymentSpec) -> Result<Machine> {
+    anycloud_provider::read_private(&spec.vm.settings)
+}
+
+#[async_trait::async_trait]
+impl Provider for SshProvider {
+    fn plan(&self, node: NodeSpec<'_>) -> Result<Planned> {
+        let spec = node.deployment;
         let mut attrs = Attrs::new();
-        match kind {
+        match node.kind {
             Kind::Storage => {
                 attrs.insert(
                     "buckets".into(),
@@ -209,45 +391,38 @@ impl Provider for SshProvider {
                 );
                 Ok(Planned {
                     attrs,
-                    computed: vec![],
-                    force_new: vec![],
+                    ..Planned::default()
                 })
             }
             Kind::Bucket => {
-                let root = attr_str(inputs, "root")?;
-                dirs::check_root(root)?;
-                dirs::bucket_attrs(root, inputs, &mut attrs)?;
-                connection_attrs(inputs, &mut attrs)?;
-                Ok(Planned {
-                    attrs,
-                    computed: vec![],
-                    force_new: ["name", "path", "host", "port"].map(String::from).to_vec(),
-                })
+                let machine = machine_of_spec(spec)?;
+                dirs::check_root(&machine.root)?;
+                let mut planned = dirs::bucket_planned(&machine.root, spec, node.bucket()?.0)?;
+                connection_attrs(spec, &machine, &mut planned.attrs);
+                planned.force_new = ["name", "path", "host", "port"].map(String::from).to_vec();
+                Ok(planned)
             }
             Kind::Vm => {
-                let ctx = self.context(inputs)?;
-                let root = attr_str(inputs, "root")?;
-                dirs::vm_attrs(&ctx, root, &mut attrs);
-                attrs.insert("root".into(), json!(root));
-                connection_attrs(inputs, &mut attrs)?;
-                let mut computed = vec!["key_fingerprint".to_owned(), "public_key".to_owned()];
+                let machine = machine_of_spec(spec)?;
+                let ctx = self.context(spec)?;
+                let mut planned = dirs::vm_planned(&ctx, &machine.root);
+                planned.attrs.insert("root".into(), json!(machine.root));
+                connection_attrs(spec, &machine, &mut planned.attrs);
+                planned.computed = vec!["key_fingerprint".to_owned(), "public_key".to_owned()];
                 // A configured host key is the pin; otherwise the first key seen becomes it.
-                match inputs.get("ssh_host_key") {
+                match &machine.host_key {
                     Some(k) => {
-                        attrs.insert("host_key".into(), k.clone());
+                        planned.attrs.insert("host_key".into(), json!(k));
                     }
-                    None => computed.push("host_key".into()),
+                    None => planned.computed.push("host_key".into()),
                 }
-                Ok(Planned {
-                    attrs,
-                    computed,
-                    force_new: vec!["host".into(), "port".into(), "host_dir".into()],
-                })
+                planned.force_new = vec!["host".into(), "port".into(), "host_dir".into()];
+                Ok(planned)
             }
-            Kind::Role => Err(ProviderError::permanent(
-                "a machine of your own has no cloud role",
+            Kind::Role | Kind::Grant => Err(ProviderError::permanent(
+                "a machine of your own has no cloud identity",
             )),
-            hosted => steps::plan(hosted, inputs, &*self.context(inputs)?),
+            hosted => steps::plan(hosted, spec, &*self.context(spec)?),
         }
     }
 
@@ -271,7 +446,7 @@ impl Provider for SshProvider {
                 let (ssh, out) = self.connect_vm(target.attrs).await?;
                 // A new "VM" starts clean: a container or supervisord left by an earlier one
                 // whose directory was wiped would keep running against deleted paths.
-                dirs::cleanup_host(&*ssh, target.attrs).await?;
+                dirs::cleanup_host(&*ssh, &target).await?;
                 dirs::make_dir(&*ssh, attr_str(target.attrs, "host_dir")?).await?;
                 Ok(out)
             }
@@ -280,10 +455,10 @@ impl Provider for SshProvider {
                 dirs::make_dir(&*ssh, attr_str(target.attrs, "path")?).await?;
                 Ok(target.attrs.clone())
             }
-            Kind::Role => Err(ProviderError::permanent(
-                "a machine of your own has no cloud role",
+            Kind::Role | Kind::Grant => Err(ProviderError::permanent(
+                "a machine of your own has no cloud identity",
             )),
-            hosted => steps::apply(&*self.host_for(&target)?, hosted, target.attrs).await,
+            _ => steps::apply(&*self.host_for(&target)?, &target).await,
         }
     }
 
@@ -301,10 +476,9 @@ impl Provider for SshProvider {
 
     async fn delete(&self, target: Target<'_>) -> Result<()> {
         match target.kind {
-            // Buckets hold the user's data: destroy forgets them and leaves the directories.
-            Kind::Storage | Kind::Bucket | Kind::Role => Ok(()),
-            Kind::Vm => dirs::delete_vm(&*self.connection(target.attrs)?, target.attrs).await,
-            hosted => steps::delete(&*self.host_for(&target)?, hosted, target.attrs).await,
+            Kind::Storage | Kind::Bucket | Kind::Role | Kind::Grant => Ok(()),
+            Kind::Vm => dirs::delete_vm(&*self.connection(target.attrs)?, &target).await,
+            _ => steps::delete(&*self.host_for(&target)?, &target).await,
         }
     }
 
@@ -326,18 +500,14 @@ impl Provider for SshProvider {
 }
 
 /// Where the machine is and which key opens it, as a VM's and a bucket's attributes.
-fn connection_attrs(inputs: &Attrs, attrs: &mut Attrs) -> Result<()> {
-    attrs.insert("deployment".into(), json!(attr_str(inputs, "deployment")?));
-    attrs.insert("host".into(), json!(attr_str(inputs, "ssh_host")?));
-    attrs.insert(
-        "port".into(),
-        inputs.get("ssh_port").cloned().unwrap_or(json!(22)),
-    );
-    attrs.insert("user".into(), json!(attr_str(inputs, "ssh_user")?));
-    if let Some(i) = inputs.get("ssh_identity_file") {
-        attrs.insert("identity_file".into(), i.clone());
+fn connection_attrs(spec: &DeploymentSpec, m: &Machine, attrs: &mut Attrs) {
+    attrs.insert("deployment".into(), json!(spec.id));
+    attrs.insert("host".into(), json!(m.host));
+    attrs.insert("port".into(), json!(m.port));
+    attrs.insert("user".into(), json!(m.user));
+    if let Some(i) = &m.identity_file {
+        attrs.insert("identity_file".into(), json!(i));
     }
-    Ok(())
 }
 
 fn host_port(vm: &Attrs) -> String {

@@ -1,0 +1,169 @@
+//! What a provider declares about itself, before any call: its name, its regions and their
+//! continents, its naming limits, its settings and `vm:` schemas with their checks, and the
+//! shape of its part of the resource graph. The engine checks configs and builds graphs from
+//! these declarations alone; it names no provider.
+
+use crate::doc::{Checks, Doc};
+use crate::spec::{BucketRole, VmSpec};
+use crate::Loc;
+
+/// Where a provider's deployments run.
+#[derive(Clone, Copy, Debug)]
+pub enum Regions {
+    /// The cloud's regions, by continent code (DESIGN §6): a deployment must name one.
+    Table(&'static [(&'static str, &'static [&'static str])]),
+    /// A region of its own, named like the provider and its own continent, unless the
+    /// deployment names another provider's region to rehearse that continent's layout.
+    Own,
+    /// No region at all (a machine is where it is): region and continent are the provider's
+    /// name, and `defaults.region` does not apply.
+    None { why: &'static str },
+}
+
+impl Regions {
+    /// The continent of `region` in this provider's own table.
+    pub fn continent(&self, region: &str) -> Option<&'static str> {
+        match self {
+            Regions::Table(table) => table
+                .iter()
+                .find(|(_, regions)| regions.contains(&region))
+                .map(|(c, _)| *c),
+            _ => None,
+        }
+    }
+
+    /// Every region of the table, in order.
+    pub fn all(&self) -> Vec<&'static str> {
+        match self {
+            Regions::Table(table) => table.iter().flat_map(|(_, r)| r.iter().copied()).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The regions of the table in `continent`.
+    pub fn of_continent(&self, continent: &str) -> Vec<&'static str> {
+        match self {
+            Regions::Table(table) => table
+                .iter()
+                .filter(|(c, _)| *c == continent)
+                .flat_map(|(_, r)| r.iter().copied())
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// The part of the resource graph a provider's deployments get beyond what every deployment
+/// has (storage, buckets, VM and what runs on it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    /// A deployment gets an identity (`deployment.D.role`) that its VM carries.
+    pub identity: bool,
+    /// The buckets whose access is granted to that identity as a node of its own
+    /// (`deployment.D.grant.<role>`, depending on the role and the bucket).
+    pub grants: &'static [BucketRole],
+    /// Buckets live on the deployment's machine: they are made once it is reachable (they
+    /// depend on the VM).
+    pub buckets_on_vm: bool,
+}
+
+/// How long a deployment id may be on this provider, and why.
+#[derive(Clone, Copy, Debug)]
+pub struct IdLimit {
+    pub max: usize,
+    /// The name it limits, e.g. `anycloud-{id}`.
+    pub because: &'static str,
+}
+
+/// Where the provider's checker is looking: the deployment whose `vm:` it checks.
+#[derive(Clone, Copy, Debug)]
+pub struct VmContext<'a> {
+    pub deployment: &'a str,
+    /// Where the deployment's id is in the file: problems of the whole `vm:` (a missing
+    /// field) are reported there.
+    pub at: Loc,
+}
+
+/// What a provider declares. Everything here is answered without I/O.
+pub trait Declaration: Send + Sync {
+    /// The name used in `provider:`, in `providers.<name>` and in state.
+    fn name(&self) -> &'static str;
+
+    fn regions(&self) -> Regions;
+
+    fn shape(&self) -> Shape;
+
+    /// The longest deployment id whose derived names fit this cloud.
+    fn id_limit(&self) -> IdLimit {
+        IdLimit {
+            max: 63,
+            because: "the checkpoint bucket named after it",
+        }
+    }
+
+    /// This cloud's own rules for bucket names, beyond the common ones every cloud checks
+    /// (so a config moves between clouds unchanged).
+    fn check_bucket_name(&self, _name: &str) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// The keys of `providers.<name>`.
+    fn settings_keys(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// Checks `providers.<name>` (only known keys reach here) and returns the settings as the
+    /// provider will be configured with them ([`crate::Provider::configure`]).
+    fn check_settings(&self, _settings: Option<&Doc>, _checks: &mut Checks) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+
+    /// The keys a deployment's `vm:` may have on this provider.
+    fn vm_keys(&self) -> &'static [&'static str] {
+        &["type", "spot", "disk_gb"]
+    }
+
+    /// Checks a deployment's `vm:` (`defaults.vm` under its own; only known keys reach here).
+    fn check_vm(&self, vm: Option<&Doc>, cx: VmContext<'_>, checks: &mut Checks) -> VmSpec {
+        cloud_vm(vm, cx, checks, None)
+    }
+}
+
+/// `vm.type`, `vm.spot` and `vm.disk_gb`, as a cloud VM has them; `type_required_by` names
+/// the provider that must be told the machine type.
+pub fn cloud_vm(
+    vm: Option<&Doc>,
+    cx: VmContext<'_>,
+    checks: &mut Checks,
+    type_required_by: Option<&str>,
+) -> VmSpec {
+    let mut spec = VmSpec::default();
+    let field = |k: &str| vm.and_then(|v| v.get(k));
+    if let Some(t) = field("type") {
+        spec.machine_type = checks.string(t, "vm.type").map(String::from);
+    }
+    if let Some(s) = field("spot") {
+        spec.spot = checks.boolean(s, "vm.spot").unwrap_or(false);
+    }
+    if let Some(d) = field("disk_gb") {
+        if let Some(n) = checks.integer(d, "vm.disk_gb", 0..=u32::MAX as i64) {
+            if n < 10 {
+                checks.error(d.at, format!("disk_gb {n} is too small; at least 10"), None);
+            }
+            spec.disk_gb = Some(n as u32);
+        }
+    }
+    if let (None, Some(provider)) = (&spec.machine_type, type_required_by) {
+        if field("type").is_none() {
+            checks.error(
+                cx.at,
+                format!(
+                    "deployment '{}' needs vm.type for provider {provider}",
+                    cx.deployment
+                ),
+                None,
+            );
+        }
+    }
+    spec
+}

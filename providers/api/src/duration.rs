@@ -1,0 +1,38 @@
+//! The one duration syntax of anycloud, for config values and flags alike: a whole number
+//! with `s`, `m` or `h` (`60s`, `5m`, `1h`), or a bare number of seconds.
+
+use std::time::Duration;
+
+pub fn parse(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{t}' is not a duration like 60s, 5m or 1h"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => return Err(format!("'{t}' has unit '{unit}'; use s, m or h (e.g. 60s)")),
+    };
+    n.checked_mul(mult)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("'{t}' is too long"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units_and_errors() {
+        assert_eq!(parse("60s"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse("45"), Ok(Duration::from_secs(45)));
+        assert!(parse("5d").unwrap_err().contains("unit 'd'"));
+        assert!(parse("soon").unwrap_err().contains("not a duration"));
+        assert!(parse("99999999999999999999h").is_err());
+    }
+}

@@ -1,0 +1,312 @@
+//! The VM: the deployment's key pair, a security group admitting SSH only, and an instance
+//! (spot when asked) carrying the role, reached over SSH; and everything that runs on it,
+//! through the host layer's steps.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use anycloud_host::{keys, steps, Host, HostContext, HostProbe, HostedPrivate, SshHost};
+use anycloud_provider::{
+    attr_str, Attrs, DeploymentSpec, Kind, Planned, ProviderError, Result, Target,
+};
+use serde_json::json;
+
+use crate::{ec2, iam, vm_host, AwsProvider};
+
+fn context(p: &AwsProvider, spec: &DeploymentSpec) -> Result<Arc<HostContext>> {
+    p.contexts
+        .get(spec, || vm_host::context(spec, p.clients().settings()))
+}
+
+/// The SSH connection to a VM, from the VM's attributes; one per machine and key.
+fn connection(p: &AwsProvider, vm: &Attrs) -> Result<Arc<SshHost>> {
+    let deployment = attr_str(vm, "deployment")?;
+    let key = keys::ensure_deployment_key(&p.keys_dir, deployment)
+        .map_err(|e| ProviderError::permanent(e.to_string()))?;
+    p.connections
+        .get(vm_host::ssh_target(vm, key.private_path)?)
+        .map_err(ProviderError::from)
+}
+
+pub fn plan(p: &AwsProvider, spec: &DeploymentSpec) -> Result<Planned> {
+    let settings = p.clients().settings();
+    let ctx = context(p, spec)?;
+    let name = iam::role_name(&spec.id);
+    let mut attrs = Attrs::new();
+    if let Some(project) = &spec.project {
+        attrs.insert("project".into(), json!(project));
+    }
+    attrs.insert("deployment".into(), json!(spec.id));
+    attrs.insert("region".into(), json!(spec.region));
+    let instance_type = spec.vm.machine_type.as_deref().ok_or_else(|| {
+        ProviderError::permanent(format!("deployment {} has no vm.type", spec.id))
+    })?;
+    attrs.insert("instance_type".into(), json!(instance_type));
+    attrs.insert("spot".into(), json!(spec.vm.spot));
+    if let Some(d) = spec.vm.disk_gb {
+        attrs.insert("disk_gb".into(), json!(d));
+    }
+    let mut computed: Vec<String> = [
+        "instance_id",
+        "public_ip",
+        "lifecycle",
+        "host_key",
+        "public_key",
+        "key_fingerprint",
+    ]
+    .map(String::from)
+    .to_vec();
+    match &settings.ami {
+        Some(ami) => {
+            attrs.insert("ami".into(), json!(ami));
+        }
+        None => computed.push("ami".into()),
+    }
+    attrs.insert("ssh_user".into(), json!(settings.ssh_user()));
+    attrs.insert("ssh_cidr".into(), json!(settings.ssh_cidr()));
+    attrs.insert("instance_state".into(), json!("running"));
+    attrs.insert("key_name".into(), json!(name));
+    attrs.insert("security_group".into(), json!(name));
+    attrs.insert("instance_profile".into(), json!(name));
+    let private = steps::vm_planned(&ctx, &mut attrs);
+    Ok(Planned {
+        attrs,
+        private,
+        computed,
+        force_new: [
+            "region",
+            "instance_type",
+            "spot",
+            "disk_gb",
+            "ami",
+            "ssh_user",
+            "instance_state",
+        ]
+        .map(String::from)
+        .to_vec(),
+        keep_on_destroy: false,
+    })
+}
+
+pub fn plan_hosted(p: &AwsProvider, kind: Kind, spec: &DeploymentSpec) -> Result<Planned> {
+    if !kind.is_hosted() {
+        return Err(crate::no_such_kind(kind));
+    }
+    steps::plan(kind, spec, &*context(p, spec)?)
+}
+
+pub async fn create(p: &AwsProvider, t: &Target<'_>) -> Result<Attrs> {
+    let a = t.attrs;
+    let clients = p.clients();
+    let region = attr_str(a, "region")?;
+    let deployment = attr_str(a, "deployment")?;
+    let key = keys::ensure_deployment_key(&p.keys_dir, deployment)
+        .map_err(|e| ProviderError::permanent(e.to_string()))?;
+    let key_name = attr_str(a, "key_name")?;
+    ec2::import_key(clients, region, key_name, &key.public_key).await?;
+    let group = ec2::ensure_security_group(
+        clients,
+        region,
+        attr_str(a, "security_group")?,
+        attr_str(a, "ssh_cidr")?,
+    )
+    .await?;
+    let ami = match a.get("ami").and_then(|v| v.as_str()) {
+        Some(ami) => ami.to_owned(),
+        None => ec2::latest_debian(clients, region).await?,
+    };
+    let launch = ec2::Launch {
+        region,
+        deployment,
+        project: a.get("project").and_then(|p| p.as_str()),
+        ami: &ami,
+        instance_type: attr_str(a, "instance_type")?,
+        spot: a.get("spot").and_then(|s| s.as_bool()).unwrap_or(false),
+        disk_gb: a.get("disk_gb").and_then(|d| d.as_i64()).map(|d| d as i32),
+        key_name,
+        security_group_id: &group,
+        instance_profile: attr_str(a, "instance_profile")?,
+    };
+    let instance = ec2::ensure_instance(clients, &launch).await?;
+    let mut out = a.clone();
+    out.insert("ami".into(), json!(ami));
+    out.insert("instance_id".into(), json!(instance.id));
+    out.insert("public_ip".into(), json!(instance.public_ip));
+    out.insert(
+        "lifecycle".into(),
+        json!(instance.lifecycle.as_deref().unwrap_or("on-demand")),
+    );
+    // Waits for SSH (a fresh VM takes a while, and may refuse the key until cloud-init has
+    // installed it), pins the host key on first sight.
+    let ssh = connection(p, &out)?;
+    let host_key = ssh.connect().await.map_err(ProviderError::from)?;
+    out.insert("host_key".into(), json!(host_key));
+    out.insert("public_key".into(), json!(key.public_key));
+    out.insert("key_fingerprint".into(), json!(key.fingerprint));
+    Ok(out)
+}
+
+/// In place only what can change in place: who may reach SSH.
+pub async fn update(p: &AwsProvider, prior: &Attrs, t: &Target<'_>) -> Result<Attrs> {
+    let a = t.attrs;
+    if prior.get("ssh_cidr") != a.get("ssh_cidr") {
+        ec2::ensure_security_group(
+            p.clients(),
+            attr_str(a, "region")?,
+            attr_str(a, "security_group")?,
+            attr_str(a, "ssh_cidr")?,
+        )
+        .await?;
+    }
+    Ok(a.clone())
+}
+
+pub async fn delete(p: &AwsProvider, t: &Target<'_>) -> Result<()> {
+    let a = t.attrs;
+    let clients = p.clients();
+    let region = attr_str(a, "region")?;
+    let recorded = a
+        .get("instance_id")
+        .and_then(|v| v.as_str())
+        .map(String::from);
+    // A create cut short recorded no instance id: the instance (if it was started) is found
+    // by the deployment's tag.
+    let id = match recorded {
+        Some(id) => Some(id),
+        None => ec2::find(clients, region, attr_str(a, "deployment")?, None)
+            .await?
+            .map(|i| i.id),
+    };
+    if let Some(id) = id.as_deref() {
+        let alive = ec2::in_region(clients, region)
+            .await?
+            .get(id)
+            .is_some_and(|i| i.alive());
+        // Only a running VM has anything left to upload; a terminated one has no disk.
+        if alive {
+            let private = HostedPrivate::of(t)?;
+            steps::flush(&*connection(p, a)?, &private.layout, &private.flush).await?;
+        }
+        ec2::terminate(clients, region, id).await?;
+    }
+    ec2::delete_security_group(clients, region, attr_str(a, "security_group")?).await?;
+    ec2::delete_key(clients, region, attr_str(a, "key_name")?).await
+}
+
+fn vm_of<'a>(t: &Target<'a>) -> Result<&'a Attrs> {
+    t.dep(Kind::Vm)
+        .ok_or_else(|| ProviderError::permanent("no VM recorded for this step"))
+}
+
+pub async fn apply_hosted(p: &AwsProvider, t: &Target<'_>) -> Result<Attrs> {
+    steps::apply(&*connection(p, vm_of(t)?)?, t).await
+}
+
+pub async fn delete_hosted(p: &AwsProvider, t: &Target<'_>) -> Result<()> {
+    let Some(vm) = t.dep(Kind::Vm) else {
+        return Ok(());
+    };
+    let region = attr_str(vm, "region")?;
+    let id = vm.get("instance_id").and_then(|v| v.as_str()).unwrap_or("");
+    let alive = ec2::in_region(p.clients(), region)
+        .await?
+        .get(id)
+        .is_some_and(|i| i.alive());
+    // On a terminated VM there is nothing left to stop or upload.
+    if !alive {
+        return Ok(());
+    }
+    steps::delete(&*connection(p, vm)?, t).await
+}
+
+/// What a refresh (or `status`) learns of the VMs among some targets: anycloud's instances,
+/// one DescribeInstances per region, and one SSH probe per live VM for what runs on it.
+pub struct Machines {
+    instances: BTreeMap<String, ec2::Instance>,
+    probes: Vec<Option<HostProbe>>,
+}
+
+impl Machines {
+    pub async fn find(p: &AwsProvider, targets: &[Target<'_>]) -> Result<Machines> {
+        let vm_of = |t: &Target<'_>| -> Option<Attrs> {
+            match t.kind {
+                Kind::Vm => Some(t.attrs.clone()),
+                k if k.is_hosted() => t.dep(Kind::Vm).cloned(),
+                _ => None,
+            }
+        };
+        let regions: BTreeSet<String> = targets
+            .iter()
+            .filter_map(vm_of)
+            .filter_map(|vm| vm.get("region")?.as_str().map(String::from))
+            .collect();
+        let mut instances = BTreeMap::new();
+        for region in regions {
+            instances.extend(ec2::in_region(p.clients(), &region).await?);
+        }
+        let alive: BTreeSet<&str> = instances
+            .values()
+            .filter(|i| i.alive())
+            .map(|i| i.id.as_str())
+            .collect();
+        let mut hosts: Vec<Option<Arc<dyn Host>>> = Vec::with_capacity(targets.len());
+        for t in targets {
+            let live_vm = t.dep(Kind::Vm).filter(|vm| {
+                vm.get("instance_id")
+                    .and_then(|v| v.as_str())
+                    .is_some_and(|id| alive.contains(id))
+            });
+            hosts.push(match live_vm {
+                Some(vm) if t.kind.is_hosted() => Some(connection(p, vm)? as Arc<dyn Host>),
+                _ => None,
+            });
+        }
+        let probes = steps::probe_each_host(targets, hosts, |_| None).await?;
+        Ok(Machines { instances, probes })
+    }
+
+    /// A stopped (or stopping) instance still exists and still holds its security group: its
+    /// state differs from the planned one, which replaces it.
+    pub fn read_vm(&self, t: &Target<'_>) -> Option<Attrs> {
+        let id = t.attrs.get("instance_id")?.as_str()?;
+        let i = self.instances.get(id)?;
+        let mut a = t.attrs.clone();
+        a.insert("public_ip".into(), json!(i.public_ip));
+        let state = if i.alive() {
+            "running"
+        } else {
+            i.state.as_str()
+        };
+        a.insert("instance_state".into(), json!(state));
+        Some(a)
+    }
+
+    pub fn read_hosted(&self, i: usize, t: &Target<'_>) -> Option<Attrs> {
+        self.probes[i]
+            .as_ref()
+            .and_then(|p| steps::read_hosted(t, p))
+    }
+
+    pub fn observe(&self, i: usize, t: &Target<'_>) -> BTreeMap<String, String> {
+        match (t.kind, &self.probes[i]) {
+            (Kind::Vm, _) => {
+                let id = t
+                    .attrs
+                    .get("instance_id")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("");
+                let mut facts = BTreeMap::new();
+                facts.insert(
+                    "instance".into(),
+                    match self.instances.get(id) {
+                        Some(i) => format!("{} {}", i.id, i.state),
+                        None => "gone (terminated or missing)".into(),
+                    },
+                );
+                facts
+            }
+            (k, Some(p)) if k.is_hosted() => steps::observe_hosted(t, p),
+            _ => BTreeMap::new(),
+        }
+    }
+}

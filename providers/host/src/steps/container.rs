@@ -1,0 +1,107 @@
+//! The job's container: `docker run` with the bind mounts, adopted again when a container
+//! of the same spec digest is there; stopped and flushed before it goes.
+
+use std::collections::BTreeMap;
+
+use anycloud_provider::{attr_str, Attrs, BucketRole, DeploymentSpec, Result};
+use serde_json::json;
+
+use super::{flush, run, HostContext, HostedPrivate, KindPlan};
+use crate::layout::VmLayout;
+use crate::render::RunSpec;
+use crate::scripts;
+use crate::transport::Host;
+
+pub(super) fn plan(spec: &DeploymentSpec, ctx: &HostContext) -> KindPlan {
+    let run = run_spec(spec, ctx);
+    let mut p = KindPlan::default();
+    let a = &mut p.attrs;
+    a.insert("name".into(), json!(run.name));
+    a.insert("image".into(), json!(run.image));
+    a.insert("command".into(), json!(run.command));
+    a.insert("env".into(), json!(run.env));
+    a.insert("run_spec".into(), json!(run.render()));
+    // What was downloaded into its read-only input and checkpoint: a new source means new
+    // data under a running job, so the container is replaced with it.
+    let sources: BTreeMap<&str, &String> = [BucketRole::Input, BucketRole::Checkpoint]
+        .iter()
+        .filter_map(|r| Some((r.as_str(), ctx.remotes.get(r)?)))
+        .collect();
+    a.insert("data_sources".into(), json!(sources));
+    p.flush = Some(ctx.flush_pairs());
+    p.computed.push("container_id".into());
+    p.force_new = [
+        "name",
+        "image",
+        "command",
+        "env",
+        "run_spec",
+        "data_sources",
+    ]
+    .map(String::from)
+    .to_vec();
+    p
+}
+
+fn run_spec(spec: &DeploymentSpec, ctx: &HostContext) -> RunSpec {
+    let c = &spec.container;
+    let mounts = [
+        (BucketRole::Input, true),
+        (BucketRole::Output, false),
+        (BucketRole::Checkpoint, false),
+    ]
+    .into_iter()
+    .filter(|(role, _)| ctx.remotes.contains_key(role))
+    .map(|(role, ro)| (ctx.layout.mount(role.as_str()), format!("/mnt/{role}"), ro))
+    .collect();
+    RunSpec {
+        name: ctx.container_name(),
+        deployment: ctx.deployment.clone(),
+        image: c.image.clone(),
+        command: c.command.clone(),
+        env: c.env.clone(),
+        mounts,
+        gpus: c.gpus.clone(),
+        shm_size: c.shm_size.clone(),
+    }
+}
+
+pub(super) async fn apply(host: &dyn Host, layout: &VmLayout, attrs: &Attrs) -> Result<Attrs> {
+    let run_spec = attr_str(attrs, "run_spec")?;
+    let digest = &anycloud_provider::digest::sha256_hex(run_spec)[..16];
+    let name = attr_str(attrs, "name")?;
+    // The spec digest label is how a re-run recognises its own container.
+    let args = run_spec.trim_start_matches("docker ").replacen(
+        "--detach",
+        &format!("--detach --label anycloud.spec={digest}"),
+        1,
+    );
+    let mounts: Vec<String> = BucketRole::ALL
+        .iter()
+        .map(|r| layout.mount(r.as_str()))
+        .collect();
+    let out = run(
+        host,
+        &scripts::container_run(layout, name, digest, &mounts, args.trim_end()),
+        "docker run",
+    )
+    .await?;
+    let id = out
+        .stdout
+        .trim()
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_owned();
+    let mut attrs = attrs.clone();
+    attrs.insert("container_id".into(), json!(id));
+    Ok(attrs)
+}
+
+pub(super) async fn delete(host: &dyn Host, private: &HostedPrivate, attrs: &Attrs) -> Result<()> {
+    let name = attr_str(attrs, "name")?;
+    run(host, &scripts::container_stop(name), "docker stop").await?;
+    flush(host, &private.layout, &private.flush).await?;
+    run(host, &scripts::container_remove(name), "docker rm").await?;
+    Ok(())
+}

@@ -1,0 +1,480 @@
+//! The apply executor: runs a plan's changes as a graph of operations, each starting as soon
+//! as what it needs has finished, at most `parallelism` at a time. One coordinator owns the
+//! state; workers only call providers.
+//!
+//! Scheduling keeps a count of unfinished prerequisites per operation and a ready queue
+//! (smallest address first), so a completion costs its dependents, not a rescan. Recording
+//! costs O(1) bytes per operation: an operation's intent (the resource marked pending) is
+//! appended to the store's journal and made durable, in one batch with every operation that
+//! becomes ready at the same moment, before any of them reaches its provider; its result is
+//! appended after. The whole state is written once, when the run ends, folding the journal.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anycloud_provider::{Attrs, Dep, Kind, Provider, ProviderError, Target};
+use anycloud_state::{Entry, Pending, Resource, State, StateStore, Version};
+use tokio::task::JoinSet;
+
+use crate::plan::{Action, Change, Plan};
+use crate::progress::Progress;
+use crate::registry::Providers;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Step {
+    /// Deletes run first for a replacement (delete, then create).
+    Delete,
+    Apply,
+}
+
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub done: Vec<String>,
+    pub failed: Vec<(String, String)>,
+    pub skipped: Vec<String>,
+    pub interrupted: bool,
+}
+
+impl Outcome {
+    pub fn ok(&self) -> bool {
+        self.failed.is_empty() && self.skipped.is_empty() && !self.interrupted
+    }
+}
+
+/// The operations of a plan: (address, step) in order, and what each waits for.
+struct Operations<'p> {
+    ops: Vec<(&'p Change, Step)>,
+    /// Unfinished prerequisites of each operation.
+    waiting_on: Vec<usize>,
+    dependents: Vec<Vec<usize>>,
+}
+
+impl<'p> Operations<'p> {
+    fn of(plan: &'p Plan) -> Operations<'p> {
+        let has = |c: &Change, step: Step| match step {
+            Step::Delete => matches!(c.action, Action::Delete | Action::Replace),
+            Step::Apply => matches!(
+                c.action,
+                Action::Create | Action::Update | Action::Replace | Action::Read
+            ),
+        };
+        // Sorted by (address, step): the ready queue's order is this index's.
+        let mut keyed: BTreeMap<(&str, Step), &Change> = BTreeMap::new();
+        for c in &plan.changes {
+            for step in [Step::Delete, Step::Apply] {
+                if has(c, step) {
+                    keyed.insert((c.address.as_str(), step), c);
+                }
+            }
+        }
+        let index: BTreeMap<(&str, Step), usize> =
+            keyed.keys().enumerate().map(|(i, k)| (*k, i)).collect();
+        let ops: Vec<(&Change, Step)> = keyed.iter().map(|((_, s), c)| (*c, *s)).collect();
+        let mut needs: Vec<Vec<usize>> = vec![Vec::new(); ops.len()];
+        for (i, (c, step)) in ops.iter().enumerate() {
+            match step {
+                Step::Apply => {
+                    for d in &c.dependencies {
+                        if let Some(&j) = index.get(&(d.as_str(), Step::Apply)) {
+                            needs[i].push(j);
+                        }
+                    }
+                    if c.action == Action::Replace {
+                        needs[i].push(index[&(c.address.as_str(), Step::Delete)]);
+                    }
+                }
+                // A delete waits for the deletes of everything that depended on it.
+                Step::Delete => {
+                    for d in c.dependencies.iter().chain(&c.prior_dependencies) {
+                        if let Some(&j) = index.get(&(d.as_str(), Step::Delete)) {
+                            needs[j].push(i);
+                        }
+                    }
+                }
+            }
+        }
+        let mut waiting_on = vec![0; ops.len()];
+        let mut dependents = vec![Vec::new(); ops.len()];
+        for (i, n) in needs.iter_mut().enumerate() {
+            n.sort_unstable();
+            n.dedup();
+            waiting_on[i] = n.len();
+            for &j in n.iter() {
+                dependents[j].push(i);
+            }
+        }
+        Operations {
+            ops,
+            waiting_on,
+            dependents,
+        }
+    }
+}
+
+/// The state as the run changes it, recorded through the store.
+struct Recorder<'a> {
+    store: &'a dyn StateStore,
+    state: State,
+}
+
+impl Recorder<'_> {
+    async fn record(&mut self, entries: Vec<Entry>, durable: bool) -> anyhow::Result<()> {
+        for e in &entries {
+            e.apply(&mut self.state);
+        }
+        self.store
+            .record(&self.state.lineage, &entries, durable)
+            .await?;
+        Ok(())
+    }
+}
+
+type Done = (usize, Instant, Result<Option<Attrs>, ProviderError>);
+
+/// Runs `plan` against `state` (read from `store` at `version`): every operation is
+/// journaled in the store as it starts and ends, and the state is written when it ends.
+#[allow(clippy::too_many_arguments)]
+pub async fn apply(
+    plan: &Plan,
+    mut state: State,
+    store: &dyn StateStore,
+    version: &Version,
+    providers: &Providers,
+    parallelism: usize,
+    progress: &Progress,
+    interrupt: Arc<AtomicBool>,
+) -> anyhow::Result<(Outcome, State)> {
+    state.ensure_lineage();
+    let Operations {
+        ops,
+        mut waiting_on,
+        dependents,
+    } = Operations::of(plan);
+    let mut rec = Recorder { store, state };
+    let mut outcome = Outcome::default();
+    let mut running: JoinSet<Done> = JoinSet::new();
+    let mut ready: BinaryHeap<Reverse<usize>> = (0..ops.len())
+        .filter(|&i| waiting_on[i] == 0)
+        .map(Reverse)
+        .collect();
+    let mut settled = vec![false; ops.len()];
+    let parallelism = parallelism.max(1);
+    // A record that fails stops new operations like Ctrl-C does; those in flight still finish
+    // (and are recorded if the store recovers) before the error is returned.
+    let mut save_error: Option<anyhow::Error> = None;
+    let address = |i: usize| ops[i].0.address.as_str();
+    let action = |i: usize| match ops[i].1 {
+        Step::Delete => Action::Delete,
+        Step::Apply => ops[i].0.action,
+    };
+
+    loop {
+        let stopping = interrupt.load(Ordering::SeqCst) || save_error.is_some();
+        if !stopping {
+            // Everything that can start now starts in one batch: one durable record of all
+            // their intents.
+            let mut batch: Vec<(usize, Arc<dyn Provider>)> = Vec::new();
+            while running.len() + batch.len() < parallelism {
+                let Some(Reverse(i)) = ready.pop() else { break };
+                match providers.shared(&ops[i].0.provider) {
+                    Ok(p) => batch.push((i, p)),
+                    Err(message) => {
+                        progress.failed(address(i), &message, Duration::ZERO);
+                        outcome.failed.push((address(i).to_owned(), message));
+                        settled[i] = true;
+                        skip_dependents(i, &dependents, &mut settled, &mut outcome, progress, &ops);
+                    }
+                }
+            }
+            let intents: Vec<Entry> = batch
+                .iter()
+                .filter_map(|(i, _)| intent(ops[*i].0, ops[*i].1, &rec.state))
+                .collect();
+            let recorded = if intents.is_empty() {
+                Ok(())
+            } else {
+                rec.record(intents, true).await
+            };
+            match recorded {
+                // Without the intent on disk the operations must not start.
+                Err(e) => save_error = Some(e),
+                Ok(()) => {
+                    for (i, provider) in batch {
+                        progress.started(address(i), action(i));
+                        let work = Work::new(ops[i].0, ops[i].1, &rec.state);
+                        let shown = progress.clone();
+                        running.spawn(async move {
+                            let start = Instant::now();
+                            let result = work.run(provider, shown).await;
+                            (i, start, result)
+                        });
+                    }
+                }
+            }
+        }
+        let Some(joined) = running.join_next().await else {
+            break;
+        };
+        // Take every completion there is before starting more: one record for the next
+        // batch however many finished meanwhile.
+        let mut finished = vec![joined];
+        while let Some(more) = running.try_join_next() {
+            finished.push(more);
+        }
+        for joined in finished {
+            let (i, start, result) =
+                joined.map_err(|e| anyhow::anyhow!("an apply worker panicked: {e}"))?;
+            let (change, step) = ops[i];
+            let elapsed = start.elapsed();
+            settled[i] = true;
+            match result {
+                Ok(attrs) => {
+                    let entry = result_entry(change, attrs);
+                    if let Err(e) = rec.record(vec![entry], false).await {
+                        save_error.get_or_insert(e);
+                    }
+                    progress.finished(address(i), action(i), elapsed);
+                    if step == Step::Apply || change.action == Action::Delete {
+                        outcome.done.push(change.address.clone());
+                    }
+                    for &d in &dependents[i] {
+                        waiting_on[d] -= 1;
+                        if waiting_on[d] == 0 && !settled[d] {
+                            ready.push(Reverse(d));
+                        }
+                    }
+                }
+                Err(e) => {
+                    progress.failed(address(i), &e.message, elapsed);
+                    outcome.failed.push((change.address.clone(), e.message));
+                    skip_dependents(i, &dependents, &mut settled, &mut outcome, progress, &ops);
+                }
+            }
+        }
+    }
+    let unstarted: Vec<usize> = (0..ops.len()).filter(|&i| !settled[i]).collect();
+    if interrupt.load(Ordering::SeqCst) && !unstarted.is_empty() {
+        outcome.interrupted = true;
+    } else if save_error.is_none() {
+        // Only a cycle (a hand-edited state or plan) leaves operations that never became
+        // ready: they did not run, so the apply must not report success.
+        for i in unstarted {
+            progress.skipped(address(i));
+            outcome.skipped.push(address(i).to_owned());
+        }
+    }
+    let Recorder { mut state, .. } = rec;
+    if let Some(e) = save_error {
+        return Err(e.context(format!(
+            "the state could not be recorded; {} operation(s) finished, the rest were not started",
+            outcome.done.len()
+        )));
+    }
+    // The fold: the whole state once, the journal gone.
+    state.serial += 1;
+    store.write(&state, version).await?;
+    Ok((outcome, state))
+}
+
+/// Marks everything that (transitively) waits for `failed` as skipped.
+fn skip_dependents(
+    failed: usize,
+    dependents: &[Vec<usize>],
+    settled: &mut [bool],
+    outcome: &mut Outcome,
+    progress: &Progress,
+    ops: &[(&Change, Step)],
+) {
+    let mut stack = dependents[failed].clone();
+    while let Some(i) = stack.pop() {
+        if settled[i] {
+            continue;
+        }
+        settled[i] = true;
+        progress.skipped(&ops[i].0.address);
+        outcome.skipped.push(ops[i].0.address.clone());
+        stack.extend(dependents[i].iter().copied());
+    }
+}
+
+/// The resource marked pending before its operation starts; `None` for a read, which
+/// changes nothing.
+fn intent(change: &Change, step: Step, state: &State) -> Option<Entry> {
+    if step == Step::Apply && change.action == Action::Read {
+        return None;
+    }
+    let recorded = state.resources.get(&change.address);
+    let pending = match (step, recorded.is_some()) {
+        (Step::Delete, _) => Pending::Delete,
+        (Step::Apply, true) if change.action == Action::Update => Pending::Update,
+        _ => Pending::Create,
+    };
+    let mut resource = match recorded {
+        Some(r) if step == Step::Delete || change.action == Action::Update => r.clone(),
+        // The planned attributes: enough for a later delete to find and clean up whatever
+        // a crashed create left behind.
+        _ => Resource {
+            kind: change.kind.as_str().into(),
+            provider: change.provider.clone(),
+            attributes: change.after.clone().unwrap_or_default(),
+            private: change.private.clone().unwrap_or_default(),
+            keep_on_destroy: change.keep_on_destroy,
+            dependencies: change.dependencies.clone(),
+            pending: None,
+        },
+    };
+    resource.pending = Some(pending);
+    Some(Entry {
+        address: change.address.clone(),
+        resource: Some(resource),
+    })
+}
+
+/// What a finished operation leaves: the resource as the provider returned it, or gone.
+fn result_entry(change: &Change, attrs: Option<Attrs>) -> Entry {
+    Entry {
+        address: change.address.clone(),
+        resource: attrs.map(|attributes| Resource {
+            kind: change.kind.as_str().into(),
+            provider: change.provider.clone(),
+            attributes,
+            private: change.private.clone().unwrap_or_default(),
+            keep_on_destroy: change.keep_on_destroy,
+            dependencies: change.dependencies.clone(),
+            pending: None,
+        }),
+    }
+}
+
+/// One operation, with everything it needs owned so it can run on its own task.
+struct Work {
+    address: String,
+    kind: Kind,
+    action: Action,
+    attrs: Attrs,
+    private: serde_json::Value,
+    prior: Attrs,
+    deps: Vec<(Kind, Attrs, serde_json::Value)>,
+    /// Only forgotten: a kept resource (a bucket and its data) is never deleted.
+    forget: bool,
+}
+
+impl Work {
+    fn new(change: &Change, step: Step, state: &State) -> Work {
+        let recorded = state.resources.get(&change.address);
+        let deps = change
+            .dependencies
+            .iter()
+            .filter_map(|d| state.resources.get(d))
+            .filter_map(|r| {
+                Some((
+                    crate::plan::kind_of(&r.kind)?,
+                    r.attributes.clone(),
+                    r.private.clone(),
+                ))
+            })
+            .collect();
+        let (action, attrs, private) = match step {
+            Step::Delete => (
+                Action::Delete,
+                change.before.clone().unwrap_or_default(),
+                recorded.map(|r| r.private.clone()).unwrap_or_default(),
+            ),
+            Step::Apply => (
+                change.action,
+                change.after.clone().unwrap_or_default(),
+                change.private.clone().unwrap_or_default(),
+            ),
+        };
+        Work {
+            address: change.address.clone(),
+            kind: change.kind,
+            action,
+            attrs,
+            private,
+            prior: recorded.map(|r| r.attributes.clone()).unwrap_or_default(),
+            deps,
+            forget: step == Step::Delete && change.keep_on_destroy,
+        }
+    }
+
+    async fn run(
+        self,
+        provider: Arc<dyn Provider>,
+        progress: Progress,
+    ) -> Result<Option<Attrs>, ProviderError> {
+        if self.forget {
+            return Ok(None);
+        }
+        let deps: Vec<Dep> = self
+            .deps
+            .iter()
+            .map(|(kind, attrs, private)| Dep {
+                kind: *kind,
+                attrs,
+                private,
+            })
+            .collect();
+        let target = Target {
+            address: &self.address,
+            kind: self.kind,
+            attrs: &self.attrs,
+            private: &self.private,
+            deps: &deps,
+        };
+        let call = || async {
+            match self.action {
+                Action::Delete => provider.delete(target).await.map(|_| None),
+                Action::Read => {
+                    let found = provider.read(&[target]).await?;
+                    match found.into_iter().next().flatten() {
+                        Some(a) => Ok(Some(a)),
+                        None => Err(ProviderError::new(
+                            anycloud_provider::ErrorCode::NotFound,
+                            "it does not exist",
+                        )),
+                    }
+                }
+                Action::Update => provider.update(&self.prior, target).await.map(Some),
+                _ => provider.create(target).await.map(Some),
+            }
+        };
+        let sink_progress = progress.clone();
+        let address = self.address.clone();
+        let sink: anycloud_provider::output::Sink =
+            Arc::new(move |line: &str| sink_progress.output(&address, line));
+        let note = |e: &ProviderError, after: Duration| {
+            progress.retrying(&self.address, &e.message, after)
+        };
+        anycloud_provider::output::with_sink(
+            sink,
+            anycloud_provider::retry::with_retries(call, note),
+        )
+        .await
+    }
+}
+
+/// Sets `flag` on the first Ctrl-C; in-flight operations finish, nothing new starts.
+pub fn watch_interrupt(flag: Arc<AtomicBool>, progress: Progress) {
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            flag.store(true, Ordering::SeqCst);
+            progress.note("Interrupt received: waiting for the operations in flight to finish, then saving state…");
+        }
+    });
+}
+
+pub fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 60 {
+        format!("{}m{}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,187 @@
+//! `anycloud apply` (of the config, or of a saved plan) and `anycloud destroy`.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use crate::engine::{self, Session, UserError};
+use crate::plan::{Plan, PlanOptions};
+use crate::progress::Progress;
+use crate::render;
+
+use super::plan::plan_verbosely;
+use super::{confirm, read_plan_file, ApplyArgs, Context, DestroyArgs};
+
+pub(super) async fn apply(cx: &Context<'_>, args: &ApplyArgs) -> Result<i32, UserError> {
+    if let Some(path) = &args.plan_file {
+        let plan = read_plan_file(path)?;
+        let session = cx.session("apply").await?;
+        let stale = if plan.lineage != session.state.lineage || plan.serial != session.state.serial
+        {
+            Some(format!(
+                "the saved plan {} is stale: it was made against state serial {} (lineage {}), and the state is now at serial {} (lineage {}). Run `anycloud plan --out {}` again",
+                path.display(), plan.serial, plan.lineage, session.state.serial, session.state.lineage, path.display()
+            ))
+        } else {
+            match std::fs::read(&cx.cli.config) {
+                Err(e) => Some(format!("cannot read {}: {e}", cx.cli.config.display())),
+                Ok(bytes) if crate::config::digest(&bytes) != plan.config_digest => Some(format!(
+                    "the saved plan {} is stale: {} changed since it was made. Run `anycloud plan --out {}` again",
+                    path.display(), cx.cli.config.display(), path.display()
+                )),
+                Ok(_) => None,
+            }
+        };
+        if let Some(why) = stale {
+            session.close().await;
+            return Err(UserError::msg(why));
+        }
+        if !plan.has_changes() {
+            session.close().await;
+            cx.shell
+                .out("No changes. The infrastructure matches the configuration.\n");
+            return Ok(0);
+        }
+        if let Err(e) = engine::load_config_for(&cx.cli.config, &cx.providers) {
+            session.close().await;
+            return Err(e);
+        }
+        return execute(cx, &plan, session, args.parallelism).await;
+    }
+    let config = engine::load_config_for(&cx.cli.config, &cx.providers)?;
+    let session = cx.session("apply").await?;
+    let opts = PlanOptions {
+        refresh: args.refresh,
+        targets: &args.target,
+        destroy: false,
+    };
+    let plan = match plan_verbosely(cx, &config, &session.state, &opts).await {
+        Ok((_, plan)) => plan,
+        Err(e) => {
+            session.close().await;
+            return Err(e);
+        }
+    };
+    if !cx.shell.quiet() || !plan.has_changes() {
+        cx.shell
+            .out(&render::human_with(&plan, cx.shell.stdout_styled()));
+    }
+    if !plan.has_changes() {
+        session.close().await;
+        return Ok(0);
+    }
+    match confirm(&cx.shell, args.auto_approve, "perform these actions") {
+        Ok(true) => {}
+        Ok(false) => {
+            session.close().await;
+            cx.shell.out("Apply cancelled.\n");
+            return Ok(1);
+        }
+        Err(e) => {
+            session.close().await;
+            return Err(e);
+        }
+    }
+    cx.shell.out("\n");
+    execute(cx, &plan, session, args.parallelism).await
+}
+
+pub(super) async fn destroy(cx: &Context<'_>, args: &DestroyArgs) -> Result<i32, UserError> {
+    let config = engine::load_config_for(&cx.cli.config, &cx.providers)?;
+    let session = cx.session("destroy").await?;
+    let opts = PlanOptions {
+        refresh: false,
+        targets: &args.target,
+        destroy: true,
+    };
+    let plan = match plan_verbosely(cx, &config, &session.state, &opts).await {
+        Ok((_, plan)) => plan,
+        Err(e) => {
+            session.close().await;
+            return Err(e);
+        }
+    };
+    cx.shell
+        .out(&render::human_with(&plan, cx.shell.stdout_styled()));
+    if !plan.has_changes() {
+        session.close().await;
+        return Ok(0);
+    }
+    match confirm(
+        &cx.shell,
+        args.auto_approve,
+        "destroy all these resources (buckets and their data are kept)",
+    ) {
+        Ok(true) => {}
+        Ok(false) => {
+            session.close().await;
+            cx.shell.out("Destroy cancelled.\n");
+            return Ok(1);
+        }
+        Err(e) => {
+            session.close().await;
+            return Err(e);
+        }
+    }
+    cx.shell.out("\n");
+    execute(cx, &plan, session, args.parallelism).await
+}
+
+async fn execute(
+    cx: &Context<'_>,
+    plan: &Plan,
+    session: Session<'_>,
+    parallelism: usize,
+) -> Result<i32, UserError> {
+    let progress = Progress::new(&cx.shell);
+    let interrupt = Arc::new(AtomicBool::new(false));
+    crate::apply::watch_interrupt(interrupt.clone(), progress.clone());
+    let Session {
+        store,
+        state,
+        version,
+    } = session;
+    let ran = crate::apply::apply(
+        plan,
+        state,
+        store,
+        &version,
+        &cx.providers,
+        parallelism,
+        &progress,
+        interrupt,
+    )
+    .await;
+    let _ = store.unlock().await;
+    let (outcome, _) = ran.map_err(|e| UserError::msg(format!("{e:#}")))?;
+    if outcome.interrupted {
+        cx.shell.out(&format!(
+            "\nInterrupted: {} operation(s) finished, the rest were not started. The state is saved; run apply again to continue.\n",
+            outcome.done.len()
+        ));
+        return Ok(130);
+    }
+    if !outcome.failed.is_empty() || !outcome.skipped.is_empty() {
+        let mut msg = format!(
+            "\nApply failed: {} finished, {} failed, {} skipped.\n",
+            outcome.done.len(),
+            outcome.failed.len(),
+            outcome.skipped.len()
+        );
+        for (addr, why) in &outcome.failed {
+            msg.push_str(&format!("error: {addr}: {why}\n"));
+        }
+        cx.shell.err(&msg);
+        return Ok(1);
+    }
+    let s = &plan.summary;
+    let only_deletes = s.add + s.change + s.replace == 0 && s.destroy > 0;
+    cx.shell.out(&if only_deletes {
+        format!("\nDestroy complete! Resources: {} destroyed.\n", s.destroy)
+    } else {
+        format!(
+            "\nApply complete! Resources: {} added, {} changed, {} replaced, {} destroyed.\n",
+            s.add, s.change, s.replace, s.destroy
+        )
+    });
+    Ok(0)
+}

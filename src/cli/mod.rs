@@ -1,0 +1,313 @@
+//! The command line (DESIGN §2): Terraform's conventions, so muscle memory works. The
+//! arguments live here; each command in a module of its own.
+
+mod apply;
+mod bucket;
+mod plan;
+mod show;
+mod status;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anycloud_state::{LocalStore, StateStore};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::engine::{self, UserError};
+use crate::plan::{Plan, PLAN_FORMAT_VERSION};
+use crate::registry::Providers;
+use crate::shell::Shell;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "anycloud",
+    version,
+    about = "Plan and apply containerised jobs on cloud VMs, with their data synced to buckets"
+)]
+pub struct Cli {
+    /// The config file.
+    #[arg(
+        short = 'f',
+        long = "config",
+        global = true,
+        default_value = "anycloud.yaml"
+    )]
+    pub config: PathBuf,
+    /// The state file.
+    #[arg(long, global = true, default_value = ".anycloud/state.json")]
+    pub state: PathBuf,
+    /// Where the deployments' SSH keys are kept (never beside a remote state).
+    #[arg(
+        long,
+        global = true,
+        env = "ANYCLOUD_KEYS_DIR",
+        default_value = ".anycloud/keys"
+    )]
+    pub keys_dir: PathBuf,
+    /// How long to wait for another anycloud holding the state lock (e.g. 30s, 5m).
+    #[arg(long, global = true, default_value = "0s", value_parser = parse_duration)]
+    pub lock_timeout: Duration,
+    /// No colours (also NO_COLOR).
+    #[arg(long, global = true)]
+    pub no_color: bool,
+    /// More detail.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    /// Only errors and results.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    anycloud_provider::duration::parse(s)
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Parse and check the config; no cloud calls.
+    Validate,
+    /// Show what apply would change.
+    Plan(PlanArgs),
+    /// Make the infrastructure match the config (or a saved plan).
+    Apply(ApplyArgs),
+    /// Tear everything down in reverse order (buckets are kept).
+    Destroy(DestroyArgs),
+    /// Render the state, or a saved plan.
+    Show(ShowArgs),
+    /// Inspect and repair the state.
+    #[command(subcommand)]
+    State(StateCommand),
+    /// Remove the state lock of a run that is gone (its id is in the lock message).
+    ForceUnlock {
+        /// The lock's id.
+        id: String,
+    },
+    /// Print the resource graph.
+    Graph(GraphArgs),
+    /// Per deployment: what exists and runs now.
+    Status,
+    /// List, fill and fetch buckets.
+    #[command(subcommand)]
+    Bucket(BucketCommand),
+}
+
+#[derive(Args, Debug, Default)]
+pub struct PlanArgs {
+    /// Write the plan to FILE for `anycloud apply FILE`.
+    #[arg(long = "out", short = 'o', alias = "o")]
+    pub out: Option<PathBuf>,
+    /// Trust the state without asking the clouds.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub refresh: bool,
+    /// Limit the plan to these addresses (or address prefixes) and what they need.
+    #[arg(long)]
+    pub target: Vec<String>,
+    /// Exit 2 when there are changes, 0 when there are none.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, Default, PartialEq, Eq)]
+pub enum Format {
+    #[default]
+    Human,
+    Json,
+    Markdown,
+}
+
+#[derive(Args, Debug)]
+pub struct ApplyArgs {
+    /// A plan saved by `plan -out`: apply exactly it.
+    pub plan_file: Option<PathBuf>,
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// How many operations may run at once.
+    #[arg(long, default_value_t = 16)]
+    pub parallelism: usize,
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub refresh: bool,
+    #[arg(long)]
+    pub target: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct DestroyArgs {
+    #[arg(long)]
+    pub target: Vec<String>,
+    #[arg(long)]
+    pub auto_approve: bool,
+    #[arg(long, default_value_t = 16)]
+    pub parallelism: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct ShowArgs {
+    pub plan_file: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StateCommand {
+    /// Every address in the state.
+    List,
+    /// One resource's recorded attributes.
+    Show { address: String },
+    /// Forget a resource (it is not destroyed).
+    Rm { address: Vec<String> },
+}
+
+#[derive(Args, Debug)]
+pub struct GraphArgs {
+    #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
+    pub format: GraphFormat,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum GraphFormat {
+    Dot,
+    Mermaid,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BucketCommand {
+    /// List a bucket's files.
+    Ls { name: String },
+    /// Copy a file or directory into a bucket.
+    Upload { name: String, source: PathBuf },
+    /// Copy a bucket's files into a directory.
+    Download { name: String, dest: PathBuf },
+}
+
+/// What every command gets: the arguments, the output, the providers and the state store.
+pub struct Context<'a> {
+    pub cli: &'a Cli,
+    pub shell: Shell,
+    pub providers: Providers,
+    pub store: Box<dyn StateStore>,
+}
+
+impl Context<'_> {
+    async fn session(&self, operation: &str) -> Result<engine::Session<'_>, UserError> {
+        engine::Session::open(self.store.as_ref(), operation, self.cli.lock_timeout).await
+    }
+}
+
+/// Exit codes: 0 success, 1 error, 2 changes present (with --detailed-exitcode), 130 interrupted.
+pub async fn run(cli: &Cli, shell: Shell) -> Result<i32, UserError> {
+    let cx = Context {
+        cli,
+        shell,
+        providers: Providers::builtin(&cli.keys_dir),
+        store: Box::new(LocalStore::new(&cli.state)),
+    };
+    match &cli.command {
+        Command::Validate => {
+            let config = engine::load_config(&cli.config, &cx.providers)?;
+            cx.shell.out(&format!(
+                "The configuration is valid: {} deployment(s).\n",
+                config.deployments.len()
+            ));
+            Ok(0)
+        }
+        Command::Plan(args) => plan::plan(&cx, args).await,
+        Command::Apply(args) => apply::apply(&cx, args).await,
+        Command::Destroy(args) => apply::destroy(&cx, args).await,
+        Command::Show(args) => show::show(&cx, args).await,
+        Command::State(cmd) => show::state(&cx, cmd).await,
+        Command::ForceUnlock { id } => {
+            let holder = cx.store.force_unlock(id).await?;
+            cx.shell.out(&format!(
+                "Removed the lock {id} on {} (held by {}, pid {} on {}, running '{}'). What that run finished is recorded; the next command picks it up.\n",
+                cx.store.describe(),
+                holder.holder,
+                holder.pid,
+                holder.host,
+                holder.operation
+            ));
+            Ok(0)
+        }
+        Command::Graph(args) => {
+            let config = engine::load_config(&cli.config, &cx.providers)?;
+            let g = crate::graph::compile(&config, &cx.providers);
+            cx.shell.out(&match args.format {
+                GraphFormat::Dot => g.to_dot(),
+                GraphFormat::Mermaid => g.to_mermaid(),
+            });
+            Ok(0)
+        }
+        Command::Status => status::status(&cx).await,
+        Command::Bucket(cmd) => bucket::bucket(&cx, cmd).await,
+    }
+}
+
+fn write_plan_file(path: &Path, plan: &Plan) -> Result<(), UserError> {
+    // Plans hold the container's environment and run spec: readable by their owner only.
+    anycloud_provider::files::write_atomically(path, crate::render::json(plan).as_bytes(), 0o600)
+        .map_err(|e| UserError::msg(format!("cannot write the plan to {}: {e}", path.display())))
+}
+
+fn read_plan_file(path: &Path) -> Result<Plan, UserError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| UserError::msg(format!("cannot read the plan {}: {e}", path.display())))?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+        UserError::msg(format!(
+            "{} is not a saved anycloud plan: {e}",
+            path.display()
+        ))
+    })?;
+    let version = value
+        .get("format_version")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(0);
+    if version != PLAN_FORMAT_VERSION as u64 {
+        return Err(UserError::msg(format!(
+            "{} has plan format version {version}; this anycloud reads version {PLAN_FORMAT_VERSION}. Make the plan again with this anycloud",
+            path.display()
+        )));
+    }
+    serde_json::from_value(value).map_err(|e| {
+        UserError::msg(format!(
+            "{} is not a saved anycloud plan: {e}",
+            path.display()
+        ))
+    })
+}
+
+fn confirm(shell: &Shell, auto_approve: bool, what: &str) -> Result<bool, UserError> {
+    if auto_approve {
+        return Ok(true);
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(UserError::msg(format!(
+            "refusing to {what} without confirmation: stdin is not a terminal. Pass --auto-approve, or apply a saved plan file"
+        )));
+    }
+    shell.out(&format!(
+        "\nDo you want to {what}? Only 'yes' will be accepted.\n  Enter a value: "
+    ));
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .map_err(|e| UserError::msg(format!("reading the answer: {e}")))?;
+    Ok(answer.trim() == "yes")
+}
+
+/// Terraform spells it `-out`; clap reads a single dash as short flags, so accept that
+/// spelling by rewriting it before parsing.
+pub fn normalise_args(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Vec<std::ffi::OsString> {
+    args.into_iter()
+        .map(|a| match a.to_str() {
+            Some("-out") => "--out".into(),
+            Some(s) if s.starts_with("-out=") => format!("-{s}").into(),
+            _ => a,
+        })
+        .collect()
+}

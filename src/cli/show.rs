@@ -1,0 +1,115 @@
+//! `anycloud show` and `anycloud state list|show|rm`.
+
+use crate::engine::{self, UserError};
+use crate::render;
+
+use super::{read_plan_file, Context, ShowArgs, StateCommand};
+
+pub(super) async fn show(cx: &Context<'_>, args: &ShowArgs) -> Result<i32, UserError> {
+    if let Some(path) = &args.plan_file {
+        let plan = read_plan_file(path)?;
+        cx.shell.out(&if args.json {
+            render::json(&plan)
+        } else {
+            render::human_with(&plan, cx.shell.stdout_styled())
+        });
+        return Ok(0);
+    }
+    let state = engine::read_state(cx.store.as_ref()).await?;
+    if args.json {
+        cx.shell.out(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&state).expect("state serialises")
+        ));
+        return Ok(0);
+    }
+    if state.resources.is_empty() {
+        cx.shell.out("The state is empty.\n");
+        return Ok(0);
+    }
+    let mut text = String::new();
+    for (addr, r) in &state.resources {
+        text.push_str(&show_resource(addr, r));
+        text.push('\n');
+    }
+    cx.shell.out(&text);
+    Ok(0)
+}
+
+fn show_resource(addr: &str, r: &anycloud_state::Resource) -> String {
+    let mut text = format!("# {addr}:\n{} \"{addr}\" {{\n", r.kind);
+    if let Some(p) = r.pending {
+        text.push_str(&format!("    # an operation was interrupted here: {p:?}\n"));
+    }
+    let width = r.attributes.keys().map(|k| k.len()).max().unwrap_or(0);
+    for (k, v) in &r.attributes {
+        match v.as_str() {
+            Some(s) if s.contains('\n') => {
+                text.push_str(&format!("    {k:<width$} = <<-EOT\n"));
+                for line in s.lines() {
+                    text.push_str(&format!("        {line}\n"));
+                }
+                text.push_str("    EOT\n");
+            }
+            _ => text.push_str(&format!(
+                "    {k:<width$} = {}\n",
+                serde_json::to_string(v).expect("json")
+            )),
+        }
+    }
+    text.push_str("}\n");
+    text
+}
+
+pub(super) async fn state(cx: &Context<'_>, cmd: &StateCommand) -> Result<i32, UserError> {
+    let where_ = cx.store.describe();
+    match cmd {
+        StateCommand::List => {
+            let state = engine::read_state(cx.store.as_ref()).await?;
+            cx.shell.out(
+                &state
+                    .resources
+                    .keys()
+                    .map(|k| format!("{k}\n"))
+                    .collect::<String>(),
+            );
+            Ok(0)
+        }
+        StateCommand::Show { address } => {
+            let state = engine::read_state(cx.store.as_ref()).await?;
+            match state.resources.get(address) {
+                Some(r) => {
+                    cx.shell.out(&show_resource(address, r));
+                    Ok(0)
+                }
+                None => Err(UserError::msg(format!(
+                    "no resource '{address}' in {where_}"
+                ))),
+            }
+        }
+        StateCommand::Rm { address } => {
+            let mut session = cx.session("state rm").await?;
+            if let Some(a) = address
+                .iter()
+                .find(|a| !session.state.resources.contains_key(*a))
+            {
+                let message = format!("no resource '{a}' in {where_}; nothing was removed");
+                session.close().await;
+                return Err(UserError::msg(message));
+            }
+            for a in address {
+                session.state.resources.remove(a);
+            }
+            session.state.ensure_lineage();
+            session.state.serial += 1;
+            let written = session.store.write(&session.state, &session.version).await;
+            session.close().await;
+            written?;
+            cx.shell.out(&format!(
+                "Removed {} resource(s) from the state; they were not destroyed.\n",
+                address.len()
+            ));
+            Ok(0)
+        }
+    }
+}

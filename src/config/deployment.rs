@@ -1,0 +1,363 @@
+//! One deployment's checks: its provider, id, region, `vm:` (through the provider's
+//! declaration), container, buckets and intervals.
+
+use std::collections::BTreeMap;
+
+use anycloud_provider::diagnostic::{did_you_mean, suggest};
+use anycloud_provider::doc::{Doc, Value};
+use anycloud_provider::{
+    BucketRole, BucketSpec, ConnectivityCheck, ContainerSpec, Declaration, DeploymentSpec, Loc,
+    Regions, VmContext,
+};
+
+use super::buckets::BucketUse;
+use super::raw::{loc, RawCheck, RawContainer, RawDefaults, RawDeployment, RawDoc, S};
+use super::{names, Checker};
+
+pub(super) fn check(
+    ck: &mut Checker,
+    defaults: &RawDefaults,
+    defaults_vm: Option<&Doc>,
+    id: &S<String>,
+    dep: S<RawDeployment>,
+    project: Option<&str>,
+) -> Option<DeploymentSpec> {
+    let errors_before = ck.errors();
+    let id_at = loc(id.referenced);
+    let d = dep.value;
+    let registry = ck.registry;
+    let provider: &dyn Declaration = match d.provider.as_ref().or(defaults.provider.as_ref()) {
+        Some(p) => match registry.declaration(&p.value) {
+            Some(decl) => decl,
+            None => {
+                let names = registry.names();
+                ck.at(
+                    loc(p.referenced),
+                    format!(
+                        "unknown provider '{}'; expected one of {}",
+                        p.value,
+                        names.join(", ")
+                    ),
+                    did_you_mean(suggest(&p.value, names.iter().copied())),
+                );
+                return None;
+            }
+        },
+        None => registry.default_declaration(),
+    };
+    let name = provider.name();
+    if let Err(m) = names::check_deployment_id(&id.value, provider) {
+        ck.at(id_at, m, None);
+    }
+    let (region, continent) = region_of(ck, provider, &d, defaults, id);
+    let own_vm = d.vm.map(RawDoc::located);
+    let vm_doc = vm_of(ck, provider, Doc::overlay(defaults_vm, own_vm.as_ref()));
+    let vm = provider.check_vm(
+        vm_doc.as_ref(),
+        VmContext {
+            deployment: &id.value,
+            at: id_at,
+        },
+        &mut ck.checks,
+    );
+    let container = match d.container {
+        None => {
+            ck.at(
+                id_at,
+                format!(
+                    "deployment '{}' needs a `container:` with an `image:`",
+                    id.value
+                ),
+                None,
+            );
+            None
+        }
+        Some(c) => check_container(ck, c),
+    };
+    let mut buckets = BTreeMap::new();
+    let mut bucket = |ck: &mut Checker, role: BucketRole, name: String, at: Loc| {
+        ck.buckets.push(BucketUse {
+            provider: provider.name(),
+            name: name.clone(),
+            role,
+            deployment: id.value.clone(),
+            at,
+        });
+        // Where it lives is the graph's to decide (first-wins per continent).
+        buckets.insert(
+            role,
+            BucketSpec {
+                name,
+                continent: continent.clone(),
+                region: region.clone(),
+            },
+        );
+    };
+    if let Some(b) = d.buckets {
+        for (role, given) in [(BucketRole::Input, b.input), (BucketRole::Output, b.output)] {
+            if let Some(n) = given {
+                if let Err(m) = names::check_bucket_name(&n.value, provider) {
+                    ck.at(loc(n.referenced), m, None);
+                }
+                bucket(ck, role, n.value, loc(n.referenced));
+            }
+        }
+        if b.checkpoint == Some(true) {
+            bucket(ck, BucketRole::Checkpoint, id.value.clone(), id_at);
+        }
+    }
+    let interval = d.sync_interval.as_ref().or(defaults.sync_interval.as_ref());
+    let sync_interval_secs = match interval {
+        Some(i) => match i.value.seconds() {
+            Ok(0) => {
+                ck.at(loc(i.referenced), "sync_interval must be at least 1s", None);
+                60
+            }
+            Ok(s) => s,
+            Err(m) => {
+                ck.at(loc(i.referenced), format!("sync_interval {m}"), None);
+                60
+            }
+        },
+        None => 60,
+    };
+    let check = check_settings(
+        ck,
+        d.connectivity_check
+            .as_ref()
+            .or(defaults.connectivity_check.as_ref()),
+    );
+    if ck.errors() > errors_before {
+        return None;
+    }
+    Some(DeploymentSpec {
+        id: id.value.clone(),
+        provider: name.to_owned(),
+        project: project.map(String::from),
+        region,
+        continent,
+        vm,
+        container: container?,
+        buckets,
+        sync_interval_secs,
+        check,
+    })
+}
+
+/// The deployment's region and its continent, as its provider declares them.
+fn region_of(
+    ck: &mut Checker,
+    provider: &dyn Declaration,
+    d: &RawDeployment,
+    defaults: &RawDefaults,
+    id: &S<String>,
+) -> (String, String) {
+    let name = provider.name();
+    let given = d.region.as_ref().or(defaults.region.as_ref());
+    match provider.regions() {
+        Regions::None { why } => {
+            // `defaults.region` does not apply to it; its own `region:` is a mistake.
+            if let Some(r) = &d.region {
+                ck.at(
+                    loc(r.referenced),
+                    format!("provider {name} takes no region: {why}"),
+                    Some("remove `region:` from this deployment".into()),
+                );
+            }
+            (name.to_owned(), name.to_owned())
+        }
+        Regions::Own => match given {
+            None => (name.to_owned(), name.to_owned()),
+            Some(r) if r.value == name => (name.to_owned(), name.to_owned()),
+            Some(r) => match ck.registry.continent_anywhere(&r.value) {
+                Some((_, c)) => (r.value.clone(), c.to_owned()),
+                None => {
+                    let mut all = vec![name];
+                    all.extend(ck.registry.all_regions());
+                    ck.at(
+                        loc(r.referenced),
+                        format!("unknown region '{}' for provider {name}", r.value),
+                        did_you_mean(suggest(&r.value, all)),
+                    );
+                    (r.value.clone(), String::new())
+                }
+            },
+        },
+        table @ Regions::Table(_) => match given {
+            Some(r) => match table.continent(&r.value) {
+                Some(c) => (r.value.clone(), c.to_owned()),
+                None => {
+                    let help = match ck.registry.continent_anywhere(&r.value) {
+                        Some((cloud, c)) => Some(format!(
+                            "'{}' is a {cloud} region; {name}'s regions in continent '{c}' are: {}",
+                            r.value,
+                            table.of_continent(c).join(", ")
+                        )),
+                        None => did_you_mean(suggest(&r.value, table.all())),
+                    };
+                    ck.at(
+                        loc(r.referenced),
+                        format!("unknown region '{}' for provider {name}", r.value),
+                        help,
+                    );
+                    (r.value.clone(), String::new())
+                }
+            },
+            None => {
+                ck.at(
+                    loc(id.referenced),
+                    format!(
+                        "deployment '{}' needs a region for provider {name}",
+                        id.value
+                    ),
+                    None,
+                );
+                (String::new(), String::new())
+            }
+        },
+    }
+}
+
+/// `vm:` with only the keys the provider knows: another provider's key is named as such,
+/// a misspelt one gets a suggestion.
+fn vm_of(ck: &mut Checker, provider: &dyn Declaration, vm: Option<Doc>) -> Option<Doc> {
+    let vm = vm?;
+    if vm.value == Value::Null {
+        return None;
+    }
+    let Value::Map(entries) = &vm.value else {
+        ck.at(vm.at, "vm must be a mapping", None);
+        return None;
+    };
+    let known = provider.vm_keys();
+    for (k, v) in entries {
+        if known.contains(&k.name.as_str()) {
+            continue;
+        }
+        let owners = ck.registry.vm_key_owners(&k.name);
+        if owners.is_empty() {
+            ck.at(
+                k.at,
+                format!("unknown key '{}' in vm", k.name),
+                did_you_mean(suggest(&k.name, known.iter().copied()))
+                    .or_else(|| Some(format!("expected one of: {}", known.join(", ")))),
+            );
+        } else {
+            let plural = if owners.len() > 1 { "s" } else { "" };
+            ck.at(
+                v.at,
+                format!(
+                    "vm.{} has no meaning for provider {}",
+                    k.name,
+                    provider.name()
+                ),
+                Some(format!(
+                    "vm.{} is only for provider{plural} {}",
+                    k.name,
+                    owners.join(", ")
+                )),
+            );
+        }
+    }
+    Some(super::load::only_known(&vm, known))
+}
+
+fn check_settings(ck: &mut Checker, check: Option<&RawCheck>) -> ConnectivityCheck {
+    let defaults = ConnectivityCheck::default();
+    let retries = check
+        .and_then(|c| c.retries.as_ref())
+        .map(|r| r.value)
+        .unwrap_or(defaults.retries);
+    let retries_sleep_secs = match check.and_then(|c| c.retries_sleep.as_ref()) {
+        Some(s) => s.value.seconds().unwrap_or_else(|m| {
+            ck.at(loc(s.referenced), format!("retries_sleep {m}"), None);
+            defaults.retries_sleep_secs
+        }),
+        None => defaults.retries_sleep_secs,
+    };
+    ConnectivityCheck {
+        retries,
+        retries_sleep_secs,
+    }
+}
+
+fn check_container(ck: &mut Checker, c: S<RawContainer>) -> Option<ContainerSpec> {
+    let at = loc(c.referenced);
+    let c = c.value;
+    let Some(image) = c.image else {
+        ck.at(at, "the container needs an `image:`", None);
+        return None;
+    };
+    let img = &image.value;
+    if img.is_empty()
+        || img.chars().any(|ch| ch.is_whitespace() || ch.is_control())
+        || img.starts_with('-')
+    {
+        ck.at(
+            loc(image.referenced),
+            format!("image '{img}' is not a valid image reference"),
+            Some("e.g. ghcr.io/acme/train:latest".into()),
+        );
+    }
+    let mut command = Vec::new();
+    for word in c.command.unwrap_or_default() {
+        if word.value.contains('\0') {
+            ck.at(
+                loc(word.referenced),
+                "a command word cannot contain a NUL byte",
+                None,
+            );
+        }
+        command.push(word.value);
+    }
+    let mut env = BTreeMap::new();
+    for (k, v) in c.env.map(|e| e.0).unwrap_or_default() {
+        let valid = k
+            .value
+            .chars()
+            .next()
+            .is_some_and(|ch| ch.is_ascii_alphabetic() || ch == '_')
+            && k.value
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_');
+        if !valid {
+            ck.at(
+                loc(k.referenced),
+                format!(
+                    "environment variable name '{}' must match [A-Za-z_][A-Za-z0-9_]*",
+                    k.value
+                ),
+                None,
+            );
+        }
+        if v.value.contains('\0') {
+            ck.at(
+                loc(v.referenced),
+                "an environment value cannot contain a NUL byte",
+                None,
+            );
+        }
+        env.insert(k.value, v.value);
+    }
+    if let Some(shm) = &c.shm_size {
+        let ok = shm
+            .value
+            .trim_end_matches(['b', 'k', 'm', 'g', 'B', 'K', 'M', 'G'])
+            .parse::<u64>()
+            .is_ok();
+        if !ok {
+            ck.at(
+                loc(shm.referenced),
+                format!("shm_size '{}' is not a size like 8g or 512m", shm.value),
+                None,
+            );
+        }
+    }
+    Some(ContainerSpec {
+        image: image.value,
+        command,
+        env,
+        gpus: c.gpus.map(|g| g.value),
+        shm_size: c.shm_size.map(|s| s.value),
+    })
+}

@@ -1,0 +1,281 @@
+//! Reading `anycloud.yaml`: bytes, UTF-8, YAML (serde-saphyr: locations, duplicate keys,
+//! bounded aliases), then the checks; every problem becomes a located diagnostic.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anycloud_provider::diagnostic::{did_you_mean, suggest};
+use anycloud_provider::doc::Checks;
+use anycloud_provider::{Diagnostic, Loc};
+
+use super::raw::{loc, RawConfig, RawDefaults, RawDoc};
+use super::{base_of, buckets, deployment, Checker, Config};
+use crate::registry::Providers;
+
+pub fn digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", anycloud_provider::digest::sha256_hex(bytes))
+}
+
+/// Reads and checks the config at `path` against the providers of `registry`. All problems
+/// are reported, each with its location.
+pub fn load(path: &Path, registry: &Providers) -> Result<Config, Vec<Diagnostic>> {
+    let file = path.display().to_string();
+    let whole = |message: String| vec![Diagnostic::error(message).in_file(&file, "")];
+    let bytes = std::fs::read(path).map_err(|e| whole(format!("cannot read the config: {e}")))?;
+    let text = match std::str::from_utf8(&bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            let upto = &bytes[..e.valid_up_to()];
+            let line = upto.iter().filter(|b| **b == b'\n').count() as u64 + 1;
+            let column = (upto.len()
+                - upto
+                    .iter()
+                    .rposition(|b| *b == b'\n')
+                    .map(|p| p + 1)
+                    .unwrap_or(0)) as u64
+                + 1;
+            let mut d = Diagnostic::at(Loc::new(line, column), "the config is not valid UTF-8")
+                .with_help("save anycloud.yaml as UTF-8");
+            d.file = Some(file);
+            return Err(vec![d]);
+        }
+    };
+    let mut config = parse(&file, text, &base_of(path), &digest(&bytes), registry)?;
+    config.path = path.to_path_buf();
+    Ok(config)
+}
+
+/// Parses and checks config text; `base` resolves relative paths (the config's directory).
+pub fn parse(
+    file: &str,
+    text: &str,
+    base: &Path,
+    digest: &str,
+    registry: &Providers,
+) -> Result<Config, Vec<Diagnostic>> {
+    let mut ck = Checker {
+        registry,
+        checks: Checks::new(base),
+        buckets: Vec::new(),
+    };
+    let located = |ck: Checker| -> Vec<Diagnostic> {
+        let mut all: Vec<Diagnostic> = ck
+            .checks
+            .diagnostics
+            .into_iter()
+            .map(|d| d.in_file(file, text))
+            .collect();
+        // In file order, whoever found them.
+        all.sort_by_key(|d| (d.line, d.column));
+        all
+    };
+    // Only blank lines and comments: as empty as an empty file.
+    if text
+        .lines()
+        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+    {
+        ck.at(
+            Loc::new(1, 1),
+            "the config is empty; it needs at least a `deployments:` mapping",
+            None,
+        );
+        return Err(located(ck));
+    }
+    // Alias bombs stop at a few thousand replayed events: a real config has a handful.
+    let mut alias_limits = serde_saphyr::options::AliasLimits::default();
+    alias_limits.max_total_replayed_events = 10_000;
+    alias_limits.max_replay_stack_depth = 16;
+    alias_limits.max_alias_expansions_per_anchor = 100;
+    let options = serde_saphyr::options! {
+        duplicate_keys: serde_saphyr::DuplicateKeyPolicy::Error,
+        alias_limits: alias_limits,
+    };
+    let raw: RawConfig = match serde_saphyr::from_str_with_options(text, options) {
+        Ok(r) => r,
+        Err(e) => {
+            yaml_error(&mut ck, &e);
+            return Err(located(ck));
+        }
+    };
+    let config = check(&mut ck, raw, digest);
+    if ck.errors() == 0 {
+        Ok(config)
+    } else {
+        Err(located(ck))
+    }
+}
+
+fn yaml_error(ck: &mut Checker, e: &serde_saphyr::Error) {
+    let at = e.location().map(loc).unwrap_or(Loc::UNKNOWN);
+    let at = if at == Loc::UNKNOWN {
+        Loc::new(1, 1)
+    } else {
+        at
+    };
+    let opts = serde_saphyr::render_options! { snippets: serde_saphyr::SnippetMode::Off };
+    let mut message = e.render_with_options(opts);
+    // The location is ours to print; drop the parser's own suffixes.
+    if let Some(i) = message.find(" at line ") {
+        message.truncate(i);
+    }
+    let mut help = None;
+    // Reword the library's messages that speak to programmers rather than to users.
+    if let Some(key) = message.strip_prefix("duplicate mapping key: ") {
+        let key = key
+            .split(", set DuplicateKeyPolicy")
+            .next()
+            .unwrap_or(key)
+            .to_owned();
+        message = format!("duplicate key '{key}'");
+        help =
+            Some("each key may appear once in a mapping; remove or merge the repeated one".into());
+    } else if message.starts_with("alias replay limit exceeded") {
+        message =
+            "anchors and aliases expand into too large a document (more than 10000 values)".into();
+        help = Some("an anycloud.yaml needs only a few aliases; is this a YAML bomb?".into());
+    } else if message.starts_with("multiple YAML documents detected") {
+        message = "the config must be a single YAML document, but a second one starts here".into();
+        help = Some("remove the `---` line and merge the documents".into());
+    }
+    // serde-saphyr renders the expected keys without backticks, so read them from the error itself.
+    if let serde_saphyr::Error::SerdeUnknownField {
+        field, expected, ..
+    } = e.without_snippet()
+    {
+        help = did_you_mean(suggest(field, expected.iter().copied())).or_else(|| {
+            (!expected.is_empty()).then(|| format!("expected one of: {}", expected.join(", ")))
+        });
+        message = format!("unknown key '{field}'");
+    }
+    ck.at(at, message, help);
+}
+
+fn check(ck: &mut Checker, raw: RawConfig, digest: &str) -> Config {
+    let project = raw.project.map(|p| {
+        let ok = !p.value.is_empty()
+            && p.value
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if !ok {
+            ck.at(
+                loc(p.referenced),
+                format!(
+                    "project '{}' must be lowercase letters, digits and '-'",
+                    p.value
+                ),
+                None,
+            );
+        }
+        p.value
+    });
+    let provider_settings = check_providers(ck, raw.providers);
+    let defaults = raw.defaults.unwrap_or_default();
+    let mut deployments = Vec::new();
+    match raw.deployments {
+        None => ck.at(
+            Loc::new(1, 1),
+            "the config has no `deployments:` mapping",
+            Some("add `deployments:` with at least one deployment".into()),
+        ),
+        Some(entries) => {
+            if entries.value.0.is_empty() {
+                ck.at(
+                    loc(entries.referenced),
+                    "`deployments:` is empty; add at least one deployment",
+                    None,
+                );
+            }
+            let defaults_vm = defaults.vm.map(RawDoc::located);
+            let defaults = RawDefaults {
+                vm: None,
+                ..defaults
+            };
+            for (id, dep) in entries.value.0 {
+                let found = deployment::check(
+                    ck,
+                    &defaults,
+                    defaults_vm.as_ref(),
+                    &id,
+                    dep,
+                    project.as_deref(),
+                );
+                deployments.extend(found);
+            }
+            buckets::check_roles(ck);
+            deployments.sort_by(|a, b| a.id.cmp(&b.id));
+        }
+    }
+    Config {
+        path: Default::default(),
+        digest: digest.into(),
+        project,
+        provider_settings,
+        deployments,
+    }
+}
+
+/// `providers:`: each section is checked by its provider; every provider of the build gets
+/// its settings (its defaults where the config has no section for it).
+fn check_providers(
+    ck: &mut Checker,
+    raw: Option<super::raw::S<super::raw::Entries<super::raw::S<RawDoc>>>>,
+) -> BTreeMap<String, serde_json::Value> {
+    let mut sections = BTreeMap::new();
+    if let Some(entries) = raw {
+        for (name, doc) in entries.value.0 {
+            let doc = RawDoc::located(doc);
+            match ck.registry.declaration(&name.value) {
+                Some(_) => {
+                    sections.insert(name.value, doc);
+                }
+                None => {
+                    let names = ck.registry.names();
+                    ck.at(
+                        loc(name.referenced),
+                        format!("unknown provider '{}' in `providers:`", name.value),
+                        did_you_mean(suggest(&name.value, names.iter().copied()))
+                            .or_else(|| Some(format!("expected one of: {}", names.join(", ")))),
+                    );
+                }
+            }
+        }
+    }
+    let mut settings = BTreeMap::new();
+    for name in ck.registry.names() {
+        let declaration = ck.registry.declaration(name).expect("listed");
+        let doc = sections.get(name);
+        let path = format!("providers.{name}");
+        // A section written as `aws:` with nothing under it is as good as none.
+        let doc = doc.filter(|d| d.value != anycloud_provider::doc::Value::Null);
+        if let Some(d) = doc {
+            if !ck.checks.known_keys(d, &path, declaration.settings_keys()) {
+                continue;
+            }
+        }
+        let known_only = doc.map(|d| only_known(d, declaration.settings_keys()));
+        let value = declaration.check_settings(known_only.as_ref(), &mut ck.checks);
+        settings.insert(name.to_owned(), value);
+    }
+    settings
+}
+
+/// The mapping without the keys not in `known` (reported already).
+pub(crate) fn only_known(
+    doc: &anycloud_provider::doc::Doc,
+    known: &[&str],
+) -> anycloud_provider::doc::Doc {
+    use anycloud_provider::doc::{Doc, Value};
+    match &doc.value {
+        Value::Map(entries) => Doc {
+            at: doc.at,
+            value: Value::Map(
+                entries
+                    .iter()
+                    .filter(|(k, _)| known.contains(&k.name.as_str()))
+                    .cloned()
+                    .collect(),
+            ),
+        },
+        _ => doc.clone(),
+    }
+}

@@ -1,0 +1,186 @@
+//! What exists now: every provider reads everything of its own in state (and the data
+//! nodes) in one batched call; and the live facts `anycloud status` shows.
+
+use std::collections::BTreeMap;
+
+use anycloud_provider::{Attrs, Dep, Diagnostic, Kind, Planned, Provider, Target};
+use anycloud_state::{Pending, State};
+
+use super::kind_of;
+use crate::graph::{Graph, Mode};
+use crate::registry::Providers;
+
+/// One resource to read: what it is and what it depends on.
+struct Wanted<'a> {
+    kind: Kind,
+    provider: &'a str,
+    attrs: &'a Attrs,
+    private: &'a serde_json::Value,
+    deps: &'a [String],
+}
+
+/// Asks each provider, in one batch, what exists now of everything in state (and of the
+/// data nodes). Returns the current attributes by address, `None` where gone.
+pub async fn refresh(
+    graph: &Graph,
+    desired: &BTreeMap<String, Planned>,
+    state: &State,
+    providers: &Providers,
+) -> Result<BTreeMap<String, Option<Attrs>>, Vec<Diagnostic>> {
+    let mut wanted: BTreeMap<&str, Wanted> = BTreeMap::new();
+    for (addr, r) in &state.resources {
+        let Some(kind) = kind_of(&r.kind) else {
+            continue;
+        };
+        // A create that never finished is re-run, not read: it may not exist at all.
+        if r.pending == Some(Pending::Create) {
+            continue;
+        }
+        wanted.insert(
+            addr,
+            Wanted {
+                kind,
+                provider: &r.provider,
+                attrs: &r.attributes,
+                private: &r.private,
+                deps: &r.dependencies,
+            },
+        );
+    }
+    for node in graph.nodes.values().filter(|n| n.mode == Mode::Data) {
+        if !wanted.contains_key(node.address.as_str()) {
+            let planned = &desired[&node.address];
+            wanted.insert(
+                &node.address,
+                Wanted {
+                    kind: node.kind,
+                    provider: &node.provider,
+                    attrs: &planned.attrs,
+                    private: &planned.private,
+                    deps: &node.deps,
+                },
+            );
+        }
+    }
+    read_all(&wanted, providers).await
+}
+
+/// Reads every wanted resource, one batch per provider.
+async fn read_all(
+    wanted: &BTreeMap<&str, Wanted<'_>>,
+    providers: &Providers,
+) -> Result<BTreeMap<String, Option<Attrs>>, Vec<Diagnostic>> {
+    let mut by_provider: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (addr, w) in wanted {
+        by_provider.entry(w.provider).or_default().push(addr);
+    }
+    let mut out = BTreeMap::new();
+    let mut errors = Vec::new();
+    for (provider_name, addrs) in by_provider {
+        let provider: &dyn Provider = match providers.get(provider_name) {
+            Ok(p) => p,
+            Err(message) => {
+                errors.extend(
+                    addrs
+                        .iter()
+                        .map(|a| Diagnostic::of(a.to_string(), message.clone())),
+                );
+                continue;
+            }
+        };
+        let deps: Vec<Vec<Dep>> = addrs
+            .iter()
+            .map(|a| dependencies(wanted, wanted[a].deps))
+            .collect();
+        let targets: Vec<Target> = addrs
+            .iter()
+            .zip(&deps)
+            .map(|(a, deps)| target(a, &wanted[a], deps))
+            .collect();
+        match anycloud_provider::retry::with_retries(|| provider.read(&targets), |_, _| {}).await {
+            Ok(found) => {
+                for (a, f) in addrs.iter().zip(found) {
+                    out.insert(a.to_string(), f);
+                }
+            }
+            Err(e) => errors.push(Diagnostic::of(
+                format!("provider.{provider_name}"),
+                format!("refresh failed: {e}"),
+            )),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+fn dependencies<'a>(wanted: &'a BTreeMap<&str, Wanted<'a>>, deps: &[String]) -> Vec<Dep<'a>> {
+    deps.iter()
+        .filter_map(|d| wanted.get(d.as_str()))
+        .map(|w| Dep {
+            kind: w.kind,
+            attrs: w.attrs,
+            private: w.private,
+        })
+        .collect()
+}
+
+fn target<'a>(address: &'a str, w: &Wanted<'a>, deps: &'a [Dep<'a>]) -> Target<'a> {
+    Target {
+        address,
+        kind: w.kind,
+        attrs: w.attrs,
+        private: w.private,
+        deps,
+    }
+}
+
+/// Live facts (`Provider::observe`) about every resource in state, for `anycloud status`.
+pub async fn observe(
+    state: &State,
+    providers: &Providers,
+) -> BTreeMap<String, BTreeMap<String, String>> {
+    let wanted: BTreeMap<&str, Wanted> = state
+        .resources
+        .iter()
+        .filter_map(|(addr, r)| {
+            Some((
+                addr.as_str(),
+                Wanted {
+                    kind: kind_of(&r.kind)?,
+                    provider: &r.provider,
+                    attrs: &r.attributes,
+                    private: &r.private,
+                    deps: &r.dependencies,
+                },
+            ))
+        })
+        .collect();
+    let mut by_provider: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (addr, w) in &wanted {
+        by_provider.entry(w.provider).or_default().push(addr);
+    }
+    let mut out = BTreeMap::new();
+    for (name, addrs) in by_provider {
+        let Ok(provider) = providers.get(name) else {
+            continue;
+        };
+        let deps: Vec<Vec<Dep>> = addrs
+            .iter()
+            .map(|a| dependencies(&wanted, wanted[a].deps))
+            .collect();
+        let targets: Vec<Target> = addrs
+            .iter()
+            .zip(&deps)
+            .map(|(a, d)| target(a, &wanted[a], d))
+            .collect();
+        if let Ok(facts) = provider.observe(&targets).await {
+            for (t, f) in targets.iter().zip(facts) {
+                out.insert(t.address.to_owned(), f);
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,373 @@
+//! The state in a local file: `state.json` (written atomically, the previous copy kept as
+//! `state.json.backup`, mode 0600), `state.json.lock` (an advisory `flock`, released by the
+//! kernel if its holder dies, holding the holder's details) and `state.json.journal`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::journal::{self, Entry};
+use crate::store::{LockInfo, Snapshot, StateStore, StoreError, Version};
+use crate::{format, State};
+
+/// Test-only (documented in README): pause the fold at `before-replace` or `after-replace`
+/// so a crash trial can kill the process exactly there.
+pub const PAUSE_IN_FOLD: &str = "ANYCLOUD_TEST_PAUSE_IN_FOLD";
+
+pub struct LocalStore {
+    path: PathBuf,
+    held: Mutex<Option<Held>>,
+    journal: Mutex<Option<File>>,
+    /// The stored state's lineage and serial as last read or written: what the journal
+    /// applies to.
+    stored: Mutex<(String, u64)>,
+    written: AtomicU64,
+}
+
+struct Held {
+    file: File,
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(suffix);
+    PathBuf::from(p)
+}
+
+fn open_private(path: &Path, truncate: bool) -> std::io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(truncate)
+        .mode(0o600)
+        .open(path)
+}
+
+fn version_of(meta: &fs::Metadata) -> Version {
+    Version(format!(
+        "{}:{}:{}:{}.{}",
+        meta.dev(),
+        meta.ino(),
+        meta.size(),
+        meta.mtime(),
+        meta.mtime_nsec()
+    ))
+}
+
+fn same_file(a: &fs::Metadata, b: &fs::Metadata) -> bool {
+    a.dev() == b.dev() && a.ino() == b.ino()
+}
+
+impl LocalStore {
+    pub fn new(path: impl Into<PathBuf>) -> LocalStore {
+        LocalStore {
+            path: path.into(),
+            held: Mutex::new(None),
+            journal: Mutex::new(None),
+            stored: Mutex::new((String::new(), 0)),
+            written: AtomicU64::new(0),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn lock_path(&self) -> PathBuf {
+        with_suffix(&self.path, ".lock")
+    }
+
+    pub fn journal_path(&self) -> PathBuf {
+        with_suffix(&self.path, ".journal")
+    }
+
+    pub fn backup_path(&self) -> PathBuf {
+        with_suffix(&self.path, ".backup")
+    }
+
+    /// The state at `path` with its journal replayed, without locking: for tests, fixtures
+    /// and reading commands.
+    pub fn load(path: &Path) -> Result<State, StoreError> {
+        LocalStore::new(path).read_now().map(|s| s.state)
+    }
+
+    /// Writes `state` at `path` without a lock or a version check: for fixtures only.
+    pub fn save_unchecked(path: &Path, state: &State) -> Result<(), StoreError> {
+        let store = LocalStore::new(path);
+        store.replace(state).map(|_| ())
+    }
+
+    fn name(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn read_err(&self, source: std::io::Error) -> StoreError {
+        StoreError::Read {
+            store: self.name(),
+            source,
+        }
+    }
+
+    fn write_err(&self, source: std::io::Error) -> StoreError {
+        StoreError::Write {
+            store: self.name(),
+            source,
+        }
+    }
+
+    fn read_now(&self) -> Result<Snapshot, StoreError> {
+        let (mut state, version) = match File::open(&self.path) {
+            Ok(mut f) => {
+                let mut bytes = Vec::new();
+                f.read_to_end(&mut bytes).map_err(|e| self.read_err(e))?;
+                let meta = f.metadata().map_err(|e| self.read_err(e))?;
+                let state = format::from_bytes(&bytes).map_err(|source| StoreError::Invalid {
+                    store: self.name(),
+                    source,
+                })?;
+                (state, version_of(&meta))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                (State::unborn(), Version::absent())
+            }
+            Err(e) => return Err(self.read_err(e)),
+        };
+        *self.stored.lock().unwrap_or_else(|p| p.into_inner()) =
+            (state.lineage.clone(), state.serial);
+        let mut replayed = 0;
+        match fs::read(self.journal_path()) {
+            Ok(bytes) => {
+                if let Some((header, entries)) = journal::parse(&bytes) {
+                    if journal::applies(&header, &state.lineage, state.serial) {
+                        journal::replay(&mut state, &header, &entries);
+                        replayed = entries.len();
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(self.read_err(e)),
+        }
+        Ok(Snapshot {
+            state,
+            version,
+            replayed,
+        })
+    }
+
+    fn current_version(&self) -> Result<Version, StoreError> {
+        match fs::metadata(&self.path) {
+            Ok(m) => Ok(version_of(&m)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Version::absent()),
+            Err(e) => Err(self.read_err(e)),
+        }
+    }
+
+    /// Errors unless this store holds the lock and nobody removed it since.
+    fn check_held(&self) -> Result<(), StoreError> {
+        let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(held) = held.as_ref() else {
+            return Err(StoreError::NotLocked { store: self.name() });
+        };
+        let ours = held.file.metadata().map_err(|e| self.read_err(e))?;
+        match fs::metadata(self.lock_path()) {
+            Ok(now) if same_file(&ours, &now) => Ok(()),
+            _ => Err(StoreError::LockLost { store: self.name() }),
+        }
+    }
+
+    /// Writes `state` over whatever is stored and drops the journal it folds.
+    fn replace(&self, state: &State) -> Result<Version, StoreError> {
+        let body = format::to_bytes(state);
+        let backup = self.backup_path();
+        let pause = std::env::var(PAUSE_IN_FOLD).ok();
+        let folding = self.journal_path().exists();
+        let pause_at = |phase: &str| {
+            if folding && pause.as_deref() == Some(phase) {
+                eprintln!("anycloud-test: paused in fold ({phase})");
+                std::thread::sleep(Duration::from_secs(30));
+            }
+        };
+        anycloud_provider::files::write_atomically_with(&self.path, &body, 0o600, || {
+            pause_at("before-replace");
+            if self.path.exists() {
+                // A hard link keeps the old copy without a moment where `path` is missing.
+                let _ = fs::remove_file(&backup);
+                if fs::hard_link(&self.path, &backup).is_err() {
+                    fs::copy(&self.path, &backup)?;
+                }
+                let _ = fs::set_permissions(&backup, fs::Permissions::from_mode(0o600));
+            }
+            Ok(())
+        })
+        .map_err(|e| self.write_err(e))?;
+        self.written.fetch_add(body.len() as u64, Ordering::Relaxed);
+        pause_at("after-replace");
+        // The state now holds everything the journal said.
+        *self.journal.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        match fs::remove_file(self.journal_path()) {
+            Ok(()) => anycloud_provider::files::sync_dir(&self.path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(self.write_err(e)),
+        }
+        *self.stored.lock().unwrap_or_else(|p| p.into_inner()) =
+            (state.lineage.clone(), state.serial);
+        self.current_version()
+    }
+
+    fn read_lock_info(&self) -> Option<LockInfo> {
+        let text = fs::read_to_string(self.lock_path()).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+}
+
+#[async_trait::async_trait]
+impl StateStore for LocalStore {
+    fn describe(&self) -> String {
+        self.name()
+    }
+
+    async fn read(&self) -> Result<Snapshot, StoreError> {
+        self.read_now()
+    }
+
+    async fn lock(&self, operation: &str, timeout: Duration) -> Result<LockInfo, StoreError> {
+        let path = self.lock_path();
+        let io = |e| self.write_err(e);
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::create_dir_all(dir).map_err(io)?;
+        }
+        let start = Instant::now();
+        loop {
+            let mut file = open_private(&path, false).map_err(io)?;
+            match file.try_lock() {
+                Ok(()) => {
+                    // A force-unlock may have removed the file we locked: then the lock is
+                    // the new file's, not ours.
+                    let ours = file.metadata().map_err(io)?;
+                    match fs::metadata(&path) {
+                        Ok(now) if same_file(&ours, &now) => {}
+                        _ => continue,
+                    }
+                    let info = LockInfo::for_this_process(operation);
+                    file.set_len(0).map_err(io)?;
+                    file.rewind().map_err(io)?;
+                    file.write_all(serde_json::to_string(&info).expect("plain data").as_bytes())
+                        .map_err(io)?;
+                    *self.held.lock().unwrap_or_else(|p| p.into_inner()) = Some(Held { file });
+                    return Ok(info);
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    if start.elapsed() >= timeout {
+                        let mut text = String::new();
+                        let _ = file.read_to_string(&mut text);
+                        let holder = serde_json::from_str(&text).unwrap_or(LockInfo {
+                            id: "unknown".into(),
+                            operation: "unknown".into(),
+                            holder: "unknown".into(),
+                            pid: 0,
+                            host: "unknown".into(),
+                            since: 0,
+                        });
+                        return Err(StoreError::Locked {
+                            store: self.name(),
+                            holder: Box::new(holder),
+                            waited: start.elapsed(),
+                        });
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+            }
+        }
+    }
+
+    async fn unlock(&self) -> Result<(), StoreError> {
+        let held = self.held.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(held) = held {
+            let _ = held.file.set_len(0);
+            let _ = held.file.unlock();
+        }
+        Ok(())
+    }
+
+    async fn force_unlock(&self, id: &str) -> Result<LockInfo, StoreError> {
+        match self.read_lock_info() {
+            Some(info) if info.id == id => {
+                fs::remove_file(self.lock_path()).map_err(|e| self.write_err(e))?;
+                anycloud_provider::files::sync_dir(&self.lock_path());
+                Ok(info)
+            }
+            current => Err(StoreError::NoSuchLock {
+                store: self.name(),
+                id: id.to_owned(),
+                current: current.map(Box::new),
+            }),
+        }
+    }
+
+    async fn record(
+        &self,
+        lineage: &str,
+        entries: &[Entry],
+        durable: bool,
+    ) -> Result<(), StoreError> {
+        self.check_held()?;
+        let mut open = self.journal.lock().unwrap_or_else(|p| p.into_inner());
+        if open.is_none() {
+            let (stored_lineage, stored_serial) = self
+                .stored
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let path = self.journal_path();
+            // Continue a journal of the stored state (one replayed and not yet folded);
+            // start afresh over one that no longer applies.
+            let continues = fs::read(&path)
+                .ok()
+                .and_then(|b| journal::parse(&b))
+                .is_some_and(|(h, _)| {
+                    h.lineage == lineage && journal::applies(&h, &stored_lineage, stored_serial)
+                });
+            let mut file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|e| self.write_err(e))?;
+            if !continues {
+                file.set_len(0).map_err(|e| self.write_err(e))?;
+                let header = journal::header_line(lineage, stored_serial);
+                file.write_all(&header).map_err(|e| self.write_err(e))?;
+                self.written
+                    .fetch_add(header.len() as u64, Ordering::Relaxed);
+            }
+            *open = Some(file);
+        }
+        let file = open.as_mut().expect("opened above");
+        let bytes = journal::entry_lines(entries);
+        file.write_all(&bytes).map_err(|e| self.write_err(e))?;
+        self.written
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        if durable {
+            file.sync_data().map_err(|e| self.write_err(e))?;
+        }
+        Ok(())
+    }
+
+    async fn write(&self, state: &State, expected: &Version) -> Result<Version, StoreError> {
+        self.check_held()?;
+        if &self.current_version()? != expected {
+            return Err(StoreError::Stale { store: self.name() });
+        }
+        self.replace(state)
+    }
+
+    fn bytes_written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+}

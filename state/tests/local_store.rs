@@ -1,0 +1,121 @@
+//! The local file store passes the suite every store must pass, and keeps what only a file
+//! can promise: mode 0600, a `.backup` of the previous state, a journal at O(1) bytes per
+//! operation, a v1 state migrated on read.
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use anycloud_state::{conformance, Entry, LocalStore, Resource, State, StateStore};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn the_local_store_passes_the_conformance_suite() {
+    let dirs = std::sync::Mutex::new(Vec::new());
+    let make = || {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".anycloud/state.json");
+        dirs.lock().unwrap().push(dir);
+        (LocalStore::new(&path), LocalStore::new(&path))
+    };
+    runtime().block_on(conformance::run(&make));
+}
+
+fn resource(attrs: usize) -> Resource {
+    Resource {
+        kind: "container".into(),
+        provider: "local".into(),
+        attributes: (0..attrs)
+            .map(|i| {
+                (
+                    format!("attribute-{i}"),
+                    serde_json::json!("a value of some length"),
+                )
+            })
+            .collect(),
+        private: serde_json::Value::Null,
+        keep_on_destroy: false,
+        dependencies: vec!["deployment.a.vm".into()],
+        pending: None,
+    }
+}
+
+#[test]
+fn journal_appends_cost_the_same_whatever_the_size_of_the_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.json");
+    let mut big = State::new();
+    for i in 0..5000 {
+        big.resources
+            .insert(format!("deployment.d{i}.container"), resource(10));
+    }
+    LocalStore::save_unchecked(&path, &big).unwrap();
+    let store = LocalStore::new(&path);
+    let rt = runtime();
+    rt.block_on(async {
+        store.lock("apply", Duration::ZERO).await.unwrap();
+        let snap = store.read().await.unwrap();
+        let before = store.bytes_written();
+        let one = Entry {
+            address: "deployment.new.container".into(),
+            resource: Some(resource(10)),
+        };
+        store
+            .record(&snap.state.lineage, std::slice::from_ref(&one), true)
+            .await
+            .unwrap();
+        let first = store.bytes_written() - before;
+        let before = store.bytes_written();
+        store
+            .record(&snap.state.lineage, std::slice::from_ref(&one), true)
+            .await
+            .unwrap();
+        let second = store.bytes_written() - before;
+        let state_bytes = std::fs::metadata(&path).unwrap().len();
+        assert!(second < 1024, "{second} bytes for one entry");
+        assert!(first < 2048, "{first} bytes for the header and one entry");
+        assert!(state_bytes > 1_000_000, "the state is big: {state_bytes}");
+    });
+}
+
+#[test]
+fn files_are_private_and_the_previous_state_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.json");
+    let store = LocalStore::new(&path);
+    runtime().block_on(async {
+        store.lock("apply", Duration::ZERO).await.unwrap();
+        let snap = store.read().await.unwrap();
+        let mut s = snap.state.clone();
+        s.ensure_lineage();
+        s.serial = 1;
+        let v = store.write(&s, &snap.version).await.unwrap();
+        s.serial = 2;
+        store.write(&s, &v).await.unwrap();
+        store.unlock().await.unwrap();
+    });
+    for p in [path.clone(), store.backup_path(), store.lock_path()] {
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", p.display());
+    }
+    assert_eq!(LocalStore::load(&store.backup_path()).unwrap().serial, 1);
+    assert_eq!(LocalStore::load(&path).unwrap().serial, 2);
+}
+
+#[test]
+fn a_killed_holder_leaves_no_lock_behind() {
+    // flock is released by the kernel when its holder dies: no force-unlock needed.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.json");
+    let rt = runtime();
+    let first = LocalStore::new(&path);
+    rt.block_on(first.lock("apply", Duration::ZERO)).unwrap();
+    drop(first);
+    let second = LocalStore::new(&path);
+    rt.block_on(second.lock("apply", Duration::ZERO)).unwrap();
+}
