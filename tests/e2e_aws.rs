@@ -430,3 +430,86 @@ deployments:
     assert_eq!(gone.code, 0, "{gone:?}");
     assert!(p.ok(&["state", "list"]).stdout.trim().is_empty());
 }
+
+/// A grant is a resource of its own: dropping a bucket from a deployment removes exactly its
+/// statement from that bucket's policy, and leaves the other bucket's (and the bucket).
+#[test]
+fn dropping_a_bucket_removes_exactly_its_grant() {
+    let moto = Moto::start("127.0.0.1");
+    let config = |buckets: &str| {
+        format!(
+            r#"
+project: grants
+providers:
+  aws: {{ ami: ami-12345678, ssh_cidr: 10.0.0.0/8 }}
+deployments:
+  granted:
+    provider: aws
+    region: us-east-1
+    vm: {{ type: t3.micro }}
+    container: {{ image: busybox }}
+    buckets: {buckets}
+"#
+        )
+    };
+    let p = Project::new(&config("{ output: granted-out, checkpoint: true }"));
+    let env = moto.env();
+    // The cloud side only: buckets, role, grants.
+    let cloud = [
+        "--target",
+        "deployment.granted.grant",
+        "--target",
+        "deployment.granted.role",
+        "--target",
+        "deployment.granted.bucket",
+    ];
+    ok(
+        &p,
+        &env,
+        &[&["apply", "--auto-approve"][..], &cloud].concat(),
+    );
+    let sid = |bucket: &str| {
+        let (status, policy) = moto.http("GET", &format!("/{bucket}?policy"), None);
+        if status != 200 {
+            return vec![];
+        }
+        let policy: serde_json::Value = serde_json::from_str(&policy).unwrap();
+        policy["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["Sid"].as_str().unwrap_or_default().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let ours = sid("granted-out");
+    assert_eq!(ours.len(), 1, "the output bucket admits the role");
+    assert_eq!(sid("granted"), ours, "the checkpoint bucket admits it too");
+
+    p.write_config(&config("{ checkpoint: true }"));
+    let plan = ok(&p, &env, &["plan"]);
+    assert!(
+        plan.stdout
+            .contains("# deployment.granted.grant.output will be destroyed"),
+        "{plan:?}"
+    );
+    assert!(
+        !plan.stdout.contains("grant.checkpoint will"),
+        "the other grant is untouched: {plan:?}"
+    );
+    ok(
+        &p,
+        &env,
+        &[&["apply", "--auto-approve"][..], &cloud].concat(),
+    );
+    assert!(sid("granted-out").is_empty(), "its statement is gone");
+    assert_eq!(
+        sid("granted"),
+        ours,
+        "the checkpoint bucket still admits the role"
+    );
+    assert_eq!(
+        moto.http("HEAD", "/granted-out", None).0,
+        200,
+        "the output bucket itself is kept"
+    );
+}

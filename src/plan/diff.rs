@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use anycloud_provider::{Attrs, Diagnostic, Kind, Planned};
 use anycloud_state::{Pending, State};
 
-use super::targets::{plan_order, targeted};
+use super::targets::{plan_order, targeted, targets_match};
 use super::{kind_of, Action, Change, Plan, PlanOptions, Summary, PLAN_FORMAT_VERSION};
 use crate::graph::{Graph, Mode};
 
@@ -208,7 +208,12 @@ pub fn diff(
     }
     if !opts.targets.is_empty() {
         let keep = targeted(&changes, opts.targets);
-        if keep.is_empty() {
+        let known = graph
+            .nodes
+            .keys()
+            .chain(state.resources.keys())
+            .any(|a| targets_match(opts.targets, a));
+        if !known {
             return Err(vec![Diagnostic::of(
                 opts.targets.join(", "),
                 "--target matches no resource in the config or the state",

@@ -7,11 +7,7 @@ use crate::graph::topo_order_sorted;
 
 /// Targets and everything they depend on (for creates) or that depends on them (deletes).
 pub(super) fn targeted(changes: &BTreeMap<String, Change>, targets: &[String]) -> BTreeSet<String> {
-    let matches = |addr: &str| {
-        targets
-            .iter()
-            .any(|t| addr == t || addr.starts_with(&format!("{t}.")))
-    };
+    let matches = |addr: &str| targets_match(targets, addr);
     let mut keep: BTreeSet<String> = changes.keys().filter(|a| matches(a)).cloned().collect();
     loop {
         let mut grew = false;
@@ -42,6 +38,14 @@ pub(super) fn targeted(changes: &BTreeMap<String, Change>, targets: &[String]) -
             return keep;
         }
     }
+}
+
+/// Whether `addr` is one of `targets` or under one of them (whole address segments).
+pub(super) fn targets_match(targets: &[String], addr: &str) -> bool {
+    targets.iter().any(|t| {
+        addr.strip_prefix(t.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+    })
 }
 
 /// Creates and updates in dependency order, then deletes in reverse dependency order.

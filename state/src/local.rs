@@ -142,11 +142,19 @@ impl LocalStore {
         let mut replayed = 0;
         match fs::read(self.journal_path()) {
             Ok(bytes) => {
-                if let Some((header, entries)) = journal::parse(&bytes) {
-                    if journal::applies(&header, &state.lineage, state.serial) {
+                match journal::parse(&bytes) {
+                    Some((header, entries))
+                        if journal::applies(&header, &state.lineage, state.serial) =>
+                    {
                         journal::replay(&mut state, &header, &entries);
                         replayed = entries.len();
                     }
+                    // Folded already (the run died before removing it): the lock holder
+                    // tidies it away.
+                    _ if self.check_held().is_ok() => {
+                        let _ = fs::remove_file(self.journal_path());
+                    }
+                    _ => {}
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -242,46 +250,64 @@ impl StateStore for LocalStore {
             fs::create_dir_all(dir).map_err(io)?;
         }
         let start = Instant::now();
-        loop {
-            let mut file = open_private(&path, false).map_err(io)?;
+        enum Attempt {
+            Held(File),
+            Error(StoreError),
+        }
+        let attempt = || async {
+            let mut file = open_private(&path, false).map_err(|e| Attempt::Error(io(e)))?;
             match file.try_lock() {
                 Ok(()) => {
                     // A force-unlock may have removed the file we locked: then the lock is
-                    // the new file's, not ours.
-                    let ours = file.metadata().map_err(io)?;
+                    // the new file's, not ours; try again at once.
+                    let ours = file.metadata().map_err(|e| Attempt::Error(io(e)))?;
                     match fs::metadata(&path) {
                         Ok(now) if same_file(&ours, &now) => {}
-                        _ => continue,
+                        _ => return Err(Attempt::Held(file)),
                     }
                     let info = LockInfo::for_this_process(operation);
-                    file.set_len(0).map_err(io)?;
-                    file.rewind().map_err(io)?;
-                    file.write_all(serde_json::to_string(&info).expect("plain data").as_bytes())
-                        .map_err(io)?;
+                    let write = |file: &mut File| -> std::io::Result<()> {
+                        file.set_len(0)?;
+                        file.rewind()?;
+                        file.write_all(serde_json::to_string(&info).expect("plain data").as_bytes())
+                    };
+                    write(&mut file).map_err(|e| Attempt::Error(io(e)))?;
                     *self.held.lock().unwrap_or_else(|p| p.into_inner()) = Some(Held { file });
-                    return Ok(info);
+                    Ok(info)
                 }
-                Err(std::fs::TryLockError::WouldBlock) => {
-                    if start.elapsed() >= timeout {
-                        let mut text = String::new();
-                        let _ = file.read_to_string(&mut text);
-                        let holder = serde_json::from_str(&text).unwrap_or(LockInfo {
-                            id: "unknown".into(),
-                            operation: "unknown".into(),
-                            holder: "unknown".into(),
-                            pid: 0,
-                            host: "unknown".into(),
-                            since: 0,
-                        });
-                        return Err(StoreError::Locked {
-                            store: self.name(),
-                            holder: Box::new(holder),
-                            waited: start.elapsed(),
-                        });
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+                Err(std::fs::TryLockError::WouldBlock) => Err(Attempt::Held(file)),
+                Err(std::fs::TryLockError::Error(e)) => Err(Attempt::Error(io(e))),
+            }
+        };
+        let poll = Duration::from_millis(100);
+        let waited = anycloud_provider::retry::wait_for(
+            poll,
+            poll,
+            timeout,
+            attempt,
+            |e: &Attempt| matches!(e, Attempt::Held(_)),
+            |_, _| {},
+        )
+        .await;
+        match waited {
+            Ok(info) => Ok(info),
+            Err(Attempt::Error(e)) => Err(e),
+            Err(Attempt::Held(mut file)) => {
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
+                let holder = serde_json::from_str(&text).unwrap_or(LockInfo {
+                    id: "unknown".into(),
+                    operation: "unknown".into(),
+                    holder: "unknown".into(),
+                    pid: 0,
+                    host: "unknown".into(),
+                    since: 0,
+                });
+                Err(StoreError::Locked {
+                    store: self.name(),
+                    holder: Box::new(holder),
+                    waited: start.elapsed(),
+                })
             }
         }
     }
