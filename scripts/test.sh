@@ -8,5 +8,6 @@ export INSTA_UPDATE=no
 ./scripts/prereqs.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-# --no-fail-fast: one red test binary must not hide the results of the others.
-cargo test --workspace --locked --no-fail-fast
+# --no-fail-fast: one red test binary must not hide the results of the others. --all-targets:
+# the benchmarks run too, at a small scale that checks their outcome.
+cargo test --workspace --all-targets --locked --no-fail-fast

@@ -47,6 +47,11 @@ impl Progress {
         }
     }
 
+    /// Nothing is shown at all (`-q` without a terminal display): skip even the formatting.
+    fn silent(&self) -> bool {
+        self.inner.live.is_none() && self.inner.shell.quiet()
+    }
+
     fn line(&self, text: &str) {
         match &self.inner.live {
             Some(m) => {
@@ -61,6 +66,9 @@ impl Progress {
     }
 
     pub fn started(&self, address: &str, action: Action) {
+        if self.silent() {
+            return;
+        }
         let (doing, _) = verb(action);
         match &self.inner.live {
             Some(m) => {
@@ -94,6 +102,9 @@ impl Progress {
     }
 
     pub fn finished(&self, address: &str, action: Action, elapsed: Duration) {
+        if self.silent() {
+            return;
+        }
         self.clear(address);
         let (_, done) = verb(action);
         self.line(&format!(

@@ -3,27 +3,31 @@
 //! state; workers only call providers.
 //!
 //! Scheduling keeps a count of unfinished prerequisites per operation and a ready queue
-//! (smallest address first), so a completion costs its dependents, not a rescan. Recording
+//! (the longest chain of waiting operations first, then the smallest address), so a
+//! completion costs its dependents, not a rescan. Recording
 //! costs O(1) bytes per operation: an operation's intent (the resource marked pending) is
 //! appended to the store's journal and made durable, in one batch with every operation that
 //! becomes ready at the same moment, before any of them reaches its provider; its result is
 //! appended after. The whole state is written once, when the run ends, folding the journal.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BinaryHeap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use anycloud_provider::{Attrs, Dep, Kind, Provider, ProviderError, Target};
-use anycloud_state::{Entry, Pending, Resource, State, StateStore, Version};
+use anycloud_state::{Entry, Pending, Resource, State, StateStore, StoreError, Version};
 use tokio::task::JoinSet;
 
 use crate::plan::{Action, Change, Plan};
 use crate::progress::Progress;
 use crate::registry::Providers;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Step {
     /// Deletes run first for a replacement (delete, then create).
     Delete,
@@ -50,6 +54,8 @@ struct Operations<'p> {
     /// Unfinished prerequisites of each operation.
     waiting_on: Vec<usize>,
     dependents: Vec<Vec<usize>>,
+    /// The longest chain waiting for each operation: the ready queue's priority.
+    height: Vec<usize>,
 }
 
 impl<'p> Operations<'p> {
@@ -61,18 +67,22 @@ impl<'p> Operations<'p> {
                 Action::Create | Action::Update | Action::Replace | Action::Read
             ),
         };
-        // Sorted by (address, step): the ready queue's order is this index's.
-        let mut keyed: BTreeMap<(&str, Step), &Change> = BTreeMap::new();
-        for c in &plan.changes {
-            for step in [Step::Delete, Step::Apply] {
-                if has(c, step) {
-                    keyed.insert((c.address.as_str(), step), c);
-                }
-            }
+        // Sorted by (address, step): the ready queue's ties are broken by this index.
+        let mut ops: Vec<(&Change, Step)> = plan
+            .changes
+            .iter()
+            .flat_map(|c| {
+                [Step::Delete, Step::Apply]
+                    .into_iter()
+                    .filter(move |s| has(c, *s))
+                    .map(move |s| (c, s))
+            })
+            .collect();
+        ops.sort_unstable_by(|a, b| (a.0.address.as_str(), a.1).cmp(&(b.0.address.as_str(), b.1)));
+        let mut index: HashMap<(&str, Step), usize> = HashMap::with_capacity(ops.len());
+        for (i, (c, s)) in ops.iter().enumerate() {
+            index.insert((c.address.as_str(), *s), i);
         }
-        let index: BTreeMap<(&str, Step), usize> =
-            keyed.keys().enumerate().map(|(i, k)| (*k, i)).collect();
-        let ops: Vec<(&Change, Step)> = keyed.iter().map(|((_, s), c)| (*c, *s)).collect();
         let mut needs: Vec<Vec<usize>> = vec![Vec::new(); ops.len()];
         for (i, (c, step)) in ops.iter().enumerate() {
             match step {
@@ -106,33 +116,58 @@ impl<'p> Operations<'p> {
                 dependents[j].push(i);
             }
         }
+        let height = heights(&dependents, &waiting_on);
         Operations {
             ops,
             waiting_on,
             dependents,
+            height,
         }
     }
 }
 
-/// The state as the run changes it, recorded through the store.
-struct Recorder<'a> {
-    store: &'a dyn StateStore,
-    state: State,
-}
-
-impl Recorder<'_> {
-    async fn record(&mut self, entries: Vec<Entry>, durable: bool) -> anyhow::Result<()> {
-        for e in &entries {
-            e.apply(&mut self.state);
+/// The longest chain of operations that waits for each one (itself included). Starting the
+/// tallest first keeps the long chains (a VM, then everything on it) from being left for
+/// last, when too few operations remain to fill the slots.
+fn heights(dependents: &[Vec<usize>], waiting_on: &[usize]) -> Vec<usize> {
+    // Kahn's order, then heights from the last operation back.
+    let mut left = waiting_on.to_vec();
+    let mut order: Vec<usize> = (0..left.len()).filter(|&i| left[i] == 0).collect();
+    let mut next = 0;
+    while next < order.len() {
+        let i = order[next];
+        next += 1;
+        for &d in &dependents[i] {
+            left[d] -= 1;
+            if left[d] == 0 {
+                order.push(d);
+            }
         }
-        self.store
-            .record(&self.state.lineage, &entries, durable)
-            .await?;
-        Ok(())
     }
+    let mut height = vec![1; dependents.len()];
+    for &i in order.iter().rev() {
+        height[i] = 1 + dependents[i].iter().map(|&d| height[d]).max().unwrap_or(0);
+    }
+    height
 }
 
 type Done = (usize, Instant, Result<Option<Attrs>, ProviderError>);
+
+/// Batches whose intents may be on their way to disk at once.
+const RECORDS_IN_FLIGHT: usize = 8;
+
+/// Operations that start together once their intents are durable.
+type Batch = Vec<(usize, Arc<dyn Provider>)>;
+
+/// The durable record of a batch's intents, under way while completions go on.
+type Recording<'a> = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'a>>;
+
+/// What the coordinator waits for next.
+enum Event {
+    /// The intents of the `n`th batch in flight are on disk (or could not be written).
+    Recorded(usize, Result<(), StoreError>),
+    Joined(Result<Done, tokio::task::JoinError>),
+}
 
 /// Runs `plan` against `state` (read from `store` at `version`): every operation is
 /// journaled in the store as it starts and ends, and the state is written when it ends.
@@ -148,20 +183,25 @@ pub async fn apply(
     interrupt: Arc<AtomicBool>,
 ) -> anyhow::Result<(Outcome, State)> {
     state.ensure_lineage();
+    let lineage = state.lineage.clone();
     let Operations {
         ops,
         mut waiting_on,
         dependents,
+        height,
     } = Operations::of(plan);
-    let mut rec = Recorder { store, state };
     let mut outcome = Outcome::default();
     let mut running: JoinSet<Done> = JoinSet::new();
-    let mut ready: BinaryHeap<Reverse<usize>> = (0..ops.len())
+    // Tallest first, then by address: deterministic.
+    let mut ready: BinaryHeap<(usize, Reverse<usize>)> = (0..ops.len())
         .filter(|&i| waiting_on[i] == 0)
-        .map(Reverse)
+        .map(|i| (height[i], Reverse(i)))
         .collect();
     let mut settled = vec![false; ops.len()];
     let parallelism = parallelism.max(1);
+    // Batches whose intents are being made durable: a few at once, each gathering whatever
+    // became ready meanwhile (group commit); completions are recorded as they come.
+    let mut recording: Vec<(Batch, Recording)> = Vec::new();
     // A record that fails stops new operations like Ctrl-C does; those in flight still finish
     // (and are recorded if the store recovers) before the error is returned.
     let mut save_error: Option<anyhow::Error> = None;
@@ -173,12 +213,13 @@ pub async fn apply(
 
     loop {
         let stopping = interrupt.load(Ordering::SeqCst) || save_error.is_some();
-        if !stopping {
-            // Everything that can start now starts in one batch: one durable record of all
-            // their intents.
-            let mut batch: Vec<(usize, Arc<dyn Provider>)> = Vec::new();
-            while running.len() + batch.len() < parallelism {
-                let Some(Reverse(i)) = ready.pop() else { break };
+        if !stopping && recording.len() < RECORDS_IN_FLIGHT {
+            let mut batch: Batch = Vec::new();
+            let starting: usize = recording.iter().map(|(b, _)| b.len()).sum();
+            while running.len() + starting + batch.len() < parallelism {
+                let Some((_, Reverse(i))) = ready.pop() else {
+                    break;
+                };
                 match providers.shared(&ops[i].0.provider) {
                     Ok(p) => batch.push((i, p)),
                     Err(message) => {
@@ -191,51 +232,71 @@ pub async fn apply(
             }
             let intents: Vec<Entry> = batch
                 .iter()
-                .filter_map(|(i, _)| intent(ops[*i].0, ops[*i].1, &rec.state))
+                .filter_map(|(i, _)| intent(ops[*i].0, ops[*i].1, &state))
                 .collect();
-            let recorded = if intents.is_empty() {
-                Ok(())
-            } else {
-                rec.record(intents, true).await
-            };
-            match recorded {
-                // Without the intent on disk the operations must not start.
-                Err(e) => save_error = Some(e),
-                Ok(()) => {
-                    for (i, provider) in batch {
-                        progress.started(address(i), action(i));
-                        let work = Work::new(ops[i].0, ops[i].1, &rec.state);
-                        let shown = progress.clone();
-                        running.spawn(async move {
-                            let start = Instant::now();
-                            let result = work.run(provider, shown).await;
-                            (i, start, result)
-                        });
-                    }
+            if intents.is_empty() {
+                // Reads change nothing: they start at once.
+                for (i, provider) in batch {
+                    start(i, provider, &ops, &state, &mut running, progress, &action);
                 }
+            } else {
+                for e in &intents {
+                    e.apply(&mut state);
+                }
+                let lineage = lineage.clone();
+                let durable: Recording =
+                    Box::pin(async move { store.record(&lineage, &intents, true).await });
+                recording.push((batch, durable));
             }
         }
-        let Some(joined) = running.join_next().await else {
+        if recording.is_empty() && running.is_empty() {
             break;
+        }
+        let event = std::future::poll_fn(|cx| {
+            for (n, (_, durable)) in recording.iter_mut().enumerate() {
+                if let Poll::Ready(r) = durable.as_mut().poll(cx) {
+                    return Poll::Ready(Event::Recorded(n, r));
+                }
+            }
+            match running.poll_join_next(cx) {
+                Poll::Ready(Some(joined)) => Poll::Ready(Event::Joined(joined)),
+                _ => Poll::Pending,
+            }
+        })
+        .await;
+        let mut finished = match event {
+            Event::Recorded(n, result) => {
+                let (batch, _) = recording.swap_remove(n);
+                match result {
+                    Ok(()) => {
+                        for (i, provider) in batch {
+                            start(i, provider, &ops, &state, &mut running, progress, &action);
+                        }
+                    }
+                    // Without their intents on disk the operations must not start.
+                    Err(e) => {
+                        save_error.get_or_insert(e.into());
+                    }
+                }
+                continue;
+            }
+            Event::Joined(joined) => vec![joined],
         };
-        // Take every completion there is before starting more: one record for the next
-        // batch however many finished meanwhile.
-        let mut finished = vec![joined];
+        // Take every completion there is: the next batch gathers them all.
         while let Some(more) = running.try_join_next() {
             finished.push(more);
         }
+        // The results, in one append, before anything that waits for them can start.
+        let mut results = Vec::with_capacity(finished.len());
         for joined in finished {
-            let (i, start, result) =
+            let (i, started, result) =
                 joined.map_err(|e| anyhow::anyhow!("an apply worker panicked: {e}"))?;
             let (change, step) = ops[i];
-            let elapsed = start.elapsed();
+            let elapsed = started.elapsed();
             settled[i] = true;
             match result {
                 Ok(attrs) => {
-                    let entry = result_entry(change, attrs);
-                    if let Err(e) = rec.record(vec![entry], false).await {
-                        save_error.get_or_insert(e);
-                    }
+                    results.push(result_entry(change, attrs));
                     progress.finished(address(i), action(i), elapsed);
                     if step == Step::Apply || change.action == Action::Delete {
                         outcome.done.push(change.address.clone());
@@ -243,7 +304,7 @@ pub async fn apply(
                     for &d in &dependents[i] {
                         waiting_on[d] -= 1;
                         if waiting_on[d] == 0 && !settled[d] {
-                            ready.push(Reverse(d));
+                            ready.push((height[d], Reverse(d)));
                         }
                     }
                 }
@@ -252,6 +313,14 @@ pub async fn apply(
                     outcome.failed.push((change.address.clone(), e.message));
                     skip_dependents(i, &dependents, &mut settled, &mut outcome, progress, &ops);
                 }
+            }
+        }
+        if !results.is_empty() {
+            if let Err(e) = store.record(&lineage, &results, false).await {
+                save_error.get_or_insert(e.into());
+            }
+            for entry in results {
+                entry.into_state(&mut state);
             }
         }
     }
@@ -266,7 +335,6 @@ pub async fn apply(
             outcome.skipped.push(address(i).to_owned());
         }
     }
-    let Recorder { mut state, .. } = rec;
     if let Some(e) = save_error {
         return Err(e.context(format!(
             "the state could not be recorded; {} operation(s) finished, the rest were not started",
@@ -277,6 +345,27 @@ pub async fn apply(
     state.serial += 1;
     store.write(&state, version).await?;
     Ok((outcome, state))
+}
+
+/// Starts operation `i` on its own task.
+fn start(
+    i: usize,
+    provider: Arc<dyn Provider>,
+    ops: &[(&Change, Step)],
+    state: &State,
+    running: &mut JoinSet<Done>,
+    progress: &Progress,
+    action: &dyn Fn(usize) -> Action,
+) {
+    let (change, step) = ops[i];
+    progress.started(&change.address, action(i));
+    let work = Work::new(change, step, state);
+    let shown = progress.clone();
+    running.spawn(async move {
+        let started = Instant::now();
+        let result = work.run(provider, shown).await;
+        (i, started, result)
+    });
 }
 
 /// Marks everything that (transitively) waits for `failed` as skipped.

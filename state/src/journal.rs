@@ -26,6 +26,18 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// Makes the change in `state`, moving the resource there.
+    pub fn into_state(self, state: &mut State) {
+        match self.resource {
+            Some(r) => {
+                state.resources.insert(self.address, r);
+            }
+            None => {
+                state.resources.remove(&self.address);
+            }
+        }
+    }
+
     pub fn apply(&self, state: &mut State) {
         match &self.resource {
             Some(r) => {

@@ -7,7 +7,7 @@ use std::io::{Read, Seek, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::journal::{self, Entry};
@@ -21,7 +21,8 @@ pub const PAUSE_IN_FOLD: &str = "ANYCLOUD_TEST_PAUSE_IN_FOLD";
 pub struct LocalStore {
     path: PathBuf,
     held: Mutex<Option<Held>>,
-    journal: Mutex<Option<File>>,
+    /// Shared with the thread an fsync runs on, so the caller's thread is not blocked.
+    journal: Mutex<Option<Arc<File>>>,
     /// The stored state's lineage and serial as last read or written: what the journal
     /// applies to.
     stored: Mutex<(String, u64)>,
@@ -160,6 +161,10 @@ impl LocalStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(self.read_err(e)),
         }
+        if self.check_held().is_ok() {
+            // A folded journal whose freeing a run did not live to see.
+            let _ = fs::remove_file(with_suffix(&self.path, ".journal.folded"));
+        }
         Ok(Snapshot {
             state,
             version,
@@ -215,10 +220,17 @@ impl LocalStore {
         .map_err(|e| self.write_err(e))?;
         self.written.fetch_add(body.len() as u64, Ordering::Relaxed);
         pause_at("after-replace");
-        // The state now holds everything the journal said.
+        // The state now holds everything the journal said, and what was still to be said.
         *self.journal.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        match fs::remove_file(self.journal_path()) {
-            Ok(()) => anycloud_provider::files::sync_dir(&self.path),
+        // Out of the way at once (a rename), freed on a thread of its own: a journal of a
+        // big run takes as long to free as the state takes to write, and a leftover is
+        // tidied by the next reader.
+        let spent = with_suffix(&self.path, ".journal.folded");
+        match fs::rename(self.journal_path(), &spent) {
+            Ok(()) => {
+                anycloud_provider::files::sync_dir(&self.path);
+                std::thread::spawn(move || fs::remove_file(spent));
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(self.write_err(e)),
         }
@@ -342,45 +354,61 @@ impl StateStore for LocalStore {
         entries: &[Entry],
         durable: bool,
     ) -> Result<(), StoreError> {
-        self.check_held()?;
-        let mut open = self.journal.lock().unwrap_or_else(|p| p.into_inner());
-        if open.is_none() {
-            let (stored_lineage, stored_serial) = self
-                .stored
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
-            let path = self.journal_path();
-            // Continue a journal of the stored state (one replayed and not yet folded);
-            // start afresh over one that no longer applies.
-            let continues = fs::read(&path)
-                .ok()
-                .and_then(|b| journal::parse(&b))
-                .is_some_and(|(h, _)| {
-                    h.lineage == lineage && journal::applies(&h, &stored_lineage, stored_serial)
-                });
-            let mut file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(0o600)
-                .open(&path)
-                .map_err(|e| self.write_err(e))?;
-            if !continues {
-                file.set_len(0).map_err(|e| self.write_err(e))?;
-                let header = journal::header_line(lineage, stored_serial);
-                file.write_all(&header).map_err(|e| self.write_err(e))?;
-                self.written
-                    .fetch_add(header.len() as u64, Ordering::Relaxed);
-            }
-            *open = Some(file);
-        }
-        let file = open.as_mut().expect("opened above");
-        let bytes = journal::entry_lines(entries);
-        file.write_all(&bytes).map_err(|e| self.write_err(e))?;
-        self.written
-            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        // The fence: an intent is made durable, and a journal opened, only by the holder of
+        // the lock. (A holder fenced off since cannot reach the next holder's journal with
+        // what it appends: that one is a new file.)
         if durable {
-            file.sync_data().map_err(|e| self.write_err(e))?;
+            self.check_held()?;
+        }
+        let file = {
+            let mut open = self.journal.lock().unwrap_or_else(|p| p.into_inner());
+            if open.is_none() {
+                if !durable {
+                    self.check_held()?;
+                }
+                let (stored_lineage, stored_serial) = self
+                    .stored
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                let path = self.journal_path();
+                // Continue a journal of the stored state (one replayed and not yet folded);
+                // start afresh over one that no longer applies.
+                let continues = fs::read(&path)
+                    .ok()
+                    .and_then(|b| journal::parse(&b))
+                    .is_some_and(|(h, _)| {
+                        h.lineage == lineage && journal::applies(&h, &stored_lineage, stored_serial)
+                    });
+                let mut file = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .mode(0o600)
+                    .open(&path)
+                    .map_err(|e| self.write_err(e))?;
+                if !continues {
+                    file.set_len(0).map_err(|e| self.write_err(e))?;
+                    let header = journal::header_line(lineage, stored_serial);
+                    file.write_all(&header).map_err(|e| self.write_err(e))?;
+                    self.written
+                        .fetch_add(header.len() as u64, Ordering::Relaxed);
+                }
+                *open = Some(Arc::new(file));
+            }
+            let file = open.as_ref().expect("opened above").clone();
+            let bytes = journal::entry_lines(entries);
+            (&*file).write_all(&bytes).map_err(|e| self.write_err(e))?;
+            self.written
+                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            file
+        };
+        if durable {
+            // On a thread of its own: appends of others go on meanwhile, and the fsync
+            // covers everything written before it.
+            tokio::task::spawn_blocking(move || file.sync_data())
+                .await
+                .map_err(|e| self.write_err(std::io::Error::other(e)))?
+                .map_err(|e| self.write_err(e))?;
         }
         Ok(())
     }

@@ -140,8 +140,10 @@ pub trait StateStore: Send + Sync {
     async fn force_unlock(&self, id: &str) -> Result<LockInfo, StoreError>;
 
     /// Appends to the journal of the state last read (needs the lock). With `durable`, the
-    /// entries (and all before them) are on disk when it returns; an operation's intent must
-    /// be, before the operation starts. `lineage` is the state's (an unborn state's new one).
+    /// entries (and all before them) are on disk when it returns: an operation's intent must
+    /// be, before the operation starts. Without, they survive the process (not necessarily
+    /// the machine) and the next durable record carries them to disk. `lineage` is the
+    /// state's (an unborn state's new one).
     async fn record(
         &self,
         lineage: &str,
