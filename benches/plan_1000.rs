@@ -235,9 +235,11 @@ fn main() {
     // fresh address space. `validate` only parses the config, `state list` only parses the
     // state, `plan --refresh=false` does everything.
     let bin = env!("CARGO_BIN_EXE_anycloud");
-    let run = |args: &[&str]| {
+    // Wall time and peak resident memory of one process (as `-v` reports it).
+    let run = |args: &[&str]| -> (Duration, u64) {
         let start = Instant::now();
         let out = std::process::Command::new(bin)
+            .arg("-v")
             .arg("-f")
             .arg(&config_path)
             .arg("--state")
@@ -245,12 +247,15 @@ fn main() {
             .args(args)
             .output()
             .expect("the binary runs");
-        assert!(
-            out.status.success(),
-            "anycloud {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        start.elapsed()
+        let elapsed = start.elapsed();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "anycloud {args:?}: {stderr}");
+        let mib: f64 = stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("peak memory: "))
+            .and_then(|l| l.trim_end_matches(" MiB").parse().ok())
+            .expect("-v reports the peak memory");
+        (elapsed, (mib * 1024.0) as u64)
     };
     let commands: [&[&str]; 3] = [
         &["validate"],
@@ -258,9 +263,11 @@ fn main() {
         &["plan", "--refresh=false"],
     ];
     let mut runs: Vec<Vec<Duration>> = vec![Vec::new(); commands.len()];
+    let mut peak_kib = vec![0u64; commands.len()];
     for round in 0..=RUNS {
         for (i, args) in commands.iter().enumerate() {
-            let d = run(args);
+            let (d, rss) = run(args);
+            peak_kib[i] = peak_kib[i].max(rss);
             if round > 0 {
                 runs[i].push(d);
             }
@@ -274,10 +281,15 @@ fn main() {
         })
         .collect();
     println!();
-    println!("| process (release binary)                     | wall ms |");
-    println!("|----------------------------------------------|--------:|");
-    for (args, d) in commands.iter().zip(&med) {
-        println!("| anycloud {:<36} |{} |", args.join(" "), ms(*d));
+    println!("| process (release binary)                     | wall ms | peak RSS MiB |");
+    println!("|----------------------------------------------|--------:|-------------:|");
+    for ((args, d), kib) in commands.iter().zip(&med).zip(&peak_kib) {
+        println!(
+            "| anycloud {:<36} |{} | {:>12.1} |",
+            args.join(" "),
+            ms(*d),
+            *kib as f64 / 1024.0
+        );
     }
     println!();
     println!(

@@ -20,7 +20,17 @@ fn main() {
             1
         }
     };
+    if let Some(kib) = peak_memory_kib() {
+        shell.detail(&format!("peak memory: {:.1} MiB", kib as f64 / 1024.0));
+    }
     // In-flight helper processes (bash steps) are left to finish on their own.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     std::process::exit(code);
+}
+
+/// This process's peak resident memory (Linux's VmHWM), for `-v`.
+fn peak_memory_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
