@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use anycloud_provider::{Attrs, Dep, Kind, Provider, ProviderError, Target};
 use anycloud_state::{Entry, Pending, Resource, State, StateStore, StoreError, Version};
+use futures::FutureExt;
 use tokio::task::JoinSet;
 
 use crate::plan::{Action, Change, Plan};
@@ -268,6 +269,9 @@ pub async fn apply(
             Event::Recorded(n, result) => {
                 let (batch, _) = recording.swap_remove(n);
                 match result {
+                    // Stopping (Ctrl-C, or another batch's record failed): recorded, but not
+                    // started; their pending marks make the next plan run them.
+                    Ok(()) if interrupt.load(Ordering::SeqCst) || save_error.is_some() => {}
                     Ok(()) => {
                         for (i, provider) in batch {
                             start(i, provider, &ops, &state, &mut running, progress, &action);
@@ -363,7 +367,20 @@ fn start(
     let shown = progress.clone();
     running.spawn(async move {
         let started = Instant::now();
-        let result = work.run(provider, shown).await;
+        // A provider that panics fails its own operation; the others go on and are recorded.
+        let result = std::panic::AssertUnwindSafe(work.run(provider, shown))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| {
+                let why = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                Err(ProviderError::permanent(format!(
+                    "the provider failed unexpectedly (a bug in anycloud): {why}"
+                )))
+            });
         (i, started, result)
     });
 }
@@ -460,7 +477,7 @@ impl Work {
             .filter_map(|d| state.resources.get(d))
             .filter_map(|r| {
                 Some((
-                    crate::plan::kind_of(&r.kind)?,
+                    Kind::parse(&r.kind)?,
                     r.attributes.clone(),
                     r.private.clone(),
                 ))
@@ -546,12 +563,18 @@ impl Work {
     }
 }
 
-/// Sets `flag` on the first Ctrl-C; in-flight operations finish, nothing new starts.
+/// Sets `flag` on the first Ctrl-C: in-flight operations finish, nothing new starts. A second
+/// Ctrl-C stops at once (exit 130): the journal holds what was started, and the next run
+/// resolves it.
 pub fn watch_interrupt(flag: Arc<AtomicBool>, progress: Progress) {
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
             flag.store(true, Ordering::SeqCst);
-            progress.note("Interrupt received: waiting for the operations in flight to finish, then saving state…");
+            progress.note("Interrupt received: waiting for the operations in flight to finish, then saving state… (Ctrl-C again to stop at once)");
+            if tokio::signal::ctrl_c().await.is_ok() {
+                progress.note("Stopped at once: the operations in flight are recorded as started; the next run resolves them.");
+                std::process::exit(130);
+            }
         }
     });
 }

@@ -223,7 +223,7 @@ pub async fn run(cli: &Cli, shell: Shell) -> Result<i32, UserError> {
         Command::ForceUnlock { id } => {
             let holder = cx.store.force_unlock(id).await?;
             cx.shell.out(&format!(
-                "Removed the lock {id} on {} (held by {}, pid {} on {}, running '{}'). What that run finished is recorded; the next command picks it up.\n",
+                "Removed the lock {id} on {} (held by {}, pid {} on {}, running '{}'). If that run still lives, it writes and starts nothing more; what it recorded before is in the state, and the next command picks it up.\n",
                 cx.store.describe(),
                 holder.holder,
                 holder.pid,

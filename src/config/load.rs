@@ -185,7 +185,16 @@ fn check(ck: &mut Checker, raw: RawConfig, digest: &str) -> Config {
                     None,
                 );
             }
-            let defaults_vm = defaults.vm.map(RawDoc::located);
+            let defaults_vm = defaults.vm.map(RawDoc::located).filter(|d| {
+                let mapping = matches!(
+                    d.value,
+                    anycloud_provider::doc::Value::Map(_) | anycloud_provider::doc::Value::Null
+                );
+                if !mapping {
+                    ck.at(d.at, "defaults.vm must be a mapping", None);
+                }
+                mapping
+            });
             let defaults = RawDefaults {
                 vm: None,
                 ..defaults

@@ -42,15 +42,6 @@ pub struct Config {
     pub deployments: Vec<DeploymentSpec>,
 }
 
-impl Config {
-    pub fn deployment(&self, id: &str) -> Option<&DeploymentSpec> {
-        self.deployments
-            .binary_search_by(|d| d.id.as_str().cmp(id))
-            .ok()
-            .map(|i| &self.deployments[i])
-    }
-}
-
 /// Collects every problem of one config, each at its place in the file.
 struct Checker<'a> {
     registry: &'a Providers,

@@ -8,7 +8,7 @@ use anycloud_provider::{Attrs, Diagnostic, Kind, Planned};
 use anycloud_state::{Pending, State};
 
 use super::targets::{plan_order, targeted, targets_match};
-use super::{kind_of, Action, Change, Plan, PlanOptions, Summary, PLAN_FORMAT_VERSION};
+use super::{Action, Change, Plan, PlanOptions, Summary, PLAN_FORMAT_VERSION};
 use crate::graph::{Graph, Mode};
 
 /// Diffs the desired graph against the (refreshed) state.
@@ -170,7 +170,7 @@ pub fn diff(
         if !opts.destroy && graph.nodes.contains_key(addr) {
             continue;
         }
-        let Some(kind) = kind_of(&r.kind) else {
+        let Some(kind) = Kind::parse(&r.kind) else {
             errors.push(Diagnostic::of(
                 addr.clone(),
                 format!("unknown kind '{}' in state", r.kind),

@@ -127,8 +127,3 @@ pub struct PlanOptions<'a> {
     pub targets: &'a [String],
     pub destroy: bool,
 }
-
-/// The kind a state records by name.
-pub fn kind_of(name: &str) -> Option<Kind> {
-    Kind::parse(name)
-}

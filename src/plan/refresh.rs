@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use anycloud_provider::{Attrs, Dep, Diagnostic, Kind, Planned, Provider, Target};
 use anycloud_state::{Pending, State};
 
-use super::kind_of;
 use crate::graph::{Graph, Mode};
 use crate::registry::Providers;
 
@@ -29,7 +28,7 @@ pub async fn refresh(
 ) -> Result<BTreeMap<String, Option<Attrs>>, Vec<Diagnostic>> {
     let mut wanted: BTreeMap<&str, Wanted> = BTreeMap::new();
     for (addr, r) in &state.resources {
-        let Some(kind) = kind_of(&r.kind) else {
+        let Some(kind) = Kind::parse(&r.kind) else {
             continue;
         };
         // A create that never finished is re-run, not read: it may not exist at all.
@@ -149,7 +148,7 @@ pub async fn observe(
             Some((
                 addr.as_str(),
                 Wanted {
-                    kind: kind_of(&r.kind)?,
+                    kind: Kind::parse(&r.kind)?,
                     provider: &r.provider,
                     attrs: &r.attributes,
                     private: &r.private,

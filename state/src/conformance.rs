@@ -50,7 +50,7 @@ pub async fn run<M: MakeStores>(make: &M) {
     a_stale_write_is_refused(make).await;
     force_unlock_frees_the_lock_and_fences_the_old_holder(make).await;
     a_crash_between_journal_and_fold_loses_nothing(make).await;
-    a_journal_already_folded_is_not_replayed(make).await;
+    a_folded_journal_never_undoes_a_later_write(make).await;
 }
 
 pub async fn unborn_state_reads_empty<M: MakeStores>(make: &M) {
@@ -210,7 +210,7 @@ pub async fn a_crash_between_journal_and_fold_loses_nothing<M: MakeStores>(make:
     b.unlock().await.unwrap();
 }
 
-pub async fn a_journal_already_folded_is_not_replayed<M: MakeStores>(make: &M) {
+pub async fn a_folded_journal_never_undoes_a_later_write<M: MakeStores>(make: &M) {
     let (a, b) = make.pair();
     a.lock("apply", NO_WAIT).await.unwrap();
     let snap = a.read().await.unwrap();
@@ -229,7 +229,10 @@ pub async fn a_journal_already_folded_is_not_replayed<M: MakeStores>(make: &M) {
     a.unlock().await.unwrap();
     b.lock("plan", NO_WAIT).await.unwrap();
     let now = b.read().await.unwrap();
-    assert!(!now.state.resources.contains_key("z"));
+    assert!(
+        !now.state.resources.contains_key("z"),
+        "what the journal of an earlier run said must not come back"
+    );
     assert_eq!(now.replayed, 0);
     b.unlock().await.unwrap();
 }

@@ -1,8 +1,9 @@
-//! The journal: one line per operation's intent (a resource marked pending) and one per its
-//! result (the resource as it now is, or gone), appended and fsynced instead of rewriting
-//! the whole state around every operation. Entries are absolute, so replaying one twice is
-//! harmless. The first line says which state it applies to: a journal whose state has moved
-//! on (it was folded, and the run died before removing it) is ignored.
+//! The journal: one line per operation's intent (a resource marked pending, made durable
+//! before the operation starts) and one per its result (the resource as it now is, or gone;
+//! made durable with the next intents), appended instead of rewriting the whole state around
+//! every operation. Entries are absolute, so replaying one twice is harmless. The first line
+//! says which state it applies to: a journal whose state has moved on (it was folded, and
+//! the run died before removing it) is ignored.
 
 use serde::{Deserialize, Serialize};
 
@@ -71,7 +72,9 @@ pub(crate) fn entry_lines(entries: &[Entry]) -> Vec<u8> {
 }
 
 /// The journal's header and entries. A last line cut short by a crash mid-write is dropped:
-/// its operation's intent never reached the disk whole, so the operation never started.
+/// an intent cut short was never durable, so its operation never started; a result cut
+/// short leaves its operation pending, to be run again. (One writer appends in order, so
+/// only the last line can be cut short; lines are read up to the first that does not parse.)
 pub(crate) fn parse(bytes: &[u8]) -> Option<(Header, Vec<Entry>)> {
     let mut lines = bytes.split(|b| *b == b'\n');
     let header: Header = serde_json::from_slice(lines.next()?).ok()?;
@@ -83,13 +86,9 @@ pub(crate) fn parse(bytes: &[u8]) -> Option<(Header, Vec<Entry>)> {
 }
 
 /// Whether a journal with `header` applies to a stored state of `lineage` (empty: none
-/// stored yet) and `serial`.
+/// stored yet, which a journal gives its lineage) and `serial`.
 pub(crate) fn applies(header: &Header, lineage: &str, serial: u64) -> bool {
-    if lineage.is_empty() {
-        header.base_serial == 0
-    } else {
-        header.lineage == lineage && header.base_serial == serial
-    }
+    header.base_serial == serial && (lineage.is_empty() || header.lineage == lineage)
 }
 
 /// Replays `entries` over `state`: the state of the run that wrote them. Its serial moves

@@ -4,7 +4,8 @@
 //! - [`StateStore`] is the one interface every backend implements: read (with the journal of
 //!   an unfinished run replayed) → state and version; write (only over the version read);
 //!   lock, unlock, force-unlock by lock id; and a journal that records each operation's
-//!   intent and result in a few bytes, folded into the state when the run ends.
+//!   intent and result (a resource record each, whatever the size of the state), folded into
+//!   the state when the run ends.
 //! - [`LocalStore`] keeps it in a file beside its lock and journal.
 //! - [`conformance`] is the suite every store must pass.
 

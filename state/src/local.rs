@@ -205,23 +205,49 @@ impl LocalStore {
                 std::thread::sleep(Duration::from_secs(30));
             }
         };
-        anycloud_provider::files::write_atomically_with(&self.path, &body, 0o600, || {
-            pause_at("before-replace");
-            if self.path.exists() {
-                // A hard link keeps the old copy without a moment where `path` is missing.
-                let _ = fs::remove_file(&backup);
-                if fs::hard_link(&self.path, &backup).is_err() {
-                    fs::copy(&self.path, &backup)?;
+        // A locked store checks its lock once more right before the new state replaces the
+        // old: a holder force-unlocked meanwhile writes nothing.
+        let locked = self
+            .held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some();
+        let lost = std::cell::Cell::new(false);
+        let replaced =
+            anycloud_provider::files::write_atomically_with(&self.path, &body, 0o600, || {
+                pause_at("before-replace");
+                if locked && self.check_held().is_err() {
+                    lost.set(true);
+                    return Err(std::io::Error::other("the lock was lost"));
                 }
-                let _ = fs::set_permissions(&backup, fs::Permissions::from_mode(0o600));
-            }
-            Ok(())
-        })
-        .map_err(|e| self.write_err(e))?;
+                if self.path.exists() {
+                    // A hard link keeps the old copy without a moment where `path` is missing.
+                    let _ = fs::remove_file(&backup);
+                    if fs::hard_link(&self.path, &backup).is_err() {
+                        fs::copy(&self.path, &backup)?;
+                    }
+                    let _ = fs::set_permissions(&backup, fs::Permissions::from_mode(0o600));
+                }
+                Ok(())
+            });
+        if lost.get() {
+            return Err(StoreError::LockLost { store: self.name() });
+        }
+        replaced.map_err(|e| self.write_err(e))?;
         self.written.fetch_add(body.len() as u64, Ordering::Relaxed);
         pause_at("after-replace");
-        // The state now holds everything the journal said, and what was still to be said.
-        *self.journal.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        // The state now holds everything the journal said.
+        let ours = self
+            .journal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let (Some(ours), Ok(there)) = (&ours, fs::metadata(self.journal_path())) {
+            if !ours.metadata().is_ok_and(|m| same_file(&m, &there)) {
+                // Not the journal this store wrote: leave it to its writer.
+                return self.current_version();
+            }
+        }
         // Out of the way at once (a rename), freed on a thread of its own: a journal of a
         // big run takes as long to free as the state takes to write, and a leftover is
         // tidied by the next reader.
@@ -237,11 +263,6 @@ impl LocalStore {
         *self.stored.lock().unwrap_or_else(|p| p.into_inner()) =
             (state.lineage.clone(), state.serial);
         self.current_version()
-    }
-
-    fn read_lock_info(&self) -> Option<LockInfo> {
-        let text = fs::read_to_string(self.lock_path()).ok()?;
-        serde_json::from_str(&text).ok()
     }
 }
 
@@ -264,9 +285,11 @@ impl StateStore for LocalStore {
         let start = Instant::now();
         enum Attempt {
             Held(File),
+            /// The file locked was force-unlocked away meanwhile: try the new one at once.
+            Replaced,
             Error(StoreError),
         }
-        let attempt = || async {
+        let once = || async {
             let mut file = open_private(&path, false).map_err(|e| Attempt::Error(io(e)))?;
             match file.try_lock() {
                 Ok(()) => {
@@ -275,7 +298,7 @@ impl StateStore for LocalStore {
                     let ours = file.metadata().map_err(|e| Attempt::Error(io(e)))?;
                     match fs::metadata(&path) {
                         Ok(now) if same_file(&ours, &now) => {}
-                        _ => return Err(Attempt::Held(file)),
+                        _ => return Err(Attempt::Replaced),
                     }
                     let info = LockInfo::for_this_process(operation);
                     let write = |file: &mut File| -> std::io::Result<()> {
@@ -291,6 +314,14 @@ impl StateStore for LocalStore {
                 Err(std::fs::TryLockError::Error(e)) => Err(Attempt::Error(io(e))),
             }
         };
+        let attempt = || async {
+            loop {
+                match once().await {
+                    Err(Attempt::Replaced) => continue,
+                    other => return other,
+                }
+            }
+        };
         let poll = Duration::from_millis(100);
         let waited = anycloud_provider::retry::wait_for(
             poll,
@@ -304,6 +335,7 @@ impl StateStore for LocalStore {
         match waited {
             Ok(info) => Ok(info),
             Err(Attempt::Error(e)) => Err(e),
+            Err(Attempt::Replaced) => unreachable!("retried at once"),
             Err(Attempt::Held(mut file)) => {
                 let mut text = String::new();
                 let _ = file.read_to_string(&mut text);
@@ -334,8 +366,18 @@ impl StateStore for LocalStore {
     }
 
     async fn force_unlock(&self, id: &str) -> Result<LockInfo, StoreError> {
-        match self.read_lock_info() {
-            Some(info) if info.id == id => {
+        let read = || -> Option<(LockInfo, fs::Metadata)> {
+            let mut file = File::open(self.lock_path()).ok()?;
+            let mut text = String::new();
+            file.read_to_string(&mut text).ok()?;
+            Some((serde_json::from_str(&text).ok()?, file.metadata().ok()?))
+        };
+        match read() {
+            // Unlinked only if it is still the file whose holder was read.
+            Some((info, meta))
+                if info.id == id
+                    && fs::metadata(self.lock_path()).is_ok_and(|now| same_file(&meta, &now)) =>
+            {
                 fs::remove_file(self.lock_path()).map_err(|e| self.write_err(e))?;
                 anycloud_provider::files::sync_dir(&self.lock_path());
                 Ok(info)
@@ -343,7 +385,7 @@ impl StateStore for LocalStore {
             current => Err(StoreError::NoSuchLock {
                 store: self.name(),
                 id: id.to_owned(),
-                current: current.map(Box::new),
+                current: current.map(|(info, _)| Box::new(info)),
             }),
         }
     }
@@ -355,8 +397,9 @@ impl StateStore for LocalStore {
         durable: bool,
     ) -> Result<(), StoreError> {
         // The fence: an intent is made durable, and a journal opened, only by the holder of
-        // the lock. (A holder fenced off since cannot reach the next holder's journal with
-        // what it appends: that one is a new file.)
+        // the lock, checked before and after. With a lock on a path a narrow race remains:
+        // a holder paused between its check and its write, force-unlocked meanwhile, can
+        // still append to a journal the next holder has replaced (not to the new one).
         if durable {
             self.check_held()?;
         }
@@ -372,27 +415,25 @@ impl StateStore for LocalStore {
                     .unwrap_or_else(|p| p.into_inner())
                     .clone();
                 let path = self.journal_path();
-                // Continue a journal of the stored state (one replayed and not yet folded);
-                // start afresh over one that no longer applies.
-                let continues = fs::read(&path)
-                    .ok()
-                    .and_then(|b| journal::parse(&b))
-                    .is_some_and(|(h, _)| {
-                        h.lineage == lineage && journal::applies(&h, &stored_lineage, stored_serial)
-                    });
-                let mut file = OpenOptions::new()
-                    .create(true)
+                // A journal of the stored state that is there already (one replayed and not
+                // folded, or whose first line a crash cut short) is carried over, complete
+                // lines only, into a new file that replaces it: nothing is truncated or
+                // appended in place of what another writer may hold open.
+                let mut fresh = journal::header_line(lineage, stored_serial);
+                if let Some((h, entries)) = fs::read(&path).ok().and_then(|b| journal::parse(&b)) {
+                    if h.lineage == lineage && journal::applies(&h, &stored_lineage, stored_serial)
+                    {
+                        fresh.extend(journal::entry_lines(&entries));
+                    }
+                }
+                anycloud_provider::files::write_atomically(&path, &fresh, 0o600)
+                    .map_err(|e| self.write_err(e))?;
+                self.written
+                    .fetch_add(fresh.len() as u64, Ordering::Relaxed);
+                let file = OpenOptions::new()
                     .append(true)
-                    .mode(0o600)
                     .open(&path)
                     .map_err(|e| self.write_err(e))?;
-                if !continues {
-                    file.set_len(0).map_err(|e| self.write_err(e))?;
-                    let header = journal::header_line(lineage, stored_serial);
-                    file.write_all(&header).map_err(|e| self.write_err(e))?;
-                    self.written
-                        .fetch_add(header.len() as u64, Ordering::Relaxed);
-                }
                 *open = Some(Arc::new(file));
             }
             let file = open.as_ref().expect("opened above").clone();
@@ -409,6 +450,9 @@ impl StateStore for LocalStore {
                 .await
                 .map_err(|e| self.write_err(std::io::Error::other(e)))?
                 .map_err(|e| self.write_err(e))?;
+            // Once more, now that the intents are down: a holder force-unlocked while they
+            // were written must not start their operations.
+            self.check_held()?;
         }
         Ok(())
     }

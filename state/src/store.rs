@@ -92,7 +92,7 @@ pub enum StoreError {
     },
     #[error("the state {store} changed since it was read (another run wrote it): nothing was written. Run the command again")]
     Stale { store: String },
-    #[error("the lock on the state {store} was removed while this run held it (anycloud force-unlock?): nothing more is written. What this run finished is in its journal; the next run picks it up")]
+    #[error("the lock on the state {store} was removed while this run held it (anycloud force-unlock?): it writes nothing more, and starts nothing more. What it did before is in the state's journal, up to the moment the lock was removed")]
     LockLost { store: String },
     #[error("the state {store} is not locked by this run")]
     NotLocked { store: String },

@@ -119,3 +119,92 @@ fn a_killed_holder_leaves_no_lock_behind() {
     let second = LocalStore::new(&path);
     rt.block_on(second.lock("apply", Duration::ZERO)).unwrap();
 }
+
+#[test]
+fn a_journal_left_behind_by_a_crash_after_its_fold_is_never_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.json");
+    let store = LocalStore::new(&path);
+    let stale = dir.path().join("journal-at-the-crash");
+    runtime().block_on(async {
+        store.lock("apply", Duration::ZERO).await.unwrap();
+        let snap = store.read().await.unwrap();
+        let mut state = snap.state.clone();
+        state.ensure_lineage();
+        let z = Entry {
+            address: "z".into(),
+            resource: Some(resource(1)),
+        };
+        store
+            .record(&state.lineage, std::slice::from_ref(&z), true)
+            .await
+            .unwrap();
+        std::fs::copy(store.journal_path(), &stale).unwrap();
+        z.apply(&mut state);
+        state.serial += 1;
+        let v = store.write(&state, &snap.version).await.unwrap();
+        // The run dies after the new state replaced the old, before its journal went.
+        std::fs::copy(&stale, store.journal_path()).unwrap();
+        // A later run removes z.
+        let again = store.read().await.unwrap();
+        assert_eq!(
+            again.replayed, 0,
+            "the journal of an older serial is not replayed"
+        );
+        assert!(
+            !store.journal_path().exists(),
+            "the lock holder tidies it away"
+        );
+        state.resources.remove("z");
+        state.serial += 1;
+        store.write(&state, &v).await.unwrap();
+        std::fs::copy(&stale, store.journal_path()).unwrap();
+        store.unlock().await.unwrap();
+    });
+    let state = LocalStore::load(&path).unwrap();
+    assert!(!state.resources.contains_key("z"), "{state:?}");
+}
+
+#[test]
+fn a_journal_whose_last_line_a_crash_cut_short_is_carried_on_whole_lines_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.json");
+    let rt = runtime();
+    let lineage = {
+        let first = LocalStore::new(&path);
+        rt.block_on(async {
+            first.lock("apply", Duration::ZERO).await.unwrap();
+            let mut s = first.read().await.unwrap().state;
+            s.ensure_lineage();
+            let x = Entry {
+                address: "x".into(),
+                resource: Some(resource(1)),
+            };
+            first.record(&s.lineage, &[x], true).await.unwrap();
+            s.lineage
+        })
+    };
+    // The run dies half-way through writing its next line.
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.path().join("state.json.journal"))
+        .unwrap()
+        .write_all(br#"{"address":"y","resource":{"kind":"cont"#)
+        .unwrap();
+    let second = LocalStore::new(&path);
+    rt.block_on(async {
+        second.lock("apply", Duration::ZERO).await.unwrap();
+        let snap = second.read().await.unwrap();
+        assert_eq!(snap.replayed, 1);
+        let w = Entry {
+            address: "w".into(),
+            resource: Some(resource(2)),
+        };
+        second.record(&lineage, &[w], true).await.unwrap();
+    });
+    // What the second run appended is not glued to the torn line: both entries replay.
+    let state = LocalStore::load(&path).unwrap();
+    assert!(state.resources.contains_key("x") && state.resources.contains_key("w"));
+    assert!(!state.resources.contains_key("y"));
+}

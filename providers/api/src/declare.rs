@@ -129,6 +129,14 @@ pub trait Declaration: Send + Sync {
     }
 }
 
+/// A login user's name: letters, digits and `. _ -`.
+pub fn is_user_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+}
+
 /// `vm.type`, `vm.spot` and `vm.disk_gb`, as a cloud VM has them; `type_required_by` names
 /// the provider that must be told the machine type.
 pub fn cloud_vm(
@@ -140,7 +148,7 @@ pub fn cloud_vm(
     let mut spec = VmSpec::default();
     let field = |k: &str| vm.and_then(|v| v.get(k));
     if let Some(t) = field("type") {
-        spec.machine_type = checks.string(t, "vm.type").map(String::from);
+        spec.machine_type = checks.string(t, "vm.type");
     }
     if let Some(s) = field("spot") {
         spec.spot = checks.boolean(s, "vm.spot").unwrap_or(false);

@@ -18,15 +18,8 @@ impl Loc {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Severity {
-    Error,
-    Warning,
-}
-
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Diagnostic {
-    pub severity: Severity,
     pub message: String,
     /// What to do about it ("did you mean 'us-east-1'?").
     pub help: Option<String>,
@@ -47,7 +40,6 @@ pub struct Diagnostic {
 impl Diagnostic {
     pub fn error(message: impl Into<String>) -> Diagnostic {
         Diagnostic {
-            severity: Severity::Error,
             message: message.into(),
             help: None,
             file: None,
@@ -92,10 +84,6 @@ impl Diagnostic {
         self
     }
 
-    pub fn loc(&self) -> Loc {
-        Loc::new(self.line, self.column)
-    }
-
     /// Places the diagnostic in `file`, whose text is `source`.
     pub fn in_file(mut self, file: &str, source: &str) -> Diagnostic {
         if self.line == 0 {
@@ -124,10 +112,7 @@ impl Diagnostic {
                 text.to_owned()
             }
         };
-        let (word, color) = match self.severity {
-            Severity::Error => ("error", AnsiColor::Red),
-            Severity::Warning => ("warning", AnsiColor::Yellow),
-        };
+        let (word, color) = ("error", AnsiColor::Red);
         let head = paint(Style::new().bold().fg_color(Some(color.into())), word);
         let dim = Style::new().fg_color(Some(AnsiColor::Blue.into()));
         let mut out = match (&self.file, &self.address) {

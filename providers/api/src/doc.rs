@@ -4,8 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::de::DeserializeOwned;
-
 use crate::diagnostic::{did_you_mean, suggest, Diagnostic, Loc};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -124,10 +122,6 @@ impl Checks {
             .push(Diagnostic::at(at, message).help_opt(help));
     }
 
-    pub fn has_errors(&self) -> bool {
-        !self.diagnostics.is_empty()
-    }
-
     /// Reports every key of mapping `doc` (named `path` in messages) that is not in `known`.
     /// Returns `false` (and reports it) when `doc` is not a mapping at all.
     pub fn known_keys(&mut self, doc: &Doc, path: &str, known: &[&str]) -> bool {
@@ -146,10 +140,12 @@ impl Checks {
         true
     }
 
-    /// A string value, or an error naming `path`.
-    pub fn string<'a>(&mut self, doc: &'a Doc, path: &str) -> Option<&'a str> {
+    /// A string value (a plain number or boolean as it is written, as YAML readers take it
+    /// where text is expected: `profile: 123456789012`), or an error naming `path`.
+    pub fn string(&mut self, doc: &Doc, path: &str) -> Option<String> {
         match &doc.value {
-            Value::Str(s) => Some(s),
+            Value::Str(s) => Some(s.clone()),
+            Value::Int(_) | Value::Float(_) | Value::Bool(_) => Some(doc.shown()),
             _ => {
                 self.error(
                     doc.at,
@@ -164,6 +160,7 @@ impl Checks {
     pub fn boolean(&mut self, doc: &Doc, path: &str) -> Option<bool> {
         match &doc.value {
             Value::Bool(b) => Some(*b),
+            Value::Str(s) if s == "true" || s == "false" => Some(s == "true"),
             _ => {
                 self.error(
                     doc.at,
@@ -182,8 +179,13 @@ impl Checks {
         path: &str,
         range: std::ops::RangeInclusive<i64>,
     ) -> Option<i64> {
-        match &doc.value {
-            Value::Int(i) if range.contains(i) => Some(*i),
+        let number = match &doc.value {
+            Value::Int(i) => Some(*i),
+            Value::Str(s) => s.trim().parse().ok(),
+            _ => None,
+        };
+        match number {
+            Some(i) if range.contains(&i) => Some(i),
             _ => {
                 let bounds = if *range.end() < 1_000_000 {
                     format!("from {} to {}", range.start(), range.end())
@@ -198,17 +200,6 @@ impl Checks {
                     ),
                     None,
                 );
-                None
-            }
-        }
-    }
-
-    /// Reads `doc` into a provider's settings type; a mismatch is reported where it is.
-    pub fn decode<T: DeserializeOwned>(&mut self, doc: &Doc, path: &str) -> Option<T> {
-        match serde_json::from_value(doc.to_json()) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                self.error(doc.at, format!("{path}: {e}"), None);
                 None
             }
         }

@@ -103,12 +103,6 @@ impl ProviderError {
         self.retry_after = after;
         self
     }
-
-    /// The same error with `context` in front of its message.
-    pub fn context(mut self, context: impl fmt::Display) -> Self {
-        self.message = format!("{context}: {}", self.message);
-        self
-    }
 }
 
 impl fmt::Display for ProviderError {

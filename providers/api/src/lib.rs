@@ -28,7 +28,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 pub use declare::{Declaration, IdLimit, Regions, Shape, VmContext};
-pub use diagnostic::{Diagnostic, Loc, Severity};
+pub use diagnostic::{Diagnostic, Loc};
 pub use error::{ErrorCode, ProviderError, Result};
 pub use spec::{
     BucketRole, BucketSpec, ConnectivityCheck, ContainerSpec, DeploymentSpec, NodeSpec, VmSpec,
@@ -177,6 +177,12 @@ pub fn read_private<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T>
             "anycloud's record of this resource is unreadable: {e}"
         ))
     })
+}
+
+/// A provider's settings, as its own checks returned them, read back into its type.
+pub fn read_settings<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T> {
+    serde_json::from_value(value.clone())
+        .map_err(|e| ProviderError::new(ErrorCode::Invalid, format!("bad settings: {e}")))
 }
 
 pub fn write_private<T: Serialize>(value: &T) -> serde_json::Value {

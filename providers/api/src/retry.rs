@@ -1,9 +1,10 @@
 //! The one retry policy of anycloud (backon): every provider, transport and the engine use
-//! these two, and the cloud SDKs' own retries are switched off so attempts never multiply.
+//! these two. A cloud SDK that retries by itself is set to the same figures and marks what it
+//! gave up on as retried ([`ProviderError::retried`]), so attempts never multiply.
 //!
 //! - [`transient`]: a call that failed for now (throttled, 5xx, a dropped connection,
 //!   something not yet propagated) is tried again with capped exponential backoff and jitter,
-//!   honouring a `Retry-After` the cloud sent.
+//!   honouring a `Retry-After` a provider passes on (`ProviderError::retry_after`).
 //! - [`waiting`]: polling for something to come up (a VM's SSH while it boots, an instance
 //!   reaching `running`) until a deadline.
 
@@ -15,15 +16,15 @@ use backon::{ExponentialBuilder, Retryable};
 use crate::error::ProviderError;
 
 /// Attempts of one call, the first included.
-pub const ATTEMPTS: usize = 8;
+pub const ATTEMPTS: usize = 10;
 /// The first wait before trying again.
 pub const FIRST_DELAY: Duration = Duration::from_millis(250);
 /// The longest wait between two attempts.
 pub const MAX_DELAY: Duration = Duration::from_secs(20);
 
 /// Backoff for transient failures: [`FIRST_DELAY`] doubling to [`MAX_DELAY`], jittered,
-/// [`ATTEMPTS`] in all (about 45 s of waiting before jitter: long enough for IAM to
-/// propagate). A cloud SDK that retries by itself is configured with the same figures and
+/// [`ATTEMPTS`] in all (72 s of waiting before jitter, up to twice that with it: as long as
+/// IAM takes to propagate). A cloud SDK that retries by itself is configured with the same figures and
 /// marks what it gave up on as [`ProviderError::retried`].
 pub fn transient() -> ExponentialBuilder {
     ExponentialBuilder::default()

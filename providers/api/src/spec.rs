@@ -34,11 +34,6 @@ impl BucketRole {
             BucketRole::Checkpoint => "checkpoint",
         }
     }
-
-    /// Only read: the deployment's identity may never write it.
-    pub fn read_only(self) -> bool {
-        self == BucketRole::Input
-    }
 }
 
 impl fmt::Display for BucketRole {

@@ -9,6 +9,7 @@ use anycloud_provider::retry;
 use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+use aws_smithy_runtime::client::retries::{RetryPartition, TokenBucket};
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
@@ -36,6 +37,20 @@ impl Intercept for CountCalls {
         self.0.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
+}
+
+/// The SDK's retries without its retry quota: by default a process may retry only ~100
+/// times in all, after which a throttled call fails at its first attempt; an apply of many
+/// deployments must retry every call its full [`retry::ATTEMPTS`].
+fn retry_partition() -> RetryPartition {
+    static PARTITION: std::sync::OnceLock<RetryPartition> = std::sync::OnceLock::new();
+    PARTITION
+        .get_or_init(|| {
+            RetryPartition::custom("anycloud")
+                .token_bucket(TokenBucket::unlimited())
+                .build()
+        })
+        .clone()
 }
 
 /// IAM is global; its API lives in us-east-1.
@@ -133,8 +148,9 @@ impl Clients {
             return c;
         }
         let config = self.regional(region).await;
-        let mut builder =
-            aws_sdk_s3::config::Builder::from(&config).interceptor(CountCalls(self.calls.clone()));
+        let mut builder = aws_sdk_s3::config::Builder::from(&config)
+            .interceptor(CountCalls(self.calls.clone()))
+            .retry_partition(retry_partition());
         if let Some(url) = &self.settings.endpoints.s3 {
             builder = builder.endpoint_url(url);
         }
@@ -154,8 +170,9 @@ impl Clients {
             return c;
         }
         let config = self.regional(region).await;
-        let mut builder =
-            aws_sdk_ec2::config::Builder::from(&config).interceptor(CountCalls(self.calls.clone()));
+        let mut builder = aws_sdk_ec2::config::Builder::from(&config)
+            .interceptor(CountCalls(self.calls.clone()))
+            .retry_partition(retry_partition());
         if let Some(url) = &self.settings.endpoints.ec2 {
             builder = builder.endpoint_url(url);
         }
@@ -165,8 +182,9 @@ impl Clients {
 
     pub async fn iam(&self) -> aws_sdk_iam::Client {
         let config = self.base().await;
-        let mut builder =
-            aws_sdk_iam::config::Builder::from(config).interceptor(CountCalls(self.calls.clone()));
+        let mut builder = aws_sdk_iam::config::Builder::from(config)
+            .interceptor(CountCalls(self.calls.clone()))
+            .retry_partition(retry_partition());
         if let Some(url) = &self.settings.endpoints.iam {
             builder = builder.endpoint_url(url);
         }

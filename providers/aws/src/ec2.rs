@@ -415,6 +415,8 @@ pub async fn terminate(clients: &Clients, region: &str, id: &str) -> Result<()> 
         |_, _| {},
     )
     .await
+    // Waited the whole while already: the engine must not wait it all again.
+    .map_err(ProviderError::retried)
 }
 
 pub async fn delete_security_group(clients: &Clients, region: &str, name: &str) -> Result<()> {

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use anycloud_provider::Result;
+use anycloud_provider::{ErrorCode, ProviderError, Result};
 use serde_json::{json, Value};
 
 use crate::clients::Clients;
@@ -81,7 +81,7 @@ pub async fn ensure(
                 .key("anycloud:project")
                 .value(p)
                 .build()
-                .map_err(|e| anycloud_provider::ProviderError::permanent(e.to_string()))?,
+                .map_err(|e| ProviderError::permanent(e.to_string()))?,
         );
     }
     let arn = match create.send().await {
@@ -126,7 +126,15 @@ pub async fn ensure(
         .instance_profile_name(name)
         .send()
         .await
-        .map_err(|e| classify(&format!("GetInstanceProfile {name}"), e))?;
+        .map_err(|e| {
+            // Made a moment ago (above): IAM does not show it everywhere yet.
+            let e = classify(&format!("GetInstanceProfile {name}"), e);
+            if e.is(ErrorCode::NotFound) {
+                ProviderError::new(ErrorCode::Propagating, e.message)
+            } else {
+                e
+            }
+        })?;
     let has_role = profile
         .instance_profile()
         .is_some_and(|p| p.roles().iter().any(|r| r.role_name() == name));

@@ -103,7 +103,7 @@ impl Provider for AwsProvider {
         let parsed: Settings = if settings.is_null() {
             Settings::default()
         } else {
-            anycloud_provider::read_private(settings)?
+            anycloud_provider::read_settings(settings)?
         };
         // The first configuration wins: a process plans one config.
         let _ = self.clients.set(Clients::new(parsed));

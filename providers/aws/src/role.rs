@@ -4,11 +4,13 @@
 
 use std::collections::BTreeSet;
 
-use anycloud_provider::{attr_str, Attrs, BucketRole, DeploymentSpec, Planned, Result, Target};
+use anycloud_provider::{
+    attr_str, Attrs, BucketRole, DeploymentSpec, ErrorCode, Kind, Planned, Result, Target,
+};
 use serde_json::json;
 
 use crate::clients::Clients;
-use crate::iam;
+use crate::{iam, s3};
 
 pub fn plan(spec: &DeploymentSpec) -> Planned {
     let name = iam::role_name(&spec.id);
@@ -66,6 +68,28 @@ pub async fn ensure(clients: &Clients, t: &Target<'_>) -> Result<Attrs> {
     Ok(out)
 }
 
+/// Removes the role. Its statements in the buckets' policies are the grants', deleted
+/// before it; a state from before grants were resources has none, so the role takes any
+/// statement of its own still there with it.
 pub async fn delete(clients: &Clients, t: &Target<'_>) -> Result<()> {
-    iam::delete(clients, attr_str(t.attrs, "name")?).await
+    let name = attr_str(t.attrs, "name")?;
+    let sid = crate::grant::statement_id(name);
+    for bucket in t.deps_of(Kind::Bucket) {
+        if bucket.attrs.get("role").and_then(|r| r.as_str()) == Some("input") {
+            continue;
+        }
+        let Ok(bucket_name) = attr_str(bucket.attrs, "name") else {
+            continue;
+        };
+        let region = match bucket.attrs.get("region").and_then(|r| r.as_str()) {
+            Some(r) => r.to_owned(),
+            None => match s3::region_of(clients, bucket_name).await {
+                Ok(r) => r,
+                Err(e) if e.is(ErrorCode::NotFound) => continue,
+                Err(e) => return Err(e),
+            },
+        };
+        s3::dismiss(clients, bucket_name, &region, &sid).await?;
+    }
+    iam::delete(clients, name).await
 }

@@ -54,7 +54,7 @@ pub fn check(doc: Option<&Doc>, checks: &mut Checks) -> Settings {
         let v = doc.get(key)?;
         checks
             .string(v, &format!("providers.aws.{key}"))
-            .map(|t| (t.to_owned(), v.at))
+            .map(|t| (t, v.at))
     };
     s.profile = text(checks, "profile").map(|(t, _)| t);
     if let Some((cidr, at)) = text(checks, "ssh_cidr") {
@@ -78,7 +78,7 @@ pub fn check(doc: Option<&Doc>, checks: &mut Checks) -> Settings {
         s.ami = Some(ami);
     }
     if let Some((user, at)) = text(checks, "ssh_user") {
-        if !is_user_name(&user) {
+        if !anycloud_provider::declare::is_user_name(&user) {
             checks.error(
                 at,
                 format!("providers.aws.ssh_user '{user}' is not a user name"),
@@ -99,10 +99,10 @@ pub fn check(doc: Option<&Doc>, checks: &mut Checks) -> Settings {
                 };
                 let path = format!("providers.aws.endpoints.{key}");
                 if let Some(url) = checks.string(v, &path) {
-                    if let Err(why) = check_url(url) {
+                    if let Err(why) = check_url(&url) {
                         checks.error(v.at, format!("{path} {why}"), None);
                     }
-                    *slot = Some(url.to_owned());
+                    *slot = Some(url);
                 }
             }
         }
@@ -125,13 +125,6 @@ pub fn check_url(url: &str) -> Result<(), String> {
             url.escape_default()
         )),
     }
-}
-
-fn is_user_name(user: &str) -> bool {
-    !user.is_empty()
-        && user
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
 }
 
 fn is_cidr(text: &str) -> bool {

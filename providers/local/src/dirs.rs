@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use anycloud_host::{scripts, steps, Host, HostContext, HostProbe, HostedPrivate, VmLayout};
 use anycloud_provider::{
-    attr_str, Attrs, BucketRole, DeploymentSpec, Kind, Planned, ProviderError, Result, Target,
+    attr_str, Attrs, BucketRole, DeploymentSpec, Kind, NodeSpec, Planned, ProviderError, Result,
+    Target,
 };
 use serde_json::json;
 
@@ -73,10 +74,8 @@ pub fn vm_planned(ctx: &HostContext, root: &str) -> Planned {
 }
 
 /// A bucket is a directory; it holds the user's data, so destroy forgets it and leaves it.
-pub fn bucket_planned(root: &str, spec: &DeploymentSpec, role: BucketRole) -> Result<Planned> {
-    let bucket = spec.bucket(role).ok_or_else(|| {
-        ProviderError::permanent(format!("deployment {} has no {role} bucket", spec.id))
-    })?;
+pub fn bucket_planned(root: &str, node: NodeSpec<'_>) -> Result<Planned> {
+    let (_, bucket) = node.bucket()?;
     let mut attrs = Attrs::new();
     attrs.insert("name".into(), json!(bucket.name));
     attrs.insert("path".into(), json!(bucket_path(root, &bucket.name)));

@@ -83,7 +83,7 @@ impl Declaration for LocalProvider {
     fn check_settings(&self, settings: Option<&Doc>, checks: &mut Checks) -> serde_json::Value {
         let root = match settings.and_then(|s| s.get("root")) {
             Some(r) => match checks.string(r, "providers.local.root") {
-                Some(text) if anycloud_host::render::is_plain_path(text) => checks.absolute(text),
+                Some(text) if anycloud_host::render::is_plain_path(&text) => checks.absolute(&text),
                 Some(text) => {
                     checks.error(
                         r.at,
@@ -103,7 +103,7 @@ impl Declaration for LocalProvider {
 #[async_trait::async_trait]
 impl Provider for LocalProvider {
     fn configure(&self, settings: &serde_json::Value) -> Result<()> {
-        let parsed: Settings = anycloud_provider::read_private(settings)?;
+        let parsed: Settings = anycloud_provider::read_settings(settings)?;
         // The first configuration wins: a process plans one config.
         let _ = self.settings.set(parsed);
         Ok(())
@@ -123,7 +123,7 @@ impl Provider for LocalProvider {
                     ..Planned::default()
                 })
             }
-            Kind::Bucket => dirs::bucket_planned(root, node.deployment, node.bucket()?.0),
+            Kind::Bucket => dirs::bucket_planned(root, node),
             Kind::Vm => Ok(dirs::vm_planned(&*self.context(node.deployment)?, root)),
             Kind::Role | Kind::Grant => Err(ProviderError::permanent(
                 "the local cloud has no identities",

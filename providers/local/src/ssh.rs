@@ -262,7 +262,7 @@ fn check_machine(vm: Option<&Doc>, cx: VmContext<'_>, checks: &mut Checks) -> Op
         return None;
     };
     let host_at = host.at;
-    let host = checks.string(host, "vm.host")?.to_owned();
+    let host = checks.string(host, "vm.host")?;
     let host_ok = !host.is_empty()
         && host
             .chars()
@@ -291,12 +291,8 @@ fn check_machine(vm: Option<&Doc>, cx: VmContext<'_>, checks: &mut Checks) -> Op
     let user = match field("user") {
         None => "root".to_owned(),
         Some(u) => {
-            let text = checks.string(u, "vm.user").unwrap_or("root").to_owned();
-            let ok = !text.is_empty()
-                && text
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
-            if !ok {
+            let text = checks.string(u, "vm.user").unwrap_or_else(|| "root".into());
+            if !anycloud_provider::declare::is_user_name(&text) {
                 checks.error(u.at, format!("vm.user '{text}' is not a user name"), None);
             }
             text
@@ -305,10 +301,7 @@ fn check_machine(vm: Option<&Doc>, cx: VmContext<'_>, checks: &mut Checks) -> Op
     let identity_file = match field("identity_file") {
         None => None,
         Some(i) => {
-            let given = checks
-                .string(i, "vm.identity_file")
-                .unwrap_or("")
-                .to_owned();
+            let given = checks.string(i, "vm.identity_file").unwrap_or_default();
             let path = checks.absolute(&given);
             if !std::path::Path::new(&path).is_file() {
                 checks.error(
@@ -326,7 +319,7 @@ fn check_machine(vm: Option<&Doc>, cx: VmContext<'_>, checks: &mut Checks) -> Op
     let host_key = match field("host_key") {
         None => None,
         Some(k) => {
-            let text = checks.string(k, "vm.host_key").unwrap_or("").to_owned();
+            let text = checks.string(k, "vm.host_key").unwrap_or_default();
             let body = text.strip_prefix("SHA256:").unwrap_or("");
             let ok = body.len() == 43
                 && body
@@ -347,8 +340,7 @@ fn check_machine(vm: Option<&Doc>, cx: VmContext<'_>, checks: &mut Checks) -> Op
         Some(r) => {
             let text = checks
                 .string(r, "vm.root")
-                .unwrap_or(DEFAULT_ROOT)
-                .to_owned();
+                .unwrap_or_else(|| DEFAULT_ROOT.into());
             let ok = text.starts_with('/')
                 && !text.trim_end_matches('/').is_empty()
                 && anycloud_host::render::is_plain_path(&text);
@@ -397,7 +389,7 @@ impl Provider for SshProvider {
             Kind::Bucket => {
                 let machine = machine_of_spec(spec)?;
                 dirs::check_root(&machine.root)?;
-                let mut planned = dirs::bucket_planned(&machine.root, spec, node.bucket()?.0)?;
+                let mut planned = dirs::bucket_planned(&machine.root, node)?;
                 connection_attrs(spec, &machine, &mut planned.attrs);
                 planned.force_new = ["name", "path", "host", "port"].map(String::from).to_vec();
                 Ok(planned)

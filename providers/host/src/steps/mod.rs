@@ -14,8 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use anycloud_provider::{
-    read_private, write_private, Attrs, BucketRole, DeploymentSpec, Kind, Planned, ProviderError,
-    Result, Target,
+    write_private, Attrs, BucketRole, DeploymentSpec, Kind, Planned, ProviderError, Result, Target,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -111,10 +110,6 @@ pub struct HostedPrivate {
 impl HostedPrivate {
     pub fn of(target: &Target<'_>) -> Result<HostedPrivate> {
         target.private()
-    }
-
-    pub fn of_value(value: &serde_json::Value) -> Result<HostedPrivate> {
-        read_private(value)
     }
 }
 
