@@ -501,7 +501,12 @@ impl Work {
             action,
             attrs,
             private,
-            prior: recorded.map(|r| r.attributes.clone()).unwrap_or_default(),
+            // Only an update is told what was there.
+            prior: match (step, change.action) {
+                (Step::Apply, Action::Update) => recorded.map(|r| r.attributes.clone()),
+                _ => None,
+            }
+            .unwrap_or_default(),
             deps,
             forget: step == Step::Delete && change.keep_on_destroy,
         }
