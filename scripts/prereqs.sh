@@ -13,6 +13,8 @@ command -v pgrep >/dev/null 2>&1 || need+=(procps)
 # The SSH tests' hosts: OpenSSH's sshd in network namespaces (ip netns).
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+# Test hosts log in as a user with passwordless sudo, as cloud images do.
+command -v sudo >/dev/null 2>&1 || need+=(sudo)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
@@ -34,11 +36,12 @@ if [ ! -x "$MOTO_VENV/bin/moto_server" ]; then
   "$MOTO_VENV/bin/pip" install -q 'moto[server]'
 fi
 
-# No Docker daemon runs at boot here; start one (no iptables or bridge: containers use the
-# host's network) unless one answers already.
+# No Docker daemon runs at boot here; start one unless one answers already (without
+# iptables: the local cloud's containers use the host's network; the bridge is there for
+# jobs on cloud VMs, which are one hop from the instance metadata service).
 if ! docker info >/dev/null 2>&1; then
   mkdir -p /var/log/anycloud
-  setsid dockerd --iptables=false --bridge=none </dev/null >/var/log/anycloud/dockerd.log 2>&1 &
+  setsid dockerd --iptables=false </dev/null >/var/log/anycloud/dockerd.log 2>&1 &
   for _ in $(seq 1 120); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
   docker info >/dev/null 2>&1 || { echo "dockerd did not start:" >&2; tail -n 30 /var/log/anycloud/dockerd.log >&2; exit 1; }
 fi

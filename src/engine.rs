@@ -198,6 +198,11 @@ pub async fn make_plan_timed(
         .map_err(|errors| UserError(with_fill_hints(errors, &graph, providers)))?;
     t.diff = start.elapsed();
     plan.warnings.extend(notes);
+    plan.warnings.extend(
+        desired
+            .iter()
+            .flat_map(|(address, p)| p.warnings.iter().map(move |w| format!("{address}: {w}"))),
+    );
     plan.config_digest = config.digest.clone();
     Ok((graph, plan, t))
 }

@@ -62,8 +62,6 @@ impl Node {
 pub struct Graph {
     /// Keyed by address; [`Graph::order`] gives the deterministic topological order.
     pub nodes: BTreeMap<String, Node>,
-    /// Cross-continent data paths, for the plan's warnings.
-    pub warnings: Vec<String>,
 }
 
 pub fn storage_address(provider: &str, continent: &str) -> String {
@@ -86,25 +84,18 @@ fn shape_of(registry: &Providers, provider: &str) -> Shape {
 /// Compiles the config into its graph.
 pub fn compile(config: &Config, registry: &Providers) -> Graph {
     let mut g = Graph::default();
-    // First-wins: the first deployment (by id) to use a bucket name fixes where it lives:
-    // (continent, first deployment, its region).
-    let mut bucket_home: BTreeMap<(String, String), (String, String, String)> = BTreeMap::new();
+    // First-wins: the first deployment (by id) to use a bucket name fixes the region it is
+    // made in. (Its continent is the same for every user: the config checks refuse a bucket
+    // shared across continents.)
+    let mut bucket_home: BTreeMap<(String, String), String> = BTreeMap::new();
     for d in &config.deployments {
         let shape = shape_of(registry, &d.provider);
         let mut spec = d.clone();
-        for (role, bucket) in spec.buckets.iter_mut() {
-            let (home, first, home_region) = bucket_home
+        for bucket in spec.buckets.values_mut() {
+            bucket.region = bucket_home
                 .entry((d.provider.clone(), bucket.name.clone()))
-                .or_insert_with(|| (d.continent.clone(), d.id.clone(), d.region.clone()))
+                .or_insert_with(|| d.region.clone())
                 .clone();
-            if home != d.continent {
-                g.warnings.push(format!(
-                    "deployment.{}.bucket.{role}: bucket '{}' lives in continent '{home}' (first used by deployment '{first}') but deployment '{}' runs in '{}': its data crosses continents (70-150 ms, about $0.05-0.12/GB instead of $0.01-0.02/GB)",
-                    d.id, bucket.name, d.id, d.continent
-                ));
-            }
-            bucket.continent = home;
-            bucket.region = home_region;
         }
         DeploymentNodes {
             g: &mut g,
@@ -440,7 +431,6 @@ mod tests {
         let bucket = second.bucket(BucketRole::Output).unwrap();
         assert_eq!(bucket.region, "us-west-2");
         assert_eq!(bucket.continent, "us");
-        assert!(g.warnings.is_empty());
         assert_eq!(
             g.nodes.keys().filter(|a| a.starts_with("shared.")).count(),
             1,

@@ -78,10 +78,38 @@ fn is_multiline(v: Option<&Value>) -> bool {
     v.and_then(Value::as_str).is_some_and(|s| s.contains('\n'))
 }
 
-fn heredoc(out: &mut String, indent: &str, body: &str) {
-    for line in body.lines() {
-        let _ = writeln!(out, "{indent}    {line}");
+/// `body` as a heredoc after `head` (the `key = ` part): `<<-EOT`, its lines, `EOT`. A body
+/// with a line that reads like the terminator gets another one (`EOT1`, …), so no value can
+/// end its own heredoc early and pass what follows for plan text.
+fn heredoc(out: &mut String, indent: &str, head: &str, body: &str, tail: &str) {
+    let mut end = String::from("EOT");
+    let mut n = 0;
+    while body.lines().any(|l| visible(l).trim() == end) {
+        n += 1;
+        end = format!("EOT{n}");
     }
+    let _ = writeln!(out, "{head}<<-{end}{tail}");
+    for line in body.lines() {
+        let _ = writeln!(out, "{indent}    {}", visible(line));
+    }
+    let _ = writeln!(out, "{indent}    {end}");
+}
+
+/// A line as it may reach a terminal or a PR comment: control characters (an escape
+/// sequence, a carriage return that would overwrite the line, a fake end of the heredoc on
+/// a line of its own) are shown as escapes, never sent. Tabs stay.
+fn visible(line: &str) -> std::borrow::Cow<'_, str> {
+    if !line.chars().any(|c| c.is_control() && c != '\t') {
+        return line.into();
+    }
+    line.chars()
+        .map(|c| match c {
+            '\t' => c.to_string(),
+            c if c.is_control() => c.escape_unicode().to_string(),
+            c => c.to_string(),
+        })
+        .collect::<String>()
+        .into()
 }
 
 /// One change as a Terraform-style block. Unchanged attributes of updates are counted,
@@ -157,11 +185,10 @@ fn block(c: &Change, paint: Paint) -> String {
             if is_multiline(b) || is_multiline(a) {
                 let old = b.and_then(Value::as_str).unwrap_or("");
                 let new = a.and_then(Value::as_str).unwrap_or("");
-                let _ = writeln!(out, "{ind}{sym} {k:<width$} = <<-EOT{forces}");
                 let diff = similar::TextDiff::from_lines(old, new);
                 let unified = diff.unified_diff().context_radius(3).to_string();
-                heredoc(&mut out, ind, &unified);
-                let _ = writeln!(out, "{ind}    EOT");
+                let head = format!("{ind}{sym} {k:<width$} = ");
+                heredoc(&mut out, ind, &head, &unified, forces);
             } else {
                 let from = b.map(scalar).unwrap_or_else(|| "null".into());
                 let to = a.map(scalar).unwrap_or_else(|| "null".into());
@@ -171,9 +198,8 @@ fn block(c: &Change, paint: Paint) -> String {
         }
         match value_side {
             Some(v) if is_multiline(Some(v)) => {
-                let _ = writeln!(out, "{ind}{sym} {k:<width$} = <<-EOT");
-                heredoc(&mut out, ind, v.as_str().unwrap_or_default());
-                let _ = writeln!(out, "{ind}    EOT");
+                let head = format!("{ind}{sym} {k:<width$} = ");
+                heredoc(&mut out, ind, &head, v.as_str().unwrap_or_default(), "");
             }
             Some(v) => {
                 let _ = writeln!(out, "{ind}{sym} {k:<width$} = {}", scalar(v));
@@ -286,6 +312,40 @@ pub fn json(plan: &Plan) -> String {
 mod tests {
     use super::*;
     use crate::plan::Summary;
+
+    #[test]
+    fn control_characters_are_shown_escaped_and_no_value_ends_its_own_heredoc() {
+        let tricky = "docker run \\\n  --env 'A=\u{1b}[2J\rfake'\nEOT\nPlan: 0 to add\n";
+        let change = Change {
+            address: "deployment.a.container".into(),
+            kind: anycloud_provider::Kind::Container,
+            provider: "test".into(),
+            action: Action::Create,
+            reason: None,
+            before: None,
+            after: Some(
+                serde_json::from_value(
+                    serde_json::json!({ "run_spec": tricky, "env": {"A": "\u{1b}[2J\r"} }),
+                )
+                .unwrap(),
+            ),
+            private: None,
+            keep_on_destroy: false,
+            after_unknown: vec![],
+            replace_paths: vec![],
+            dependencies: vec![],
+            prior_dependencies: vec![],
+        };
+        let text = change_block(&change);
+        assert!(!text.contains('\u{1b}') && !text.contains('\r'), "{text:?}");
+        assert!(text.contains("\\u{1b}[2J\\u{d}fake"), "{text}");
+        assert!(text.contains("= <<-EOT1\n"), "{text}");
+        assert!(
+            text.contains("\n         EOT\n"),
+            "the value's EOT is content: {text}"
+        );
+        assert!(text.contains("\n         EOT1\n"), "{text}");
+    }
 
     #[test]
     fn the_styled_rendering_stripped_is_the_plain_one() {

@@ -267,3 +267,88 @@ fn the_examples_validate() {
         );
     }
 }
+
+/// A plan file is written like the state: a new 0600 file renamed into place, never through
+/// a symlink someone left there, never keeping an existing file's looser mode.
+#[test]
+fn a_plan_file_replaces_a_symlink_or_a_looser_file_and_is_private() {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    let p = Project::new(CONFIG);
+    let victim = p.path().join("victim.txt");
+    std::fs::write(&victim, "not a plan\n").unwrap();
+    symlink(&victim, p.path().join("linked.plan")).unwrap();
+    p.ok(&["plan", "--out", "linked.plan", BUCKETS[0], BUCKETS[1]]);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "not a plan\n");
+    let linked = std::fs::symlink_metadata(p.path().join("linked.plan")).unwrap();
+    assert!(
+        linked.file_type().is_file(),
+        "the symlink itself is replaced"
+    );
+    assert_eq!(linked.permissions().mode() & 0o777, 0o600);
+
+    let loose = p.path().join("loose.plan");
+    std::fs::write(&loose, "old").unwrap();
+    std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o644)).unwrap();
+    p.ok(&["plan", "--out", "loose.plan", BUCKETS[0], BUCKETS[1]]);
+    let mode = std::fs::metadata(&loose).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    p.ok(&["show", "loose.plan"]);
+}
+
+/// A huge value is no typo of a known one: no suggestion search (quadratic in its length),
+/// and the error does not echo it back whole.
+#[test]
+fn a_huge_region_is_refused_briefly() {
+    let huge = "x".repeat(200_000);
+    let p = Project::new(&format!(
+        "deployments:\n  job:\n    provider: aws\n    region: {huge}\n    vm: {{ type: t3.micro }}\n    container: {{ image: busybox }}\n"
+    ));
+    let r = p.run(&["validate"]);
+    assert_eq!(r.code, 1, "{}", &r.stderr[..r.stderr.len().min(500)]);
+    assert!(r.stderr.contains("unknown region"), "{}", &r.stderr[..500]);
+    assert!(!r.stderr.contains("did you mean"));
+    assert!(r.stderr.len() < 2_000, "{} bytes of error", r.stderr.len());
+}
+
+/// `bucket upload|download NAME` takes only a bucket name: never a path.
+#[test]
+fn bucket_commands_check_the_name() {
+    let p = Project::new(CONFIG);
+    std::fs::write(p.path().join("data.txt"), "x").unwrap();
+    for name in ["../../etc", "UPPER", "a", "with space"] {
+        for args in [
+            vec!["bucket", "upload", name, "data.txt"],
+            vec!["bucket", "download", name, "out"],
+            vec!["bucket", "ls", name],
+        ] {
+            let r = p.run(&args);
+            assert_eq!(r.code, 1, "{args:?}: {r:?}");
+            assert!(r.stderr.contains("bucket name"), "{args:?}: {r:?}");
+        }
+    }
+    assert!(!p.path().join("out").exists());
+}
+
+/// A job asking for GPUs on an instance type without one is worth a warning in the plan
+/// (made without calling the cloud).
+#[test]
+fn the_plan_warns_of_gpus_on_a_machine_without_one() {
+    let config = |vm_type: &str| {
+        format!(
+            "deployments:\n  gpu-job:\n    provider: aws\n    region: us-east-1\n    vm: {{ type: {vm_type} }}\n    container: {{ image: busybox, gpus: all }}\n"
+        )
+    };
+    let p = Project::new(&config("t3.micro"));
+    let r = p.run(&["plan", "--refresh=false"]);
+    let said = format!("{}{}", r.stdout, r.stderr);
+    assert!(
+        said.contains("deployment.gpu-job.vm: the container asks for GPUs (gpus: all) but instance type t3.micro has no NVIDIA GPU"),
+        "{r:?}"
+    );
+    p.write_config(&config("g5.xlarge"));
+    let r = p.run(&["plan", "--refresh=false"]);
+    assert!(
+        !format!("{}{}", r.stdout, r.stderr).contains("NVIDIA GPU"),
+        "{r:?}"
+    );
+}

@@ -43,16 +43,16 @@ fn object(moto: &Moto, bucket: &str, key: &str) -> Option<String> {
     (status == 200).then(|| body.trim().to_owned())
 }
 
-fn config() -> String {
-    config_with_cidr("10.0.0.0/8")
+fn config(user: &str) -> String {
+    config_with_cidr(user, "10.0.0.0/8")
 }
 
-fn config_with_cidr(cidr: &str) -> String {
+fn config_with_cidr(user: &str, cidr: &str) -> String {
     format!(
         r#"
 project: e2e-aws
 providers:
-  aws: {{ ami: ami-12345678, ssh_user: root, ssh_cidr: {cidr} }}
+  aws: {{ ami: ami-12345678, ssh_user: {user}, ssh_cidr: {cidr} }}
 defaults:
   sync_interval: 1s
   connectivity_check: {{ retries: 2, retries_sleep: 1s }}
@@ -72,15 +72,18 @@ deployments:
 #[test]
 fn aws_against_moto_end_to_end() {
     build_image("anycloud-e2e:v1");
-    // The test host's sessions carry the credentials an instance role would provide.
+    // The test host's sessions carry the credentials an instance role would provide. Its
+    // login user is not root and uses sudo, as on Debian's and Ubuntu's images.
     let host = TestHost::start_with_env(&[
         ("AWS_ACCESS_KEY_ID", "test"),
         ("AWS_SECRET_ACCESS_KEY", "test"),
-    ]);
+    ])
+    .with_sudo_user();
+    assert_ne!(host.user, "root");
     // On the host's link, so rclone on the "VM" reaches it as well as anycloud does.
     let moto = Moto::start(&host.gateway);
     let vm_root = host.dir.path().join("vm");
-    let p = Project::new(&config());
+    let p = Project::new(&config(&host.user));
     let mut env = moto.env();
     env.push((
         "ANYCLOUD_TEST_SSH_ADDRESS".into(),
@@ -142,6 +145,8 @@ fn aws_against_moto_end_to_end() {
             .iter()
             .map(|a| a.as_str().unwrap())
             .collect();
+        // Least privilege: `rclone copy` never deletes.
+        assert!(!actions.contains(&"s3:DeleteObject"), "{actions:?}");
         for resource in statement["Resource"].as_array().unwrap() {
             let arn = resource.as_str().unwrap();
             let bucket = arn
@@ -196,6 +201,55 @@ fn aws_against_moto_end_to_end() {
         "{instances}"
     );
     assert!(instances.contains("anycloud-aws-alpha"), "{instances}");
+    // IMDSv2 only, one hop: the job's container (a hop further, on Docker's bridge) cannot
+    // reach the instance role's credentials. A client token makes RunInstances idempotent.
+    assert_eq!(
+        xml_all(&instances, "httpTokens"),
+        ["required"],
+        "{instances}"
+    );
+    assert_eq!(
+        xml_all(&instances, "httpPutResponseHopLimit"),
+        ["1"],
+        "{instances}"
+    );
+    assert!(
+        xml_all(&instances, "clientToken")
+            .first()
+            .is_some_and(|t| t.len() >= 32 && t != "ABCDE"),
+        "{instances}"
+    );
+    let network = common::sh(
+        "docker inspect -f '{{.HostConfig.NetworkMode}}' $(docker ps -q --filter label=anycloud.deployment=aws-alpha)",
+    );
+    assert_eq!(network, "bridge");
+    // Every object says whose it is: the state's lineage and the project.
+    let lineage = p.state_json().unwrap()["lineage"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let tagged = |listing: &str| {
+        listing.contains("<key>anycloud:lineage</key>") && listing.contains(&lineage)
+            || listing.contains("<Key>anycloud:lineage</Key>") && listing.contains(&lineage)
+    };
+    assert!(tagged(&instances), "{instances}");
+    let key_pairs = moto.query(
+        "ec2",
+        "Action=DescribeKeyPairs&Version=2016-11-15&KeyName.1=anycloud-aws-alpha",
+    );
+    assert!(tagged(&key_pairs), "{key_pairs}");
+    let group = moto.query(
+        "ec2",
+        "Action=DescribeSecurityGroups&Version=2016-11-15&Filter.1.Name=group-name&Filter.1.Value.1=anycloud-aws-alpha",
+    );
+    assert!(tagged(&group), "{group}");
+    let role_tags = moto.query(
+        "iam",
+        "Action=ListRoleTags&Version=2010-05-08&RoleName=anycloud-aws-alpha",
+    );
+    assert!(tagged(&role_tags), "{role_tags}");
+    let (_, bucket_tags) = moto.http("GET", "/aws-alpha?tagging", None);
+    assert!(tagged(&bucket_tags), "{bucket_tags}");
     let first_instance = xml_all(&instances, "instanceId")[0].clone();
 
     // Data through moto's S3, by rclone on the test host with the "instance role".
@@ -250,7 +304,7 @@ fn aws_against_moto_end_to_end() {
     assert_eq!(run(&p, &env, &["plan", "--detailed-exitcode"]).code, 0);
 
     // A narrower ssh_cidr closes what the old one opened.
-    p.write_config(&config_with_cidr("10.200.0.0/16"));
+    p.write_config(&config_with_cidr(&host.user, "10.200.0.0/16"));
     ok(&p, &env, &["apply", "--auto-approve"]);
     let groups = moto.query(
         "ec2",
@@ -512,4 +566,326 @@ deployments:
         200,
         "the output bucket itself is kept"
     );
+}
+
+fn cloud_config(project: &str, deployment: &str) -> String {
+    format!(
+        r#"
+project: {project}
+providers:
+  aws: {{ ami: ami-12345678, ssh_cidr: 10.0.0.0/8 }}
+deployments:
+  {deployment}:
+    provider: aws
+    region: us-east-1
+    vm: {{ type: t3.micro }}
+    container: {{ image: busybox }}
+    buckets: {{ output: {deployment}-results, checkpoint: true }}
+"#
+    )
+}
+
+/// Instances moto has pending or running for a deployment, with their tags.
+fn live_instances(moto: &Moto, deployment: &str) -> Vec<String> {
+    let found = moto.query(
+        "ec2",
+        &format!(
+            "Action=DescribeInstances&Version=2016-11-15&Filter.1.Name=tag:anycloud:deployment&Filter.1.Value.1={deployment}&Filter.2.Name=instance-state-name&Filter.2.Value.1=pending&Filter.2.Value.2=running"
+        ),
+    );
+    xml_all(&found, "instanceId")
+}
+
+/// anycloud is killed while it waits for a new VM's SSH (here: nothing ever answers). The
+/// instance id was recorded as soon as EC2 answered, so a destroy terminates the instance
+/// (with no final upload: nothing ever ran there). Before that, a second project with a
+/// deployment of the same id in the same account is refused the first's role and checkpoint
+/// bucket, naming their owner, and its destroy leaves them (and the checkpoints) alone.
+#[test]
+fn a_vm_killed_while_waiting_for_ssh_is_destroyed_and_another_state_never_touches_it() {
+    let moto = Moto::start("127.0.0.1");
+    let dead = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let mut first = Project::new(&cloud_config("first", "twin"));
+    first.env = moto.env();
+    first.env.push((
+        "ANYCLOUD_TEST_SSH_ADDRESS".into(),
+        format!("127.0.0.1:{dead_port}"),
+    ));
+    let mut apply = first
+        .command(&["apply", "--auto-approve"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let recorded = wait_for(120, "the instance id to be recorded", || {
+        let s = first.state_json()?;
+        let vm = &s["resources"]["deployment.twin.vm"];
+        assert!(vm["pending"].is_string() || vm.is_null(), "{vm}");
+        vm["attributes"]["instance_id"].as_str().map(String::from)
+    });
+    apply.kill().unwrap(); // SIGKILL, while it waits for SSH
+    apply.wait().unwrap();
+    assert_eq!(
+        live_instances(&moto, "twin"),
+        std::slice::from_ref(&recorded)
+    );
+    assert!(moto.http("PUT", "/twin/step-100", Some("a checkpoint")).0 < 300);
+    let role_policy = || {
+        moto.query(
+            "iam",
+            "Action=GetRolePolicy&Version=2010-05-08&RoleName=anycloud-twin&PolicyName=anycloud-buckets",
+        )
+    };
+    let first_policy = role_policy();
+    let role_tags = || {
+        moto.query(
+            "iam",
+            "Action=ListRoleTags&Version=2010-05-08&RoleName=anycloud-twin",
+        )
+    };
+    let first_tags = role_tags();
+    let lineage = first.state_json().unwrap()["lineage"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // A second project, same deployment id, same account.
+    let mut second = Project::new(&cloud_config("second", "twin"));
+    second.env = first.env.clone();
+    let refused = second.run(&["apply", "--auto-approve"]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    let said = format!("{}{}", refused.stdout, refused.stderr);
+    assert!(
+        said.contains(&format!(
+            "checkpoint bucket 'twin' is another anycloud state's (project 'first', lineage {lineage})"
+        )),
+        "{said}"
+    );
+    // Without a checkpoint bucket in the way, the role is reached: refused too.
+    second.write_config(&cloud_config("second", "twin").replace(", checkpoint: true", ""));
+    let refused = second.run(&["apply", "--auto-approve"]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    let said = format!("{}{}", refused.stdout, refused.stderr);
+    assert!(
+        said.contains(&format!(
+            "IAM role anycloud-twin is another anycloud state's (project 'first', lineage {lineage})"
+        )),
+        "{said}"
+    );
+    assert_eq!(
+        xml_all(&role_policy(), "PolicyDocument"),
+        xml_all(&first_policy, "PolicyDocument"),
+        "the first's role policy is untouched"
+    );
+    assert_eq!(
+        xml_all(&role_tags(), "member"),
+        xml_all(&first_tags, "member")
+    );
+    let destroyed = second.run(&["destroy", "--auto-approve"]);
+    assert_eq!(destroyed.code, 0, "{destroyed:?}");
+    assert_eq!(
+        xml_all(&role_policy(), "PolicyDocument"),
+        xml_all(&first_policy, "PolicyDocument"),
+        "the first's role is still there"
+    );
+    assert_eq!(
+        object(&moto, "twin", "step-100").as_deref(),
+        Some("a checkpoint"),
+        "the first's checkpoints are still there"
+    );
+    assert_eq!(
+        live_instances(&moto, "twin"),
+        std::slice::from_ref(&recorded)
+    );
+
+    // The first state's destroy terminates its instance without trying to reach it.
+    let gone = first.run(&["destroy", "--auto-approve"]);
+    assert_eq!(gone.code, 0, "{gone:?}");
+    assert!(live_instances(&moto, "twin").is_empty());
+    let key_pairs = moto.query("ec2", "Action=DescribeKeyPairs&Version=2016-11-15");
+    assert!(!key_pairs.contains("anycloud-twin"), "{key_pairs}");
+    let groups = moto.query("ec2", "Action=DescribeSecurityGroups&Version=2016-11-15");
+    assert!(!groups.contains("anycloud-twin"), "{groups}");
+    assert_eq!(moto.http("HEAD", "/twin", None).0, 404);
+    assert!(first.ok(&["state", "list"]).stdout.trim().is_empty());
+}
+
+/// Someone else's key pair and security group with the names anycloud would use: never
+/// replaced, narrowed or deleted, and the error names their owner.
+#[test]
+fn another_states_key_pair_and_security_group_are_left_alone() {
+    let moto = Moto::start("127.0.0.1");
+    let theirs = "TagSpecification.1.Tag.1.Key=anycloud%3Alineage&TagSpecification.1.Tag.1.Value=someone-else";
+    moto.query(
+        "ec2",
+        &format!("Action=CreateKeyPair&Version=2016-11-15&KeyName=anycloud-keyed&TagSpecification.1.ResourceType=key-pair&{theirs}"),
+    );
+    moto.query(
+        "ec2",
+        &format!("Action=CreateSecurityGroup&Version=2016-11-15&GroupName=anycloud-grouped&GroupDescription=theirs&TagSpecification.1.ResourceType=security-group&{theirs}"),
+    );
+    moto.query(
+        "ec2",
+        "Action=AuthorizeSecurityGroupIngress&Version=2016-11-15&GroupName=anycloud-grouped&IpPermissions.1.IpProtocol=tcp&IpPermissions.1.FromPort=22&IpPermissions.1.ToPort=22&IpPermissions.1.IpRanges.1.CidrIp=10.9.9.0/24",
+    );
+    let key_before = moto.query(
+        "ec2",
+        "Action=DescribeKeyPairs&Version=2016-11-15&KeyName.1=anycloud-keyed",
+    );
+    let config = format!(
+        "{}  grouped:\n    provider: aws\n    region: us-east-1\n    vm: {{ type: t3.micro }}\n    container: {{ image: busybox }}\n",
+        cloud_config("mine", "keyed")
+    );
+    let mut p = Project::new(&config);
+    p.env = moto.env();
+    p.env
+        .push(("ANYCLOUD_TEST_SSH_ADDRESS".into(), "127.0.0.1:9".into()));
+    let refused = p.run(&["apply", "--auto-approve"]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    let said = format!("{}{}", refused.stdout, refused.stderr);
+    assert!(
+        said.contains("key pair anycloud-keyed is another anycloud state's (lineage someone-else)"),
+        "{said}"
+    );
+    assert!(
+        said.contains(
+            "security group anycloud-grouped is another anycloud state's (lineage someone-else)"
+        ),
+        "{said}"
+    );
+    let ok = p.run(&["destroy", "--auto-approve"]);
+    assert_eq!(ok.code, 0, "{ok:?}");
+    let key_now = moto.query(
+        "ec2",
+        "Action=DescribeKeyPairs&Version=2016-11-15&KeyName.1=anycloud-keyed",
+    );
+    for field in ["keyFingerprint", "keyPairId", "value"] {
+        assert_eq!(
+            xml_all(&key_now, field),
+            xml_all(&key_before, field),
+            "their key pair is the same key pair"
+        );
+    }
+    let group = moto.query(
+        "ec2",
+        "Action=DescribeSecurityGroups&Version=2016-11-15&Filter.1.Name=group-name&Filter.1.Value.1=anycloud-grouped",
+    );
+    let ingress = xml_all(&group, "ipPermissions").concat();
+    assert_eq!(xml_all(&ingress, "cidrIp"), ["10.9.9.0/24"], "{group}");
+    assert!(live_instances(&moto, "keyed").is_empty());
+    assert!(live_instances(&moto, "grouped").is_empty());
+}
+
+/// `anycloud bucket ls|upload|download` on S3: a tree with a file large enough to go in
+/// parts, listed, fetched back byte for byte; an object whose key climbs out of the
+/// destination is refused and nothing is written outside it.
+#[test]
+fn bucket_commands_fill_and_fetch_s3() {
+    let moto = Moto::start("127.0.0.1");
+    // The bucket is the config's (deployment mover's output): its provider's.
+    let mut p = Project::new(&cloud_config("transfer", "mover"));
+    p.env = moto.env();
+    assert_eq!(moto.http("PUT", "/mover-results", None).0, 200);
+    let source = p.path().join("data");
+    std::fs::create_dir_all(source.join("nested/deeper")).unwrap();
+    std::fs::write(source.join("small.txt"), "small\n").unwrap();
+    std::fs::write(source.join("nested/deeper/b.txt"), "b\n").unwrap();
+    let big: Vec<u8> = (0..(20 * 1024 * 1024 + 123))
+        .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    std::fs::write(source.join("nested/big.bin"), &big).unwrap();
+    let up = p.ok(&["bucket", "upload", "mover-results", "data"]);
+    assert!(up.stdout.contains("Uploaded 3 file(s)"), "{up:?}");
+    let listed = p.ok(&["bucket", "ls", "mover-results"]);
+    assert_eq!(
+        listed.stdout,
+        format!(
+            "{:>12}  nested/big.bin\n{:>12}  nested/deeper/b.txt\n{:>12}  small.txt\n",
+            big.len(),
+            2,
+            6
+        )
+    );
+    let down = p.ok(&["bucket", "download", "mover-results", "fetched"]);
+    assert!(down.stdout.contains("Downloaded 3 file(s)"), "{down:?}");
+    assert_eq!(
+        std::fs::read(p.path().join("fetched/nested/big.bin")).unwrap(),
+        big
+    );
+    assert_eq!(
+        std::fs::read_to_string(p.path().join("fetched/nested/deeper/b.txt")).unwrap(),
+        "b\n"
+    );
+
+    // A key that climbs out: refused, and nothing lands beside the destination.
+    let put = moto.http("PUT", "/mover-results/..%2Fescaped.txt", Some("x"));
+    assert_eq!(put.0, 200, "{put:?}");
+    let listed = p.ok(&["bucket", "ls", "mover-results"]);
+    assert!(listed.stdout.contains("../escaped.txt"), "{listed:?}");
+    let refused = p.run(&["bucket", "download", "mover-results", "again"]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(refused.stderr.contains("outside"), "{refused:?}");
+    assert!(!p.path().join("escaped.txt").exists());
+
+    // A bucket that is not there is named.
+    let missing = p.run(&["bucket", "ls", "no-such-bucket"]);
+    assert_eq!(missing.code, 1, "{missing:?}");
+    assert!(missing.stderr.contains("no-such-bucket"), "{missing:?}");
+}
+
+/// The S3 endpoint from the environment goes into the VMs' rclone.conf too: one with a
+/// newline (which would add keys to the remote) is refused, naming the variable.
+#[test]
+fn an_endpoint_variable_with_a_newline_is_refused() {
+    let mut p = Project::new(&cloud_config("endpoint", "ended"));
+    p.env = vec![
+        ("AWS_ACCESS_KEY_ID".into(), "test".into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), "test".into()),
+        (
+            "AWS_ENDPOINT_URL".into(),
+            "http://127.0.0.1:9\nacl = public-read-write".into(),
+        ),
+    ];
+    let r = p.run(&["plan"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains("AWS_ENDPOINT_URL"), "{r:?}");
+    assert!(r.stderr.contains("not an http(s) URL"), "{r:?}");
+    assert!(!r.stderr.contains("panicked"), "{r:?}");
+}
+
+/// An output bucket of the user's own (not made by anycloud) keeps its policy: the grant
+/// edits only policies of buckets this state made, and the role's own policy admits the VM.
+#[test]
+fn a_bucket_of_your_own_keeps_its_policy() {
+    let moto = Moto::start("127.0.0.1");
+    assert_eq!(moto.http("PUT", "/own-results", None).0, 200);
+    let mut p = Project::new(&cloud_config("own", "owned").replace("owned-results", "own-results"));
+    p.env = moto.env();
+    let cloud = [
+        "--target",
+        "deployment.owned.grant",
+        "--target",
+        "deployment.owned.role",
+    ];
+    let applied = p.run(&[&["apply", "--auto-approve"][..], &cloud].concat());
+    assert_eq!(applied.code, 0, "{applied:?}");
+    assert!(
+        applied
+            .stdout
+            .contains("bucket own-results is not anycloud's"),
+        "{applied:?}"
+    );
+    let (status, body) = moto.http("GET", "/own-results?policy", None);
+    assert_eq!(status, 404, "no policy was put on it: {body}");
+    // The checkpoint bucket, made by this state, admits the role in its policy.
+    let (status, policy) = moto.http("GET", "/owned?policy", None);
+    assert_eq!(status, 200, "{policy}");
+    assert!(policy.contains("anycloud-owned"), "{policy}");
+    assert!(!policy.contains("DeleteObject"), "{policy}");
+    let gone = p.run(&["destroy", "--auto-approve"]);
+    assert_eq!(gone.code, 0, "{gone:?}");
+    assert_eq!(moto.http("GET", "/own-results?policy", None).0, 404);
+    assert_eq!(moto.http("HEAD", "/own-results", None).0, 200, "it is kept");
 }

@@ -110,7 +110,17 @@ fn local_cloud_end_to_end() {
         3,
         "{status:?}"
     );
-    assert!(status.stdout.contains("last upload run: "), "{status:?}");
+    // When each upload last succeeded (a zero exit of its copy), not merely ran.
+    let succeeded = status
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_once("last successful upload: "))
+        .filter(|(_, age)| {
+            let digits: String = age.chars().take_while(|c| c.is_ascii_digit()).collect();
+            !digits.is_empty() && age[digits.len()..].starts_with("s ago")
+        })
+        .count();
+    assert_eq!(succeeded, 3, "{status:?}");
 
     // The state is private and a second plan has nothing to do.
     let mode = std::fs::metadata(p.path().join(".anycloud/state.json")).unwrap();

@@ -24,7 +24,7 @@ project: e2e-ssh
 deployments:
   ssh-alpha:
     provider: ssh
-    vm: {{ host: {address}, port: {port}, user: root, root: {root}{extra_vm} }}
+    vm: {{ host: {address}, port: {port}, user: {user}, root: {root}{extra_vm} }}
     sync_interval: 1s
     connectivity_check: {{ retries: 2, retries_sleep: 1s }}
     container:
@@ -33,7 +33,7 @@ deployments:
     buckets: {{ input: ssh-input, output: ssh-results, checkpoint: true }}
   ssh-beta:
     provider: ssh
-    vm: {{ host: {address}, port: {port}, user: root, root: {root}{extra_vm} }}
+    vm: {{ host: {address}, port: {port}, user: {user}, root: {root}{extra_vm} }}
     sync_interval: 1s
     connectivity_check: {{ retries: 2, retries_sleep: 1s }}
     container:
@@ -43,6 +43,7 @@ deployments:
 "#,
         address = host.address,
         port = host.port,
+        user = host.user,
         root = root.display(),
     )
 }
@@ -82,8 +83,9 @@ fn processes_named(host: &TestHost, name: &str) -> usize {
 fn ssh_machine_end_to_end() {
     build_image("anycloud-e2e:v1");
     // Declared before the project so it is dropped after it: the project's drop destroys
-    // over SSH.
-    let mut host = TestHost::start();
+    // over SSH. The machine's login user is not root and uses sudo, as on cloud images.
+    let mut host = TestHost::start().with_sudo_user();
+    assert_ne!(host.user, "root");
     let m = Machine {
         root: host.dir.path().join("root"),
     };
@@ -345,4 +347,45 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// A host key set in the config (`vm.host_key`) is what every contact checks, the first
+/// too: the input bucket is not read from (and no key is remembered for) a machine that
+/// offers another key.
+#[test]
+fn a_configured_host_key_is_honoured_on_first_contact() {
+    let host = TestHost::start().with_sudo_user();
+    let root = host.dir.path().join("root");
+    std::fs::create_dir_all(root.join("buckets/pinned-input")).unwrap();
+    let wrong = "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    let p = Project::new(&format!(
+        r#"
+project: pinned
+deployments:
+  pinned:
+    provider: ssh
+    vm: {{ host: {address}, port: {port}, user: {user}, root: {root}, host_key: "{wrong}" }}
+    container: {{ image: busybox }}
+    buckets: {{ input: pinned-input, output: pinned-results }}
+"#,
+        address = host.address,
+        port = host.port,
+        user = host.user,
+        root = root.display(),
+    ));
+    let key =
+        anycloud_host::keys::ensure_deployment_key(&p.path().join(".anycloud/keys"), "pinned")
+            .unwrap();
+    host.authorize(&key.public_key);
+    let r = p.run(&["plan"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stderr.contains(wrong), "{r:?}");
+    assert!(r.stderr.contains(&host.host_key_fingerprint), "{r:?}");
+    let known = read(&p.path().join(".anycloud/keys/known_hosts")).unwrap_or_default();
+    assert!(!known.contains(&host.host_key_fingerprint), "{known}");
+    let recorded = p
+        .state_json()
+        .and_then(|s| s["resources"].as_object().map(|r| r.len()))
+        .unwrap_or(0);
+    assert_eq!(recorded, 0, "nothing was recorded");
 }

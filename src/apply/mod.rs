@@ -167,6 +167,8 @@ type Recording<'a> = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send 
 enum Event {
     /// The intents of the `n`th batch in flight are on disk (or could not be written).
     Recorded(usize, Result<(), StoreError>),
+    /// A running create has made something: these attributes are the resource's now.
+    Made(usize, Attrs),
     Joined(Result<Done, tokio::task::JoinError>),
 }
 
@@ -206,6 +208,7 @@ pub async fn apply(
     // A record that fails stops new operations like Ctrl-C does; those in flight still finish
     // (and are recorded if the store recovers) before the error is returned.
     let mut save_error: Option<anyhow::Error> = None;
+    let (made_tx, mut made_rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Attrs)>();
     let address = |i: usize| ops[i].0.address.as_str();
     let action = |i: usize| match ops[i].1 {
         Step::Delete => Action::Delete,
@@ -238,7 +241,16 @@ pub async fn apply(
             if intents.is_empty() {
                 // Reads change nothing: they start at once.
                 for (i, provider) in batch {
-                    start(i, provider, &ops, &state, &mut running, progress, &action);
+                    start(
+                        i,
+                        provider,
+                        &ops,
+                        &state,
+                        &mut running,
+                        progress,
+                        &action,
+                        &made_tx,
+                    );
                 }
             } else {
                 for e in &intents {
@@ -254,6 +266,10 @@ pub async fn apply(
             break;
         }
         let event = std::future::poll_fn(|cx| {
+            // What a create has made comes before its completion (it was sent first).
+            if let Poll::Ready(Some((i, attrs))) = made_rx.poll_recv(cx) {
+                return Poll::Ready(Event::Made(i, attrs));
+            }
             for (n, (_, durable)) in recording.iter_mut().enumerate() {
                 if let Poll::Ready(r) = durable.as_mut().poll(cx) {
                     return Poll::Ready(Event::Recorded(n, r));
@@ -274,12 +290,42 @@ pub async fn apply(
                     Ok(()) if interrupt.load(Ordering::SeqCst) || save_error.is_some() => {}
                     Ok(()) => {
                         for (i, provider) in batch {
-                            start(i, provider, &ops, &state, &mut running, progress, &action);
+                            start(
+                                i,
+                                provider,
+                                &ops,
+                                &state,
+                                &mut running,
+                                progress,
+                                &action,
+                                &made_tx,
+                            );
                         }
                     }
                     // Without their intents on disk the operations must not start.
                     Err(e) => {
                         save_error.get_or_insert(e.into());
+                    }
+                }
+                continue;
+            }
+            Event::Made(i, attrs) => {
+                // Recorded at once, and durably: an instance started and not yet seen to
+                // boot must be found by a run that comes after this one is killed.
+                if !settled[i] {
+                    if let Some(mut resource) = state.resources.get(address(i)).cloned() {
+                        resource.attributes.extend(attrs);
+                        let entry = Entry {
+                            address: address(i).to_owned(),
+                            resource: Some(resource),
+                        };
+                        let recorded = store
+                            .record(&lineage, std::slice::from_ref(&entry), true)
+                            .await;
+                        entry.into_state(&mut state);
+                        if let Err(e) = recorded {
+                            save_error.get_or_insert(e.into());
+                        }
                     }
                 }
                 continue;
@@ -352,6 +398,7 @@ pub async fn apply(
 }
 
 /// Starts operation `i` on its own task.
+#[allow(clippy::too_many_arguments)]
 fn start(
     i: usize,
     provider: Arc<dyn Provider>,
@@ -360,15 +407,16 @@ fn start(
     running: &mut JoinSet<Done>,
     progress: &Progress,
     action: &dyn Fn(usize) -> Action,
+    made: &Made,
 ) {
     let (change, step) = ops[i];
     progress.started(&change.address, action(i));
-    let work = Work::new(change, step, state);
+    let work = Work::new(change, step, state, made.clone());
     let shown = progress.clone();
     running.spawn(async move {
         let started = Instant::now();
         // A provider that panics fails its own operation; the others go on and are recorded.
-        let result = std::panic::AssertUnwindSafe(work.run(provider, shown))
+        let result = std::panic::AssertUnwindSafe(work.run(i, provider, shown))
             .catch_unwind()
             .await
             .unwrap_or_else(|panic| {
@@ -466,10 +514,16 @@ struct Work {
     deps: Vec<(Kind, Attrs, serde_json::Value)>,
     /// Only forgotten: a kept resource (a bucket and its data) is never deleted.
     forget: bool,
+    lineage: String,
+    /// Where what a create has made so far goes (to be recorded at once).
+    made: Made,
 }
 
+/// What a running create has made so far: its operation and the attributes.
+type Made = tokio::sync::mpsc::UnboundedSender<(usize, Attrs)>;
+
 impl Work {
-    fn new(change: &Change, step: Step, state: &State) -> Work {
+    fn new(change: &Change, step: Step, state: &State, made: Made) -> Work {
         let recorded = state.resources.get(&change.address);
         let deps = change
             .dependencies
@@ -509,11 +563,14 @@ impl Work {
             .unwrap_or_default(),
             deps,
             forget: step == Step::Delete && change.keep_on_destroy,
+            lineage: state.lineage.clone(),
+            made,
         }
     }
 
     async fn run(
         self,
+        i: usize,
         provider: Arc<dyn Provider>,
         progress: Progress,
     ) -> Result<Option<Attrs>, ProviderError> {
@@ -535,6 +592,7 @@ impl Work {
             attrs: &self.attrs,
             private: &self.private,
             deps: &deps,
+            lineage: &self.lineage,
         };
         let call = || async {
             match self.action {
@@ -560,9 +618,16 @@ impl Work {
         let note = |e: &ProviderError, after: Duration| {
             progress.retrying(&self.address, &e.message, after)
         };
+        let made = self.made.clone();
+        let made: anycloud_provider::output::Progress = Arc::new(move |attrs: &Attrs| {
+            let _ = made.send((i, attrs.clone()));
+        });
         anycloud_provider::output::with_sink(
             sink,
-            anycloud_provider::retry::with_retries(call, note),
+            anycloud_provider::output::with_progress(
+                made,
+                anycloud_provider::retry::with_retries(call, note),
+            ),
         )
         .await
     }

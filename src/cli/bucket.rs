@@ -2,7 +2,10 @@
 //! after, through the provider of the deployments that use the bucket (the default provider
 //! for a bucket no deployment names yet).
 
-use anycloud_provider::{BucketAccess, DeploymentSpec};
+use std::io::IsTerminal;
+
+use anycloud_provider::{BucketAccess, DeploymentSpec, Transfer};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::engine::{self, UserError};
 
@@ -23,6 +26,8 @@ pub(super) async fn bucket(cx: &Context<'_>, cmd: &BucketCommand) -> Result<i32,
         .map(|d| d.provider.as_str())
         .unwrap_or(cx.providers.default_name());
     let provider = cx.providers.get(provider_name).map_err(UserError::msg)?;
+    // Checked as in a config: a name no bucket can have never reaches a path or an API.
+    crate::config::check_bucket_name(name, provider).map_err(UserError::msg)?;
     let access: &dyn BucketAccess = provider.buckets().ok_or_else(|| {
         UserError::msg(format!(
             "bucket '{name}' belongs to provider {provider_name}, whose buckets this build cannot reach from here yet; use that cloud's own tools"
@@ -40,12 +45,24 @@ pub(super) async fn bucket(cx: &Context<'_>, cmd: &BucketCommand) -> Result<i32,
             );
         }
         BucketCommand::Upload { name, source } => {
-            let n = access.upload(name, user, source).await.map_err(failed)?;
+            let bar = transfer_bar(cx);
+            let n = access
+                .upload(name, user, source, &watched(&bar))
+                .await
+                .map_err(failed);
+            bar.finish_and_clear();
+            let n = n?;
             cx.shell
                 .out(&format!("Uploaded {n} file(s) to bucket '{name}'.\n"));
         }
         BucketCommand::Download { name, dest } => {
-            let n = access.download(name, user, dest).await.map_err(failed)?;
+            let bar = transfer_bar(cx);
+            let n = access
+                .download(name, user, dest, &watched(&bar))
+                .await
+                .map_err(failed);
+            bar.finish_and_clear();
+            let n = n?;
             cx.shell.out(&format!(
                 "Downloaded {n} file(s) from bucket '{name}' to {}.\n",
                 dest.display()
@@ -53,4 +70,25 @@ pub(super) async fn bucket(cx: &Context<'_>, cmd: &BucketCommand) -> Result<i32,
         }
     }
     Ok(0)
+}
+
+/// A bar of bytes on a terminal's stderr (large transfers take minutes); nothing otherwise.
+fn transfer_bar(cx: &Context<'_>) -> ProgressBar {
+    if !std::io::stderr().is_terminal() || cx.shell.quiet() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .expect("valid template"),
+    );
+    bar
+}
+
+fn watched(bar: &ProgressBar) -> Transfer {
+    let (total, done) = (bar.clone(), bar.clone());
+    Transfer::new(
+        move |bytes| total.set_length(bytes),
+        move |bytes| done.set_position(bytes),
+    )
 }

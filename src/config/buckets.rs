@@ -1,5 +1,6 @@
-//! Checks across deployments: a checkpoint bucket belongs to its deployment alone, and no
-//! deployment uploads its output into a bucket that is some job's read-only input.
+//! Checks across deployments: a bucket lives in one continent, a checkpoint bucket belongs
+//! to its deployment alone, and no deployment uploads its output into a bucket that is some
+//! job's read-only input.
 
 use std::collections::BTreeMap;
 
@@ -13,6 +14,7 @@ pub(super) struct BucketUse {
     pub name: String,
     pub role: BucketRole,
     pub deployment: String,
+    pub continent: String,
     pub at: Loc,
 }
 
@@ -27,6 +29,22 @@ pub(super) fn check_roles(ck: &mut Checker) {
     }
     let mut problems = Vec::new();
     for uses in by_name.values().filter(|uses| uses.len() > 1) {
+        // The seed's rule: a bucket lives in the continent where it is first used, and a
+        // deployment of another continent cannot use it, whichever comes first.
+        let first = uses.iter().min_by_key(|u| u.at).expect("more than one");
+        for u in uses.iter().filter(|u| u.continent != first.continent) {
+            problems.push((
+                u.at,
+                format!(
+                    "Bucket '{}' already exists in continent '{}' but you are deploying to continent '{}'.",
+                    u.name, first.continent, u.continent
+                ),
+                format!(
+                    "Please use a different bucket name in anycloud.yaml. (It is used by deployment '{}' in continent '{}'.)",
+                    first.deployment, first.continent
+                ),
+            ));
+        }
         let checkpoint_of = uses.iter().find(|u| u.role == BucketRole::Checkpoint);
         let input_of = uses.iter().find(|u| u.role == BucketRole::Input);
         for u in uses {
@@ -41,15 +59,15 @@ pub(super) fn check_roles(ck: &mut Checker) {
                 ),
                 _ => continue,
             };
-            problems.push((u.at, message));
+            problems.push((
+                u.at,
+                message,
+                "use a different bucket name in anycloud.yaml".to_owned(),
+            ));
         }
     }
-    problems.sort_by_key(|(at, _)| *at);
-    for (at, message) in problems {
-        ck.at(
-            at,
-            message,
-            Some("use a different bucket name in anycloud.yaml".into()),
-        );
+    problems.sort_by_key(|(at, _, _)| *at);
+    for (at, message, help) in problems {
+        ck.at(at, message, Some(help));
     }
 }

@@ -81,6 +81,7 @@ pub(super) fn check(
             name: name.clone(),
             role,
             deployment: id.value.clone(),
+            continent: continent.clone(),
             at,
         });
         // Where it lives is the graph's to decide (first-wins per continent).
@@ -176,7 +177,10 @@ fn region_of(
                     all.extend(ck.registry.all_regions());
                     ck.at(
                         loc(r.referenced),
-                        format!("unknown region '{}' for provider {name}", r.value),
+                        format!(
+                            "unknown region '{}' for provider {name}",
+                            anycloud_provider::diagnostic::clip(&r.value)
+                        ),
                         did_you_mean(suggest(&r.value, all)),
                     );
                     (r.value.clone(), String::new())
@@ -197,7 +201,10 @@ fn region_of(
                     };
                     ck.at(
                         loc(r.referenced),
-                        format!("unknown region '{}' for provider {name}", r.value),
+                        format!(
+                            "unknown region '{}' for provider {name}",
+                            anycloud_provider::diagnostic::clip(&r.value)
+                        ),
                         help,
                     );
                     (r.value.clone(), String::new())
@@ -340,24 +347,112 @@ fn check_container(ck: &mut Checker, c: S<RawContainer>) -> Option<ContainerSpec
         env.insert(k.value, v.value);
     }
     if let Some(shm) = &c.shm_size {
-        let ok = shm
-            .value
-            .trim_end_matches(['b', 'k', 'm', 'g', 'B', 'K', 'M', 'G'])
-            .parse::<u64>()
-            .is_ok();
-        if !ok {
+        if let Err(why) = check_size(&shm.value) {
             ck.at(
                 loc(shm.referenced),
-                format!("shm_size '{}' is not a size like 8g or 512m", shm.value),
-                None,
+                format!("shm_size '{}' is not a size: {why}", shm.value),
+                Some("a size like 8g, 512m or 1073741824 (bytes)".into()),
             );
+        }
+    }
+    let mut gpus = None;
+    if let Some(g) = &c.gpus {
+        match docker_gpus(&g.value) {
+            Ok(value) => gpus = Some(value),
+            Err(why) => ck.at(
+                loc(g.referenced),
+                format!("gpus '{}' {why}", g.value),
+                Some("all, a count (e.g. 2), count=N, or device=0,1 (indexes or GPU UUIDs)".into()),
+            ),
         }
     }
     Some(ContainerSpec {
         image: image.value,
         command,
         env,
-        gpus: c.gpus.map(|g| g.value),
+        gpus,
         shm_size: c.shm_size.map(|s| s.value),
     })
+}
+
+/// A size as `docker run --shm-size` reads one: a number, then at most one unit of
+/// b, k, m, g (any case, optionally followed by b).
+fn check_size(size: &str) -> Result<(), &'static str> {
+    let digits = size.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = size[digits.len()..].to_ascii_lowercase();
+    if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
+        return Err("it is not a whole number with a unit");
+    }
+    if !["", "b", "k", "kb", "m", "mb", "g", "gb"].contains(&unit.as_str()) {
+        return Err("it has an unknown unit (use b, k, m or g)");
+    }
+    if digits.parse::<u64>().map_or(true, |n| n == 0) {
+        return Err("it must be more than zero");
+    }
+    Ok(())
+}
+
+/// The value `docker run --gpus` is given for a config's `gpus`: `all`, a count, `count=N`
+/// or `device=A,B` (a device list quoted as Docker's CSV parsing needs).
+fn docker_gpus(gpus: &str) -> Result<String, &'static str> {
+    let count = |n: &str| n.parse::<u32>().is_ok_and(|n| n > 0);
+    if gpus == "all" || count(gpus) {
+        return Ok(gpus.to_owned());
+    }
+    if let Some(n) = gpus.strip_prefix("count=") {
+        return if n == "all" || count(n) {
+            Ok(gpus.to_owned())
+        } else {
+            Err("has a count that is not a positive number or all")
+        };
+    }
+    if let Some(list) = gpus.strip_prefix("device=") {
+        let device =
+            |d: &str| !d.is_empty() && d.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        return if list.split(',').all(device) {
+            Ok(if list.contains(',') {
+                format!("\"{gpus}\"")
+            } else {
+                gpus.to_owned()
+            })
+        } else {
+            Err("has a device list that is not indexes or GPU UUIDs separated by commas")
+        };
+    }
+    Err("is not a GPU request Docker understands")
+}
+
+#[cfg(test)]
+mod gpu_tests {
+    use super::*;
+
+    #[test]
+    fn shm_sizes_are_docker_sizes() {
+        for good in ["8g", "512m", "1073741824", "64MB", "2G", "100k"] {
+            assert_eq!(check_size(good), Ok(()), "{good}");
+        }
+        for bad in ["8gggg", "", "g", "1.5g", "-1g", "8t", "0", "8 g"] {
+            assert!(check_size(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn gpu_requests_become_what_docker_reads() {
+        assert_eq!(docker_gpus("all").unwrap(), "all");
+        assert_eq!(docker_gpus("2").unwrap(), "2");
+        assert_eq!(docker_gpus("count=4").unwrap(), "count=4");
+        assert_eq!(docker_gpus("device=0").unwrap(), "device=0");
+        assert_eq!(docker_gpus("device=0,1").unwrap(), "\"device=0,1\"");
+        for bad in [
+            "yes",
+            "0",
+            "count=",
+            "count=x",
+            "device=",
+            "device=0;rm",
+            "all,1",
+        ] {
+            assert!(docker_gpus(bad).is_err(), "{bad}");
+        }
+    }
 }

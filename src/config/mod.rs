@@ -23,6 +23,7 @@ use anycloud_provider::doc::Checks;
 use anycloud_provider::{DeploymentSpec, Diagnostic, Loc};
 
 pub use load::{digest, load, parse};
+pub use names::check_bucket_name;
 
 use crate::registry::Providers;
 

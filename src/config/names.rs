@@ -30,7 +30,8 @@ pub fn check_deployment_id(id: &str, provider: &dyn Declaration) -> Result<(), S
     let limit = provider.id_limit();
     if id.len() > limit.max {
         return Err(format!(
-            "deployment id '{id}' is {} characters; at most {} fit the names derived from it on {} ({})",
+            "deployment id '{}' is {} characters; at most {} fit the names derived from it on {} ({})",
+            anycloud_provider::diagnostic::clip(id),
             id.len(),
             limit.max,
             provider.name(),
@@ -53,7 +54,8 @@ pub fn check_bucket_name(name: &str, provider: &dyn Declaration) -> Result<(), S
     let len = name.len();
     if !(3..=63).contains(&len) {
         return Err(format!(
-            "bucket name '{name}' is {len} characters; it must be 3 to 63"
+            "bucket name '{}' is {len} characters; it must be 3 to 63",
+            anycloud_provider::diagnostic::clip(name)
         ));
     }
     if let Some(bad) = name

@@ -97,6 +97,7 @@ pub async fn preflight(
                 attrs: &desired[*a].attrs,
                 private: &desired[*a].private,
                 deps: d,
+                lineage: &state.lineage,
             })
             .collect();
         match anycloud_provider::retry::with_retries(|| provider.preflight(&targets), |_, _| {})

@@ -244,7 +244,7 @@ pub fn diff(
         config_digest: String::new(),
         refreshed: current.is_some(),
         targets: opts.targets.to_vec(),
-        warnings: graph.warnings.clone(),
+        warnings: vec![],
         changes,
         summary,
     })
@@ -362,7 +362,6 @@ mod tests {
     ) -> Plan {
         let graph = Graph {
             nodes: nodes.into_iter().map(|n| (n.address.clone(), n)).collect(),
-            warnings: vec![],
         };
         let desired = desired
             .into_iter()

@@ -61,13 +61,14 @@ pub async fn refresh(
             );
         }
     }
-    read_all(&wanted, providers).await
+    read_all(&wanted, providers, &state.lineage).await
 }
 
 /// Reads every wanted resource, one batch per provider.
 async fn read_all(
     wanted: &BTreeMap<&str, Wanted<'_>>,
     providers: &Providers,
+    lineage: &str,
 ) -> Result<BTreeMap<String, Option<Attrs>>, Vec<Diagnostic>> {
     let mut by_provider: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for (addr, w) in wanted {
@@ -94,7 +95,7 @@ async fn read_all(
         let targets: Vec<Target> = addrs
             .iter()
             .zip(&deps)
-            .map(|(a, deps)| target(a, &wanted[a], deps))
+            .map(|(a, deps)| target(a, &wanted[a], deps, lineage))
             .collect();
         match anycloud_provider::retry::with_retries(|| provider.read(&targets), |_, _| {}).await {
             Ok(found) => {
@@ -126,13 +127,19 @@ fn dependencies<'a>(wanted: &'a BTreeMap<&str, Wanted<'a>>, deps: &[String]) -> 
         .collect()
 }
 
-fn target<'a>(address: &'a str, w: &Wanted<'a>, deps: &'a [Dep<'a>]) -> Target<'a> {
+fn target<'a>(
+    address: &'a str,
+    w: &Wanted<'a>,
+    deps: &'a [Dep<'a>],
+    lineage: &'a str,
+) -> Target<'a> {
     Target {
         address,
         kind: w.kind,
         attrs: w.attrs,
         private: w.private,
         deps,
+        lineage,
     }
 }
 
@@ -173,7 +180,7 @@ pub async fn observe(
         let targets: Vec<Target> = addrs
             .iter()
             .zip(&deps)
-            .map(|(a, d)| target(a, &wanted[a], d))
+            .map(|(a, d)| target(a, &wanted[a], d, &state.lineage))
             .collect();
         if let Ok(facts) = provider.observe(&targets).await {
             for (t, f) in targets.iter().zip(facts) {

@@ -66,6 +66,8 @@ pub fn fixed_state() -> State {
 /// A project directory for an end-to-end test: its config, state and local cloud root.
 pub struct Project {
     pub dir: tempfile::TempDir,
+    /// Set for every run (a cloud's endpoint and credentials), the last one too at drop.
+    pub env: Vec<(String, String)>,
 }
 
 pub struct Run {
@@ -91,7 +93,7 @@ impl Project {
             .prefix("anycloud-e2e-")
             .tempdir_in("/tmp")
             .unwrap();
-        let p = Project { dir };
+        let p = Project { dir, env: vec![] };
         p.write_config(config);
         p
     }
@@ -127,7 +129,10 @@ impl Project {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_anycloud"));
         cmd.args(args)
             .current_dir(self.path())
-            .stdin(std::process::Stdio::null());
+            .stdin(std::process::Stdio::null())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            // This machine points the SDKs at a CA bundle moto does not need.
+            .env_remove("AWS_CA_BUNDLE");
         cmd
     }
 

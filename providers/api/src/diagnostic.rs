@@ -128,7 +128,7 @@ impl Diagnostic {
         if let Some(src) = &self.source_line {
             let n = self.line.to_string();
             let pad = " ".repeat(n.len());
-            let caret_at = (self.column.max(1) - 1) as usize;
+            let (src, caret_at) = window(src, (self.column.max(1) - 1) as usize);
             out.push_str(&paint(dim, &format!("{pad} |")));
             out.push('\n');
             out.push_str(&paint(dim, &format!("{n} |")));
@@ -147,6 +147,50 @@ impl Diagnostic {
             ));
         }
         out
+    }
+}
+
+/// The part of a long source line around the caret (a line of 200 KB is shown as a
+/// hundred characters), with control characters made visible; and where the caret goes.
+fn window(line: &str, caret: usize) -> (String, usize) {
+    const WIDTH: usize = 100;
+    let chars: Vec<char> = line.chars().collect();
+    let visible = |cs: &[char]| -> String {
+        cs.iter()
+            .map(|c| {
+                if c.is_control() && *c != '\t' {
+                    '\u{fffd}'
+                } else {
+                    *c
+                }
+            })
+            .collect()
+    };
+    if chars.len() <= WIDTH {
+        return (visible(&chars), caret);
+    }
+    let start = caret.saturating_sub(WIDTH / 3).min(chars.len() - WIDTH);
+    let end = start + WIDTH;
+    let mut shown = String::new();
+    let mut caret_at = caret - start;
+    if start > 0 {
+        shown.push('…');
+        caret_at += 1;
+    }
+    shown.push_str(&visible(&chars[start..end]));
+    if end < chars.len() {
+        shown.push('…');
+    }
+    (shown, caret_at)
+}
+
+/// A value quoted in a message, cut short when long: an error names what it refuses, it
+/// does not echo 200 KB of it.
+pub fn clip(value: &str) -> String {
+    const MAX: usize = 64;
+    match value.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &value[..cut]),
+        None => value.to_owned(),
     }
 }
 
@@ -179,6 +223,18 @@ pub fn did_you_mean(found: Option<&str>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_line_is_shown_around_the_caret_and_a_long_value_clipped() {
+        let line = format!("    region: {}", "x".repeat(5_000));
+        let d = Diagnostic::at(Loc::new(1, 13), "unknown region").in_file("f.yaml", &line);
+        let shown = d.render(false);
+        assert!(shown.len() < 400, "{shown}");
+        assert!(shown.contains("\n1 |     region: xxx"), "{shown}");
+        assert!(shown.contains("x…\n"), "{shown}");
+        assert_eq!(clip(&"y".repeat(100)).chars().count(), 65);
+        assert_eq!(clip("short"), "short");
+    }
 
     #[test]
     fn renders_file_location_snippet_and_help() {

@@ -5,7 +5,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 /// Writes `bytes` to `path` atomically with `mode`; `before_replace` runs once the new
@@ -65,6 +65,90 @@ fn parent(path: &Path) -> &Path {
     }
 }
 
+/// Waits for an exclusive advisory lock on `path` (made 0600 when missing), held until the
+/// returned file is dropped: how this user's anycloud processes take turns at something
+/// they must not do at once. Blocks: call it off the async threads.
+pub fn lock_exclusive(path: &Path) -> io::Result<File> {
+    fs::create_dir_all(parent(path))?;
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(path)?;
+    file.lock()?;
+    Ok(file)
+}
+
+/// The directory this user's anycloud processes keep their turn-taking locks in: the
+/// user's own runtime directory, else their cache (never a shared `/tmp`, where another
+/// user could hold a lock first).
+pub fn user_lock_dir() -> std::path::PathBuf {
+    use std::path::PathBuf;
+    let own = |var: &str| {
+        std::env::var_os(var)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    match (own("XDG_RUNTIME_DIR"), own("XDG_CACHE_HOME"), own("HOME")) {
+        (Some(run), _, _) => run.join("anycloud").join("locks"),
+        (None, Some(cache), _) => cache.join("anycloud").join("locks"),
+        (None, None, Some(home)) => home.join(".cache").join("anycloud").join("locks"),
+        (None, None, None) => PathBuf::from(".anycloud-locks"),
+    }
+}
+
+/// Every file under `dir` as a relative path with `/` between its parts, and its size,
+/// sorted: what a bucket upload sends and a bucket listing shows.
+pub fn list_tree(dir: &Path) -> io::Result<Vec<(String, u64)>> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, u64)>) -> io::Result<()> {
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            let path = entry.path();
+            let meta = entry.metadata()?;
+            if meta.is_dir() {
+                walk(root, &path, out)?;
+            } else {
+                let rel = path.strip_prefix(root).unwrap_or(&path);
+                let parts: Vec<String> = rel
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect();
+                out.push((parts.join("/"), meta.len()));
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out)?;
+    out.sort();
+    Ok(out)
+}
+
+/// Where an object named `key` goes under `dest`, if it can go there: a key is written
+/// only below `dest` (never `..`, an absolute path or an empty part, whatever a bucket
+/// holds); `None` for a "directory" marker (a key ending in `/`).
+pub fn under(dest: &Path, key: &str) -> io::Result<Option<std::path::PathBuf>> {
+    if key.ends_with('/') {
+        return Ok(None);
+    }
+    let unsafe_part = key.starts_with('/')
+        || key
+            .split('/')
+            .any(|p| p.is_empty() || p == "." || p == ".." || p.contains('\0'));
+    if unsafe_part {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "object '{}' would be written outside {}: not downloaded",
+                key.escape_debug(),
+                dest.display()
+            ),
+        ));
+    }
+    Ok(Some(dest.join(key)))
+}
+
 /// Makes a rename in `path`'s directory durable.
 pub fn sync_dir(path: &Path) {
     if let Ok(d) = File::open(parent(path)) {
@@ -75,6 +159,45 @@ pub fn sync_dir(path: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lock_file_makes_processes_take_turns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("locks/s3-policy-b.lock");
+        let held = lock_exclusive(&path).unwrap();
+        // Another open file description (as another process has) must wait its turn.
+        let other = fs::OpenOptions::new().write(true).open(&path).unwrap();
+        assert!(matches!(
+            other.try_lock(),
+            Err(fs::TryLockError::WouldBlock)
+        ));
+        drop(held);
+        other.try_lock().unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn a_key_is_written_only_below_the_destination() {
+        let dest = Path::new("/data/out");
+        assert_eq!(under(dest, "a/b.txt").unwrap(), Some(dest.join("a/b.txt")));
+        assert_eq!(under(dest, "dir/").unwrap(), None);
+        for bad in ["../etc/passwd", "a/../../x", "/etc/passwd", "a//b", "./a"] {
+            assert!(under(dest, bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_tree_lists_relative_names_with_sizes_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("sub/deeper")).unwrap();
+        fs::write(dir.path().join("b.txt"), "bb").unwrap();
+        fs::write(dir.path().join("sub/deeper/a.bin"), "aaaa").unwrap();
+        assert_eq!(
+            list_tree(dir.path()).unwrap(),
+            [("b.txt".to_owned(), 2), ("sub/deeper/a.bin".to_owned(), 4)]
+        );
+    }
 
     #[test]
     fn replaces_atomically_with_the_mode_asked_and_never_through_a_symlink() {

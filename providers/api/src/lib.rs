@@ -130,6 +130,9 @@ pub struct Planned {
     pub force_new: Vec<String>,
     /// Destroying it only forgets it: what it holds (a bucket and its data) is kept.
     pub keep_on_destroy: bool,
+    /// What a reviewer should know before approving (a job asking for GPUs on a machine
+    /// type that has none): shown as the plan's warnings, prefixed with the address.
+    pub warnings: Vec<String>,
 }
 
 /// A resource's record as a dependency of another.
@@ -152,6 +155,11 @@ pub struct Target<'a> {
     pub private: &'a serde_json::Value,
     /// The recorded resources it depends on.
     pub deps: &'a [Dep<'a>],
+    /// The lineage of the state the resource belongs to: what a provider tags the cloud's
+    /// objects with, and checks before it adopts, changes or deletes one (an object of
+    /// another state's is never touched). Empty only for a state that has never been written,
+    /// which records nothing to touch.
+    pub lineage: &'a str,
 }
 
 impl<'a> Target<'a> {
@@ -266,6 +274,7 @@ pub trait BucketAccess: Send + Sync {
         bucket: &str,
         user: Option<&DeploymentSpec>,
         source: &Path,
+        progress: &Transfer,
     ) -> Result<usize>;
 
     /// Copies the bucket's objects into `dest`; returns the number of files.
@@ -274,7 +283,40 @@ pub trait BucketAccess: Send + Sync {
         bucket: &str,
         user: Option<&DeploymentSpec>,
         dest: &Path,
+        progress: &Transfer,
     ) -> Result<usize>;
+}
+
+/// How far a transfer is, for a progress bar: told the bytes in all once they are known,
+/// then the bytes done as they grow.
+pub struct Transfer {
+    total: Box<dyn Fn(u64) + Send + Sync>,
+    done: Box<dyn Fn(u64) + Send + Sync>,
+}
+
+impl Transfer {
+    pub fn new(
+        total: impl Fn(u64) + Send + Sync + 'static,
+        done: impl Fn(u64) + Send + Sync + 'static,
+    ) -> Transfer {
+        Transfer {
+            total: Box::new(total),
+            done: Box::new(done),
+        }
+    }
+
+    /// A transfer nobody watches.
+    pub fn unwatched() -> Transfer {
+        Transfer::new(|_| {}, |_| {})
+    }
+
+    pub fn total(&self, bytes: u64) {
+        (self.total)(bytes)
+    }
+
+    pub fn done(&self, bytes: u64) {
+        (self.done)(bytes)
+    }
 }
 
 /// Reads a string attribute, with an error naming the resource when it is missing.
@@ -285,7 +327,8 @@ pub fn attr_str<'a>(attrs: &'a Attrs, key: &str) -> Result<&'a str> {
         .ok_or_else(|| ProviderError::permanent(format!("attribute '{key}' is missing")))
 }
 
-/// Live output of a long step (an install, a download), for the progress display.
+/// Live output of a long step (an install, a download), for the progress display; and what
+/// a long create has made so far, for the state.
 pub mod output {
     use std::future::Future;
     use std::sync::Arc;
@@ -304,5 +347,23 @@ pub mod output {
     /// Reports one line of a step's output; a no-op where nobody listens.
     pub fn line(text: &str) {
         let _ = SINK.try_with(|sink| sink(text));
+    }
+
+    pub type Progress = Arc<dyn Fn(&crate::Attrs) + Send + Sync>;
+
+    tokio::task_local! {
+        static MADE: Progress;
+    }
+
+    /// Runs `step` with what it reports it has made going to `made`.
+    pub async fn with_progress<F: Future>(made: Progress, step: F) -> F::Output {
+        MADE.scope(made, step).await
+    }
+
+    /// Tells the engine what a create has made so far (an instance started, before waiting
+    /// for it to boot): these attributes are recorded for the resource at once, so a run
+    /// killed before the create returns leaves a record that finds and removes it.
+    pub fn made(attrs: &crate::Attrs) {
+        let _ = MADE.try_with(|made| made(attrs));
     }
 }

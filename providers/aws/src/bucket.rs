@@ -60,6 +60,7 @@ pub fn plan(node: NodeSpec<'_>) -> Result<Planned> {
         // Only the checkpoint bucket goes with its deployment (and only if anycloud made
         // it); input and output outlive it.
         keep_on_destroy: role != BucketRole::Checkpoint,
+        warnings: vec![],
     })
 }
 
@@ -140,17 +141,23 @@ pub async fn create(clients: &Clients, t: &Target<'_>) -> Result<Attrs> {
     let a = t.attrs;
     let name = attr_str(a, "name")?;
     let private: BucketPrivate = t.private()?;
-    let managed = s3::create(
+    let made = s3::create(
         clients,
         name,
         &private.home_region,
         attr_str(a, "continent")?,
         a.get("project").and_then(|p| p.as_str()),
+        t.lineage,
     )
     .await?;
+    // A checkpoint bucket is named after its deployment: another state's of the same name
+    // holds another job's checkpoints, which this one must neither restore nor overwrite.
+    if let (Some(BucketRole::Checkpoint), s3::Made::ByAnycloud(owner)) = (role_of(t), &made) {
+        owner.must_be_ours(&format!("checkpoint bucket '{name}'"))?;
+    }
     let mut out = a.clone();
     out.insert("region".into(), json!(s3::region_of(clients, name).await?));
-    out.insert("managed".into(), json!(managed));
+    out.insert("managed".into(), json!(made.ours()));
     Ok(out)
 }
 
@@ -162,13 +169,15 @@ pub async fn delete(clients: &Clients, t: &Target<'_>) -> Result<()> {
     if role_of(t) != Some(BucketRole::Checkpoint) {
         return Ok(());
     }
-    // A create cut short recorded no answer: the bucket's tag says whose it is.
-    let ours = match a.get("managed").and_then(|m| m.as_bool()) {
-        Some(m) => m,
-        None => s3::managed(clients, name).await?,
-    };
-    if !ours {
+    // A create cut short recorded no answer: the bucket's tags say whose it is. Only this
+    // state's bucket is ever deleted (its tags are asked again: never another's).
+    let recorded = a.get("managed").and_then(|m| m.as_bool());
+    if recorded == Some(false) {
         return Ok(());
+    }
+    match s3::made(clients, name, t.lineage).await? {
+        Some(made) if made.ours() => {}
+        _ => return Ok(()),
     }
     match s3::delete(clients, name).await {
         Err(e) if e.is(ErrorCode::NotFound) => Ok(()),

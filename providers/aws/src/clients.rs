@@ -156,7 +156,7 @@ impl Clients {
         }
         // S3-compatible stores (and moto) want bucket names in the path, and many refuse
         // the checksums the SDK adds to every request by default.
-        if self.settings.s3_endpoint().is_some() {
+        if matches!(self.settings.s3_endpoint(), Ok(Some(_))) {
             builder = builder.force_path_style(true).request_checksum_calculation(
                 aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
             );

@@ -8,19 +8,86 @@ use std::time::Duration;
 use anycloud_provider::{retry, ErrorCode, ProviderError, Result};
 use aws_sdk_ec2::primitives::Blob;
 use aws_sdk_ec2::types::{
-    BlockDeviceMapping, EbsBlockDevice, Filter, IamInstanceProfileSpecification,
-    InstanceMarketOptionsRequest, InstanceStateName, InstanceType, IpPermission, IpRange,
-    MarketType, ResourceType, Tag, TagSpecification,
+    BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, IamInstanceProfileSpecification,
+    InstanceMarketOptionsRequest, InstanceMetadataEndpointState, InstanceMetadataOptionsRequest,
+    InstanceStateName, InstanceType, IpPermission, IpRange, MarketType, ResourceType, Tag,
+    TagSpecification,
 };
 
 use crate::clients::Clients;
 use crate::errors::{classify, code};
+use crate::owner::{self, Ownership, LINEAGE_TAG};
 
 pub const DEPLOYMENT_TAG: &str = "anycloud:deployment";
 
 /// How long an instance may take to start or to terminate.
 const INSTANCE_WAIT: Duration = Duration::from_secs(600);
-pub const PROJECT_TAG: &str = "anycloud:project";
+
+/// What anycloud tags an EC2 object with: whose it is, and which deployment's.
+fn tag_spec(
+    resource: ResourceType,
+    deployment: &str,
+    lineage: &str,
+    project: Option<&str>,
+) -> TagSpecification {
+    let mut tags = vec![
+        Tag::builder().key(DEPLOYMENT_TAG).value(deployment).build(),
+        Tag::builder()
+            .key("Name")
+            .value(format!("anycloud-{deployment}"))
+            .build(),
+    ];
+    for (k, v) in owner::tags(lineage, project) {
+        tags.push(Tag::builder().key(k).value(v).build());
+    }
+    TagSpecification::builder()
+        .resource_type(resource)
+        .set_tags(Some(tags))
+        .build()
+}
+
+fn ownership_of(tags: &[Tag], lineage: &str) -> Ownership {
+    Ownership::of_pairs(tags.iter().map(|t| (t.key(), t.value())), lineage)
+}
+
+/// Whose the key pair `name` is, if it exists.
+async fn key_owner(
+    clients: &Clients,
+    region: &str,
+    name: &str,
+    lineage: &str,
+) -> Result<Option<Ownership>> {
+    let ec2 = clients.ec2(region).await;
+    match ec2.describe_key_pairs().key_names(name).send().await {
+        Ok(out) => Ok(out
+            .key_pairs()
+            .first()
+            .map(|k| ownership_of(k.tags(), lineage))),
+        Err(e) if code(&e) == Some("InvalidKeyPair.NotFound") => Ok(None),
+        Err(e) => Err(classify(&format!("DescribeKeyPairs {name}"), e)),
+    }
+}
+
+/// The security group `name` (its id and whose it is), if it exists.
+async fn group_named(
+    clients: &Clients,
+    region: &str,
+    name: &str,
+    lineage: &str,
+) -> Result<Option<(aws_sdk_ec2::types::SecurityGroup, Ownership)>> {
+    let found = clients
+        .ec2(region)
+        .await
+        .describe_security_groups()
+        .filters(Filter::builder().name("group-name").values(name).build())
+        .send()
+        .await
+        .map_err(|e| classify(&format!("DescribeSecurityGroups {name}"), e))?;
+    Ok(found.security_groups().first().map(|g| {
+        let owner = ownership_of(g.tags(), lineage);
+        (g.clone(), owner)
+    }))
+}
 
 /// What EC2 says about one instance.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,6 +97,8 @@ pub struct Instance {
     pub public_ip: Option<String>,
     pub deployment: Option<String>,
     pub lifecycle: Option<String>,
+    /// The lineage of the state that started it (none on an instance from before lineages).
+    pub lineage: Option<String>,
 }
 
 impl Instance {
@@ -42,23 +111,29 @@ impl Instance {
 pub const USER_DATA: &str =
     "#!/bin/sh\n# anycloud: this VM is set up over SSH; nothing runs at boot.\n";
 
+/// Imports the deployment's public key as the key pair `name`, replacing one this state made
+/// earlier (with another key); another state's key pair of that name is never touched.
 pub async fn import_key(
     clients: &Clients,
     region: &str,
     name: &str,
     public_key: &str,
+    owner: &Owner<'_>,
 ) -> Result<()> {
     let ec2 = clients.ec2(region).await;
-    // The key may have been made by an earlier run with another key pair: replace it.
-    match ec2.delete_key_pair().key_name(name).send().await {
-        Ok(_) => {}
-        Err(e) if code(&e) == Some("InvalidKeyPair.NotFound") => {}
-        Err(e) => return Err(classify(&format!("DeleteKeyPair {name}"), e)),
+    if let Some(found) = key_owner(clients, region, name, owner.lineage).await? {
+        found.must_be_ours(&format!("key pair {name}"))?;
+        match ec2.delete_key_pair().key_name(name).send().await {
+            Ok(_) => {}
+            Err(e) if code(&e) == Some("InvalidKeyPair.NotFound") => {}
+            Err(e) => return Err(classify(&format!("DeleteKeyPair {name}"), e)),
+        }
     }
     match ec2
         .import_key_pair()
         .key_name(name)
         .public_key_material(Blob::new(public_key.as_bytes()))
+        .tag_specifications(owner.tags(ResourceType::KeyPair))
         .send()
         .await
     {
@@ -69,26 +144,41 @@ pub async fn import_key(
     }
 }
 
-/// The security group `name`, admitting SSH from `cidr` only. Returns its id.
+/// Who made an object, and for which deployment: what it is tagged with and checked against.
+pub struct Owner<'a> {
+    pub deployment: &'a str,
+    pub lineage: &'a str,
+    pub project: Option<&'a str>,
+}
+
+impl Owner<'_> {
+    fn tags(&self, resource: ResourceType) -> TagSpecification {
+        tag_spec(resource, self.deployment, self.lineage, self.project)
+    }
+}
+
+/// The security group `name`, admitting SSH from `cidr` only (this state's: another state's
+/// group of that name is never changed). Returns its id.
 pub async fn ensure_security_group(
     clients: &Clients,
     region: &str,
     name: &str,
     cidr: &str,
+    owner: &Owner<'_>,
 ) -> Result<String> {
     let ec2 = clients.ec2(region).await;
-    let found = ec2
-        .describe_security_groups()
-        .filters(Filter::builder().name("group-name").values(name).build())
-        .send()
-        .await
-        .map_err(|e| classify(&format!("DescribeSecurityGroups {name}"), e))?;
-    let id = match found.security_groups().first().and_then(|g| g.group_id()) {
+    let found = group_named(clients, region, name, owner.lineage).await?;
+    if let Some((_, whose)) = &found {
+        whose.must_be_ours(&format!("security group {name}"))?;
+    }
+    let found = found.map(|(g, _)| g);
+    let id = match found.as_ref().and_then(|g| g.group_id()) {
         Some(id) => id.to_owned(),
         None => match ec2
             .create_security_group()
             .group_name(name)
             .description("anycloud: SSH only")
+            .tag_specifications(owner.tags(ResourceType::SecurityGroup))
             .send()
             .await
         {
@@ -105,7 +195,6 @@ pub async fn ensure_security_group(
     };
     // Rules from an earlier ssh_cidr go: changing it must close what it opened.
     let stale: Vec<IpPermission> = found
-        .security_groups()
         .iter()
         .flat_map(|g| g.ip_permissions())
         .filter(|p| p.from_port() == Some(22))
@@ -161,8 +250,9 @@ pub async fn ensure_security_group(
 
 pub struct Launch<'a> {
     pub region: &'a str,
-    pub deployment: &'a str,
-    pub project: Option<&'a str>,
+    pub owner: Owner<'a>,
+    /// Makes a retried RunInstances (its answer lost) return the instance it started.
+    pub client_token: &'a str,
     pub ami: &'a str,
     pub instance_type: &'a str,
     pub spot: bool,
@@ -173,25 +263,18 @@ pub struct Launch<'a> {
 }
 
 /// The deployment's live instance if there is one (an interrupted create), else a new one.
-pub async fn ensure_instance(clients: &Clients, l: &Launch<'_>) -> Result<Instance> {
-    if let Some(found) = find(clients, l.region, l.deployment, l.project).await? {
+/// `started` hears of the instance as soon as EC2 names it, before it runs.
+pub async fn ensure_instance(
+    clients: &Clients,
+    l: &Launch<'_>,
+    started: impl Fn(&Instance),
+) -> Result<Instance> {
+    if let Some(found) = find(clients, l.region, l.owner.deployment, l.owner.lineage).await? {
         // An earlier, interrupted run started it: wait for it as for a new one.
+        started(&found);
         return wait_running(clients, l.region, &found.id).await;
     }
     let ec2 = clients.ec2(l.region).await;
-    let mut tags = vec![
-        Tag::builder()
-            .key(DEPLOYMENT_TAG)
-            .value(l.deployment)
-            .build(),
-        Tag::builder()
-            .key("Name")
-            .value(format!("anycloud-{}", l.deployment))
-            .build(),
-    ];
-    if let Some(p) = l.project {
-        tags.push(Tag::builder().key(PROJECT_TAG).value(p).build());
-    }
     let mut run = ec2
         .run_instances()
         .image_id(l.ami)
@@ -206,12 +289,18 @@ pub async fn ensure_instance(clients: &Clients, l: &Launch<'_>) -> Result<Instan
                 .build(),
         )
         .user_data(aws_smithy_types::base64::encode(USER_DATA))
-        .tag_specifications(
-            TagSpecification::builder()
-                .resource_type(ResourceType::Instance)
-                .set_tags(Some(tags))
+        .client_token(l.client_token)
+        // IMDSv2 only, one hop: a container on the VM's bridge network (a second hop)
+        // cannot obtain the instance role's credentials.
+        .metadata_options(
+            InstanceMetadataOptionsRequest::builder()
+                .http_tokens(HttpTokensState::Required)
+                .http_put_response_hop_limit(1)
+                .http_endpoint(InstanceMetadataEndpointState::Enabled)
                 .build(),
-        );
+        )
+        .tag_specifications(l.owner.tags(ResourceType::Instance))
+        .tag_specifications(l.owner.tags(ResourceType::Volume));
     if l.spot {
         run = run.instance_market_options(
             InstanceMarketOptionsRequest::builder()
@@ -235,15 +324,19 @@ pub async fn ensure_instance(clients: &Clients, l: &Launch<'_>) -> Result<Instan
     let out = run
         .send()
         .await
-        .map_err(|e| classify(&format!("RunInstances for {}", l.deployment), e))?;
-    let id = out
-        .instances()
-        .first()
-        .and_then(|i| i.instance_id())
-        .ok_or_else(|| {
-            ProviderError::new(ErrorCode::Unavailable, "RunInstances returned no instance")
-        })?
-        .to_owned();
+        .map_err(|e| classify(&format!("RunInstances for {}", l.owner.deployment), e))?;
+    let first = out.instances().first().ok_or_else(|| {
+        ProviderError::new(ErrorCode::Unavailable, "RunInstances returned no instance")
+    })?;
+    let id = first.instance_id().unwrap_or_default().to_owned();
+    started(&Instance {
+        id: id.clone(),
+        state: "pending".into(),
+        public_ip: first.public_ip_address().map(String::from),
+        deployment: Some(l.owner.deployment.to_owned()),
+        lifecycle: first.instance_lifecycle().map(|l| l.as_str().to_owned()),
+        lineage: Some(l.owner.lineage.to_owned()),
+    });
     wait_running(clients, l.region, &id).await
 }
 
@@ -284,14 +377,15 @@ async fn wait_running(clients: &Clients, region: &str, id: &str) -> Result<Insta
     .map_err(ProviderError::retried)
 }
 
-/// The deployment's live instance, found by its tags.
+/// This state's live instance of the deployment, found by its tags (another state's instance
+/// of a deployment of the same name is not this one's).
 pub async fn find(
     clients: &Clients,
     region: &str,
     deployment: &str,
-    project: Option<&str>,
+    lineage: &str,
 ) -> Result<Option<Instance>> {
-    let mut filters = vec![
+    let filters = vec![
         Filter::builder()
             .name(format!("tag:{DEPLOYMENT_TAG}"))
             .values(deployment)
@@ -302,15 +396,14 @@ pub async fn find(
             .values("running")
             .build(),
     ];
-    if let Some(p) = project {
-        filters.push(
-            Filter::builder()
-                .name(format!("tag:{PROJECT_TAG}"))
-                .values(p)
-                .build(),
-        );
-    }
-    Ok(describe(clients, region, filters).await?.into_iter().next())
+    Ok(describe(clients, region, filters)
+        .await?
+        .into_iter()
+        .find(|i| match &i.lineage {
+            Some(theirs) => theirs == lineage,
+            // Started by an anycloud from before lineages: this state's to adopt.
+            None => true,
+        }))
 }
 
 /// Every anycloud instance in a region that is not terminated, by id: one call per page.
@@ -371,6 +464,7 @@ async fn describe(clients: &Clients, region: &str, filters: Vec<Filter>) -> Resu
             public_ip: i.public_ip_address().map(String::from),
             deployment: tag(DEPLOYMENT_TAG),
             lifecycle: i.instance_lifecycle().map(|l| l.as_str().to_owned()),
+            lineage: tag(LINEAGE_TAG),
         });
     }
     Ok(out)
@@ -419,7 +513,18 @@ pub async fn terminate(clients: &Clients, region: &str, id: &str) -> Result<()> 
     .map_err(ProviderError::retried)
 }
 
-pub async fn delete_security_group(clients: &Clients, region: &str, name: &str) -> Result<()> {
+/// Deletes this state's security group `name`; another state's stays.
+pub async fn delete_security_group(
+    clients: &Clients,
+    region: &str,
+    name: &str,
+    lineage: &str,
+) -> Result<()> {
+    match group_named(clients, region, name, lineage).await? {
+        None => return Ok(()),
+        Some((_, whose)) if whose.leaves(&format!("security group {name}")) => return Ok(()),
+        Some(_) => {}
+    }
     let ec2 = clients.ec2(region).await;
     match ec2.delete_security_group().group_name(name).send().await {
         Ok(_) => Ok(()),
@@ -433,7 +538,13 @@ pub async fn delete_security_group(clients: &Clients, region: &str, name: &str) 
     }
 }
 
-pub async fn delete_key(clients: &Clients, region: &str, name: &str) -> Result<()> {
+/// Deletes this state's key pair `name`; another state's stays.
+pub async fn delete_key(clients: &Clients, region: &str, name: &str, lineage: &str) -> Result<()> {
+    match key_owner(clients, region, name, lineage).await? {
+        None => return Ok(()),
+        Some(whose) if whose.leaves(&format!("key pair {name}")) => return Ok(()),
+        Some(_) => {}
+    }
     let ec2 = clients.ec2(region).await;
     match ec2.delete_key_pair().key_name(name).send().await {
         Ok(_) => Ok(()),

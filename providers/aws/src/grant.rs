@@ -12,12 +12,8 @@ use serde_json::json;
 use crate::clients::Clients;
 use crate::{iam, s3};
 
-const ACTIONS: [&str; 4] = [
-    "s3:ListBucket",
-    "s3:GetObject",
-    "s3:PutObject",
-    "s3:DeleteObject",
-];
+/// What the VM's uploads need: `rclone copy` lists, reads and writes, and never deletes.
+const ACTIONS: [&str; 3] = ["s3:ListBucket", "s3:GetObject", "s3:PutObject"];
 
 /// Bucket policy statement ids allow only letters and digits: the role's name without its
 /// dashes, plus a digest of the whole name so `train-1` and `train1` never share one.
@@ -56,9 +52,24 @@ async fn bucket_region(clients: &Clients, t: &Target<'_>, bucket: &str) -> Resul
     }
 }
 
+/// Whether anycloud made the grant's bucket: only such a bucket's policy is ever edited. A
+/// bucket of the user's own keeps its policy; the role's own policy lets the VM write it.
+fn bucket_is_managed(t: &Target<'_>) -> bool {
+    t.dep(Kind::Bucket)
+        .and_then(|b| b.get("managed"))
+        .and_then(|m| m.as_bool())
+        .unwrap_or(true)
+}
+
 pub async fn create(clients: &Clients, t: &Target<'_>) -> Result<Attrs> {
     let a = t.attrs;
     let bucket = attr_str(a, "bucket")?;
+    if !bucket_is_managed(t) {
+        anycloud_provider::output::line(&format!(
+            "bucket {bucket} is not anycloud's: its policy is left as it is (the role's own policy admits the VM)"
+        ));
+        return Ok(a.clone());
+    }
     let arn = t
         .dep(Kind::Role)
         .and_then(|r| r.get("arn"))
@@ -93,6 +104,9 @@ pub fn read(
 pub async fn delete(clients: &Clients, t: &Target<'_>) -> Result<()> {
     let a = t.attrs;
     let bucket = attr_str(a, "bucket")?;
+    if !bucket_is_managed(t) {
+        return Ok(());
+    }
     let region = match bucket_region(clients, t, bucket).await {
         Ok(r) => r,
         Err(e) if e.is(ErrorCode::NotFound) => return Ok(()),

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use crate::clients::Clients;
 use crate::errors::{classify, code};
+use crate::owner::{self, Ownership};
 
 /// Every role and instance profile anycloud makes lives under this path, so one listing
 /// finds them all.
@@ -52,7 +53,7 @@ pub fn bucket_policy(input: Option<&str>, writable: &[&str]) -> Value {
             "Effect": "Allow",
             "Action": [
                 "s3:ListBucket", "s3:GetBucketLocation", "s3:GetObject", "s3:PutObject",
-                "s3:DeleteObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"
+                "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"
             ],
             "Resource": resources
         }));
@@ -66,27 +67,41 @@ pub async fn ensure(
     name: &str,
     policy: &str,
     project: Option<&str>,
+    lineage: &str,
 ) -> Result<String> {
     let iam = clients.iam().await;
     let trust = trust_policy().to_string();
-    let mut create = iam
-        .create_role()
-        .role_name(name)
-        .path(PATH)
-        .assume_role_policy_document(&trust)
-        .description("anycloud: the deployment's VM reads and writes its buckets with this role");
-    if let Some(p) = project {
-        create = create.tags(
+    let mut tags = Vec::new();
+    for (k, v) in owner::tags(lineage, project) {
+        tags.push(
             aws_sdk_iam::types::Tag::builder()
-                .key("anycloud:project")
-                .value(p)
+                .key(k)
+                .value(v)
                 .build()
                 .map_err(|e| ProviderError::permanent(e.to_string()))?,
         );
     }
+    let create = iam
+        .create_role()
+        .role_name(name)
+        .path(PATH)
+        .assume_role_policy_document(&trust)
+        .description("anycloud: the deployment's VM reads and writes its buckets with this role")
+        .set_tags(Some(tags.clone()));
     let arn = match create.send().await {
         Ok(out) => out.role().map(|r| r.arn().to_owned()).unwrap_or_default(),
         Err(e) if code(&e) == Some("EntityAlreadyExists") => {
+            // Another state's role of the same name is never adopted; one of ours (or of an
+            // anycloud from before lineages) is completed and tagged.
+            ownership(clients, name, lineage)
+                .await?
+                .must_be_ours(&format!("IAM role {name}"))?;
+            iam.tag_role()
+                .role_name(name)
+                .set_tags(Some(tags))
+                .send()
+                .await
+                .map_err(|e| classify(&format!("TagRole {name}"), e))?;
             iam.update_assume_role_policy()
                 .role_name(name)
                 .policy_document(&trust)
@@ -103,13 +118,32 @@ pub async fn ensure(
         }
         Err(e) => return Err(classify(&format!("CreateRole {name}"), e)),
     };
-    iam.put_role_policy()
-        .role_name(name)
-        .policy_name(POLICY_NAME)
-        .policy_document(policy)
-        .send()
-        .await
-        .map_err(|e| classify(&format!("PutRolePolicy {name}"), e))?;
+    // IAM refuses a policy without statements: a deployment with no buckets has none.
+    let empty = serde_json::from_str::<Value>(policy)
+        .ok()
+        .and_then(|p| p["Statement"].as_array().map(|s| s.is_empty()))
+        .unwrap_or(false);
+    if empty {
+        match iam
+            .delete_role_policy()
+            .role_name(name)
+            .policy_name(POLICY_NAME)
+            .send()
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if code(&e) == Some("NoSuchEntity") => {}
+            Err(e) => return Err(classify(&format!("DeleteRolePolicy {name}"), e)),
+        }
+    } else {
+        iam.put_role_policy()
+            .role_name(name)
+            .policy_name(POLICY_NAME)
+            .policy_document(policy)
+            .send()
+            .await
+            .map_err(|e| classify(&format!("PutRolePolicy {name}"), e))?;
+    }
     match iam
         .create_instance_profile()
         .instance_profile_name(name)
@@ -186,8 +220,37 @@ pub async fn existing(clients: &Clients) -> Result<(BTreeSet<String>, BTreeSet<S
     Ok((roles, profiles))
 }
 
-/// Removes the instance profile, the policy and the role; what is already gone is fine.
-pub async fn delete(clients: &Clients, name: &str) -> Result<()> {
+/// Whose the role `name` is (by its tags).
+pub async fn ownership(clients: &Clients, name: &str, lineage: &str) -> Result<Ownership> {
+    let out = clients
+        .iam()
+        .await
+        .get_role()
+        .role_name(name)
+        .send()
+        .await
+        .map_err(|e| classify(&format!("GetRole {name}"), e))?;
+    let tags = out
+        .role()
+        .map(|r| {
+            r.tags()
+                .iter()
+                .map(|t| (t.key().to_owned(), t.value().to_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Ownership::of(&tags, lineage))
+}
+
+/// Removes the instance profile, the policy and the role (only this state's); what is
+/// already gone is fine.
+pub async fn delete(clients: &Clients, name: &str, lineage: &str) -> Result<()> {
+    match ownership(clients, name, lineage).await {
+        Ok(owner) if owner.leaves(&format!("IAM role {name}")) => return Ok(()),
+        Ok(_) => {}
+        Err(e) if e.is(ErrorCode::NotFound) => {}
+        Err(e) => return Err(e),
+    }
     let iam = clients.iam().await;
     let gone = |e: &Option<&str>| *e == Some("NoSuchEntity");
     if let Err(e) = iam

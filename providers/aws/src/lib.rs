@@ -11,10 +11,12 @@ pub mod ec2;
 mod errors;
 mod grant;
 pub mod iam;
+pub mod owner;
 pub mod regions;
 mod role;
 pub mod s3;
 pub mod settings;
+pub mod transfer;
 mod vm;
 mod vm_host;
 
@@ -25,8 +27,9 @@ use std::sync::OnceLock;
 use anycloud_host::{ContextCache, SshPool};
 use anycloud_provider::doc::{Checks, Doc};
 use anycloud_provider::{
-    Attrs, BucketRole, Declaration, IdLimit, Kind, NodeSpec, Planned, Preflight, Provider,
-    ProviderError, Regions, Result, Shape, Target, VmContext, VmSpec,
+    Attrs, BucketAccess, BucketRole, Declaration, DeploymentSpec, IdLimit, Kind, NodeSpec, Planned,
+    Preflight, Provider, ProviderError, Regions, Result, Shape, Target, Transfer, VmContext,
+    VmSpec,
 };
 
 use crate::clients::Clients;
@@ -39,6 +42,9 @@ pub struct AwsProvider {
     clients: OnceLock<Clients>,
     connections: SshPool,
     contexts: ContextCache,
+    /// One RunInstances client token per VM being created, kept across the retries of its
+    /// create so that a retry whose first answer was lost gets the same instance back.
+    client_tokens: std::sync::Mutex<BTreeMap<String, String>>,
 }
 
 impl AwsProvider {
@@ -48,6 +54,7 @@ impl AwsProvider {
             clients: OnceLock::new(),
             connections: SshPool::default(),
             contexts: ContextCache::default(),
+            client_tokens: Default::default(),
         }
     }
 
@@ -206,6 +213,37 @@ impl Provider for AwsProvider {
             .enumerate()
             .map(|(i, t)| machines.observe(i, t))
             .collect())
+    }
+
+    fn buckets(&self) -> Option<&dyn BucketAccess> {
+        Some(self)
+    }
+}
+
+#[async_trait::async_trait]
+impl BucketAccess for AwsProvider {
+    async fn list(&self, bucket: &str, _: Option<&DeploymentSpec>) -> Result<Vec<(String, u64)>> {
+        transfer::list(self.clients(), bucket).await
+    }
+
+    async fn upload(
+        &self,
+        bucket: &str,
+        _: Option<&DeploymentSpec>,
+        source: &std::path::Path,
+        progress: &Transfer,
+    ) -> Result<usize> {
+        transfer::upload(self.clients(), bucket, source, progress).await
+    }
+
+    async fn download(
+        &self,
+        bucket: &str,
+        _: Option<&DeploymentSpec>,
+        dest: &std::path::Path,
+        progress: &Transfer,
+    ) -> Result<usize> {
+        transfer::download(self.clients(), bucket, dest, progress).await
     }
 }
 

@@ -61,6 +61,7 @@ pub async fn ensure(clients: &Clients, t: &Target<'_>) -> Result<Attrs> {
         name,
         attr_str(a, "policy")?,
         a.get("project").and_then(|p| p.as_str()),
+        t.lineage,
     )
     .await?;
     let mut out = a.clone();
@@ -73,6 +74,12 @@ pub async fn ensure(clients: &Clients, t: &Target<'_>) -> Result<Attrs> {
 /// statement of its own still there with it.
 pub async fn delete(clients: &Clients, t: &Target<'_>) -> Result<()> {
     let name = attr_str(t.attrs, "name")?;
+    match iam::ownership(clients, name, t.lineage).await {
+        Ok(owner) if owner.leaves(&format!("IAM role {name}")) => return Ok(()),
+        Ok(_) => {}
+        Err(e) if e.is(ErrorCode::NotFound) => {}
+        Err(e) => return Err(e),
+    }
     let sid = crate::grant::statement_id(name);
     for bucket in t.deps_of(Kind::Bucket) {
         if bucket.attrs.get("role").and_then(|r| r.as_str()) == Some("input") {
@@ -91,5 +98,5 @@ pub async fn delete(clients: &Clients, t: &Target<'_>) -> Result<()> {
         };
         s3::dismiss(clients, bucket_name, &region, &sid).await?;
     }
-    iam::delete(clients, name).await
+    iam::delete(clients, name, t.lineage).await
 }

@@ -11,6 +11,7 @@ use aws_sdk_s3::types::{
 
 use crate::clients::Clients;
 use crate::errors::{classify, code};
+use crate::owner::{self, Ownership};
 
 pub const CONTINENT_TAG: &str = "anycloud:continent";
 pub const MANAGED_TAG: &str = "anycloud:managed";
@@ -110,20 +111,45 @@ pub async fn readable(clients: &Clients, name: &str) -> Result<bool> {
     Ok(matches!(head_status(clients, name).await?, 200 | 301))
 }
 
-/// Makes the bucket and tags it, unless it exists already: then it is used as it is, and is
-/// anycloud's only if it carries anycloud's tag (an earlier run made it). us-east-1 answers
-/// CreateBucket with success for a bucket one already owns, so existence is asked first: a
-/// bucket of the user's is never claimed (and so never deleted).
+/// Who a bucket is: made by anycloud (its managed tag), and by which state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Made {
+    /// The user's own: used as it is, never changed or deleted.
+    ByUser,
+    ByAnycloud(Ownership),
+}
+
+impl Made {
+    pub fn ours(&self) -> bool {
+        *self == Made::ByAnycloud(Ownership::Ours)
+    }
+}
+
+/// Who made an existing bucket.
+pub async fn made_by(clients: &Clients, name: &str, region: &str, lineage: &str) -> Result<Made> {
+    let tags = tags_of(clients, name, region).await?;
+    Ok(if tags.contains_key(MANAGED_TAG) {
+        Made::ByAnycloud(Ownership::of(&tags, lineage))
+    } else {
+        Made::ByUser
+    })
+}
+
+/// Makes the bucket and tags it (continent, managed, project, lineage), unless it exists
+/// already: then it is used as it is, and says who made it. us-east-1 answers CreateBucket
+/// with success for a bucket one already owns, so existence is asked first: a bucket of
+/// the user's is never claimed (and so never deleted).
 pub async fn create(
     clients: &Clients,
     name: &str,
     region: &str,
     continent: &str,
     project: Option<&str>,
-) -> Result<bool> {
+    lineage: &str,
+) -> Result<Made> {
     if readable(clients, name).await? {
         let region = region_of(clients, name).await?;
-        return Ok(tag_of(clients, name, &region, MANAGED_TAG).await?.is_some());
+        return made_by(clients, name, &region, lineage).await;
     }
     let s3 = clients.s3(region).await;
     let mut request = s3.create_bucket().bucket(name);
@@ -137,15 +163,15 @@ pub async fn create(
     match request.send().await {
         Ok(_) => {}
         Err(e) if code(&e) == Some("BucketAlreadyOwnedByYou") => {
-            // Ours already: made by an interrupted run if it carries our tag.
+            // Made a moment ago: by an interrupted run of ours if it carries our tags.
             let region = region_of(clients, name).await?;
-            return Ok(tag_of(clients, name, &region, MANAGED_TAG).await?.is_some());
+            return made_by(clients, name, &region, lineage).await;
         }
         Err(e) => return Err(classify(&format!("CreateBucket {name}"), e)),
     }
     let mut tags = vec![tag(CONTINENT_TAG, continent)?, tag(MANAGED_TAG, "true")?];
-    if let Some(p) = project {
-        tags.push(tag("anycloud:project", p)?);
+    for (k, v) in owner::tags(lineage, project) {
+        tags.push(tag(k, &v)?);
     }
     s3.put_bucket_tagging()
         .bucket(name)
@@ -158,7 +184,7 @@ pub async fn create(
         .send()
         .await
         .map_err(|e| classify(&format!("PutBucketTagging {name}"), e))?;
-    Ok(true)
+    Ok(Made::ByAnycloud(Ownership::Ours))
 }
 
 fn tag(key: &str, value: &str) -> Result<Tag> {
@@ -169,7 +195,11 @@ fn tag(key: &str, value: &str) -> Result<Tag> {
         .map_err(|e| ProviderError::permanent(e.to_string()))
 }
 
-async fn tag_of(clients: &Clients, name: &str, region: &str, key: &str) -> Result<Option<String>> {
+async fn tags_of(
+    clients: &Clients,
+    name: &str,
+    region: &str,
+) -> Result<std::collections::BTreeMap<String, String>> {
     match clients
         .s3(region)
         .await
@@ -181,9 +211,9 @@ async fn tag_of(clients: &Clients, name: &str, region: &str, key: &str) -> Resul
         Ok(t) => Ok(t
             .tag_set()
             .iter()
-            .find(|t| t.key() == key)
-            .map(|t| t.value().to_owned())),
-        Err(e) if code(&e) == Some("NoSuchTagSet") => Ok(None),
+            .map(|t| (t.key().to_owned(), t.value().to_owned()))
+            .collect()),
+        Err(e) if code(&e) == Some("NoSuchTagSet") => Ok(Default::default()),
         Err(e) => Err(classify(&format!("GetBucketTagging {name}"), e)),
     }
 }
@@ -244,6 +274,21 @@ pub async fn delete(clients: &Clients, name: &str) -> Result<()> {
 /// take turns, or one's statement could overwrite another's.
 static POLICY_EDITS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// A turn at editing bucket `name`'s policy: this process's threads take turns by the
+/// mutex, this user's processes (two applies of two projects sharing an output bucket) by a
+/// lock file per bucket.
+async fn policy_turn(name: &str) -> Result<(tokio::sync::MutexGuard<'static, ()>, std::fs::File)> {
+    let threads = POLICY_EDITS.lock().await;
+    let path = anycloud_provider::files::user_lock_dir().join(format!("s3-policy-{name}.lock"));
+    let shown = path.display().to_string();
+    let processes =
+        tokio::task::spawn_blocking(move || anycloud_provider::files::lock_exclusive(&path))
+            .await
+            .map_err(|e| ProviderError::permanent(e.to_string()))?
+            .map_err(|e| ProviderError::permanent(format!("locking {shown}: {e}")))?;
+    Ok((threads, processes))
+}
+
 /// Adds (or replaces) the statement `sid` of a bucket's policy.
 pub async fn admit(
     clients: &Clients,
@@ -252,7 +297,7 @@ pub async fn admit(
     sid: &str,
     statement: serde_json::Value,
 ) -> Result<()> {
-    let _turn = POLICY_EDITS.lock().await;
+    let _turn = policy_turn(name).await?;
     let mut policy = policy_of(clients, name, region).await?;
     remove_statement(&mut policy, sid);
     policy["Statement"]
@@ -264,7 +309,7 @@ pub async fn admit(
 
 /// Removes the statement `sid` from a bucket's policy (and the policy if it is then empty).
 pub async fn dismiss(clients: &Clients, name: &str, region: &str, sid: &str) -> Result<()> {
-    let _turn = POLICY_EDITS.lock().await;
+    let _turn = policy_turn(name).await?;
     let mut policy = match policy_of(clients, name, region).await {
         Ok(p) => p,
         Err(e) if e.is(ErrorCode::NotFound) => return Ok(()),
@@ -350,12 +395,12 @@ async fn put_policy(
         .map_err(|e| classify(&format!("PutBucketPolicy {name}"), e))
 }
 
-/// Whether anycloud made the bucket (its tag says so); a bucket that is gone is not.
-pub async fn managed(clients: &Clients, name: &str) -> Result<bool> {
+/// Who made the bucket; `None` when it is gone.
+pub async fn made(clients: &Clients, name: &str, lineage: &str) -> Result<Option<Made>> {
     let region = match region_of(clients, name).await {
         Ok(r) => r,
-        Err(e) if e.is(ErrorCode::NotFound) => return Ok(false),
+        Err(e) if e.is(ErrorCode::NotFound) => return Ok(None),
         Err(e) => return Err(e),
     };
-    Ok(tag_of(clients, name, &region, MANAGED_TAG).await?.is_some())
+    made_by(clients, name, &region, lineage).await.map(Some)
 }

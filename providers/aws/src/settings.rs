@@ -135,15 +135,23 @@ fn is_cidr(text: &str) -> bool {
 }
 
 impl Settings {
-    /// The S3 endpoint the VMs' rclone must use too: the config's, else the standard
-    /// variables (`AWS_ENDPOINT_URL_S3`, then `AWS_ENDPOINT_URL`), if it is a plain URL.
-    pub fn s3_endpoint(&self) -> Option<String> {
-        self.endpoints
-            .s3
-            .clone()
-            .or_else(|| std::env::var("AWS_ENDPOINT_URL_S3").ok())
-            .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
-            .filter(|e| !e.is_empty())
+    /// The S3 endpoint the VMs' rclone must use too: the config's (checked with the
+    /// config), else the standard variables (`AWS_ENDPOINT_URL_S3`, then
+    /// `AWS_ENDPOINT_URL`), which must be plain URLs: an error names the variable.
+    pub fn s3_endpoint(&self) -> Result<Option<String>, String> {
+        if let Some(url) = &self.endpoints.s3 {
+            return Ok(Some(url.clone()));
+        }
+        for var in ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"] {
+            match std::env::var(var) {
+                Ok(url) if !url.is_empty() => {
+                    check_url(&url).map_err(|why| format!("{var}: {why}"))?;
+                    return Ok(Some(url));
+                }
+                _ => {}
+            }
+        }
+        Ok(None)
     }
 
     pub fn ssh_user(&self) -> &str {

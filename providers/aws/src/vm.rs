@@ -69,6 +69,14 @@ pub fn plan(p: &AwsProvider, spec: &DeploymentSpec) -> Result<Planned> {
     attrs.insert("security_group".into(), json!(name));
     attrs.insert("instance_profile".into(), json!(name));
     let private = steps::vm_planned(&ctx, &mut attrs);
+    let mut warnings = Vec::new();
+    if let Some(gpus) = &spec.container.gpus {
+        if !has_nvidia_gpu(instance_type) {
+            warnings.push(format!(
+                "the container asks for GPUs (gpus: {gpus}) but instance type {instance_type} has no NVIDIA GPU: the container will not start; use a GPU type such as g5.xlarge or p4d.24xlarge"
+            ));
+        }
+    }
     Ok(Planned {
         attrs,
         private,
@@ -85,7 +93,37 @@ pub fn plan(p: &AwsProvider, spec: &DeploymentSpec) -> Result<Planned> {
         .map(String::from)
         .to_vec(),
         keep_on_destroy: false,
+        warnings,
     })
+}
+
+/// The EC2 families with NVIDIA GPUs (what `docker run --gpus` can use).
+const NVIDIA_FAMILIES: &[&str] = &[
+    "g3",
+    "g3s",
+    "g4dn",
+    "g5",
+    "g5g",
+    "g6",
+    "g6e",
+    "g6f",
+    "gr6",
+    "gr6f",
+    "p2",
+    "p3",
+    "p3dn",
+    "p4d",
+    "p4de",
+    "p5",
+    "p5e",
+    "p5en",
+    "p6-b200",
+    "p6e-gb200",
+];
+
+fn has_nvidia_gpu(instance_type: &str) -> bool {
+    let family = instance_type.split('.').next().unwrap_or("");
+    NVIDIA_FAMILIES.contains(&family)
 }
 
 pub fn plan_hosted(p: &AwsProvider, kind: Kind, spec: &DeploymentSpec) -> Result<Planned> {
@@ -103,22 +141,36 @@ pub async fn create(p: &AwsProvider, t: &Target<'_>) -> Result<Attrs> {
     let key = keys::ensure_deployment_key(&p.keys_dir, deployment)
         .map_err(|e| ProviderError::permanent(e.to_string()))?;
     let key_name = attr_str(a, "key_name")?;
-    ec2::import_key(clients, region, key_name, &key.public_key).await?;
+    let owner = ec2::Owner {
+        deployment,
+        lineage: t.lineage,
+        project: a.get("project").and_then(|p| p.as_str()),
+    };
+    ec2::import_key(clients, region, key_name, &key.public_key, &owner).await?;
     let group = ec2::ensure_security_group(
         clients,
         region,
         attr_str(a, "security_group")?,
         attr_str(a, "ssh_cidr")?,
+        &owner,
     )
     .await?;
     let ami = match a.get("ami").and_then(|v| v.as_str()) {
         Some(ami) => ami.to_owned(),
         None => ec2::latest_debian(clients, region).await?,
     };
+    let token_key = format!("{}/{}", t.lineage, t.address);
+    let client_token = p
+        .client_tokens
+        .lock()
+        .expect("no panic while held")
+        .entry(token_key.clone())
+        .or_insert_with(|| uuid::Uuid::new_v4().to_string())
+        .clone();
     let launch = ec2::Launch {
         region,
-        deployment,
-        project: a.get("project").and_then(|p| p.as_str()),
+        owner,
+        client_token: &client_token,
         ami: &ami,
         instance_type: attr_str(a, "instance_type")?,
         spot: a.get("spot").and_then(|s| s.as_bool()).unwrap_or(false),
@@ -127,15 +179,30 @@ pub async fn create(p: &AwsProvider, t: &Target<'_>) -> Result<Attrs> {
         security_group_id: &group,
         instance_profile: attr_str(a, "instance_profile")?,
     };
-    let instance = ec2::ensure_instance(clients, &launch).await?;
+    let described = |i: &ec2::Instance| {
+        let mut made = Attrs::new();
+        made.insert("ami".into(), json!(ami));
+        made.insert("instance_id".into(), json!(i.id));
+        made.insert("public_ip".into(), json!(i.public_ip));
+        made.insert(
+            "lifecycle".into(),
+            json!(i.lifecycle.as_deref().unwrap_or("on-demand")),
+        );
+        made
+    };
+    // Recorded as soon as EC2 names the instance, and again once it has an address: a run
+    // killed while waiting leaves a record that a destroy terminates.
+    let instance = ec2::ensure_instance(clients, &launch, |i| {
+        anycloud_provider::output::made(&described(i))
+    })
+    .await?;
+    p.client_tokens
+        .lock()
+        .expect("no panic while held")
+        .remove(&token_key);
     let mut out = a.clone();
-    out.insert("ami".into(), json!(ami));
-    out.insert("instance_id".into(), json!(instance.id));
-    out.insert("public_ip".into(), json!(instance.public_ip));
-    out.insert(
-        "lifecycle".into(),
-        json!(instance.lifecycle.as_deref().unwrap_or("on-demand")),
-    );
+    out.extend(described(&instance));
+    anycloud_provider::output::made(&out);
     // Waits for SSH (a fresh VM takes a while, and may refuse the key until cloud-init has
     // installed it), pins the host key on first sight.
     let ssh = connection(p, &out)?;
@@ -150,11 +217,17 @@ pub async fn create(p: &AwsProvider, t: &Target<'_>) -> Result<Attrs> {
 pub async fn update(p: &AwsProvider, prior: &Attrs, t: &Target<'_>) -> Result<Attrs> {
     let a = t.attrs;
     if prior.get("ssh_cidr") != a.get("ssh_cidr") {
+        let owner = ec2::Owner {
+            deployment: attr_str(a, "deployment")?,
+            lineage: t.lineage,
+            project: a.get("project").and_then(|p| p.as_str()),
+        };
         ec2::ensure_security_group(
             p.clients(),
             attr_str(a, "region")?,
             attr_str(a, "security_group")?,
             attr_str(a, "ssh_cidr")?,
+            &owner,
         )
         .await?;
     }
@@ -169,11 +242,11 @@ pub async fn delete(p: &AwsProvider, t: &Target<'_>) -> Result<()> {
         .get("instance_id")
         .and_then(|v| v.as_str())
         .map(String::from);
-    // A create cut short recorded no instance id: the instance (if it was started) is found
-    // by the deployment's tag.
+    // A create cut short before EC2 answered recorded no instance id: the instance (if it
+    // was started) is found by the deployment's and the state's tags.
     let id = match recorded {
         Some(id) => Some(id),
-        None => ec2::find(clients, region, attr_str(a, "deployment")?, None)
+        None => ec2::find(clients, region, attr_str(a, "deployment")?, t.lineage)
             .await?
             .map(|i| i.id),
     };
@@ -182,15 +255,18 @@ pub async fn delete(p: &AwsProvider, t: &Target<'_>) -> Result<()> {
             .await?
             .get(id)
             .is_some_and(|i| i.alive());
-        // Only a running VM has anything left to upload; a terminated one has no disk.
-        if alive {
+        // Only a running VM that SSH reached (and so may have been set up) has anything left
+        // to upload; a terminated one has no disk, and one that never answered never ran a
+        // job: it is terminated without trying.
+        let reached = a.get("host_key").and_then(|k| k.as_str()).is_some();
+        if alive && reached {
             let private = HostedPrivate::of(t)?;
             steps::flush(&*connection(p, a)?, &private.layout, &private.flush).await?;
         }
         ec2::terminate(clients, region, id).await?;
     }
-    ec2::delete_security_group(clients, region, attr_str(a, "security_group")?).await?;
-    ec2::delete_key(clients, region, attr_str(a, "key_name")?).await
+    ec2::delete_security_group(clients, region, attr_str(a, "security_group")?, t.lineage).await?;
+    ec2::delete_key(clients, region, attr_str(a, "key_name")?, t.lineage).await
 }
 
 fn vm_of<'a>(t: &Target<'a>) -> Result<&'a Attrs> {
@@ -308,5 +384,16 @@ impl Machines {
             (k, Some(p)) if k.is_hosted() => steps::observe_hosted(t, p),
             _ => BTreeMap::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn gpu_families_are_told_from_the_others() {
+        assert!(super::has_nvidia_gpu("g5.xlarge"));
+        assert!(super::has_nvidia_gpu("p4d.24xlarge"));
+        assert!(!super::has_nvidia_gpu("t3.micro"));
+        assert!(!super::has_nvidia_gpu("inf2.xlarge"));
     }
 }

@@ -57,12 +57,17 @@ pub fn context(spec: &DeploymentSpec, settings: &Settings) -> Result<HostContext
     .iter()
     .find_map(|r| remotes.get(r).cloned())
     .unwrap_or_else(|| format!("{}:", remote_name(&spec.region)));
+    let endpoint = settings
+        .s3_endpoint()
+        .map_err(anycloud_provider::ProviderError::permanent)?;
     Ok(HostContext {
         deployment: spec.id.clone(),
         layout,
-        rclone_conf: rclone_conf(&regions, settings.s3_endpoint().as_deref()),
+        rclone_conf: rclone_conf(&regions, endpoint.as_deref()),
         check_target,
         remotes,
+        network: "bridge".into(),
+        container_user: None,
     })
 }
 

@@ -12,20 +12,27 @@ pub struct VmLayout {
     pub log_dir: String,
     /// The private supervisord's configuration directory (`supervisord.conf`, `conf.d/`).
     pub supervisor_dir: String,
-    /// The supervisord control socket (kept short: unix sockets allow ~107 bytes).
+    /// The supervisord control socket (kept short: unix sockets allow ~107 bytes), in
+    /// `run_dir`.
     pub supervisor_socket: String,
+    /// A directory of the deploying user's own (0700): nobody else can take the socket's
+    /// name first, or reach the socket.
+    #[serde(default)]
+    pub run_dir: String,
     pub rclone_config: String,
 }
 
 impl VmLayout {
-    /// The layout of a deployment on this machine, under `base` (the deployment's host dir).
-    pub fn under(base: &str) -> VmLayout {
+    /// The layout of a deployment on a machine, under `base` (the deployment's host dir),
+    /// its supervisord socket in `run_dir`.
+    pub fn under(base: &str, run_dir: &str) -> VmLayout {
         let digest = anycloud_provider::digest::short_hash(base);
         VmLayout {
             mnt: format!("{base}/mnt"),
             log_dir: format!("{base}/log"),
             supervisor_dir: format!("{base}/supervisor"),
-            supervisor_socket: format!("/tmp/anycloud-{digest}.sock"),
+            supervisor_socket: format!("{run_dir}/{digest}.sock"),
+            run_dir: run_dir.to_owned(),
             rclone_config: format!("{base}/rclone.conf"),
         }
     }
@@ -34,16 +41,36 @@ impl VmLayout {
     /// tests root a shared test host elsewhere).
     pub fn on_vm(prefix: &str) -> VmLayout {
         let mnt = format!("{prefix}/mnt");
+        let run_dir = format!("{prefix}/run/anycloud");
         VmLayout {
             supervisor_socket: format!(
-                "/tmp/anycloud-{}.sock",
+                "{run_dir}/{}.sock",
                 anycloud_provider::digest::short_hash(&mnt)
             ),
+            run_dir,
             mnt,
             log_dir: format!("{prefix}/var/log/anycloud"),
             supervisor_dir: format!("{prefix}/etc/anycloud/supervisor"),
             rclone_config: format!("{prefix}/etc/anycloud/rclone.conf"),
         }
+    }
+
+    /// The entry point that brings the deployment back after a reboot or a crash.
+    pub fn boot_script(&self) -> String {
+        format!("{}/boot.sh", self.supervisor_dir)
+    }
+
+    /// The systemd unit that runs [`Self::boot_script`] where there is systemd.
+    pub fn unit_name(&self) -> String {
+        format!(
+            "anycloud-{}.service",
+            anycloud_provider::digest::short_hash(&self.mnt)
+        )
+    }
+
+    /// Its presence keeps the boot script from starting the job: anycloud stopped it.
+    pub fn hold_file(&self) -> String {
+        format!("{}/hold", self.supervisor_dir)
     }
 
     pub fn supervisord_conf(&self) -> String {
@@ -57,4 +84,14 @@ impl VmLayout {
     pub fn mount(&self, bucket: &str) -> String {
         format!("{}/{bucket}", self.mnt)
     }
+}
+
+/// The run directory of this machine's user on the local cloud: `/tmp/anycloud-<uid>`, made
+/// 0700 and checked to be the user's own before anything is put in it.
+pub fn local_run_dir() -> String {
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(0);
+    format!("/tmp/anycloud-{uid}")
 }

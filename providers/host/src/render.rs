@@ -46,14 +46,21 @@ pub fn output_program(layout: &VmLayout, remote: &str, interval_secs: u64) -> St
          /usr/bin/rclone copy {dir} {remote} --verbose \\\n    \
          --fast-list --no-update-modtime --modify-window 1s \\\n    \
          --log-file={log} && \\\n    \
-         sleep {interval_secs}; done\"\n\
+         touch {ok} && sleep {interval_secs}; done\"\n\
          autostart=true\n\
          autorestart=true\n\
          startsecs=5\n\
          startretries=999\n\
          {}",
-        program_footer(layout, "rclone-output")
+        program_footer(layout, "rclone-output"),
+        ok = last_success_path(layout, "rclone-output"),
     )
+}
+
+/// The file an upload program touches after each upload that exited 0: its mtime is when
+/// the program last uploaded everything (`anycloud status`).
+pub fn last_success_path(layout: &VmLayout, program: &str) -> String {
+    format!("{}/{program}.last-success", layout.log_dir)
 }
 
 /// `[program:rclone-checkpoint]`: the same upload loop for `/mnt/checkpoint`.
@@ -64,13 +71,14 @@ pub fn checkpoint_program(layout: &VmLayout, remote: &str, interval_secs: u64) -
          command=/bin/bash -c \"while true; do \\\n    \
          /usr/bin/rclone copy {dir} {remote} \\\n    \
          --verbose --fast-list --no-update-modtime --modify-window 1s && \\\n    \
-         sleep {interval_secs}; done\"\n\
+         touch {ok} && sleep {interval_secs}; done\"\n\
          autostart=true\n\
          autorestart=true\n\
          startsecs=5\n\
          startretries=999\n\
          {}",
-        program_footer(layout, "rclone-checkpoint")
+        program_footer(layout, "rclone-checkpoint"),
+        ok = last_success_path(layout, "rclone-checkpoint"),
     )
 }
 
@@ -100,6 +108,8 @@ pub struct RunSpec {
     pub mounts: Vec<(String, String, bool)>,
     pub gpus: Option<String>,
     pub shm_size: Option<String>,
+    pub network: String,
+    pub user: Option<String>,
 }
 
 impl RunSpec {
@@ -116,11 +126,14 @@ impl RunSpec {
                 "--label".into(),
                 format!("anycloud.deployment={}", self.deployment),
             ],
-            vec!["--network".into(), "host".into()],
+            vec!["--network".into(), self.network.clone()],
             // An init as PID 1 forwards `docker stop`'s SIGTERM to the job (a shell or python
             // as PID 1 ignores it, and every teardown would wait out the stop timeout).
             vec!["--init".into()],
         ];
+        if let Some(user) = &self.user {
+            lines.push(vec!["--user".into(), user.clone()]);
+        }
         for (host, inside, ro) in &self.mounts {
             let suffix = if *ro { ":ro" } else { "" };
             lines.push(vec!["--volume".into(), format!("{host}:{inside}{suffix}")]);
@@ -172,4 +185,61 @@ pub fn is_plain_path(path: &str) -> bool {
         && path
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "/._-+@".contains(c))
+}
+
+/// The boot script: brings a deployment back after a reboot, or a crash of supervisord or
+/// dockerd, without anycloud: the private supervisord (so the upload programs) first, then
+/// the job if something interrupted it (killed by a signal). A job that finished, or failed
+/// by itself, or that anycloud stopped (the hold file), is left as it is. With `--watch` it
+/// does so every 30 seconds, as the systemd unit runs it.
+pub fn boot_script(layout: &VmLayout, container: &str) -> String {
+    format!(
+        "#!/bin/bash\n\
+         # anycloud: brings {mnt} back after a reboot or a crash.\n\
+         set -uo pipefail\n\
+         conf={conf}\n\
+         name={name}\n\
+         bring_back() (\n\
+         \x20 exec 9>{lock}\n\
+         \x20 flock 9\n\
+         \x20 install -d -m 0700 {run} && [ -O {run} ] || {{ echo \"{run} belongs to another user\" >&2; exit 1; }}\n\
+         \x20 if ! supervisorctl -c \"$conf\" pid >/dev/null 2>&1; then\n\
+         \x20   # Upload loops a crashed supervisord left behind: the new one starts its own.\n\
+         \x20   pkill -f -- {orphans} || true\n\
+         \x20   setsid supervisord -c \"$conf\" </dev/null >/dev/null 2>&1 9>&-\n\
+         \x20 fi\n\
+         \x20 [ -e {hold} ] && exit 0\n\
+         \x20 docker info >/dev/null 2>&1 || exit 0\n\
+         \x20 state=$(docker inspect -f '{{{{.State.Status}}}} {{{{.State.ExitCode}}}}' \"$name\" 2>/dev/null) || exit 0\n\
+         \x20 set -- $state\n\
+         \x20 if [ \"$1\" = exited ] && [ \"$2\" -ge 128 ]; then docker start \"$name\" >/dev/null; fi\n\
+         )\n\
+         if [ \"${{1:-}}\" = --watch ]; then\n\
+         \x20 while true; do bring_back; sleep 30; done\n\
+         fi\n\
+         bring_back\n",
+        mnt = layout.mnt,
+        conf = quote(&layout.supervisord_conf()),
+        name = quote(container),
+        lock = quote(&format!("{}/.lock", layout.supervisor_dir)),
+        run = quote(&layout.run_dir),
+        hold = quote(&layout.hold_file()),
+        orphans = quote(&format!(
+            "^/bin/bash -c while true; do .*{}/(output|checkpoint) ",
+            regex_escaped(&layout.mnt)
+        )),
+    )
+}
+
+/// `text` matched literally in an extended regular expression (pkill's).
+fn regex_escaped(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let special = "\\.+*?()|[]{}^$".contains(c);
+            special
+                .then_some('\\')
+                .into_iter()
+                .chain(std::iter::once(c))
+        })
+        .collect()
 }

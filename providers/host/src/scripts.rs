@@ -50,14 +50,25 @@ fn or_tail(log: &str, what: &str) -> String {
     )
 }
 
+/// Makes the run directory (0700) and insists it is this user's own: a directory another user
+/// made first could hand them the supervisord socket.
+fn own_run_dir(layout: &VmLayout) -> String {
+    format!(
+        "install -d -m 0700 {d}\n[ -O {d} ] || {{ echo \"{d} belongs to another user: refusing to put the supervisord socket there\" >&2; exit 1; }}\n",
+        d = quote(&layout.run_dir)
+    )
+}
+
 /// Installs Docker, supervisord and rclone where missing (as root on Debian), starts dockerd
-/// when it is not running, and makes the deployment's directories.
-pub fn vm_init(layout: &VmLayout) -> String {
+/// when it is not running, and makes the deployment's directories (0750). With `gpus`, the
+/// NVIDIA container toolkit too, set up as a Docker runtime.
+pub fn vm_init(layout: &VmLayout, gpus: bool) -> String {
     let log = quote(&format!("{}/vm-init.log", layout.log_dir));
     let dockerd_log = quote(&format!("{}/dockerd.log", layout.log_dir));
     format!(
         "{PRELUDE}{lock}\
-mkdir -p {logdir} {mnt}/input {mnt}/output {mnt}/checkpoint {sup}/conf.d
+mkdir -p {logdir} {sup}/conf.d
+install -d -m 0750 {mnt} {mnt}/input {mnt}/output {mnt}/checkpoint
 missing=()
 command -v docker >/dev/null 2>&1 || missing+=(docker.io)
 command -v supervisord >/dev/null 2>&1 || missing+=(supervisor)
@@ -67,16 +78,17 @@ if [ ${{#missing[@]}} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     {follow}{{ apt-get -o DPkg::Lock::Timeout=600 update -qq && apt-get -o DPkg::Lock::Timeout=600 install -y -qq \"${{missing[@]}}\"; }} >>{log} 2>&1 {apt_fail}
   else
-    echo \"missing on this host: ${{missing[*]}}; install them, or run anycloud as root on Debian so it can\" >&2
+    echo \"missing on this host: ${{missing[*]}}; install them, or log in as root or as a user with passwordless sudo on Debian so anycloud can\" >&2
     exit 1
   fi
 fi
 if ! docker info >/dev/null 2>&1; then
-  setsid dockerd --iptables=false --bridge=none </dev/null >{dockerd_log} 2>&1 8>&- &
+  setsid dockerd --iptables=false </dev/null >{dockerd_log} 2>&1 8>&- &
   for _ in $(seq 1 120); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
   docker info >/dev/null 2>&1 {dockerd_fail}
 fi
-",
+{gpu}",
+        gpu = if gpus { nvidia_toolkit(layout) } else { String::new() },
         lock = step_lock(layout, "vm-init"),
         follow = follow(&format!("{}/vm-init.log", layout.log_dir)).replace('\n', "\n    "),
         logdir = quote(&layout.log_dir),
@@ -88,6 +100,79 @@ fi
 }
 
 /// (Re)starts the deployment's private supervisord with its current configuration.
+/// The NVIDIA container toolkit from NVIDIA's apt repository, set up as Docker's runtime
+/// for `docker run --gpus` (the image must bring the NVIDIA driver).
+fn nvidia_toolkit(layout: &VmLayout) -> String {
+    let log = format!("{}/vm-init.log", layout.log_dir);
+    format!(
+        "if ! command -v nvidia-ctk >/dev/null 2>&1; then
+  if [ \"$(id -u)\" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    {{ apt-get -o DPkg::Lock::Timeout=600 install -y -qq curl gnupg ca-certificates &&
+      curl -fsSL https://nvidia.github.io/libnvidia-container/gpgkey | gpg --batch --yes --dearmor -o /usr/share/keyrings/nvidia-container-toolkit-keyring.gpg &&
+      curl -fsSL https://nvidia.github.io/libnvidia-container/stable/deb/nvidia-container-toolkit.list |
+        sed 's#deb https://#deb [signed-by=/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg] https://#g' >/etc/apt/sources.list.d/nvidia-container-toolkit.list &&
+      apt-get -o DPkg::Lock::Timeout=600 update -qq &&
+      apt-get -o DPkg::Lock::Timeout=600 install -y -qq nvidia-container-toolkit; }} >>{qlog} 2>&1 {fail}
+  else
+    echo \"the job asks for GPUs: install the NVIDIA container toolkit on this host, or run anycloud as root on Debian so it can\" >&2
+    exit 1
+  fi
+fi
+if ! docker info --format '{{{{json .Runtimes}}}}' 2>/dev/null | grep -q nvidia; then
+  nvidia-ctk runtime configure --runtime=docker >>{qlog} 2>&1 {configure_fail}
+  if [ -d /run/systemd/system ]; then systemctl restart docker; else pkill -HUP dockerd || true; fi
+  for _ in $(seq 1 120); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
+fi
+",
+        qlog = quote(&log),
+        fail = or_tail(&log, "installing the NVIDIA container toolkit"),
+        configure_fail = or_tail(&log, "nvidia-ctk runtime configure"),
+    )
+}
+
+/// Installs the boot script as a systemd unit where this host has systemd and the steps run
+/// as root: after a reboot, or a crash of supervisord or dockerd, the upload programs and an
+/// interrupted job come back by themselves. Elsewhere the boot script is there to be run.
+pub fn boot_install(layout: &VmLayout) -> String {
+    let unit = layout.unit_name();
+    format!(
+        "{PRELUDE}if [ \"$(id -u)\" = 0 ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+  cat >/etc/systemd/system/{unit} <<'UNIT'
+[Unit]
+Description=anycloud: upload programs and job of {mnt}
+After=docker.service network-online.target
+Wants=docker.service network-online.target
+
+[Service]
+ExecStart={boot} --watch
+Restart=always
+RestartSec=5
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+  systemctl daemon-reload
+  systemctl enable --now {unit} >/dev/null 2>&1
+fi
+",
+        mnt = layout.mnt,
+        boot = quote(&layout.boot_script()),
+    )
+}
+
+/// Stops and removes the boot unit, if there is one.
+fn boot_uninstall(layout: &VmLayout) -> String {
+    let unit = layout.unit_name();
+    format!(
+        "if [ -f /etc/systemd/system/{unit} ] && command -v systemctl >/dev/null 2>&1; then
+  systemctl disable --now {unit} >/dev/null 2>&1 || true
+  rm -f /etc/systemd/system/{unit}
+  systemctl daemon-reload || true
+fi
+"
+    )
+}
+
 pub fn supervisord_restart(layout: &VmLayout) -> String {
     let conf = quote(&layout.supervisord_conf());
     let log = format!("{}/supervisord.log", layout.log_dir);
@@ -97,12 +182,13 @@ conf={conf}
 {pattern}pkill -f -- \"$pat\" || true
 for _ in $(seq 1 100); do pgrep -f -- \"$pat\" >/dev/null || break; sleep 0.1; done
 # 9>&-: the daemon must not inherit the lock, or it would hold it for its whole life.
-setsid supervisord -c \"$conf\" </dev/null >/dev/null 2>&1 9>&- {fail}
+{run_dir}setsid supervisord -c \"$conf\" </dev/null >/dev/null 2>&1 9>&- {fail}
 for _ in $(seq 1 100); do supervisorctl -c \"$conf\" pid >/dev/null 2>&1 && break; sleep 0.1; done
 supervisorctl -c \"$conf\" pid >/dev/null 2>&1 {fail}
 ",
         lock = supervisor_lock(layout),
         pattern = supervisord_pattern(),
+        run_dir = own_run_dir(layout),
         fail = or_tail(&log, "supervisord")
     )
 }
@@ -111,13 +197,14 @@ supervisorctl -c \"$conf\" pid >/dev/null 2>&1 {fail}
 pub fn supervisord_stop(layout: &VmLayout) -> String {
     let conf = quote(&layout.supervisord_conf());
     format!(
-        "{PRELUDE}\
+        "{PRELUDE}{uninstall}\
 conf={conf}
 {pattern}pkill -f -- \"$pat\" || true
 for _ in $(seq 1 300); do pgrep -f -- \"$pat\" >/dev/null || exit 0; sleep 0.1; done
 echo \"supervisord ($conf) did not stop\" >&2
 exit 1
 ",
+        uninstall = boot_uninstall(layout),
         pattern = supervisord_pattern(),
     )
 }
@@ -145,8 +232,11 @@ pub fn download(layout: &VmLayout, verb: &str, source: &str, dest: &str, log_nam
         "{PRELUDE}{lock}{follow}\
 export RCLONE_CONFIG={config}
 mkdir -p {dest}
-/usr/bin/rclone {verb} {source} {dest} --verbose --fast-list --log-file={qlog} {fail}
+/usr/bin/rclone {verb} {source} {dest} --verbose --fast-list{update} --log-file={qlog} {fail}
 ",
+        // A copy down (the checkpoint restore) never replaces what is newer here: a
+        // restore run again on a machine that kept its disk keeps the job's latest work.
+        update = if verb == "copy" { " --update" } else { "" },
         lock = step_lock(layout, log_name.trim_end_matches(".log")),
         follow = follow(&log),
         config = quote(&layout.rclone_config),
@@ -264,17 +354,22 @@ if current=$(docker inspect -f '{{{{index .Config.Labels \"anycloud.spec\"}}}} {
   esac
   docker rm -f \"$name\" >/dev/null
 fi
-{mkdirs}docker {docker_args}
+{mkdirs}rm -f {hold}
+docker {docker_args}
 ",
+        hold = quote(&layout.hold_file()),
         lock = supervisor_lock(layout),
         name = quote(name),
     )
 }
 
 /// Stops the container so nothing more is written, leaving it for the flush and removal.
-pub fn container_stop(name: &str) -> String {
+pub fn container_stop(layout: &VmLayout, name: &str) -> String {
+    // The hold first: the boot script must not start again what anycloud stops.
     format!(
-        "{PRELUDE}if docker inspect {name} >/dev/null 2>&1; then docker stop --time 30 {name} >/dev/null; fi\n",
+        "{PRELUDE}mkdir -p {sup}\ntouch {hold}\nif docker inspect {name} >/dev/null 2>&1; then docker stop --time 30 {name} >/dev/null; fi\n",
+        sup = quote(&layout.supervisor_dir),
+        hold = quote(&layout.hold_file()),
         name = quote(name)
     )
 }
@@ -303,7 +398,13 @@ for entry in rclone-output:{output_log} rclone-checkpoint:{checkpoint_log}; do
   if tail -n 30 \"$log\" | grep -q -E 'ERROR|Failed to'; then result=errors; else result=ok; fi
   echo \"upload.${{entry%%:*}}=$(( now - $(stat -c %Y \"$log\") )):$result\"
 done
+for entry in rclone-output:{output_ok} rclone-checkpoint:{checkpoint_ok}; do
+  ok=${{entry#*:}}
+  if [ -f \"$ok\" ]; then echo \"success.${{entry%%:*}}=$(( now - $(stat -c %Y \"$ok\") ))\"; else echo \"success.${{entry%%:*}}=never\"; fi
+done
 ",
+        output_ok = quote(&crate::render::last_success_path(layout, "rclone-output")),
+        checkpoint_ok = quote(&crate::render::last_success_path(layout, "rclone-checkpoint")),
         output_log = quote(&format!("{}/rclone-output.log", layout.log_dir)),
         checkpoint_log = quote(&format!("{}/rclone-checkpoint.stdout.log", layout.log_dir)),
         conf = quote(&layout.supervisord_conf()),
@@ -362,8 +463,36 @@ pub fn host_probe(deployments: &[(VmLayout, String)], dirs: &[String]) -> String
 }
 
 /// Makes a directory (a bucket, a deployment's host dir) if it is missing.
+/// Makes a directory (a bucket, a deployment's host dir) if it is missing, readable by its
+/// owner only.
 pub fn make_dir(path: &str) -> String {
-    format!("{PRELUDE}mkdir -p -- {}\n", quote(path))
+    format!(
+        "{PRELUDE}mkdir -p -- {p}\nchmod 0700 -- {p}\n",
+        p = quote(path)
+    )
+}
+
+/// Prints the contents of an owner file (nothing when there is none).
+pub fn read_owner(file: &str) -> String {
+    format!(
+        "{PRELUDE}if [ -f {f} ]; then cat -- {f}; fi
+",
+        f = quote(file)
+    )
+}
+
+/// Makes `dir` (0700) and records `lineage` in its owner file.
+pub fn claim_dir(dir: &str, owner_file: &str, lineage: &str) -> String {
+    let file = format!("{dir}/{owner_file}");
+    format!(
+        "{}printf '%s\\n' {l} > {t}
+mv -f -- {t} {f}
+",
+        make_dir(dir),
+        l = quote(lineage),
+        t = quote(&format!("{file}.tmp")),
+        f = quote(&file),
+    )
 }
 
 /// Removes a deployment's host directory, once its data has been flushed.

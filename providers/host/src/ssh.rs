@@ -17,6 +17,14 @@ use russh::ChannelMsg;
 use crate::scripts;
 use crate::transport::{Host, Output, TransportError};
 
+/// How long opening a channel, starting a command and sending its input may take.
+const START_LIMIT: Duration = Duration::from_secs(60);
+/// How often a running command's session is checked for having ended.
+const WATCH_EVERY: Duration = Duration::from_secs(10);
+/// A command that says nothing for this long is taken for lost (every long step streams
+/// its log): the step is retried, as after a cut connection.
+const SILENCE_LIMIT: Duration = Duration::from_secs(20 * 60);
+
 /// Where and as whom to connect.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct SshTarget {
@@ -256,19 +264,47 @@ impl SshHost {
         let lost = |e: russh::Error| {
             TransportError::Unreachable(format!("{}: {e}", self.target.describe()))
         };
-        let mut channel = session.channel_open_session().await.map_err(lost)?;
-        channel.exec(true, command).await.map_err(lost)?;
-        channel.data(stdin).await.map_err(lost)?;
-        channel.eof().await.map_err(lost)?;
-        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        // Starting a command and sending its input take moments: a connection that dies
+        // meanwhile must not leave them waiting for a window or a reply that never comes.
+        let start = async {
+            let channel = session.channel_open_session().await.map_err(lost)?;
+            channel.exec(true, command).await.map_err(lost)?;
+            channel.data(stdin).await.map_err(lost)?;
+            channel.eof().await.map_err(lost)?;
+            Ok::<_, TransportError>(channel)
+        };
+        let mut channel = tokio::time::timeout(START_LIMIT, start)
+            .await
+            .map_err(|_| {
+                TransportError::Unreachable(format!(
+                    "{}: the command did not start within {}s",
+                    self.target.describe(),
+                    START_LIMIT.as_secs()
+                ))
+            })??;
+        let (mut stdout, mut stderr) = (Vec::new(), crate::transport::Tail::default());
         let (mut status, mut signal) = (None, None);
         let mut lines = LineSplitter::default();
-        while let Some(message) = channel.wait().await {
+        let mut quiet_since = std::time::Instant::now();
+        loop {
+            // The keepalives notice a dead peer; this notices a session that ended without
+            // telling the channel, and a command silent for far longer than any step is.
+            let message = tokio::select! {
+                m = channel.wait() => m,
+                _ = tokio::time::sleep(WATCH_EVERY) => {
+                    if session.is_closed() || quiet_since.elapsed() > SILENCE_LIMIT {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            let Some(message) = message else { break };
+            quiet_since = std::time::Instant::now();
             match message {
                 // stdout is the step's answer (ids, probe facts); stderr is what it has to say.
                 ChannelMsg::Data { data } => stdout.extend_from_slice(&data),
                 ChannelMsg::ExtendedData { data, ext: 1 } => {
-                    stderr.extend_from_slice(&data);
+                    stderr.push(&data);
                     if stream {
                         lines.feed(&data);
                     }
@@ -282,7 +318,7 @@ impl SshHost {
             Some(status) => Ok(Output {
                 status,
                 stdout: String::from_utf8_lossy(&stdout).into_owned(),
-                stderr: String::from_utf8_lossy(&stderr).into_owned(),
+                stderr: stderr.into_string(),
             }),
             // Without an exit status the script may have been cut short: the caller retries,
             // and the scripts are written to be run again.
@@ -295,6 +331,15 @@ impl SshHost {
             ))),
         }
     }
+}
+
+/// `command` as root where the login user may use sudo without a password, as cloud images
+/// log in (`admin`, `ubuntu`, `azureuser`): every step installs, starts and writes what only
+/// root may. A user without sudo runs it as themselves (a machine of their own, set up).
+pub fn as_root(command: &str) -> String {
+    format!(
+        "if [ \"$(id -u)\" != 0 ] && sudo -n true 2>/dev/null; then exec sudo -n {command}; else exec {command}; fi"
+    )
 }
 
 /// Splits streamed bytes into lines for the progress display.
@@ -320,13 +365,14 @@ impl LineSplitter {
 #[async_trait]
 impl Host for SshHost {
     async fn run(&self, script: &str) -> Result<Output, TransportError> {
-        self.exec("bash -s", script.as_bytes(), true).await
+        self.exec(&as_root("bash -s"), script.as_bytes(), true)
+            .await
     }
 
     async fn upload(&self, path: &str, contents: &[u8], mode: u32) -> Result<(), TransportError> {
         let sha256 = anycloud_provider::digest::sha256_hex(contents);
         let script = scripts::upload(path, mode, contents.len(), &sha256);
-        let command = format!("bash -c {}", crate::render::quote(&script));
+        let command = as_root(&format!("bash -c {}", crate::render::quote(&script)));
         let out = self.exec(&command, contents, false).await?;
         let failed = format!(
             "writing {path} on {}: {}",

@@ -8,7 +8,7 @@ use std::process::Stdio;
 
 use anycloud_provider::{ErrorCode, ProviderError};
 use async_trait::async_trait;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The result of one script on the host.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,6 +21,39 @@ pub struct Output {
 impl Output {
     pub fn success(&self) -> bool {
         self.status == 0
+    }
+}
+
+/// What a step says on stderr is kept to its last [`Tail::LIMIT`] bytes: a chatty tool (an
+/// install, a long copy) must not fill memory; its end says why it failed.
+#[derive(Debug, Default)]
+pub struct Tail {
+    kept: std::collections::VecDeque<u8>,
+    dropped: bool,
+}
+
+impl Tail {
+    pub const LIMIT: usize = 64 * 1024;
+
+    pub fn push(&mut self, data: &[u8]) {
+        self.kept.extend(data);
+        if self.kept.len() > Self::LIMIT {
+            let excess = self.kept.len() - Self::LIMIT;
+            self.kept.drain(..excess);
+            self.dropped = true;
+        }
+    }
+
+    pub fn into_string(self) -> String {
+        let (a, b) = self.kept.as_slices();
+        let mut bytes = a.to_vec();
+        bytes.extend_from_slice(b);
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        if self.dropped {
+            format!("[…earlier output dropped]\n{text}")
+        } else {
+            text
+        }
     }
 }
 
@@ -119,14 +152,38 @@ impl Host for LocalHost {
             .await
             .map_err(|e| TransportError::Io(format!("writing the script to bash: {e}")))?;
         drop(stdin);
-        let out = child
-            .wait_with_output()
-            .await
-            .map_err(|e| TransportError::Io(format!("waiting for bash: {e}")))?;
+        let mut out_pipe = child.stdout.take().expect("stdout is piped");
+        let mut err_pipe = child.stderr.take().expect("stderr is piped");
+        let io = |e: std::io::Error| TransportError::Io(format!("reading bash's output: {e}"));
+        let read_stdout = async {
+            let mut stdout = Vec::new();
+            out_pipe.read_to_end(&mut stdout).await.map_err(io)?;
+            Ok::<_, TransportError>(stdout)
+        };
+        let read_stderr = async {
+            let mut tail = Tail::default();
+            let mut chunk = vec![0u8; 8192];
+            loop {
+                let n = err_pipe.read(&mut chunk).await.map_err(io)?;
+                if n == 0 {
+                    return Ok::<_, TransportError>(tail);
+                }
+                tail.push(&chunk[..n]);
+            }
+        };
+        // Reaped while its pipes are read: a helper it left behind (a `tail --pid` following
+        // its log) holds stderr open until bash is gone, and a zombie is not gone.
+        let wait = async {
+            child
+                .wait()
+                .await
+                .map_err(|e| TransportError::Io(format!("waiting for bash: {e}")))
+        };
+        let (status, stdout, stderr) = tokio::try_join!(wait, read_stdout, read_stderr)?;
         Ok(Output {
-            status: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            status: status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: stderr.into_string(),
         })
     }
 
@@ -140,5 +197,22 @@ impl Host for LocalHost {
         .await
         .map_err(|e| TransportError::Io(e.to_string()))?
         .map_err(|e| TransportError::Io(format!("writing {shown}: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_step_that_says_much_keeps_only_the_end_of_it() {
+        let out = LocalHost
+            .run("head -c 3000000 /dev/zero | tr '\\0' x >&2; echo the-end >&2; echo answer")
+            .await
+            .unwrap();
+        assert_eq!(out.stdout, "answer\n");
+        assert!(out.stderr.len() < Tail::LIMIT + 100, "{}", out.stderr.len());
+        assert!(out.stderr.starts_with("[…earlier output dropped]"));
+        assert!(out.stderr.ends_with("the-end\n"));
     }
 }

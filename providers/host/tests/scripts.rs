@@ -3,7 +3,7 @@
 use anycloud_host::{scripts, VmLayout};
 
 fn layout() -> VmLayout {
-    VmLayout::under("/srv/anycloud/hosts/train")
+    VmLayout::under("/srv/anycloud/hosts/train", "/srv/anycloud/run")
 }
 
 #[test]
@@ -20,7 +20,13 @@ fn every_script_sent_to_a_host() {
         ),
     ];
     let all = [
-        ("vm_init", scripts::vm_init(&l)),
+        ("vm_init", scripts::vm_init(&l, false)),
+        ("vm_init_with_gpus", scripts::vm_init(&l, true)),
+        ("boot_install", scripts::boot_install(&l)),
+        (
+            "boot_script",
+            anycloud_host::render::boot_script(&l, "anycloud-train-0123"),
+        ),
         ("supervisord_restart", scripts::supervisord_restart(&l)),
         ("supervisord_stop", scripts::supervisord_stop(&l)),
         (
@@ -55,7 +61,7 @@ fn every_script_sent_to_a_host() {
         ),
         (
             "container_stop",
-            scripts::container_stop("anycloud-train-0123"),
+            scripts::container_stop(&l, "anycloud-train-0123"),
         ),
         (
             "container_remove",
@@ -90,10 +96,28 @@ fn every_script_sent_to_a_host() {
             "host_cleanup",
             scripts::host_cleanup(&l, "anycloud-train-0123"),
         ),
+        (
+            "read_owner",
+            scripts::read_owner("/srv/anycloud/hosts/train/.anycloud-owner"),
+        ),
+        (
+            "claim_dir",
+            scripts::claim_dir(
+                "/srv/anycloud/hosts/train",
+                ".anycloud-owner",
+                "5d0f8c1e-lineage",
+            ),
+        ),
     ];
     for (name, script) in all {
+        // The boot script is a file run by systemd (or by hand): it names its interpreter.
+        let body = script.strip_prefix("#!/bin/bash\n").unwrap_or(&script);
+        let body = body
+            .split_once('\n')
+            .filter(|(first, _)| first.starts_with('#'))
+            .map_or(body, |(_, rest)| rest);
         assert!(
-            script.starts_with("set -"),
+            body.starts_with("set -"),
             "{name} must run with strict bash options"
         );
         assert_syntax(name, &script);
@@ -152,4 +176,110 @@ fn an_incomplete_upload_replaces_nothing() {
     assert_eq!(std::fs::read(&path).unwrap(), body);
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert_eq!(left.len(), 1, "no temporary file is left");
+}
+
+/// Runs a script as the transport would, with its streams in files: a step's log follower
+/// (`tail --pid`) keeps stderr open until bash is reaped, which `Command::output` only does
+/// after reading stderr to its end.
+fn bash(script: &str) -> std::process::Output {
+    let out = tempfile::tempfile().unwrap();
+    let err = tempfile::tempfile().unwrap();
+    let status = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .stdout(out.try_clone().unwrap())
+        .stderr(err.try_clone().unwrap())
+        .status()
+        .unwrap();
+    let read = |mut f: std::fs::File| {
+        use std::io::{Read, Seek};
+        let mut bytes = Vec::new();
+        f.rewind().unwrap();
+        f.read_to_end(&mut bytes).unwrap();
+        bytes
+    };
+    std::process::Output {
+        status,
+        stdout: read(out),
+        stderr: read(err),
+    }
+}
+
+/// The checkpoint restore runs again on a machine that kept its disk (a reboot, a re-run
+/// apply): what the job wrote since the last upload is newer and must stay.
+#[test]
+fn a_restore_never_replaces_newer_local_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("host");
+    let l = VmLayout::under(
+        base.to_str().unwrap(),
+        dir.path().join("run").to_str().unwrap(),
+    );
+    let bucket = dir.path().join("bucket");
+    let local = std::path::PathBuf::from(l.mount("checkpoint"));
+    std::fs::create_dir_all(&bucket).unwrap();
+    std::fs::create_dir_all(&local).unwrap();
+    std::fs::create_dir_all(&l.log_dir).unwrap();
+    std::fs::write(&l.rclone_config, "[local]\ntype = local\n").unwrap();
+    std::fs::write(bucket.join("counter"), "5\n").unwrap();
+    std::fs::write(bucket.join("only-in-bucket"), "restored\n").unwrap();
+    bash(&format!(
+        "touch -d '10 minutes ago' {}/counter",
+        bucket.display()
+    ));
+    std::fs::write(local.join("counter"), "9\n").unwrap();
+    let script = scripts::download(
+        &l,
+        "copy",
+        &format!("local:{}", bucket.display()),
+        &l.mount("checkpoint"),
+        "rclone-checkpoint-restore.log",
+    );
+    let out = bash(&script);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(local.join("counter")).unwrap(),
+        "9\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(local.join("only-in-bucket")).unwrap(),
+        "restored\n"
+    );
+}
+
+/// supervisord's socket lives in a directory of the deploying user's own: one that someone
+/// else made first (to receive supervisorctl's commands) is refused, never used.
+#[test]
+fn the_socket_directory_of_another_user_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let squatted = bash(&format!("chown 65534:65534 {}", run.display()));
+    assert!(squatted.status.success(), "the test runs as root");
+    let l = VmLayout::under(
+        dir.path().join("host").to_str().unwrap(),
+        run.to_str().unwrap(),
+    );
+    std::fs::create_dir_all(&l.supervisor_dir).unwrap();
+    std::fs::create_dir_all(&l.log_dir).unwrap();
+    let out = bash(&scripts::supervisord_restart(&l));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("belongs to another user"), "{err}");
+    assert!(!std::path::Path::new(&l.supervisor_socket).exists());
+
+    // Its own directory is made private.
+    let own = dir.path().join("own-run");
+    let out = bash(&format!(
+        "set -e; {}",
+        scripts::make_dir(own.to_str().unwrap())
+    ));
+    assert!(out.status.success());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&own).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
 }

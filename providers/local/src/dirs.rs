@@ -38,13 +38,15 @@ pub fn check_root(root: &str) -> Result<()> {
 
 /// The host context of a deployment on a machine whose anycloud root is `root`.
 /// `check_target` is what rclone's connectivity check lists.
+/// `run_dir` holds the private supervisord's socket (a directory of the user's own).
 pub fn host_context(
     spec: &DeploymentSpec,
     root: &str,
+    run_dir: &str,
     check_target: String,
 ) -> Result<HostContext> {
     check_root(root)?;
-    let layout = VmLayout::under(&host_dir(root, &spec.id));
+    let layout = VmLayout::under(&host_dir(root, &spec.id), run_dir);
     let remotes: BTreeMap<BucketRole, String> = spec
         .buckets
         .iter()
@@ -56,6 +58,8 @@ pub fn host_context(
         rclone_conf: RCLONE_CONF.to_owned(),
         check_target,
         remotes,
+        network: "host".into(),
+        container_user: None,
     })
 }
 
@@ -70,6 +74,7 @@ pub fn vm_planned(ctx: &HostContext, root: &str) -> Planned {
         computed: vec![],
         force_new: vec!["host_dir".into()],
         keep_on_destroy: false,
+        warnings: vec![],
     }
 }
 
@@ -86,6 +91,7 @@ pub fn bucket_planned(root: &str, node: NodeSpec<'_>) -> Result<Planned> {
         computed: vec![],
         force_new: vec!["name".into(), "path".into()],
         keep_on_destroy: true,
+        warnings: vec![],
     })
 }
 
@@ -105,6 +111,61 @@ pub async fn make_dir(host: &dyn Host, path: &str) -> Result<()> {
     run_ok(host, &scripts::make_dir(path), &format!("creating {path}")).await
 }
 
+/// The file in a host directory naming the lineage of the state whose "VM" it is: two
+/// states share `<root>/hosts/`, and one must never stop or remove the other's job.
+pub const OWNER_FILE: &str = ".anycloud-owner";
+
+/// The lineage of another state that owns the host directory `dir`, if another does (a
+/// directory without the file is from before owners were recorded, and nobody else's).
+pub async fn other_owner(host: &dyn Host, dir: &str, lineage: &str) -> Result<Option<String>> {
+    let out = host
+        .run(&scripts::read_owner(&format!("{dir}/{OWNER_FILE}")))
+        .await
+        .map_err(ProviderError::from)?;
+    if !out.success() {
+        return Err(ProviderError::permanent(format!(
+            "reading the owner of {dir} failed: {}",
+            out.stderr.trim()
+        )));
+    }
+    let found = out.stdout.trim();
+    Ok((!found.is_empty() && found != lineage).then(|| found.to_owned()))
+}
+
+fn owned_elsewhere(dir: &str, other: &str) -> ProviderError {
+    ProviderError::new(
+        anycloud_provider::ErrorCode::Conflict,
+        format!(
+            "{dir} belongs to another anycloud state (lineage {other}): anycloud never adopts, changes or deletes another state's objects. Give this deployment another id, or another root"
+        ),
+    )
+}
+
+/// Makes the deployment's host directory this state's: refused when another state's.
+pub async fn claim_host(host: &dyn Host, vm: &Target<'_>) -> Result<()> {
+    let dir = attr_str(vm.attrs, "host_dir")?;
+    if let Some(other) = other_owner(host, dir, vm.lineage).await? {
+        return Err(owned_elsewhere(dir, &other));
+    }
+    run_ok(
+        host,
+        &scripts::claim_dir(dir, OWNER_FILE, vm.lineage),
+        &format!("creating {dir}"),
+    )
+    .await
+}
+
+/// A new "VM": another state's is refused; a container or supervisord left by a VM whose
+/// directory was wiped would otherwise keep running against deleted paths, so it goes first.
+pub async fn create_vm(host: &dyn Host, vm: &Target<'_>) -> Result<()> {
+    let dir = attr_str(vm.attrs, "host_dir")?;
+    if let Some(other) = other_owner(host, dir, vm.lineage).await? {
+        return Err(owned_elsewhere(dir, &other));
+    }
+    cleanup_host(host, vm).await?;
+    claim_host(host, vm).await
+}
+
 /// Removes the deployment's container and stops its private supervisord.
 pub async fn cleanup_host(host: &dyn Host, vm: &Target<'_>) -> Result<()> {
     let private = HostedPrivate::of(vm)?;
@@ -117,12 +178,19 @@ pub async fn cleanup_host(host: &dyn Host, vm: &Target<'_>) -> Result<()> {
     .await
 }
 
-/// The last upload of the VM's directories, then the cleanup, then its directory goes.
+/// The last upload of the VM's directories, then the cleanup, then its directory goes;
+/// another state's directory (a record of a create that was refused) is left as it is.
 pub async fn delete_vm(host: &dyn Host, vm: &Target<'_>) -> Result<()> {
+    let dir = attr_str(vm.attrs, "host_dir")?;
+    if let Some(other) = other_owner(host, dir, vm.lineage).await? {
+        anycloud_provider::output::line(&format!(
+            "{dir} belongs to another anycloud state (lineage {other}): left as it is"
+        ));
+        return Ok(());
+    }
     let private = HostedPrivate::of(vm)?;
     steps::flush(host, &private.layout, &private.flush).await?;
     cleanup_host(host, vm).await?;
-    let dir = attr_str(vm.attrs, "host_dir")?;
     run_ok(host, &scripts::remove_dir(dir), &format!("removing {dir}")).await
 }
 
@@ -145,36 +213,6 @@ pub fn read_from(t: &Target<'_>, probe: &HostProbe) -> Option<Attrs> {
     steps::read_hosted(t, probe)
 }
 
-/// Every file under `dir`, relative, sorted.
-pub fn list_files(dir: &std::path::Path) -> std::io::Result<Vec<(String, u64)>> {
-    fn walk(
-        root: &std::path::Path,
-        dir: &std::path::Path,
-        out: &mut Vec<(String, u64)>,
-    ) -> std::io::Result<()> {
-        for entry in std::fs::read_dir(dir)? {
-            let entry = entry?;
-            let path = entry.path();
-            let meta = entry.metadata()?;
-            if meta.is_dir() {
-                walk(root, &path, out)?;
-            } else {
-                let rel = path
-                    .strip_prefix(root)
-                    .unwrap_or(&path)
-                    .display()
-                    .to_string();
-                out.push((rel, meta.len()));
-            }
-        }
-        Ok(())
-    }
-    let mut out = Vec::new();
-    walk(dir, dir, &mut out)?;
-    out.sort();
-    Ok(out)
-}
-
 /// Copies a file or a directory tree into `dest`, returning the number of files copied.
 pub fn copy_tree(src: &std::path::Path, dest: &std::path::Path) -> std::io::Result<usize> {
     let meta = std::fs::metadata(src)?;
@@ -187,7 +225,7 @@ pub fn copy_tree(src: &std::path::Path, dest: &std::path::Path) -> std::io::Resu
         return Ok(1);
     }
     let mut n = 0;
-    for (rel, _) in list_files(src)? {
+    for (rel, _) in anycloud_provider::files::list_tree(src)? {
         let to = dest.join(&rel);
         if let Some(parent) = to.parent() {
             std::fs::create_dir_all(parent)?;

@@ -8,8 +8,8 @@ use std::sync::{Arc, OnceLock};
 use anycloud_host::{steps, ContextCache, HostContext, LocalHost};
 use anycloud_provider::doc::{Checks, Doc};
 use anycloud_provider::{
-    attr_str, Attrs, BucketAccess, Declaration, DeploymentSpec, Kind, NodeSpec, Planned, Provider,
-    ProviderError, Regions, Result, Shape, Target,
+    Attrs, BucketAccess, Declaration, DeploymentSpec, Kind, NodeSpec, Planned, Provider,
+    ProviderError, Regions, Result, Shape, Target, Transfer,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -17,6 +17,14 @@ use serde_json::json;
 use crate::dirs;
 
 pub const DEFAULT_ROOT: &str = ".anycloud/local";
+
+/// `uid:gid` of an operator who is not root: the job runs as them, so the last upload and
+/// the removal of what it wrote (both theirs) can read and remove every file of it.
+fn operator_user() -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let me = std::fs::metadata("/proc/self").ok()?;
+    (me.uid() != 0).then(|| format!("{}:{}", me.uid(), me.gid()))
+}
 
 /// `providers.local`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,7 +51,14 @@ impl LocalProvider {
     fn context(&self, spec: &DeploymentSpec) -> Result<Arc<HostContext>> {
         self.contexts.get(spec, || {
             let root = self.root()?;
-            dirs::host_context(spec, root, format!("local:{}", dirs::buckets_dir(root)))
+            let mut ctx = dirs::host_context(
+                spec,
+                root,
+                &anycloud_host::layout::local_run_dir(),
+                format!("local:{}", dirs::buckets_dir(root)),
+            )?;
+            ctx.container_user = operator_user();
+            Ok(ctx)
         })
     }
 
@@ -140,10 +155,7 @@ impl Provider for LocalProvider {
     async fn create(&self, target: Target<'_>) -> Result<Attrs> {
         match target.kind {
             Kind::Vm => {
-                // A new "VM" starts clean: a container or supervisord left by a VM whose
-                // directory was wiped would otherwise keep running against deleted paths.
-                dirs::cleanup_host(&self.host, &target).await?;
-                dirs::make_dir(&self.host, attr_str(target.attrs, "host_dir")?).await?;
+                dirs::create_vm(&self.host, &target).await?;
                 Ok(target.attrs.clone())
             }
             Kind::Storage | Kind::Bucket => {
@@ -172,7 +184,7 @@ impl Provider for LocalProvider {
             // The host lives on: what changed (its flush list) is bookkeeping. Recreating it
             // would kill the running job.
             Kind::Vm => {
-                dirs::make_dir(&self.host, attr_str(target.attrs, "host_dir")?).await?;
+                dirs::claim_host(&self.host, &target).await?;
                 Ok(target.attrs.clone())
             }
             _ => self.create(target).await,
@@ -201,7 +213,7 @@ fn io_error(what: String) -> impl Fn(std::io::Error) -> ProviderError {
 impl BucketAccess for LocalProvider {
     async fn list(&self, bucket: &str, _: Option<&DeploymentSpec>) -> Result<Vec<(String, u64)>> {
         let dir = self.bucket_dir(bucket)?;
-        dirs::list_files(&dir).map_err(io_error(format!(
+        anycloud_provider::files::list_tree(&dir).map_err(io_error(format!(
             "listing bucket '{bucket}' ({})",
             dir.display()
         )))
@@ -212,6 +224,7 @@ impl BucketAccess for LocalProvider {
         bucket: &str,
         _: Option<&DeploymentSpec>,
         source: &Path,
+        _: &Transfer,
     ) -> Result<usize> {
         let dir = self.bucket_dir(bucket)?;
         dirs::copy_tree(source, &dir).map_err(io_error(format!("uploading {}", source.display())))
@@ -222,6 +235,7 @@ impl BucketAccess for LocalProvider {
         bucket: &str,
         _: Option<&DeploymentSpec>,
         dest: &Path,
+        _: &Transfer,
     ) -> Result<usize> {
         let dir = self.bucket_dir(bucket)?;
         dirs::copy_tree(&dir, dest).map_err(io_error(format!("downloading bucket '{bucket}'")))

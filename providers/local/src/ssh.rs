@@ -16,8 +16,8 @@ use anycloud_host::{
 };
 use anycloud_provider::doc::{Checks, Doc};
 use anycloud_provider::{
-    attr_str, Attrs, Declaration, DeploymentSpec, Kind, NodeSpec, Planned, Provider, ProviderError,
-    Regions, Result, Shape, Target, VmContext, VmSpec,
+    attr_str, Attrs, Declaration, DeploymentSpec, ErrorCode, Kind, NodeSpec, Planned, Provider,
+    ProviderError, Regions, Result, Shape, Target, VmContext, VmSpec,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -69,7 +69,7 @@ impl SshProvider {
             let root = machine_of_spec(spec)?.root;
             // The root exists once the VM does; the buckets dir may not yet (buckets are
             // made after the VM, which pins the host key first).
-            dirs::host_context(spec, &root, format!("local:{root}"))
+            dirs::host_context(spec, &root, &format!("{root}/run"), format!("local:{root}"))
         })
     }
 
@@ -118,13 +118,44 @@ impl SshProvider {
         })
     }
 
-    fn remember(&self, host_port: &str, fingerprint: &str) -> Result<()> {
+    /// Records the key met at `host_port`. A key met on first contact (or against the
+    /// `known_hosts` pin) never replaces another recorded meanwhile, by this process or
+    /// another: that is a different machine answering, or someone in between. Only a pin of
+    /// the state or the config (`vm.host_key`, the way out of a rebuilt machine) does.
+    fn remember(&self, host_port: &str, fingerprint: &str, pinned_by_record: bool) -> Result<()> {
         let _guard = self
             .known_hosts_lock
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         let path = self.known_hosts();
+        std::fs::create_dir_all(&self.keys_dir)
+            .map_err(|e| ProviderError::permanent(format!("{}: {e}", self.keys_dir.display())))?;
+        // Across processes too: two first contacts at once must not both win.
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.keys_dir.join("known_hosts.lock"))
+            .and_then(|f| f.lock().map(|_| f))
+            .map_err(|e| ProviderError::permanent(format!("locking {}: {e}", path.display())))?;
         let old = std::fs::read_to_string(&path).unwrap_or_default();
+        let recorded = old.lines().find_map(|l| {
+            let (h, fp) = l.split_once(' ')?;
+            (h == host_port).then(|| fp.trim().to_owned())
+        });
+        match recorded {
+            Some(fp) if fp == fingerprint => return Ok(()),
+            Some(fp) if !pinned_by_record => {
+                return Err(ProviderError::new(
+                    ErrorCode::Conflict,
+                    format!(
+                        "{host_port} offered the host key {fingerprint}, but {} pins {fp} for it (recorded meanwhile): anycloud will not replace it. Check the machine's key out of band and set `vm.host_key:` to it",
+                        path.display()
+                    ),
+                ))
+            }
+            _ => {}
+        }
         let mut lines: Vec<String> = old
             .lines()
             .filter(|l| l.split_once(' ').map(|(h, _)| h) != Some(host_port))
@@ -133,21 +164,22 @@ impl SshProvider {
         lines.push(format!("{host_port} {fingerprint}"));
         lines.sort();
         let text = format!("{}\n", lines.join("\n"));
-        std::fs::create_dir_all(&self.keys_dir)
-            .and_then(|_| anycloud_provider::files::write_atomically(&path, text.as_bytes(), 0o600))
+        let written = anycloud_provider::files::write_atomically(&path, text.as_bytes(), 0o600)
             .map_err(|e| {
                 ProviderError::permanent(format!(
                     "recording the host key in {}: {e}",
                     path.display()
                 ))
-            })
+            });
+        drop(lock);
+        written
     }
 
     /// Connects to a VM's machine and records what a VM's attributes hold about the keys.
     async fn connect_vm(&self, vm: &Attrs) -> Result<(Arc<SshHost>, Attrs)> {
         let ssh = self.connection(vm)?;
         let host_key = ssh.connect().await.map_err(ProviderError::from)?;
-        self.remember(&host_port(vm), &host_key)?;
+        self.remember(&host_port(vm), &host_key, vm.contains_key("host_key"))?;
         let key = keys::load(&ssh.target().key_path)
             .map_err(|e| ProviderError::permanent(e.to_string()))?
             .1;
@@ -172,7 +204,12 @@ impl SshProvider {
         match t.kind {
             Kind::Vm => Some(Cow::Borrowed(t.attrs)),
             Kind::Bucket => {
-                let pin = t.dep(Kind::Vm).and_then(|vm| vm.get("host_key"));
+                // The VM's pin once there is one; before (an input bucket read on the first
+                // plan), the configured `vm.host_key`: no first contact trusts any key met.
+                let pin = t
+                    .dep(Kind::Vm)
+                    .and_then(|vm| vm.get("host_key"))
+                    .or_else(|| t.private.get("host_key"));
                 Some(match pin {
                     Some(k) => {
                         let mut a = t.attrs.clone();
@@ -391,6 +428,9 @@ impl Provider for SshProvider {
                 dirs::check_root(&machine.root)?;
                 let mut planned = dirs::bucket_planned(&machine.root, node)?;
                 connection_attrs(spec, &machine, &mut planned.attrs);
+                if let Some(k) = &machine.host_key {
+                    planned.private = json!({ "host_key": k });
+                }
                 planned.force_new = ["name", "path", "host", "port"].map(String::from).to_vec();
                 Ok(planned)
             }
@@ -436,10 +476,7 @@ impl Provider for SshProvider {
             Kind::Storage => Ok(target.attrs.clone()),
             Kind::Vm => {
                 let (ssh, out) = self.connect_vm(target.attrs).await?;
-                // A new "VM" starts clean: a container or supervisord left by an earlier one
-                // whose directory was wiped would keep running against deleted paths.
-                dirs::cleanup_host(&*ssh, &target).await?;
-                dirs::make_dir(&*ssh, attr_str(target.attrs, "host_dir")?).await?;
+                dirs::create_vm(&*ssh, &target).await?;
                 Ok(out)
             }
             Kind::Bucket => {
@@ -459,7 +496,7 @@ impl Provider for SshProvider {
             // The machine lives on: a new user, key or pin only changes how we reach it.
             Kind::Vm => {
                 let (ssh, out) = self.connect_vm(target.attrs).await?;
-                dirs::make_dir(&*ssh, attr_str(target.attrs, "host_dir")?).await?;
+                dirs::claim_host(&*ssh, &target).await?;
                 Ok(out)
             }
             _ => self.create(target).await,
@@ -508,4 +545,41 @@ fn host_port(vm: &Attrs) -> String {
         vm.get("host").and_then(|v| v.as_str()).unwrap_or_default(),
         vm.get("port").and_then(|v| v.as_u64()).unwrap_or(22)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two runs meeting a machine for the first time at once (two processes: two
+    /// providers on one keys directory) must not both win: the second key met is refused,
+    /// never written over the first. Only a pin of the state or the config replaces it.
+    #[test]
+    fn a_recorded_host_key_is_never_replaced_by_a_first_contact() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = SshProvider::new(dir.path().to_path_buf());
+        let two = SshProvider::new(dir.path().to_path_buf());
+        one.remember("10.0.0.5:22", "SHA256:first", false).unwrap();
+        let err = two
+            .remember("10.0.0.5:22", "SHA256:second", false)
+            .unwrap_err();
+        assert!(err.message.contains("SHA256:first"), "{err}");
+        assert!(err.message.contains("SHA256:second"), "{err}");
+        assert_eq!(
+            two.remembered("10.0.0.5:22").as_deref(),
+            Some("SHA256:first")
+        );
+        two.remember("10.0.0.5:22", "SHA256:second", true).unwrap();
+        assert_eq!(
+            one.remembered("10.0.0.5:22").as_deref(),
+            Some("SHA256:second")
+        );
+        // Other machines' entries are kept.
+        one.remember("10.0.0.6:22", "SHA256:other", false).unwrap();
+        two.remember("10.0.0.5:22", "SHA256:second", false).unwrap();
+        assert_eq!(
+            one.remembered("10.0.0.6:22").as_deref(),
+            Some("SHA256:other")
+        );
+    }
 }

@@ -63,6 +63,8 @@ fn run_spec(spec: &DeploymentSpec, ctx: &HostContext) -> RunSpec {
         mounts,
         gpus: c.gpus.clone(),
         shm_size: c.shm_size.clone(),
+        network: ctx.network.clone(),
+        user: ctx.container_user.clone(),
     }
 }
 
@@ -100,7 +102,12 @@ pub(super) async fn apply(host: &dyn Host, layout: &VmLayout, attrs: &Attrs) -> 
 
 pub(super) async fn delete(host: &dyn Host, private: &HostedPrivate, attrs: &Attrs) -> Result<()> {
     let name = attr_str(attrs, "name")?;
-    run(host, &scripts::container_stop(name), "docker stop").await?;
+    run(
+        host,
+        &scripts::container_stop(&private.layout, name),
+        "docker stop",
+    )
+    .await?;
     flush(host, &private.layout, &private.flush).await?;
     run(host, &scripts::container_remove(name), "docker rm").await?;
     Ok(())

@@ -39,6 +39,13 @@ pub struct HostContext {
     pub check_target: String,
     /// rclone paths of the deployment's buckets.
     pub remotes: BTreeMap<BucketRole, String>,
+    /// The container's network: `host` where the machine is the deployment's alone to use,
+    /// `bridge` on a cloud VM (one hop from the host, so the instance metadata service,
+    /// answering one hop only, never hands the job the VM's credentials).
+    pub network: String,
+    /// The container's user (`uid:gid`) where steps run as a user other than root, so what
+    /// the job writes stays that user's to upload and remove.
+    pub container_user: Option<String>,
 }
 
 impl HostContext {
@@ -126,7 +133,7 @@ pub fn vm_planned(ctx: &HostContext, attrs: &mut Attrs) -> serde_json::Value {
 /// The desired attributes of a hosted node.
 pub fn plan(kind: Kind, spec: &DeploymentSpec, ctx: &HostContext) -> Result<Planned> {
     let mut planned = match kind {
-        Kind::VmInit => vm_init::plan(ctx),
+        Kind::VmInit => vm_init::plan(spec, ctx),
         Kind::Rclone => rclone::plan(spec, ctx),
         Kind::SyncInput | Kind::SyncCheckpointRestore => sync::plan(kind, ctx)?,
         Kind::ServiceOutput | Kind::ServiceCheckpoint => service::plan(kind, spec, ctx)?,
@@ -143,6 +150,7 @@ pub fn plan(kind: Kind, spec: &DeploymentSpec, ctx: &HostContext) -> Result<Plan
         computed: planned.computed,
         force_new: planned.force_new,
         keep_on_destroy: false,
+        warnings: vec![],
     })
 }
 

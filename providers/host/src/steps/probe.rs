@@ -231,8 +231,19 @@ pub fn observe(kind: Kind, prior: &Attrs, probe: &Probe) -> BTreeMap<String, Str
                     status.into()
                 },
             );
-            if let Some((age, result)) = probe.get(&format!("upload.{program}")).split_once(':') {
-                facts.insert("last upload run".into(), format!("{age}s ago ({result})"));
+            let success = probe.get(&format!("success.{program}"));
+            if !success.is_empty() {
+                facts.insert(
+                    "last successful upload".into(),
+                    match success {
+                        "never" => "never".to_owned(),
+                        age => format!("{age}s ago"),
+                    },
+                );
+            }
+            // A run that failed since says so; a good one is the success above.
+            if let Some((age, "errors")) = probe.get(&format!("upload.{program}")).split_once(':') {
+                facts.insert("last upload run".into(), format!("{age}s ago (errors)"));
             }
         }
         _ => {}

@@ -1,7 +1,9 @@
-//! `vm_init`: Docker, supervisord and rclone installed where missing, the deployment's
-//! directories made, its private supervisord running.
+//! `vm_init`: Docker, supervisord and rclone installed where missing (and the NVIDIA
+//! container toolkit when the job asks for GPUs), the deployment's directories made, its
+//! private supervisord running, and the boot script that brings it all back after a reboot
+//! (a systemd unit where the host has systemd).
 
-use anycloud_provider::{attr_str, Attrs, Result};
+use anycloud_provider::{attr_str, Attrs, DeploymentSpec, Result};
 use serde_json::json;
 
 use super::{run, upload, HostContext, KindPlan};
@@ -9,15 +11,23 @@ use crate::layout::VmLayout;
 use crate::transport::Host;
 use crate::{render, scripts};
 
-pub(super) fn plan(ctx: &HostContext) -> KindPlan {
+pub(super) fn plan(spec: &DeploymentSpec, ctx: &HostContext) -> KindPlan {
     let conf = render::supervisord_conf(&ctx.layout, &format!("anycloud-{}", ctx.deployment));
     let mut p = KindPlan::default();
     p.attrs.insert("supervisord_conf".into(), json!(conf));
+    p.attrs.insert(
+        "boot_script".into(),
+        json!(render::boot_script(&ctx.layout, &ctx.container_name())),
+    );
+    if spec.container.gpus.is_some() {
+        p.attrs.insert("gpus".into(), json!(true));
+    }
     p
 }
 
 pub(super) async fn apply(host: &dyn Host, layout: &VmLayout, attrs: &Attrs) -> Result<()> {
-    run(host, &scripts::vm_init(layout), "VM init").await?;
+    let gpus = attrs.get("gpus").and_then(|g| g.as_bool()).unwrap_or(false);
+    run(host, &scripts::vm_init(layout, gpus), "VM init").await?;
     upload(
         host,
         &layout.supervisord_conf(),
@@ -25,10 +35,23 @@ pub(super) async fn apply(host: &dyn Host, layout: &VmLayout, attrs: &Attrs) -> 
         0o644,
     )
     .await?;
+    upload(
+        host,
+        &layout.boot_script(),
+        attr_str(attrs, "boot_script")?,
+        0o755,
+    )
+    .await?;
     run(
         host,
         &scripts::supervisord_restart(layout),
         "starting supervisord",
+    )
+    .await?;
+    run(
+        host,
+        &scripts::boot_install(layout),
+        "installing the boot unit",
     )
     .await?;
     Ok(())

@@ -28,6 +28,8 @@ pub struct TestHost {
     sshd: Option<Child>,
     /// Set in every session (sshd's `SetEnv`), e.g. what an instance role would provide.
     env: Vec<(String, String)>,
+    /// A login user made for this host (removed with it).
+    made_user: Option<String>,
 }
 
 fn sh(args: &[&str]) -> std::process::Output {
@@ -109,6 +111,7 @@ impl TestHost {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            made_user: None,
         };
         host.write_config();
         host.start_sshd();
@@ -191,6 +194,30 @@ impl TestHost {
         self.start_sshd();
     }
 
+    /// Logs in as a new user who is not root and may use sudo without a password, as cloud
+    /// images do (`admin` on Debian's). sudo keeps the session's `SetEnv` variables (on a
+    /// real VM the instance role needs none).
+    pub fn with_sudo_user(mut self) -> TestHost {
+        let name = format!("ac{}", self.namespace.trim_start_matches("acns"));
+        let _ = sh(&["userdel", "-r", &name]);
+        // `*`, not a locked `!`: sshd without PAM refuses key logins of locked accounts.
+        must(&["useradd", "-m", "-s", "/bin/bash", "-p", "*", &name]);
+        let keep: Vec<&str> = self.env.iter().map(|(k, _)| k.as_str()).collect();
+        let mut rule = format!("{name} ALL=(ALL) NOPASSWD:ALL\n");
+        if !keep.is_empty() {
+            rule.push_str(&format!(
+                "Defaults:{name} env_keep += \"{}\"\n",
+                keep.join(" ")
+            ));
+        }
+        let file = format!("/etc/sudoers.d/{name}");
+        std::fs::write(&file, rule).unwrap();
+        must(&["chmod", "0440", &file]);
+        self.user = name.clone();
+        self.made_user = Some(name);
+        self
+    }
+
     pub fn authorize(&self, public_key_line: &str) {
         use std::io::Write;
         let mut f = std::fs::OpenOptions::new()
@@ -226,6 +253,10 @@ impl Drop for TestHost {
         }
         let _ = sh(&["ip", "netns", "del", &self.namespace]);
         let _ = sh(&["ip", "link", "del", &self.veth]);
+        if let Some(name) = self.made_user.take() {
+            let _ = std::fs::remove_file(format!("/etc/sudoers.d/{name}"));
+            let _ = sh(&["userdel", "-r", &name]);
+        }
     }
 }
 
