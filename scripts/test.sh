@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 export INSTA_UPDATE=no
 
 ./scripts/prereqs.sh
+./scripts/clear-test-leftovers.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # --no-fail-fast: one red test binary must not hide the results of the others. --all-targets:

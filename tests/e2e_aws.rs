@@ -71,6 +71,7 @@ deployments:
 
 #[test]
 fn aws_against_moto_end_to_end() {
+    common::remove_leftover_containers(&["aws-alpha"]);
     build_image("anycloud-e2e:v1");
     // The test host's sessions carry the credentials an instance role would provide. Its
     // login user is not root and uses sudo, as on Debian's and Ubuntu's images.

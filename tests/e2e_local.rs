@@ -38,6 +38,7 @@ fn counter(path: &std::path::Path) -> Option<u64> {
 
 #[test]
 fn local_cloud_end_to_end() {
+    common::remove_leftover_containers(&["e2e-alpha", "e2e-beta"]);
     build_image("anycloud-e2e:v1");
     build_image("anycloud-e2e:v2");
     let p = Project::new(&config("anycloud-e2e:v1"));
@@ -244,6 +245,7 @@ fn local_cloud_end_to_end() {
 
 #[test]
 fn ctrl_c_finishes_what_is_in_flight_saves_state_and_exits_130() {
+    common::remove_leftover_containers(&["e2e-sigint"]);
     build_image("anycloud-e2e:v1");
     let p = Project::new(
         r#"

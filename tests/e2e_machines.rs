@@ -77,6 +77,7 @@ fn container_state(deployment: &str) -> String {
 /// stopped). Nothing is left for a plan to do.
 #[test]
 fn after_a_reboot_the_uploads_and_the_job_come_back_by_themselves() {
+    common::remove_leftover_containers(&["boot-job"]);
     build_image("anycloud-e2e:v1");
     let p = Project::new(&config("reboot", None, "boot-job"));
     fill_input(&p.bucket("boot-job-input"));
@@ -201,6 +202,7 @@ fn a_second_state_never_touches_the_first_ones_machine() {
 /// writes (0600 files, directories of its own) is theirs to upload and to remove.
 #[test]
 fn an_operator_in_the_docker_group_destroys_what_the_job_wrote() {
+    common::remove_leftover_containers(&["op-job"]);
     build_image("anycloud-e2e:v1");
     let user = format!("acop{}", std::process::id() % 100_000);
     let _ = common::sh(&format!("userdel -r {user} 2>/dev/null"));

@@ -81,6 +81,7 @@ fn processes_named(host: &TestHost, name: &str) -> usize {
 
 #[test]
 fn ssh_machine_end_to_end() {
+    common::remove_leftover_containers(&["ssh-alpha", "ssh-beta"]);
     build_image("anycloud-e2e:v1");
     // Declared before the project so it is dropped after it: the project's drop destroys
     // over SSH. The machine's login user is not root and uses sudo, as on cloud images.

@@ -47,6 +47,7 @@ fn assert_gone(p: &Project, when: &str) {
 
 #[test]
 fn kill_nine_at_random_moments_then_converge() {
+    common::remove_leftover_containers(&DEPLOYMENTS);
     build_image("anycloud-kill:v1");
     let p = Project::new(&config());
     let input = p.path().join("input");

@@ -46,6 +46,7 @@ fn live_instances(moto: &Moto, deployment: &str) -> usize {
 
 #[test]
 fn aws_apply_and_destroy_killed_at_random_moments() {
+    common::remove_leftover_containers(&["kill-aws"]);
     build_image("anycloud-kill:v1");
     let host = TestHost::start_with_env(&[
         ("AWS_ACCESS_KEY_ID", "test"),
@@ -116,6 +117,7 @@ deployments:
 
 #[test]
 fn ssh_apply_and_destroy_killed_at_random_moments() {
+    common::remove_leftover_containers(&["kill-ssh"]);
     build_image("anycloud-kill:v1");
     let host = TestHost::start().with_sudo_user();
     let root = host.dir.path().join("root");

@@ -206,6 +206,21 @@ pub fn sh(script: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// Removes the containers an earlier, interrupted run of a test left behind (a run killed
+/// before its project's drop could destroy them): the counts of `containers_of` are this
+/// run's own. A deployment name belongs to one test, so nothing of another test is removed.
+pub fn remove_leftover_containers(deployments: &[&str]) {
+    for d in deployments {
+        let left = sh(&format!(
+            "docker ps -aq --filter label=anycloud.deployment={d}"
+        ));
+        for id in left.lines().filter(|l| !l.is_empty()) {
+            eprintln!("removing container {id} of {d}, left by an earlier run");
+            sh(&format!("docker rm -f {id}"));
+        }
+    }
+}
+
 /// Containers of a deployment on this machine's Docker, by their anycloud label.
 pub fn containers_of(deployment: &str) -> usize {
     let ids = sh(&format!(

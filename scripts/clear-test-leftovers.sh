@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Removes what an earlier test run killed mid-way (CI cancelled, a machine restarted) left
+# behind: the SSH test hosts' network namespaces, their processes and links, and their
+# sudo users. Only the tests' own prefixes are touched (acns*, acv*, ac<digits>); run it
+# when no test is running.
+set -uo pipefail
+
+for ns in $(ip netns list 2>/dev/null | awk '$1 ~ /^acns[0-9]+$/ {print $1}'); do
+  pids=$(ip netns pids "$ns" 2>/dev/null)
+  [ -n "$pids" ] && kill -9 $pids 2>/dev/null
+  ip netns del "$ns" && echo "removed the test host namespace $ns left by an earlier run"
+done
+for link in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | sed 's/@.*//' | grep -E '^acv[0-9]+$'); do
+  ip link del "$link" 2>/dev/null
+done
+for user in $(awk -F: '$1 ~ /^ac[0-9]+$/ {print $1}' /etc/passwd); do
+  pkill -9 -u "$user" 2>/dev/null
+  userdel -r "$user" 2>/dev/null
+  rm -f "/etc/sudoers.d/$user"
+  echo "removed the test user $user left by an earlier run"
+done
+exit 0
