@@ -129,6 +129,31 @@ pub trait Declaration: Send + Sync {
     }
 }
 
+/// An endpoint goes into the VMs' `rclone.conf`: an http(s) URL and nothing else, so no
+/// newline can add keys to the remote.
+pub fn check_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    match rest {
+        Some(r) if !r.is_empty() && !r.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+            Ok(())
+        }
+        _ => Err(format!(
+            "'{}' is not an http(s) URL without spaces or control characters",
+            url.escape_default()
+        )),
+    }
+}
+
+/// An IPv4 CIDR like `203.0.113.7/32` (who may reach a VM's SSH port).
+pub fn is_cidr(text: &str) -> bool {
+    let Some((ip, bits)) = text.split_once('/') else {
+        return false;
+    };
+    ip.parse::<std::net::Ipv4Addr>().is_ok() && bits.parse::<u8>().is_ok_and(|b| b <= 32)
+}
+
 /// A login user's name: letters, digits and `. _ -`.
 pub fn is_user_name(name: &str) -> bool {
     !name.is_empty()
@@ -174,4 +199,25 @@ pub fn cloud_vm(
         }
     }
     spec
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_must_be_plain_urls() {
+        assert!(check_url("http://10.200.1.1:5000").is_ok());
+        assert!(check_url("https://s3.example.com").is_ok());
+        assert!(check_url("http://x\nacl = public-read").is_err());
+        assert!(check_url("ftp://x").is_err());
+        assert!(check_url("http://").is_err());
+    }
+
+    #[test]
+    fn cidrs_are_ipv4_with_a_prefix_length() {
+        assert!(is_cidr("203.0.113.7/32"));
+        assert!(!is_cidr("203.0.113.7"));
+        assert!(!is_cidr("203.0.113.7/33"));
+    }
 }

@@ -110,29 +110,7 @@ pub fn check(doc: Option<&Doc>, checks: &mut Checks) -> Settings {
     s
 }
 
-/// An endpoint goes into the VMs' `rclone.conf`: an http(s) URL and nothing else, so no
-/// newline can add keys to the remote.
-pub fn check_url(url: &str) -> Result<(), String> {
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"));
-    match rest {
-        Some(r) if !r.is_empty() && !r.chars().any(|c| c.is_whitespace() || c.is_control()) => {
-            Ok(())
-        }
-        _ => Err(format!(
-            "'{}' is not an http(s) URL without spaces or control characters",
-            url.escape_default()
-        )),
-    }
-}
-
-fn is_cidr(text: &str) -> bool {
-    let Some((ip, bits)) = text.split_once('/') else {
-        return false;
-    };
-    ip.parse::<std::net::Ipv4Addr>().is_ok() && bits.parse::<u8>().is_ok_and(|b| b <= 32)
-}
+pub use anycloud_provider::declare::{check_url, is_cidr};
 
 impl Settings {
     /// The S3 endpoint the VMs' rclone must use too: the config's (checked with the
@@ -179,19 +157,5 @@ pub mod testing {
 
     pub fn vm_root() -> String {
         std::env::var(VM_ROOT).unwrap_or_default()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn endpoints_must_be_plain_urls() {
-        assert!(check_url("http://10.200.1.1:5000").is_ok());
-        assert!(check_url("https://s3.example.com").is_ok());
-        assert!(check_url("http://x\nacl = public-read").is_err());
-        assert!(check_url("ftp://x").is_err());
-        assert!(check_url("http://").is_err());
     }
 }

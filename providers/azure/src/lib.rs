@@ -1,12 +1,33 @@
-//! Azure, as declared to the engine: its regions by continent, `providers.azure`, its naming
-//! rules and the shape of its part of the graph. Configs for it are checked completely;
-//! its verbs (storage accounts, blob containers, managed identities, VMs) are not in this
-//! build yet, so a plan says so.
+//! Azure, as declared to the engine (its regions by continent, `providers.azure`, its
+//! naming rules, the shape of its part of the graph) and, in [`AzureProvider`], its verbs
+//! over Resource Manager: the continent's storage account, blob containers, the
+//! deployment's managed identity and its role assignments (the grants). VMs are not in this
+//! build yet, so the provider is not registered with the engine: a plan says Azure is not
+//! available, and these verbs are exercised by the crate's tests against the contract server.
+
+pub mod arm;
+pub mod auth;
+mod container;
+mod grant;
+mod identity;
+pub mod naming;
+pub mod owner;
+pub mod settings;
+mod storage;
+
+use std::sync::OnceLock;
+
+use anycloud_provider::{
+    Attrs, Kind, NodeSpec, Planned, Preflight, Provider, ProviderError, Result, Target,
+};
+
+use crate::arm::Arm;
+use crate::auth::Credential;
+use crate::settings::Settings;
 
 use anycloud_provider::declare::cloud_vm;
 use anycloud_provider::doc::{Checks, Doc};
 use anycloud_provider::{BucketRole, Declaration, Regions, Shape, VmContext, VmSpec};
-use serde_json::json;
 
 pub const REGIONS: &[(&str, &[&str])] = &[
     (
@@ -103,37 +124,187 @@ impl Declaration for Azure {
 
     /// Blob container names: no `.` and no `--`, beyond the common rules.
     fn check_bucket_name(&self, name: &str) -> Result<(), String> {
-        if name.contains('.') || name.contains("--") {
-            return Err(format!(
-                "bucket name '{name}' is not a valid Azure container name: no '.' and no '--'"
-            ));
-        }
-        Ok(())
+        naming::check_container_name(name)
     }
 
     fn settings_keys(&self) -> &'static [&'static str] {
-        &["subscription_id"]
+        settings::KEYS
     }
 
     fn check_settings(&self, doc: Option<&Doc>, checks: &mut Checks) -> serde_json::Value {
-        let Some(id) = doc.and_then(|d| d.get("subscription_id")) else {
-            return serde_json::Value::Null;
-        };
-        let Some(v) = checks.string(id, "providers.azure.subscription_id") else {
-            return serde_json::Value::Null;
-        };
-        let ok = v.len() == 36 && v.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
-        if !ok {
-            checks.error(
-                id.at,
-                format!("subscription_id '{v}' is not a GUID"),
-                Some("e.g. 00000000-0000-0000-0000-000000000000".into()),
-            );
-        }
-        json!({ "subscription_id": v })
+        serde_json::to_value(settings::check(doc, checks)).expect("plain data")
     }
 
     fn check_vm(&self, vm: Option<&Doc>, cx: VmContext<'_>, checks: &mut Checks) -> VmSpec {
         cloud_vm(vm, cx, checks, Some("azure"))
+    }
+}
+
+/// Azure's verbs. Every call goes through one Resource Manager client, which counts them.
+#[derive(Default)]
+pub struct AzureProvider {
+    settings: OnceLock<Settings>,
+    arm: OnceLock<Result<Arm>>,
+}
+
+impl AzureProvider {
+    fn settings(&self) -> &Settings {
+        self.settings.get_or_init(Settings::default)
+    }
+
+    fn subscription(&self) -> Result<String> {
+        self.settings().subscription()
+    }
+
+    fn arm(&self) -> Result<&Arm> {
+        self.arm
+            .get_or_init(|| {
+                let base = self.settings().resource_manager().to_owned();
+                // The token's audience: Resource Manager itself, with its trailing slash.
+                let audience = format!("{}/", base.trim_end_matches('/'));
+                Arm::new(&base, Credential::from_env(&audience))
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}
+
+impl Declaration for AzureProvider {
+    fn name(&self) -> &'static str {
+        Azure.name()
+    }
+    fn regions(&self) -> Regions {
+        Azure.regions()
+    }
+    fn shape(&self) -> Shape {
+        Azure.shape()
+    }
+    fn check_bucket_name(&self, name: &str) -> Result<(), String> {
+        Azure.check_bucket_name(name)
+    }
+    fn settings_keys(&self) -> &'static [&'static str] {
+        Azure.settings_keys()
+    }
+    fn check_settings(&self, doc: Option<&Doc>, checks: &mut Checks) -> serde_json::Value {
+        Azure.check_settings(doc, checks)
+    }
+    fn check_vm(&self, vm: Option<&Doc>, cx: VmContext<'_>, checks: &mut Checks) -> VmSpec {
+        Azure.check_vm(vm, cx, checks)
+    }
+}
+
+fn no_vms_yet(kind: Kind) -> ProviderError {
+    ProviderError::permanent(format!(
+        "Azure {kind} resources are not in this build of anycloud yet"
+    ))
+}
+
+#[async_trait::async_trait]
+impl Provider for AzureProvider {
+    fn configure(&self, settings: &serde_json::Value) -> Result<()> {
+        let parsed: Settings = if settings.is_null() {
+            Settings::default()
+        } else {
+            anycloud_provider::read_settings(settings)?
+        };
+        // The first configuration wins: a process plans one config.
+        let _ = self.settings.set(parsed);
+        Ok(())
+    }
+
+    fn remote_calls(&self) -> u64 {
+        self.arm
+            .get()
+            .and_then(|a| a.as_ref().ok())
+            .map(|a| a.calls())
+            .unwrap_or(0)
+    }
+
+    fn plan(&self, node: NodeSpec<'_>) -> Result<Planned> {
+        let subscription = self.subscription()?;
+        match node.kind {
+            Kind::Storage => Ok(storage::plan(node, &subscription)),
+            Kind::Bucket => container::plan(node, &subscription),
+            Kind::Role => Ok(identity::plan(node.deployment, &subscription)),
+            Kind::Grant => grant::plan(node, &subscription),
+            other => Err(no_vms_yet(other)),
+        }
+    }
+
+    async fn preflight(&self, targets: &[Target<'_>]) -> Result<Preflight> {
+        let subscription = self.subscription()?;
+        Ok(Preflight {
+            errors: storage::preflight(self.arm()?, &subscription, targets).await?,
+            notes: vec![],
+        })
+    }
+
+    /// A constant number of calls whatever the number of resources: one list of the
+    /// subscription's accounts, identities and role assignments, one of each account's
+    /// containers.
+    async fn read(&self, targets: &[Target<'_>]) -> Result<Vec<Option<Attrs>>> {
+        let subscription = self.subscription()?;
+        let arm = self.arm()?;
+        let wants = |k: Kind| targets.iter().any(|t| t.kind == k);
+        let accounts = if wants(Kind::Storage) {
+            storage::list(arm, &subscription).await?
+        } else {
+            vec![]
+        };
+        let containers = container::list(arm, &subscription, targets).await?;
+        let identities = if wants(Kind::Role) {
+            identity::list(arm, &subscription).await?
+        } else {
+            Default::default()
+        };
+        let assignments = if wants(Kind::Grant) {
+            grant::list(arm, &subscription).await?
+        } else {
+            Default::default()
+        };
+        targets
+            .iter()
+            .map(|t| match t.kind {
+                Kind::Storage => storage::read(t, &accounts),
+                Kind::Bucket => container::read(t, &containers),
+                Kind::Role => identity::read(t, &identities),
+                Kind::Grant => grant::read(t, &assignments),
+                other => Err(no_vms_yet(other)),
+            })
+            .collect()
+    }
+
+    async fn create(&self, target: Target<'_>) -> Result<Attrs> {
+        let subscription = self.subscription()?;
+        let arm = self.arm()?;
+        match target.kind {
+            Kind::Storage => storage::create(arm, &subscription, &target).await,
+            Kind::Bucket => container::create(arm, &subscription, &target).await,
+            Kind::Role => identity::ensure(arm, &subscription, &target).await,
+            Kind::Grant => grant::create(arm, &subscription, &target).await,
+            other => Err(no_vms_yet(other)),
+        }
+    }
+
+    async fn update(&self, _prior: &Attrs, target: Target<'_>) -> Result<Attrs> {
+        // Every attribute that matters forces a replacement; the rest is recorded as is.
+        match target.kind {
+            Kind::Storage | Kind::Bucket | Kind::Grant => Ok(target.attrs.clone()),
+            Kind::Role => identity::ensure(self.arm()?, &self.subscription()?, &target).await,
+            other => Err(no_vms_yet(other)),
+        }
+    }
+
+    async fn delete(&self, target: Target<'_>) -> Result<()> {
+        let subscription = self.subscription()?;
+        let arm = self.arm()?;
+        match target.kind {
+            // The continent's account is shared: only forgotten.
+            Kind::Storage => Ok(()),
+            Kind::Bucket => container::delete(arm, &subscription, &target).await,
+            Kind::Role => identity::delete(arm, &target).await,
+            Kind::Grant => grant::delete(arm, &subscription, &target).await,
+            other => Err(no_vms_yet(other)),
+        }
     }
 }

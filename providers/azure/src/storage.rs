@@ -1,0 +1,237 @@
+//! A continent's shared storage: the resource group `anycloud-storage-{C}` and the storage
+//! account `anycloud{C}{subscriptionPrefix}` in the region of the first deployment of the
+//! continent (first wins), reused by every later deployment of the continent, whatever its
+//! region, and kept on destroy.
+//!
+//! Account names are global across Azure. Two applies may make the same one at once: the
+//! PUT is idempotent within a resource group, and the loser of a race across groups finds the
+//! account in its own subscription and adopts it. A name taken by another subscription fails
+//! with a message naming the account.
+
+use anycloud_provider::{
+    attr_str, Attrs, ErrorCode, NodeSpec, Planned, ProviderError, Result, Target,
+};
+use http::Method;
+use serde_json::{json, Value};
+
+use crate::arm::{code_of, Arm};
+use crate::{naming, owner};
+
+pub const STORAGE_API: &str = "2025-06-01";
+pub const GROUPS_API: &str = "2025-04-01";
+
+pub fn group_path(subscription: &str, group: &str) -> String {
+    format!("/subscriptions/{subscription}/resourcegroups/{group}")
+}
+
+pub fn account_path(subscription: &str, group: &str, account: &str) -> String {
+    format!(
+        "/subscriptions/{subscription}/resourceGroups/{group}/providers/Microsoft.Storage/storageAccounts/{account}"
+    )
+}
+
+pub fn plan(node: NodeSpec<'_>, subscription: &str) -> Planned {
+    let d = node.deployment;
+    let mut attrs = Attrs::new();
+    if let Some(p) = &d.project {
+        attrs.insert("project".into(), json!(p));
+    }
+    attrs.insert("continent".into(), json!(d.continent));
+    // The plan names where the account lives: the first deployment's region of the continent.
+    attrs.insert("region".into(), json!(d.region));
+    attrs.insert(
+        "resource_group".into(),
+        json!(naming::storage_group(&d.continent)),
+    );
+    attrs.insert(
+        "account".into(),
+        json!(naming::storage_account(&d.continent, subscription)),
+    );
+    Planned {
+        attrs,
+        computed: vec!["blob_endpoint".into()],
+        force_new: vec!["account".into()],
+        // Shared by every deployment of the continent, and by other states: only forgotten.
+        keep_on_destroy: true,
+        ..Planned::default()
+    }
+}
+
+/// Makes (or joins) a resource group, tagged as anycloud's. An existing group is used as it
+/// is: groups hold other states' objects too and are never changed or deleted.
+pub async fn ensure_group(
+    arm: &Arm,
+    subscription: &str,
+    group: &str,
+    region: &str,
+    lineage: &str,
+) -> Result<()> {
+    let path = group_path(subscription, group);
+    if arm.get(&path, GROUPS_API).await?.is_some() {
+        return Ok(());
+    }
+    let body = json!({
+        "location": region,
+        "tags": owner::tags(lineage, None, &[("anycloud-managed", "true")]),
+    });
+    arm.put(&path, GROUPS_API, &body).await.map(|_| ())
+}
+
+/// The accounts of the subscription, by name (one call, paged).
+pub async fn list(arm: &Arm, subscription: &str) -> Result<Vec<Value>> {
+    arm.list(
+        &format!("/subscriptions/{subscription}/providers/Microsoft.Storage/storageAccounts"),
+        STORAGE_API,
+    )
+    .await
+}
+
+/// The resource group of an account listed by the subscription (from its id).
+pub fn group_of(account: &Value) -> Option<String> {
+    let id = account.get("id")?.as_str()?;
+    let mut parts = id.split('/');
+    while let Some(p) = parts.next() {
+        if p.eq_ignore_ascii_case("resourceGroups") {
+            return parts.next().map(String::from);
+        }
+    }
+    None
+}
+
+fn found(t: &Target<'_>, account: &Value) -> Attrs {
+    let mut a = t.attrs.clone();
+    if let Some(g) = group_of(account) {
+        a.insert("resource_group".into(), json!(g));
+    }
+    let endpoint = account
+        .get("properties")
+        .and_then(|p| p.get("primaryEndpoints"))
+        .and_then(|e| e.get("blob"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    a.insert("blob_endpoint".into(), endpoint);
+    a
+}
+
+pub fn read(t: &Target<'_>, accounts: &[Value]) -> Result<Option<Attrs>> {
+    let name = attr_str(t.attrs, "account")?;
+    Ok(accounts
+        .iter()
+        .find(|a| a.get("name").and_then(|n| n.as_str()) == Some(name))
+        .map(|a| found(t, a)))
+}
+
+/// Makes the account unless it exists in this subscription already; adopts it when it
+/// does (another state's, a concurrent apply's: the continent's storage is shared).
+pub async fn create(arm: &Arm, subscription: &str, t: &Target<'_>) -> Result<Attrs> {
+    let a = t.attrs;
+    let name = attr_str(a, "account")?;
+    let group = attr_str(a, "resource_group")?;
+    let region = attr_str(a, "region")?;
+    if let Some(existing) = find(arm, subscription, name).await? {
+        return Ok(found(t, &existing));
+    }
+    // No name check here (the plan's preflight made it): while a concurrent apply's account
+    // provisions it is neither listed nor available, and only the PUT's answer tells a
+    // concurrent create of this subscription (same group: the same operation) from another
+    // subscription's name (409 StorageAccountAlreadyTaken).
+    ensure_group(arm, subscription, group, region, t.lineage).await?;
+    let path = account_path(subscription, group, name);
+    let body = json!({
+        "sku": {"name": "Standard_LRS"},
+        "kind": "StorageV2",
+        "location": region,
+        "tags": owner::tags(
+            t.lineage,
+            a.get("project").and_then(|p| p.as_str()),
+            &[("anycloud-continent", attr_str(a, "continent")?)],
+        ),
+        "properties": {
+            "minimumTlsVersion": "TLS1_2",
+            "allowBlobPublicAccess": false,
+            // Only Entra ID (the VMs' managed identities): no account key is ever used.
+            "allowSharedKeyAccess": false,
+            "supportsHttpsTrafficOnly": true,
+        },
+    });
+    let reply = arm
+        .send(Method::PUT, &path, Some(STORAGE_API), Some(&body))
+        .await?;
+    if reply.status.as_u16() == 409 {
+        return match code_of(&reply) {
+            // Someone of this subscription made it in another group meanwhile: use it.
+            "StorageAccountAlreadyExists" => match find(arm, subscription, name).await? {
+                Some(existing) => Ok(found(t, &existing)),
+                None => Err(ProviderError::new(
+                    ErrorCode::Busy,
+                    format!("storage account '{name}' exists in this subscription but is not listed yet"),
+                )),
+            },
+            "StorageAccountAlreadyTaken" => Err(taken(name, None)),
+            _ => Err(crate::arm::error_of(&Method::PUT, &path, &reply)),
+        };
+    }
+    let made = arm.finish_put(&path, STORAGE_API, reply).await?;
+    Ok(found(t, &made))
+}
+
+/// The account of this name in the subscription, if there is one (one list call).
+async fn find(arm: &Arm, subscription: &str, name: &str) -> Result<Option<Value>> {
+    Ok(list(arm, subscription)
+        .await?
+        .into_iter()
+        .find(|a| a.get("name").and_then(|n| n.as_str()) == Some(name)))
+}
+
+fn taken(name: &str, said: Option<&str>) -> ProviderError {
+    ProviderError::new(
+        ErrorCode::Conflict,
+        format!(
+            "storage account '{name}' is taken by another Azure subscription{}: storage account names are global. anycloud derives it from the continent and this subscription's id; use another subscription, or ask its owner",
+            said.map(|s| format!(" ({s})")).unwrap_or_default()
+        ),
+    )
+}
+
+/// Before any change: every continent account still to be made must be free or this
+/// subscription's (one list, and one name check per new account).
+pub async fn preflight(
+    arm: &Arm,
+    subscription: &str,
+    targets: &[Target<'_>],
+) -> Result<Vec<String>> {
+    let mut errors = Vec::new();
+    let mut accounts: Option<Vec<Value>> = None;
+    for t in targets
+        .iter()
+        .filter(|t| t.kind == anycloud_provider::Kind::Storage)
+    {
+        let name = attr_str(t.attrs, "account")?;
+        if accounts.is_none() {
+            accounts = Some(list(arm, subscription).await?);
+        }
+        let ours = accounts
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .any(|a| a.get("name").and_then(|n| n.as_str()) == Some(name));
+        if ours {
+            continue;
+        }
+        let check = arm
+            .post(
+                &format!("/subscriptions/{subscription}/providers/Microsoft.Storage/checkNameAvailability"),
+                STORAGE_API,
+                &json!({"name": name, "type": "Microsoft.Storage/storageAccounts"}),
+            )
+            .await?;
+        if check.get("nameAvailable").and_then(|v| v.as_bool()) == Some(false) {
+            errors.push(format!(
+                "{}: {}",
+                t.address,
+                taken(name, check.get("message").and_then(|m| m.as_str()))
+            ));
+        }
+    }
+    Ok(errors)
+}

@@ -1,0 +1,661 @@
+//! Azure's storage, containers, identities and role assignments against the contract server
+//! (`support/contract.rs`: Resource Manager as its REST specifications define it). The verbs
+//! are driven as the engine drives them: planned, then created in dependency order with the
+//! engine's retry policy, read back in one refresh, and deleted in reverse.
+
+#[path = "support/contract.rs"]
+mod contract;
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use tokio::sync::{Mutex, MutexGuard};
+
+use anycloud_provider::{
+    Attrs, BucketRole, BucketSpec, ContainerSpec, Dep, DeploymentSpec, ErrorCode, Kind, NodeSpec,
+    Provider, ProviderError, VmSpec,
+};
+use anycloud_provider_azure::naming;
+use anycloud_provider_azure::AzureProvider;
+use contract::Contract;
+use serde_json::{json, Value};
+
+/// One server for the binary: the credentials come from the process's environment, which
+/// every test shares. Tests take turns, each in a subscription of its own.
+async fn server() -> (MutexGuard<'static, ()>, Contract) {
+    static SERVER: OnceLock<Contract> = OnceLock::new();
+    static TURN: Mutex<()> = Mutex::const_new(());
+    let turn = TURN.lock().await;
+    let c = SERVER.get_or_init(|| {
+        let c = Contract::start();
+        for (k, v) in c.env() {
+            std::env::set_var(k, v);
+        }
+        c
+    });
+    c.with(|w| {
+        w.throttle_next = 0;
+        w.slow_polls = 0;
+        w.page_size = 2;
+    });
+    (turn, c.clone())
+}
+
+fn provider(c: &Contract, subscription: &str) -> AzureProvider {
+    let p = AzureProvider::default();
+    p.configure(&json!({
+        "subscription_id": subscription,
+        "endpoints": {"resource_manager": c.url},
+    }))
+    .unwrap();
+    p
+}
+
+fn deployment(id: &str, region: &str, input: &str) -> DeploymentSpec {
+    let bucket = |name: &str| BucketSpec {
+        name: name.to_owned(),
+        continent: "eu".into(),
+        region: region.into(),
+    };
+    DeploymentSpec {
+        id: id.into(),
+        provider: "azure".into(),
+        project: Some("contract".into()),
+        region: region.into(),
+        continent: "eu".into(),
+        vm: VmSpec::default(),
+        container: ContainerSpec::default(),
+        buckets: [
+            (BucketRole::Input, bucket(input)),
+            (BucketRole::Output, bucket(&format!("{id}-results"))),
+            (BucketRole::Checkpoint, bucket(id)),
+        ]
+        .into(),
+        sync_interval_secs: 60,
+        check: Default::default(),
+    }
+}
+
+/// A resource as the engine records it.
+#[derive(Clone, Debug)]
+struct Rec {
+    address: String,
+    kind: Kind,
+    attrs: Attrs,
+    private: Value,
+    deps: Vec<String>,
+}
+
+/// What the engine would hold for one deployment, in dependency order.
+fn planned(p: &AzureProvider, d: &DeploymentSpec) -> Vec<Rec> {
+    let mut out = Vec::new();
+    let mut add = |kind: Kind, bucket: Option<BucketRole>, address: String, deps: Vec<String>| {
+        let plan = p
+            .plan(NodeSpec {
+                kind,
+                deployment: d,
+                bucket,
+            })
+            .unwrap();
+        out.push(Rec {
+            address,
+            kind,
+            attrs: plan.attrs,
+            private: plan.private,
+            deps,
+        });
+    };
+    add(
+        Kind::Storage,
+        None,
+        "shared.azure.eu.storage".into(),
+        vec![],
+    );
+    let mut buckets = vec![];
+    for role in BucketRole::ALL {
+        let a = format!("deployment.{}.bucket.{role}", d.id);
+        add(
+            Kind::Bucket,
+            Some(role),
+            a.clone(),
+            vec!["shared.azure.eu.storage".into()],
+        );
+        buckets.push(a);
+    }
+    let role = format!("deployment.{}.role", d.id);
+    add(Kind::Role, None, role.clone(), buckets);
+    for r in BucketRole::ALL {
+        add(
+            Kind::Grant,
+            Some(r),
+            format!("deployment.{}.grant.{r}", d.id),
+            vec![role.clone(), format!("deployment.{}.bucket.{r}", d.id)],
+        );
+    }
+    out
+}
+
+struct Engine<'a> {
+    p: &'a AzureProvider,
+    lineage: String,
+    state: BTreeMap<String, Rec>,
+}
+
+impl<'a> Engine<'a> {
+    fn new(p: &'a AzureProvider, lineage: &str) -> Engine<'a> {
+        Engine {
+            p,
+            lineage: lineage.into(),
+            state: BTreeMap::new(),
+        }
+    }
+
+    fn deps_of(&self, r: &Rec) -> Vec<(Kind, Attrs, Value)> {
+        r.deps
+            .iter()
+            .filter_map(|d| self.state.get(d))
+            .map(|d| (d.kind, d.attrs.clone(), d.private.clone()))
+            .collect()
+    }
+
+    async fn create(&mut self, r: &Rec) -> Result<Attrs, ProviderError> {
+        if let Some(done) = self.state.get(&r.address) {
+            return Ok(done.attrs.clone());
+        }
+        let deps = self.deps_of(r);
+        let dep_refs: Vec<Dep> = deps
+            .iter()
+            .map(|(kind, attrs, private)| Dep {
+                kind: *kind,
+                attrs,
+                private,
+            })
+            .collect();
+        let made = anycloud_provider::retry::with_retries(
+            || {
+                self.p.create(anycloud_provider::Target {
+                    address: &r.address,
+                    kind: r.kind,
+                    attrs: &r.attrs,
+                    private: &r.private,
+                    deps: &dep_refs,
+                    lineage: &self.lineage,
+                })
+            },
+            |_, _| {},
+        )
+        .await?;
+        let mut rec = r.clone();
+        rec.attrs = made.clone();
+        self.state.insert(r.address.clone(), rec);
+        Ok(made)
+    }
+
+    async fn apply(&mut self, recs: &[Rec]) -> Result<(), ProviderError> {
+        for r in recs {
+            self.create(r).await?;
+        }
+        Ok(())
+    }
+
+    /// One refresh of every recorded resource: what it finds, by address.
+    async fn refresh(&self) -> BTreeMap<String, Option<Attrs>> {
+        let recs: Vec<&Rec> = self.state.values().collect();
+        let deps: Vec<Vec<(Kind, Attrs, Value)>> = recs.iter().map(|r| self.deps_of(r)).collect();
+        let dep_refs: Vec<Vec<Dep>> = deps
+            .iter()
+            .map(|ds| {
+                ds.iter()
+                    .map(|(kind, attrs, private)| Dep {
+                        kind: *kind,
+                        attrs,
+                        private,
+                    })
+                    .collect()
+            })
+            .collect();
+        let targets: Vec<anycloud_provider::Target> = recs
+            .iter()
+            .zip(&dep_refs)
+            .map(|(r, d)| anycloud_provider::Target {
+                address: &r.address,
+                kind: r.kind,
+                attrs: &r.attrs,
+                private: &r.private,
+                deps: d,
+                lineage: &self.lineage,
+            })
+            .collect();
+        let found = self.p.read(&targets).await.unwrap();
+        recs.iter().map(|r| r.address.clone()).zip(found).collect()
+    }
+
+    async fn destroy(&mut self) -> Result<(), ProviderError> {
+        // Reverse dependency order: grants, identity, buckets, storage.
+        let order = [Kind::Grant, Kind::Role, Kind::Bucket, Kind::Storage];
+        for kind in order {
+            let addresses: Vec<String> = self
+                .state
+                .values()
+                .filter(|r| r.kind == kind)
+                .map(|r| r.address.clone())
+                .collect();
+            for a in addresses {
+                let r = self.state[&a].clone();
+                let deps = self.deps_of(&r);
+                let dep_refs: Vec<Dep> = deps
+                    .iter()
+                    .map(|(kind, attrs, private)| Dep {
+                        kind: *kind,
+                        attrs,
+                        private,
+                    })
+                    .collect();
+                anycloud_provider::retry::with_retries(
+                    || {
+                        self.p.delete(anycloud_provider::Target {
+                            address: &r.address,
+                            kind: r.kind,
+                            attrs: &r.attrs,
+                            private: &r.private,
+                            deps: &dep_refs,
+                            lineage: &self.lineage,
+                        })
+                    },
+                    |_, _| {},
+                )
+                .await?;
+                self.state.remove(&a);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn sub(n: u32) -> String {
+    format!("{n:08x}-1111-4222-8333-444455556666")
+}
+
+/// The input container exists already (the user made it and filled it).
+fn seed_input(c: &Contract, subscription: &str, name: &str) {
+    let account = naming::storage_account("eu", subscription);
+    c.with(|w| {
+        w.containers.insert(
+            (account.clone(), name.to_owned()),
+            json!({"name": name, "properties": {"metadata": {}}}),
+        );
+    });
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deployment_converges_least_privilege_and_destroy_keeps_what_it_must() {
+    let (_turn, c) = server().await;
+    let subscription = sub(1);
+    let p = provider(&c, &subscription);
+    let d = deployment("train", "westeurope", "train-input");
+    let recs = planned(&p, &d);
+    // The plan names the account, its group and the region it lives in.
+    let storage = &recs[0].attrs;
+    assert_eq!(storage["account"], json!("anycloudeu00000001111"));
+    assert_eq!(storage["resource_group"], json!("anycloud-storage-eu"));
+    assert_eq!(storage["region"], json!("westeurope"));
+
+    // Throttled calls and a slow account: the engine's retries and the LRO polls carry on.
+    c.with(|w| {
+        w.throttle_next = 3;
+        w.slow_polls = 3;
+    });
+    let mut engine = Engine::new(&p, "lineage-one");
+    // The storage first: the user's input container lives in the account it makes.
+    engine.apply(&recs[..1]).await.unwrap();
+    seed_input(&c, &subscription, "train-input");
+    engine.apply(&recs).await.unwrap();
+    assert_eq!(c.violations(), Vec::<String>::new());
+    assert!(
+        c.count("GET /_operations/storage/") >= 2,
+        "the account's Location was polled"
+    );
+
+    let account = naming::storage_account("eu", &subscription);
+    c.with(|w| {
+        let (_, group, a, _) = &w.accounts[&account];
+        assert_eq!(group, "anycloud-storage-eu");
+        assert_eq!(a["location"], json!("westeurope"));
+        assert_eq!(a["properties"]["allowSharedKeyAccess"], json!(false));
+        assert_eq!(a["tags"]["anycloud-lineage"], json!("lineage-one"));
+        for made in ["train-results", "train"] {
+            let m = &w.containers[&(account.clone(), made.to_owned())];
+            assert_eq!(
+                m["properties"]["metadata"]["anycloud_lineage"],
+                json!("lineage-one")
+            );
+            assert_eq!(m["properties"]["publicAccess"], json!("None"));
+        }
+        // Least privilege: Contributor on output and checkpoint, Reader on input, each
+        // scoped to exactly its container.
+        let identity = w
+            .identities
+            .values()
+            .find(|i| i["name"] == json!("anycloud-train"))
+            .expect("the identity");
+        let principal = identity["properties"]["principalId"].clone();
+        let mut granted: Vec<(String, String)> = w
+            .assignments
+            .values()
+            .filter(|a| a["properties"]["principalId"] == principal)
+            .map(|a| {
+                let scope = a["properties"]["scope"].as_str().unwrap().to_owned();
+                let role = a["properties"]["roleDefinitionId"]
+                    .as_str()
+                    .unwrap()
+                    .rsplit('/')
+                    .next()
+                    .unwrap()
+                    .to_owned();
+                assert!(
+                    scope.contains("/blobServices/default/containers/"),
+                    "no scope wider than a container: {scope}"
+                );
+                assert_eq!(a["properties"]["principalType"], json!("ServicePrincipal"));
+                (scope.rsplit('/').next().unwrap().to_owned(), role)
+            })
+            .collect();
+        granted.sort();
+        assert_eq!(
+            granted,
+            vec![
+                ("train".to_owned(), naming::BLOB_DATA_CONTRIBUTOR.to_owned()),
+                (
+                    "train-input".to_owned(),
+                    naming::BLOB_DATA_READER.to_owned()
+                ),
+                (
+                    "train-results".to_owned(),
+                    naming::BLOB_DATA_CONTRIBUTOR.to_owned()
+                ),
+            ]
+        );
+    });
+
+    // A refresh finds everything.
+    let found = engine.refresh().await;
+    for (address, f) in &found {
+        assert!(f.is_some(), "{address} found missing");
+    }
+    let identity = found["deployment.train.role"].as_ref().unwrap();
+    assert!(identity["client_id"].is_string() && identity["principal_id"].is_string());
+
+    // Nothing recorded holds a secret or a token.
+    let recorded = serde_json::to_string(
+        &engine
+            .state
+            .values()
+            .map(|r| (&r.attrs, &r.private))
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    assert!(!recorded.contains(contract::CLIENT_SECRET), "{recorded}");
+    assert!(!recorded.contains("token-"), "{recorded}");
+    assert!(
+        !recorded.to_lowercase().contains("accountkey"),
+        "{recorded}"
+    );
+
+    engine.destroy().await.unwrap();
+    c.with(|w| {
+        assert!(
+            w.accounts.contains_key(&account),
+            "the continent's account is kept"
+        );
+        let left: Vec<&String> = w
+            .containers
+            .keys()
+            .filter(|(a, _)| *a == account)
+            .map(|(_, n)| n)
+            .collect();
+        assert_eq!(
+            left,
+            vec!["train-input", "train-results"],
+            "only the checkpoint container goes"
+        );
+        assert!(!w
+            .identities
+            .values()
+            .any(|i| i["name"] == json!("anycloud-train")));
+        assert!(w.assignments.values().all(|a| !a["properties"]["scope"]
+            .as_str()
+            .unwrap()
+            .contains(&subscription)));
+    });
+    assert_eq!(c.violations(), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_applies_racing_for_the_account_both_end_with_the_one_account() {
+    let (_turn, c) = server().await;
+    let subscription = sub(2);
+    let (a, b) = (provider(&c, &subscription), provider(&c, &subscription));
+    let d = deployment("race", "northeurope", "race-input");
+    let storage = planned(&a, &d).remove(0);
+    c.with(|w| w.slow_polls = 2);
+    let (mut ea, mut eb) = (Engine::new(&a, "lineage-a"), Engine::new(&b, "lineage-b"));
+    let (ra, rb) = tokio::join!(ea.create(&storage), eb.create(&storage));
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert_eq!(ra["account"], rb["account"]);
+    let account = naming::storage_account("eu", &subscription);
+    assert_eq!(
+        c.with(|w| w.accounts.keys().filter(|n| **n == account).count()),
+        1
+    );
+
+    // Made meanwhile in another group of this subscription: adopted where it is.
+    let subscription = sub(3);
+    let p = provider(&c, &subscription);
+    let account = naming::storage_account("eu", &subscription);
+    c.with(|w| {
+        w.accounts.insert(
+            account.clone(),
+            (
+                subscription.clone(),
+                "someones-group".into(),
+                json!({"id": format!("/subscriptions/{subscription}/resourceGroups/someones-group/providers/Microsoft.Storage/storageAccounts/{account}"), "name": account, "properties": {}}),
+                0,
+            ),
+        );
+    });
+    let storage = planned(&p, &d).remove(0);
+    let made = Engine::new(&p, "lineage-c").create(&storage).await.unwrap();
+    assert_eq!(made["resource_group"], json!("someones-group"));
+    assert_eq!(c.violations(), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_account_name_taken_by_another_subscription_fails_naming_it() {
+    let (_turn, c) = server().await;
+    let subscription = sub(4);
+    let p = provider(&c, &subscription);
+    let account = naming::storage_account("eu", &subscription);
+    c.with(|w| w.taken_elsewhere.insert(account.clone()));
+    let d = deployment("taken", "westeurope", "taken-input");
+    let storage = planned(&p, &d).remove(0);
+    let target = anycloud_provider::Target {
+        address: &storage.address,
+        kind: storage.kind,
+        attrs: &storage.attrs,
+        private: &storage.private,
+        deps: &[],
+        lineage: "lineage-t",
+    };
+    let pre = p.preflight(&[target]).await.unwrap();
+    assert_eq!(pre.errors.len(), 1, "{pre:?}");
+    assert!(
+        pre.errors[0].contains(&account) && pre.errors[0].contains("another Azure subscription"),
+        "{pre:?}"
+    );
+    let err = Engine::new(&p, "lineage-t")
+        .create(&storage)
+        .await
+        .unwrap_err();
+    assert!(
+        err.is(ErrorCode::Conflict) && err.message.contains(&account),
+        "{err:?}"
+    );
+    assert_eq!(c.violations(), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_identical_assignment_under_another_name_is_adopted_and_removed_with_the_grant() {
+    let (_turn, c) = server().await;
+    let subscription = sub(5);
+    let p = provider(&c, &subscription);
+    let d = deployment("adopt", "westeurope", "adopt-input");
+    let recs = planned(&p, &d);
+    let mut engine = Engine::new(&p, "lineage-adopt");
+    engine.apply(&recs[..1]).await.unwrap();
+    seed_input(&c, &subscription, "adopt-input");
+    // Everything but the output grant, which someone made by hand under another name.
+    let output_grant = recs
+        .iter()
+        .position(|r| r.address == "deployment.adopt.grant.output")
+        .unwrap();
+    let (before, after) = recs.split_at(output_grant);
+    engine.apply(before).await.unwrap();
+    let principal = engine.state["deployment.adopt.role"].attrs["principal_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let grant = &after[0];
+    let scope = grant.attrs["scope"].as_str().unwrap().to_owned();
+    let by_hand = "0f0f0f0f-0000-4000-8000-000000000001";
+    c.with(|w| {
+        w.assignments.insert(
+            by_hand.into(),
+            json!({"name": by_hand, "properties": {
+                "scope": scope, "principalId": principal,
+                "roleDefinitionId": grant.attrs["role_definition"], "principalType": "ServicePrincipal"}}),
+        );
+    });
+    engine.apply(after).await.unwrap();
+    assert_eq!(engine.state[&grant.address].attrs["name"], json!(by_hand));
+    engine.destroy().await.unwrap();
+    assert!(c.with(|w| !w.assignments.contains_key(by_hand)));
+    assert_eq!(c.violations(), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn another_states_identity_and_checkpoint_are_never_adopted_or_deleted() {
+    let (_turn, c) = server().await;
+    let subscription = sub(6);
+    let first = provider(&c, &subscription);
+    let d = deployment("shared", "westeurope", "shared-input");
+    let recs = planned(&first, &d);
+    let mut one = Engine::new(&first, "lineage-first");
+    one.apply(&recs[..1]).await.unwrap();
+    seed_input(&c, &subscription, "shared-input");
+    one.apply(&recs).await.unwrap();
+
+    let second = provider(&c, &subscription);
+    let mut two = Engine::new(&second, "lineage-second");
+    let checkpoint = recs
+        .iter()
+        .find(|r| r.address == "deployment.shared.bucket.checkpoint")
+        .unwrap();
+    let identity = recs.iter().find(|r| r.kind == Kind::Role).unwrap();
+    two.apply(&recs[..1]).await.unwrap();
+    let err = two.create(checkpoint).await.unwrap_err();
+    assert!(
+        err.is(ErrorCode::Conflict) && err.message.contains("lineage-first"),
+        "{err:?}"
+    );
+    let err = two.create(identity).await.unwrap_err();
+    assert!(
+        err.message.contains("managed identity anycloud-shared")
+            && err.message.contains("lineage-first"),
+        "{err:?}"
+    );
+    // A refresh of the second state does not take the first's identity for its own.
+    two.state.insert(identity.address.clone(), identity.clone());
+    assert_eq!(two.refresh().await[&identity.address], None);
+    // Nor does its destroy delete it.
+    two.destroy().await.unwrap();
+    c.with(|w| {
+        assert!(w
+            .identities
+            .values()
+            .any(|i| i["name"] == json!("anycloud-shared")));
+    });
+    one.destroy().await.unwrap();
+    assert_eq!(c.violations(), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refresh_costs_the_same_calls_for_10_and_200_deployments() {
+    let (_turn, c) = server().await;
+    let mut calls = vec![];
+    for (i, n) in [10u32, 200].into_iter().enumerate() {
+        let subscription = sub(100 + i as u32);
+        let p = provider(&c, &subscription);
+        let mut engine = Engine::new(&p, "lineage-scale");
+        for k in 0..n {
+            let d = deployment(&format!("job{k}"), "westeurope", "scale-input");
+            let recs = planned(&p, &d);
+            engine.apply(&recs[..1]).await.unwrap();
+            seed_input(&c, &subscription, "scale-input");
+            engine.apply(&recs).await.unwrap();
+        }
+        // Resource Manager's pages hold up to 1,000 items for these lists.
+        c.with(|w| w.page_size = 1000);
+        let before = c.total();
+        let found = engine.refresh().await;
+        calls.push(c.total() - before);
+        assert!(found.values().all(Option::is_some));
+        assert_eq!(found.len(), 1 + 7 * n as usize);
+        c.with(|w| w.page_size = 2);
+    }
+    eprintln!(
+        "refresh calls: 10 deployments {}, 200 deployments {}",
+        calls[0], calls[1]
+    );
+    assert_eq!(calls[0], calls[1], "{calls:?}");
+    assert!(calls[0] <= 6, "{calls:?}");
+    assert_eq!(c.violations(), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lists_follow_next_link_and_a_wrong_request_is_a_violation() {
+    let (_turn, c) = server().await;
+    let subscription = sub(7);
+    let p = provider(&c, &subscription);
+    let mut engine = Engine::new(&p, "lineage-pages");
+    for k in 0..5 {
+        let d = deployment(&format!("page{k}"), "westeurope", "page-input");
+        let recs = planned(&p, &d);
+        engine.apply(&recs[..1]).await.unwrap();
+        seed_input(&c, &subscription, "page-input");
+        engine.apply(&recs).await.unwrap();
+    }
+    // Pages of two: every identity is still found.
+    let found = engine.refresh().await;
+    assert!(found.values().all(Option::is_some));
+    assert!(c.with(|w| w
+        .requests
+        .iter()
+        .any(|r| r.starts_with("GET") && r.contains("userAssignedIdentities"))));
+    // The server is not lenient: a request outside the contract is answered 400 and noted.
+    let arm = anycloud_provider_azure::arm::Arm::new(
+        &c.url,
+        anycloud_provider_azure::auth::Credential::from_env(&format!("{}/", c.url)),
+    )
+    .unwrap();
+    let reply = arm
+        .send(
+            http::Method::PUT,
+            &format!("/subscriptions/{subscription}/resourcegroups/bad"),
+            Some("2019-01-01"),
+            Some(&json!({"location": "westeurope"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.status.as_u16(), 400);
+    assert_eq!(c.with(|w| std::mem::take(&mut w.violations)).len(), 1);
+}
