@@ -35,7 +35,9 @@ impl Providers {
         }
         #[cfg(feature = "azure")]
         {
-            all = all.declared(Arc::new(anycloud_provider_azure::Azure));
+            all = all.with(Arc::new(anycloud_provider_azure::AzureProvider::new(
+                keys_dir.to_path_buf(),
+            )));
         }
         #[cfg(feature = "gcp")]
         {

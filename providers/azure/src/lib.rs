@@ -1,12 +1,13 @@
 //! Azure, as declared to the engine (its regions by continent, `providers.azure`, its
 //! naming rules, the shape of its part of the graph) and, in [`AzureProvider`], its verbs
 //! over Resource Manager: the continent's storage account, blob containers, the
-//! deployment's managed identity and its role assignments (the grants). VMs are not in this
-//! build yet, so the provider is not registered with the engine: a plan says Azure is not
-//! available, and these verbs are exercised by the crate's tests against the contract server.
+//! deployment's managed identity and its role assignments (the grants), and the VM (network
+//! security group, public IP, NIC, Spot when asked) where the host layer's steps run over
+//! SSH as on every cloud. One module per kind of node.
 
 pub mod arm;
 pub mod auth;
+mod compute;
 mod container;
 mod grant;
 mod identity;
@@ -14,11 +15,16 @@ pub mod naming;
 pub mod owner;
 pub mod settings;
 mod storage;
+mod vm;
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::OnceLock;
 
+use anycloud_host::{ContextCache, SshPool};
+
 use anycloud_provider::{
-    Attrs, Kind, NodeSpec, Planned, Preflight, Provider, ProviderError, Result, Target,
+    Attrs, IdLimit, Kind, NodeSpec, Planned, Preflight, Provider, Result, Target,
 };
 
 use crate::arm::Arm;
@@ -122,6 +128,14 @@ impl Declaration for Azure {
         }
     }
 
+    fn id_limit(&self) -> IdLimit {
+        // Linux VM (and computer) names are at most 64 characters.
+        IdLimit {
+            max: 55,
+            because: "the VM anycloud-{id}",
+        }
+    }
+
     /// Blob container names: no `.` and no `--`, beyond the common rules.
     fn check_bucket_name(&self, name: &str) -> Result<(), String> {
         naming::check_container_name(name)
@@ -141,13 +155,26 @@ impl Declaration for Azure {
 }
 
 /// Azure's verbs. Every call goes through one Resource Manager client, which counts them.
-#[derive(Default)]
 pub struct AzureProvider {
+    keys_dir: PathBuf,
     settings: OnceLock<Settings>,
     arm: OnceLock<Result<Arm>>,
+    connections: SshPool,
+    contexts: ContextCache,
 }
 
 impl AzureProvider {
+    /// `keys_dir` holds the deployments' SSH keys.
+    pub fn new(keys_dir: PathBuf) -> AzureProvider {
+        AzureProvider {
+            keys_dir,
+            settings: OnceLock::new(),
+            arm: OnceLock::new(),
+            connections: SshPool::default(),
+            contexts: ContextCache::default(),
+        }
+    }
+
     fn settings(&self) -> &Settings {
         self.settings.get_or_init(Settings::default)
     }
@@ -179,6 +206,9 @@ impl Declaration for AzureProvider {
     fn shape(&self) -> Shape {
         Azure.shape()
     }
+    fn id_limit(&self) -> IdLimit {
+        Azure.id_limit()
+    }
     fn check_bucket_name(&self, name: &str) -> Result<(), String> {
         Azure.check_bucket_name(name)
     }
@@ -191,12 +221,6 @@ impl Declaration for AzureProvider {
     fn check_vm(&self, vm: Option<&Doc>, cx: VmContext<'_>, checks: &mut Checks) -> VmSpec {
         Azure.check_vm(vm, cx, checks)
     }
-}
-
-fn no_vms_yet(kind: Kind) -> ProviderError {
-    ProviderError::permanent(format!(
-        "Azure {kind} resources are not in this build of anycloud yet"
-    ))
 }
 
 #[async_trait::async_trait]
@@ -218,6 +242,7 @@ impl Provider for AzureProvider {
             .and_then(|a| a.as_ref().ok())
             .map(|a| a.calls())
             .unwrap_or(0)
+            + self.connections.round_trips()
     }
 
     fn plan(&self, node: NodeSpec<'_>) -> Result<Planned> {
@@ -227,7 +252,8 @@ impl Provider for AzureProvider {
             Kind::Bucket => container::plan(node, &subscription),
             Kind::Role => Ok(identity::plan(node.deployment, &subscription)),
             Kind::Grant => grant::plan(node, &subscription),
-            other => Err(no_vms_yet(other)),
+            Kind::Vm => vm::plan(self, node.deployment),
+            hosted => vm::plan_hosted(self, hosted, node.deployment),
         }
     }
 
@@ -262,14 +288,17 @@ impl Provider for AzureProvider {
         } else {
             Default::default()
         };
+        let machines = vm::Machines::find(self, targets).await?;
         targets
             .iter()
-            .map(|t| match t.kind {
+            .enumerate()
+            .map(|(i, t)| match t.kind {
                 Kind::Storage => storage::read(t, &accounts),
                 Kind::Bucket => container::read(t, &containers),
                 Kind::Role => identity::read(t, &identities),
                 Kind::Grant => grant::read(t, &assignments),
-                other => Err(no_vms_yet(other)),
+                Kind::Vm => Ok(machines.read_vm(t)),
+                _ => Ok(machines.read_hosted(i, t)),
             })
             .collect()
     }
@@ -282,16 +311,18 @@ impl Provider for AzureProvider {
             Kind::Bucket => container::create(arm, &subscription, &target).await,
             Kind::Role => identity::ensure(arm, &subscription, &target).await,
             Kind::Grant => grant::create(arm, &subscription, &target).await,
-            other => Err(no_vms_yet(other)),
+            Kind::Vm => vm::create(self, &target).await,
+            _ => vm::apply_hosted(self, &target).await,
         }
     }
 
-    async fn update(&self, _prior: &Attrs, target: Target<'_>) -> Result<Attrs> {
+    async fn update(&self, prior: &Attrs, target: Target<'_>) -> Result<Attrs> {
         // Every attribute that matters forces a replacement; the rest is recorded as is.
         match target.kind {
             Kind::Storage | Kind::Bucket | Kind::Grant => Ok(target.attrs.clone()),
             Kind::Role => identity::ensure(self.arm()?, &self.subscription()?, &target).await,
-            other => Err(no_vms_yet(other)),
+            Kind::Vm => vm::update(self, prior, &target).await,
+            _ => vm::apply_hosted(self, &target).await,
         }
     }
 
@@ -304,7 +335,17 @@ impl Provider for AzureProvider {
             Kind::Bucket => container::delete(arm, &subscription, &target).await,
             Kind::Role => identity::delete(arm, &target).await,
             Kind::Grant => grant::delete(arm, &subscription, &target).await,
-            other => Err(no_vms_yet(other)),
+            Kind::Vm => vm::delete(self, &target).await,
+            _ => vm::delete_hosted(self, &target).await,
         }
+    }
+
+    async fn observe(&self, targets: &[Target<'_>]) -> Result<Vec<BTreeMap<String, String>>> {
+        let machines = vm::Machines::find(self, targets).await?;
+        Ok(targets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| machines.observe(i, t))
+            .collect())
     }
 }

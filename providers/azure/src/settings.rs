@@ -16,6 +16,9 @@ pub struct Settings {
     /// Who may reach the VMs' SSH port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh_cidr: Option<String>,
+    /// The image's login user (it gets the deployment's key and sudo); default `azureuser`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_user: Option<String>,
     #[serde(default)]
     pub endpoints: Endpoints,
 }
@@ -26,10 +29,14 @@ pub struct Endpoints {
     /// Resource Manager of another cloud (or a test's contract server).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_manager: Option<String>,
+    /// The blob service the VMs' rclone uses, when it is not
+    /// `https://{account}.blob.core.windows.net` (another cloud, a test's emulator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob: Option<String>,
 }
 
-pub const KEYS: &[&str] = &["subscription_id", "ssh_cidr", "endpoints"];
-const ENDPOINT_KEYS: &[&str] = &["resource_manager"];
+pub const KEYS: &[&str] = &["subscription_id", "ssh_cidr", "ssh_user", "endpoints"];
+const ENDPOINT_KEYS: &[&str] = &["resource_manager", "blob"];
 
 fn is_guid(v: &str) -> bool {
     v.len() == 36
@@ -71,15 +78,34 @@ pub fn check(doc: Option<&Doc>, checks: &mut Checks) -> Settings {
             s.ssh_cidr = Some(cidr);
         }
     }
+    if let Some(v) = doc.get("ssh_user") {
+        if let Some(user) = checks.string(v, "providers.azure.ssh_user") {
+            // Azure refuses `root` (and a few other names) as the admin user.
+            if !anycloud_provider::declare::is_user_name(&user) || user == "root" {
+                checks.error(
+                    v.at,
+                    format!("providers.azure.ssh_user '{user}' is not a user name Azure accepts (not root)"),
+                    None,
+                );
+            }
+            s.ssh_user = Some(user);
+        }
+    }
     if let Some(endpoints) = doc.get("endpoints") {
         if checks.known_keys(endpoints, "providers.azure.endpoints", ENDPOINT_KEYS) {
-            if let Some(v) = endpoints.get("resource_manager") {
-                let path = "providers.azure.endpoints.resource_manager";
-                if let Some(url) = checks.string(v, path) {
+            for (key, slot) in [
+                ("resource_manager", &mut s.endpoints.resource_manager),
+                ("blob", &mut s.endpoints.blob),
+            ] {
+                let Some(v) = endpoints.get(key) else {
+                    continue;
+                };
+                let path = format!("providers.azure.endpoints.{key}");
+                if let Some(url) = checks.string(v, &path) {
                     if let Err(why) = check_url(&url) {
                         checks.error(v.at, format!("{path} {why}"), None);
                     }
-                    s.endpoints.resource_manager = Some(url);
+                    *slot = Some(url);
                 }
             }
         }

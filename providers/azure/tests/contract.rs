@@ -5,6 +5,8 @@
 
 #[path = "support/contract.rs"]
 mod contract;
+#[path = "../../host/tests/support/sshd.rs"]
+mod sshd;
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -42,7 +44,7 @@ async fn server() -> (MutexGuard<'static, ()>, Contract) {
 }
 
 fn provider(c: &Contract, subscription: &str) -> AzureProvider {
-    let p = AzureProvider::default();
+    let p = AzureProvider::new(std::env::temp_dir().join("anycloud-contract-keys"));
     p.configure(&json!({
         "subscription_id": subscription,
         "endpoints": {"resource_manager": c.url},
@@ -232,7 +234,13 @@ impl<'a> Engine<'a> {
 
     async fn destroy(&mut self) -> Result<(), ProviderError> {
         // Reverse dependency order: grants, identity, buckets, storage.
-        let order = [Kind::Grant, Kind::Role, Kind::Bucket, Kind::Storage];
+        let order = [
+            Kind::Vm,
+            Kind::Grant,
+            Kind::Role,
+            Kind::Bucket,
+            Kind::Storage,
+        ];
         for kind in order {
             let addresses: Vec<String> = self
                 .state
@@ -658,4 +666,136 @@ async fn lists_follow_next_link_and_a_wrong_request_is_a_violation() {
         .unwrap();
     assert_eq!(reply.status.as_u16(), 400);
     assert_eq!(c.with(|w| std::mem::take(&mut w.violations)).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_vm_carries_its_identity_admits_ssh_from_the_cidr_only_and_an_eviction_is_seen() {
+    let (_turn, c) = server().await;
+    // The VM is reached at a test host whose login user is not root, as on Azure's images.
+    let host = sshd::TestHost::start().with_sudo_user();
+    std::env::set_var(
+        anycloud_host::testing::SSH_ADDRESS,
+        format!("{}:{}", host.address, host.port),
+    );
+    let keys = tempfile::tempdir().unwrap();
+    let subscription = sub(8);
+    let p = AzureProvider::new(keys.path().to_path_buf());
+    p.configure(&json!({
+        "subscription_id": subscription,
+        "ssh_cidr": "203.0.113.7/32",
+        "ssh_user": host.user,
+        "endpoints": {"resource_manager": c.url},
+    }))
+    .unwrap();
+    let key = anycloud_host::keys::ensure_deployment_key(keys.path(), "vmjob").unwrap();
+    host.authorize(&key.public_key);
+    let mut d = deployment("vmjob", "westeurope", "vmjob-input");
+    d.vm = VmSpec {
+        machine_type: Some("Standard_D2s_v5".into()),
+        spot: true,
+        disk_gb: Some(64),
+        settings: Value::Null,
+    };
+    let mut recs = planned(&p, &d);
+    let vm_plan = p
+        .plan(NodeSpec {
+            kind: Kind::Vm,
+            deployment: &d,
+            bucket: None,
+        })
+        .unwrap();
+    recs.push(Rec {
+        address: "deployment.vmjob.vm".into(),
+        kind: Kind::Vm,
+        attrs: vm_plan.attrs,
+        private: vm_plan.private,
+        deps: vec!["deployment.vmjob.role".into()],
+    });
+    c.with(|w| w.slow_polls = 2);
+    let mut engine = Engine::new(&p, "lineage-vm");
+    engine.apply(&recs[..1]).await.unwrap();
+    seed_input(&c, &subscription, "vmjob-input");
+    engine.apply(&recs).await.unwrap();
+    assert_eq!(c.violations(), Vec::<String>::new());
+    assert!(
+        c.count("GET /_operations/async/") >= 2,
+        "operations were polled"
+    );
+
+    let vm = engine.state["deployment.vmjob.vm"].attrs.clone();
+    assert_eq!(vm["ssh_user"], json!(host.user));
+    assert!(vm["public_ip_address"]
+        .as_str()
+        .unwrap()
+        .starts_with("203.0.113."));
+    assert!(
+        vm["host_key"].is_string(),
+        "the host key is pinned on first contact"
+    );
+    c.with(|w| {
+        let made = w
+            .vms
+            .values()
+            .find(|v| v["name"] == json!("anycloud-vmjob"))
+            .expect("the VM");
+        let props = &made["properties"];
+        assert_eq!(props["priority"], json!("Spot"));
+        assert_eq!(props["evictionPolicy"], json!("Delete"));
+        assert_eq!(props["osProfile"]["adminUsername"], json!(host.user));
+        assert_eq!(
+            props["osProfile"]["linuxConfiguration"]["ssh"]["publicKeys"][0]["keyData"],
+            json!(key.public_key)
+        );
+        assert_eq!(props["storageProfile"]["osDisk"]["diskSizeGB"], json!(64));
+        let identities: Vec<&String> = made["identity"]["userAssignedIdentities"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect();
+        assert_eq!(identities.len(), 1);
+        assert!(identities[0].ends_with("/userAssignedIdentities/anycloud-vmjob"));
+        let nsg = w
+            .network
+            .values()
+            .find(|n| {
+                n["type"] == json!("Microsoft.Network/networkSecurityGroups")
+                    && n["name"] == json!("anycloud-vmjob")
+            })
+            .expect("the NSG");
+        let rules = nsg["properties"]["securityRules"].as_array().unwrap();
+        assert_eq!(rules.len(), 1);
+        assert_eq!(
+            rules[0]["properties"]["sourceAddressPrefix"],
+            json!("203.0.113.7/32")
+        );
+        assert_eq!(rules[0]["properties"]["destinationPortRange"], json!("22"));
+        assert_eq!(rules[0]["properties"]["direction"], json!("Inbound"));
+    });
+
+    // A refresh sees it running; once evicted (policy Delete) it is gone, which plans a new one.
+    let found = engine.refresh().await;
+    assert_eq!(
+        found["deployment.vmjob.vm"].as_ref().unwrap()["power_state"],
+        json!("running")
+    );
+    c.evict("anycloud-vmjob");
+    assert_eq!(engine.refresh().await["deployment.vmjob.vm"], None);
+
+    // Destroy: the network objects go (the VM already has), the region's network stays.
+    engine.destroy().await.unwrap();
+    c.with(|w| {
+        let left: Vec<String> = w
+            .network
+            .values()
+            .filter(|n| n["id"].as_str().unwrap().contains(&subscription))
+            .map(|n| n["name"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            left,
+            vec!["anycloud"],
+            "only the region's virtual network is kept"
+        );
+    });
+    assert_eq!(c.violations(), Vec::<String>::new());
+    std::env::remove_var(anycloud_host::testing::SSH_ADDRESS);
 }

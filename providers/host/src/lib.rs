@@ -10,6 +10,7 @@ pub mod render;
 pub mod scripts;
 pub mod ssh;
 pub mod steps;
+pub mod testing;
 pub mod transport;
 
 pub use layout::VmLayout;

@@ -30,6 +30,8 @@ pub const RESOURCES_API: &str = "2025-04-01";
 pub const STORAGE_API: &str = "2025-06-01";
 pub const MSI_API: &str = "2024-11-30";
 pub const AUTHORIZATION_API: &str = "2022-04-01";
+pub const NETWORK_API: &str = "2026-01-01";
+pub const COMPUTE_API: &str = "2025-04-01";
 
 /// The tenant and service principal the tests sign in as (client-credentials flow).
 pub const TENANT: &str = "72f988bf-0000-4000-8000-00000000c0de";
@@ -52,6 +54,12 @@ pub struct World {
     pub identities: BTreeMap<String, Value>,
     /// lower-cased assignment name → assignment
     pub assignments: BTreeMap<String, Value>,
+    /// lower-cased id → network object (virtual networks, NSGs, public IPs, NICs)
+    pub network: BTreeMap<String, Value>,
+    /// lower-cased id → virtual machine; its power state in `properties.instanceView`
+    pub vms: BTreeMap<String, Value>,
+    /// operation id → (polls left, lower-cased id of the resource it provisions, or none)
+    operations: BTreeMap<u64, (usize, Option<String>)>,
     /// Fault injection.
     pub throttle_next: usize,
     pub slow_polls: usize,
@@ -120,6 +128,11 @@ impl Contract {
 
     pub fn total(&self) -> usize {
         self.with(|w| w.requests.len())
+    }
+
+    /// A Spot eviction with policy Delete: the VM is gone.
+    pub fn evict(&self, name: &str) {
+        self.with(|w| w.vms.retain(|_, vm| vm["name"] != json!(name)));
     }
 
     /// The environment that makes anycloud sign in to this server.
@@ -257,6 +270,9 @@ fn answer(
     if let Some(name) = path.strip_prefix("/_operations/storage/") {
         return poll_account(w, name);
     }
+    if let Some(id) = path.strip_prefix("/_operations/async/") {
+        return poll_async(w, id.parse().unwrap_or(0));
+    }
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let route = Route::of(&segments);
     let Some((route, api)) = route else {
@@ -292,7 +308,19 @@ enum Route {
     Identity,
     Assignments,
     Assignment,
+    /// virtualNetworks, networkSecurityGroups, publicIPAddresses, networkInterfaces
+    Network(&'static str),
+    Machine,
+    Machines,
+    Addresses,
 }
+
+const NETWORK_KINDS: [&str; 4] = [
+    "virtualNetworks",
+    "networkSecurityGroups",
+    "publicIPAddresses",
+    "networkInterfaces",
+];
 
 impl Route {
     fn of(s: &[&str]) -> Option<(Route, &'static str)> {
@@ -330,6 +358,25 @@ impl Route {
                 && eq(4, "userAssignedIdentities") =>
             {
                 Some((Route::Identities, MSI_API))
+            }
+            5 if eq(2, "providers") && eq(3, "Microsoft.Compute") && eq(4, "virtualMachines") => {
+                Some((Route::Machines, COMPUTE_API))
+            }
+            5 if eq(2, "providers") && eq(3, "Microsoft.Network") && eq(4, "publicIPAddresses") => {
+                Some((Route::Addresses, NETWORK_API))
+            }
+            8 if eq(2, "resourceGroups")
+                && eq(4, "providers")
+                && eq(5, "Microsoft.Compute")
+                && eq(6, "virtualMachines") =>
+            {
+                Some((Route::Machine, COMPUTE_API))
+            }
+            8 if eq(2, "resourceGroups") && eq(4, "providers") && eq(5, "Microsoft.Network") => {
+                NETWORK_KINDS
+                    .iter()
+                    .find(|k| eq(6, k))
+                    .map(|k| (Route::Network(k), NETWORK_API))
             }
             8 if eq(2, "resourceGroups")
                 && eq(4, "providers")
@@ -827,6 +874,178 @@ impl Route {
                     None => ok(204, Value::Null),
                 }
             }
+            (Route::Network(_), "GET") | (Route::Machine, "GET") => {
+                let id = format!("/{}", s.join("/")).to_ascii_lowercase();
+                match w.network.get(&id).or_else(|| w.vms.get(&id)) {
+                    Some(r) => ok(200, r.clone()),
+                    None => error(404, "ResourceNotFound", "The Resource was not found."),
+                }
+            }
+            (Route::Network(kind), "PUT") => {
+                let check = object(
+                    body,
+                    &["location"],
+                    &["location", "tags", "properties", "sku", "zones"],
+                )
+                .and(tags(body))
+                .and(network_body(w, kind, body));
+                if let Err(why) = check {
+                    return violation(w, 400, "InvalidRequestContent", format!("{what}: {why}"));
+                }
+                if !w
+                    .groups
+                    .contains_key(&(sub.clone(), s[3].to_ascii_lowercase()))
+                {
+                    return error(
+                        404,
+                        "ResourceGroupNotFound",
+                        &format!("Resource group '{}' could not be found.", s[3]),
+                    );
+                }
+                let id = format!("/{}", s.join("/"));
+                w.next_id += 1;
+                let n = w.next_id;
+                let mut props = body.get("properties").cloned().unwrap_or(json!({}));
+                props["provisioningState"] = json!("Updating");
+                if kind == "publicIPAddresses" {
+                    props["ipAddress"] = json!(format!("203.0.113.{}", n % 250 + 1));
+                }
+                let r = json!({
+                    "id": id, "name": s[7], "type": format!("Microsoft.Network/{kind}"),
+                    "location": body["location"], "tags": body.get("tags").cloned().unwrap_or(json!({})),
+                    "sku": body.get("sku").cloned().unwrap_or(Value::Null),
+                    "properties": props,
+                });
+                let created = w
+                    .network
+                    .insert(id.to_ascii_lowercase(), r.clone())
+                    .is_none();
+                // The network RP's answer: the resource, still Updating, and an operation to poll.
+                let op = start_operation(w, Some(id.to_ascii_lowercase()));
+                Answer(
+                    StatusCode::from_u16(if created { 201 } else { 200 }).unwrap(),
+                    r,
+                    vec![(
+                        "azure-asyncoperation",
+                        format!("{base}/_operations/async/{op}"),
+                    )],
+                )
+            }
+            (Route::Network(kind), "DELETE") => {
+                let id = format!("/{}", s.join("/")).to_ascii_lowercase();
+                if !w.network.contains_key(&id) {
+                    return ok(204, Value::Null);
+                }
+                if let Some(user) = in_use_by(w, &id) {
+                    return error(
+                        400,
+                        "InUseCannotBeDeleted",
+                        &format!("{kind} {id} is in use by {user} and cannot be deleted."),
+                    );
+                }
+                w.network.remove(&id);
+                let op = start_operation(w, None);
+                Answer(
+                    StatusCode::ACCEPTED,
+                    Value::Null,
+                    vec![
+                        (
+                            "azure-asyncoperation",
+                            format!("{base}/_operations/async/{op}"),
+                        ),
+                        ("location", format!("{base}/_operations/async/{op}")),
+                        ("retry-after", "1".into()),
+                    ],
+                )
+            }
+            (Route::Machine, "PUT") => {
+                if let Err(why) = machine_body(w, body) {
+                    return violation(w, 400, "InvalidRequestContent", format!("{what}: {why}"));
+                }
+                if !w
+                    .groups
+                    .contains_key(&(sub.clone(), s[3].to_ascii_lowercase()))
+                {
+                    return error(
+                        404,
+                        "ResourceGroupNotFound",
+                        &format!("Resource group '{}' could not be found.", s[3]),
+                    );
+                }
+                let id = format!("/{}", s.join("/"));
+                w.next_id += 1;
+                let n = w.next_id;
+                let mut props = body["properties"].clone();
+                props["provisioningState"] = json!("Creating");
+                props["vmId"] = json!(format!("00000000-0000-4000-c000-{n:012}"));
+                props["instanceView"] = json!({"statuses": [
+                    {"code": "ProvisioningState/succeeded"}, {"code": "PowerState/running"}]});
+                let vm = json!({
+                    "id": id, "name": s[7], "type": "Microsoft.Compute/virtualMachines",
+                    "location": body["location"], "tags": body.get("tags").cloned().unwrap_or(json!({})),
+                    "identity": body["identity"], "properties": props,
+                });
+                let created = w.vms.insert(id.to_ascii_lowercase(), vm.clone()).is_none();
+                let op = start_operation(w, Some(id.to_ascii_lowercase()));
+                Answer(
+                    StatusCode::from_u16(if created { 201 } else { 200 }).unwrap(),
+                    vm,
+                    vec![(
+                        "azure-asyncoperation",
+                        format!("{base}/_operations/async/{op}"),
+                    )],
+                )
+            }
+            (Route::Machine, "DELETE") => {
+                let id = format!("/{}", s.join("/")).to_ascii_lowercase();
+                if w.vms.remove(&id).is_none() {
+                    return ok(204, Value::Null);
+                }
+                let op = start_operation(w, None);
+                Answer(
+                    StatusCode::ACCEPTED,
+                    Value::Null,
+                    vec![
+                        (
+                            "azure-asyncoperation",
+                            format!("{base}/_operations/async/{op}"),
+                        ),
+                        ("location", format!("{base}/_operations/async/{op}")),
+                    ],
+                )
+            }
+            (Route::Machines, "GET") => {
+                let prefix = format!("/subscriptions/{sub}/").to_ascii_lowercase();
+                let status_only = query.get("statusOnly").map(String::as_str) == Some("true");
+                let all: Vec<Value> = w
+                    .vms
+                    .iter()
+                    .filter(|(id, _)| id.starts_with(&prefix))
+                    .map(|(_, vm)| {
+                        let mut vm = vm.clone();
+                        if !status_only {
+                            if let Some(p) = vm["properties"].as_object_mut() {
+                                p.remove("instanceView");
+                            }
+                        }
+                        vm
+                    })
+                    .collect();
+                page(w, base, &what, query, all)
+            }
+            (Route::Addresses, "GET") => {
+                let prefix = format!("/subscriptions/{sub}/").to_ascii_lowercase();
+                let all: Vec<Value> = w
+                    .network
+                    .iter()
+                    .filter(|(id, r)| {
+                        id.starts_with(&prefix)
+                            && r["type"] == json!("Microsoft.Network/publicIPAddresses")
+                    })
+                    .map(|(_, r)| r.clone())
+                    .collect();
+                page(w, base, &what, query, all)
+            }
             (_, m) => violation(
                 w,
                 405,
@@ -835,6 +1054,265 @@ impl Route {
             ),
         }
     }
+}
+
+fn start_operation(w: &mut World, provisions: Option<String>) -> u64 {
+    w.next_id += 1;
+    let id = w.next_id;
+    w.operations.insert(id, (w.slow_polls.max(1), provisions));
+    id
+}
+
+/// An `Azure-AsyncOperation` status: InProgress while it runs, then Succeeded (and the
+/// resource it provisions with it).
+fn poll_async(w: &mut World, op: u64) -> Answer {
+    let Some((left, provisions)) = w.operations.get_mut(&op) else {
+        return error(404, "OperationNotFound", "no such operation");
+    };
+    *left = left.saturating_sub(1);
+    if *left > 0 {
+        return Answer(
+            StatusCode::OK,
+            json!({"status": "InProgress"}),
+            vec![("retry-after", "1".into())],
+        );
+    }
+    if let Some(id) = provisions.take() {
+        for r in [w.network.get_mut(&id), w.vms.get_mut(&id)]
+            .into_iter()
+            .flatten()
+        {
+            r["properties"]["provisioningState"] = json!("Succeeded");
+        }
+    }
+    ok(200, json!({"status": "Succeeded"}))
+}
+
+/// What still refers to a network object (a NIC to its NSG and IP, a VM to its NIC).
+fn in_use_by(w: &World, id: &str) -> Option<String> {
+    let refers = |v: &Value| {
+        v.to_string()
+            .to_ascii_lowercase()
+            .contains(&format!("\"{id}\""))
+    };
+    w.network
+        .iter()
+        .filter(|(other, _)| other.as_str() != id)
+        .find(|(_, r)| refers(&r["properties"]))
+        .map(|(other, _)| other.clone())
+        .or_else(|| {
+            w.vms
+                .iter()
+                .find(|(_, vm)| refers(&vm["properties"]))
+                .map(|(v, _)| v.clone())
+        })
+}
+
+fn network_body(w: &World, kind: &str, body: &Value) -> Result<(), String> {
+    let p = body.get("properties").cloned().unwrap_or(json!({}));
+    match kind {
+        "virtualNetworks" => {
+            let prefixes = p["addressSpace"]["addressPrefixes"]
+                .as_array()
+                .ok_or("addressSpace.addressPrefixes is required")?;
+            if prefixes.iter().any(|x| !x.is_string()) {
+                return Err("address prefixes are strings".into());
+            }
+            for subnet in p["subnets"].as_array().into_iter().flatten() {
+                object(subnet, &["name"], &["name", "properties", "id"])?;
+                subnet["properties"]["addressPrefix"]
+                    .as_str()
+                    .ok_or("a subnet needs properties.addressPrefix")?;
+            }
+            Ok(())
+        }
+        "networkSecurityGroups" => {
+            for rule in p["securityRules"].as_array().into_iter().flatten() {
+                object(rule, &["name", "properties"], &["name", "properties", "id"])?;
+                let r = &rule["properties"];
+                object(
+                    r,
+                    &["protocol", "access", "priority", "direction"],
+                    &[
+                        "protocol",
+                        "sourceAddressPrefix",
+                        "sourcePortRange",
+                        "destinationAddressPrefix",
+                        "destinationPortRange",
+                        "access",
+                        "priority",
+                        "direction",
+                        "description",
+                        "sourceAddressPrefixes",
+                        "destinationAddressPrefixes",
+                        "sourcePortRanges",
+                        "destinationPortRanges",
+                    ],
+                )?;
+                enum_of(r, "protocol", &["Tcp", "Udp", "Icmp", "Esp", "*", "Ah"])?;
+                enum_of(r, "access", &["Allow", "Deny"])?;
+                enum_of(r, "direction", &["Inbound", "Outbound"])?;
+                if !r["priority"]
+                    .as_i64()
+                    .is_some_and(|n| (100..=4096).contains(&n))
+                {
+                    return Err("priority must be 100..4096".into());
+                }
+            }
+            Ok(())
+        }
+        "publicIPAddresses" => {
+            if let Some(sku) = body.get("sku") {
+                enum_of(sku, "name", &["Basic", "Standard"])?;
+            }
+            enum_of_opt(Some(&p), "publicIPAllocationMethod", &["Static", "Dynamic"])?;
+            enum_of_opt(Some(&p), "publicIPAddressVersion", &["IPv4", "IPv6"])
+        }
+        "networkInterfaces" => {
+            let configs = p["ipConfigurations"]
+                .as_array()
+                .ok_or("ipConfigurations is required")?;
+            for c in configs {
+                let cp = &c["properties"];
+                let subnet = cp["subnet"]["id"]
+                    .as_str()
+                    .ok_or("an IP configuration needs a subnet id")?;
+                let vnet = subnet.to_ascii_lowercase();
+                let vnet = vnet.split("/subnets/").next().unwrap_or("");
+                if !w.network.contains_key(vnet) {
+                    return Err(format!("subnet {subnet} does not exist"));
+                }
+                if let Some(ip) = cp["publicIPAddress"]["id"].as_str() {
+                    if !w.network.contains_key(&ip.to_ascii_lowercase()) {
+                        return Err(format!("public IP {ip} does not exist"));
+                    }
+                }
+                enum_of_opt(
+                    Some(cp),
+                    "privateIPAllocationMethod",
+                    &["Static", "Dynamic"],
+                )?;
+            }
+            if let Some(nsg) = p["networkSecurityGroup"]["id"].as_str() {
+                if !w.network.contains_key(&nsg.to_ascii_lowercase()) {
+                    return Err(format!("network security group {nsg} does not exist"));
+                }
+            }
+            Ok(())
+        }
+        _ => Err(format!("{kind} is not a network type anycloud uses")),
+    }
+}
+
+fn machine_body(w: &World, body: &Value) -> Result<(), String> {
+    object(
+        body,
+        &["location", "properties"],
+        &[
+            "location",
+            "tags",
+            "identity",
+            "properties",
+            "zones",
+            "plan",
+        ],
+    )?;
+    tags(body)?;
+    let p = &body["properties"];
+    object(
+        p,
+        &[
+            "hardwareProfile",
+            "storageProfile",
+            "osProfile",
+            "networkProfile",
+        ],
+        &[
+            "hardwareProfile",
+            "storageProfile",
+            "osProfile",
+            "networkProfile",
+            "priority",
+            "evictionPolicy",
+            "billingProfile",
+            "diagnosticsProfile",
+            "userData",
+        ],
+    )?;
+    p["hardwareProfile"]["vmSize"]
+        .as_str()
+        .ok_or("hardwareProfile.vmSize is required")?;
+    let image = &p["storageProfile"]["imageReference"];
+    for k in ["publisher", "offer", "sku", "version"] {
+        image[k]
+            .as_str()
+            .ok_or(format!("imageReference.{k} is required"))?;
+    }
+    let disk = &p["storageProfile"]["osDisk"];
+    enum_of(disk, "createOption", &["FromImage", "Empty", "Attach"])?;
+    enum_of_opt(Some(disk), "deleteOption", &["Delete", "Detach"])?;
+    if let Some(gb) = disk.get("diskSizeGB") {
+        if !gb.is_u64() {
+            return Err("osDisk.diskSizeGB is an integer".into());
+        }
+    }
+    let os = &p["osProfile"];
+    os["adminUsername"]
+        .as_str()
+        .filter(|u| *u != "root")
+        .ok_or("osProfile.adminUsername is required and may not be root")?;
+    let linux = &os["linuxConfiguration"];
+    if linux["disablePasswordAuthentication"] != json!(true) || os.get("adminPassword").is_some() {
+        return Err("anycloud's VMs use SSH keys only".into());
+    }
+    let keys = linux["ssh"]["publicKeys"]
+        .as_array()
+        .ok_or("linuxConfiguration.ssh.publicKeys is required")?;
+    for k in keys {
+        object(k, &["path", "keyData"], &["path", "keyData"])?;
+    }
+    for nic in p["networkProfile"]["networkInterfaces"]
+        .as_array()
+        .ok_or("networkProfile.networkInterfaces is required")?
+    {
+        let id = nic["id"]
+            .as_str()
+            .ok_or("a network interface needs an id")?;
+        if !w.network.contains_key(&id.to_ascii_lowercase()) {
+            return Err(format!("network interface {id} does not exist"));
+        }
+    }
+    enum_of_opt(Some(p), "priority", &["Regular", "Low", "Spot"])?;
+    enum_of_opt(Some(p), "evictionPolicy", &["Deallocate", "Delete"])?;
+    if p.get("evictionPolicy").is_some()
+        && p["priority"] != json!("Spot")
+        && p["priority"] != json!("Low")
+    {
+        return Err("evictionPolicy applies to Spot VMs only".into());
+    }
+    if let Some(identity) = body.get("identity") {
+        enum_of(
+            identity,
+            "type",
+            &[
+                "SystemAssigned",
+                "UserAssigned",
+                "SystemAssigned, UserAssigned",
+                "None",
+            ],
+        )?;
+        for id in identity["userAssignedIdentities"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, _)| k)
+        {
+            if !w.identities.contains_key(&id.to_ascii_lowercase()) {
+                return Err(format!("user-assigned identity {id} does not exist"));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The Location poll of a storage account create: 202 while it provisions, then the account.

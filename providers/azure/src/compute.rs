@@ -1,0 +1,353 @@
+//! The VM's Azure objects, all in the resource group `anycloud-{region}`: the region's
+//! virtual network and subnet (shared by the region's deployments, kept), and the
+//! deployment's own network security group (tcp/22 from `ssh_cidr` only), public IP,
+//! network interface and Linux VM carrying its managed identity (Spot with eviction policy
+//! Delete when asked). Each is tagged with the state's lineage; another lineage's is never
+//! changed or deleted.
+
+use std::collections::BTreeMap;
+
+use anycloud_provider::{ErrorCode, ProviderError, Result};
+use serde_json::{json, Value};
+
+use crate::arm::Arm;
+use crate::owner::Owner;
+
+pub const NETWORK_API: &str = "2026-01-01";
+pub const COMPUTE_API: &str = "2025-04-01";
+
+/// The region's address space; each deployment's NIC takes an address of the subnet.
+const VNET_PREFIX: &str = "10.77.0.0/16";
+const SUBNET_PREFIX: &str = "10.77.0.0/20";
+pub const SUBNET: &str = "anycloud";
+
+/// Debian 12 (what the VM steps are written and tested for), gen2, latest.
+pub const IMAGE: (&str, &str, &str) = ("Debian", "debian-12", "12-gen2");
+/// The image's login user by default: not root, with passwordless sudo.
+pub const ADMIN_USER: &str = "azureuser";
+
+pub fn group_prefix(subscription: &str, group: &str) -> String {
+    format!("/subscriptions/{subscription}/resourceGroups/{group}/providers")
+}
+
+pub fn network_id(subscription: &str, group: &str, kind: &str, name: &str) -> String {
+    format!(
+        "{}/Microsoft.Network/{kind}/{name}",
+        group_prefix(subscription, group)
+    )
+}
+
+pub fn vm_id(subscription: &str, group: &str, name: &str) -> String {
+    format!(
+        "{}/Microsoft.Compute/virtualMachines/{name}",
+        group_prefix(subscription, group)
+    )
+}
+
+/// Fails unless an existing object is this state's; `None` when there is none.
+async fn existing_ours(
+    arm: &Arm,
+    id: &str,
+    api: &str,
+    lineage: &str,
+    what: &str,
+) -> Result<Option<Value>> {
+    match arm.get(id, api).await? {
+        Some(found) => {
+            Owner::of_resource(&found, lineage).must_be_ours(what)?;
+            Ok(Some(found))
+        }
+        None => Ok(None),
+    }
+}
+
+/// The region's virtual network: made once, shared by every deployment (of any state) in
+/// the region, never deleted by anycloud.
+pub async fn ensure_vnet(
+    arm: &Arm,
+    subscription: &str,
+    group: &str,
+    region: &str,
+    tags: &Value,
+) -> Result<String> {
+    let id = network_id(subscription, group, "virtualNetworks", "anycloud");
+    if arm.get(&id, NETWORK_API).await?.is_none() {
+        let body = json!({
+            "location": region,
+            "tags": tags,
+            "properties": {
+                "addressSpace": {"addressPrefixes": [VNET_PREFIX]},
+                "subnets": [{"name": SUBNET, "properties": {"addressPrefix": SUBNET_PREFIX}}],
+            },
+        });
+        arm.put(&id, NETWORK_API, &body).await?;
+    }
+    Ok(format!("{id}/subnets/{SUBNET}"))
+}
+
+/// The deployment's NSG: tcp/22 from `ssh_cidr`, nothing else inbound (Azure's default
+/// rules deny the rest). Rewritten when the CIDR changes.
+pub async fn ensure_nsg(
+    arm: &Arm,
+    id: &str,
+    region: &str,
+    ssh_cidr: &str,
+    tags: &Value,
+    lineage: &str,
+    name: &str,
+) -> Result<()> {
+    existing_ours(
+        arm,
+        id,
+        NETWORK_API,
+        lineage,
+        &format!("network security group {name}"),
+    )
+    .await?;
+    let body = json!({
+        "location": region,
+        "tags": tags,
+        "properties": {
+            "securityRules": [{
+                "name": "ssh",
+                "properties": {
+                    "protocol": "Tcp",
+                    "sourceAddressPrefix": ssh_cidr,
+                    "sourcePortRange": "*",
+                    "destinationAddressPrefix": "*",
+                    "destinationPortRange": "22",
+                    "access": "Allow",
+                    "priority": 1000,
+                    "direction": "Inbound",
+                },
+            }],
+        },
+    });
+    arm.put(id, NETWORK_API, &body).await.map(|_| ())
+}
+
+pub async fn ensure_public_ip(
+    arm: &Arm,
+    id: &str,
+    region: &str,
+    tags: &Value,
+    lineage: &str,
+    name: &str,
+) -> Result<()> {
+    if existing_ours(arm, id, NETWORK_API, lineage, &format!("public IP {name}"))
+        .await?
+        .is_some()
+    {
+        return Ok(());
+    }
+    let body = json!({
+        "location": region,
+        "tags": tags,
+        "sku": {"name": "Standard"},
+        "properties": {"publicIPAllocationMethod": "Static", "publicIPAddressVersion": "IPv4"},
+    });
+    arm.put(id, NETWORK_API, &body).await.map(|_| ())
+}
+
+pub struct Nic<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub region: &'a str,
+    pub subnet: &'a str,
+    pub public_ip: &'a str,
+    pub nsg: &'a str,
+}
+
+pub async fn ensure_nic(arm: &Arm, nic: &Nic<'_>, tags: &Value, lineage: &str) -> Result<()> {
+    if existing_ours(
+        arm,
+        nic.id,
+        NETWORK_API,
+        lineage,
+        &format!("network interface {}", nic.name),
+    )
+    .await?
+    .is_some()
+    {
+        return Ok(());
+    }
+    let body = json!({
+        "location": nic.region,
+        "tags": tags,
+        "properties": {
+            "ipConfigurations": [{
+                "name": "primary",
+                "properties": {
+                    "subnet": {"id": nic.subnet},
+                    "publicIPAddress": {"id": nic.public_ip},
+                    "privateIPAllocationMethod": "Dynamic",
+                },
+            }],
+            "networkSecurityGroup": {"id": nic.nsg},
+        },
+    });
+    arm.put(nic.id, NETWORK_API, &body).await.map(|_| ())
+}
+
+pub struct Machine<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub region: &'a str,
+    pub size: &'a str,
+    pub spot: bool,
+    pub disk_gb: Option<u64>,
+    pub nic: &'a str,
+    pub identity: &'a str,
+    pub public_key: &'a str,
+    pub admin_user: &'a str,
+}
+
+/// The VM, made once: an existing one of this state is kept as it is (a changed size or
+/// Spot setting replaces the VM through the plan, never here).
+pub async fn ensure_vm(arm: &Arm, m: &Machine<'_>, tags: &Value, lineage: &str) -> Result<Value> {
+    if let Some(found) = existing_ours(
+        arm,
+        m.id,
+        COMPUTE_API,
+        lineage,
+        &format!("virtual machine {}", m.name),
+    )
+    .await?
+    {
+        return Ok(found);
+    }
+    let mut os_disk = json!({
+        "createOption": "FromImage",
+        "deleteOption": "Delete",
+        "managedDisk": {"storageAccountType": "StandardSSD_LRS"},
+    });
+    if let Some(gb) = m.disk_gb {
+        os_disk["diskSizeGB"] = json!(gb);
+    }
+    let mut properties = json!({
+        "hardwareProfile": {"vmSize": m.size},
+        "storageProfile": {
+            "imageReference": {"publisher": IMAGE.0, "offer": IMAGE.1, "sku": IMAGE.2, "version": "latest"},
+            "osDisk": os_disk,
+        },
+        "osProfile": {
+            "computerName": m.name,
+            "adminUsername": m.admin_user,
+            "linuxConfiguration": {
+                "disablePasswordAuthentication": true,
+                "ssh": {"publicKeys": [{
+                    "path": format!("/home/{}/.ssh/authorized_keys", m.admin_user),
+                    "keyData": m.public_key,
+                }]},
+            },
+        },
+        "networkProfile": {"networkInterfaces": [{"id": m.nic, "properties": {"primary": true}}]},
+    });
+    if m.spot {
+        // Evicted VMs are deleted (not kept deallocated, still billed for their disk); -1:
+        // never evicted for price, only for capacity.
+        properties["priority"] = json!("Spot");
+        properties["evictionPolicy"] = json!("Delete");
+        properties["billingProfile"] = json!({"maxPrice": -1});
+    }
+    let body = json!({
+        "location": m.region,
+        "tags": tags,
+        "identity": {"type": "UserAssigned", "userAssignedIdentities": {m.identity: {}}},
+        "properties": properties,
+    });
+    arm.put(m.id, COMPUTE_API, &body).await
+}
+
+/// Deletes an object of this state; another's is left (and said so), a missing one is fine.
+pub async fn delete_ours(arm: &Arm, id: &str, api: &str, lineage: &str, what: &str) -> Result<()> {
+    match arm.get(id, api).await? {
+        Some(found) if Owner::of_resource(&found, lineage) == Owner::Us => {
+            arm.delete(id, api).await
+        }
+        Some(_) => {
+            anycloud_provider::output::line(&format!("{what} is not this state's: left as it is"));
+            Ok(())
+        }
+        None => Ok(()),
+    }
+}
+
+/// What a refresh needs of the subscription's VMs and addresses: two calls, whatever their
+/// number. VMs by lower-cased id, with their power state; public IPs by lower-cased id.
+pub struct Fleet {
+    pub vms: BTreeMap<String, Value>,
+    pub addresses: BTreeMap<String, String>,
+}
+
+impl Fleet {
+    pub async fn list(arm: &Arm, subscription: &str) -> Result<Fleet> {
+        let vms = arm
+            .list(
+                &format!("/subscriptions/{subscription}/providers/Microsoft.Compute/virtualMachines?statusOnly=true"),
+                COMPUTE_API,
+            )
+            .await?
+            .into_iter()
+            .filter_map(|v| Some((v.get("id")?.as_str()?.to_ascii_lowercase(), v)))
+            .collect();
+        let addresses = arm
+            .list(
+                &format!(
+                    "/subscriptions/{subscription}/providers/Microsoft.Network/publicIPAddresses"
+                ),
+                NETWORK_API,
+            )
+            .await?
+            .into_iter()
+            .filter_map(|ip| {
+                let id = ip.get("id")?.as_str()?.to_ascii_lowercase();
+                let address = ip.get("properties")?.get("ipAddress")?.as_str()?.to_owned();
+                Some((id, address))
+            })
+            .collect();
+        Ok(Fleet { vms, addresses })
+    }
+
+    /// `running`, `deallocated`, `stopped`…, from the VM's instance view; `None` when the
+    /// VM is gone (deleted, or evicted with policy Delete).
+    pub fn power_state(&self, id: &str) -> Option<String> {
+        let vm = self.vms.get(&id.to_ascii_lowercase())?;
+        let statuses = vm
+            .get("properties")
+            .and_then(|p| p.get("instanceView"))
+            .and_then(|v| v.get("statuses"))
+            .and_then(|s| s.as_array());
+        let state = statuses
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.get("code")?.as_str())
+            .find_map(|c| c.strip_prefix("PowerState/"))
+            .unwrap_or("unknown");
+        Some(state.to_owned())
+    }
+
+    pub fn address(&self, public_ip_id: &str) -> Option<&str> {
+        self.addresses
+            .get(&public_ip_id.to_ascii_lowercase())
+            .map(String::as_str)
+    }
+}
+
+/// The public address of a public IP, once allocated.
+pub async fn address_of(arm: &Arm, id: &str) -> Result<String> {
+    arm.get(id, NETWORK_API)
+        .await?
+        .and_then(|ip| {
+            ip.get("properties")?
+                .get("ipAddress")?
+                .as_str()
+                .map(String::from)
+        })
+        .ok_or_else(|| {
+            ProviderError::new(
+                ErrorCode::Propagating,
+                format!("public IP {id} has no address yet"),
+            )
+        })
+}
