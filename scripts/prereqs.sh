@@ -17,6 +17,9 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v sudo >/dev/null 2>&1 || need+=(sudo)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
+# The Azure tests: Azurite (node) over TLS with a test CA (openssl).
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing: ${need[*]}; run this as root (or install them yourself)" >&2
@@ -36,6 +39,14 @@ if [ ! -x "$MOTO_VENV/bin/moto_server" ]; then
   "$MOTO_VENV/bin/pip" install -q 'moto[server]'
 fi
 
+# Azurite stands in for Azure's blob service in the Azure tests (each test starts its own).
+AZURITE_DIR=${ANYCLOUD_AZURITE_DIR:-/var/cache/anycloud/azurite}
+if [ ! -x "$AZURITE_DIR/node_modules/.bin/azurite-blob" ]; then
+  echo "installing azurite into $AZURITE_DIR…"
+  mkdir -p "$AZURITE_DIR"
+  npm install --prefix "$AZURITE_DIR" --no-audit --no-fund --silent azurite@3 >/dev/null
+fi
+
 # No Docker daemon runs at boot here; start one unless one answers already (without
 # iptables: the local cloud's containers use the host's network; the bridge is there for
 # jobs on cloud VMs, which are one hop from the instance metadata service).
@@ -45,4 +56,4 @@ if ! docker info >/dev/null 2>&1; then
   for _ in $(seq 1 120); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
   docker info >/dev/null 2>&1 || { echo "dockerd did not start:" >&2; tail -n 30 /var/log/anycloud/dockerd.log >&2; exit 1; }
 fi
-echo "prerequisites ready: moto $("$MOTO_VENV/bin/pip" show moto 2>/dev/null | sed -n 's/^Version: //p'), docker $(docker version --format '{{.Server.Version}}' 2>/dev/null), $(supervisord --version 2>/dev/null | sed 's/^/supervisord /'), $(/usr/bin/rclone version 2>/dev/null | head -n1)"
+echo "prerequisites ready: moto $("$MOTO_VENV/bin/pip" show moto 2>/dev/null | sed -n 's/^Version: //p'), azurite $("$AZURITE_DIR/node_modules/.bin/azurite-blob" --version 2>/dev/null), docker $(docker version --format '{{.Server.Version}}' 2>/dev/null), $(supervisord --version 2>/dev/null | sed 's/^/supervisord /'), $(/usr/bin/rclone version 2>/dev/null | head -n1)"

@@ -254,6 +254,7 @@ fn the_examples_validate() {
         "examples/quickstart/anycloud.yaml",
         "examples/ssh/anycloud.yaml",
         "examples/aws/anycloud.yaml",
+        "examples/azure/anycloud.yaml",
     ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_anycloud"))
             .args(["validate", "-f"])

@@ -251,14 +251,13 @@ impl Arm {
         let started = tokio::time::Instant::now();
         let async_op = reply.header("azure-asyncoperation").map(String::from);
         let location = reply.header("location").map(String::from);
-        let accepted = reply.status == StatusCode::ACCEPTED || reply.status == StatusCode::CREATED;
-        if accepted {
-            if let Some(status_url) = async_op {
-                self.wait_for_status(&status_url, reply.retry_after(), started)
-                    .await
-                    .map_err(|e| in_operation(method, path, e))?;
-                return self.final_state(method, path, api_version).await;
-            }
+        // An operation to poll, whatever the success code (network PUTs answer 200 or 201
+        // with the resource still `Updating` and `Azure-AsyncOperation`).
+        if let Some(status_url) = async_op {
+            self.wait_for_status(&status_url, reply.retry_after(), started)
+                .await
+                .map_err(|e| in_operation(method, path, e))?;
+            return self.final_state(method, path, api_version).await;
         }
         if reply.status == StatusCode::ACCEPTED {
             if let Some(location) = location {

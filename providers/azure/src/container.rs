@@ -41,18 +41,28 @@ fn role_of(t: &Target<'_>) -> Option<BucketRole> {
 }
 
 /// The account's resource group, as its storage node recorded it (an adopted account may
-/// live in another group than the derived one).
-fn group(t: &Target<'_>) -> Result<String> {
+/// live in another group than the derived one), else as the subscription lists it, else
+/// the derived one (an account still to be made).
+fn group(t: &Target<'_>, accounts: &[Value]) -> Result<String> {
     if let Some(g) = t.attrs.get("resource_group").and_then(|g| g.as_str()) {
         return Ok(g.to_owned());
     }
-    t.dep(Kind::Storage)
+    if let Some(g) = t
+        .dep(Kind::Storage)
         .and_then(|s| s.get("resource_group"))
         .and_then(|g| g.as_str())
-        .map(String::from)
-        .ok_or_else(|| {
-            ProviderError::permanent("the storage account's resource group is not recorded yet")
-        })
+    {
+        return Ok(g.to_owned());
+    }
+    let account = attr_str(t.attrs, "account")?;
+    if let Some(g) = accounts
+        .iter()
+        .find(|a| a.get("name").and_then(|n| n.as_str()) == Some(account))
+        .and_then(crate::storage::group_of)
+    {
+        return Ok(g);
+    }
+    Ok(naming::storage_group(attr_str(t.attrs, "continent")?))
 }
 
 pub fn container_path(subscription: &str, group: &str, account: &str, name: &str) -> String {
@@ -67,6 +77,7 @@ pub async fn list(
     arm: &Arm,
     subscription: &str,
     targets: &[Target<'_>],
+    accounts: &[Value],
 ) -> Result<BTreeMap<String, Vec<Value>>> {
     let mut by_account = BTreeMap::new();
     for t in targets.iter().filter(|t| t.kind == Kind::Bucket) {
@@ -74,7 +85,7 @@ pub async fn list(
         if by_account.contains_key(account) {
             continue;
         }
-        let Ok(group) = group(t) else { continue };
+        let group = group(t, accounts)?;
         let path = format!(
             "{}/blobServices/default/containers",
             account_path(subscription, &group, account)
@@ -104,7 +115,7 @@ pub async fn create(arm: &Arm, subscription: &str, t: &Target<'_>) -> Result<Att
     let a = t.attrs;
     let name = attr_str(a, "name")?;
     let account = attr_str(a, "account")?;
-    let group = group(t)?;
+    let group = group(t, &[])?;
     let path = container_path(subscription, &group, account, name);
     let role = role_of(t);
     let existing = arm.get(&path, STORAGE_API).await?;
@@ -151,7 +162,7 @@ pub async fn delete(arm: &Arm, subscription: &str, t: &Target<'_>) -> Result<()>
     }
     let name = attr_str(t.attrs, "name")?;
     let account = attr_str(t.attrs, "account")?;
-    let Ok(group) = group(t) else { return Ok(()) };
+    let group = group(t, &[])?;
     let path = container_path(subscription, &group, account, name);
     match arm.get(&path, STORAGE_API).await? {
         Some(c) if Owner::of_container(&c, t.lineage) == Owner::Us => {

@@ -272,12 +272,12 @@ impl Provider for AzureProvider {
         let subscription = self.subscription()?;
         let arm = self.arm()?;
         let wants = |k: Kind| targets.iter().any(|t| t.kind == k);
-        let accounts = if wants(Kind::Storage) {
+        let accounts = if wants(Kind::Storage) || wants(Kind::Bucket) {
             storage::list(arm, &subscription).await?
         } else {
             vec![]
         };
-        let containers = container::list(arm, &subscription, targets).await?;
+        let containers = container::list(arm, &subscription, targets, &accounts).await?;
         let identities = if wants(Kind::Role) {
             identity::list(arm, &subscription).await?
         } else {

@@ -29,14 +29,27 @@ pub struct Endpoints {
     /// Resource Manager of another cloud (or a test's contract server).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_manager: Option<String>,
-    /// The blob service the VMs' rclone uses, when it is not
-    /// `https://{account}.blob.core.windows.net` (another cloud, a test's emulator).
+    /// The blob service's domain, when it is not `blob.core.windows.net` (another cloud, a
+    /// test's emulator): the VMs' rclone reaches `https://{account}.{blob_suffix}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub blob: Option<String>,
+    pub blob_suffix: Option<String>,
 }
 
 pub const KEYS: &[&str] = &["subscription_id", "ssh_cidr", "ssh_user", "endpoints"];
-const ENDPOINT_KEYS: &[&str] = &["resource_manager", "blob"];
+const ENDPOINT_KEYS: &[&str] = &["resource_manager", "blob_suffix"];
+
+/// A domain with an optional port: it goes into the VMs' `rclone.conf`, so nothing else.
+fn is_domain(v: &str) -> bool {
+    let (host, port) = match v.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (v, None),
+    };
+    !host.is_empty()
+        && host.split('.').all(|label| {
+            !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+        && port.is_none_or(|p| p.parse::<u16>().is_ok())
+}
 
 fn is_guid(v: &str) -> bool {
     v.len() == 36
@@ -93,19 +106,29 @@ pub fn check(doc: Option<&Doc>, checks: &mut Checks) -> Settings {
     }
     if let Some(endpoints) = doc.get("endpoints") {
         if checks.known_keys(endpoints, "providers.azure.endpoints", ENDPOINT_KEYS) {
-            for (key, slot) in [
-                ("resource_manager", &mut s.endpoints.resource_manager),
-                ("blob", &mut s.endpoints.blob),
-            ] {
-                let Some(v) = endpoints.get(key) else {
-                    continue;
-                };
-                let path = format!("providers.azure.endpoints.{key}");
-                if let Some(url) = checks.string(v, &path) {
+            if let Some(v) = endpoints.get("resource_manager") {
+                let path = "providers.azure.endpoints.resource_manager";
+                if let Some(url) = checks.string(v, path) {
                     if let Err(why) = check_url(&url) {
                         checks.error(v.at, format!("{path} {why}"), None);
                     }
-                    *slot = Some(url);
+                    s.endpoints.resource_manager = Some(url);
+                }
+            }
+            if let Some(v) = endpoints.get("blob_suffix") {
+                let path = "providers.azure.endpoints.blob_suffix";
+                if let Some(suffix) = checks.string(v, path) {
+                    if !is_domain(&suffix) {
+                        checks.error(
+                            v.at,
+                            format!(
+                                "{path} '{}' is not a domain like blob.core.chinacloudapi.cn (with an optional :port)",
+                                suffix.escape_default()
+                            ),
+                            None,
+                        );
+                    }
+                    s.endpoints.blob_suffix = Some(suffix);
                 }
             }
         }
@@ -146,6 +169,15 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_blob_suffix_is_a_domain_and_nothing_else() {
+        assert!(is_domain("blob.core.chinacloudapi.cn"));
+        assert!(is_domain("blob.anycloud.test:10443"));
+        assert!(!is_domain("blob.test\nkey = x"));
+        assert!(!is_domain("https://blob.test"));
+        assert!(!is_domain("blob..test"));
+    }
 
     #[test]
     fn guids_have_their_dashes_in_place() {

@@ -28,15 +28,15 @@ fn remote_name(account: &str) -> String {
 }
 
 /// `rclone.conf`: one remote for the continent's account, signed in as the VM's only
-/// user-assigned identity through the instance metadata service. `endpoint` only for a
-/// blob service elsewhere than `{account}.blob.core.windows.net` (a test's).
-pub fn rclone_conf(account: &str, endpoint: Option<&str>) -> String {
+/// user-assigned identity through the instance metadata service. `blob_suffix` only for a
+/// blob service elsewhere than `{account}.blob.core.windows.net` (rclone's `endpoint`).
+pub fn rclone_conf(account: &str, blob_suffix: Option<&str>) -> String {
     let mut conf = format!(
         "[{}]\ntype = azureblob\naccount = {account}\nuse_msi = true\n",
         remote_name(account)
     );
-    if let Some(url) = endpoint {
-        conf.push_str(&format!("endpoint = {url}\n"));
+    if let Some(suffix) = blob_suffix {
+        conf.push_str(&format!("endpoint = {suffix}\n"));
     }
     conf
 }
@@ -44,7 +44,7 @@ pub fn rclone_conf(account: &str, endpoint: Option<&str>) -> String {
 pub fn context(
     spec: &DeploymentSpec,
     subscription: &str,
-    blob_endpoint: Option<&str>,
+    blob_suffix: Option<&str>,
 ) -> Result<HostContext> {
     let account = naming::storage_account(&spec.continent, subscription);
     let remotes: BTreeMap<BucketRole, String> = spec
@@ -64,7 +64,7 @@ pub fn context(
     Ok(HostContext {
         deployment: spec.id.clone(),
         layout: VmLayout::on_vm(&testing::vm_root()),
-        rclone_conf: rclone_conf(&account, blob_endpoint),
+        rclone_conf: rclone_conf(&account, blob_suffix),
         check_target,
         remotes,
         // The job reaches the instance metadata service through Docker's bridge.
@@ -75,9 +75,9 @@ pub fn context(
 
 fn host_context(p: &AzureProvider, spec: &DeploymentSpec) -> Result<Arc<HostContext>> {
     let subscription = p.subscription()?;
-    let endpoint = p.settings().endpoints.blob.clone();
+    let suffix = p.settings().endpoints.blob_suffix.clone();
     p.contexts
-        .get(spec, || context(spec, &subscription, endpoint.as_deref()))
+        .get(spec, || context(spec, &subscription, suffix.as_deref()))
 }
 
 pub fn ssh_target(vm: &Attrs, key_path: PathBuf) -> Result<SshTarget> {

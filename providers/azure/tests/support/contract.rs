@@ -16,6 +16,9 @@
 //!
 //! The fixtures are our own, made from the schemas, not copies of the specs' examples.
 
+// Each test binary that includes it uses part of it.
+#![allow(dead_code)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -37,6 +40,9 @@ pub const COMPUTE_API: &str = "2025-04-01";
 pub const TENANT: &str = "72f988bf-0000-4000-8000-00000000c0de";
 pub const CLIENT_ID: &str = "5b0c6a53-0000-4000-8000-0000000c11e7";
 pub const CLIENT_SECRET: &str = "contract-server-secret-not-real";
+
+/// Called with (account, container, made) as a container is made or deleted.
+pub type Mirror = Arc<dyn Fn(&str, &str, bool) + Send + Sync>;
 
 #[derive(Default)]
 pub struct World {
@@ -60,6 +66,8 @@ pub struct World {
     pub vms: BTreeMap<String, Value>,
     /// operation id → (polls left, lower-cased id of the resource it provisions, or none)
     operations: BTreeMap<u64, (usize, Option<String>)>,
+    /// Called as a container is made (`true`) or deleted: mirrors it into a blob service.
+    pub on_container: Option<Mirror>,
     /// Fault injection.
     pub throttle_next: usize,
     pub slow_polls: usize,
@@ -665,11 +673,19 @@ impl Route {
                     },
                 });
                 w.containers.insert(key, c.clone());
+                if let Some(mirror) = w.on_container.clone() {
+                    mirror(s[7], s[11], true);
+                }
                 ok(if created { 201 } else { 200 }, c)
             }
             (Route::Container, "DELETE") => match live_account(w, &sub, s[3], s[7]) {
                 Ok(()) => match w.containers.remove(&(s[7].to_owned(), s[11].to_owned())) {
-                    Some(_) => ok(200, Value::Null),
+                    Some(_) => {
+                        if let Some(mirror) = w.on_container.clone() {
+                            mirror(s[7], s[11], false);
+                        }
+                        ok(200, Value::Null)
+                    }
                     None => ok(204, Value::Null),
                 },
                 Err(a) => a,
@@ -876,6 +892,16 @@ impl Route {
             }
             (Route::Network(_), "GET") | (Route::Machine, "GET") => {
                 let id = format!("/{}", s.join("/")).to_ascii_lowercase();
+                // Provisioning goes on whether or not the operation is polled.
+                let pending: Vec<u64> = w
+                    .operations
+                    .iter()
+                    .filter(|(_, (_, r))| r.as_deref() == Some(id.as_str()))
+                    .map(|(op, _)| *op)
+                    .collect();
+                for op in pending {
+                    poll_async(w, op);
+                }
                 match w.network.get(&id).or_else(|| w.vms.get(&id)) {
                     Some(r) => ok(200, r.clone()),
                     None => error(404, "ResourceNotFound", "The Resource was not found."),

@@ -1,0 +1,297 @@
+//! The Azure provider through the engine: Resource Manager is the contract server written
+//! from Azure's REST specifications (`providers/azure/tests/support/contract.rs`; Azure has
+//! no emulator of its control plane), the blob service is Azurite (HTTPS, bearer tokens
+//! checked for issuer, audience and lifetime), and the VM is a test host logging in as a
+//! sudo user, reached through the documented `ANYCLOUD_TEST_SSH_ADDRESS`. On that host rclone
+//! really syncs input from, and output and checkpoint to, Azurite, signed in as the
+//! deployment's managed identity through a metadata service at 169.254.169.254: no key,
+//! SAS or connection string anywhere.
+//!
+//! Needs root, docker, supervisord, rclone, sshd, ip, curl, openssl, python3 and Azurite
+//! (`scripts/prereqs.sh`).
+
+#![cfg(feature = "azure")]
+
+mod common;
+
+#[path = "../providers/azure/tests/support/contract.rs"]
+mod contract;
+#[path = "../providers/host/tests/support/sshd.rs"]
+mod sshd;
+
+use std::sync::Arc;
+
+use common::azurite::Azurite;
+use common::{build_image, containers_of, read, wait_for, Project, Run};
+use contract::Contract;
+use serde_json::json;
+use sshd::TestHost;
+
+const SUBSCRIPTION: &str = "5eed0000-aaaa-4bbb-8ccc-0123456789ab";
+
+fn run(p: &Project, env: &[(String, String)], args: &[&str]) -> Run {
+    let out = p
+        .command(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn ok(p: &Project, env: &[(String, String)], args: &[&str]) -> Run {
+    let r = run(p, env, args);
+    assert_eq!(r.code, 0, "anycloud {args:?} failed: {r:?}");
+    r
+}
+
+fn config(user: &str, arm: &str, blob_suffix: &str) -> String {
+    format!(
+        r#"
+project: e2e-azure
+providers:
+  azure:
+    subscription_id: {SUBSCRIPTION}
+    ssh_cidr: 10.0.0.0/8
+    ssh_user: {user}
+    endpoints: {{ resource_manager: "{arm}", blob_suffix: "{blob_suffix}" }}
+defaults:
+  sync_interval: 1s
+  connectivity_check: {{ retries: 5, retries_sleep: 1s }}
+deployments:
+  az-alpha:
+    provider: azure
+    region: westeurope
+    vm: {{ type: Standard_D2s_v5, spot: true }}
+    container:
+      image: anycloud-e2e:v1
+      command: [/bin/sh, /job.sh]
+    buckets: {{ input: az-input, output: az-results, checkpoint: true }}
+"#
+    )
+}
+
+#[test]
+fn azure_through_the_engine_with_blobs_in_azurite() {
+    common::remove_leftover_containers(&["az-alpha"]);
+    build_image("anycloud-e2e:v1");
+    let mut host = TestHost::start().with_sudo_user();
+    let account = anycloud_provider_azure::naming::storage_account("eu", SUBSCRIPTION);
+    let mut blobs = Azurite::start(&host.gateway, &account);
+    blobs.serve_host(&host.namespace);
+    // sshd's sessions see the host's name resolution and trusted CA from a fresh start.
+    host.stop_sshd();
+    host.start_sshd();
+    let blobs = Arc::new(blobs);
+
+    let arm = Contract::start();
+    let mirror = blobs.clone();
+    arm.with(|w| {
+        // Containers made through Resource Manager exist in the blob service too.
+        w.on_container = Some(Arc::new(move |_account: &str, name: &str, made: bool| {
+            if made {
+                mirror.create_container(name)
+            } else {
+                mirror.delete_container(name)
+            }
+        }));
+    });
+    // The continent's account exists already (made for an earlier deployment), with the
+    // input container the user filled.
+    arm.with(|w| {
+        w.accounts.insert(
+            account.clone(),
+            (
+                SUBSCRIPTION.into(),
+                "anycloud-storage-eu".into(),
+                json!({
+                    "id": format!("/subscriptions/{SUBSCRIPTION}/resourceGroups/anycloud-storage-eu/providers/Microsoft.Storage/storageAccounts/{account}"),
+                    "name": account, "location": "westeurope", "tags": {},
+                    "properties": {"provisioningState": "Succeeded"},
+                }),
+                0,
+            ),
+        );
+        w.containers.insert(
+            (account.clone(), "az-input".into()),
+            json!({"name": "az-input", "properties": {"metadata": {}}}),
+        );
+    });
+    blobs.create_container("az-input");
+    blobs.put_blob("az-input", "data.txt", "hello from the input container\n");
+
+    let vm_root = host.dir.path().join("vm");
+    let p = Project::new(&config(&host.user, &arm.url, &blobs.suffix()));
+    let mut env: Vec<(String, String)> = arm
+        .env()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    env.push((
+        "ANYCLOUD_TEST_SSH_ADDRESS".into(),
+        format!("{}:{}", host.address, host.port),
+    ));
+    env.push((
+        "ANYCLOUD_TEST_VM_ROOT".into(),
+        vm_root.display().to_string(),
+    ));
+    // On Azure the VM's agent installs the key from the VM's osProfile; the test host stands
+    // in for that by authorising the deployment's key.
+    let key =
+        anycloud_host::keys::ensure_deployment_key(&p.path().join(".anycloud/keys"), "az-alpha")
+            .unwrap();
+    host.authorize(&key.public_key);
+
+    let plan = ok(&p, &env, &["plan"]);
+    assert!(plan.stdout.contains(&account), "{plan:?}");
+    let applied = ok(&p, &env, &["apply", "--auto-approve"]);
+    assert!(applied.stdout.contains("Apply complete!"), "{applied:?}");
+    assert_eq!(containers_of("az-alpha"), 1);
+
+    // The job's output and checkpoint reach Azurite, its input came from it.
+    let copy = wait_for(60, "the input copy in the output container", || {
+        blobs.get_blob("az-results", "input-copy.txt")
+    });
+    assert_eq!(copy, "hello from the input container\n");
+    wait_for(60, "ticks in the output container", || {
+        blobs
+            .get_blob("az-results", "tick.txt")
+            .filter(|t| t.trim().parse::<u64>().is_ok())
+    });
+    wait_for(60, "the counter in the checkpoint container", || {
+        blobs
+            .get_blob("az-alpha", "counter")
+            .filter(|t| t.trim().parse::<u64>().is_ok())
+    });
+    assert_eq!(
+        run(&p, &env, &["plan", "--detailed-exitcode"]).code,
+        0,
+        "converged"
+    );
+
+    // No key, SAS, connection string or token anywhere anycloud writes.
+    let rclone_conf = walk(&vm_root)
+        .into_iter()
+        .find(|f| f.ends_with("rclone.conf"))
+        .expect("rclone.conf on the VM");
+    let conf = read(&rclone_conf).unwrap();
+    assert!(
+        conf.contains("use_msi = true") && conf.contains(&format!("account = {account}")),
+        "{conf}"
+    );
+    let mut written: Vec<String> = walk(&vm_root)
+        .iter()
+        // The deployments' own SSH keys are the one secret kept there, by design.
+        .chain(
+            walk(&p.path().join(".anycloud"))
+                .iter()
+                .filter(|f| !f.starts_with(p.path().join(".anycloud/keys"))),
+        )
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .collect();
+    written.push(plan.stdout.clone());
+    written.push(applied.stdout.clone() + &applied.stderr);
+    for text in &written {
+        for secret in [
+            contract::CLIENT_SECRET,
+            "token-",
+            "eyJ",
+            "AccountKey",
+            "sig=",
+        ] {
+            assert!(!text.contains(secret), "{secret} found in: {text}");
+        }
+    }
+
+    // Spot eviction (policy Delete): the VM is gone with its disk. The refresh plans a new
+    // VM and everything on it; the new one restores the checkpoint and the job resumes.
+    let checkpoint = blobs
+        .get_blob("az-alpha", "counter")
+        .and_then(|c| c.trim().parse::<u64>().ok())
+        .unwrap();
+    arm.evict("anycloud-az-alpha");
+    common::sh(&format!("docker rm -f $(docker ps -aq --filter label=anycloud.deployment=az-alpha) >/dev/null 2>&1; pkill -f 'supervisord -c {}/' ; true", vm_root.display()));
+    std::fs::remove_dir_all(vm_root.join("mnt")).unwrap();
+    let recovery = run(&p, &env, &["plan", "--detailed-exitcode"]);
+    assert_eq!(recovery.code, 2, "{recovery:?}");
+    for created in ["vm", "sync.checkpoint_restore", "container"] {
+        assert!(
+            recovery
+                .stdout
+                .contains(&format!("deployment.az-alpha.{created} will be created")),
+            "{recovery:?}"
+        );
+    }
+    ok(&p, &env, &["apply", "--auto-approve"]);
+    let restored = read(&vm_root.join("mnt/checkpoint/counter"))
+        .and_then(|c| c.trim().parse::<u64>().ok())
+        .expect("the checkpoint is back on the new VM");
+    assert!(restored >= checkpoint, "restored {restored} < {checkpoint}");
+    let resumed = wait_for(60, "the new VM's job to resume", || {
+        read(&vm_root.join("mnt/output/resumed-from.txt"))
+            .and_then(|c| c.trim().parse::<u64>().ok())
+    });
+    assert!(
+        resumed >= checkpoint,
+        "resumed from {resumed} < {checkpoint}"
+    );
+    assert_eq!(containers_of("az-alpha"), 1);
+    assert_eq!(run(&p, &env, &["plan", "--detailed-exitcode"]).code, 0);
+
+    // Destroy: the last output reaches Azurite; VM, NIC, IP, NSG, identity, its role
+    // assignments and the checkpoint container go; the account, input and output stay.
+    std::fs::write(
+        vm_root.join("mnt/output/last-words.txt"),
+        "written just before destroy\n",
+    )
+    .unwrap();
+    ok(&p, &env, &["destroy", "--auto-approve"]);
+    assert_eq!(
+        blobs.get_blob("az-results", "last-words.txt").as_deref(),
+        Some("written just before destroy\n")
+    );
+    assert_eq!(containers_of("az-alpha"), 0);
+    arm.with(|w| {
+        assert!(w.vms.is_empty(), "the VM is deleted");
+        assert!(w.identities.is_empty(), "the identity is deleted");
+        assert!(w.assignments.is_empty(), "its role assignments are deleted");
+        let network: Vec<&str> = w
+            .network
+            .values()
+            .map(|n| n["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            network,
+            vec!["anycloud"],
+            "only the region's virtual network stays"
+        );
+        assert!(w.accounts.contains_key(&account));
+        let containers: Vec<&str> = w.containers.keys().map(|(_, c)| c.as_str()).collect();
+        assert_eq!(containers, vec!["az-input", "az-results"]);
+    });
+    assert_eq!(
+        blobs.get_blob("az-alpha", "counter"),
+        None,
+        "the checkpoint container is gone"
+    );
+    assert_eq!(arm.violations(), Vec::<String>::new());
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![];
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.is_dir() && !path.is_symlink() {
+            out.extend(walk(&path));
+        } else if path.is_file() {
+            out.push(path);
+        }
+    }
+    out
+}
