@@ -295,3 +295,100 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+fn storage_only(arm: &str, subscription: &str, deployment: &str) -> String {
+    format!(
+        r#"
+project: {deployment}
+providers:
+  azure: {{ subscription_id: {subscription}, endpoints: {{ resource_manager: "{arm}" }} }}
+deployments:
+  {deployment}:
+    provider: azure
+    region: northeurope
+    vm: {{ type: Standard_D2s_v5 }}
+    container: {{ image: busybox }}
+    buckets: {{ output: {deployment}-results }}
+"#
+    )
+}
+
+/// Two teams' applies make the continent's account at the same moment: both end with the
+/// one account and exit 0; the slower one adopts what the faster one made.
+#[test]
+fn two_apply_processes_racing_for_the_account_both_succeed_with_one_account() {
+    let arm = Contract::start();
+    // A slow account widens the window: both PUTs land while it provisions.
+    arm.with(|w| w.slow_polls = 3);
+    let subscription = "5eed0001-aaaa-4bbb-8ccc-0123456789ab";
+    let env: Vec<(String, String)> = arm
+        .env()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    let (a, b) = (
+        Project::new(&storage_only(&arm.url, subscription, "team-a")),
+        Project::new(&storage_only(&arm.url, subscription, "team-b")),
+    );
+    let args = [
+        "apply",
+        "--auto-approve",
+        "--target",
+        "shared.azure.eu.storage",
+    ];
+    let spawn = |p: &Project| {
+        p.command(&args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (ca, cb) = (spawn(&a), spawn(&b));
+    for child in [ca, cb] {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let account = anycloud_provider_azure::naming::storage_account("eu", subscription);
+    assert_eq!(
+        arm.with(|w| w.accounts.keys().filter(|n| **n == account).count()),
+        1
+    );
+    assert!(arm.count(&format!("PUT /subscriptions/{subscription}/resourceGroups/anycloud-storage-eu/providers/Microsoft.Storage/storageAccounts/{account}")) >= 1);
+    for p in [&a, &b] {
+        let recorded = p.state_json().unwrap()["resources"]["shared.azure.eu.storage"]
+            ["attributes"]["account"]
+            .clone();
+        assert_eq!(recorded, json!(account));
+    }
+    assert_eq!(arm.violations(), Vec::<String>::new());
+}
+
+/// An account name another subscription holds fails the plan, naming the account, before
+/// anything is made.
+#[test]
+fn an_account_name_taken_elsewhere_fails_the_plan_naming_it() {
+    let arm = Contract::start();
+    let subscription = "5eed0002-aaaa-4bbb-8ccc-0123456789ab";
+    let account = anycloud_provider_azure::naming::storage_account("eu", subscription);
+    arm.with(|w| w.taken_elsewhere.insert(account.clone()));
+    let env: Vec<(String, String)> = arm
+        .env()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    let p = Project::new(&storage_only(&arm.url, subscription, "taken"));
+    let r = run(&p, &env, &["plan"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains(&account) && r.stderr.contains("another Azure subscription"),
+        "{r:?}"
+    );
+    assert_eq!(arm.count("PUT "), 0, "nothing is made");
+    assert_eq!(arm.violations(), Vec::<String>::new());
+}

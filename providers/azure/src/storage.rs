@@ -183,6 +183,33 @@ async fn find(arm: &Arm, subscription: &str, name: &str) -> Result<Option<Value>
         .find(|a| a.get("name").and_then(|n| n.as_str()) == Some(name)))
 }
 
+/// Whether an account that is not available (and was not listed) turns up in this
+/// subscription within half a minute: a teammate's concurrent apply may be making it right
+/// now, and an account is listed only once it is provisioned. Only a name that stays
+/// unlisted is another subscription's.
+async fn made_meanwhile(arm: &Arm, subscription: &str, name: &str) -> Result<bool> {
+    let found = anycloud_provider::retry::wait_for(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(8),
+        std::time::Duration::from_secs(30),
+        || async {
+            match find(arm, subscription, name).await {
+                Ok(Some(_)) => Ok(()),
+                Ok(None) => Err(None),
+                Err(e) => Err(Some(e)),
+            }
+        },
+        |e: &Option<ProviderError>| e.is_none(),
+        |_, _| {},
+    )
+    .await;
+    match found {
+        Ok(()) => Ok(true),
+        Err(None) => Ok(false),
+        Err(Some(e)) => Err(e),
+    }
+}
+
 fn taken(name: &str, said: Option<&str>) -> ProviderError {
     ProviderError::new(
         ErrorCode::Conflict,
@@ -225,7 +252,9 @@ pub async fn preflight(
                 &json!({"name": name, "type": "Microsoft.Storage/storageAccounts"}),
             )
             .await?;
-        if check.get("nameAvailable").and_then(|v| v.as_bool()) == Some(false) {
+        if check.get("nameAvailable").and_then(|v| v.as_bool()) == Some(false)
+            && !made_meanwhile(arm, subscription, name).await?
+        {
             errors.push(format!(
                 "{}: {}",
                 t.address,
