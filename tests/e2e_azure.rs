@@ -14,6 +14,8 @@
 
 mod common;
 
+#[path = "common/azurite.rs"]
+mod azurite;
 #[path = "../providers/azure/tests/support/contract.rs"]
 mod contract;
 #[path = "../providers/host/tests/support/sshd.rs"]
@@ -21,7 +23,7 @@ mod sshd;
 
 use std::sync::Arc;
 
-use common::azurite::Azurite;
+use azurite::Azurite;
 use common::{build_image, containers_of, read, wait_for, Project, Run};
 use contract::Contract;
 use serde_json::json;
@@ -46,6 +48,29 @@ fn ok(p: &Project, env: &[(String, String)], args: &[&str]) -> Run {
     let r = run(p, env, args);
     assert_eq!(r.code, 0, "anycloud {args:?} failed: {r:?}");
     r
+}
+
+/// `anycloud ARGS` in the test host's namespace (as an operator whose machine resolves and
+/// trusts the blob service).
+fn in_host(host: &TestHost, p: &Project, env: &[(String, String)], args: &[&str]) -> Run {
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &host.namespace,
+            env!("CARGO_BIN_EXE_anycloud"),
+        ])
+        .args(args)
+        .current_dir(p.path())
+        .stdin(std::process::Stdio::null())
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
 }
 
 fn config(user: &str, arm: &str, blob_suffix: &str) -> String {
@@ -87,7 +112,9 @@ fn azure_through_the_engine_with_blobs_in_azurite() {
     host.start_sshd();
     let blobs = Arc::new(blobs);
 
-    let arm = Contract::start();
+    // On the host's link: `anycloud bucket` runs in the host's namespace, where the blob
+    // service's name resolves and its CA is trusted.
+    let arm = Contract::start_on(&host.gateway);
     let mirror = blobs.clone();
     arm.with(|w| {
         // Containers made through Resource Manager exist in the blob service too.
@@ -121,7 +148,6 @@ fn azure_through_the_engine_with_blobs_in_azurite() {
         );
     });
     blobs.create_container("az-input");
-    blobs.put_blob("az-input", "data.txt", "hello from the input container\n");
 
     let vm_root = host.dir.path().join("vm");
     let p = Project::new(&config(&host.user, &arm.url, &blobs.suffix()));
@@ -144,6 +170,21 @@ fn azure_through_the_engine_with_blobs_in_azurite() {
         anycloud_host::keys::ensure_deployment_key(&p.path().join(".anycloud/keys"), "az-alpha")
             .unwrap();
     host.authorize(&key.public_key);
+
+    // The input goes in with `anycloud bucket upload`, as the operator (a file in blocks).
+    let input = p.path().join("input");
+    std::fs::create_dir_all(input.join("big")).unwrap();
+    std::fs::write(input.join("data.txt"), "hello from the input container\n").unwrap();
+    let big: Vec<u8> = (0..20 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(input.join("big/blob.bin"), &big).unwrap();
+    let up = in_host(&host, &p, &env, &["bucket", "upload", "az-input", "input"]);
+    assert_eq!(up.code, 0, "{up:?}");
+    assert!(up.stdout.contains("Uploaded 2 file(s)"), "{up:?}");
+    let listed = in_host(&host, &p, &env, &["bucket", "ls", "az-input"]);
+    assert!(
+        listed.stdout.contains("20971520  big/blob.bin") && listed.stdout.contains("data.txt"),
+        "{listed:?}"
+    );
 
     let plan = ok(&p, &env, &["plan"]);
     assert!(plan.stdout.contains(&account), "{plan:?}");
@@ -170,6 +211,27 @@ fn azure_through_the_engine_with_blobs_in_azurite() {
         run(&p, &env, &["plan", "--detailed-exitcode"]).code,
         0,
         "converged"
+    );
+    // The results come back with `anycloud bucket download`, byte for byte.
+    let fetched = p.path().join("fetched");
+    let down = in_host(
+        &host,
+        &p,
+        &env,
+        &["bucket", "download", "az-input", "fetched"],
+    );
+    assert_eq!(down.code, 0, "{down:?}");
+    assert_eq!(std::fs::read(fetched.join("big/blob.bin")).unwrap(), big);
+    let down = in_host(
+        &host,
+        &p,
+        &env,
+        &["bucket", "download", "az-results", "fetched/results"],
+    );
+    assert_eq!(down.code, 0, "{down:?}");
+    assert_eq!(
+        read(&fetched.join("results/input-copy.txt")).as_deref(),
+        Some("hello from the input container")
     );
 
     // No key, SAS, connection string or token anywhere anycloud writes.

@@ -14,15 +14,13 @@
 //! Needs node with `azurite` under /var/cache/anycloud/azurite, openssl, curl and python3
 //! (`scripts/prereqs.sh`).
 
-use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 pub const SUFFIX_HOST: &str = "blob.anycloud.test";
 const AZURITE: &str = "/var/cache/anycloud/azurite/node_modules/.bin/azurite-blob";
-const TENANT: &str = "72f988bf-0000-4000-8000-00000000c0de";
 
 pub struct Azurite {
     azurite: Child,
@@ -34,41 +32,9 @@ pub struct Azurite {
     netns_dir: Option<PathBuf>,
 }
 
-fn b64url(bytes: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
-        for i in 0..(chunk.len() + 1) {
-            out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-        }
-    }
-    out
-}
-
-/// A token as Entra ID would issue it for the blob service (unsigned: Azurite's basic OAuth
-/// checks the issuer, the audience and the lifetime).
+/// A token as Entra ID would issue it for the blob service.
 pub fn token() -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let header = b64url(br#"{"alg":"RS256","typ":"JWT"}"#);
-    let claims = serde_json::json!({
-        "aud": "https://storage.azure.com",
-        "iss": format!("https://sts.windows.net/{TENANT}/"),
-        "iat": now - 60, "nbf": now - 60, "exp": now + 3600,
-    });
-    format!(
-        "{header}.{}.{}",
-        b64url(claims.to_string().as_bytes()),
-        b64url(b"not-a-signature")
-    )
+    crate::contract::storage_token()
 }
 
 fn must(cmd: &mut Command) {
@@ -304,23 +270,9 @@ http.server.HTTPServer(("169.254.169.254", 80), H).serve_forever()
         );
     }
 
-    pub fn put_blob(&self, container: &str, name: &str, contents: &str) {
-        let file = self.dir.path().join("upload");
-        std::fs::File::create(&file)
-            .unwrap()
-            .write_all(contents.as_bytes())
-            .unwrap();
-        let (code, body) = self.curl("PUT", &format!("/{container}/{name}"), Some(&file));
-        assert_eq!(code, 201, "uploading {container}/{name}: {body}");
-    }
-
     pub fn get_blob(&self, container: &str, name: &str) -> Option<String> {
         let (code, body) = self.curl("GET", &format!("/{container}/{name}"), None);
         (code == 200).then_some(body)
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("azurite.log")).unwrap_or_default()
     }
 }
 

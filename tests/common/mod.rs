@@ -49,7 +49,6 @@ pub fn plan(config: &Config, state: &State) -> Plan {
     .1
 }
 
-pub mod azurite;
 pub mod moto;
 
 #[path = "../../benches/fixture/mod.rs"]

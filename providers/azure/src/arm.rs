@@ -159,6 +159,48 @@ impl Arm {
         })
     }
 
+    /// One request with raw bytes and headers of the caller's (the blob service's REST
+    /// API); any status is returned as it is, with the body's bytes.
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Bytes,
+    ) -> Result<(StatusCode, HeaderMap, Bytes)> {
+        let url = self.url(path, None);
+        let token = self.credential.token(&self.http).await?;
+        let mut request = Request::builder()
+            .method(method.clone())
+            .uri(&url)
+            .header("authorization", format!("Bearer {token}"));
+        for (k, v) in headers {
+            request = request.header(*k, v);
+        }
+        let request = request
+            .body(Full::new(body))
+            .map_err(|e| ProviderError::new(ErrorCode::Invalid, format!("{method} {url}: {e}")))?;
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let unavailable = |e: String| {
+            ProviderError::new(
+                ErrorCode::Unavailable,
+                format!("Azure: {method} {}: {e}", shown(&url)),
+            )
+        };
+        let response = self
+            .http
+            .request(request)
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        let (parts, body) = response.into_parts();
+        let bytes = body
+            .collect()
+            .await
+            .map_err(|e| unavailable(e.to_string()))?
+            .to_bytes();
+        Ok((parts.status, parts.headers, bytes))
+    }
+
     /// One request whose error statuses become classified errors.
     async fn ok(
         &self,
@@ -463,7 +505,7 @@ fn shown(url: &str) -> &str {
 }
 
 /// Resource Manager's error codes, as anycloud acts on them.
-fn classify(status: u16, code: &str) -> ErrorCode {
+pub(crate) fn classify(status: u16, code: &str) -> ErrorCode {
     match code {
         "StorageAccountAlreadyTaken" | "StorageAccountIsNotProvisioned" => ErrorCode::Conflict,
         "StorageAccountAlreadyExists" | "RoleAssignmentExists" | "ContainerAlreadyExists" => {

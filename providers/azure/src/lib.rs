@@ -7,6 +7,7 @@
 
 pub mod arm;
 pub mod auth;
+mod blobs;
 mod compute;
 mod container;
 mod grant;
@@ -24,7 +25,8 @@ use std::sync::OnceLock;
 use anycloud_host::{ContextCache, SshPool};
 
 use anycloud_provider::{
-    Attrs, IdLimit, Kind, NodeSpec, Planned, Preflight, Provider, Result, Target,
+    Attrs, BucketAccess, DeploymentSpec, IdLimit, Kind, NodeSpec, Planned, Preflight, Provider,
+    ProviderError, Result, Target, Transfer,
 };
 
 use crate::arm::Arm;
@@ -340,6 +342,10 @@ impl Provider for AzureProvider {
         }
     }
 
+    fn buckets(&self) -> Option<&dyn BucketAccess> {
+        Some(self)
+    }
+
     async fn observe(&self, targets: &[Target<'_>]) -> Result<Vec<BTreeMap<String, String>>> {
         let machines = vm::Machines::find(self, targets).await?;
         Ok(targets
@@ -347,5 +353,65 @@ impl Provider for AzureProvider {
             .enumerate()
             .map(|(i, t)| machines.observe(i, t))
             .collect())
+    }
+}
+
+impl AzureProvider {
+    /// The blob service of the account holding `bucket`: the continent's account of the
+    /// deployment that uses it, signed in as the operator for the blob audience.
+    fn blob_service(&self, bucket: &str, user: Option<&DeploymentSpec>) -> Result<Arm> {
+        let spec = user.ok_or_else(|| {
+            ProviderError::permanent(format!(
+                "bucket '{bucket}' is used by no Azure deployment of the config: anycloud cannot tell which continent's account holds it"
+            ))
+        })?;
+        let continent = spec
+            .buckets
+            .values()
+            .find(|b| b.name == bucket)
+            .map(|b| b.continent.as_str())
+            .unwrap_or(&spec.continent);
+        let account = naming::storage_account(continent, &self.subscription()?);
+        let suffix = self
+            .settings()
+            .endpoints
+            .blob_suffix
+            .as_deref()
+            .unwrap_or("blob.core.windows.net");
+        Arm::new(
+            &format!("https://{account}.{suffix}"),
+            Credential::from_env("https://storage.azure.com/"),
+        )
+    }
+}
+
+#[async_trait::async_trait]
+impl BucketAccess for AzureProvider {
+    async fn list(
+        &self,
+        bucket: &str,
+        user: Option<&DeploymentSpec>,
+    ) -> Result<Vec<(String, u64)>> {
+        blobs::list(&self.blob_service(bucket, user)?, bucket).await
+    }
+
+    async fn upload(
+        &self,
+        bucket: &str,
+        user: Option<&DeploymentSpec>,
+        source: &std::path::Path,
+        progress: &Transfer,
+    ) -> Result<usize> {
+        blobs::upload(&self.blob_service(bucket, user)?, bucket, source, progress).await
+    }
+
+    async fn download(
+        &self,
+        bucket: &str,
+        user: Option<&DeploymentSpec>,
+        dest: &std::path::Path,
+        progress: &Transfer,
+    ) -> Result<usize> {
+        blobs::download(&self.blob_service(bucket, user)?, bucket, dest, progress).await
     }
 }

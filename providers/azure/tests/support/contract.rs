@@ -84,6 +84,12 @@ pub struct Contract {
 
 impl Contract {
     pub fn start() -> Contract {
+        Contract::start_on("127.0.0.1")
+    }
+
+    /// Listening on `ip` (a test host's gateway, for commands run in its namespace).
+    pub fn start_on(ip: &str) -> Contract {
+        let ip = ip.to_owned();
         let world = Arc::new(Mutex::new(World {
             page_size: 2,
             ..World::default()
@@ -96,7 +102,9 @@ impl Contract {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let listener = tokio::net::TcpListener::bind((ip.as_str(), 0))
+                    .await
+                    .unwrap();
                 tx.send(listener.local_addr().unwrap()).unwrap();
                 loop {
                     let (stream, _) = listener.accept().await.unwrap();
@@ -237,7 +245,12 @@ fn answer(
             );
         }
         w.next_id += 1;
-        let token = format!("token-{}", w.next_id);
+        // For the blob service, a token as Entra ID issues it (Azurite checks its claims).
+        let token = if form["scope"].starts_with("https://storage.azure.com") {
+            storage_token()
+        } else {
+            format!("token-{}", w.next_id)
+        };
         w.tokens.insert(token.clone());
         return ok(
             200,
@@ -1515,4 +1528,41 @@ fn guid(n: &str) -> Result<(), String> {
         });
     ok.then_some(())
         .ok_or_else(|| format!("role assignment name '{n}' is not a GUID"))
+}
+
+fn b64url(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+        for i in 0..(chunk.len() + 1) {
+            out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// A token for the blob service as Entra ID would issue it (unsigned: Azurite's basic OAuth
+/// checks the issuer, the audience and the lifetime).
+pub fn storage_token() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let header = b64url(br#"{"alg":"RS256","typ":"JWT"}"#);
+    let claims = json!({
+        "aud": "https://storage.azure.com",
+        "iss": format!("https://sts.windows.net/{TENANT}/"),
+        "iat": now - 60, "nbf": now - 60, "exp": now + 3600,
+    });
+    format!(
+        "{header}.{}.{}",
+        b64url(claims.to_string().as_bytes()),
+        b64url(b"not-a-signature")
+    )
 }
