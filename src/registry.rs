@@ -41,7 +41,9 @@ impl Providers {
         }
         #[cfg(feature = "gcp")]
         {
-            all = all.declared(Arc::new(anycloud_provider_gcp::Gcp));
+            all = all.with(Arc::new(anycloud_provider_gcp::GcpProvider::new(
+                keys_dir.to_path_buf(),
+            )));
         }
         all
     }

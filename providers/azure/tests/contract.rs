@@ -5,21 +5,23 @@
 
 #[path = "support/contract.rs"]
 mod contract;
+#[path = "../../api/tests/support/drive.rs"]
+mod drive;
 #[path = "../../host/tests/support/sshd.rs"]
 mod sshd;
 
-use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use tokio::sync::{Mutex, MutexGuard};
 
 use anycloud_provider::{
-    Attrs, BucketRole, BucketSpec, ContainerSpec, Dep, DeploymentSpec, ErrorCode, Kind, NodeSpec,
-    Provider, ProviderError, VmSpec,
+    BucketRole, BucketSpec, ContainerSpec, DeploymentSpec, ErrorCode, Kind, NodeSpec, Provider,
+    VmSpec,
 };
 use anycloud_provider_azure::naming;
 use anycloud_provider_azure::AzureProvider;
 use contract::Contract;
+use drive::{planned, Engine, Rec};
 use serde_json::{json, Value};
 
 /// One server for the binary: the credentials come from the process's environment, which
@@ -75,208 +77,6 @@ fn deployment(id: &str, region: &str, input: &str) -> DeploymentSpec {
         .into(),
         sync_interval_secs: 60,
         check: Default::default(),
-    }
-}
-
-/// A resource as the engine records it.
-#[derive(Clone, Debug)]
-struct Rec {
-    address: String,
-    kind: Kind,
-    attrs: Attrs,
-    private: Value,
-    deps: Vec<String>,
-}
-
-/// What the engine would hold for one deployment, in dependency order.
-fn planned(p: &AzureProvider, d: &DeploymentSpec) -> Vec<Rec> {
-    let mut out = Vec::new();
-    let mut add = |kind: Kind, bucket: Option<BucketRole>, address: String, deps: Vec<String>| {
-        let plan = p
-            .plan(NodeSpec {
-                kind,
-                deployment: d,
-                bucket,
-            })
-            .unwrap();
-        out.push(Rec {
-            address,
-            kind,
-            attrs: plan.attrs,
-            private: plan.private,
-            deps,
-        });
-    };
-    add(
-        Kind::Storage,
-        None,
-        "shared.azure.eu.storage".into(),
-        vec![],
-    );
-    let mut buckets = vec![];
-    for role in BucketRole::ALL {
-        let a = format!("deployment.{}.bucket.{role}", d.id);
-        add(
-            Kind::Bucket,
-            Some(role),
-            a.clone(),
-            vec!["shared.azure.eu.storage".into()],
-        );
-        buckets.push(a);
-    }
-    let role = format!("deployment.{}.role", d.id);
-    add(Kind::Role, None, role.clone(), buckets);
-    for r in BucketRole::ALL {
-        add(
-            Kind::Grant,
-            Some(r),
-            format!("deployment.{}.grant.{r}", d.id),
-            vec![role.clone(), format!("deployment.{}.bucket.{r}", d.id)],
-        );
-    }
-    out
-}
-
-struct Engine<'a> {
-    p: &'a AzureProvider,
-    lineage: String,
-    state: BTreeMap<String, Rec>,
-}
-
-impl<'a> Engine<'a> {
-    fn new(p: &'a AzureProvider, lineage: &str) -> Engine<'a> {
-        Engine {
-            p,
-            lineage: lineage.into(),
-            state: BTreeMap::new(),
-        }
-    }
-
-    fn deps_of(&self, r: &Rec) -> Vec<(Kind, Attrs, Value)> {
-        r.deps
-            .iter()
-            .filter_map(|d| self.state.get(d))
-            .map(|d| (d.kind, d.attrs.clone(), d.private.clone()))
-            .collect()
-    }
-
-    async fn create(&mut self, r: &Rec) -> Result<Attrs, ProviderError> {
-        if let Some(done) = self.state.get(&r.address) {
-            return Ok(done.attrs.clone());
-        }
-        let deps = self.deps_of(r);
-        let dep_refs: Vec<Dep> = deps
-            .iter()
-            .map(|(kind, attrs, private)| Dep {
-                kind: *kind,
-                attrs,
-                private,
-            })
-            .collect();
-        let made = anycloud_provider::retry::with_retries(
-            || {
-                self.p.create(anycloud_provider::Target {
-                    address: &r.address,
-                    kind: r.kind,
-                    attrs: &r.attrs,
-                    private: &r.private,
-                    deps: &dep_refs,
-                    lineage: &self.lineage,
-                })
-            },
-            |_, _| {},
-        )
-        .await?;
-        let mut rec = r.clone();
-        rec.attrs = made.clone();
-        self.state.insert(r.address.clone(), rec);
-        Ok(made)
-    }
-
-    async fn apply(&mut self, recs: &[Rec]) -> Result<(), ProviderError> {
-        for r in recs {
-            self.create(r).await?;
-        }
-        Ok(())
-    }
-
-    /// One refresh of every recorded resource: what it finds, by address.
-    async fn refresh(&self) -> BTreeMap<String, Option<Attrs>> {
-        let recs: Vec<&Rec> = self.state.values().collect();
-        let deps: Vec<Vec<(Kind, Attrs, Value)>> = recs.iter().map(|r| self.deps_of(r)).collect();
-        let dep_refs: Vec<Vec<Dep>> = deps
-            .iter()
-            .map(|ds| {
-                ds.iter()
-                    .map(|(kind, attrs, private)| Dep {
-                        kind: *kind,
-                        attrs,
-                        private,
-                    })
-                    .collect()
-            })
-            .collect();
-        let targets: Vec<anycloud_provider::Target> = recs
-            .iter()
-            .zip(&dep_refs)
-            .map(|(r, d)| anycloud_provider::Target {
-                address: &r.address,
-                kind: r.kind,
-                attrs: &r.attrs,
-                private: &r.private,
-                deps: d,
-                lineage: &self.lineage,
-            })
-            .collect();
-        let found = self.p.read(&targets).await.unwrap();
-        recs.iter().map(|r| r.address.clone()).zip(found).collect()
-    }
-
-    async fn destroy(&mut self) -> Result<(), ProviderError> {
-        // Reverse dependency order: grants, identity, buckets, storage.
-        let order = [
-            Kind::Vm,
-            Kind::Grant,
-            Kind::Role,
-            Kind::Bucket,
-            Kind::Storage,
-        ];
-        for kind in order {
-            let addresses: Vec<String> = self
-                .state
-                .values()
-                .filter(|r| r.kind == kind)
-                .map(|r| r.address.clone())
-                .collect();
-            for a in addresses {
-                let r = self.state[&a].clone();
-                let deps = self.deps_of(&r);
-                let dep_refs: Vec<Dep> = deps
-                    .iter()
-                    .map(|(kind, attrs, private)| Dep {
-                        kind: *kind,
-                        attrs,
-                        private,
-                    })
-                    .collect();
-                anycloud_provider::retry::with_retries(
-                    || {
-                        self.p.delete(anycloud_provider::Target {
-                            address: &r.address,
-                            kind: r.kind,
-                            attrs: &r.attrs,
-                            private: &r.private,
-                            deps: &dep_refs,
-                            lineage: &self.lineage,
-                        })
-                    },
-                    |_, _| {},
-                )
-                .await?;
-                self.state.remove(&a);
-            }
-        }
-        Ok(())
     }
 }
 

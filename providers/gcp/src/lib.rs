@@ -1,11 +1,40 @@
-//! GCP, as declared to the engine: its regions by continent, `providers.gcp`, and the shape
-//! of its part of the graph. Configs for it are checked completely; its verbs (buckets,
-//! service accounts, Compute Engine VMs) are not in this build yet, so a plan says so.
+//! GCP, as declared to the engine (its regions by continent, `providers.gcp`, its naming
+//! rules, the shape of its part of the graph) and, in [`GcpProvider`], its verbs over
+//! Google's JSON APIs: the continent's Cloud Storage bucket with the deployments' buckets as
+//! its top-level prefixes, the deployment's service account and its prefix-conditioned
+//! bucket IAM bindings (the grants), and the Compute Engine instance (firewall rule, Spot
+//! when asked) where the host layer's steps run over SSH as on every cloud. One module per
+//! kind of node.
 
+mod account;
+pub mod api;
+pub mod auth;
+mod binding;
+mod compute;
+pub mod naming;
+mod objects;
+pub mod owner;
+mod prefix;
+pub mod settings;
+mod storage;
+mod vm;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use anycloud_host::{ContextCache, SshPool};
 use anycloud_provider::declare::cloud_vm;
 use anycloud_provider::doc::{Checks, Doc};
-use anycloud_provider::{BucketRole, Declaration, Regions, Shape, VmContext, VmSpec};
-use serde_json::json;
+use anycloud_provider::{
+    Attrs, BucketAccess, BucketRole, Declaration, DeploymentSpec, IdLimit, Kind, NodeSpec, Planned,
+    Preflight, Provider, ProviderError, Regions, Result, Shape, Target, Transfer, VmContext,
+    VmSpec,
+};
+
+use crate::api::Google;
+use crate::auth::Credential;
+use crate::settings::Settings;
 
 pub const REGIONS: &[(&str, &[&str])] = &[
     (
@@ -98,21 +127,295 @@ impl Declaration for Gcp {
         }
     }
 
+    fn id_limit(&self) -> IdLimit {
+        // Instance and firewall names are at most 63 characters.
+        IdLimit {
+            max: 50,
+            because: "the firewall rule anycloud-ssh-{id}",
+        }
+    }
+
+    /// Prefixes of one bucket: the common rules are all GCS adds for a name without dots,
+    /// and a dot is harmless in a prefix.
+    fn check_bucket_name(&self, _name: &str) -> Result<(), String> {
+        Ok(())
+    }
+
     fn settings_keys(&self) -> &'static [&'static str] {
-        &["project"]
+        settings::KEYS
     }
 
     fn check_settings(&self, doc: Option<&Doc>, checks: &mut Checks) -> serde_json::Value {
-        let Some(p) = doc.and_then(|d| d.get("project")) else {
-            return serde_json::Value::Null;
-        };
-        match checks.string(p, "providers.gcp.project") {
-            Some(project) => json!({ "project": project }),
-            None => serde_json::Value::Null,
-        }
+        serde_json::to_value(settings::check(doc, checks)).expect("plain data")
     }
 
     fn check_vm(&self, vm: Option<&Doc>, cx: VmContext<'_>, checks: &mut Checks) -> VmSpec {
         cloud_vm(vm, cx, checks, Some("gcp"))
+    }
+}
+
+/// What every verb needs: the client, the settings and the project.
+pub(crate) struct Cx<'a> {
+    pub g: &'a Google,
+    pub s: &'a Settings,
+    pub project: String,
+}
+
+/// GCP's verbs. Every call goes through one client, which counts them.
+pub struct GcpProvider {
+    keys_dir: PathBuf,
+    settings: OnceLock<Settings>,
+    google: OnceLock<Result<Google>>,
+    connections: SshPool,
+    contexts: ContextCache,
+}
+
+impl GcpProvider {
+    /// `keys_dir` holds the deployments' SSH keys.
+    pub fn new(keys_dir: PathBuf) -> GcpProvider {
+        GcpProvider {
+            keys_dir,
+            settings: OnceLock::new(),
+            google: OnceLock::new(),
+            connections: SshPool::default(),
+            contexts: ContextCache::default(),
+        }
+    }
+
+    fn settings(&self) -> &Settings {
+        self.settings.get_or_init(Settings::default)
+    }
+
+    fn project(&self) -> Result<String> {
+        self.settings().project()
+    }
+
+    fn google(&self) -> Result<&Google> {
+        self.google
+            .get_or_init(|| Google::new(Credential::from_env()))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    fn cx(&self) -> Result<Cx<'_>> {
+        Ok(Cx {
+            g: self.google()?,
+            s: self.settings(),
+            project: self.project()?,
+        })
+    }
+}
+
+impl Declaration for GcpProvider {
+    fn name(&self) -> &'static str {
+        Gcp.name()
+    }
+    fn regions(&self) -> Regions {
+        Gcp.regions()
+    }
+    fn shape(&self) -> Shape {
+        Gcp.shape()
+    }
+    fn id_limit(&self) -> IdLimit {
+        Gcp.id_limit()
+    }
+    fn check_bucket_name(&self, name: &str) -> Result<(), String> {
+        Gcp.check_bucket_name(name)
+    }
+    fn settings_keys(&self) -> &'static [&'static str] {
+        Gcp.settings_keys()
+    }
+    fn check_settings(&self, doc: Option<&Doc>, checks: &mut Checks) -> serde_json::Value {
+        Gcp.check_settings(doc, checks)
+    }
+    fn check_vm(&self, vm: Option<&Doc>, cx: VmContext<'_>, checks: &mut Checks) -> VmSpec {
+        Gcp.check_vm(vm, cx, checks)
+    }
+}
+
+#[async_trait::async_trait]
+impl Provider for GcpProvider {
+    fn configure(&self, settings: &serde_json::Value) -> Result<()> {
+        let parsed: Settings = if settings.is_null() {
+            Settings::default()
+        } else {
+            anycloud_provider::read_settings(settings)?
+        };
+        // The first configuration wins: a process plans one config.
+        let _ = self.settings.set(parsed);
+        Ok(())
+    }
+
+    fn remote_calls(&self) -> u64 {
+        self.google
+            .get()
+            .and_then(|g| g.as_ref().ok())
+            .map(|g| g.calls())
+            .unwrap_or(0)
+            + self.connections.round_trips()
+    }
+
+    fn plan(&self, node: NodeSpec<'_>) -> Result<Planned> {
+        let project = self.project()?;
+        match node.kind {
+            Kind::Storage => Ok(storage::plan(node, &project)),
+            Kind::Bucket => prefix::plan(node, &project),
+            Kind::Role => Ok(account::plan(node.deployment, &project)),
+            Kind::Grant => binding::plan(node, &project),
+            Kind::Vm => vm::plan(self, node.deployment),
+            hosted => vm::plan_hosted(self, hosted, node.deployment),
+        }
+    }
+
+    async fn preflight(&self, targets: &[Target<'_>]) -> Result<Preflight> {
+        Ok(Preflight {
+            errors: storage::preflight(&self.cx()?, targets).await?,
+            notes: vec![],
+        })
+    }
+
+    /// A constant number of calls whatever the number of deployments: one list of the
+    /// project's buckets and one of its service accounts; per continent bucket, one read of
+    /// its IAM policy and one list of its prefix markers; one instance list per zone.
+    async fn read(&self, targets: &[Target<'_>]) -> Result<Vec<Option<Attrs>>> {
+        let cx = self.cx()?;
+        let wants = |k: Kind| targets.iter().any(|t| t.kind == k);
+        let buckets = if wants(Kind::Storage) || wants(Kind::Bucket) || wants(Kind::Grant) {
+            storage::list(&cx).await?
+        } else {
+            vec![]
+        };
+        let markers = prefix::markers(&cx, targets, &buckets).await?;
+        let accounts = if wants(Kind::Role) {
+            account::list(&cx).await?
+        } else {
+            Default::default()
+        };
+        let policies = binding::policies(&cx, targets, &buckets).await?;
+        let machines = vm::Machines::find(self, targets).await?;
+        targets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| match t.kind {
+                Kind::Storage => storage::read(t, &buckets),
+                Kind::Bucket => prefix::read(t, &markers),
+                Kind::Role => account::read(t, &accounts),
+                Kind::Grant => binding::read(t, &policies),
+                Kind::Vm => Ok(machines.read_vm(t)),
+                _ => Ok(machines.read_hosted(i, t)),
+            })
+            .collect()
+    }
+
+    async fn create(&self, target: Target<'_>) -> Result<Attrs> {
+        let cx = self.cx()?;
+        match target.kind {
+            Kind::Storage => storage::create(&cx, &target).await,
+            Kind::Bucket => prefix::create(&cx, &target).await,
+            Kind::Role => account::ensure(&cx, &target).await,
+            Kind::Grant => binding::create(&cx, &target).await,
+            Kind::Vm => vm::create(self, &target).await,
+            _ => vm::apply_hosted(self, &target).await,
+        }
+    }
+
+    async fn update(&self, prior: &Attrs, target: Target<'_>) -> Result<Attrs> {
+        // Every attribute that matters forces a replacement; the rest is recorded as is.
+        match target.kind {
+            Kind::Storage | Kind::Bucket | Kind::Grant => Ok(target.attrs.clone()),
+            Kind::Role => account::ensure(&self.cx()?, &target).await,
+            Kind::Vm => vm::update(self, prior, &target).await,
+            _ => vm::apply_hosted(self, &target).await,
+        }
+    }
+
+    async fn delete(&self, target: Target<'_>) -> Result<()> {
+        let cx = self.cx()?;
+        match target.kind {
+            // The continent's bucket is shared: only forgotten.
+            Kind::Storage => Ok(()),
+            Kind::Bucket => prefix::delete(&cx, &target).await,
+            Kind::Role => account::delete(&cx, &target).await,
+            Kind::Grant => binding::delete(&cx, &target).await,
+            Kind::Vm => vm::delete(self, &target).await,
+            _ => vm::delete_hosted(self, &target).await,
+        }
+    }
+
+    fn buckets(&self) -> Option<&dyn BucketAccess> {
+        Some(self)
+    }
+
+    async fn observe(&self, targets: &[Target<'_>]) -> Result<Vec<BTreeMap<String, String>>> {
+        let machines = vm::Machines::find(self, targets).await?;
+        Ok(targets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| machines.observe(i, t))
+            .collect())
+    }
+}
+
+impl GcpProvider {
+    /// Where `bucket` lives: the continent bucket of the deployment that uses it, and its
+    /// prefix there.
+    fn locate(&self, bucket: &str, user: Option<&DeploymentSpec>) -> Result<(String, String)> {
+        let spec = user.ok_or_else(|| {
+            ProviderError::permanent(format!(
+                "bucket '{bucket}' is used by no GCP deployment of the config: anycloud cannot tell which continent's bucket holds it"
+            ))
+        })?;
+        let continent = spec
+            .buckets
+            .values()
+            .find(|b| b.name == bucket)
+            .map(|b| b.continent.as_str())
+            .unwrap_or(&spec.continent);
+        Ok((
+            naming::continent_bucket(continent, &self.project()?),
+            naming::prefix(bucket),
+        ))
+    }
+}
+
+#[async_trait::async_trait]
+impl BucketAccess for GcpProvider {
+    async fn list(
+        &self,
+        bucket: &str,
+        user: Option<&DeploymentSpec>,
+    ) -> Result<Vec<(String, u64)>> {
+        let (b, prefix) = self.locate(bucket, user)?;
+        objects::list(self.google()?, self.settings(), &b, &prefix).await
+    }
+
+    async fn upload(
+        &self,
+        bucket: &str,
+        user: Option<&DeploymentSpec>,
+        source: &std::path::Path,
+        progress: &Transfer,
+    ) -> Result<usize> {
+        let (b, prefix) = self.locate(bucket, user)?;
+        objects::upload(
+            self.google()?,
+            self.settings(),
+            &b,
+            &prefix,
+            source,
+            progress,
+        )
+        .await
+    }
+
+    async fn download(
+        &self,
+        bucket: &str,
+        user: Option<&DeploymentSpec>,
+        dest: &std::path::Path,
+        progress: &Transfer,
+    ) -> Result<usize> {
+        let (b, prefix) = self.locate(bucket, user)?;
+        objects::download(self.google()?, self.settings(), &b, &prefix, dest, progress).await
     }
 }

@@ -1,0 +1,290 @@
+//! The VM's Compute Engine objects: the deployment's firewall rule (tcp/22 from `ssh_cidr`
+//! only, on the instance's network tag, in the project's `default` network) and its instance
+//! carrying the service account (Spot with termination action DELETE when asked), the
+//! deployment's key in its `ssh-keys` metadata. Instances are labelled with the state's
+//! lineage; a firewall rule, which has no labels, says it in its description. Another
+//! lineage's is never changed or deleted.
+
+use std::collections::BTreeMap;
+
+use anycloud_provider::{ErrorCode, ProviderError, Result};
+use http::Method;
+use serde_json::{json, Value};
+
+use crate::owner::Owner;
+use crate::Cx;
+
+/// Debian 12 (what the VM steps are written and tested for), the family's latest image.
+pub const IMAGE: &str = "projects/debian-cloud/global/images/family/debian-12";
+/// The login user by default: the guest agent makes it from `ssh-keys`, with sudo.
+pub const SSH_USER: &str = "anycloud";
+const NETWORK: &str = "global/networks/default";
+
+pub struct Machine<'a> {
+    pub name: &'a str,
+    pub zone: &'a str,
+    pub machine_type: &'a str,
+    pub spot: bool,
+    pub disk_gb: Option<u64>,
+    pub image: &'a str,
+    pub service_account: &'a str,
+    pub ssh_user: &'a str,
+    pub public_key: &'a str,
+    pub labels: Value,
+}
+
+fn instances_url(cx: &Cx<'_>, zone: &str) -> String {
+    format!(
+        "{}/projects/{}/zones/{zone}/instances",
+        cx.s.compute(),
+        cx.project
+    )
+}
+
+fn firewall_url(cx: &Cx<'_>, name: &str) -> String {
+    format!(
+        "{}/projects/{}/global/firewalls/{name}",
+        cx.s.compute(),
+        cx.project
+    )
+}
+
+/// A retried insert carries the same request id, so Compute Engine does it once.
+fn request_id(lineage: &str, what: &str) -> String {
+    uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_URL,
+        format!("anycloud:{lineage}:{what}").as_bytes(),
+    )
+    .to_string()
+}
+
+/// Inserts (`POST url?requestId=`) and waits for the operation; an object that exists is
+/// left to the caller's owner check (`Ok(false)`).
+async fn insert(cx: &Cx<'_>, url: &str, id: &str, body: &Value) -> Result<bool> {
+    let full = format!("{url}?requestId={id}");
+    let reply = cx.g.send(Method::POST, &full, Some(body)).await?;
+    if reply.status.as_u16() == 409 {
+        return Ok(false);
+    }
+    if !reply.status.is_success() {
+        return Err(crate::api::error_of(&Method::POST, url, &reply));
+    }
+    cx.g.finish(&cx.s.compute(), &cx.project, reply.body)
+        .await?;
+    Ok(true)
+}
+
+/// The deployment's firewall rule: made, or checked to be this state's and to admit exactly
+/// `cidr` (a changed one is replaced: the extract of the API we hold has no patch).
+pub async fn ensure_firewall(
+    cx: &Cx<'_>,
+    name: &str,
+    target_tag: &str,
+    cidr: &str,
+    lineage: &str,
+    description: &str,
+) -> Result<()> {
+    let url = firewall_url(cx, name);
+    if let Some(found) = cx.g.get(&url).await? {
+        Owner::of_description(&found, lineage).must_be_ours(&format!("firewall rule {name}"))?;
+        let ranges = found.get("sourceRanges").cloned().unwrap_or(json!([]));
+        if ranges == json!([cidr]) {
+            return Ok(());
+        }
+        if let Some(op) = cx.g.delete(&url).await? {
+            cx.g.finish(&cx.s.compute(), &cx.project, op).await?;
+        }
+    }
+    let body = json!({
+        "name": name,
+        "network": NETWORK,
+        "direction": "INGRESS",
+        "priority": 1000,
+        "description": description,
+        "allowed": [{"IPProtocol": "tcp", "ports": ["22"]}],
+        "sourceRanges": [cidr],
+        "targetTags": [target_tag],
+    });
+    let collection = format!(
+        "{}/projects/{}/global/firewalls",
+        cx.s.compute(),
+        cx.project
+    );
+    if !insert(
+        cx,
+        &collection,
+        &request_id(lineage, &format!("{name}:{cidr}")),
+        &body,
+    )
+    .await?
+    {
+        // Made meanwhile: whose?
+        if let Some(found) = cx.g.get(&url).await? {
+            Owner::of_description(&found, lineage)
+                .must_be_ours(&format!("firewall rule {name}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// The instance: made unless this state's exists already (an interrupted create).
+pub async fn ensure_instance(cx: &Cx<'_>, m: &Machine<'_>, lineage: &str) -> Result<Value> {
+    let url = format!("{}/{}", instances_url(cx, m.zone), m.name);
+    if let Some(found) = cx.g.get(&url).await? {
+        Owner::of_labels(&found, lineage).must_be_ours(&format!("instance {}", m.name))?;
+        if found.get("status").and_then(|s| s.as_str()) == Some("RUNNING") {
+            return Ok(found);
+        }
+    } else {
+        let mut disk = json!({
+            "boot": true,
+            "autoDelete": true,
+            "initializeParams": {"sourceImage": m.image},
+        });
+        if let Some(gb) = m.disk_gb {
+            disk["initializeParams"]["diskSizeGb"] = json!(gb.to_string());
+        }
+        let scheduling = if m.spot {
+            json!({
+                "provisioningModel": "SPOT",
+                "instanceTerminationAction": "DELETE",
+                "automaticRestart": false,
+                "onHostMaintenance": "TERMINATE",
+            })
+        } else {
+            json!({"provisioningModel": "STANDARD", "automaticRestart": true})
+        };
+        let body = json!({
+            "name": m.name,
+            "machineType": format!("zones/{}/machineTypes/{}", m.zone, m.machine_type),
+            "disks": [disk],
+            "networkInterfaces": [{
+                "network": NETWORK,
+                "accessConfigs": [{"type": "ONE_TO_ONE_NAT", "name": "External NAT"}],
+            }],
+            // The metadata server hands out this account's tokens, limited by its IAM
+            // bindings: no key file is ever made.
+            "serviceAccounts": [{
+                "email": m.service_account,
+                "scopes": [crate::auth::SCOPE],
+            }],
+            "metadata": {"items": [
+                {"key": "ssh-keys", "value": format!("{}:{}", m.ssh_user, m.public_key.trim())},
+                {"key": "block-project-ssh-keys", "value": "true"},
+            ]},
+            "scheduling": scheduling,
+            "tags": {"items": [m.name]},
+            "labels": m.labels,
+        });
+        let id = request_id(lineage, &format!("{}:{}", m.zone, m.name));
+        if !insert(cx, &instances_url(cx, m.zone), &id, &body).await? {
+            let found = cx.g.get(&url).await?.ok_or_else(|| {
+                ProviderError::new(
+                    ErrorCode::Busy,
+                    format!("instance {} is being made", m.name),
+                )
+            })?;
+            Owner::of_labels(&found, lineage).must_be_ours(&format!("instance {}", m.name))?;
+        }
+    }
+    // Made: wait until it runs (a Spot VM may be stopped for capacity at once).
+    anycloud_provider::retry::wait_for(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(5),
+        std::time::Duration::from_secs(300),
+        || async {
+            match cx.g.get(&url).await {
+                Ok(Some(i)) if i.get("status").and_then(|s| s.as_str()) == Some("RUNNING") => Ok(i),
+                Ok(Some(i)) => Err(ProviderError::new(
+                    ErrorCode::Busy,
+                    format!(
+                        "instance {} is {}",
+                        m.name,
+                        i.get("status").and_then(|s| s.as_str()).unwrap_or("?")
+                    ),
+                )),
+                Ok(None) => Err(ProviderError::new(
+                    ErrorCode::NotFound,
+                    format!(
+                        "instance {} is gone (Spot capacity, or deleted meanwhile)",
+                        m.name
+                    ),
+                )),
+                Err(e) => Err(e),
+            }
+        },
+        |e: &ProviderError| e.retry,
+        |_, _| {},
+    )
+    .await
+}
+
+/// The external address of an instance.
+pub fn nat_ip(instance: &Value) -> Option<&str> {
+    instance
+        .get("networkInterfaces")?
+        .get(0)?
+        .get("accessConfigs")?
+        .get(0)?
+        .get("natIP")?
+        .as_str()
+}
+
+/// Deletes an object of this state's (asked again now) and waits for the operation.
+pub async fn delete_ours(
+    cx: &Cx<'_>,
+    url: &str,
+    lineage: &str,
+    what: &str,
+    labelled: bool,
+) -> Result<()> {
+    let Some(found) = cx.g.get(url).await? else {
+        return Ok(());
+    };
+    let owner = if labelled {
+        Owner::of_labels(&found, lineage)
+    } else {
+        Owner::of_description(&found, lineage)
+    };
+    if owner != Owner::Us {
+        anycloud_provider::output::line(&format!("{what} is not this state's: left as it is"));
+        return Ok(());
+    }
+    if let Some(op) = cx.g.delete(url).await? {
+        cx.g.finish(&cx.s.compute(), &cx.project, op).await?;
+    }
+    Ok(())
+}
+
+pub fn instance_url(cx: &Cx<'_>, zone: &str, name: &str) -> String {
+    format!("{}/{name}", instances_url(cx, zone))
+}
+
+pub fn firewall_of(cx: &Cx<'_>, name: &str) -> String {
+    firewall_url(cx, name)
+}
+
+/// This state's instances in some zones, by name: one list per zone (by the lineage label),
+/// whatever the number of deployments.
+pub async fn list(cx: &Cx<'_>, zones: &[String], lineage: &str) -> Result<BTreeMap<String, Value>> {
+    let mut found = BTreeMap::new();
+    let filter = crate::api::encode(&format!(
+        "labels.{}={}",
+        crate::owner::LINEAGE,
+        crate::owner::label_value(lineage)
+    ));
+    for zone in zones {
+        for i in
+            cx.g.list(
+                &format!("{}?filter={filter}", instances_url(cx, zone)),
+                "items",
+            )
+            .await?
+        {
+            if let Some(name) = i.get("name").and_then(|n| n.as_str()) {
+                found.insert(name.to_owned(), i);
+            }
+        }
+    }
+    Ok(found)
+}

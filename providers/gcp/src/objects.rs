@@ -1,0 +1,236 @@
+//! `anycloud bucket ls|upload|download` on Google Cloud: a deployment's bucket is a prefix of
+//! its continent's bucket, reached through Cloud Storage's JSON API as the operator. Files
+//! above [`CHUNK`] go by a resumable upload in chunks, as the API asks of large objects;
+//! every byte moves the caller's progress bar. Downloads land whole or not at all, never
+//! outside the destination.
+
+use std::path::Path;
+
+use anycloud_provider::{files, ErrorCode, ProviderError, Result, Transfer};
+use bytes::Bytes;
+use http::Method;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::api::{classify, encode, segment, Google};
+use crate::settings::Settings;
+
+/// Files larger than this go by a resumable upload, in chunks of this size (a multiple of
+/// the 256 KiB the API asks of every chunk but the last).
+pub const CHUNK: u64 = 16 * 1024 * 1024;
+
+fn io(what: String) -> impl Fn(std::io::Error) -> ProviderError {
+    move |e| ProviderError::permanent(format!("{what}: {e}"))
+}
+
+async fn call(
+    g: &Google,
+    method: Method,
+    url: &str,
+    headers: &[(&str, String)],
+    body: Bytes,
+) -> Result<(http::HeaderMap, Bytes)> {
+    let (status, headers, bytes) = g.raw(method.clone(), url, headers, body).await?;
+    // 308: a resumable upload's chunk taken, more to come.
+    if status.is_success() || status.as_u16() == 308 {
+        return Ok((headers, bytes));
+    }
+    let reply = crate::api::Reply {
+        status,
+        body: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    };
+    let class = classify(status.as_u16(), reply.reason());
+    let hint = if class == ErrorCode::Permission {
+        " (the operator needs Storage Object Admin on the bucket)"
+    } else {
+        ""
+    };
+    Err(ProviderError::new(
+        class,
+        format!(
+            "Cloud Storage: {method} {}: {status} {}{hint}",
+            url.split('?').next().unwrap_or(url),
+            reply.message()
+        ),
+    ))
+}
+
+/// Every object under `prefix` of `bucket`: its name relative to the prefix, and its size,
+/// sorted by name.
+pub async fn list(
+    g: &Google,
+    s: &Settings,
+    bucket: &str,
+    prefix: &str,
+) -> Result<Vec<(String, u64)>> {
+    let items = g
+        .list(
+            &format!("{}/b/{bucket}/o?prefix={}", s.storage(), encode(prefix)),
+            "items",
+        )
+        .await?;
+    let mut out: Vec<(String, u64)> = items
+        .iter()
+        .filter_map(|o| {
+            let name = o.get("name")?.as_str()?.strip_prefix(prefix)?.to_owned();
+            let size = o
+                .get("size")
+                .and_then(|s| s.as_str().and_then(|s| s.parse().ok()).or(s.as_u64()))
+                .unwrap_or(0);
+            Some((name, size))
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// Uploads a file (as an object named after it) or a directory tree (its relative paths as
+/// the names) under `prefix` of `bucket`. Returns the number of files.
+pub async fn upload(
+    g: &Google,
+    s: &Settings,
+    bucket: &str,
+    prefix: &str,
+    source: &Path,
+    progress: &Transfer,
+) -> Result<usize> {
+    let meta = tokio::fs::metadata(source)
+        .await
+        .map_err(io(format!("reading {}", source.display())))?;
+    let files: Vec<(String, std::path::PathBuf, u64)> = if meta.is_file() {
+        let name = source
+            .file_name()
+            .ok_or_else(|| ProviderError::permanent("the source has no file name"))?
+            .to_string_lossy()
+            .into_owned();
+        vec![(name, source.to_owned(), meta.len())]
+    } else {
+        files::list_tree(source)
+            .map_err(io(format!("reading {}", source.display())))?
+            .into_iter()
+            .map(|(key, size)| (key.clone(), source.join(&key), size))
+            .collect()
+    };
+    progress.total(files.iter().map(|(_, _, size)| size).sum());
+    let mut done = 0u64;
+    for (name, path, size) in &files {
+        let object = format!("{prefix}{name}");
+        let mut file = tokio::fs::File::open(path)
+            .await
+            .map_err(io(format!("reading {}", path.display())))?;
+        let octets = [("content-type", "application/octet-stream".to_owned())];
+        if *size <= CHUNK {
+            let mut bytes = Vec::with_capacity(*size as usize);
+            file.read_to_end(&mut bytes)
+                .await
+                .map_err(io(format!("reading {}", path.display())))?;
+            let url = format!(
+                "{}/b/{bucket}/o?uploadType=media&name={}",
+                s.upload(),
+                encode(&object)
+            );
+            call(g, Method::POST, &url, &octets, Bytes::from(bytes)).await?;
+            done += size;
+            progress.done(done);
+            continue;
+        }
+        // A resumable session, then the chunks: the object exists only once all are in.
+        let start = format!(
+            "{}/b/{bucket}/o?uploadType=resumable&name={}",
+            s.upload(),
+            encode(&object)
+        );
+        let (headers, _) = call(
+            g,
+            Method::POST,
+            &start,
+            &[
+                ("content-type", "application/json".to_owned()),
+                ("x-upload-content-length", size.to_string()),
+            ],
+            Bytes::from_static(b"{}"),
+        )
+        .await?;
+        let session = headers
+            .get("location")
+            .and_then(|l| l.to_str().ok())
+            .ok_or_else(|| ProviderError::permanent("Cloud Storage gave no upload session"))?
+            .to_owned();
+        let mut offset = 0u64;
+        while offset < *size {
+            let mut chunk = Vec::with_capacity(CHUNK as usize);
+            (&mut file)
+                .take(CHUNK)
+                .read_to_end(&mut chunk)
+                .await
+                .map_err(io(format!("reading {}", path.display())))?;
+            let end = offset + chunk.len() as u64;
+            let range = format!("bytes {offset}-{}/{size}", end - 1);
+            call(
+                g,
+                Method::PUT,
+                &session,
+                &[("content-range", range)],
+                Bytes::from(chunk),
+            )
+            .await?;
+            done += end - offset;
+            offset = end;
+            progress.done(done);
+        }
+    }
+    Ok(files.len())
+}
+
+/// Downloads every object under `prefix` of `bucket` into `dest` (names relative to the
+/// prefix; one that would land outside `dest` is refused). Returns the number of files.
+pub async fn download(
+    g: &Google,
+    s: &Settings,
+    bucket: &str,
+    prefix: &str,
+    dest: &Path,
+    progress: &Transfer,
+) -> Result<usize> {
+    let mut wanted = Vec::new();
+    for (name, size) in list(g, s, bucket, prefix).await? {
+        let to = files::under(dest, &name).map_err(|e| ProviderError::permanent(e.to_string()))?;
+        if let Some(to) = to {
+            wanted.push((name, to, size));
+        }
+    }
+    progress.total(wanted.iter().map(|(_, _, size)| size).sum());
+    let mut done = 0u64;
+    for (name, to, _) in &wanted {
+        let url = format!(
+            "{}/b/{bucket}/o/{}?alt=media",
+            s.storage(),
+            segment(&format!("{prefix}{name}"))
+        );
+        let (_, bytes) = call(g, Method::GET, &url, &[], Bytes::new()).await?;
+        let dir = to.parent().unwrap_or(dest).to_owned();
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(io(format!("creating {}", dir.display())))?;
+        let staged = tempfile::Builder::new()
+            .prefix(".anycloud-")
+            .tempfile_in(&dir)
+            .map_err(io(format!("writing in {}", dir.display())))?;
+        let mut file = tokio::fs::File::from_std(
+            staged
+                .reopen()
+                .map_err(io(format!("writing in {}", dir.display())))?,
+        );
+        file.write_all(&bytes)
+            .await
+            .map_err(io(format!("writing {}", to.display())))?;
+        file.flush()
+            .await
+            .map_err(io(format!("writing {}", to.display())))?;
+        staged.persist(to).map_err(|e| {
+            ProviderError::permanent(format!("writing {}: {}", to.display(), e.error))
+        })?;
+        done += bytes.len() as u64;
+        progress.done(done);
+    }
+    Ok(wanted.len())
+}
