@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Removes what an earlier test run killed mid-way (CI cancelled, a machine restarted) left
 # behind: the SSH test hosts' network namespaces, their processes, links and /etc/netns
-# files, their sudo users, and the Azure tests' Azurite. Only the tests' own prefixes are
+# files, their sudo users, the Azure tests' Azurite and the GCP tests' fake-gcs-server. Only the tests' own prefixes are
 # touched (acns*, acv*, ac<digits>, anycloud-azurite-*); run it when no test is running.
 set -uo pipefail
 
@@ -10,9 +10,11 @@ for ns in $(ip netns list 2>/dev/null | awk '$1 ~ /^acns[0-9]+$/ {print $1}'); d
   [ -n "$pids" ] && kill -9 $pids 2>/dev/null
   ip netns del "$ns" && echo "removed the test host namespace $ns left by an earlier run"
 done
-# What the Azure tests give a test host (its name resolution and trusted CA), and their Azurite.
+# What the Azure and GCP tests give a test host (its name resolution and trusted CA).
 rm -rf /etc/netns/acns[0-9]*
 pkill -f -- '--location /tmp/anycloud-azurite-' 2>/dev/null
+# The GCP tests' fake-gcs-server.
+pkill -f -- '^/var/cache/anycloud/fake-gcs/fake-gcs-server ' 2>/dev/null
 for link in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | sed 's/@.*//' | grep -E '^acv[0-9]+$'); do
   ip link del "$link" 2>/dev/null
 done

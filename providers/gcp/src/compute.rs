@@ -49,13 +49,11 @@ fn firewall_url(cx: &Cx<'_>, name: &str) -> String {
     )
 }
 
-/// A retried insert carries the same request id, so Compute Engine does it once.
-fn request_id(lineage: &str, what: &str) -> String {
-    uuid::Uuid::new_v5(
-        &uuid::Uuid::NAMESPACE_URL,
-        format!("anycloud:{lineage}:{what}").as_bytes(),
-    )
-    .to_string()
+/// A fresh request id per insert: Compute Engine ignores a repeated id for an hour, and a
+/// preempted instance made anew within the hour must really be made. A lost answer is
+/// covered by looking before inserting and by 409 `alreadyExists`.
+fn request_id() -> String {
+    uuid::Uuid::new_v4().to_string()
 }
 
 /// Inserts (`POST url?requestId=`) and waits for the operation; an object that exists is
@@ -110,14 +108,7 @@ pub async fn ensure_firewall(
         cx.s.compute(),
         cx.project
     );
-    if !insert(
-        cx,
-        &collection,
-        &request_id(lineage, &format!("{name}:{cidr}")),
-        &body,
-    )
-    .await?
-    {
+    if !insert(cx, &collection, &request_id(), &body).await? {
         // Made meanwhile: whose?
         if let Some(found) = cx.g.get(&url).await? {
             Owner::of_description(&found, lineage)
@@ -176,8 +167,7 @@ pub async fn ensure_instance(cx: &Cx<'_>, m: &Machine<'_>, lineage: &str) -> Res
             "tags": {"items": [m.name]},
             "labels": m.labels,
         });
-        let id = request_id(lineage, &format!("{}:{}", m.zone, m.name));
-        if !insert(cx, &instances_url(cx, m.zone), &id, &body).await? {
+        if !insert(cx, &instances_url(cx, m.zone), &request_id(), &body).await? {
             let found = cx.g.get(&url).await?.ok_or_else(|| {
                 ProviderError::new(
                     ErrorCode::Busy,

@@ -165,6 +165,10 @@ pub struct World {
     request_ids: BTreeMap<String, String>,
     /// Called as a bucket is made (`true`) or deleted: mirrors it into a data-plane emulator.
     pub on_bucket: Option<Mirror>,
+    /// The data plane's emulator (`http://host:port`): object requests go there as they
+    /// come, bucket and policy requests are answered here (fake-gcs-server keeps no labels
+    /// and no IAM policies).
+    pub objects_upstream: Option<String>,
     /// Fault injection.
     pub throttle_next: usize,
     pub slow_polls: usize,
@@ -897,6 +901,10 @@ async fn handle(
     };
     let auth = header("authorization");
     let content_type = header("content-type");
+    let upstream = world.lock().unwrap().objects_upstream.clone();
+    if let Some(upstream) = upstream.filter(|_| is_object_path(&path)) {
+        return forward(&upstream, req).await;
+    }
     let bytes = req.into_body().collect().await.unwrap().to_bytes();
     let base = format!("http://{addr}");
     let Answer(status, payload) = {
@@ -925,6 +933,60 @@ async fn handle(
         Payload::Empty => Bytes::new(),
     };
     r.body(Full::new(body)).unwrap()
+}
+
+/// Objects (their listing, uploads, downloads) rather than buckets and their policies.
+fn is_object_path(path: &str) -> bool {
+    path.starts_with("/upload/storage/v1/")
+        || path.starts_with("/download/storage/v1/")
+        || path
+            .strip_prefix("/storage/v1/b/")
+            .and_then(|rest| rest.split_once('/'))
+            .is_some_and(|(_, rest)| rest == "o" || rest.starts_with("o/"))
+}
+
+/// Hands a request to the data plane's emulator as it came, and its answer back as it went.
+async fn forward(upstream: &str, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+    let host = upstream
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let (parts, body) = req.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    let stream = tokio::net::TcpStream::connect(&host).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut out = Request::builder()
+        .method(parts.method)
+        .uri(
+            parts
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/"),
+        )
+        .header("host", &host);
+    for (k, v) in &parts.headers {
+        if k != "host" {
+            out = out.header(k, v);
+        }
+    }
+    let answer = sender
+        .send_request(out.body(Full::new(bytes)).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = answer.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    let mut back = Response::builder().status(parts.status);
+    for (k, v) in &parts.headers {
+        if k != "transfer-encoding" && k != "content-length" {
+            back = back.header(k, v);
+        }
+    }
+    back.body(Full::new(bytes)).unwrap()
 }
 
 #[allow(clippy::too_many_arguments)]
