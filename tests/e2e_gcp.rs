@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use common::{build_image, containers_of, read, wait_for, Project, Run};
 use contract::Contract;
-use fake_gcs::FakeGcs;
+use fake_gcs::{FakeGcs, PolicyStore};
 
 const PROJECT: &str = "e2e-gcp-project";
 
@@ -103,16 +103,21 @@ fn gcp_through_the_engine_with_objects_in_fake_gcs_server() {
     host.stop_sshd();
     host.start_sshd();
 
+    let policies = PolicyStore::start(&host.gateway);
+
     let api = Contract::start_on(&host.gateway);
-    let mirror = gcs.objects();
+    let (mirror, policy_mirror) = (gcs.objects(), policies.calls());
     api.with(|w| {
         w.objects_upstream = Some(gcs.url.clone());
+        w.policies_upstream = Some(policies.url.clone());
         // Buckets made through the JSON API exist in the emulator too.
         w.on_bucket = Some(Arc::new(move |name: &str, made: bool| {
-            if made {
-                mirror.create_bucket(name)
-            } else {
-                mirror.delete_bucket(name)
+            for emulator in [&mirror, &policy_mirror] {
+                if made {
+                    emulator.create_bucket(name)
+                } else {
+                    emulator.delete_bucket(name)
+                }
             }
         }));
     });
@@ -169,6 +174,45 @@ fn gcp_through_the_engine_with_objects_in_fake_gcs_server() {
     let applied = ok(&p, &env, &["apply", "--auto-approve"]);
     assert!(applied.stdout.contains("Apply complete!"), "{applied:?}");
     assert_eq!(containers_of("gcp-alpha"), 1);
+
+    // The policy the emulator keeps confines the account to its prefixes: Object Viewer on
+    // input, Object Admin on output and checkpoint, each conditioned on its prefix.
+    let policy = policies.calls().policy(&bucket).unwrap();
+    let member = format!(
+        "serviceAccount:{}",
+        anycloud_provider_gcp::naming::account_email("gcp-alpha", PROJECT)
+    );
+    let mut granted: Vec<(String, String)> = policy["bindings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| {
+            b["members"]
+                .as_array()
+                .unwrap()
+                .contains(&serde_json::json!(member))
+        })
+        .map(|b| {
+            let expression = b["condition"]["expression"].as_str().unwrap();
+            let prefix = expression
+                .split("/objects/")
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .unwrap()
+                .to_owned();
+            (prefix, b["role"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    granted.sort();
+    assert_eq!(
+        granted,
+        [
+            ("gcp-alpha/", "roles/storage.objectAdmin"),
+            ("gcp-input/", "roles/storage.objectViewer"),
+            ("gcp-results/", "roles/storage.objectAdmin"),
+        ]
+        .map(|(p, r)| (p.to_owned(), r.to_owned()))
+    );
 
     // The job's output and checkpoint reach the emulator, its input came from it.
     let copy = wait_for(60, "the input copy in the output prefix", || {
@@ -289,12 +333,12 @@ fn gcp_through_the_engine_with_objects_in_fake_gcs_server() {
         assert!(w.instances.is_empty(), "the instance is deleted");
         assert!(w.firewalls.is_empty(), "its firewall rule is deleted");
         assert!(w.accounts.is_empty(), "the service account is deleted");
-        let policy = &w.buckets[&bucket].policy;
-        assert!(
-            !policy.to_string().contains("serviceAccount:"),
-            "its bindings are removed: {policy}"
-        );
     });
+    let policy = policies.calls().policy(&bucket).unwrap();
+    assert!(
+        !policy.to_string().contains("serviceAccount:"),
+        "its bindings are removed: {policy}"
+    );
     assert_eq!(
         gcs.get(&bucket, "gcp-alpha/counter"),
         None,
@@ -304,5 +348,57 @@ fn gcp_through_the_engine_with_objects_in_fake_gcs_server() {
         gcs.get(&bucket, "gcp-input/data.txt").is_some(),
         "the input is kept"
     );
+    assert_eq!(api.violations(), Vec::<String>::new());
+}
+
+/// The continent's bucket name is another project's: plan and apply fail before any change,
+/// naming the bucket, with exit 1 and no state written.
+#[test]
+fn a_bucket_name_another_project_holds_fails_the_plan_naming_it() {
+    let api = Contract::start();
+    let bucket = anycloud_provider_gcp::naming::continent_bucket("eu", PROJECT);
+    api.with(|w| w.buckets_taken_elsewhere.insert(bucket.clone()));
+    let p = Project::new(&format!(
+        r#"
+project: taken
+providers:
+  gcp: {{ project: {PROJECT}, endpoints: {{ storage: "{u}", iam: "{u}", compute: "{u}" }} }}
+deployments:
+  taken-job:
+    provider: gcp
+    region: europe-west1
+    vm: {{ type: e2-standard-4 }}
+    container: {{ image: busybox }}
+    buckets: {{ output: taken-results }}
+"#,
+        u = api.url
+    ));
+    let env: Vec<(String, String)> = api
+        .env()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    for args in [&["plan"][..], &["apply", "--auto-approve"][..]] {
+        let r = run(&p, &env, args);
+        assert_eq!(r.code, 1, "{args:?}: {r:?}");
+        assert!(
+            r.stderr.contains(&format!(
+                "bucket '{bucket}' belongs to another Google Cloud project than {PROJECT}"
+            )),
+            "{r:?}"
+        );
+    }
+    let recorded = p
+        .state_json()
+        .map(|s| s["resources"].as_object().expect("resources by address").len())
+        .unwrap_or(0);
+    assert_eq!(recorded, 0, "nothing recorded");
+    api.with(|w| {
+        assert!(
+            w.accounts.is_empty() && w.instances.is_empty(),
+            "nothing made"
+        );
+        assert!(w.buckets.is_empty());
+    });
     assert_eq!(api.violations(), Vec::<String>::new());
 }

@@ -4,18 +4,23 @@
 //! 169.254.169.254 in the host's namespace (what rclone's Application Default Credentials
 //! ask when no key file exists).
 //!
-//! fake-gcs-server accepts any token and keeps no labels or IAM policies: buckets and their
-//! policies are the contract server's, which makes each bucket here too
-//! (`contract::World::on_bucket`) and hands every object request here
-//! (`contract::World::objects_upstream`).
+//! fake-gcs-server accepts any token and keeps no labels or IAM policies; PyPI's
+//! gcp-storage-emulator keeps IAM policies (not enforced, and their etags never change) but
+//! drops the labels and location a bucket is made with. So each emulator serves what it
+//! keeps: the contract server answers bucket requests itself, makes each bucket in both
+//! emulators (`contract::World::on_bucket`), hands every object request to fake-gcs-server
+//! (`objects_upstream`) and every policy request, once checked against the discovery
+//! document, to gcp-storage-emulator (`policies_upstream`).
 //!
-//! Needs fake-gcs-server under /var/cache/anycloud/fake-gcs and python3 (`scripts/prereqs.sh`).
+//! Needs fake-gcs-server and gcp-storage-emulator under /var/cache/anycloud/fake-gcs, and
+//! python3 (`scripts/prereqs.sh`).
 
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const FAKE_GCS: &str = "/var/cache/anycloud/fake-gcs/fake-gcs-server";
+const GCP_STORAGE_EMULATOR: &str = "/var/cache/anycloud/fake-gcs/bin/gcp-storage-emulator";
 /// What the metadata server hands out as the VM's token (fake-gcs-server takes any).
 pub const VM_TOKEN: &str = "ya29.vm-service-account-token";
 
@@ -26,14 +31,67 @@ pub struct FakeGcs {
     pub url: String,
 }
 
+fn free_port(ip: &str) -> u16 {
+    TcpListener::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_until_listening(ip: &str, port: u16, what: &str) {
+    let started = Instant::now();
+    while TcpStream::connect((ip, port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{what} did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// gcp-storage-emulator, for the buckets' IAM policies.
+pub struct PolicyStore {
+    server: Child,
+    pub url: String,
+}
+
+impl PolicyStore {
+    pub fn start(ip: &str) -> PolicyStore {
+        let port = free_port(ip);
+        let server = Command::new(GCP_STORAGE_EMULATOR)
+            .args(["start", "--host", ip, "--port", &port.to_string()])
+            .args(["--no-store-on-disk", "--quiet"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("gcp-storage-emulator (scripts/prereqs.sh installs it)");
+        wait_until_listening(ip, port, "gcp-storage-emulator");
+        PolicyStore {
+            server,
+            url: format!("http://{ip}:{port}"),
+        }
+    }
+
+    pub fn calls(&self) -> Objects {
+        Objects {
+            url: self.url.clone(),
+        }
+    }
+}
+
+impl Drop for PolicyStore {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
 impl FakeGcs {
     /// fake-gcs-server listening on `gateway` (this machine's address on the test host's link).
     pub fn start(gateway: &str) -> FakeGcs {
-        let port = TcpListener::bind((gateway, 0))
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port(gateway);
         let url = format!("http://{gateway}:{port}");
         let server = Command::new(FAKE_GCS)
             .args(["-scheme", "http", "-backend", "memory", "-host", gateway])
@@ -45,14 +103,7 @@ impl FakeGcs {
             .stderr(Stdio::null())
             .spawn()
             .expect("fake-gcs-server (scripts/prereqs.sh installs it)");
-        let started = Instant::now();
-        while TcpStream::connect((gateway, port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "fake-gcs-server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_until_listening(gateway, port, "fake-gcs-server");
         FakeGcs {
             server,
             metadata: None,
@@ -172,6 +223,12 @@ impl Objects {
             .parse()
             .unwrap_or(0);
         (code, text[..split].to_vec())
+    }
+
+    /// A bucket's IAM policy as the emulator keeps it.
+    pub fn policy(&self, bucket: &str) -> Option<serde_json::Value> {
+        let (code, body) = self.curl("GET", &format!("/storage/v1/b/{bucket}/iam"), b"");
+        (code == 200).then(|| serde_json::from_slice(&body).unwrap())
     }
 
     pub fn create_bucket(&self, name: &str) {

@@ -7,7 +7,9 @@
 //! The policy is shared by every deployment of the continent and by other states: each edit
 //! reads it, changes only this grant's binding and writes it back with the etag it read
 //! (IAM policy version 3, which keeps conditions), and starts over when someone wrote in
-//! between (412, or 409 ABORTED). Nobody else's binding is ever dropped.
+//! between (412, or 409 ABORTED). Nobody else's binding is ever dropped. Within one process
+//! the edits of a bucket's policy take turns, so the grants of many deployments do not
+//! stumble over each other's etags.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -147,6 +149,8 @@ pub fn read(t: &Target<'_>, policies: &BTreeMap<String, Value>) -> Result<Option
 /// the etag read, starting over while someone else writes in between.
 async fn edit(cx: &Cx<'_>, bucket: &str, change: impl Fn(&mut Value) -> bool) -> Result<()> {
     let url = policy_url(cx, bucket);
+    let lock = cx.policy_locks.of(bucket);
+    let _turn = lock.lock().await;
     for round in 0..ROUNDS {
         let Some(mut policy) = read_policy(cx, bucket).await? else {
             return Err(ProviderError::new(

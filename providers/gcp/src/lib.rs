@@ -159,6 +159,26 @@ pub(crate) struct Cx<'a> {
     pub g: &'a Google,
     pub s: &'a Settings,
     pub project: String,
+    pub policy_locks: &'a PolicyLocks,
+}
+
+/// One edit at a time of each bucket's IAM policy from this process: every deployment of a
+/// continent edits the same policy, and concurrent read-modify-writes would mostly meet stale
+/// etags and start over. Other processes are kept apart by the etags alone.
+#[derive(Default)]
+pub(crate) struct PolicyLocks(
+    std::sync::Mutex<BTreeMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
+);
+
+impl PolicyLocks {
+    pub fn of(&self, bucket: &str) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+        self.0
+            .lock()
+            .expect("not poisoned")
+            .entry(bucket.to_owned())
+            .or_default()
+            .clone()
+    }
 }
 
 /// GCP's verbs. Every call goes through one client, which counts them.
@@ -168,6 +188,7 @@ pub struct GcpProvider {
     google: OnceLock<Result<Google>>,
     connections: SshPool,
     contexts: ContextCache,
+    policy_locks: PolicyLocks,
 }
 
 impl GcpProvider {
@@ -179,6 +200,7 @@ impl GcpProvider {
             google: OnceLock::new(),
             connections: SshPool::default(),
             contexts: ContextCache::default(),
+            policy_locks: PolicyLocks::default(),
         }
     }
 
@@ -202,6 +224,7 @@ impl GcpProvider {
             g: self.google()?,
             s: self.settings(),
             project: self.project()?,
+            policy_locks: &self.policy_locks,
         })
     }
 }

@@ -246,16 +246,18 @@ async fn a_deployment_converges_least_privilege_and_destroy_keeps_what_it_must()
     assert_eq!(c.violations(), Vec::<String>::new());
 }
 
-/// Every deployment of the continent edits the one policy: concurrent edits, stale etags and
-/// a binding of someone else's all end with every binding in place.
+/// Every deployment of the continent edits the one policy: edits of two processes at once,
+/// stale etags and a binding of someone else's all end with every binding in place.
 #[tokio::test(flavor = "multi_thread")]
 async fn policy_edits_keep_everyones_bindings_through_stale_etags() {
     let (_turn, c) = server().await;
     let project = "etag-race-project";
+    // Two providers: two processes, whose edits only the etags keep apart.
     let p = provider(&c, project);
+    let q = provider(&c, project);
     let a = deployment("etag-a", "europe-west1", "etag-input");
     let b = deployment("etag-b", "europe-west1", "etag-input");
-    let (ra, rb) = (planned(&p, &a), planned(&p, &b));
+    let (ra, rb) = (planned(&p, &a), planned(&q, &b));
     let mut ea = Engine::new(&p, "lineage-etag");
     ea.apply(&ra[..1]).await.unwrap();
     seed_input(&p, &a).await;
@@ -270,7 +272,7 @@ async fn policy_edits_keep_everyones_bindings_through_stale_etags() {
             .push(theirs.clone());
         w.stale_etag_next = 3;
     });
-    let mut eb = Engine::new(&p, "lineage-etag");
+    let mut eb = Engine::new(&q, "lineage-etag");
     eb.state
         .insert(ra[0].address.clone(), ea.state[&ra[0].address].clone());
     let (x, y) = tokio::join!(ea.apply(&ra), eb.apply(&rb));

@@ -169,6 +169,9 @@ pub struct World {
     /// come, bucket and policy requests are answered here (fake-gcs-server keeps no labels
     /// and no IAM policies).
     pub objects_upstream: Option<String>,
+    /// An emulator that keeps bucket IAM policies (`http://host:port`): policy requests are
+    /// checked here and answered there.
+    pub policies_upstream: Option<String>,
     /// Fault injection.
     pub throttle_next: usize,
     pub slow_polls: usize,
@@ -812,6 +815,8 @@ enum Payload {
     Json(Value),
     Bytes(Vec<u8>, String),
     Empty,
+    /// Checked here, answered by an emulator at this URL.
+    Forward(String),
 }
 
 struct Answer(u16, Payload);
@@ -881,10 +886,12 @@ async fn handle(
     addr: SocketAddr,
     req: Request<hyper::body::Incoming>,
 ) -> Response<Full<Bytes>> {
-    let method = req.method().as_str().to_owned();
-    let path = req.uri().path().to_owned();
-    let query: Vec<(String, String)> = req
-        .uri()
+    let (parts, body) = req.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    let method = parts.method.as_str().to_owned();
+    let path = parts.uri.path().to_owned();
+    let query: Vec<(String, String)> = parts
+        .uri
         .query()
         .map(|q| {
             url::form_urlencoded::parse(q.as_bytes())
@@ -893,7 +900,8 @@ async fn handle(
         })
         .unwrap_or_default();
     let header = |k: &str| {
-        req.headers()
+        parts
+            .headers
             .get(k)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
@@ -903,9 +911,8 @@ async fn handle(
     let content_type = header("content-type");
     let upstream = world.lock().unwrap().objects_upstream.clone();
     if let Some(upstream) = upstream.filter(|_| is_object_path(&path)) {
-        return forward(&upstream, req).await;
+        return forward(&upstream, &parts, bytes).await;
     }
-    let bytes = req.into_body().collect().await.unwrap().to_bytes();
     let base = format!("http://{addr}");
     let Answer(status, payload) = {
         let mut w = world.lock().unwrap();
@@ -931,6 +938,7 @@ async fn handle(
             Bytes::from(b)
         }
         Payload::Empty => Bytes::new(),
+        Payload::Forward(upstream) => return forward(&upstream, &parts, bytes).await,
     };
     r.body(Full::new(body)).unwrap()
 }
@@ -945,14 +953,16 @@ fn is_object_path(path: &str) -> bool {
             .is_some_and(|(_, rest)| rest == "o" || rest.starts_with("o/"))
 }
 
-/// Hands a request to the data plane's emulator as it came, and its answer back as it went.
-async fn forward(upstream: &str, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+/// Hands a request to an emulator as it came, and its answer back as it went.
+async fn forward(
+    upstream: &str,
+    parts: &hyper::http::request::Parts,
+    bytes: Bytes,
+) -> Response<Full<Bytes>> {
     let host = upstream
         .trim_start_matches("http://")
         .trim_end_matches('/')
         .to_owned();
-    let (parts, body) = req.into_parts();
-    let bytes = body.collect().await.unwrap().to_bytes();
     let stream = tokio::net::TcpStream::connect(&host).await.unwrap();
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
@@ -960,7 +970,7 @@ async fn forward(upstream: &str, req: Request<hyper::body::Incoming>) -> Respons
             .unwrap();
     tokio::spawn(conn);
     let mut out = Request::builder()
-        .method(parts.method)
+        .method(parts.method.clone())
         .uri(
             parts
                 .uri
@@ -1082,6 +1092,14 @@ fn answer(
         raw: bytes,
         content_type,
     };
+    if let Some(upstream) = w.policies_upstream.clone() {
+        if matches!(
+            m.id.as_str(),
+            "storage.buckets.getIamPolicy" | "storage.buckets.setIamPolicy"
+        ) {
+            return Answer(200, Payload::Forward(upstream));
+        }
+    }
     match m.id.split('.').next() {
         Some("storage") => storage(w, m, &r),
         Some("iam") => iam(w, m, &r),
