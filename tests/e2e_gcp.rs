@@ -390,7 +390,12 @@ deployments:
     }
     let recorded = p
         .state_json()
-        .map(|s| s["resources"].as_object().expect("resources by address").len())
+        .map(|s| {
+            s["resources"]
+                .as_object()
+                .expect("resources by address")
+                .len()
+        })
         .unwrap_or(0);
     assert_eq!(recorded, 0, "nothing recorded");
     api.with(|w| {
