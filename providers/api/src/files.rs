@@ -6,7 +6,7 @@
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Writes `bytes` to `path` atomically with `mode`; `before_replace` runs once the new
 /// contents are safely on disk and just before they replace the old (the state keeps a
@@ -123,6 +123,66 @@ pub fn list_tree(dir: &Path) -> io::Result<Vec<(String, u64)>> {
     walk(dir, dir, &mut out)?;
     out.sort();
     Ok(out)
+}
+
+/// What a bucket upload of `source` sends: a file as an object named after it, or a
+/// directory tree as its relative paths; each with its path and size.
+pub fn upload_list(source: &Path) -> io::Result<Vec<(String, PathBuf, u64)>> {
+    let meta = fs::metadata(source)?;
+    if meta.is_file() {
+        let name = source
+            .file_name()
+            .ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidInput, "the source has no file name")
+            })?
+            .to_string_lossy()
+            .into_owned();
+        return Ok(vec![(name, source.to_owned(), meta.len())]);
+    }
+    Ok(list_tree(source)?
+        .into_iter()
+        .map(|(key, size)| {
+            let path = source.join(&key);
+            (key, path, size)
+        })
+        .collect())
+}
+
+/// A downloaded file, written whole or not at all: a temporary file beside its destination,
+/// renamed over it by [`Staged::persist`] (dropped unpersisted, it is removed).
+pub struct Staged {
+    file: tokio::fs::File,
+    staged: tempfile::NamedTempFile,
+    to: PathBuf,
+}
+
+impl Staged {
+    /// Makes `to`'s directory if needed, and the temporary file in it.
+    pub async fn beside(to: &Path) -> io::Result<Staged> {
+        let dir = parent(to).to_owned();
+        tokio::fs::create_dir_all(&dir).await?;
+        let staged = tempfile::Builder::new()
+            .prefix(".anycloud-")
+            .tempfile_in(&dir)?;
+        let file = tokio::fs::File::from_std(staged.reopen()?);
+        Ok(Staged {
+            file,
+            staged,
+            to: to.to_owned(),
+        })
+    }
+
+    pub async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        self.file.write_all(bytes).await
+    }
+
+    pub async fn persist(mut self) -> io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        self.file.flush().await?;
+        self.staged.persist(&self.to).map_err(|e| e.error)?;
+        Ok(())
+    }
 }
 
 /// Where an object named `key` goes under `dest`, if it can go there: a key is written

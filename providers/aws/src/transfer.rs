@@ -7,7 +7,7 @@ use std::path::Path;
 use anycloud_provider::{files, ProviderError, Result, Transfer};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 use crate::clients::Clients;
 use crate::errors::classify;
@@ -51,26 +51,7 @@ pub async fn upload(
     progress: &Transfer,
 ) -> Result<usize> {
     let region = s3::region_of(clients, bucket).await?;
-    let meta = tokio::fs::metadata(source)
-        .await
-        .map_err(io(format!("reading {}", source.display())))?;
-    let files: Vec<(String, std::path::PathBuf, u64)> = if meta.is_file() {
-        let name = source
-            .file_name()
-            .ok_or_else(|| ProviderError::permanent("the source has no file name"))?
-            .to_string_lossy()
-            .into_owned();
-        vec![(name, source.to_owned(), meta.len())]
-    } else {
-        files::list_tree(source)
-            .map_err(io(format!("reading {}", source.display())))?
-            .into_iter()
-            .map(|(key, size)| {
-                let path = source.join(&key);
-                (key, path, size)
-            })
-            .collect()
-    };
+    let files = files::upload_list(source).map_err(io(format!("reading {}", source.display())))?;
     progress.total(files.iter().map(|(_, _, size)| size).sum());
     let mut done = 0;
     for (key, path, size) in &files {
@@ -223,37 +204,19 @@ pub async fn download(
             .send()
             .await
             .map_err(|e| classify(&format!("GetObject {bucket}/{key}"), e))?;
-        let dir = to.parent().unwrap_or(dest).to_owned();
-        tokio::fs::create_dir_all(&dir)
-            .await
-            .map_err(io(format!("creating {}", dir.display())))?;
-        let staged = tempfile::Builder::new()
-            .prefix(".anycloud-")
-            .tempfile_in(&dir)
-            .map_err(io(format!("writing in {}", dir.display())))?;
-        let mut file = tokio::fs::File::from_std(
-            staged
-                .reopen()
-                .map_err(io(format!("writing in {}", dir.display())))?,
-        );
+        let writing = io(format!("writing {}", to.display()));
+        let mut staged = files::Staged::beside(to).await.map_err(&writing)?;
         let mut body = object.body;
         while let Some(bytes) = body
             .try_next()
             .await
             .map_err(|e| ProviderError::permanent(format!("reading {bucket}/{key}: {e}")))?
         {
-            file.write_all(&bytes)
-                .await
-                .map_err(io(format!("writing {}", to.display())))?;
+            staged.write(&bytes).await.map_err(&writing)?;
             done += bytes.len() as u64;
             progress.done(done);
         }
-        file.flush()
-            .await
-            .map_err(io(format!("writing {}", to.display())))?;
-        staged.persist(to).map_err(|e| {
-            ProviderError::permanent(format!("writing {}: {}", to.display(), e.error))
-        })?;
+        staged.persist().await.map_err(&writing)?;
     }
     Ok(wanted.len())
 }

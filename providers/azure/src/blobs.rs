@@ -9,7 +9,7 @@ use std::path::Path;
 use anycloud_provider::{files, ErrorCode, ProviderError, Result, Transfer};
 use bytes::Bytes;
 use http::Method;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 use crate::arm::{classify, Arm};
 
@@ -156,23 +156,7 @@ pub async fn upload(
     source: &Path,
     progress: &Transfer,
 ) -> Result<usize> {
-    let meta = tokio::fs::metadata(source)
-        .await
-        .map_err(io(format!("reading {}", source.display())))?;
-    let files: Vec<(String, std::path::PathBuf, u64)> = if meta.is_file() {
-        let name = source
-            .file_name()
-            .ok_or_else(|| ProviderError::permanent("the source has no file name"))?
-            .to_string_lossy()
-            .into_owned();
-        vec![(name, source.to_owned(), meta.len())]
-    } else {
-        files::list_tree(source)
-            .map_err(io(format!("reading {}", source.display())))?
-            .into_iter()
-            .map(|(key, size)| (key.clone(), source.join(&key), size))
-            .collect()
-    };
+    let files = files::upload_list(source).map_err(io(format!("reading {}", source.display())))?;
     progress.total(files.iter().map(|(_, _, size)| size).sum());
     let mut done = 0u64;
     for (name, path, size) in &files {
@@ -261,28 +245,10 @@ pub async fn download(
             Bytes::new(),
         )
         .await?;
-        let dir = to.parent().unwrap_or(dest).to_owned();
-        tokio::fs::create_dir_all(&dir)
-            .await
-            .map_err(io(format!("creating {}", dir.display())))?;
-        let staged = tempfile::Builder::new()
-            .prefix(".anycloud-")
-            .tempfile_in(&dir)
-            .map_err(io(format!("writing in {}", dir.display())))?;
-        let mut file = tokio::fs::File::from_std(
-            staged
-                .reopen()
-                .map_err(io(format!("writing in {}", dir.display())))?,
-        );
-        file.write_all(&bytes)
-            .await
-            .map_err(io(format!("writing {}", to.display())))?;
-        file.flush()
-            .await
-            .map_err(io(format!("writing {}", to.display())))?;
-        staged.persist(to).map_err(|e| {
-            ProviderError::permanent(format!("writing {}: {}", to.display(), e.error))
-        })?;
+        let writing = io(format!("writing {}", to.display()));
+        let mut staged = files::Staged::beside(to).await.map_err(&writing)?;
+        staged.write(&bytes).await.map_err(&writing)?;
+        staged.persist().await.map_err(&writing)?;
         done += bytes.len() as u64;
         progress.done(done);
     }

@@ -96,22 +96,68 @@ impl Google {
         headers: &[(&str, String)],
         body: Bytes,
     ) -> Result<(StatusCode, HeaderMap, Bytes)> {
-        let token = self.credential.token(&self.http).await?;
-        let mut request = Request::builder()
-            .method(method.clone())
-            .uri(url)
-            .header("authorization", format!("Bearer {token}"));
-        for (k, v) in headers {
-            request = request.header(*k, v);
+        // Twice at most: a cached token the service refuses is dropped and one new asked for.
+        for attempt in 0..2 {
+            let token = self.credential.token(&self.http).await?;
+            let mut request = Request::builder()
+                .method(method.clone())
+                .uri(url)
+                .header("authorization", format!("Bearer {token}"));
+            for (k, v) in headers {
+                request = request.header(*k, v);
+            }
+            let request = request.body(Full::new(body.clone())).map_err(|e| {
+                ProviderError::new(ErrorCode::Invalid, format!("{method} {url}: {e}"))
+            })?;
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            let unavailable = |e: String| {
+                ProviderError::new(
+                    ErrorCode::Unavailable,
+                    format!("Google: {method} {}: {e}", shown(url)),
+                )
+            };
+            let response = self
+                .http
+                .request(request)
+                .await
+                .map_err(|e| unavailable(e.to_string()))?;
+            let (parts, body) = response.into_parts();
+            let bytes = body
+                .collect()
+                .await
+                .map_err(|e| unavailable(e.to_string()))?
+                .to_bytes();
+            if parts.status == StatusCode::UNAUTHORIZED
+                && attempt == 0
+                && self.credential.forget(&token).await
+            {
+                continue;
+            }
+            return Ok((parts.status, parts.headers, bytes));
         }
-        let request = request
-            .body(Full::new(body))
-            .map_err(|e| ProviderError::new(ErrorCode::Invalid, format!("{method} {url}: {e}")))?;
+        unreachable!("the second attempt returns")
+    }
+
+    /// Downloads what `url` answers into `into` frame by frame, never whole in memory;
+    /// `progress` hears the bytes as they land. A failure status is an error.
+    pub async fn download(
+        &self,
+        url: &str,
+        into: &mut anycloud_provider::files::Staged,
+        mut progress: impl FnMut(u64),
+    ) -> Result<()> {
+        let token = self.credential.token(&self.http).await?;
+        let request = Request::builder()
+            .method(Method::GET)
+            .uri(url)
+            .header("authorization", format!("Bearer {token}"))
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| ProviderError::new(ErrorCode::Invalid, format!("GET {url}: {e}")))?;
         self.calls.fetch_add(1, Ordering::Relaxed);
         let unavailable = |e: String| {
             ProviderError::new(
                 ErrorCode::Unavailable,
-                format!("Google: {method} {}: {e}", shown(url)),
+                format!("Google: GET {}: {e}", shown(url)),
             )
         };
         let response = self
@@ -119,13 +165,29 @@ impl Google {
             .request(request)
             .await
             .map_err(|e| unavailable(e.to_string()))?;
-        let (parts, body) = response.into_parts();
-        let bytes = body
-            .collect()
-            .await
-            .map_err(|e| unavailable(e.to_string()))?
-            .to_bytes();
-        Ok((parts.status, parts.headers, bytes))
+        let (parts, mut body) = response.into_parts();
+        if !parts.status.is_success() {
+            let bytes = body
+                .collect()
+                .await
+                .map_err(|e| unavailable(e.to_string()))?
+                .to_bytes();
+            let reply = Reply {
+                status: parts.status,
+                body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            };
+            return Err(error_of(&Method::GET, url, &reply));
+        }
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| unavailable(e.to_string()))?;
+            if let Ok(data) = frame.into_data() {
+                into.write(&data)
+                    .await
+                    .map_err(|e| ProviderError::permanent(format!("writing a download: {e}")))?;
+                progress(data.len() as u64);
+            }
+        }
+        Ok(())
     }
 
     /// One JSON request; any status is returned as it is.

@@ -140,6 +140,17 @@ impl Credential {
         }
     }
 
+    /// Drops `token` from the cache (the service refused it: revoked, or its clock is off);
+    /// whether a new one can be asked for.
+    pub async fn forget(&self, token: &str) -> bool {
+        let mut cached = self.cached.lock().await;
+        if cached.as_ref().is_some_and(|(t, _)| t == token) {
+            *cached = None;
+            return true;
+        }
+        false
+    }
+
     /// A valid bearer token.
     pub async fn token(&self, http: &HttpClient) -> Result<String> {
         let mut cached = self.cached.lock().await;

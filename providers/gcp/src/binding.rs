@@ -36,6 +36,18 @@ pub fn expression(bucket: &str, prefix: &str) -> String {
     )
 }
 
+/// What names a binding: its role and prefix (at most 8 + 7 + 1 + 63 + 1 characters, under
+/// the 100 Google allows a title).
+fn title(role: &str, bucket: &str) -> String {
+    let short = role
+        .trim_start_matches("roles/storage.object")
+        .to_ascii_lowercase();
+    format!("anycloud {short} {bucket}/")
+}
+
+/// How many conditional bindings Google keeps in one policy.
+pub const CONDITIONAL_BINDINGS_MAX: usize = 100;
+
 pub fn plan(node: NodeSpec<'_>, project: &str) -> Result<Planned> {
     let (role, bucket) = node.bucket()?;
     let d = node.deployment;
@@ -56,16 +68,9 @@ pub fn plan(node: NodeSpec<'_>, project: &str) -> Result<Planned> {
         )),
     );
     attrs.insert("role".into(), json!(iam_role));
-    // Unique per grant: how this grant's binding is found again among everyone's.
-    attrs.insert(
-        "title".into(),
-        json!(format!(
-            "anycloud {} {} {}",
-            naming::account_id(&d.id),
-            role.as_str(),
-            bucket.name
-        )),
-    );
+    // One binding per role and prefix, found again by its title among everyone's: the
+    // deployments sharing an input or output bucket are members of the same binding.
+    attrs.insert("title".into(), json!(title(iam_role, &bucket.name)));
     attrs.insert("condition".into(), json!(expression(&storage, &prefix)));
     Ok(Planned {
         attrs,
@@ -89,6 +94,55 @@ async fn read_policy(cx: &Cx<'_>, bucket: &str) -> Result<Option<Value>> {
         policy_url(cx, bucket)
     ))
     .await
+}
+
+/// Whether `binding` is the one of `role` and `title`.
+fn is(binding: &Value, role: &str, title: &str) -> bool {
+    binding.get("role").and_then(|r| r.as_str()) == Some(role)
+        && binding
+            .get("condition")
+            .and_then(|c| c.get("title"))
+            .and_then(|t| t.as_str())
+            == Some(title)
+}
+
+/// Before any change: the grants still to be made must leave every continent bucket's policy
+/// within Google's limit of conditional bindings (one policy read per bucket).
+pub async fn preflight(cx: &Cx<'_>, targets: &[Target<'_>]) -> Result<Vec<String>> {
+    let mut wanted: BTreeMap<&str, std::collections::BTreeSet<(&str, &str)>> = BTreeMap::new();
+    for t in targets.iter().filter(|t| t.kind == Kind::Grant) {
+        wanted
+            .entry(attr_str(t.attrs, "storage_bucket")?)
+            .or_default()
+            .insert((attr_str(t.attrs, "role")?, attr_str(t.attrs, "title")?));
+    }
+    let mut errors = Vec::new();
+    for (bucket, new) in wanted {
+        let policy = match read_policy(cx, bucket).await {
+            Ok(Some(p)) => p,
+            Ok(None) => Value::Null,
+            // A bucket of another project: the storage preflight says so.
+            Err(e) if e.is(ErrorCode::Permission) => continue,
+            Err(e) => return Err(e),
+        };
+        let existing: Vec<&Value> = policy
+            .get("bindings")
+            .and_then(|b| b.as_array())
+            .map(|b| b.iter().filter(|b| b.get("condition").is_some()).collect())
+            .unwrap_or_default();
+        let added = new
+            .iter()
+            .filter(|(role, title)| !existing.iter().any(|b| is(b, role, title)))
+            .count();
+        let total = existing.len() + added;
+        if total > CONDITIONAL_BINDINGS_MAX {
+            errors.push(format!(
+                "bucket {bucket}: its IAM policy would hold {total} conditional bindings ({} there, {added} more for this config's prefixes); Google keeps at most {CONDITIONAL_BINDINGS_MAX} in one policy. Share input and output buckets between deployments (they share a binding), or spread the deployments over more projects",
+                existing.len()
+            ));
+        }
+    }
+    Ok(errors)
 }
 
 /// Whether `policy` has this grant's binding.
@@ -200,13 +254,25 @@ pub async fn create(cx: &Cx<'_>, t: &Target<'_>) -> Result<Attrs> {
             "expression": attr_str(&a, "condition")?,
         },
     });
+    let (role, title) = (
+        attr_str(&a, "role")?.to_owned(),
+        attr_str(&a, "title")?.to_owned(),
+    );
+    let member = attr_str(&a, "member")?.to_owned();
     edit(cx, &bucket, |policy| {
         if holds(policy, &a) {
             return false;
         }
-        match policy.get_mut("bindings").and_then(|b| b.as_array_mut()) {
-            Some(bindings) => bindings.push(binding.clone()),
-            None => policy["bindings"] = json!([binding.clone()]),
+        if policy.get("bindings").and_then(|b| b.as_array()).is_none() {
+            policy["bindings"] = json!([]);
+        }
+        let bindings = policy["bindings"].as_array_mut().expect("an array");
+        match bindings.iter_mut().find(|b| is(b, &role, &title)) {
+            Some(shared) => match shared.get_mut("members").and_then(|m| m.as_array_mut()) {
+                Some(members) => members.push(json!(member)),
+                None => shared["members"] = json!([member]),
+            },
+            None => bindings.push(binding.clone()),
         }
         true
     })

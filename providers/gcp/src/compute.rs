@@ -110,9 +110,15 @@ pub async fn ensure_firewall(
     );
     if !insert(cx, &collection, &request_id(), &body).await? {
         // Made meanwhile: whose?
-        if let Some(found) = cx.g.get(&url).await? {
-            Owner::of_description(&found, lineage)
-                .must_be_ours(&format!("firewall rule {name}"))?;
+        match cx.g.get(&url).await? {
+            Some(found) => Owner::of_description(&found, lineage)
+                .must_be_ours(&format!("firewall rule {name}"))?,
+            None => {
+                return Err(ProviderError::new(
+                    ErrorCode::Busy,
+                    format!("firewall rule {name} is being made or deleted"),
+                ))
+            }
         }
     }
     Ok(())
@@ -143,7 +149,13 @@ pub async fn ensure_instance(cx: &Cx<'_>, m: &Machine<'_>, lineage: &str) -> Res
                 "onHostMaintenance": "TERMINATE",
             })
         } else {
-            json!({"provisioningModel": "STANDARD", "automaticRestart": true})
+            // GPU machine types cannot live-migrate: they stop for host maintenance and
+            // start again by themselves.
+            json!({
+                "provisioningModel": "STANDARD",
+                "automaticRestart": true,
+                "onHostMaintenance": "TERMINATE",
+            })
         };
         let body = json!({
             "name": m.name,
@@ -162,6 +174,9 @@ pub async fn ensure_instance(cx: &Cx<'_>, m: &Machine<'_>, lineage: &str) -> Res
             "metadata": {"items": [
                 {"key": "ssh-keys", "value": format!("{}:{}", m.ssh_user, m.public_key.trim())},
                 {"key": "block-project-ssh-keys", "value": "true"},
+                // The key above only counts where OS Login is off (a project may turn it on
+                // for every instance).
+                {"key": "enable-oslogin", "value": "FALSE"},
             ]},
             "scheduling": scheduling,
             "tags": {"items": [m.name]},
@@ -277,4 +292,42 @@ pub async fn list(cx: &Cx<'_>, zones: &[String], lineage: &str) -> Result<BTreeM
         }
     }
     Ok(found)
+}
+
+/// The project's firewall rules by name (one list, paged): what a refresh compares each
+/// VM's rule with.
+pub async fn firewalls(cx: &Cx<'_>) -> Result<BTreeMap<String, Value>> {
+    Ok(cx
+        .g
+        .list(
+            &format!(
+                "{}/projects/{}/global/firewalls",
+                cx.s.compute(),
+                cx.project
+            ),
+            "items",
+        )
+        .await?
+        .into_iter()
+        .filter_map(|f| Some((f.get("name")?.as_str()?.to_owned(), f)))
+        .collect())
+}
+
+/// Who a rule admits as `ssh_cidr` says it: its source ranges when it is this state's rule
+/// for tcp/22, else nothing (gone, changed or someone else's: the update makes it again).
+pub fn admitted(rule: Option<&Value>, lineage: &str) -> String {
+    let Some(rule) = rule.filter(|r| Owner::of_description(r, lineage) == Owner::Us) else {
+        return String::new();
+    };
+    let ssh_only = rule.get("allowed") == Some(&json!([{"IPProtocol": "tcp", "ports": ["22"]}]));
+    let ranges: Vec<&str> = rule
+        .get("sourceRanges")
+        .and_then(|r| r.as_array())
+        .map(|r| r.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    if ssh_only {
+        ranges.join(",")
+    } else {
+        String::new()
+    }
 }

@@ -291,8 +291,11 @@ impl Provider for GcpProvider {
     }
 
     async fn preflight(&self, targets: &[Target<'_>]) -> Result<Preflight> {
+        let cx = self.cx()?;
+        let mut errors = storage::preflight(&cx, targets).await?;
+        errors.extend(binding::preflight(&cx, targets).await?);
         Ok(Preflight {
-            errors: storage::preflight(&self.cx()?, targets).await?,
+            errors,
             notes: vec![],
         })
     }
@@ -380,24 +383,41 @@ impl Provider for GcpProvider {
 }
 
 impl GcpProvider {
-    /// Where `bucket` lives: the continent bucket of the deployment that uses it, and its
-    /// prefix there.
-    fn locate(&self, bucket: &str, user: Option<&DeploymentSpec>) -> Result<(String, String)> {
+    /// Where `bucket` lives: the continent bucket of the deployment that uses it (made for an
+    /// upload if the project has none yet: an input is filled before the first apply), and its prefix there.
+    async fn locate(
+        &self,
+        bucket: &str,
+        user: Option<&DeploymentSpec>,
+        make: bool,
+    ) -> Result<(String, String)> {
         let spec = user.ok_or_else(|| {
             ProviderError::permanent(format!(
                 "bucket '{bucket}' is used by no GCP deployment of the config: anycloud cannot tell which continent's bucket holds it"
             ))
         })?;
-        let continent = spec
+        let (continent, region) = spec
             .buckets
             .values()
             .find(|b| b.name == bucket)
-            .map(|b| b.continent.as_str())
-            .unwrap_or(&spec.continent);
-        Ok((
-            naming::continent_bucket(continent, &self.project()?),
-            naming::prefix(bucket),
-        ))
+            .map(|b| (b.continent.as_str(), b.region.as_str()))
+            .unwrap_or((&spec.continent, &spec.region));
+        let name = naming::continent_bucket(continent, &self.project()?);
+        if !make {
+            return Ok((name, naming::prefix(bucket)));
+        }
+        storage::ensure(
+            &self.cx()?,
+            &storage::Bucket {
+                name: &name,
+                region,
+                continent,
+                project: spec.project.as_deref(),
+                lineage: None,
+            },
+        )
+        .await?;
+        Ok((name, naming::prefix(bucket)))
     }
 }
 
@@ -408,7 +428,7 @@ impl BucketAccess for GcpProvider {
         bucket: &str,
         user: Option<&DeploymentSpec>,
     ) -> Result<Vec<(String, u64)>> {
-        let (b, prefix) = self.locate(bucket, user)?;
+        let (b, prefix) = self.locate(bucket, user, false).await?;
         objects::list(self.google()?, self.settings(), &b, &prefix).await
     }
 
@@ -419,7 +439,7 @@ impl BucketAccess for GcpProvider {
         source: &std::path::Path,
         progress: &Transfer,
     ) -> Result<usize> {
-        let (b, prefix) = self.locate(bucket, user)?;
+        let (b, prefix) = self.locate(bucket, user, true).await?;
         objects::upload(
             self.google()?,
             self.settings(),
@@ -438,7 +458,7 @@ impl BucketAccess for GcpProvider {
         dest: &std::path::Path,
         progress: &Transfer,
     ) -> Result<usize> {
-        let (b, prefix) = self.locate(bucket, user)?;
+        let (b, prefix) = self.locate(bucket, user, false).await?;
         objects::download(self.google()?, self.settings(), &b, &prefix, dest, progress).await
     }
 }

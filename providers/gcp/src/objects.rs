@@ -9,7 +9,7 @@ use std::path::Path;
 use anycloud_provider::{files, ErrorCode, ProviderError, Result, Transfer};
 use bytes::Bytes;
 use http::Method;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::api::{classify, encode, segment, Google};
 use crate::settings::Settings;
@@ -30,8 +30,7 @@ async fn call(
     body: Bytes,
 ) -> Result<(http::HeaderMap, Bytes)> {
     let (status, headers, bytes) = g.raw(method.clone(), url, headers, body).await?;
-    // 308: a resumable upload's chunk taken, more to come.
-    if status.is_success() || status.as_u16() == 308 {
+    if status.is_success() {
         return Ok((headers, bytes));
     }
     let reply = crate::api::Reply {
@@ -93,23 +92,7 @@ pub async fn upload(
     source: &Path,
     progress: &Transfer,
 ) -> Result<usize> {
-    let meta = tokio::fs::metadata(source)
-        .await
-        .map_err(io(format!("reading {}", source.display())))?;
-    let files: Vec<(String, std::path::PathBuf, u64)> = if meta.is_file() {
-        let name = source
-            .file_name()
-            .ok_or_else(|| ProviderError::permanent("the source has no file name"))?
-            .to_string_lossy()
-            .into_owned();
-        vec![(name, source.to_owned(), meta.len())]
-    } else {
-        files::list_tree(source)
-            .map_err(io(format!("reading {}", source.display())))?
-            .into_iter()
-            .map(|(key, size)| (key.clone(), source.join(&key), size))
-            .collect()
-    };
+    let files = files::upload_list(source).map_err(io(format!("reading {}", source.display())))?;
     progress.total(files.iter().map(|(_, _, size)| size).sum());
     let mut done = 0u64;
     for (name, path, size) in &files {
@@ -155,8 +138,12 @@ pub async fn upload(
             .and_then(|l| l.to_str().ok())
             .ok_or_else(|| ProviderError::permanent("Cloud Storage gave no upload session"))?
             .to_owned();
+        let base = done;
         let mut offset = 0u64;
-        while offset < *size {
+        loop {
+            file.seek(std::io::SeekFrom::Start(offset))
+                .await
+                .map_err(io(format!("reading {}", path.display())))?;
             let mut chunk = Vec::with_capacity(CHUNK as usize);
             (&mut file)
                 .take(CHUNK)
@@ -164,18 +151,47 @@ pub async fn upload(
                 .await
                 .map_err(io(format!("reading {}", path.display())))?;
             let end = offset + chunk.len() as u64;
-            let range = format!("bytes {offset}-{}/{size}", end - 1);
-            call(
-                g,
-                Method::PUT,
-                &session,
-                &[("content-range", range)],
-                Bytes::from(chunk),
-            )
-            .await?;
-            done += end - offset;
-            offset = end;
-            progress.done(done);
+            let range = format!("bytes {offset}-{}/{size}", end.max(1) - 1);
+            let (status, headers, _) = g
+                .raw(
+                    Method::PUT,
+                    &session,
+                    &[("content-range", range)],
+                    Bytes::from(chunk),
+                )
+                .await?;
+            match status.as_u16() {
+                200 | 201 => {
+                    done = base + size;
+                    progress.done(done);
+                    break;
+                }
+                // More to send: from the first byte the service has not kept (it may keep
+                // less than a chunk, and says how much in `Range`).
+                308 => {
+                    offset = headers
+                        .get("range")
+                        .and_then(|r| r.to_str().ok())
+                        .and_then(|r| r.rsplit('-').next()?.parse::<u64>().ok())
+                        .map_or(0, |last| last + 1);
+                    if offset >= *size {
+                        return Err(ProviderError::new(
+                            ErrorCode::Unavailable,
+                            format!(
+                                "Cloud Storage kept all of {object} but did not finish the upload"
+                            ),
+                        ));
+                    }
+                    done = base + offset;
+                    progress.done(done);
+                }
+                s => {
+                    return Err(ProviderError::new(
+                        classify(s, ""),
+                        format!("Cloud Storage: uploading {object}: {status}"),
+                    ))
+                }
+            }
         }
     }
     Ok(files.len())
@@ -193,6 +209,10 @@ pub async fn download(
 ) -> Result<usize> {
     let mut wanted = Vec::new();
     for (name, size) in list(g, s, bucket, prefix).await? {
+        // The console's "folder" placeholder, `prefix/` itself.
+        if name.is_empty() {
+            continue;
+        }
         let to = files::under(dest, &name).map_err(|e| ProviderError::permanent(e.to_string()))?;
         if let Some(to) = to {
             wanted.push((name, to, size));
@@ -206,31 +226,14 @@ pub async fn download(
             s.storage(),
             segment(&format!("{prefix}{name}"))
         );
-        let (_, bytes) = call(g, Method::GET, &url, &[], Bytes::new()).await?;
-        let dir = to.parent().unwrap_or(dest).to_owned();
-        tokio::fs::create_dir_all(&dir)
-            .await
-            .map_err(io(format!("creating {}", dir.display())))?;
-        let staged = tempfile::Builder::new()
-            .prefix(".anycloud-")
-            .tempfile_in(&dir)
-            .map_err(io(format!("writing in {}", dir.display())))?;
-        let mut file = tokio::fs::File::from_std(
-            staged
-                .reopen()
-                .map_err(io(format!("writing in {}", dir.display())))?,
-        );
-        file.write_all(&bytes)
-            .await
-            .map_err(io(format!("writing {}", to.display())))?;
-        file.flush()
-            .await
-            .map_err(io(format!("writing {}", to.display())))?;
-        staged.persist(to).map_err(|e| {
-            ProviderError::permanent(format!("writing {}: {}", to.display(), e.error))
-        })?;
-        done += bytes.len() as u64;
-        progress.done(done);
+        let writing = io(format!("writing {}", to.display()));
+        let mut staged = files::Staged::beside(to).await.map_err(&writing)?;
+        g.download(&url, &mut staged, |n| {
+            done += n;
+            progress.done(done);
+        })
+        .await?;
+        staged.persist().await.map_err(&writing)?;
     }
     Ok(wanted.len())
 }

@@ -68,7 +68,10 @@ pub async fn markers(
         let exists = buckets
             .iter()
             .any(|b| b.get("name").and_then(|n| n.as_str()) == Some(bucket));
-        let names = if exists {
+        if !exists {
+            continue;
+        }
+        let names: BTreeSet<String> = {
             cx.g.list(
                 &format!(
                     "{}?prefix={}",
@@ -86,15 +89,14 @@ pub async fn markers(
                     .map(String::from)
             })
             .collect()
-        } else {
-            BTreeSet::new()
         };
         marked.insert(bucket.to_owned(), names);
     }
     Ok(marked)
 }
 
-/// A prefix is there while its continent bucket is; one this state made, while its marker is.
+/// A prefix is there while its continent bucket is (a bucket that is gone has no entry); one
+/// this state made, while its marker is.
 pub fn read(t: &Target<'_>, marked: &BTreeMap<String, BTreeSet<String>>) -> Result<Option<Attrs>> {
     let bucket = attr_str(t.attrs, "bucket")?;
     let name = attr_str(t.attrs, "name")?;
@@ -150,29 +152,47 @@ pub async fn create(cx: &Cx<'_>, t: &Target<'_>) -> Result<Attrs> {
     let bucket = attr_str(a, "bucket")?;
     let prefix = attr_str(a, "prefix")?;
     let mut out = a.clone();
+    let marked = marker_owner(cx, bucket, name, t.lineage).await?;
     match role_of(t) {
-        Some(BucketRole::Input) => {
-            if !has_objects(cx, bucket, prefix).await? {
+        Some(BucketRole::Checkpoint) => {
+            let managed = match marked {
+                Some(owner) => {
+                    owner.must_be_ours(&format!("checkpoint prefix gs://{bucket}/{prefix}"))?;
+                    true
+                }
+                // Objects nobody marked as a checkpoint (another deployment's output, say):
+                // restoring them or writing among them could cost someone their results.
+                None if has_objects(cx, bucket, prefix).await? => {
+                    return Err(ProviderError::new(
+                        ErrorCode::Conflict,
+                        format!("gs://{bucket}/{prefix} holds objects that are no anycloud checkpoint (another bucket of that name?): give deployment '{name}' another id, or move those objects"),
+                    ));
+                }
+                None => mark(cx, t, bucket, name).await?,
+            };
+            out.insert("managed".into(), json!(managed));
+        }
+        role => {
+            // A checkpoint prefix (anyone's) is never another deployment's input or output.
+            if let Some(owner) = marked {
+                return Err(ProviderError::new(
+                    ErrorCode::Conflict,
+                    format!(
+                        "gs://{bucket}/{prefix} is the checkpoint prefix of a deployment named '{name}' ({}): use another bucket name",
+                        match owner {
+                            Owner::Us => "of this state".to_owned(),
+                            Owner::State { lineage, .. } => format!("of the state with lineage {lineage}"),
+                            Owner::Stranger => "marked by anycloud".to_owned(),
+                        }
+                    ),
+                ));
+            }
+            if role == Some(BucketRole::Input) && !has_objects(cx, bucket, prefix).await? {
                 return Err(ProviderError::new(
                     ErrorCode::NotFound,
                     format!("input bucket '{name}' has nothing in gs://{bucket}/{prefix}: upload the job's input first (anycloud bucket upload {name} DIR)"),
                 ));
             }
-            out.insert("managed".into(), json!(false));
-        }
-        Some(BucketRole::Checkpoint) => {
-            let managed = match marker_owner(cx, bucket, name, t.lineage).await? {
-                Some(owner) => {
-                    owner.must_be_ours(&format!("checkpoint prefix gs://{bucket}/{prefix}"))?;
-                    true
-                }
-                // Someone's objects without a marker: used, never deleted.
-                None if has_objects(cx, bucket, prefix).await? => false,
-                None => mark(cx, t, bucket, name).await?,
-            };
-            out.insert("managed".into(), json!(managed));
-        }
-        _ => {
             out.insert("managed".into(), json!(false));
         }
     }

@@ -73,19 +73,49 @@ pub fn read(t: &Target<'_>, buckets: &[Value]) -> Result<Option<Attrs>> {
 /// state's, a concurrent apply's: the continent's storage is shared).
 pub async fn create(cx: &Cx<'_>, t: &Target<'_>) -> Result<Attrs> {
     let a = t.attrs;
-    let name = attr_str(a, "bucket")?;
-    if let Some(existing) = find(cx, name).await? {
-        return Ok(found(t, &existing));
+    let made = ensure(
+        cx,
+        &Bucket {
+            name: attr_str(a, "bucket")?,
+            region: attr_str(a, "region")?,
+            continent: attr_str(a, "continent")?,
+            project: a.get("project").and_then(|p| p.as_str()),
+            lineage: Some(t.lineage),
+        },
+    )
+    .await?;
+    Ok(found(t, &made))
+}
+
+/// A continent bucket to make.
+pub struct Bucket<'a> {
+    pub name: &'a str,
+    pub region: &'a str,
+    pub continent: &'a str,
+    /// The config's project, for the label.
+    pub project: Option<&'a str>,
+    /// The state making it; none when `anycloud bucket upload` makes it before any apply
+    /// (the first apply adopts it: the continent's bucket is shared, never deleted).
+    pub lineage: Option<&'a str>,
+}
+
+/// The bucket as this project has it, made first if it has not.
+pub async fn ensure(cx: &Cx<'_>, b: &Bucket<'_>) -> Result<Value> {
+    if let Some(existing) = find(cx, b.name).await? {
+        return Ok(existing);
+    }
+    let mut labels = match b.lineage {
+        Some(lineage) => owner::labels(lineage, b.project, &[("anycloud-continent", b.continent)]),
+        None => json!({"anycloud-continent": b.continent}),
+    };
+    if let (None, Some(p)) = (b.lineage, b.project) {
+        labels[owner::PROJECT] = json!(owner::label_value(p));
     }
     let body = json!({
-        "name": name,
-        "location": attr_str(a, "region")?,
+        "name": b.name,
+        "location": b.region,
         "storageClass": "STANDARD",
-        "labels": owner::labels(
-            t.lineage,
-            a.get("project").and_then(|p| p.as_str()),
-            &[("anycloud-continent", attr_str(a, "continent")?)],
-        ),
+        "labels": labels,
         "iamConfiguration": {
             // IAM only (the deployments' prefix-conditioned bindings): no object ACLs.
             "uniformBucketLevelAccess": {"enabled": true},
@@ -101,15 +131,15 @@ pub async fn create(cx: &Cx<'_>, t: &Target<'_>) -> Result<Attrs> {
     if reply.status.as_u16() == 409 {
         // A concurrent apply of this project made it meanwhile (use it), or the name is
         // another project's.
-        return match find(cx, name).await? {
-            Some(existing) => Ok(found(t, &existing)),
-            None => Err(taken(name, &cx.project)),
+        return match find(cx, b.name).await? {
+            Some(existing) => Ok(existing),
+            None => Err(taken(b.name, &cx.project)),
         };
     }
     if !reply.status.is_success() {
         return Err(crate::api::error_of(&Method::POST, &url, &reply));
     }
-    Ok(found(t, &reply.body))
+    Ok(reply.body)
 }
 
 /// The bucket of this name in the project, if there is one.

@@ -325,9 +325,11 @@ pub async fn delete_hosted(p: &GcpProvider, t: &Target<'_>) -> Result<()> {
 }
 
 /// What a refresh learns of the VMs among some targets: one instance list per zone (by the
-/// state's lineage label), and one SSH probe per running VM for what runs on it.
+/// state's lineage label), one list of the project's firewall rules, and one SSH probe per
+/// running VM for what runs on it.
 pub struct Machines {
     instances: Option<BTreeMap<String, Value>>,
+    firewalls: BTreeMap<String, Value>,
     probes: Vec<Option<HostProbe>>,
 }
 
@@ -346,6 +348,7 @@ impl Machines {
         if !wants {
             return Ok(Machines {
                 instances: None,
+                firewalls: BTreeMap::new(),
                 probes: vec![None; targets.len()],
             });
         }
@@ -363,7 +366,13 @@ impl Machines {
         zones.sort();
         zones.dedup();
         let lineage = targets.first().map(|t| t.lineage).unwrap_or_default();
-        let instances = compute::list(&p.cx()?, &zones, lineage).await?;
+        let cx = p.cx()?;
+        let instances = compute::list(&cx, &zones, lineage).await?;
+        let firewalls = if targets.iter().any(|t| t.kind == Kind::Vm) {
+            compute::firewalls(&cx).await?
+        } else {
+            BTreeMap::new()
+        };
         let mut hosts: Vec<Option<Arc<dyn Host>>> = Vec::with_capacity(targets.len());
         for t in targets {
             let live_vm = t
@@ -377,6 +386,7 @@ impl Machines {
         let probes = steps::probe_each_host(targets, hosts, |_| None).await?;
         Ok(Machines {
             instances: Some(instances),
+            firewalls,
             probes,
         })
     }
@@ -393,6 +403,14 @@ impl Machines {
         if let Some(ip) = compute::nat_ip(found) {
             a.insert("nat_ip".into(), json!(ip));
         }
+        // A rule deleted, widened or narrowed out of band shows as a changed `ssh_cidr`,
+        // which the update puts right.
+        let rule = t
+            .attrs
+            .get("firewall")
+            .and_then(|f| f.as_str())
+            .and_then(|f| self.firewalls.get(f));
+        a.insert("ssh_cidr".into(), json!(compute::admitted(rule, t.lineage)));
         Some(a)
     }
 

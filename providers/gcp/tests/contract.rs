@@ -404,19 +404,39 @@ async fn another_states_account_and_checkpoint_are_never_adopted_or_deleted() {
 }
 
 /// Refresh costs a constant number of calls, but for pages (IAM lists at most 100 service
-/// accounts a page): measured for 10 and 200 deployments.
+/// accounts a page): measured for 10 and 200 deployments over three continents (each
+/// continent's policy holds at most 100 conditional bindings, so 200 deployments with a
+/// checkpoint each cannot share one), sharing each continent's input and output.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refresh_costs_the_same_calls_for_10_and_200_deployments() {
     let (_turn, c) = server().await;
     c.with(|w| w.page_size = 1000);
+    let places = [
+        ("eu", "europe-west1"),
+        ("us", "us-central1"),
+        ("apac", "asia-east1"),
+    ];
     let mut counts = vec![];
     for (n, project) in [(10, "refresh-ten-project"), (200, "refresh-many-project")] {
         let p = provider(&c, project);
         let mut engine = Engine::new(&p, "lineage-scale");
         for i in 0..n {
-            let d = deployment(&format!("job-{i}"), "europe-west1", "scale-input");
+            let (continent, region) = places[i % places.len()];
+            let bucket = |name: &str| BucketSpec {
+                name: name.to_owned(),
+                continent: continent.into(),
+                region: region.into(),
+            };
+            let mut d = deployment(&format!("job-{i}"), region, "");
+            d.continent = continent.into();
+            d.buckets = [
+                (BucketRole::Input, bucket(&format!("{continent}-input"))),
+                (BucketRole::Output, bucket(&format!("{continent}-results"))),
+                (BucketRole::Checkpoint, bucket(&d.id)),
+            ]
+            .into();
             let recs = planned(&p, &d);
-            if i == 0 {
+            if i < places.len() {
                 engine.apply(&recs[..1]).await.unwrap();
                 seed_input(&p, &d).await;
             }
@@ -432,9 +452,9 @@ async fn a_refresh_costs_the_same_calls_for_10_and_200_deployments() {
         );
         counts.push(calls);
     }
-    // One list of buckets, one of service accounts (a page per 100), one policy and one list
-    // of prefix markers for the continent's bucket.
-    assert_eq!(counts, vec![4, 5]);
+    // One list of buckets, one of service accounts (a page per 100), and per continent
+    // bucket one policy read and one list of prefix markers.
+    assert_eq!(counts, vec![1 + 1 + 2 * 3, 1 + 2 + 2 * 3]);
     assert_eq!(c.violations(), Vec::<String>::new());
 }
 
@@ -537,6 +557,20 @@ async fn a_vm_carries_its_service_account_admits_ssh_from_the_cidr_only_and_a_pr
         found["deployment.vmjob.vm"].as_ref().unwrap()["status"],
         json!("RUNNING")
     );
+    assert_eq!(
+        found["deployment.vmjob.vm"].as_ref().unwrap()["ssh_cidr"],
+        json!("203.0.113.7/32")
+    );
+    // A rule widened out of band shows as a changed ssh_cidr (the update makes it again).
+    c.with(|w| {
+        let rule = w.firewalls.values_mut().next().unwrap();
+        rule["sourceRanges"] = json!(["0.0.0.0/0"]);
+    });
+    let found = engine.refresh().await;
+    assert_eq!(
+        found["deployment.vmjob.vm"].as_ref().unwrap()["ssh_cidr"],
+        json!("0.0.0.0/0")
+    );
     c.preempt("anycloud-vmjob");
     assert_eq!(engine.refresh().await["deployment.vmjob.vm"], None);
 
@@ -598,6 +632,99 @@ async fn a_service_account_key_signs_its_token_request() {
         c.with(|w| w.token_requests) - before,
         1,
         "the token is reused"
+    );
+    assert_eq!(c.violations(), Vec::<String>::new());
+}
+
+/// A checkpoint prefix is never someone's input or output, and objects nobody marked are
+/// never taken for a checkpoint.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_checkpoint_prefix_is_nobody_elses_bucket_and_unmarked_objects_are_no_checkpoint() {
+    let (_turn, c) = server().await;
+    let project = "prefix-clash-project";
+    let first = provider(&c, project);
+    let d = deployment("train", "europe-west1", "clash-input");
+    let recs = planned(&first, &d);
+    let mut one = Engine::new(&first, "lineage-first");
+    one.apply(&recs[..1]).await.unwrap();
+    seed_input(&first, &d).await;
+    one.apply(&recs).await.unwrap();
+
+    // Another state names its output bucket `train`: the first state's checkpoint prefix.
+    let second = provider(&c, project);
+    let mut other = deployment("other-job", "europe-west1", "clash-input");
+    other.buckets.get_mut(&BucketRole::Output).unwrap().name = "train".into();
+    let theirs = planned(&second, &other);
+    let mut two = Engine::new(&second, "lineage-second");
+    two.apply(&theirs[..1]).await.unwrap();
+    let output = theirs
+        .iter()
+        .find(|r| r.address == "deployment.other-job.bucket.output")
+        .unwrap();
+    let err = two.create(output).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::Conflict);
+    assert!(
+        err.message.contains("is the checkpoint prefix") && err.message.contains("lineage-first"),
+        "{err}"
+    );
+
+    // A deployment named like someone's output bucket, whose prefix holds their results.
+    let mut clash = deployment("clash-input", "europe-west1", "train-results");
+    clash.buckets.get_mut(&BucketRole::Input).unwrap().name = "train-results".into();
+    let recs3 = planned(&second, &clash);
+    let checkpoint = recs3
+        .iter()
+        .find(|r| r.address == "deployment.clash-input.bucket.checkpoint")
+        .unwrap();
+    let err = two.create(checkpoint).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::Conflict);
+    assert!(err.message.contains("no anycloud checkpoint"), "{err}");
+
+    one.destroy().await.unwrap();
+    assert_eq!(c.violations(), Vec::<String>::new());
+}
+
+/// Google keeps at most 100 conditional bindings in a policy: a config that would pass it
+/// fails before any change, saying why and what to do; deployments sharing input and output
+/// share their bindings.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_policy_past_googles_limit_of_conditional_bindings_fails_the_preflight() {
+    let (_turn, c) = server().await;
+    let project = "binding-limit-project";
+    let p = provider(&c, project);
+    let shared = |n: usize| {
+        (0..n)
+            .flat_map(|i| {
+                let mut d = deployment(&format!("sweep-{i}"), "europe-west1", "sweep-input");
+                d.buckets.get_mut(&BucketRole::Output).unwrap().name = "sweep-results".into();
+                planned(&p, &d)
+            })
+            .collect::<Vec<Rec>>()
+    };
+    let preflight = |recs: Vec<Rec>| {
+        let p = &p;
+        async move {
+            let targets: Vec<anycloud_provider::Target> = recs
+                .iter()
+                .map(|r| anycloud_provider::Target {
+                    address: &r.address,
+                    kind: r.kind,
+                    attrs: &r.attrs,
+                    private: &r.private,
+                    deps: &[],
+                    lineage: "lineage-limit",
+                })
+                .collect();
+            p.preflight(&targets).await.unwrap()
+        }
+    };
+    // 98 checkpoints + one shared input and one shared output binding: 100, allowed.
+    assert_eq!(preflight(shared(98)).await.errors, Vec::<String>::new());
+    let too_many = preflight(shared(99)).await;
+    assert_eq!(too_many.errors.len(), 1, "{too_many:?}");
+    assert!(
+        too_many.errors[0].contains("would hold 101 conditional bindings"),
+        "{too_many:?}"
     );
     assert_eq!(c.violations(), Vec::<String>::new());
 }

@@ -1550,6 +1550,19 @@ fn set_policy(w: &mut World, r: &Req, name: &str) -> Answer {
             .push(format!("{}: setIamPolicy without the etag it read", r.what));
         return stale();
     };
+    // IAM's limit: at most 100 conditional role bindings in one allow policy.
+    let conditional = r.body["bindings"].as_array().map_or(0, |b| {
+        b.iter().filter(|b| b.get("condition").is_some()).count()
+    });
+    if conditional > 100 {
+        return error(
+            400,
+            "invalid",
+            &format!(
+                "The policy has {conditional} conditional role bindings; at most 100 are allowed."
+            ),
+        );
+    }
     if w.stale_etag_next > 0 {
         // Someone else wrote between our read and this write.
         w.stale_etag_next -= 1;
