@@ -176,6 +176,11 @@ async fn a_deployment_converges_least_privilege_and_destroy_keeps_what_it_must()
     let mut expected = expected;
     expected.sort();
     assert_eq!(granted, expected);
+    // Written out once in full, as an operator would read it in the console.
+    assert!(granted.contains(&(
+        "roles/storage.objectViewer".to_owned(),
+        r#"resource.name.startsWith("projects/_/buckets/anycloud-eu-anycloud-contract/objects/train-input/") || (resource.type == "storage.googleapis.com/Bucket" && api.getAttribute("storage.googleapis.com/objectListPrefix", "").startsWith("train-input/"))"#.to_owned()
+    )));
     // The bucket's own bindings (its project's owners) are still there.
     assert!(policy["bindings"]
         .as_array()
@@ -602,12 +607,27 @@ async fn a_service_account_key_signs_its_token_request() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
+    // The server knows the account's public key, as Google does: the signature is checked.
+    let public = dir.path().join("public.der");
+    let out = std::process::Command::new("openssl")
+        .args(["rsa", "-RSAPublicKey_out", "-outform", "DER", "-in"])
+        .arg(&pem)
+        .arg("-out")
+        .arg(&public)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let email = format!("operator@{PROJECT}.iam.gserviceaccount.com");
+    c.with(|w| {
+        w.service_account_keys
+            .insert(email.clone(), std::fs::read(&public).unwrap())
+    });
     let file = dir.path().join("sa.json");
     std::fs::write(
         &file,
         json!({
             "type": "service_account",
-            "client_email": format!("operator@{PROJECT}.iam.gserviceaccount.com"),
+            "client_email": email,
             "private_key": std::fs::read_to_string(&pem).unwrap(),
             "token_uri": c.token_url(),
         })

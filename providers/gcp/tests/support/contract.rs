@@ -165,6 +165,9 @@ pub struct World {
     request_ids: BTreeMap<String, String>,
     /// Called as a bucket is made (`true`) or deleted: mirrors it into a data-plane emulator.
     pub on_bucket: Option<Mirror>,
+    /// Service account email → its public key (PKCS#1 DER): assertions of these accounts
+    /// must carry their signature.
+    pub service_account_keys: BTreeMap<String, Vec<u8>>,
     /// The data plane's emulator (`http://host:port`): object requests go there as they
     /// come, bucket and policy requests are answered here (fake-gcs-server keeps no labels
     /// and no IAM policies).
@@ -1135,7 +1138,7 @@ fn token(w: &mut World, base: &str, method: &str, bytes: &[u8]) -> Answer {
     match form.get("grant_type").map(String::as_str) {
         Some("urn:ietf:params:oauth:grant-type:jwt-bearer") => {
             let assertion = form.get("assertion").map(String::as_str).unwrap_or("");
-            if let Err(why) = jwt(assertion, &format!("{base}/token")) {
+            if let Err(why) = jwt(assertion, &format!("{base}/token"), &w.service_account_keys) {
                 return bad(w, "invalid_grant", why);
             }
         }
@@ -1172,7 +1175,7 @@ fn token(w: &mut World, base: &str, method: &str, bytes: &[u8]) -> Answer {
 /// A service account's assertion: three base64url parts, an RS256 header, the claims Google
 /// requires (iss, scope, aud = the token endpoint, iat, exp at most an hour later). The
 /// signature is not verified.
-fn jwt(assertion: &str, audience: &str) -> Result<(), String> {
+fn jwt(assertion: &str, audience: &str, keys: &BTreeMap<String, Vec<u8>>) -> Result<(), String> {
     let parts: Vec<&str> = assertion.split('.').collect();
     if parts.len() != 3 || parts.iter().any(|p| p.is_empty()) {
         return Err("the assertion is not a JWT (three dot-separated parts)".into());
@@ -1194,6 +1197,13 @@ fn jwt(assertion: &str, audience: &str) -> Result<(), String> {
     }
     if claims["aud"] != json!(audience) {
         return Err(format!("aud {} is not {audience}", claims["aud"]));
+    }
+    // A key the test registered for this account: the signature must be its.
+    if let Some(key) = claims["iss"].as_str().and_then(|iss| keys.get(iss)) {
+        let signature = b64url_decode(parts[2]).ok_or("the signature is not base64url")?;
+        ring::signature::UnparsedPublicKey::new(&ring::signature::RSA_PKCS1_2048_8192_SHA256, key)
+            .verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &signature)
+            .map_err(|_| format!("the signature is not {}'s", claims["iss"]))?;
     }
     match (claims["iat"].as_i64(), claims["exp"].as_i64()) {
         (Some(iat), Some(exp)) if exp > iat && exp - iat <= 3600 => Ok(()),
