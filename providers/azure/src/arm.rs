@@ -201,6 +201,60 @@ impl Arm {
         Ok((parts.status, parts.headers, bytes))
     }
 
+    /// GETs `path` into `into` frame by frame, never whole in memory; `progress` hears the
+    /// bytes as they land. A failure status comes back with its body for the caller to read.
+    pub async fn download(
+        &self,
+        path: &str,
+        headers: &[(&str, String)],
+        into: &mut anycloud_provider::files::Staged,
+        mut progress: impl FnMut(u64),
+    ) -> Result<std::result::Result<(), (StatusCode, Bytes)>> {
+        let url = self.url(path, None);
+        let token = self.credential.token(&self.http).await?;
+        let mut request = Request::builder()
+            .method(Method::GET)
+            .uri(&url)
+            .header("authorization", format!("Bearer {token}"));
+        for (k, v) in headers {
+            request = request.header(*k, v);
+        }
+        let request = request
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| ProviderError::new(ErrorCode::Invalid, format!("GET {url}: {e}")))?;
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let unavailable = |e: String| {
+            ProviderError::new(
+                ErrorCode::Unavailable,
+                format!("Azure: GET {}: {e}", shown(&url)),
+            )
+        };
+        let response = self
+            .http
+            .request(request)
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        let (parts, mut body) = response.into_parts();
+        if !parts.status.is_success() {
+            let bytes = body
+                .collect()
+                .await
+                .map_err(|e| unavailable(e.to_string()))?
+                .to_bytes();
+            return Ok(Err((parts.status, bytes)));
+        }
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| unavailable(e.to_string()))?;
+            if let Ok(data) = frame.into_data() {
+                into.write(&data)
+                    .await
+                    .map_err(|e| ProviderError::permanent(format!("writing a download: {e}")))?;
+                progress(data.len() as u64);
+            }
+        }
+        Ok(Ok(()))
+    }
+
     /// One request whose error statuses become classified errors.
     async fn ok(
         &self,

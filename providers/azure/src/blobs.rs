@@ -1,8 +1,8 @@
 //! `anycloud bucket ls|upload|download` on Azure: the blob service's REST API, signed in as
 //! the operator (Entra ID, audience `https://storage.azure.com/`; the accounts anycloud makes
 //! accept no shared key). Files above [`BLOCK`] go in blocks, as the service asks of large
-//! blobs, and every byte moves the caller's progress bar. Downloads land whole or not at
-//! all, never outside the destination.
+//! blobs, and every byte moves the caller's progress bar. Downloads stream to disk and land
+//! whole or not at all, never outside the destination.
 
 use std::path::Path;
 
@@ -90,7 +90,12 @@ async fn call(
     if status.is_success() {
         return Ok(bytes);
     }
-    let text = String::from_utf8_lossy(&bytes);
+    Err(failure(&method, path, status, &bytes))
+}
+
+/// The classified error of a failed answer of the blob service.
+fn failure(method: &Method, path: &str, status: http::StatusCode, bytes: &[u8]) -> ProviderError {
+    let text = String::from_utf8_lossy(bytes);
     let code = elements(&text, "Code")
         .first()
         .copied()
@@ -106,13 +111,13 @@ async fn call(
     } else {
         ""
     };
-    Err(ProviderError::new(
+    ProviderError::new(
         class,
         format!(
             "Azure blob service: {method} {}: {status} {code}{hint}",
             path.split('?').next().unwrap_or(path)
         ),
-    ))
+    )
 }
 
 /// Every blob in `container`, name and size, sorted by name.
@@ -237,20 +242,20 @@ pub async fn download(
     progress.total(wanted.iter().map(|(_, _, size)| size).sum());
     let mut done = 0u64;
     for (name, to, _) in &wanted {
-        let bytes = call(
-            blobs,
-            Method::GET,
-            &format!("/{container}/{}", escaped(name)),
-            &[],
-            Bytes::new(),
-        )
-        .await?;
+        let path = format!("/{container}/{}", escaped(name));
         let writing = io(format!("writing {}", to.display()));
         let mut staged = files::Staged::beside(to).await.map_err(&writing)?;
-        staged.write(&bytes).await.map_err(&writing)?;
+        let version = [("x-ms-version", VERSION.to_owned())];
+        let got = blobs
+            .download(&path, &version, &mut staged, |n| {
+                done += n;
+                progress.done(done);
+            })
+            .await?;
+        if let Err((status, body)) = got {
+            return Err(failure(&Method::GET, &path, status, &body));
+        }
         staged.persist().await.map_err(&writing)?;
-        done += bytes.len() as u64;
-        progress.done(done);
     }
     Ok(wanted.len())
 }
