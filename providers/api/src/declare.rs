@@ -154,6 +154,37 @@ pub fn is_cidr(text: &str) -> bool {
     ip.parse::<std::net::Ipv4Addr>().is_ok() && bits.parse::<u8>().is_ok_and(|b| b <= 32)
 }
 
+/// `providers.<provider>.ssh_cidr`, checked: who may reach the VMs' SSH port.
+pub fn check_ssh_cidr(doc: &Doc, provider: &str, checks: &mut Checks) -> Option<String> {
+    let v = doc.get("ssh_cidr")?;
+    let path = format!("providers.{provider}.ssh_cidr");
+    let cidr = checks.string(v, &path)?;
+    if !is_cidr(&cidr) {
+        checks.error(
+            v.at,
+            format!("{path} '{cidr}' is not an IPv4 CIDR like 203.0.113.7/32"),
+            None,
+        );
+    }
+    Some(cidr)
+}
+
+/// `providers.<provider>.ssh_user`, checked: the image's login user, which gets the
+/// deployment's key and sudo (never root: clouds refuse it or lock it).
+pub fn check_ssh_user(doc: &Doc, provider: &str, checks: &mut Checks) -> Option<String> {
+    let v = doc.get("ssh_user")?;
+    let path = format!("providers.{provider}.ssh_user");
+    let user = checks.string(v, &path)?;
+    if !is_user_name(&user) || user == "root" {
+        checks.error(
+            v.at,
+            format!("{path} '{user}' is not a login user name (letters, digits, '._-'; not root)"),
+            None,
+        );
+    }
+    Some(user)
+}
+
 /// A login user's name: letters, digits and `. _ -`.
 pub fn is_user_name(name: &str) -> bool {
     !name.is_empty()

@@ -1,6 +1,6 @@
 //! `providers.gcp`: its schema and its checks, located in the config.
 
-use anycloud_provider::declare::{check_url, is_cidr};
+use anycloud_provider::declare::{check_ssh_cidr, check_ssh_user, check_url};
 use anycloud_provider::doc::{Checks, Doc};
 use anycloud_provider::{ErrorCode, ProviderError, Result};
 use serde::{Deserialize, Serialize};
@@ -83,32 +83,8 @@ pub fn check(doc: Option<&Doc>, checks: &mut Checks) -> Settings {
             s.project = Some(project);
         }
     }
-    if let Some(v) = doc.get("ssh_cidr") {
-        if let Some(cidr) = checks.string(v, "providers.gcp.ssh_cidr") {
-            if !is_cidr(&cidr) {
-                checks.error(
-                    v.at,
-                    format!(
-                        "providers.gcp.ssh_cidr '{cidr}' is not an IPv4 CIDR like 203.0.113.7/32"
-                    ),
-                    None,
-                );
-            }
-            s.ssh_cidr = Some(cidr);
-        }
-    }
-    if let Some(v) = doc.get("ssh_user") {
-        if let Some(user) = checks.string(v, "providers.gcp.ssh_user") {
-            if !anycloud_provider::declare::is_user_name(&user) || user == "root" {
-                checks.error(
-                    v.at,
-                    format!("providers.gcp.ssh_user '{user}' is not a login user name (letters, digits, '._-'; not root)"),
-                    None,
-                );
-            }
-            s.ssh_user = Some(user);
-        }
-    }
+    s.ssh_cidr = check_ssh_cidr(doc, "gcp", checks);
+    s.ssh_user = check_ssh_user(doc, "gcp", checks);
     if let Some(endpoints) = doc.get("endpoints") {
         if checks.known_keys(endpoints, "providers.gcp.endpoints", ENDPOINT_KEYS) {
             for key in ENDPOINT_KEYS {
