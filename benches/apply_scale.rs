@@ -106,11 +106,11 @@ impl Provider for Sleepy {
             ..Planned::default()
         })
     }
-    async fn read(&self, targets: &[Target<'_>]) -> Result<Vec<Option<Attrs>>> {
+    async fn read(&self, targets: &[Target<'_>]) -> Result<Vec<anycloud_provider::Read>> {
         if let [one] = targets {
             self.sleep(one.kind, one.address).await;
         }
-        Ok(targets.iter().map(|t| Some(t.attrs.clone())).collect())
+        Ok(targets.iter().map(|t| Ok(Some(t.attrs.clone()))).collect())
     }
     async fn create(&self, t: Target<'_>) -> Result<Attrs> {
         self.sleep(t.kind, t.address).await;

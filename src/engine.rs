@@ -130,6 +130,8 @@ pub struct PlanTimings {
     pub refresh: Option<(Duration, usize)>,
     /// Calls to the outside the refresh made, by provider (those that made any).
     pub refresh_calls: BTreeMap<&'static str, u64>,
+    /// Connections the refresh opened, by provider (those that opened any).
+    pub refresh_connections: BTreeMap<&'static str, u64>,
     pub diff: Duration,
 }
 
@@ -146,7 +148,11 @@ impl std::fmt::Display for PlanTimings {
             Some((d, n)) => {
                 write!(f, "refresh of {n} resources {:.1} ms", ms(d))?;
                 for (provider, calls) in &self.refresh_calls {
-                    write!(f, " ({provider}: {calls} remote calls)")?;
+                    write!(f, " ({provider}: {calls} remote calls")?;
+                    if let Some(n) = self.refresh_connections.get(provider) {
+                        write!(f, " over {n} connections")?;
+                    }
+                    write!(f, ")")?;
                 }
                 write!(f, ", ")?;
             }
@@ -176,13 +182,32 @@ pub async fn make_plan_timed(
             // The providers' own words, printed as they are.
             .map_err(|errors| UserError(errors.into_iter().map(Diagnostic::verbatim).collect()))?;
     }
+    let mut unread = Vec::new();
     let current = if opts.refresh {
         let start = Instant::now();
         let calls_before = providers.remote_calls();
-        let current = plan::refresh(&graph, &desired, state, providers)
+        let connections_before = providers.connections();
+        let refreshed = plan::refresh(&graph, &desired, state, providers)
             .await
             .map_err(UserError)?;
-        t.refresh = Some((start.elapsed(), current.len()));
+        t.refresh = Some((
+            start.elapsed(),
+            refreshed.found.len() + refreshed.unreadable.len(),
+        ));
+        let mut current = refreshed.found;
+        unread = unread_deployments(&refreshed.unreadable).map_err(UserError)?;
+        // What could not be read is taken as recorded; its deployment is left out below.
+        for addr in refreshed.unreadable.keys() {
+            if let Some(r) = state.resources.get(addr) {
+                current.insert(addr.clone(), Some(r.attributes.clone()));
+            }
+        }
+        for (provider, after) in providers.connections() {
+            let made = after - connections_before.get(provider).copied().unwrap_or(0);
+            if made > 0 {
+                t.refresh_connections.insert(provider, made);
+            }
+        }
         for (provider, after) in providers.remote_calls() {
             let made = after - calls_before.get(provider).copied().unwrap_or(0);
             if made > 0 {
@@ -197,6 +222,7 @@ pub async fn make_plan_timed(
     let mut plan = plan::diff(&graph, &desired, state, current.as_ref(), opts)
         .map_err(|errors| UserError(with_fill_hints(errors, &graph, providers)))?;
     t.diff = start.elapsed();
+    plan.leave_out(unread);
     plan.warnings.extend(notes);
     plan.warnings.extend(
         desired
@@ -205,6 +231,37 @@ pub async fn make_plan_timed(
     );
     plan.config_digest = config.digest.clone();
     Ok((graph, plan, t))
+}
+
+/// Each deployment with a resource the refresh could not read, with the first such resource
+/// and why. A shared resource (a continent's storage) belongs to no one deployment: not
+/// reading it fails the plan.
+fn unread_deployments(
+    unreadable: &BTreeMap<String, anycloud_provider::ProviderError>,
+) -> Result<Vec<plan::Unread>, Vec<Diagnostic>> {
+    let mut by_deployment: BTreeMap<&str, plan::Unread> = BTreeMap::new();
+    let mut shared = Vec::new();
+    for (addr, e) in unreadable {
+        let Some(deployment) = addr
+            .strip_prefix("deployment.")
+            .and_then(|r| r.split('.').next())
+        else {
+            shared.push(Diagnostic::of(addr.clone(), format!("refresh failed: {e}")));
+            continue;
+        };
+        by_deployment
+            .entry(deployment)
+            .or_insert_with(|| plan::Unread {
+                deployment: deployment.to_owned(),
+                address: addr.clone(),
+                error: e.message.clone(),
+            });
+    }
+    if shared.is_empty() {
+        Ok(by_deployment.into_values().collect())
+    } else {
+        Err(shared)
+    }
 }
 
 /// A missing input bucket can be filled from here where its provider reaches its buckets.

@@ -159,6 +159,15 @@ impl Providers {
             .collect()
     }
 
+    /// Each provider's count of connections made so far (those that make any).
+    pub fn connections(&self) -> BTreeMap<&'static str, u64> {
+        self.entries
+            .iter()
+            .filter_map(|(name, e)| Some((*name, e.provider.as_ref()?.connections())))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
     /// The provider whose regions include `region`, and its continent there.
     pub fn continent_anywhere(&self, region: &str) -> Option<(&'static str, &'static str)> {
         self.entries

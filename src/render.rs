@@ -232,6 +232,18 @@ pub fn human_with(plan: &Plan, styled: bool) -> String {
             )
         );
     }
+    for u in &plan.unread {
+        let _ = writeln!(
+            out,
+            "{} deployment {} is left out of this plan: {} could not be read.\n",
+            paint.with(
+                Style::new().bold().fg_color(Some(AnsiColor::Red.into())),
+                "Left out:"
+            ),
+            u.deployment,
+            u.address
+        );
+    }
     if !plan.refreshed {
         let _ = writeln!(out, "Note: the state was not refreshed (--refresh=false); the plan trusts what it records.\n");
     }
@@ -260,6 +272,13 @@ pub fn markdown(plan: &Plan) -> String {
     let mut out = String::from("### anycloud plan\n\n");
     for w in &plan.warnings {
         let _ = writeln!(out, "> **Warning:** {w}\n");
+    }
+    for u in &plan.unread {
+        let _ = writeln!(
+            out,
+            "> **Left out:** deployment `{}`: `{}` could not be read: {}\n",
+            u.deployment, u.address, u.error
+        );
     }
     let active: Vec<&Change> = plan
         .changes
@@ -374,6 +393,7 @@ mod tests {
             refreshed: true,
             targets: vec![],
             warnings: vec!["far away".into()],
+            unread: vec![],
             changes: vec![change],
             summary: Summary::default(),
         };

@@ -599,7 +599,7 @@ impl Work {
                 Action::Delete => provider.delete(target).await.map(|_| None),
                 Action::Read => {
                     let found = provider.read(&[target]).await?;
-                    match found.into_iter().next().flatten() {
+                    match found.into_iter().next().transpose()?.flatten() {
                         Some(a) => Ok(Some(a)),
                         None => Err(ProviderError::new(
                             anycloud_provider::ErrorCode::NotFound,

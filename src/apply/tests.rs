@@ -61,8 +61,8 @@ impl Provider for Scripted {
     fn plan(&self, _: NodeSpec<'_>) -> PResult<Planned> {
         Ok(Planned::default())
     }
-    async fn read(&self, t: &[Target<'_>]) -> PResult<Vec<Option<Attrs>>> {
-        Ok(t.iter().map(|t| Some(t.attrs.clone())).collect())
+    async fn read(&self, t: &[Target<'_>]) -> PResult<Vec<anycloud_provider::Read>> {
+        Ok(t.iter().map(|t| Ok(Some(t.attrs.clone()))).collect())
     }
     async fn create(&self, t: Target<'_>) -> PResult<Attrs> {
         self.call("create", t.address)?;
@@ -106,6 +106,7 @@ fn plan(changes: Vec<Change>) -> Plan {
         refreshed: false,
         targets: vec![],
         warnings: vec![],
+        unread: vec![],
         changes,
         summary: Summary::default(),
     }

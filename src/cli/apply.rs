@@ -45,7 +45,8 @@ pub(super) async fn apply(cx: &Context<'_>, args: &ApplyArgs) -> Result<i32, Use
             session.close().await;
             return Err(e);
         }
-        return execute(cx, &plan, session, args.parallelism).await;
+        let code = execute(cx, &plan, session, args.parallelism).await?;
+        return Ok(with_unread(cx, &plan, code));
     }
     let config = engine::load_config_for(&cx.cli.config, &cx.providers)?;
     let session = cx.session("apply").await?;
@@ -67,7 +68,7 @@ pub(super) async fn apply(cx: &Context<'_>, args: &ApplyArgs) -> Result<i32, Use
     }
     if !plan.has_changes() {
         session.close().await;
-        return Ok(0);
+        return Ok(with_unread(cx, &plan, 0));
     }
     match confirm(&cx.shell, args.auto_approve, "perform these actions") {
         Ok(true) => {}
@@ -82,7 +83,18 @@ pub(super) async fn apply(cx: &Context<'_>, args: &ApplyArgs) -> Result<i32, Use
         }
     }
     cx.shell.out("\n");
-    execute(cx, &plan, session, args.parallelism).await
+    let code = execute(cx, &plan, session, args.parallelism).await?;
+    Ok(with_unread(cx, &plan, code))
+}
+
+/// A deployment left out of the plan (its machine did not answer) fails the run after the
+/// others are applied.
+fn with_unread(cx: &Context<'_>, plan: &Plan, code: i32) -> i32 {
+    if super::report_unread(&cx.shell, plan) && code == 0 {
+        1
+    } else {
+        code
+    }
 }
 
 pub(super) async fn destroy(cx: &Context<'_>, args: &DestroyArgs) -> Result<i32, UserError> {
@@ -133,6 +145,8 @@ async fn execute(
     parallelism: usize,
 ) -> Result<i32, UserError> {
     let progress = Progress::new(&cx.shell);
+    let calls_before = cx.providers.remote_calls();
+    let connections_before = cx.providers.connections();
     let interrupt = Arc::new(AtomicBool::new(false));
     crate::apply::watch_interrupt(interrupt.clone(), progress.clone());
     let Session {
@@ -152,6 +166,21 @@ async fn execute(
     )
     .await;
     let _ = store.unlock().await;
+    for (provider, calls) in cx.providers.remote_calls() {
+        let calls = calls - calls_before.get(provider).copied().unwrap_or(0);
+        let connections = cx
+            .providers
+            .connections()
+            .get(provider)
+            .copied()
+            .unwrap_or(0)
+            - connections_before.get(provider).copied().unwrap_or(0);
+        if calls > 0 {
+            cx.shell.detail(&format!(
+                "apply: {provider}: {calls} remote calls over {connections} new connections"
+            ));
+        }
+    }
     let (outcome, _) = ran.map_err(|e| UserError::msg(format!("{e:#}")))?;
     if outcome.interrupted {
         cx.shell.out(&format!(

@@ -33,7 +33,9 @@ pub(super) async fn plan(cx: &Context<'_>, args: &PlanArgs) -> Result<i32, UserE
             ));
         }
     }
-    let code = if args.detailed_exitcode && plan.has_changes() {
+    let code = if super::report_unread(&cx.shell, &plan) {
+        1
+    } else if args.detailed_exitcode && plan.has_changes() {
         2
     } else {
         0

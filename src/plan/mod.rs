@@ -11,14 +11,15 @@
 mod desired;
 mod diff;
 mod refresh;
-mod targets;
+pub(crate) mod targets;
 
 use anycloud_provider::{Attrs, Diagnostic, Kind};
 use serde::{Deserialize, Serialize};
 
 pub use desired::{desired, preflight};
 pub use diff::diff;
-pub use refresh::{observe, refresh};
+pub use refresh::{observe, refresh, Refreshed};
+pub use targets::targets_match;
 
 pub const PLAN_FORMAT_VERSION: u32 = 2;
 
@@ -89,6 +90,33 @@ pub struct Summary {
     pub read: usize,
 }
 
+impl Summary {
+    pub fn of(changes: &[Change]) -> Summary {
+        let mut s = Summary::default();
+        for c in changes {
+            match c.action {
+                Action::Create => s.add += 1,
+                Action::Update => s.change += 1,
+                Action::Replace => s.replace += 1,
+                Action::Delete => s.destroy += 1,
+                Action::Read => s.read += 1,
+                Action::NoOp => {}
+            }
+        }
+        s
+    }
+}
+
+/// A deployment left out of a plan because what it has could not be read (its machine did
+/// not answer): the plan changes nothing of it, and says why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unread {
+    pub deployment: String,
+    /// The first of its resources that could not be read.
+    pub address: String,
+    pub error: String,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
     pub format_version: u32,
@@ -101,11 +129,30 @@ pub struct Plan {
     pub targets: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Deployments the refresh could not read: nothing of theirs is in `changes`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unread: Vec<Unread>,
     pub changes: Vec<Change>,
     pub summary: Summary,
 }
 
 impl Plan {
+    /// Leaves out every change of the deployments in `unread` (a deployment's resources are
+    /// needed only by its own), recording why.
+    pub fn leave_out(&mut self, unread: Vec<Unread>) {
+        if unread.is_empty() {
+            return;
+        }
+        let prefixes: Vec<String> = unread
+            .iter()
+            .map(|u| format!("deployment.{}", u.deployment))
+            .collect();
+        self.changes
+            .retain(|c| !targets::targets_match(&prefixes, &c.address));
+        self.summary = Summary::of(&self.changes);
+        self.unread = unread;
+    }
+
     pub fn has_changes(&self) -> bool {
         self.changes.iter().any(|c| c.action != Action::NoOp)
     }

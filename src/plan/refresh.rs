@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use anycloud_provider::{Attrs, Dep, Diagnostic, Kind, Planned, Provider, Target};
+use anycloud_provider::{Attrs, Dep, Diagnostic, Kind, Planned, Provider, ProviderError, Target};
 use anycloud_state::{Pending, State};
 
 use crate::graph::{Graph, Mode};
@@ -18,14 +18,22 @@ struct Wanted<'a> {
     deps: &'a [String],
 }
 
+/// What a refresh found: the current attributes by address (`None` where gone), and the
+/// addresses that could not be read, with why (a machine that did not answer).
+#[derive(Debug, Default)]
+pub struct Refreshed {
+    pub found: BTreeMap<String, Option<Attrs>>,
+    pub unreadable: BTreeMap<String, ProviderError>,
+}
+
 /// Asks each provider, in one batch, what exists now of everything in state (and of the
-/// data nodes). Returns the current attributes by address, `None` where gone.
+/// data nodes).
 pub async fn refresh(
     graph: &Graph,
     desired: &BTreeMap<String, Planned>,
     state: &State,
     providers: &Providers,
-) -> Result<BTreeMap<String, Option<Attrs>>, Vec<Diagnostic>> {
+) -> Result<Refreshed, Vec<Diagnostic>> {
     let mut wanted: BTreeMap<&str, Wanted> = BTreeMap::new();
     for (addr, r) in &state.resources {
         let Some(kind) = Kind::parse(&r.kind) else {
@@ -69,12 +77,12 @@ async fn read_all(
     wanted: &BTreeMap<&str, Wanted<'_>>,
     providers: &Providers,
     lineage: &str,
-) -> Result<BTreeMap<String, Option<Attrs>>, Vec<Diagnostic>> {
+) -> Result<Refreshed, Vec<Diagnostic>> {
     let mut by_provider: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for (addr, w) in wanted {
         by_provider.entry(w.provider).or_default().push(addr);
     }
-    let mut out = BTreeMap::new();
+    let mut out = Refreshed::default();
     let mut errors = Vec::new();
     for (provider_name, addrs) in by_provider {
         let provider: &dyn Provider = match providers.get(provider_name) {
@@ -97,10 +105,41 @@ async fn read_all(
             .zip(&deps)
             .map(|(a, deps)| target(a, &wanted[a], deps, lineage))
             .collect();
-        match anycloud_provider::retry::with_retries(|| provider.read(&targets), |_, _| {}).await {
+        // A target's transient error (a connection dropped mid-probe) is retried as a failed
+        // call is; what is still failing after the retries fails only its own target.
+        let last = std::sync::Mutex::new(None);
+        let read = || async {
+            let found = provider.read(&targets).await?;
+            let transient = found
+                .iter()
+                .find_map(|f| f.as_ref().err().filter(|e| e.retryable()).cloned());
+            match transient {
+                Some(e) => {
+                    *last.lock().unwrap_or_else(|p| p.into_inner()) = Some(found);
+                    Err(e)
+                }
+                None => Ok(found),
+            }
+        };
+        let read = match anycloud_provider::retry::with_retries(read, |_, _| {}).await {
+            Err(e) => last
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+                .ok_or(e),
+            ok => ok,
+        };
+        match read {
             Ok(found) => {
                 for (a, f) in addrs.iter().zip(found) {
-                    out.insert(a.to_string(), f);
+                    match f {
+                        Ok(f) => {
+                            out.found.insert(a.to_string(), f);
+                        }
+                        Err(e) => {
+                            out.unreadable.insert(a.to_string(), e);
+                        }
+                    }
                 }
             }
             Err(e) => errors.push(Diagnostic::of(

@@ -37,6 +37,10 @@ pub use spec::{
 /// Attribute maps are ordered so every rendering of them is byte-stable.
 pub type Attrs = BTreeMap<String, serde_json::Value>;
 
+/// What a refresh learnt of one target: its attributes, `None` where it is gone, or why it
+/// could not be read (its machine did not answer in time).
+pub type Read = Result<Option<Attrs>>;
+
 /// The kinds of node in an anycloud resource graph (DESIGN §4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -221,7 +225,9 @@ pub trait Provider: Declaration {
 
     /// The current attributes of each target, `None` where it no longer exists. One call for
     /// many targets so a provider can use list APIs instead of one request per resource.
-    async fn read(&self, targets: &[Target<'_>]) -> Result<Vec<Option<Attrs>>>;
+    /// An error of the whole call (the cloud's list failed) fails the refresh; a target's
+    /// own error (its machine did not answer) fails only its deployment.
+    async fn read(&self, targets: &[Target<'_>]) -> Result<Vec<Read>>;
 
     /// Creates the resource (idempotently: a retry after a crash must not duplicate it) and
     /// returns its attributes, including the computed ones.
@@ -251,6 +257,12 @@ pub trait Provider: Declaration {
     /// How many calls this provider has made to the outside so far (API requests, SSH
     /// round trips): `-v` reports a refresh's share, which must not grow per resource.
     fn remote_calls(&self) -> u64 {
+        0
+    }
+
+    /// How many connections (SSH sign-ins) it has made so far: `-v` reports them, which
+    /// must stay near one per machine and key, not one per step.
+    fn connections(&self) -> u64 {
         0
     }
 

@@ -28,7 +28,7 @@ use anycloud_host::{ContextCache, SshPool};
 use anycloud_provider::doc::{Checks, Doc};
 use anycloud_provider::{
     Attrs, BucketAccess, BucketRole, Declaration, DeploymentSpec, IdLimit, Kind, NodeSpec, Planned,
-    Preflight, Provider, ProviderError, Regions, Result, Shape, Target, Transfer, VmContext,
+    Preflight, Provider, ProviderError, Read, Regions, Result, Shape, Target, Transfer, VmContext,
     VmSpec,
 };
 
@@ -122,6 +122,10 @@ impl Provider for AwsProvider {
         self.clients.get().map(|c| c.calls()).unwrap_or(0) + ssh
     }
 
+    fn connections(&self) -> u64 {
+        self.connections.connections()
+    }
+
     fn plan(&self, node: NodeSpec<'_>) -> Result<Planned> {
         match node.kind {
             Kind::Storage => Ok(bucket::plan_storage(node)),
@@ -146,7 +150,7 @@ impl Provider for AwsProvider {
         Ok(found)
     }
 
-    async fn read(&self, targets: &[Target<'_>]) -> Result<Vec<Option<Attrs>>> {
+    async fn read(&self, targets: &[Target<'_>]) -> Result<Vec<Read>> {
         let clients = self.clients();
         let wants = |kinds: &[Kind]| targets.iter().any(|t| kinds.contains(&t.kind));
         let buckets = if wants(&[Kind::Bucket, Kind::Grant]) {
@@ -163,11 +167,11 @@ impl Provider for AwsProvider {
         let mut out = Vec::with_capacity(targets.len());
         for (i, t) in targets.iter().enumerate() {
             out.push(match t.kind {
-                Kind::Storage => Some(t.attrs.clone()),
-                Kind::Bucket => bucket::read(clients, t, buckets.as_ref()).await?,
-                Kind::Role => role::read(t, roles.as_ref()),
-                Kind::Grant => grant::read(t, buckets.as_ref(), roles.as_ref()),
-                Kind::Vm => machines.read_vm(t),
+                Kind::Storage => Ok(Some(t.attrs.clone())),
+                Kind::Bucket => Ok(bucket::read(clients, t, buckets.as_ref()).await?),
+                Kind::Role => Ok(role::read(t, roles.as_ref())),
+                Kind::Grant => Ok(grant::read(t, buckets.as_ref(), roles.as_ref())),
+                Kind::Vm => Ok(machines.read_vm(t)),
                 _ => machines.read_hosted(i, t),
             });
         }

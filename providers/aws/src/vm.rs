@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use anycloud_host::{keys, steps, Host, HostContext, HostProbe, HostedPrivate, SshHost};
+use anycloud_host::{keys, steps, Host, HostContext, HostedPrivate, SshHost};
 use anycloud_provider::{
     attr_str, Attrs, DeploymentSpec, Kind, Planned, ProviderError, Result, Target,
 };
@@ -299,7 +299,7 @@ pub async fn delete_hosted(p: &AwsProvider, t: &Target<'_>) -> Result<()> {
 /// one DescribeInstances per region, and one SSH probe per live VM for what runs on it.
 pub struct Machines {
     instances: BTreeMap<String, ec2::Instance>,
-    probes: Vec<Option<HostProbe>>,
+    probes: Vec<steps::Probed>,
 }
 
 impl Machines {
@@ -337,7 +337,7 @@ impl Machines {
                 _ => None,
             });
         }
-        let probes = steps::probe_each_host(targets, hosts, |_| None).await?;
+        let probes = steps::probe_each_host(targets, hosts, |_| None).await;
         Ok(Machines { instances, probes })
     }
 
@@ -357,10 +357,8 @@ impl Machines {
         Some(a)
     }
 
-    pub fn read_hosted(&self, i: usize, t: &Target<'_>) -> Option<Attrs> {
-        self.probes[i]
-            .as_ref()
-            .and_then(|p| steps::read_hosted(t, p))
+    pub fn read_hosted(&self, i: usize, t: &Target<'_>) -> anycloud_provider::Read {
+        steps::read_probed(t, &self.probes[i])
     }
 
     pub fn observe(&self, i: usize, t: &Target<'_>) -> BTreeMap<String, String> {
@@ -381,7 +379,7 @@ impl Machines {
                 );
                 facts
             }
-            (k, Some(p)) if k.is_hosted() => steps::observe_hosted(t, p),
+            (k, probed) if k.is_hosted() => steps::observe_probed(t, probed),
             _ => BTreeMap::new(),
         }
     }

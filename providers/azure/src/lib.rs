@@ -26,7 +26,7 @@ use anycloud_host::{ContextCache, SshPool};
 
 use anycloud_provider::{
     Attrs, BucketAccess, DeploymentSpec, IdLimit, Kind, NodeSpec, Planned, Preflight, Provider,
-    ProviderError, Result, Target, Transfer,
+    ProviderError, Read, Result, Target, Transfer,
 };
 
 use crate::arm::Arm;
@@ -247,6 +247,10 @@ impl Provider for AzureProvider {
             + self.connections.round_trips()
     }
 
+    fn connections(&self) -> u64 {
+        self.connections.connections()
+    }
+
     fn plan(&self, node: NodeSpec<'_>) -> Result<Planned> {
         let subscription = self.subscription()?;
         match node.kind {
@@ -270,7 +274,7 @@ impl Provider for AzureProvider {
     /// A constant number of calls whatever the number of resources: one list of the
     /// subscription's accounts, identities and role assignments, one of each account's
     /// containers.
-    async fn read(&self, targets: &[Target<'_>]) -> Result<Vec<Option<Attrs>>> {
+    async fn read(&self, targets: &[Target<'_>]) -> Result<Vec<Read>> {
         let subscription = self.subscription()?;
         let arm = self.arm()?;
         let wants = |k: Kind| targets.iter().any(|t| t.kind == k);
@@ -291,7 +295,7 @@ impl Provider for AzureProvider {
             Default::default()
         };
         let machines = vm::Machines::find(self, targets).await?;
-        targets
+        Ok(targets
             .iter()
             .enumerate()
             .map(|(i, t)| match t.kind {
@@ -300,9 +304,9 @@ impl Provider for AzureProvider {
                 Kind::Role => identity::read(t, &identities),
                 Kind::Grant => grant::read(t, &assignments),
                 Kind::Vm => Ok(machines.read_vm(t)),
-                _ => Ok(machines.read_hosted(i, t)),
+                _ => machines.read_hosted(i, t),
             })
-            .collect()
+            .collect())
     }
 
     async fn create(&self, target: Target<'_>) -> Result<Attrs> {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anycloud_host::{
-    keys, steps, testing, Host, HostContext, HostProbe, HostedPrivate, SshHost, SshTarget, VmLayout,
+    keys, steps, testing, Host, HostContext, HostedPrivate, SshHost, SshTarget, VmLayout,
 };
 use anycloud_provider::{
     attr_str, Attrs, BucketRole, DeploymentSpec, Kind, Planned, ProviderError, Result, Target,
@@ -383,7 +383,7 @@ pub async fn delete_hosted(p: &AzureProvider, t: &Target<'_>) -> Result<()> {
 /// subscription, and one SSH probe per running VM for what runs on it.
 pub struct Machines {
     fleet: Option<Fleet>,
-    probes: Vec<Option<HostProbe>>,
+    probes: Vec<steps::Probed>,
 }
 
 impl Machines {
@@ -412,7 +412,7 @@ impl Machines {
                 _ => None,
             });
         }
-        let probes = steps::probe_each_host(targets, hosts, |_| None).await?;
+        let probes = steps::probe_each_host(targets, hosts, |_| None).await;
         Ok(Machines {
             fleet: Some(fleet),
             probes,
@@ -443,10 +443,8 @@ impl Machines {
         Some(a)
     }
 
-    pub fn read_hosted(&self, i: usize, t: &Target<'_>) -> Option<Attrs> {
-        self.probes[i]
-            .as_ref()
-            .and_then(|p| steps::read_hosted(t, p))
+    pub fn read_hosted(&self, i: usize, t: &Target<'_>) -> anycloud_provider::Read {
+        steps::read_probed(t, &self.probes[i])
     }
 
     pub fn observe(&self, i: usize, t: &Target<'_>) -> BTreeMap<String, String> {
@@ -460,7 +458,7 @@ impl Machines {
                 )]
                 .into()
             }
-            (k, Some(p)) if k.is_hosted() => steps::observe_hosted(t, p),
+            (k, probed) if k.is_hosted() => steps::observe_probed(t, probed),
             _ => BTreeMap::new(),
         }
     }

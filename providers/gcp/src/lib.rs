@@ -28,7 +28,7 @@ use anycloud_provider::declare::cloud_vm;
 use anycloud_provider::doc::{Checks, Doc};
 use anycloud_provider::{
     Attrs, BucketAccess, BucketRole, Declaration, DeploymentSpec, IdLimit, Kind, NodeSpec, Planned,
-    Preflight, Provider, ProviderError, Regions, Result, Shape, Target, Transfer, VmContext,
+    Preflight, Provider, ProviderError, Read, Regions, Result, Shape, Target, Transfer, VmContext,
     VmSpec,
 };
 
@@ -278,6 +278,10 @@ impl Provider for GcpProvider {
             + self.connections.round_trips()
     }
 
+    fn connections(&self) -> u64 {
+        self.connections.connections()
+    }
+
     fn plan(&self, node: NodeSpec<'_>) -> Result<Planned> {
         let project = self.project()?;
         match node.kind {
@@ -303,7 +307,7 @@ impl Provider for GcpProvider {
     /// A constant number of calls whatever the number of deployments: one list of the
     /// project's buckets and one of its service accounts; per continent bucket, one read of
     /// its IAM policy and one list of its prefix markers; one instance list per zone.
-    async fn read(&self, targets: &[Target<'_>]) -> Result<Vec<Option<Attrs>>> {
+    async fn read(&self, targets: &[Target<'_>]) -> Result<Vec<Read>> {
         let cx = self.cx()?;
         let wants = |k: Kind| targets.iter().any(|t| t.kind == k);
         let buckets = if wants(Kind::Storage) || wants(Kind::Bucket) || wants(Kind::Grant) {
@@ -319,7 +323,7 @@ impl Provider for GcpProvider {
         };
         let policies = binding::policies(&cx, targets, &buckets).await?;
         let machines = vm::Machines::find(self, targets).await?;
-        targets
+        Ok(targets
             .iter()
             .enumerate()
             .map(|(i, t)| match t.kind {
@@ -328,9 +332,9 @@ impl Provider for GcpProvider {
                 Kind::Role => account::read(t, &accounts),
                 Kind::Grant => binding::read(t, &policies),
                 Kind::Vm => Ok(machines.read_vm(t)),
-                _ => Ok(machines.read_hosted(i, t)),
+                _ => machines.read_hosted(i, t),
             })
-            .collect()
+            .collect())
     }
 
     async fn create(&self, target: Target<'_>) -> Result<Attrs> {

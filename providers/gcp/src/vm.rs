@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anycloud_host::{
-    keys, steps, testing, Host, HostContext, HostProbe, HostedPrivate, SshHost, SshTarget, VmLayout,
+    keys, steps, testing, Host, HostContext, HostedPrivate, SshHost, SshTarget, VmLayout,
 };
 use anycloud_provider::{
     attr_str, Attrs, BucketRole, DeploymentSpec, Kind, Planned, ProviderError, Result, Target,
@@ -330,7 +330,7 @@ pub async fn delete_hosted(p: &GcpProvider, t: &Target<'_>) -> Result<()> {
 pub struct Machines {
     instances: Option<BTreeMap<String, Value>>,
     firewalls: BTreeMap<String, Value>,
-    probes: Vec<Option<HostProbe>>,
+    probes: Vec<steps::Probed>,
 }
 
 fn status<'a>(instances: &'a BTreeMap<String, Value>, vm: &Attrs) -> Option<&'a str> {
@@ -383,7 +383,7 @@ impl Machines {
                 _ => None,
             });
         }
-        let probes = steps::probe_each_host(targets, hosts, |_| None).await?;
+        let probes = steps::probe_each_host(targets, hosts, |_| None).await;
         Ok(Machines {
             instances: Some(instances),
             firewalls,
@@ -414,10 +414,8 @@ impl Machines {
         Some(a)
     }
 
-    pub fn read_hosted(&self, i: usize, t: &Target<'_>) -> Option<Attrs> {
-        self.probes[i]
-            .as_ref()
-            .and_then(|p| steps::read_hosted(t, p))
+    pub fn read_hosted(&self, i: usize, t: &Target<'_>) -> anycloud_provider::Read {
+        steps::read_probed(t, &self.probes[i])
     }
 
     pub fn observe(&self, i: usize, t: &Target<'_>) -> BTreeMap<String, String> {
@@ -434,7 +432,7 @@ impl Machines {
                 )]
                 .into()
             }
-            (k, Some(p)) if k.is_hosted() => steps::observe_hosted(t, p),
+            (k, probed) if k.is_hosted() => steps::observe_probed(t, probed),
             _ => BTreeMap::new(),
         }
     }

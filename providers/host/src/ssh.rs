@@ -1,8 +1,10 @@
 //! A VM reached over SSH (russh), behind the same [`Host`] trait as this machine.
 //!
-//! One connection per host, shared by every step on it (each step is a channel). The
-//! connection is (re)made on demand, retried while the machine boots, and refuses a host key
-//! other than the pinned one.
+//! One connection per host and key, shared by every step on it (each step is a channel).
+//! The connection is (re)made on demand, retried while the machine boots, and refuses a
+//! host key other than the pinned one. Connections to one address start a few at a time:
+//! sshd drops connections beyond `MaxStartups` (10 by default) still authenticating, and
+//! 200 deployments on one machine, each with its own key, would otherwise all knock at once.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +23,10 @@ use crate::transport::{Host, Output, TransportError};
 const START_LIMIT: Duration = Duration::from_secs(60);
 /// How often a running command's session is checked for having ended.
 const WATCH_EVERY: Duration = Duration::from_secs(10);
+/// Connections to one address (host and port) that may be authenticating at once: under
+/// sshd's default `MaxStartups` of 10, with room for the user's own.
+pub const STARTUPS_PER_ADDRESS: usize = 8;
+
 /// A command that says nothing for this long is taken for lost (every long step streams
 /// its log): the step is retried, as after a cut connection.
 const SILENCE_LIMIT: Duration = Duration::from_secs(20 * 60);
@@ -60,6 +66,9 @@ pub struct SshHost {
     /// sshd allows 10 sessions per connection by default (MaxSessions): stay under it.
     channels: tokio::sync::Semaphore,
     commands: AtomicU64,
+    /// Shared by every connection to the same address (see [`STARTUPS_PER_ADDRESS`]).
+    startups: Arc<tokio::sync::Semaphore>,
+    connections: AtomicU64,
 }
 
 /// Checks the server's key against the pin and remembers what it saw.
@@ -94,6 +103,17 @@ enum Attempt {
 
 impl SshHost {
     pub fn new(target: SshTarget) -> Result<SshHost, TransportError> {
+        SshHost::with_startups(
+            target,
+            Arc::new(tokio::sync::Semaphore::new(STARTUPS_PER_ADDRESS)),
+        )
+    }
+
+    /// A host whose connection starts take turns with others' to the same address.
+    pub fn with_startups(
+        target: SshTarget,
+        startups: Arc<tokio::sync::Semaphore>,
+    ) -> Result<SshHost, TransportError> {
         let (key, info) = crate::keys::load(&target.key_path)
             .map_err(|e| TransportError::Refused(e.to_string()))?;
         Ok(SshHost {
@@ -105,6 +125,8 @@ impl SshHost {
             pin: Mutex::new(target.pinned.clone()),
             channels: tokio::sync::Semaphore::new(8),
             commands: AtomicU64::new(0),
+            startups,
+            connections: AtomicU64::new(0),
             target,
         })
     }
@@ -116,6 +138,11 @@ impl SshHost {
     /// How many commands (round trips) this connection has run.
     pub fn round_trips(&self) -> u64 {
         self.commands.load(Ordering::Relaxed)
+    }
+
+    /// How many times it connected (and signed in).
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
     }
 
     /// The fingerprint of the host key offered on the last connection.
@@ -185,6 +212,12 @@ impl SshHost {
             keepalive_max: 4,
             ..Default::default()
         });
+        // Held until signed in (or failed): that is the span sshd's MaxStartups counts.
+        let _turn = self
+            .startups
+            .acquire()
+            .await
+            .map_err(|e| Attempt::Permanent(TransportError::Io(e.to_string())))?;
         let pinned = self.pin.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let check = KeyCheck {
             pinned: pinned.clone(),
@@ -244,6 +277,7 @@ impl SshHost {
                 Attempt::Permanent(TransportError::Refused(refused))
             });
         }
+        self.connections.fetch_add(1, Ordering::Relaxed);
         Ok(handle)
     }
 
@@ -389,10 +423,12 @@ impl Host for SshHost {
     }
 }
 
-/// One connection per target (machine, user, key and pin), shared by every step on it.
+/// One connection per target (machine, user, key and pin), shared by every step on it;
+/// connection starts to one address take turns ([`STARTUPS_PER_ADDRESS`]).
 #[derive(Default)]
 pub struct SshPool {
     all: Mutex<std::collections::HashMap<SshTarget, Arc<SshHost>>>,
+    startups: Mutex<std::collections::HashMap<(String, u16), Arc<tokio::sync::Semaphore>>>,
 }
 
 impl SshPool {
@@ -401,7 +437,14 @@ impl SshPool {
         if let Some(c) = all.get(&target) {
             return Ok(c.clone());
         }
-        let host = Arc::new(SshHost::new(target.clone())?);
+        let startups = self
+            .startups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((target.host.clone(), target.port))
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(STARTUPS_PER_ADDRESS)))
+            .clone();
+        let host = Arc::new(SshHost::with_startups(target.clone(), startups)?);
         all.insert(target, host.clone());
         Ok(host)
     }
@@ -410,5 +453,11 @@ impl SshPool {
     pub fn round_trips(&self) -> u64 {
         let all = self.all.lock().unwrap_or_else(|p| p.into_inner());
         all.values().map(|c| c.round_trips()).sum()
+    }
+
+    /// Connections made (signed in) so far, reconnections included.
+    pub fn connections(&self) -> u64 {
+        let all = self.all.lock().unwrap_or_else(|p| p.into_inner());
+        all.values().map(|c| c.connections()).sum()
     }
 }

@@ -9,7 +9,7 @@ use anycloud_host::{steps, ContextCache, HostContext, LocalHost};
 use anycloud_provider::doc::{Checks, Doc};
 use anycloud_provider::{
     Attrs, BucketAccess, Declaration, DeploymentSpec, Kind, NodeSpec, Planned, Provider,
-    ProviderError, Regions, Result, Shape, Target, Transfer,
+    ProviderError, Read, Regions, Result, Shape, Target, Transfer,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -147,9 +147,12 @@ impl Provider for LocalProvider {
         }
     }
 
-    async fn read(&self, targets: &[Target<'_>]) -> Result<Vec<Option<Attrs>>> {
+    async fn read(&self, targets: &[Target<'_>]) -> Result<Vec<Read>> {
         let probe = self.probe(targets).await?;
-        Ok(targets.iter().map(|t| dirs::read_from(t, &probe)).collect())
+        Ok(targets
+            .iter()
+            .map(|t| Ok(dirs::read_from(t, &probe)))
+            .collect())
     }
 
     async fn create(&self, target: Target<'_>) -> Result<Attrs> {

@@ -11,13 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anycloud_host::keys;
-use anycloud_host::{
-    steps, ContextCache, Host, HostContext, HostProbe, SshHost, SshPool, SshTarget,
-};
+use anycloud_host::{steps, ContextCache, Host, HostContext, SshHost, SshPool, SshTarget};
 use anycloud_provider::doc::{Checks, Doc};
 use anycloud_provider::{
     attr_str, Attrs, Declaration, DeploymentSpec, ErrorCode, Kind, NodeSpec, Planned, Provider,
-    ProviderError, Regions, Result, Shape, Target, VmContext, VmSpec,
+    ProviderError, Read, Regions, Result, Shape, Target, VmContext, VmSpec,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -233,9 +231,8 @@ impl SshProvider {
         self.connection(&vm)
     }
 
-    /// One round trip per machine, all machines at once.
-    /// One round trip per machine and key, all machines at once.
-    async fn probe(&self, targets: &[Target<'_>]) -> Result<Vec<Option<HostProbe>>> {
+    /// One round trip per machine and key, a bounded number at once.
+    async fn probe(&self, targets: &[Target<'_>]) -> Result<Vec<steps::Probed>> {
         let mut hosts: Vec<Option<Arc<dyn Host>>> = Vec::with_capacity(targets.len());
         for t in targets {
             // Each deployment signs in with its own key: a key not yet authorised (or
@@ -246,7 +243,7 @@ impl SshProvider {
             };
             hosts.push(host);
         }
-        steps::probe_each_host(targets, hosts, dirs::dir_of).await
+        Ok(steps::probe_each_host(targets, hosts, dirs::dir_of).await)
     }
 }
 
@@ -458,15 +455,16 @@ impl Provider for SshProvider {
         }
     }
 
-    async fn read(&self, targets: &[Target<'_>]) -> Result<Vec<Option<Attrs>>> {
+    async fn read(&self, targets: &[Target<'_>]) -> Result<Vec<Read>> {
         let probes = self.probe(targets).await?;
         Ok(targets
             .iter()
             .zip(probes)
             .map(|(t, probe)| match (t.kind, probe) {
-                (Kind::Storage, _) => Some(t.attrs.clone()),
-                (_, Some(p)) => dirs::read_from(t, &p),
-                (_, None) => None,
+                (Kind::Storage, _) => Ok(Some(t.attrs.clone())),
+                (_, Some(Ok(p))) => Ok(dirs::read_from(t, &p)),
+                (_, Some(Err(e))) => Err(e),
+                (_, None) => Ok(None),
             })
             .collect())
     }
@@ -515,15 +513,16 @@ impl Provider for SshProvider {
         self.connections.round_trips()
     }
 
+    fn connections(&self) -> u64 {
+        self.connections.connections()
+    }
+
     async fn observe(&self, targets: &[Target<'_>]) -> Result<Vec<BTreeMap<String, String>>> {
         let probes = self.probe(targets).await?;
         Ok(targets
             .iter()
             .zip(probes)
-            .map(|(t, probe)| match probe {
-                Some(p) => steps::observe_hosted(t, &p),
-                None => BTreeMap::new(),
-            })
+            .map(|(t, probe)| steps::observe_probed(t, &probe))
             .collect())
     }
 }

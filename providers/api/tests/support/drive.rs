@@ -153,7 +153,14 @@ impl<'a> Engine<'a> {
                 lineage: &self.lineage,
             })
             .collect();
-        let found = self.p.read(&targets).await.unwrap();
+        let found: Vec<Option<Attrs>> = self
+            .p
+            .read(&targets)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.expect("every target read"))
+            .collect();
         recs.iter().map(|r| r.address.clone()).zip(found).collect()
     }
 

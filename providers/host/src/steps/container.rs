@@ -19,7 +19,14 @@ pub(super) fn plan(spec: &DeploymentSpec, ctx: &HostContext) -> KindPlan {
     a.insert("name".into(), json!(run.name));
     a.insert("image".into(), json!(run.image));
     a.insert("command".into(), json!(run.command));
-    a.insert("env".into(), json!(run.env));
+    // Built whole (not through `json!`, which inserts key by key): a map collected at once
+    // packs its nodes full, and a sweep plans a thousand of these.
+    let env: serde_json::Map<String, serde_json::Value> = run
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    a.insert("env".into(), serde_json::Value::Object(env));
     a.insert("run_spec".into(), json!(run.render()));
     // What was downloaded into its read-only input and checkpoint: a new source means new
     // data under a running job, so the container is replaced with it.

@@ -24,8 +24,8 @@ use crate::scripts;
 use crate::transport::{Host, Output};
 
 pub use probe::{
-    deployments_of, observe, observe_hosted, probe_each_host, probe_host, read, read_hosted,
-    HostProbe, Probe,
+    deployments_of, observe, observe_hosted, observe_probed, probe_each_host, probe_host, read,
+    read_hosted, read_probed, HostProbe, Probe, Probed, PROBES_AT_ONCE,
 };
 
 /// What the cloud provider knows about a deployment's host and storage.

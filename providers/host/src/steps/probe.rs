@@ -58,6 +58,32 @@ pub fn deployments_of(targets: &[&Target<'_>]) -> Vec<(VmLayout, String)> {
     by_mnt.into_values().collect()
 }
 
+/// How many hosts are probed at once: a refresh of 1,000 VMs takes about 1,000 / this round
+/// trips' time, and never opens a thousand connections (or file descriptors) at once.
+pub const PROBES_AT_ONCE: usize = 64;
+
+/// A target's host probe: `None` where it has no host to probe, the error where its host
+/// could not be probed (that target's read fails; others on other hosts do not).
+pub type Probed = Option<Result<HostProbe>>;
+
+/// A hosted target's read from its host's probe.
+pub fn read_probed(t: &Target<'_>, probed: &Probed) -> anycloud_provider::Read {
+    match probed {
+        None => Ok(None),
+        Some(Ok(p)) => Ok(read_hosted(t, p)),
+        Some(Err(e)) => Err(e.clone()),
+    }
+}
+
+/// What `status` shows of a hosted target from its host's probe, or why there is nothing.
+pub fn observe_probed(t: &Target<'_>, probed: &Probed) -> BTreeMap<String, String> {
+    match probed {
+        None => BTreeMap::new(),
+        Some(Ok(p)) => observe_hosted(t, p),
+        Some(Err(e)) => BTreeMap::from([("unreachable".to_owned(), e.message.clone())]),
+    }
+}
+
 /// One round trip per host for everything a refresh needs: `hosts[i]` is the connection
 /// target `i` is reached through (`None`: not probed), `dir_of` the directory whose existence
 /// a target stands for. Hosts are probed all at once.
@@ -65,7 +91,8 @@ pub async fn probe_each_host(
     targets: &[Target<'_>],
     hosts: Vec<Option<Arc<dyn Host>>>,
     dir_of: impl Fn(&Target<'_>) -> Option<String>,
-) -> Result<Vec<Option<HostProbe>>> {
+) -> Vec<Probed> {
+    use futures::StreamExt;
     // The same connection is the same host: group by the pointer.
     let mut groups: BTreeMap<usize, (Arc<dyn Host>, Vec<usize>)> = BTreeMap::new();
     for (i, host) in hosts.into_iter().enumerate() {
@@ -78,22 +105,27 @@ pub async fn probe_each_host(
                 .push(i);
         }
     }
-    let probes = futures::future::join_all(groups.values().map(|(host, members)| {
+    // Made up front (not lazily inside the stream): the providers' futures must be `Send`
+    // for any lifetime, which a closure held across the awaits below would not let them be.
+    let mut asks = Vec::with_capacity(groups.len());
+    for (key, (host, members)) in &groups {
         let members: Vec<&Target> = members.iter().map(|i| &targets[*i]).collect();
         let dirs: Vec<String> = members.iter().filter_map(|t| dir_of(t)).collect();
         let deployments = deployments_of(&members);
-        let host = host.clone();
-        async move { probe_host(&*host, &deployments, &dirs).await }
-    }))
-    .await;
+        let (key, host) = (*key, host.clone());
+        asks.push(async move { (key, probe_host(&*host, &deployments, &dirs).await) });
+    }
+    let probes: Vec<(usize, Result<HostProbe>)> = futures::stream::iter(asks)
+        .buffer_unordered(PROBES_AT_ONCE)
+        .collect()
+        .await;
     let mut out = vec![None; targets.len()];
-    for ((_, members), probe) in groups.values().zip(probes) {
-        let probe = probe?;
-        for i in members {
+    for (key, probe) in probes {
+        for i in &groups[&key].1 {
             out[*i] = Some(probe.clone());
         }
     }
-    Ok(out)
+    out
 }
 
 fn probe_of<'a>(t: &Target<'_>, probe: &'a HostProbe) -> Option<&'a Probe> {
@@ -249,4 +281,101 @@ pub fn observe(kind: Kind, prior: &Attrs, probe: &Probe) -> BTreeMap<String, Str
         _ => {}
     }
     facts
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::transport::{Output, TransportError};
+
+    /// A host that takes a moment to answer, counting how many are asked at once; one of
+    /// them never answers.
+    struct Slow {
+        dead: bool,
+        now: Arc<AtomicUsize>,
+        most: Arc<AtomicUsize>,
+    }
+
+    #[async_trait]
+    impl Host for Slow {
+        async fn run(&self, _script: &str) -> std::result::Result<Output, TransportError> {
+            let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(n, Ordering::SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            self.now.fetch_sub(1, Ordering::SeqCst);
+            if self.dead {
+                return Err(TransportError::GaveUp(
+                    "admin@10.0.0.9:22: no answer within 20s (tried for 60s)".into(),
+                ));
+            }
+            Ok(Output {
+                status: 0,
+                stdout: String::new(),
+                stderr: String::new(),
+            })
+        }
+        async fn upload(
+            &self,
+            _: &str,
+            _: &[u8],
+            _: u32,
+        ) -> std::result::Result<(), TransportError> {
+            Ok(())
+        }
+    }
+
+    /// 1,000 machines are probed at most [`PROBES_AT_ONCE`] at a time, and the one that does
+    /// not answer fails only its own targets.
+    #[tokio::test]
+    async fn a_thousand_hosts_are_probed_a_bounded_number_at_once_and_fail_alone() {
+        let now = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let attrs = Attrs::new();
+        let private = serde_json::Value::Null;
+        let addresses: Vec<String> = (0..1000).map(|i| format!("deployment.d{i}.vm")).collect();
+        let targets: Vec<Target> = addresses
+            .iter()
+            .map(|a| Target {
+                address: a,
+                kind: Kind::Vm,
+                attrs: &attrs,
+                private: &private,
+                deps: &[],
+                lineage: "l",
+            })
+            .collect();
+        let hosts: Vec<Option<Arc<dyn Host>>> = (0..1000)
+            .map(|i| {
+                Some(Arc::new(Slow {
+                    dead: i == 500,
+                    now: now.clone(),
+                    most: most.clone(),
+                }) as Arc<dyn Host>)
+            })
+            .collect();
+        let probes = probe_each_host(&targets, hosts, |_| None).await;
+        assert_eq!(most.load(Ordering::SeqCst), PROBES_AT_ONCE);
+        let failed: Vec<usize> = probes
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| matches!(p, Some(Err(_))))
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(failed, vec![500]);
+        let Some(Err(e)) = &probes[500] else {
+            unreachable!()
+        };
+        assert!(
+            e.message.contains("admin@10.0.0.9:22") && e.message.contains("60s"),
+            "{e}"
+        );
+        assert!(probes
+            .iter()
+            .enumerate()
+            .all(|(i, p)| i == 500 || matches!(p, Some(Ok(_)))));
+    }
 }

@@ -118,13 +118,16 @@ impl TestHost {
         host
     }
 
+    /// sshd's own defaults for the limits on connections, written out: tests run against
+    /// them as a stock machine has them.
     fn write_config(&self) {
         let d = self.dir.path().display();
         let conf = format!(
             "Port {port}\nListenAddress {addr}\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
              AuthorizedKeysFile {d}/authorized_keys\nUsePAM no\nPasswordAuthentication no\n\
              KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\nStrictModes no\n\
-             Subsystem sftp internal-sftp\n",
+             Subsystem sftp internal-sftp\n\
+             MaxStartups 10:30:100\nMaxSessions 10\n",
             port = self.port,
             addr = self.address,
         );
