@@ -91,15 +91,21 @@ pub fn compile(config: &Config, registry: &Providers) -> Graph {
     for d in &config.deployments {
         let shape = shape_of(registry, &d.provider);
         let mut spec = d.clone();
-        for bucket in spec.buckets.values_mut() {
-            bucket.region = bucket_home
+        for (role, bucket) in &d.buckets {
+            let home = bucket_home
                 .entry((d.provider.clone(), bucket.name.clone()))
-                .or_insert_with(|| d.region.clone())
-                .clone();
+                .or_insert_with(|| d.region.clone());
+            if bucket.region != *home {
+                // Copied only where a bucket lives elsewhere: otherwise the node shares it.
+                let region = home.clone();
+                if let Some(b) = Arc::make_mut(&mut spec).buckets.get_mut(role) {
+                    b.region = region;
+                }
+            }
         }
         DeploymentNodes {
             g: &mut g,
-            spec: Arc::new(spec),
+            spec,
             shape,
         }
         .add();
@@ -242,6 +248,51 @@ impl Graph {
             .map(|(a, n)| (a.as_str(), n.deps.as_slice()))
             .collect();
         topo_order_sorted(&edges)
+    }
+
+    /// The nodes `keep` picks and everything they need, transitively.
+    pub fn restricted_to(self, keep: impl Fn(&str) -> bool) -> Graph {
+        let mut wanted: Vec<&str> = self
+            .nodes
+            .keys()
+            .filter(|a| keep(a))
+            .map(String::as_str)
+            .collect();
+        let mut kept: std::collections::BTreeSet<&str> = wanted.iter().copied().collect();
+        while let Some(a) = wanted.pop() {
+            for d in &self.nodes[a].deps {
+                if self.nodes.contains_key(d) && kept.insert(d) {
+                    wanted.push(d);
+                }
+            }
+        }
+        let kept: std::collections::BTreeSet<String> = kept.into_iter().map(String::from).collect();
+        let mut nodes = self.nodes;
+        nodes.retain(|a, _| kept.contains(a));
+        Graph { nodes }
+    }
+
+    /// Nodes in order, each with its kind, provider and dependencies, one JSON document.
+    pub fn to_json(&self) -> String {
+        let nodes: Vec<serde_json::Value> = self
+            .order()
+            .iter()
+            .map(|a| {
+                let n = &self.nodes[a];
+                serde_json::json!({
+                    "address": a,
+                    "kind": n.kind.as_str(),
+                    "provider": n.provider,
+                    "deployment": n.deployment.id,
+                    "data": n.mode == Mode::Data,
+                    "dependencies": n.deps,
+                })
+            })
+            .collect();
+        let mut s = serde_json::to_string_pretty(&serde_json::json!({ "nodes": nodes }))
+            .expect("json values serialise");
+        s.push('\n');
+        s
     }
 
     pub fn to_dot(&self) -> String {

@@ -21,6 +21,7 @@ pub(super) async fn bucket(cx: &Context<'_>, cmd: &BucketCommand) -> Result<i32,
     let user: Option<&DeploymentSpec> = config
         .deployments
         .iter()
+        .map(|d| &**d)
         .find(|d| d.buckets.values().any(|b| &b.name == name));
     let provider_name = user
         .map(|d| d.provider.as_str())

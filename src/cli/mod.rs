@@ -3,6 +3,7 @@
 
 mod apply;
 mod bucket;
+mod filter;
 mod plan;
 mod show;
 mod status;
@@ -88,7 +89,7 @@ pub enum Command {
     /// Print the resource graph.
     Graph(GraphArgs),
     /// Per deployment: what exists and runs now.
-    Status,
+    Status(StatusArgs),
     /// List, fill and fetch buckets.
     #[command(subcommand)]
     Bucket(BucketCommand),
@@ -154,16 +155,55 @@ pub struct ShowArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum StateCommand {
-    /// Every address in the state.
-    List,
+    /// The addresses in the state (all, or those of the deployments and prefixes given).
+    List(ListArgs),
     /// One resource's recorded attributes.
     Show { address: String },
     /// Forget a resource (it is not destroyed).
     Rm { address: Vec<String> },
 }
 
+/// What to show of a large state: deployment names (`run-0042`, `'run-00*'`) or address
+/// prefixes (`deployment.run-0042.vm`); none means everything.
+#[derive(Args, Debug, Default)]
+pub struct Only {
+    /// Deployment names (`*` matches any characters) or address prefixes; none means all.
+    #[arg(value_name = "DEPLOYMENT|ADDRESS")]
+    pub only: Vec<String>,
+}
+
+/// Text for people, JSON for programs.
+#[derive(Clone, Copy, Debug, ValueEnum, Default, PartialEq, Eq)]
+pub enum ListFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub only: Only,
+    /// `text`: one address per line; `json`: an array of {address, kind, provider}.
+    #[arg(long, value_enum, default_value_t = ListFormat::Text)]
+    pub format: ListFormat,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub only: Only,
+    /// `text` for people, `json`: every deployment with its resources and live facts.
+    #[arg(long, value_enum, default_value_t = ListFormat::Text)]
+    pub format: ListFormat,
+}
+
 #[derive(Args, Debug)]
 pub struct GraphArgs {
+    #[command(flatten)]
+    pub only: Only,
+    /// `dot` (Graphviz), `mermaid` (renders in GitHub markdown) or `json` (nodes with their
+    /// dependencies). With deployments given, their nodes and what those need.
     #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
     pub format: GraphFormat,
 }
@@ -172,6 +212,7 @@ pub struct GraphArgs {
 pub enum GraphFormat {
     Dot,
     Mermaid,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -234,16 +275,49 @@ pub async fn run(cli: &Cli, shell: Shell) -> Result<i32, UserError> {
         }
         Command::Graph(args) => {
             let config = engine::load_config(&cli.config, &cx.providers)?;
-            let g = crate::graph::compile(&config, &cx.providers);
+            let mut g = crate::graph::compile(&config, &cx.providers);
+            let only = filter::Filter::new(&args.only.only);
+            if !only.is_all() {
+                g = g.restricted_to(|a| only.address(a));
+                if g.nodes.is_empty() {
+                    return Err(UserError::msg(format!(
+                        "no node of the graph matches {}",
+                        args.only.only.join(", ")
+                    )));
+                }
+            }
             cx.shell.out(&match args.format {
                 GraphFormat::Dot => g.to_dot(),
                 GraphFormat::Mermaid => g.to_mermaid(),
+                GraphFormat::Json => g.to_json(),
             });
             Ok(0)
         }
-        Command::Status => status::status(&cx).await,
+        Command::Status(args) => status::status(&cx, args).await,
         Command::Bucket(cmd) => bucket::bucket(&cx, cmd).await,
     }
+}
+
+/// Says which deployments a plan left out because they could not be read; true if any.
+/// The rest of the plan stands (and is applied): one unreachable machine stops only its own
+/// deployment.
+fn report_unread(shell: &Shell, plan: &Plan) -> bool {
+    if plan.unread.is_empty() {
+        return false;
+    }
+    let mut msg = String::new();
+    for u in &plan.unread {
+        msg.push_str(&format!(
+            "error: deployment {} was left out: {} could not be read: {}\n",
+            u.deployment, u.address, u.error
+        ));
+    }
+    msg.push_str(&format!(
+        "{} deployment(s) left out; the others are planned as usual. Run again once they answer.\n",
+        plan.unread.len()
+    ));
+    shell.err(&msg);
+    true
 }
 
 fn write_plan_file(path: &Path, plan: &Plan) -> Result<(), UserError> {

@@ -3,7 +3,8 @@
 use crate::engine::{self, UserError};
 use crate::render;
 
-use super::{read_plan_file, Context, ShowArgs, StateCommand};
+use super::filter::Filter;
+use super::{read_plan_file, Context, ListFormat, ShowArgs, StateCommand};
 
 pub(super) async fn show(cx: &Context<'_>, args: &ShowArgs) -> Result<i32, UserError> {
     if let Some(path) = &args.plan_file {
@@ -64,15 +65,39 @@ fn show_resource(addr: &str, r: &anycloud_state::Resource) -> String {
 pub(super) async fn state(cx: &Context<'_>, cmd: &StateCommand) -> Result<i32, UserError> {
     let where_ = cx.store.describe();
     match cmd {
-        StateCommand::List => {
+        StateCommand::List(args) => {
             let state = engine::read_state(cx.store.as_ref()).await?;
-            cx.shell.out(
-                &state
-                    .resources
-                    .keys()
-                    .map(|k| format!("{k}\n"))
-                    .collect::<String>(),
-            );
+            let only = Filter::new(&args.only.only);
+            let shown: Vec<(&String, &anycloud_state::Resource)> = state
+                .resources
+                .iter()
+                .filter(|(a, _)| only.address(a))
+                .collect();
+            if shown.is_empty() && !only.is_all() {
+                return Err(UserError::msg(format!(
+                    "no address in {where_} matches {}",
+                    args.only.only.join(", ")
+                )));
+            }
+            cx.shell.out(&match args.format {
+                ListFormat::Text => shown.iter().map(|(a, _)| format!("{a}\n")).collect(),
+                ListFormat::Json => {
+                    let list: Vec<serde_json::Value> = shown
+                        .iter()
+                        .map(|(a, r)| {
+                            serde_json::json!({
+                                "address": a,
+                                "kind": r.kind,
+                                "provider": r.provider,
+                                "interrupted": r.pending.is_some(),
+                            })
+                        })
+                        .collect();
+                    let mut s = serde_json::to_string_pretty(&list).expect("json serialises");
+                    s.push('\n');
+                    s
+                }
+            });
             Ok(0)
         }
         StateCommand::Show { address } => {

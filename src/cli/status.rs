@@ -1,44 +1,97 @@
 //! `anycloud status`: per deployment, what exists, and the live facts its provider observes
-//! (a container's state, upload programs, when an upload last ran).
+//! (a container's state, upload programs, when an upload last ran). Given deployment names,
+//! only those are read: a sweep's owner asks about a few runs, not 10,000.
+
+use std::collections::BTreeMap;
 
 use crate::engine::{self, UserError};
 
-use super::Context;
+use super::filter::{deployment_of, Filter};
+use super::{Context, ListFormat, StatusArgs};
 
-pub(super) async fn status(cx: &Context<'_>) -> Result<i32, UserError> {
+pub(super) async fn status(cx: &Context<'_>, args: &StatusArgs) -> Result<i32, UserError> {
     let config = engine::load_config_for(&cx.cli.config, &cx.providers)?;
-    let state = engine::read_state(cx.store.as_ref()).await?;
-    let graph = crate::graph::compile(&config, &cx.providers);
+    let mut state = engine::read_state(cx.store.as_ref()).await?;
+    let only = Filter::new(&args.only.only);
+    let mut graph = crate::graph::compile(&config, &cx.providers);
+    if !only.is_all() {
+        if !config.deployments.iter().any(|d| only.deployment(&d.id)) {
+            return Err(UserError::msg(format!(
+                "no deployment of {} matches {}",
+                cx.cli.config.display(),
+                args.only.only.join(", ")
+            )));
+        }
+        graph = graph.restricted_to(|a| only.address(a));
+        state.resources.retain(|a, _| graph.nodes.contains_key(a));
+    }
     let desired = crate::plan::desired(&graph, &cx.providers).map_err(UserError)?;
     let current = crate::plan::refresh(&graph, &desired, &state, &cx.providers)
         .await
         .map_err(UserError)?;
     let facts = crate::plan::observe(&state, &cx.providers).await;
-    let mut text = String::new();
+    // Each deployment's addresses in graph order, in one pass over the graph.
+    let mut by_deployment: BTreeMap<&str, Vec<&String>> = BTreeMap::new();
     let order = graph.order();
-    for d in &config.deployments {
-        text.push_str(&format!(
-            "deployment {} ({} {}):\n",
-            d.id, d.provider, d.region
-        ));
+    for addr in &order {
+        if let Some(d) = deployment_of(addr) {
+            by_deployment.entry(d).or_default().push(addr);
+        }
+    }
+    let mut text = String::new();
+    let mut json = Vec::new();
+    for d in config.deployments.iter().filter(|d| only.deployment(&d.id)) {
         let prefix = format!("deployment.{}.", d.id);
-        for addr in order.iter().filter(|a| a.starts_with(&prefix)) {
-            let shown = match (state.resources.get(addr), current.get(addr)) {
+        let mut resources = Vec::new();
+        for addr in by_deployment.get(d.id.as_str()).into_iter().flatten() {
+            if !only.address(addr) {
+                continue;
+            }
+            let shown = match (state.resources.get(*addr), current.found.get(*addr)) {
+                (Some(_), _) if current.unreadable.contains_key(*addr) => "UNREACHABLE",
                 (None, _) => "not created",
                 (Some(_), Some(Some(_))) => "present",
                 (Some(_), _) => "MISSING",
             };
-            let live: Vec<String> = facts
-                .get(addr.as_str())
-                .map(|f| f.iter().map(|(k, v)| format!("{k}: {v}")).collect())
-                .unwrap_or_default();
-            let shown = if live.is_empty() {
-                shown.to_owned()
-            } else {
-                format!("{shown}; {}", live.join(", "))
-            };
-            text.push_str(&format!("  {:<26} {shown}\n", &addr[prefix.len()..]));
+            let live = facts.get(addr.as_str()).cloned().unwrap_or_default();
+            resources.push((&addr[prefix.len()..], *addr, shown, live));
         }
+        match args.format {
+            ListFormat::Text => {
+                text.push_str(&format!(
+                    "deployment {} ({} {}):\n",
+                    d.id, d.provider, d.region
+                ));
+                for (name, _, shown, live) in &resources {
+                    let line = if live.is_empty() {
+                        shown.to_string()
+                    } else {
+                        let facts: Vec<String> =
+                            live.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+                        format!("{shown}; {}", facts.join(", "))
+                    };
+                    text.push_str(&format!("  {name:<26} {line}\n"));
+                }
+            }
+            ListFormat::Json => json.push(serde_json::json!({
+                "deployment": d.id,
+                "provider": d.provider,
+                "region": d.region,
+                "resources": resources
+                    .iter()
+                    .map(|(_, addr, shown, live)| serde_json::json!({
+                        "address": addr,
+                        "status": shown.to_lowercase(),
+                        "facts": live,
+                    }))
+                    .collect::<Vec<_>>(),
+            })),
+        }
+    }
+    if args.format == ListFormat::Json {
+        text = serde_json::to_string_pretty(&serde_json::json!({ "deployments": json }))
+            .expect("json serialises");
+        text.push('\n');
     }
     cx.shell.out(&text);
     Ok(0)

@@ -317,7 +317,9 @@ fn check_container(ck: &mut Checker, c: S<RawContainer>) -> Option<ContainerSpec
         }
         command.push(word.value);
     }
-    let mut env = BTreeMap::new();
+    // Collected rather than inserted one by one: a map built whole packs its nodes full,
+    // and a sweep holds a thousand of these maps (benches/plan_scale.rs).
+    let mut env = Vec::new();
     for (k, v) in c.env.map(|e| e.0).unwrap_or_default() {
         let valid = k
             .value
@@ -344,8 +346,9 @@ fn check_container(ck: &mut Checker, c: S<RawContainer>) -> Option<ContainerSpec
                 None,
             );
         }
-        env.insert(k.value, v.value);
+        env.push((k.value, v.value));
     }
+    let env: BTreeMap<String, String> = env.into_iter().collect();
     if let Some(shm) = &c.shm_size {
         if let Err(why) = check_size(&shm.value) {
             ck.at(

@@ -3,12 +3,14 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use anycloud_provider::diagnostic::{did_you_mean, suggest};
 use anycloud_provider::doc::Checks;
 use anycloud_provider::{Diagnostic, Loc};
 
 use super::raw::{loc, RawConfig, RawDefaults, RawDoc};
+use super::yaml_limits::{self, Limits};
 use super::{base_of, buckets, deployment, Checker, Config};
 use crate::registry::Providers;
 
@@ -81,19 +83,12 @@ pub fn parse(
         );
         return Err(located(ck));
     }
-    // Alias bombs stop at a few thousand replayed events: a real config has a handful.
-    let mut alias_limits = serde_saphyr::options::AliasLimits::default();
-    alias_limits.max_total_replayed_events = 10_000;
-    alias_limits.max_replay_stack_depth = 16;
-    alias_limits.max_alias_expansions_per_anchor = 100;
-    let options = serde_saphyr::options! {
-        duplicate_keys: serde_saphyr::DuplicateKeyPolicy::Error,
-        alias_limits: alias_limits,
-    };
+    let limits = Limits::for_input(text.len());
+    let options = limits.options();
     let raw: RawConfig = match serde_saphyr::from_str_with_options(text, options) {
         Ok(r) => r,
         Err(e) => {
-            yaml_error(&mut ck, &e);
+            yaml_error(&mut ck, &e, &limits);
             return Err(located(ck));
         }
     };
@@ -105,7 +100,7 @@ pub fn parse(
     }
 }
 
-fn yaml_error(ck: &mut Checker, e: &serde_saphyr::Error) {
+fn yaml_error(ck: &mut Checker, e: &serde_saphyr::Error, limits: &Limits) {
     let at = e.location().map(loc).unwrap_or(Loc::UNKNOWN);
     let at = if at == Loc::UNKNOWN {
         Loc::new(1, 1)
@@ -129,10 +124,20 @@ fn yaml_error(ck: &mut Checker, e: &serde_saphyr::Error) {
         message = format!("duplicate key '{key}'");
         help =
             Some("each key may appear once in a mapping; remove or merge the repeated one".into());
-    } else if message.starts_with("alias replay limit exceeded") {
-        message =
-            "anchors and aliases expand into too large a document (more than 10000 values)".into();
-        help = Some("an anycloud.yaml needs only a few aliases; is this a YAML bomb?".into());
+    } else if matches!(
+        e.without_snippet(),
+        serde_saphyr::Error::AliasReplayLimitExceeded { .. }
+    ) || message.starts_with("alias replay limit exceeded")
+    {
+        // The limit error reaches us as a plain message when a field's own Deserialize
+        // passed it through `de::Error::custom`.
+        let (m, h) = limits.replay_exceeded();
+        message = m;
+        help = Some(h);
+    } else if let serde_saphyr::Error::Budget { breach, .. } = e.without_snippet() {
+        message = yaml_limits::budget_breach(breach);
+    } else if let Some(what) = message.strip_prefix("budget breached: ") {
+        message = yaml_limits::unsized_breach(what);
     } else if message.starts_with("multiple YAML documents detected") {
         message = "the config must be a single YAML document, but a second one starts here".into();
         help = Some("remove the `---` line and merge the documents".into());
@@ -219,7 +224,7 @@ fn check(ck: &mut Checker, raw: RawConfig, digest: &str) -> Config {
         digest: digest.into(),
         project,
         provider_settings,
-        deployments,
+        deployments: deployments.into_iter().map(Arc::new).collect(),
     }
 }
 

@@ -5,7 +5,9 @@
 //! - `deployment.rs`: one deployment's checks (provider, region, `vm:` through the
 //!   provider's declaration, container, buckets, intervals);
 //! - `buckets.rs`: the checks across deployments;
-//! - `names.rs`: the naming rules every cloud shares.
+//! - `names.rs`: the naming rules every cloud shares;
+//! - `yaml_limits.rs`: what the YAML parser may spend, sized to the file (alias bombs
+//!   bounded, honest large files not).
 //!
 //! Everything a provider owns (its settings, its `vm:` keys, its regions and naming limits)
 //! is checked through its [`anycloud_provider::Declaration`]: this module names no cloud.
@@ -15,9 +17,11 @@ mod deployment;
 pub(crate) mod load;
 mod names;
 mod raw;
+pub mod yaml_limits;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anycloud_provider::doc::Checks;
 use anycloud_provider::{DeploymentSpec, Diagnostic, Loc};
@@ -39,8 +43,8 @@ pub struct Config {
     /// Every provider's settings as its own checks returned them, handed to it as they are
     /// ([`anycloud_provider::Provider::configure`]).
     pub provider_settings: BTreeMap<String, serde_json::Value>,
-    /// Sorted by id.
-    pub deployments: Vec<DeploymentSpec>,
+    /// Sorted by id; shared with the graph's nodes (a sweep's specs hold most of its bytes).
+    pub deployments: Vec<Arc<DeploymentSpec>>,
 }
 
 /// Collects every problem of one config, each at its place in the file.

@@ -14,7 +14,8 @@ pub fn desired(
     graph: &Graph,
     providers: &Providers,
 ) -> Result<BTreeMap<String, Planned>, Vec<Diagnostic>> {
-    let mut out = BTreeMap::new();
+    // Collected into a map at the end: built whole, its nodes are packed full.
+    let mut out = Vec::with_capacity(graph.nodes.len());
     let mut errors: Vec<Diagnostic> = Vec::new();
     for node in graph.nodes.values() {
         let result = providers
@@ -22,13 +23,13 @@ pub fn desired(
             .and_then(|p| p.plan(node.spec()).map_err(|e| e.message));
         match result {
             Ok(planned) => {
-                out.insert(node.address.clone(), planned);
+                out.push((node.address.clone(), planned));
             }
             Err(message) => errors.push(Diagnostic::of(node.address.clone(), message)),
         }
     }
     if errors.is_empty() {
-        Ok(out)
+        Ok(out.into_iter().collect())
     } else {
         // One line per deployment and message: a provider missing from this build would
         // otherwise be reported for every node.

@@ -226,17 +226,7 @@ pub fn diff(
         .into_iter()
         .map(|a| changes.remove(&a).expect("known"))
         .collect();
-    let mut summary = Summary::default();
-    for c in &changes {
-        match c.action {
-            Action::Create => summary.add += 1,
-            Action::Update => summary.change += 1,
-            Action::Replace => summary.replace += 1,
-            Action::Delete => summary.destroy += 1,
-            Action::Read => summary.read += 1,
-            Action::NoOp => {}
-        }
-    }
+    let summary = Summary::of(&changes);
     Ok(Plan {
         format_version: PLAN_FORMAT_VERSION,
         lineage: state.lineage.clone(),
@@ -245,6 +235,7 @@ pub fn diff(
         refreshed: current.is_some(),
         targets: opts.targets.to_vec(),
         warnings: vec![],
+        unread: vec![],
         changes,
         summary,
     })

@@ -41,7 +41,7 @@ pub(super) fn targeted(changes: &BTreeMap<String, Change>, targets: &[String]) -
 }
 
 /// Whether `addr` is one of `targets` or under one of them (whole address segments).
-pub(super) fn targets_match(targets: &[String], addr: &str) -> bool {
+pub fn targets_match(targets: &[String], addr: &str) -> bool {
     targets.iter().any(|t| {
         addr.strip_prefix(t.as_str())
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))

@@ -14,15 +14,60 @@ pub enum StateError {
 }
 
 pub fn from_bytes(bytes: &[u8]) -> Result<State, StateError> {
-    let mut probe: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| StateError::Invalid(e.to_string()))?;
-    let found = probe.get("version").and_then(|v| v.as_u64()).unwrap_or(0) as u32;
-    match found {
-        1 => migrate_v1(&mut probe),
-        FORMAT_VERSION => {}
-        other => return Err(StateError::Version(other)),
+    let invalid = |e: serde_json::Error| StateError::Invalid(e.to_string());
+    // The version alone first: a current state is then read straight into its types, not
+    // through a tree of JSON values twice its size (a sweep's state is hundreds of MB).
+    #[derive(serde::Deserialize)]
+    struct Version {
+        #[serde(default)]
+        version: u64,
     }
-    serde_json::from_value(probe).map_err(|e| StateError::Invalid(e.to_string()))
+    let found = serde_json::from_slice::<Version>(bytes)
+        .map_err(invalid)?
+        .version as u32;
+    match found {
+        FORMAT_VERSION => {
+            let mut state: State = serde_json::from_slice(bytes).map_err(invalid)?;
+            repack(&mut state);
+            Ok(state)
+        }
+        1 => {
+            let mut old: serde_json::Value = serde_json::from_slice(bytes).map_err(invalid)?;
+            migrate_v1(&mut old);
+            let mut state: State = serde_json::from_value(old).map_err(invalid)?;
+            repack(&mut state);
+            Ok(state)
+        }
+        other => Err(StateError::Version(other)),
+    }
+}
+
+/// Rebuilds the state's maps whole. JSON is read key by key, and a B-tree filled in key
+/// order leaves its nodes half empty; one collected at once packs them full. A sweep's state
+/// is mostly maps (every job's `env`), so this is about a tenth of its memory.
+fn repack(state: &mut State) {
+    state.resources = std::mem::take(&mut state.resources).into_iter().collect();
+    for r in state.resources.values_mut() {
+        for v in r.attributes.values_mut() {
+            repack_value(v);
+        }
+    }
+}
+
+fn repack_value(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for v in m.values_mut() {
+                repack_value(v);
+            }
+            // One node holds eleven entries: a smaller map is packed already.
+            if m.len() > 11 {
+                *m = std::mem::take(m).into_iter().collect();
+            }
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(repack_value),
+        _ => {}
+    }
 }
 
 pub fn to_bytes(state: &State) -> Vec<u8> {
@@ -92,5 +137,43 @@ mod tests {
         let err =
             from_bytes(br#"{"version":9,"lineage":"","serial":0,"resources":{}}"#).unwrap_err();
         assert!(err.to_string().contains("format version 9"), "{err}");
+    }
+
+    /// Repacking changes how the maps are laid out, never what they hold: a state with maps
+    /// large and small, nested in objects and arrays, is written back byte for byte.
+    #[test]
+    fn a_state_reads_back_to_the_same_bytes() {
+        let env: serde_json::Map<String, serde_json::Value> = (0..200)
+            .rev()
+            .map(|i| (format!("K{i:03}"), serde_json::json!(i.to_string())))
+            .collect();
+        let mut state = State::new();
+        for d in 0..30 {
+            let mut attributes = crate::Attrs::new();
+            attributes.insert("env".into(), serde_json::Value::Object(env.clone()));
+            attributes.insert("list".into(), serde_json::json!([{"a": 1}, env.clone()]));
+            state.resources.insert(
+                format!("deployment.d{d:02}.container"),
+                crate::Resource {
+                    kind: "container".into(),
+                    provider: "local".into(),
+                    attributes,
+                    private: serde_json::json!({"layout": {"mnt": "/m"}}),
+                    keep_on_destroy: false,
+                    dependencies: vec![],
+                    pending: None,
+                },
+            );
+        }
+        let bytes = to_bytes(&state);
+        let back = from_bytes(&bytes).unwrap();
+        assert_eq!(back, state);
+        assert_eq!(to_bytes(&back), bytes);
+    }
+
+    #[test]
+    fn a_file_without_a_version_is_refused() {
+        let err = from_bytes(br#"{"lineage":"","serial":0,"resources":{}}"#).unwrap_err();
+        assert!(err.to_string().contains("format version 0"), "{err}");
     }
 }
