@@ -353,3 +353,96 @@ fn the_plan_warns_of_gpus_on_a_machine_without_one() {
         "{r:?}"
     );
 }
+
+/// A sweep's state and graph are read a few deployments at a time: names, `*` globs and
+/// address prefixes filter `state list`, `status` and `graph`, each also as JSON.
+#[test]
+fn listings_filter_by_deployment_and_speak_json() {
+    let p = Project::new(
+        r#"
+defaults: { provider: local }
+deployments:
+  sweep-a:
+    container: { image: "busybox:latest" }
+    buckets: { output: sweep-a-out }
+  sweep-b:
+    container: { image: "busybox:latest" }
+    buckets: { output: sweep-b-out }
+  other:
+    container: { image: "busybox:latest" }
+    buckets: { output: other-out }
+"#,
+    );
+    p.ok(&[
+        "apply",
+        "--auto-approve",
+        "--target",
+        "deployment.sweep-a.bucket",
+        "--target",
+        "deployment.other.bucket",
+    ]);
+
+    assert_eq!(
+        p.ok(&["state", "list", "sweep-*"]).stdout,
+        "deployment.sweep-a.bucket.output\n"
+    );
+    assert_eq!(
+        p.ok(&["state", "list", "other", "shared.local"]).stdout,
+        "deployment.other.bucket.output\nshared.local.local.storage\n"
+    );
+    let listed: serde_json::Value =
+        serde_json::from_str(&p.ok(&["state", "list", "--format", "json", "other"]).stdout)
+            .unwrap();
+    assert_eq!(listed[0]["address"], "deployment.other.bucket.output");
+    assert_eq!(listed[0]["kind"], "bucket");
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    let none = p.run(&["state", "list", "nothing-*"]);
+    assert_eq!(none.code, 1, "{none:?}");
+    assert!(none.stderr.contains("nothing-*"), "{none:?}");
+
+    // The graph of one deployment keeps what it needs (the continent's storage).
+    let graph: serde_json::Value =
+        serde_json::from_str(&p.ok(&["graph", "--format", "json", "sweep-b"]).stdout).unwrap();
+    let nodes: Vec<&str> = graph["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["address"].as_str().unwrap())
+        .collect();
+    assert!(nodes.contains(&"deployment.sweep-b.container"), "{nodes:?}");
+    assert!(nodes.contains(&"shared.local.local.storage"), "{nodes:?}");
+    assert!(
+        !nodes
+            .iter()
+            .any(|a| a.contains("sweep-a") || a.contains("other")),
+        "{nodes:?}"
+    );
+
+    let status: serde_json::Value =
+        serde_json::from_str(&p.ok(&["status", "--format", "json", "sweep-a"]).stdout).unwrap();
+    let deployments = status["deployments"].as_array().unwrap();
+    assert_eq!(deployments.len(), 1, "{status}");
+    assert_eq!(deployments[0]["deployment"], "sweep-a");
+    let shown: Vec<(&str, &str)> = deployments[0]["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["address"].as_str().unwrap(),
+                r["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        shown.contains(&("deployment.sweep-a.bucket.output", "present")),
+        "{shown:?}"
+    );
+    assert!(
+        shown.contains(&("deployment.sweep-a.container", "not created")),
+        "{shown:?}"
+    );
+    let text = p.ok(&["status", "other"]).stdout;
+    assert!(text.starts_with("deployment other (local "), "{text}");
+    assert!(!text.contains("sweep-a"), "{text}");
+}
