@@ -163,6 +163,7 @@ fn main() {
         refresh: false,
         targets: &[],
         destroy: false,
+        replace: &[],
     };
     let (_, plan) = rt
         .block_on(make_plan(&config, &State::unborn(), &providers, &opts))

@@ -244,6 +244,21 @@ pub fn human_with(plan: &Plan, styled: bool) -> String {
             u.address
         );
     }
+    for j in &plan.jobs {
+        let label = if j.state == "succeeded" {
+            paint.bold("Job:")
+        } else {
+            paint.with(
+                Style::new().bold().fg_color(Some(AnsiColor::Red.into())),
+                "Job:",
+            )
+        };
+        let _ = writeln!(out, "{label} {}", j.describe());
+        for line in &j.last_lines {
+            let _ = writeln!(out, "    | {line}");
+        }
+        out.push('\n');
+    }
     if !plan.refreshed {
         let _ = writeln!(out, "Note: the state was not refreshed (--refresh=false); the plan trusts what it records.\n");
     }
@@ -279,6 +294,16 @@ pub fn markdown(plan: &Plan) -> String {
             "> **Left out:** deployment `{}`: `{}` could not be read: {}\n",
             u.deployment, u.address, u.error
         );
+    }
+    for j in &plan.jobs {
+        let _ = writeln!(out, "> **Job:** {}\n", j.describe());
+        if !j.last_lines.is_empty() {
+            out.push_str("> ```\n");
+            for line in &j.last_lines {
+                let _ = writeln!(out, "> {line}");
+            }
+            out.push_str("> ```\n\n");
+        }
     }
     let active: Vec<&Change> = plan
         .changes
@@ -394,6 +419,7 @@ mod tests {
             targets: vec![],
             warnings: vec!["far away".into()],
             unread: vec![],
+            jobs: vec![],
             changes: vec![change],
             summary: Summary::default(),
         };

@@ -105,7 +105,7 @@ fn local_cloud_end_to_end() {
         let s = p.ok(&["status"]);
         (!s.stdout.contains("program: STARTING")).then_some(s)
     });
-    assert!(status.stdout.contains("container: running"), "{status:?}");
+    assert!(status.stdout.contains("job: running since "), "{status:?}");
     assert_eq!(
         status.stdout.matches("program: RUNNING").count(),
         3,

@@ -164,7 +164,9 @@ fn ssh_machine_end_to_end() {
     // per deployment key: each deployment signs in with its own.
     assert!(
         again.stderr.contains("refresh of 18 resources")
-            && again.stderr.contains("(ssh: 2 remote calls over 2 connections)"),
+            && again
+                .stderr
+                .contains("(ssh: 2 remote calls over 2 connections)"),
         "{again:?}"
     );
 

@@ -134,7 +134,11 @@ fn two_hundred_deployments_on_one_host_within_sshds_default_limits() {
         assert!(
             at.is_none(),
             "sshd: {refused} ({} the first apply, whose keys were not yet listed):\n{}",
-            if at < Some(refused_phase) { "during" } else { "after" },
+            if at < Some(refused_phase) {
+                "during"
+            } else {
+                "after"
+            },
             log.lines()
                 .filter(|l| l.contains(refused))
                 .take(5)

@@ -171,7 +171,10 @@ fn container_run_spec() {
         .find(|c| c.address == "deployment.train-a.container")
         .unwrap();
     assert_eq!(c.kind, Kind::Container);
-    assert_eq!(c.after_unknown, vec!["container_id".to_owned()]);
+    assert_eq!(
+        c.after_unknown,
+        vec!["container_id".to_owned(), "job".to_owned()]
+    );
     insta::assert_snapshot!(
         "container_run_spec",
         attr(&plan, "deployment.train-a.container", "run_spec")
@@ -201,4 +204,49 @@ deployments:
     );
     let plan = common::plan(&config, &common::fixed_state());
     insta::assert_snapshot!("plan_ssh_human", render::human(&plan));
+}
+
+/// Jobs that ended: how the plan tells a failed, a finished and an unstartable job, made from
+/// the `job` attribute a refresh reads.
+#[test]
+fn plan_with_ended_jobs() {
+    use anycloud::plan::EndedJob;
+    let before = common::parse(BEFORE);
+    let first = first_plan();
+    let mut state = common::state_after(&first, common::fixed_state());
+    let jobs = [
+        (
+            "deployment.train-a.container",
+            serde_json::json!({"state": "failed", "exit_code": 3,
+                "finished_at": "2026-12-04T15:25:10Z",
+                "last_lines": ["loading data", "KeyError: 'lr'"]}),
+        ),
+        (
+            "deployment.train-b.container",
+            serde_json::json!({"state": "succeeded", "exit_code": 0,
+                "finished_at": "2026-12-04T16:00:00Z"}),
+        ),
+        (
+            "deployment.train-c.container",
+            serde_json::json!({"state": "never-started", "exit_code": 127,
+                "error": "exec: \"trian.py\": executable file not found in $PATH"}),
+        ),
+    ];
+    for (addr, job) in &jobs {
+        if let Some(r) = state.resources.get_mut(*addr) {
+            r.attributes.insert("job".into(), job.clone());
+        }
+    }
+    let plan = common::plan(&before, &state);
+    let ended: Vec<&EndedJob> = plan.jobs.iter().collect();
+    assert_eq!(ended.len(), 2, "BEFORE has train-a and train-b: {ended:?}");
+    assert!(!plan.has_changes());
+    insta::assert_snapshot!("plan_ended_jobs_human", render::human(&plan));
+    insta::assert_snapshot!("plan_ended_jobs_markdown", render::markdown(&plan));
+    let unstartable = EndedJob::of(
+        jobs[2].0,
+        &serde_json::from_value(serde_json::json!({"job": jobs[2].1})).unwrap(),
+    )
+    .unwrap();
+    insta::assert_snapshot!("ended_job_never_started", unstartable.describe());
 }

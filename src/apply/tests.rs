@@ -107,6 +107,7 @@ fn plan(changes: Vec<Change>) -> Plan {
         targets: vec![],
         warnings: vec![],
         unread: vec![],
+        jobs: vec![],
         changes,
         summary: Summary::default(),
     }

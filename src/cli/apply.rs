@@ -54,6 +54,7 @@ pub(super) async fn apply(cx: &Context<'_>, args: &ApplyArgs) -> Result<i32, Use
         refresh: args.refresh,
         targets: &args.target,
         destroy: false,
+        replace: &args.replace,
     };
     let plan = match plan_verbosely(cx, &config, &session.state, &opts).await {
         Ok((_, plan)) => plan,
@@ -104,6 +105,7 @@ pub(super) async fn destroy(cx: &Context<'_>, args: &DestroyArgs) -> Result<i32,
         refresh: false,
         targets: &args.target,
         destroy: true,
+        replace: &[],
     };
     let plan = match plan_verbosely(cx, &config, &session.state, &opts).await {
         Ok((_, plan)) => plan,

@@ -106,6 +106,10 @@ pub struct PlanArgs {
     /// Limit the plan to these addresses (or address prefixes) and what they need.
     #[arg(long)]
     pub target: Vec<String>,
+    /// Replace this resource (or every one under this address prefix) although nothing of it
+    /// changed: `-replace deployment.NAME.container` runs a job again. Repeatable.
+    #[arg(long, value_name = "ADDRESS")]
+    pub replace: Vec<String>,
     /// Exit 2 when there are changes, 0 when there are none.
     #[arg(long)]
     pub detailed_exitcode: bool,
@@ -134,6 +138,10 @@ pub struct ApplyArgs {
     pub refresh: bool,
     #[arg(long)]
     pub target: Vec<String>,
+    /// Replace this resource (or every one under this address prefix) although nothing of it
+    /// changed: `-replace deployment.NAME.container` runs a job again. Repeatable.
+    #[arg(long, value_name = "ADDRESS")]
+    pub replace: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -381,6 +389,9 @@ pub fn normalise_args(
         .map(|a| match a.to_str() {
             Some("-out") => "--out".into(),
             Some(s) if s.starts_with("-out=") => format!("-{s}").into(),
+            // Terraform's spelling.
+            Some("-replace") => "--replace".into(),
+            Some(s) if s.starts_with("-replace=") => format!("-{s}").into(),
             _ => a,
         })
         .collect()

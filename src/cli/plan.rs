@@ -14,6 +14,7 @@ pub(super) async fn plan(cx: &Context<'_>, args: &PlanArgs) -> Result<i32, UserE
         refresh: args.refresh,
         targets: &args.target,
         destroy: false,
+        replace: &args.replace,
     };
     let made = plan_verbosely(cx, &config, &session.state, &opts).await;
     let state = session.close().await;

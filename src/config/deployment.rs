@@ -7,7 +7,7 @@ use anycloud_provider::diagnostic::{did_you_mean, suggest};
 use anycloud_provider::doc::{Doc, Value};
 use anycloud_provider::{
     BucketRole, BucketSpec, ConnectivityCheck, ContainerSpec, Declaration, DeploymentSpec, Loc,
-    Regions, VmContext,
+    Regions, Restart, VmContext,
 };
 
 use super::buckets::BucketUse;
@@ -369,12 +369,24 @@ fn check_container(ck: &mut Checker, c: S<RawContainer>) -> Option<ContainerSpec
             ),
         }
     }
+    let mut restart = Restart::Never;
+    if let Some(r) = &c.restart {
+        match Restart::parse(&r.value) {
+            Some(parsed) => restart = parsed,
+            None => ck.at(
+                loc(r.referenced),
+                format!("restart '{}' is not a restart policy", r.value),
+                Some("never (the default: a finished or failed job stays as it ended), on-failure, on-failure:N (N from 1 to 1000), or always (a service)".into()),
+            ),
+        }
+    }
     Some(ContainerSpec {
         image: image.value,
         command,
         env,
         gpus,
         shm_size: c.shm_size.map(|s| s.value),
+        restart,
     })
 }
 

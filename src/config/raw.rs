@@ -53,6 +53,7 @@ pub struct RawContainer {
     pub env: Option<Entries<S<String>>>,
     pub gpus: Option<S<String>>,
     pub shm_size: Option<S<String>>,
+    pub restart: Option<S<String>>,
 }
 
 #[derive(Deserialize)]

@@ -8,7 +8,7 @@ use anycloud_provider::{Attrs, Diagnostic, Kind, Planned};
 use anycloud_state::{Pending, State};
 
 use super::targets::{plan_order, targeted, targets_match};
-use super::{Action, Change, Plan, PlanOptions, Summary, PLAN_FORMAT_VERSION};
+use super::{Action, Change, EndedJob, Plan, PlanOptions, Summary, PLAN_FORMAT_VERSION};
 use crate::graph::{Graph, Mode};
 
 /// Diffs the desired graph against the (refreshed) state.
@@ -100,7 +100,7 @@ pub fn diff(
                     change.after_unknown = planned.computed.clone();
                     change.reason = match (recorded, pending) {
                         (Some(_), Some(Pending::Create)) => {
-                            Some("a previous apply was interrupted while creating it".into())
+                            Some("a previous apply did not finish creating it (it failed or was stopped)".into())
                         }
                         (Some(_), _) => Some("found missing on refresh".into()),
                         _ => None,
@@ -115,6 +115,7 @@ pub fn diff(
                         .collect();
                     let bookkeeping_moved =
                         recorded.is_some_and(|r| !equivalent(&r.private, &planned.private));
+                    let asked = replaceable(node.kind) && targets_match(opts.replace, addr);
                     if host_replaced {
                         change.action = Action::Replace;
                         change.reason = Some(format!(
@@ -126,11 +127,15 @@ pub fn diff(
                         change.action = Action::Replace;
                         change.replace_paths = forcing;
                         change.after_unknown = planned.computed.clone();
+                    } else if asked {
+                        change.action = Action::Replace;
+                        change.reason = Some("replacement asked for with -replace".into());
+                        change.after_unknown = planned.computed.clone();
                     } else if !changed.is_empty() || pending.is_some() || bookkeeping_moved {
                         change.action = Action::Update;
                         if changed.is_empty() {
                             change.reason = Some(if pending.is_some() {
-                                "a previous apply was interrupted while changing it".into()
+                                "a previous apply did not finish changing it (it failed or was stopped)".into()
                             } else {
                                 "what anycloud records about it for itself changes".into()
                             });
@@ -206,6 +211,19 @@ pub fn diff(
     if !errors.is_empty() {
         return Err(errors);
     }
+    for r in opts.replace {
+        let made = |(a, n): (&String, &crate::graph::Node)| {
+            replaceable(n.kind)
+                && targets_match(std::slice::from_ref(r), a)
+                && state.resources.contains_key(a)
+        };
+        if !graph.nodes.iter().any(made) {
+            return Err(vec![Diagnostic::of(
+                r.clone(),
+                "-replace matches no resource that the config has and the state records (buckets and storage are never replaced: their data would go)",
+            )]);
+        }
+    }
     if !opts.targets.is_empty() {
         let keep = targeted(&changes, opts.targets);
         let known = graph
@@ -221,6 +239,12 @@ pub fn diff(
         }
         changes.retain(|a, _| keep.contains(a));
     }
+    // Jobs that ended and stay as they are: the plan says how they ended.
+    let jobs = changes
+        .values()
+        .filter(|c| c.kind == Kind::Container && c.action == Action::NoOp)
+        .filter_map(|c| EndedJob::of(&c.address, prior(&c.address)?))
+        .collect();
     let ordered = plan_order(&order, &changes);
     let changes: Vec<Change> = ordered
         .into_iter()
@@ -236,9 +260,15 @@ pub fn diff(
         targets: opts.targets.to_vec(),
         warnings: vec![],
         unread: vec![],
+        jobs,
         changes,
         summary,
     })
+}
+
+/// What `-replace` may replace: anything but what holds data.
+fn replaceable(kind: Kind) -> bool {
+    !matches!(kind, Kind::Bucket | Kind::Storage)
 }
 
 /// The non-computed keys whose values differ (or that only one side has), sorted. Allocates
@@ -372,6 +402,7 @@ mod tests {
                 refresh: false,
                 targets: &[],
                 destroy,
+                replace: &[],
             },
         )
         .unwrap()
@@ -504,7 +535,7 @@ mod tests {
         assert_eq!(action(&plan, "x"), Action::Create);
         assert_eq!(
             plan.changes[0].reason.as_deref(),
-            Some("a previous apply was interrupted while creating it")
+            Some("a previous apply did not finish creating it (it failed or was stopped)")
         );
     }
 

@@ -117,6 +117,81 @@ pub struct Unread {
     pub error: String,
 }
 
+/// A job that has ended, as its container's `job` attribute records it (read from the
+/// machine by the refresh).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndedJob {
+    /// The container's address.
+    pub address: String,
+    /// `succeeded`, `failed` or `never-started`.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub finished_at: String,
+    /// Docker's reason it could not start.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub error: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub last_lines: Vec<String>,
+}
+
+impl EndedJob {
+    /// The ended job a container's attributes record, if it has ended.
+    pub fn of(address: &str, attrs: &Attrs) -> Option<EndedJob> {
+        let job = attrs.get("job")?;
+        let state = job.get("state")?.as_str()?;
+        if !matches!(state, "succeeded" | "failed" | "never-started") {
+            return None;
+        }
+        let text = |k: &str| job.get(k).and_then(|v| v.as_str()).unwrap_or("").to_owned();
+        Some(EndedJob {
+            address: address.to_owned(),
+            state: state.to_owned(),
+            exit_code: job.get("exit_code").and_then(|v| v.as_i64()),
+            finished_at: text("finished_at"),
+            error: text("error"),
+            last_lines: job
+                .get("last_lines")
+                .and_then(|v| v.as_array())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|l| l.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        })
+    }
+
+    /// What a person reads about it, in a plan: how it ended, then what to do.
+    pub fn describe(&self) -> String {
+        let deployment = self
+            .address
+            .strip_prefix("deployment.")
+            .and_then(|r| r.split('.').next())
+            .unwrap_or(&self.address);
+        let at = if self.finished_at.is_empty() {
+            String::new()
+        } else {
+            format!(" at {}", self.finished_at)
+        };
+        match self.state.as_str() {
+            "succeeded" => format!(
+                "the job of deployment {deployment} finished{at} (exit code 0). Its machine and upload programs still run: `anycloud destroy --target deployment.{deployment}` uploads what is left, verifies it, and stops them."
+            ),
+            "failed" => format!(
+                "the job of deployment {deployment} failed with exit code {}{at}; apply does not run it again. To run it again: `anycloud apply -replace {}`.",
+                self.exit_code.unwrap_or(-1),
+                self.address
+            ),
+            _ => format!(
+                "the job of deployment {deployment} never started: {}. Fix the image or the command in the config; apply then replaces it.",
+                self.error
+            ),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
     pub format_version: u32,
@@ -132,6 +207,10 @@ pub struct Plan {
     /// Deployments the refresh could not read: nothing of theirs is in `changes`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unread: Vec<Unread>,
+    /// Jobs that have ended (succeeded, failed, or never started) and that this plan leaves
+    /// as they are.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jobs: Vec<EndedJob>,
     pub changes: Vec<Change>,
     pub summary: Summary,
 }
@@ -173,4 +252,6 @@ pub struct PlanOptions<'a> {
     pub refresh: bool,
     pub targets: &'a [String],
     pub destroy: bool,
+    /// Addresses (or prefixes) to replace although nothing of theirs changed (`-replace`).
+    pub replace: &'a [String],
 }

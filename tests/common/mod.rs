@@ -39,6 +39,7 @@ pub fn plan(config: &Config, state: &State) -> Plan {
         refresh: false,
         targets: &[],
         destroy: false,
+        replace: &[],
     };
     let providers = providers();
     providers.configure(&config.provider_settings).unwrap();

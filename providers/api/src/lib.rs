@@ -31,7 +31,8 @@ pub use declare::{Declaration, IdLimit, Regions, Shape, VmContext};
 pub use diagnostic::{Diagnostic, Loc};
 pub use error::{ErrorCode, ProviderError, Result};
 pub use spec::{
-    BucketRole, BucketSpec, ConnectivityCheck, ContainerSpec, DeploymentSpec, NodeSpec, VmSpec,
+    BucketRole, BucketSpec, ConnectivityCheck, ContainerSpec, DeploymentSpec, NodeSpec, Restart,
+    VmSpec,
 };
 
 /// Attribute maps are ordered so every rendering of them is byte-stable.

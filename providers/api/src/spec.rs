@@ -70,6 +70,54 @@ pub struct ContainerSpec {
     pub env: BTreeMap<String, String>,
     pub gpus: Option<String>,
     pub shm_size: Option<String>,
+    /// What the machine does when the job exits by itself.
+    pub restart: Restart,
+}
+
+/// What the machine does when the job exits by itself (a job killed by a reboot or a lost
+/// VM is resumed whatever this says: that is recovery, not a restart).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Restart {
+    /// A finished or failed job stays as it ended; apply does not run it again.
+    #[default]
+    Never,
+    /// Docker starts a failed job again, up to this many times.
+    OnFailure(u32),
+    /// Docker starts it again whenever it exits: a service.
+    Always,
+}
+
+impl Restart {
+    /// `never`, `on-failure` (3 times), `on-failure:N`, `always`.
+    pub fn parse(s: &str) -> Option<Restart> {
+        match s {
+            "never" | "no" => Some(Restart::Never),
+            "always" => Some(Restart::Always),
+            "on-failure" => Some(Restart::OnFailure(3)),
+            _ => s
+                .strip_prefix("on-failure:")
+                .and_then(|n| n.parse().ok())
+                .filter(|n| (1..=1000).contains(n))
+                .map(Restart::OnFailure),
+        }
+    }
+
+    /// Docker's `--restart` value; none for `never` (Docker's default).
+    pub fn docker(self) -> Option<String> {
+        match self {
+            Restart::Never => None,
+            Restart::OnFailure(n) => Some(format!("on-failure:{n}")),
+            Restart::Always => Some("always".into()),
+        }
+    }
+
+    pub fn as_config(self) -> String {
+        match self {
+            Restart::Never => "never".into(),
+            Restart::OnFailure(n) => format!("on-failure:{n}"),
+            Restart::Always => "always".into(),
+        }
+    }
 }
 
 /// rclone's start-up check: `--retries` and `--retries-sleep`.

@@ -110,6 +110,8 @@ pub struct RunSpec {
     pub shm_size: Option<String>,
     pub network: String,
     pub user: Option<String>,
+    /// Docker's `--restart`; none for a job that stays as it ended.
+    pub restart: Option<String>,
 }
 
 impl RunSpec {
@@ -146,6 +148,9 @@ impl RunSpec {
         }
         if let Some(shm) = &self.shm_size {
             lines.push(vec!["--shm-size".into(), shm.clone()]);
+        }
+        if let Some(restart) = &self.restart {
+            lines.push(vec!["--restart".into(), restart.clone()]);
         }
         lines.push(vec![self.image.clone()]);
         if !self.command.is_empty() {

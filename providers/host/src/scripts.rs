@@ -325,14 +325,34 @@ pub fn final_flush(layout: &VmLayout, pairs: &[(String, String)]) -> String {
     script
 }
 
-/// Starts the container unless one with the same spec already runs (or finished cleanly).
+/// How long apply watches a job it started: one that fails within this is the apply's
+/// failure, reported with its output (a typo in the command, a missing file).
+pub const EARLY_EXIT_SECS: u32 = 2;
+
+/// Starts the container unless one with the same spec already runs (or finished cleanly);
+/// one that was killed from outside (a reboot) is started again as it was, keeping its logs.
+/// `watch`: fail if the job fails within [`EARLY_EXIT_SECS`] (not for a restart policy,
+/// under which Docker starts it again).
 pub fn container_run(
     layout: &VmLayout,
     name: &str,
     spec_digest: &str,
     mounts: &[String],
     docker_args: &str,
+    watch: bool,
 ) -> String {
+    let watch = if watch {
+        format!(
+            "if code=$(timeout {EARLY_EXIT_SECS} docker wait \"$name\" 2>/dev/null) && [ \"$code\" != 0 ]; then
+  echo \"the job exited with code $code within its first {EARLY_EXIT_SECS} seconds; the end of its output:\" >&2
+  docker logs --tail 20 \"$name\" 2>&1 | sed 's/^/  | /' >&2
+  exit 3
+fi
+"
+        )
+    } else {
+        String::new()
+    };
     let mkdirs = if mounts.is_empty() {
         String::new()
     } else {
@@ -351,12 +371,15 @@ name={name}
 if current=$(docker inspect -f '{{{{index .Config.Labels \"anycloud.spec\"}}}} {{{{.State.Status}}}} {{{{.State.ExitCode}}}}' \"$name\" 2>/dev/null); then
   case \"$current\" in
     \"{spec_digest} running 0\"|\"{spec_digest} exited 0\") docker inspect -f '{{{{.Id}}}}' \"$name\"; exit 0 ;;
+    \"{spec_digest} exited \"12[89]|\"{spec_digest} exited \"1[3-9][0-9]|\"{spec_digest} exited \"2[0-9][0-9])
+      rm -f {hold}
+      docker start \"$name\" >/dev/null && docker inspect -f '{{{{.Id}}}}' \"$name\" && exit 0 ;;
   esac
   docker rm -f \"$name\" >/dev/null
 fi
 {mkdirs}rm -f {hold}
-docker {docker_args}
-",
+docker {docker_args} || exit $?
+{watch}",
         hold = quote(&layout.hold_file()),
         lock = supervisor_lock(layout),
         name = quote(name),
@@ -381,6 +404,9 @@ pub fn container_remove(name: &str) -> String {
     )
 }
 
+/// The lines of a failed job's output a refresh brings back (status and plan show them).
+pub const JOB_TAIL_LINES: usize = 5;
+
 /// One round trip that reports everything a refresh needs about a deployment's host.
 pub fn probe(layout: &VmLayout, container: &str) -> String {
     format!(
@@ -389,7 +415,21 @@ conf={conf}
 echo \"host_dir=$([ -d {mnt} ] && echo present || echo missing)\"
 echo \"supervisord=$(supervisorctl -c \"$conf\" pid >/dev/null 2>&1 && [ -f \"$conf\" ] && echo up || echo down)\"
 supervisorctl -c \"$conf\" status 2>/dev/null | awk '{{print \"program.\" $1 \"=\" $2}}'
-echo \"container=$(docker inspect -f '{{{{.State.Status}}}}:{{{{.State.ExitCode}}}}:{{{{.Id}}}}:{{{{index .Config.Labels \"anycloud.spec\"}}}}' {container} 2>/dev/null || echo missing)\"
+if info=$(docker inspect -f '{{{{.State.Status}}}}:{{{{.State.ExitCode}}}}:{{{{.Id}}}}:{{{{index .Config.Labels \"anycloud.spec\"}}}}{{{{println}}}}{{{{.State.StartedAt}}}}{{{{println}}}}{{{{.State.FinishedAt}}}}{{{{println}}}}{{{{.State.Error}}}}' {container} 2>/dev/null); then
+  {{ read -r job; read -r started; read -r finished; IFS= read -r error; }} <<<\"$info\"
+else
+  job=missing started= finished= error=
+fi
+echo \"container=$job\"
+case \"$job\" in
+  missing) ;;
+  running:*) echo \"container.started=$started\" ;;
+  *) echo \"container.finished=$finished\"; echo \"container.error=$error\" ;;
+esac
+case \"$job\" in
+  missing|running:*|exited:0:*) ;;
+  *) docker logs --tail {tail} {container} 2>&1 | tail -n {tail} | awk '{{print \"container.log.\" NR \"=\" $0}}' ;;
+esac
 echo \"rclone_config=$(sha256sum < {rclone} 2>/dev/null | cut -c1-64 || echo missing)\"
 now=$(date +%s)
 for entry in rclone-output:{output_log} rclone-checkpoint:{checkpoint_log}; do
@@ -411,6 +451,7 @@ done
         mnt = quote(&layout.mnt),
         container = quote(container),
         rclone = quote(&layout.rclone_config),
+        tail = JOB_TAIL_LINES,
     )
 }
 

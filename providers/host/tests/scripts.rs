@@ -57,6 +57,7 @@ fn every_script_sent_to_a_host() {
                 "abcdef0123456789",
                 &[l.mount("output")],
                 "run --detach --name anycloud-train-0123 busybox",
+                true,
             ),
         ),
         (

@@ -36,7 +36,9 @@ pub(super) fn plan(spec: &DeploymentSpec, ctx: &HostContext) -> KindPlan {
         .collect();
     a.insert("data_sources".into(), json!(sources));
     p.flush = Some(ctx.flush_pairs());
+    // How the job stands is read, never planned: it is no change.
     p.computed.push("container_id".into());
+    p.computed.push("job".into());
     p.force_new = [
         "name",
         "image",
@@ -72,6 +74,7 @@ fn run_spec(spec: &DeploymentSpec, ctx: &HostContext) -> RunSpec {
         shm_size: c.shm_size.clone(),
         network: ctx.network.clone(),
         user: ctx.container_user.clone(),
+        restart: c.restart.docker(),
     }
 }
 
@@ -91,7 +94,14 @@ pub(super) async fn apply(host: &dyn Host, layout: &VmLayout, attrs: &Attrs) -> 
         .collect();
     let out = run(
         host,
-        &scripts::container_run(layout, name, digest, &mounts, args.trim_end()),
+        &scripts::container_run(
+            layout,
+            name,
+            digest,
+            &mounts,
+            args.trim_end(),
+            !run_spec.contains("\n  --restart "),
+        ),
         "docker run",
     )
     .await?;

@@ -25,7 +25,7 @@ use crate::transport::{Host, Output};
 
 pub use probe::{
     deployments_of, observe, observe_hosted, observe_probed, probe_each_host, probe_host, read,
-    read_hosted, read_probed, HostProbe, Probe, Probed, PROBES_AT_ONCE,
+    read_hosted, read_probed, HostProbe, Job, JobState, Probe, Probed, PROBES_AT_ONCE,
 };
 
 /// What the cloud provider knows about a deployment's host and storage.

@@ -216,17 +216,151 @@ pub fn read(kind: Kind, prior: &Attrs, probe: &Probe) -> Option<Attrs> {
             }
         }
         Kind::Container => {
-            let fact = probe.get("container");
-            let mut parts = fact.splitn(4, ':');
-            let (status, code, id) = (parts.next()?, parts.next()?, parts.next()?);
-            let alive = status == "running" || (status == "exited" && code == "0");
-            if !alive {
+            let job = Job::of(probe)?;
+            // A job killed from outside (a reboot, a lost machine) is resumed by apply; one
+            // that ended by itself stays as it ended.
+            if job.state == JobState::Interrupted {
                 return None;
             }
-            now.insert("container_id".into(), json!(id));
+            now.insert("container_id".into(), json!(job.id));
+            now.insert("job".into(), job.to_json());
             Some(now)
         }
         _ => Some(now),
+    }
+}
+
+/// How a job stands, from its container as the probe saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobState {
+    Running,
+    /// Exited 0.
+    Succeeded,
+    /// Exited by itself with another code.
+    Failed,
+    /// Docker could not start it (a command that is not in the image, say).
+    NeverStarted,
+    /// Killed by a signal from outside (exit code 128 and up: a reboot, `docker kill`).
+    Interrupted,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::NeverStarted => "never-started",
+            JobState::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// A job's container as the probe saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Job {
+    pub state: JobState,
+    pub exit_code: i64,
+    pub id: String,
+    /// When it started (running) or ended (otherwise), as Docker records it (RFC 3339).
+    pub at: String,
+    /// Docker's reason it could not start.
+    pub error: String,
+    /// The end of its output, for a job that did not succeed.
+    pub last_lines: Vec<String>,
+}
+
+impl Job {
+    /// `None` where there is no container.
+    pub fn of(probe: &Probe) -> Option<Job> {
+        let fact = probe.get("container");
+        let mut parts = fact.splitn(4, ':');
+        let (status, code, id) = (parts.next()?, parts.next()?, parts.next()?);
+        if status.is_empty() || status == "missing" {
+            return None;
+        }
+        let exit_code: i64 = code.parse().unwrap_or(-1);
+        let error = probe.get("container.error").trim().to_owned();
+        let state = match status {
+            "running" | "restarting" | "paused" => JobState::Running,
+            _ if !error.is_empty() || status == "created" => JobState::NeverStarted,
+            "exited" if exit_code == 0 => JobState::Succeeded,
+            "exited" if (1..128).contains(&exit_code) => JobState::Failed,
+            _ => JobState::Interrupted,
+        };
+        let at = if state == JobState::Running {
+            probe.get("container.started")
+        } else {
+            probe.get("container.finished")
+        };
+        let last_lines = (1..=scripts::JOB_TAIL_LINES)
+            .filter_map(|i| probe.facts.get(&format!("container.log.{i}")).cloned())
+            .collect();
+        Some(Job {
+            state,
+            exit_code,
+            id: id.to_owned(),
+            at: to_the_second(at),
+            error,
+            last_lines,
+        })
+    }
+
+    /// The container's `job` attribute: plain data the plan and `status` speak from.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut j = serde_json::Map::new();
+        j.insert("state".into(), json!(self.state.as_str()));
+        if self.state != JobState::Running {
+            j.insert("exit_code".into(), json!(self.exit_code));
+        }
+        if !self.at.is_empty() {
+            let key = if self.state == JobState::Running {
+                "started_at"
+            } else {
+                "finished_at"
+            };
+            j.insert(key.into(), json!(self.at));
+        }
+        if !self.error.is_empty() {
+            j.insert("error".into(), json!(self.error));
+        }
+        if !self.last_lines.is_empty() {
+            j.insert("last_lines".into(), json!(self.last_lines));
+        }
+        serde_json::Value::Object(j)
+    }
+
+    /// One line for `status`.
+    pub fn describe(&self) -> String {
+        let at = |word: &str| {
+            if self.at.is_empty() {
+                String::new()
+            } else {
+                format!(" {word} {}", self.at)
+            }
+        };
+        match self.state {
+            JobState::Running => format!("running{}", at("since")),
+            JobState::Succeeded => format!("succeeded{}", at("at")),
+            JobState::Failed => format!("failed with exit code {}{}", self.exit_code, at("at")),
+            JobState::NeverStarted => format!("never started: {}", self.error),
+            JobState::Interrupted => format!(
+                "interrupted (exit code {}){}; apply starts it again",
+                self.exit_code,
+                at("at")
+            ),
+        }
+    }
+}
+
+/// Docker's RFC 3339 time to the second (`2026-12-04T15:25:10Z`); empty for its zero time.
+fn to_the_second(at: &str) -> String {
+    if at.is_empty() || at.starts_with("0001-") {
+        return String::new();
+    }
+    match at.split_once('.') {
+        Some((whole, _)) => format!("{whole}Z"),
+        None => at.to_owned(),
     }
 }
 
@@ -239,15 +373,14 @@ pub fn observe(kind: Kind, prior: &Attrs, probe: &Probe) -> BTreeMap<String, Str
     }
     match kind {
         Kind::Container => {
-            let fact = probe.get("container");
-            let mut parts = fact.splitn(3, ':');
-            let shown = match (parts.next(), parts.next()) {
-                (Some("running"), _) => "running".to_owned(),
-                (Some("exited"), Some(code)) => format!("exited with code {code}"),
-                (Some(""), _) | (None, _) => "missing".to_owned(),
-                (Some(other), _) => other.to_owned(),
+            let Some(job) = Job::of(probe) else {
+                facts.insert("container".into(), "missing".into());
+                return facts;
             };
-            facts.insert("container".into(), shown);
+            facts.insert("job".into(), job.describe());
+            if !job.last_lines.is_empty() {
+                facts.insert("last output".into(), job.last_lines.join(" ⏎ "));
+            }
         }
         Kind::ServiceOutput | Kind::ServiceCheckpoint => {
             let program = prior
@@ -290,6 +423,74 @@ mod tests {
     use async_trait::async_trait;
 
     use super::*;
+
+    fn probe_of(lines: &[&str]) -> Probe {
+        Probe {
+            facts: lines
+                .iter()
+                .map(|l| {
+                    let (k, v) = l.split_once('=').unwrap();
+                    (k.to_owned(), v.to_owned())
+                })
+                .collect(),
+        }
+    }
+
+    /// A job that ended by itself is there, as it ended, with the end of its output; one
+    /// killed from outside is for apply to start again; one Docker could not start says why.
+    #[test]
+    fn a_job_reads_as_it_stands() {
+        let prior = Attrs::new();
+        let failed = probe_of(&[
+            "host_dir=present",
+            "container=exited:3:abc:d1",
+            "container.finished=2026-12-04T15:25:10.123456789Z",
+            "container.error=",
+            "container.log.1=loading data",
+            "container.log.2=Traceback: KeyError 'lr'",
+        ]);
+        let read_back = read(Kind::Container, &prior, &failed).expect("a failed job is there");
+        assert_eq!(
+            read_back["job"],
+            json!({"state": "failed", "exit_code": 3, "finished_at": "2026-12-04T15:25:10Z",
+                   "last_lines": ["loading data", "Traceback: KeyError 'lr'"]})
+        );
+        assert_eq!(read_back["container_id"], json!("abc"));
+        assert_eq!(
+            Job::of(&failed).unwrap().describe(),
+            "failed with exit code 3 at 2026-12-04T15:25:10Z"
+        );
+
+        let done = probe_of(&["host_dir=present", "container=exited:0:abc:d1"]);
+        assert_eq!(
+            read(Kind::Container, &prior, &done).unwrap()["job"]["state"],
+            "succeeded"
+        );
+        let running = probe_of(&[
+            "host_dir=present",
+            "container=running:0:abc:d1",
+            "container.started=2026-12-04T15:00:00.5Z",
+        ]);
+        assert_eq!(
+            read(Kind::Container, &prior, &running).unwrap()["job"],
+            json!({"state": "running", "started_at": "2026-12-04T15:00:00Z"})
+        );
+        let killed = probe_of(&["host_dir=present", "container=exited:137:abc:d1"]);
+        assert_eq!(read(Kind::Container, &prior, &killed), None);
+        let unstartable = probe_of(&[
+            "host_dir=present",
+            "container=created:127:abc:d1",
+            "container.error=exec: \"trian.py\": executable file not found in $PATH",
+        ]);
+        let job = Job::of(&unstartable).unwrap();
+        assert_eq!(job.state, JobState::NeverStarted);
+        assert!(
+            job.describe().starts_with("never started: exec:"),
+            "{job:?}"
+        );
+        let gone = probe_of(&["host_dir=present", "container=missing"]);
+        assert_eq!(read(Kind::Container, &prior, &gone), None);
+    }
     use crate::transport::{Output, TransportError};
 
     /// A host that takes a moment to answer, counting how many are asked at once; one of

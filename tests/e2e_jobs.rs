@@ -1,0 +1,208 @@
+//! A job's life on the embedded local cloud with real dockerd: a job that fails after it
+//! started stays failed (not re-run, its container and logs kept) and the plan and `status`
+//! say so with its last lines; `-replace` runs it again; a job that fails within its first
+//! seconds, or whose command is not in the image, fails the apply with Docker's words; a
+//! finished job is reported with the way to stop what still runs; `restart: on-failure:N`
+//! lets Docker retry it.
+//!
+//! Needs root with docker, supervisord and rclone installed (`.ci/run` provides them).
+
+mod common;
+
+use common::{build_image, containers_of, sh, wait_for, Project};
+
+const DEPLOYMENTS: [&str; 5] = [
+    "job-late",
+    "job-done",
+    "job-early",
+    "job-nocmd",
+    "job-retry",
+];
+
+fn config() -> String {
+    r#"
+project: jobs
+defaults:
+  provider: local
+  sync_interval: 1s
+  connectivity_check: { retries: 2, retries_sleep: 1s }
+deployments:
+  job-late:
+    container:
+      image: anycloud-e2e:v1
+      command: [/bin/sh, -c, "echo loading; echo \"KeyError: 'lr'\"; sleep 4; exit 3"]
+    buckets: { output: jobs-late-out }
+  job-done:
+    container:
+      image: anycloud-e2e:v1
+      command: [/bin/sh, -c, "echo all done"]
+    buckets: { output: jobs-done-out }
+  job-early:
+    container:
+      image: anycloud-e2e:v1
+      command: [/bin/sh, -c, "echo 'no such file: data.csv'; exit 2"]
+    buckets: { output: jobs-early-out }
+  job-nocmd:
+    container:
+      image: anycloud-e2e:v1
+      command: [/no/such/program]
+    buckets: { output: jobs-nocmd-out }
+  job-retry:
+    container:
+      image: anycloud-e2e:v1
+      command: [/bin/sh, -c, "echo try; exit 4"]
+      restart: on-failure:2
+    buckets: { output: jobs-retry-out }
+"#
+    .to_owned()
+}
+
+fn container_of(deployment: &str) -> String {
+    sh(&format!(
+        "docker ps -aq --no-trunc --filter label=anycloud.deployment={deployment}"
+    ))
+}
+
+fn status_of(deployment: &str) -> String {
+    sh(&format!(
+        "docker inspect -f '{{{{.State.Status}}}} {{{{.State.ExitCode}}}}' {}",
+        container_of(deployment)
+    ))
+}
+
+#[test]
+fn a_jobs_life_failures_reruns_and_finished_jobs() {
+    common::remove_leftover_containers(&DEPLOYMENTS);
+    build_image("anycloud-e2e:v1");
+    let p = Project::new(&config());
+
+    // Two jobs cannot start or die at once: the apply fails for them with Docker's and the
+    // job's own words, and applies the rest.
+    let first = p.run(&["apply", "--auto-approve"]);
+    assert_eq!(first.code, 1, "{first:?}");
+    let said = format!("{}{}", first.stdout, first.stderr);
+    assert!(
+        said.contains("the job exited with code 2 within its first 2 seconds"),
+        "{said}"
+    );
+    assert!(said.contains("| no such file: data.csv"), "{said}");
+    assert!(said.contains("/no/such/program"), "{said}");
+    assert_eq!(containers_of("job-late"), 1);
+
+    // The late failure: apply succeeded for it; once it fails it stays failed.
+    wait_for(30, "job-late to fail", || {
+        (status_of("job-late") == "exited 3").then_some(())
+    });
+    let late_id = container_of("job-late");
+    let status = p.ok(&["status", "job-late"]).stdout;
+    assert!(status.contains("failed with exit code 3 at "), "{status}");
+    assert!(status.contains("KeyError: 'lr'"), "{status}");
+    assert!(!status.contains("MISSING"), "{status}");
+
+    let plan = p.run(&[
+        "plan",
+        "--target",
+        "deployment.job-late",
+        "--target",
+        "deployment.job-done",
+        "--detailed-exitcode",
+    ]);
+    assert_eq!(
+        plan.code, 0,
+        "a failed and a finished job are no change: {plan:?}"
+    );
+    assert!(
+        plan.stdout
+            .contains("Job: the job of deployment job-late failed with exit code 3 at "),
+        "{plan:?}"
+    );
+    assert!(plan.stdout.contains("    | KeyError: 'lr'"), "{plan:?}");
+    assert!(
+        plan.stdout
+            .contains("anycloud apply -replace deployment.job-late.container"),
+        "{plan:?}"
+    );
+    assert!(
+        plan.stdout
+            .contains("the job of deployment job-done finished at "),
+        "{plan:?}"
+    );
+    assert!(
+        plan.stdout
+            .contains("anycloud destroy --target deployment.job-done"),
+        "{plan:?}"
+    );
+
+    // A plain apply leaves the failed job as it is: same container, its logs kept.
+    let again = p.run(&["apply", "--auto-approve", "--target", "deployment.job-late"]);
+    assert_eq!(again.code, 0, "{again:?}");
+    assert_eq!(container_of("job-late"), late_id);
+    assert!(
+        sh(&format!("docker logs {late_id} 2>&1")).contains("KeyError"),
+        "the failed job's logs are kept"
+    );
+
+    // The failed creates are named for what they are, not as an interruption.
+    let pending = p.run(&["plan", "--target", "deployment.job-early"]);
+    assert!(
+        pending
+            .stdout
+            .contains("a previous apply did not finish creating it (it failed or was stopped)"),
+        "{pending:?}"
+    );
+
+    // -replace (Terraform's spelling) runs it again, in a new container.
+    let replace = p.run(&[
+        "plan",
+        "-replace",
+        "deployment.job-late.container",
+        "--target",
+        "deployment.job-late",
+    ]);
+    assert_eq!(replace.code, 0, "{replace:?}");
+    assert!(
+        replace
+            .stdout
+            .contains("replacement asked for with -replace"),
+        "{replace:?}"
+    );
+    assert!(
+        replace
+            .stdout
+            .contains("0 to add, 0 to change, 1 to replace"),
+        "{replace:?}"
+    );
+    let unknown = p.run(&["plan", "-replace", "deployment.job-late.nothing"]);
+    assert_eq!(unknown.code, 1, "{unknown:?}");
+    assert!(
+        unknown.stderr.contains("-replace matches no resource"),
+        "{unknown:?}"
+    );
+    p.ok(&[
+        "apply",
+        "--auto-approve",
+        "-replace",
+        "deployment.job-late.container",
+        "--target",
+        "deployment.job-late",
+    ]);
+    let rerun = container_of("job-late");
+    assert_ne!(rerun, late_id, "a new container runs the job again");
+    assert_eq!(containers_of("job-late"), 1);
+
+    // restart: on-failure:2 is Docker's to do: three runs, then it stays failed.
+    wait_for(60, "job-retry to give up", || {
+        (status_of("job-retry") == "exited 4").then_some(())
+    });
+    wait_for(10, "three runs of job-retry", || {
+        let logs = sh(&format!("docker logs {} 2>&1", container_of("job-retry")));
+        (logs.matches("try").count() == 3).then_some(())
+    });
+    let retry = p.ok(&["status", "job-retry"]).stdout;
+    assert!(retry.contains("failed with exit code 4"), "{retry}");
+
+    p.ok(&["destroy", "--auto-approve"]);
+    for d in DEPLOYMENTS {
+        assert_eq!(containers_of(d), 0, "{d} is gone after destroy");
+    }
+}
