@@ -259,7 +259,8 @@ pub fn human_with(plan: &Plan, styled: bool) -> String {
         }
         out.push('\n');
     }
-    if !plan.refreshed {
+    // A destroy reads nothing by design; the note is for a plan the user asked not to refresh.
+    if !plan.refreshed && !plan.destroy {
         let _ = writeln!(out, "Note: the state was not refreshed (--refresh=false); the plan trusts what it records.\n");
     }
     let active: Vec<&Change> = plan
@@ -416,6 +417,7 @@ mod tests {
             serial: 0,
             config_digest: String::new(),
             refreshed: true,
+            destroy: false,
             targets: vec![],
             warnings: vec!["far away".into()],
             unread: vec![],

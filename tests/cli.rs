@@ -446,3 +446,38 @@ deployments:
     assert!(text.starts_with("deployment other (local "), "{text}");
     assert!(!text.contains("sweep-a"), "{text}");
 }
+
+/// Every command, flag and argument says what it is for, and `--help` of every command is
+/// kept as a snapshot (a changed word shows in review).
+#[test]
+fn every_command_flag_and_argument_has_help() {
+    use clap::CommandFactory;
+    fn walk(cmd: &mut clap::Command, path: &str, out: &mut String, missing: &mut Vec<String>) {
+        for a in cmd.get_arguments() {
+            let id = a.get_id().as_str();
+            if id != "help" && id != "version" && a.get_help().is_none() {
+                missing.push(format!("{path} {id}"));
+            }
+        }
+        out.push_str(&format!(
+            "=== {path} --help ===\n{}\n",
+            cmd.render_long_help()
+        ));
+        for sub in cmd.get_subcommands_mut() {
+            if sub.get_name() == "help" {
+                continue;
+            }
+            let sub_path = format!("{path} {}", sub.get_name());
+            if sub.get_about().is_none() {
+                missing.push(sub_path.clone());
+            }
+            walk(sub, &sub_path, out, missing);
+        }
+    }
+    let mut cmd = anycloud::cli::Cli::command();
+    cmd.build();
+    let (mut out, mut missing) = (String::new(), Vec::new());
+    walk(&mut cmd, "anycloud", &mut out, &mut missing);
+    assert!(missing.is_empty(), "without help text: {missing:#?}");
+    insta::assert_snapshot!("help_of_every_command", out);
+}

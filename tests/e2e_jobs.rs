@@ -201,7 +201,28 @@ fn a_jobs_life_failures_reruns_and_finished_jobs() {
     let retry = p.ok(&["status", "job-retry"]).stdout;
     assert!(retry.contains("failed with exit code 4"), "{retry}");
 
-    p.ok(&["destroy", "--auto-approve"]);
+    // A destroy can be planned and reviewed like any plan; it reads nothing by design, so
+    // it carries no note about refreshing, and kept buckets are counted as forgotten.
+    let planned = p.ok(&["plan", "-destroy"]);
+    assert!(
+        planned
+            .stdout
+            .contains("deployment.job-late.container will be destroyed"),
+        "{planned:?}"
+    );
+    assert!(planned.stdout.contains(" to destroy."), "{planned:?}");
+    assert!(!planned.stdout.contains("was not refreshed"), "{planned:?}");
+    let destroyed = p.ok(&["destroy", "--auto-approve"]);
+    assert!(
+        !destroyed.stdout.contains("was not refreshed"),
+        "{destroyed:?}"
+    );
+    assert!(
+        destroyed
+            .stdout
+            .contains("forgotten (buckets kept with their data)."),
+        "{destroyed:?}"
+    );
     for d in DEPLOYMENTS {
         assert_eq!(containers_of(d), 0, "{d} is gone after destroy");
     }

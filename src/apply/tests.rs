@@ -104,6 +104,7 @@ fn plan(changes: Vec<Change>) -> Plan {
         serial: 0,
         config_digest: String::new(),
         refreshed: false,
+        destroy: false,
         targets: vec![],
         warnings: vec![],
         unread: vec![],

@@ -4,7 +4,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use crate::engine::{self, Session, UserError};
-use crate::plan::{Plan, PlanOptions};
+use crate::plan::{Action, Plan, PlanOptions};
 use crate::progress::Progress;
 use crate::render;
 
@@ -146,6 +146,9 @@ async fn execute(
     session: Session<'_>,
     parallelism: usize,
 ) -> Result<i32, UserError> {
+    // A destroy (or a saved `plan -destroy`) is continued by destroy, not by apply, which
+    // would make everything again.
+    let verb = if plan.destroy { "destroy" } else { "apply" };
     let progress = Progress::new(&cx.shell);
     let calls_before = cx.providers.remote_calls();
     let connections_before = cx.providers.connections();
@@ -186,14 +189,15 @@ async fn execute(
     let (outcome, _) = ran.map_err(|e| UserError::msg(format!("{e:#}")))?;
     if outcome.interrupted {
         cx.shell.out(&format!(
-            "\nInterrupted: {} operation(s) finished, the rest were not started. The state is saved; run apply again to continue.\n",
+            "\nInterrupted: {} operation(s) finished, the rest were not started. The state is saved; run {verb} again to continue.\n",
             outcome.done.len()
         ));
         return Ok(130);
     }
     if !outcome.failed.is_empty() || !outcome.skipped.is_empty() {
         let mut msg = format!(
-            "\nApply failed: {} finished, {} failed, {} skipped.\n",
+            "\n{} failed: {} finished, {} failed, {} skipped.\n",
+            if plan.destroy { "Destroy" } else { "Apply" },
             outcome.done.len(),
             outcome.failed.len(),
             outcome.skipped.len()
@@ -205,13 +209,24 @@ async fn execute(
         return Ok(1);
     }
     let s = &plan.summary;
-    let only_deletes = s.add + s.change + s.replace == 0 && s.destroy > 0;
-    cx.shell.out(&if only_deletes {
-        format!("\nDestroy complete! Resources: {} destroyed.\n", s.destroy)
+    // A kept bucket is only forgotten: saying "destroyed" would send a user looking for
+    // lost data, or leave them thinking it is gone.
+    let forgotten = plan
+        .changes
+        .iter()
+        .filter(|c| c.action == Action::Delete && c.keep_on_destroy)
+        .count();
+    let destroyed = s.destroy - forgotten;
+    let forgotten = match forgotten {
+        0 => String::new(),
+        n => format!(", {n} forgotten (buckets kept with their data)"),
+    };
+    cx.shell.out(&if plan.destroy {
+        format!("\nDestroy complete! Resources: {destroyed} destroyed{forgotten}.\n")
     } else {
         format!(
-            "\nApply complete! Resources: {} added, {} changed, {} replaced, {} destroyed.\n",
-            s.add, s.change, s.replace, s.destroy
+            "\nApply complete! Resources: {} added, {} changed, {} replaced, {destroyed} destroyed{forgotten}.\n",
+            s.add, s.change, s.replace
         )
     });
     Ok(0)

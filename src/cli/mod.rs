@@ -43,6 +43,7 @@ pub struct Cli {
         long,
         global = true,
         env = "ANYCLOUD_KEYS_DIR",
+        hide_env_values = true,
         default_value = ".anycloud/keys"
     )]
     pub keys_dir: PathBuf,
@@ -100,7 +101,8 @@ pub struct PlanArgs {
     /// Write the plan to FILE for `anycloud apply FILE`.
     #[arg(long = "out", short = 'o', alias = "o")]
     pub out: Option<PathBuf>,
-    /// Trust the state without asking the clouds.
+    /// Read what exists before planning (the default, `true`); `--refresh=false` trusts what
+    /// the state records and asks no cloud.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
     pub refresh: bool,
     /// Limit the plan to these addresses (or address prefixes) and what they need.
@@ -113,6 +115,11 @@ pub struct PlanArgs {
     /// Exit 2 when there are changes, 0 when there are none.
     #[arg(long)]
     pub detailed_exitcode: bool,
+    /// Plan the destroy of everything (or of `--target`): review it, save it with `-out`,
+    /// and apply exactly it (`-destroy` is Terraform's spelling).
+    #[arg(long)]
+    pub destroy: bool,
+    /// `human` for people, `json` for programs, `markdown` for a pull-request comment.
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
 }
@@ -129,13 +136,17 @@ pub enum Format {
 pub struct ApplyArgs {
     /// A plan saved by `plan -out`: apply exactly it.
     pub plan_file: Option<PathBuf>,
+    /// Apply without asking (needed where there is no terminal to ask on).
     #[arg(long)]
     pub auto_approve: bool,
     /// How many operations may run at once.
     #[arg(long, default_value_t = 16)]
     pub parallelism: usize,
+    /// Read what exists before planning (the default, `true`); `--refresh=false` trusts what
+    /// the state records and asks no cloud.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
     pub refresh: bool,
+    /// Limit the apply to these addresses (or address prefixes) and what they need.
     #[arg(long)]
     pub target: Vec<String>,
     /// Replace this resource (or every one under this address prefix) although nothing of it
@@ -146,17 +157,22 @@ pub struct ApplyArgs {
 
 #[derive(Args, Debug)]
 pub struct DestroyArgs {
+    /// Destroy only these addresses (or address prefixes) and what depends on them.
     #[arg(long)]
     pub target: Vec<String>,
+    /// Destroy without asking (needed where there is no terminal to ask on).
     #[arg(long)]
     pub auto_approve: bool,
+    /// How many operations may run at once.
     #[arg(long, default_value_t = 16)]
     pub parallelism: usize,
 }
 
 #[derive(Args, Debug)]
 pub struct ShowArgs {
+    /// A plan saved by `plan -out`; without it, the state.
     pub plan_file: Option<PathBuf>,
+    /// Print JSON (the plan document, or the state file's contents).
     #[arg(long)]
     pub json: bool,
 }
@@ -166,9 +182,15 @@ pub enum StateCommand {
     /// The addresses in the state (all, or those of the deployments and prefixes given).
     List(ListArgs),
     /// One resource's recorded attributes.
-    Show { address: String },
+    Show {
+        /// The resource's address (`anycloud state list` prints them).
+        address: String,
+    },
     /// Forget a resource (it is not destroyed).
-    Rm { address: Vec<String> },
+    Rm {
+        /// The addresses to forget.
+        address: Vec<String>,
+    },
 }
 
 /// What to show of a large state: deployment names (`run-0042`, `'run-00*'`) or address
@@ -226,11 +248,24 @@ pub enum GraphFormat {
 #[derive(Subcommand, Debug)]
 pub enum BucketCommand {
     /// List a bucket's files.
-    Ls { name: String },
+    Ls {
+        /// The bucket's name, as the config names it.
+        name: String,
+    },
     /// Copy a file or directory into a bucket.
-    Upload { name: String, source: PathBuf },
+    Upload {
+        /// The bucket's name, as the config names it.
+        name: String,
+        /// The file or directory to copy.
+        source: PathBuf,
+    },
     /// Copy a bucket's files into a directory.
-    Download { name: String, dest: PathBuf },
+    Download {
+        /// The bucket's name, as the config names it.
+        name: String,
+        /// The directory to copy into (made if missing).
+        dest: PathBuf,
+    },
 }
 
 /// What every command gets: the arguments, the output, the providers and the state store.
@@ -391,6 +426,7 @@ pub fn normalise_args(
             Some(s) if s.starts_with("-out=") => format!("-{s}").into(),
             // Terraform's spelling.
             Some("-replace") => "--replace".into(),
+            Some("-destroy") => "--destroy".into(),
             Some(s) if s.starts_with("-replace=") => format!("-{s}").into(),
             _ => a,
         })

@@ -11,9 +11,10 @@ pub(super) async fn plan(cx: &Context<'_>, args: &PlanArgs) -> Result<i32, UserE
     let config = engine::load_config_for(&cx.cli.config, &cx.providers)?;
     let session = cx.session("plan").await?;
     let opts = PlanOptions {
-        refresh: args.refresh,
+        // A destroy's plan is made from the state alone, as `destroy` makes it.
+        refresh: args.refresh && !args.destroy,
         targets: &args.target,
-        destroy: false,
+        destroy: args.destroy,
         replace: &args.replace,
     };
     let made = plan_verbosely(cx, &config, &session.state, &opts).await;

@@ -257,6 +257,7 @@ pub fn diff(
         serial: state.serial,
         config_digest: String::new(),
         refreshed: current.is_some(),
+        destroy: opts.destroy,
         targets: opts.targets.to_vec(),
         warnings: vec![],
         unread: vec![],

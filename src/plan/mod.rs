@@ -200,6 +200,9 @@ pub struct Plan {
     pub serial: u64,
     pub config_digest: String,
     pub refreshed: bool,
+    /// A destroy's plan (`destroy`, `plan -destroy`): it reads nothing and makes nothing.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub destroy: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub targets: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -238,6 +241,9 @@ impl Plan {
 
     pub fn summary_line(&self) -> String {
         let s = &self.summary;
+        if self.destroy {
+            return format!("Plan: {} to destroy.", s.destroy);
+        }
         format!(
             "Plan: {} to add, {} to change, {} to replace, {} to destroy.",
             s.add, s.change, s.replace, s.destroy
