@@ -142,6 +142,10 @@ fn the_state_lock_names_its_holder_and_can_be_waited_for() {
         "{blocked:?}"
     );
     assert!(blocked.stderr.contains("test holder"), "{blocked:?}");
+    // When, in a person's words, and the holder's own command line.
+    assert!(blocked.stderr.contains(" since 20"), "{blocked:?}");
+    assert!(blocked.stderr.contains("s ago; lock id "), "{blocked:?}");
+    assert!(blocked.stderr.contains("(`"), "{blocked:?}");
     let waiter = p
         .command(&["plan", "--lock-timeout", "20s", BUCKETS[0], BUCKETS[1]])
         .stdout(std::process::Stdio::piped())

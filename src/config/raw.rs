@@ -72,7 +72,8 @@ pub struct RawCheck {
     pub retries_sleep: Option<S<Interval>>,
 }
 
-/// A duration as written: text like `60s`, or a number of seconds.
+/// A duration as written: text like `60s`; a bare number (YAML reads `5` as one) is refused
+/// unless it is 0.
 #[derive(Deserialize, Clone, Debug)]
 #[serde(untagged)]
 pub enum Interval {
@@ -83,7 +84,8 @@ pub enum Interval {
 impl Interval {
     pub fn seconds(&self) -> Result<u64, String> {
         match self {
-            Interval::Seconds(s) => Ok(*s),
+            Interval::Seconds(0) => Ok(0),
+            Interval::Seconds(n) => Err(anycloud_provider::duration::no_unit(*n)),
             Interval::Text(t) => anycloud_provider::duration::parse(t).map(|d| d.as_secs()),
         }
     }

@@ -107,6 +107,21 @@ impl LocalStore {
         self.path.display().to_string()
     }
 
+    /// What to do about a state file that cannot be read: the copy kept by the write before.
+    fn recovery(&self) -> Option<String> {
+        let backup = self.backup_path();
+        let readable = fs::read(&backup)
+            .ok()
+            .is_some_and(|b| format::from_bytes(&b).is_ok());
+        readable.then(|| {
+            format!(
+                "the state before the last write is in {b}: compare the two, and `cp {b} {s}` if it is the one to keep",
+                b = backup.display(),
+                s = self.path.display()
+            )
+        })
+    }
+
     fn read_err(&self, source: std::io::Error) -> StoreError {
         StoreError::Read {
             store: self.name(),
@@ -130,6 +145,7 @@ impl LocalStore {
                 let state = format::from_bytes(&bytes).map_err(|source| StoreError::Invalid {
                     store: self.name(),
                     source,
+                    recovery: self.recovery(),
                 })?;
                 (state, version_of(&meta))
             }
@@ -346,6 +362,7 @@ impl StateStore for LocalStore {
                     pid: 0,
                     host: "unknown".into(),
                     since: 0,
+                    command: String::new(),
                 });
                 Err(StoreError::Locked {
                     store: self.name(),

@@ -47,6 +47,9 @@ pub struct LockInfo {
     pub host: String,
     /// Seconds since the Unix epoch.
     pub since: u64,
+    /// The holder's command line (a lock written by an older anycloud has none).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub command: String,
 }
 
 impl LockInfo {
@@ -71,20 +74,40 @@ impl LockInfo {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
+            command: std::env::args().collect::<Vec<_>>().join(" "),
         }
     }
 
-    fn describe(&self) -> String {
+    pub fn describe(&self) -> String {
+        let since = std::time::UNIX_EPOCH + Duration::from_secs(self.since);
+        let ago = std::time::SystemTime::now()
+            .duration_since(since)
+            .map(|d| {
+                format!(
+                    ", {} ago",
+                    humantime::format_duration(Duration::from_secs(d.as_secs()))
+                )
+            })
+            .unwrap_or_default();
+        let running = if self.command.is_empty() {
+            format!("'{}'", self.operation)
+        } else {
+            format!("'{}' (`{}`)", self.operation, self.command)
+        };
         format!(
-            "{} (pid {} on {}, running '{}' since unix time {}; lock id {})",
-            self.holder, self.pid, self.host, self.operation, self.since, self.id
+            "{} (pid {} on {}, running {running} since {}{ago}; lock id {})",
+            self.holder,
+            self.pid,
+            self.host,
+            humantime::format_rfc3339_seconds(since),
+            self.id
         )
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("the state {store} is locked by {}; waited {waited:?}. Try again when it finishes, or pass --lock-timeout. If that run is gone for good, `anycloud force-unlock {}` removes its lock", .holder.describe(), .holder.id)]
+    #[error("the state {store} is locked by {}; waited {}. Try again when it finishes, or pass --lock-timeout. If that run is gone for good, `anycloud force-unlock {}` removes its lock", .holder.describe(), humantime::format_duration(Duration::from_secs(.waited.as_secs())), .holder.id)]
     Locked {
         store: String,
         holder: Box<LockInfo>,
@@ -107,10 +130,12 @@ pub enum StoreError {
         store: String,
         source: std::io::Error,
     },
-    #[error("cannot read the state {store}: {source}")]
+    #[error("cannot read the state {store}: {source}{}", .recovery.as_deref().map(|r| format!("; {r}")).unwrap_or_default())]
     Invalid {
         store: String,
         source: crate::StateError,
+        /// Where a good copy may be, said in the error (the local file's `.backup`).
+        recovery: Option<String>,
     },
     #[error("cannot write the state {store}: {source}")]
     Write {

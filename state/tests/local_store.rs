@@ -107,6 +107,32 @@ fn files_are_private_and_the_previous_state_is_kept() {
     assert_eq!(LocalStore::load(&path).unwrap().serial, 2);
 }
 
+/// A state file that cannot be read (a bad hand edit, a full disk) says where the copy kept
+/// by the write before is, and how to put it back.
+#[test]
+fn a_corrupt_state_points_at_its_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.json");
+    let mut s = State::new();
+    s.serial = 1;
+    LocalStore::save_unchecked(&path, &s).unwrap();
+    s.serial = 2;
+    LocalStore::save_unchecked(&path, &s).unwrap();
+    std::fs::write(&path, "{\"version\": 2, \"lineage\": ").unwrap();
+    let store = LocalStore::new(&path);
+    let err = runtime().block_on(store.read()).unwrap_err().to_string();
+    let backup = store.backup_path();
+    assert!(err.contains("cannot read the state"), "{err}");
+    assert!(
+        err.contains(&format!("cp {} {}", backup.display(), path.display())),
+        "{err}"
+    );
+    // Without a readable backup there is nothing to point at.
+    std::fs::write(&backup, "not json").unwrap();
+    let err = runtime().block_on(store.read()).unwrap_err().to_string();
+    assert!(!err.contains(".backup"), "{err}");
+}
+
 #[test]
 fn a_killed_holder_leaves_no_lock_behind() {
     // flock is released by the kernel when its holder dies: no force-unlock needed.
