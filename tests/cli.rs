@@ -485,3 +485,40 @@ fn every_command_flag_and_argument_has_help() {
     assert!(missing.is_empty(), "without help text: {missing:#?}");
     insta::assert_snapshot!("help_of_every_command", out);
 }
+
+/// A mistyped address gets the nearest one; a deployment's name stands for all of it.
+#[test]
+fn addresses_are_suggested_and_deployment_names_accepted() {
+    let p = Project::new(CONFIG);
+    p.ok(&["apply", "--auto-approve", BUCKETS[0], BUCKETS[1]]);
+    let typo = p.run(&["state", "show", "deployment.cli-job.bucket.outptu"]);
+    assert_eq!(typo.code, 1, "{typo:?}");
+    assert!(
+        typo.stderr
+            .contains("did you mean 'deployment.cli-job.bucket.output'?"),
+        "{typo:?}"
+    );
+    let whole = p.ok(&["state", "show", "cli-job"]).stdout;
+    assert!(
+        whole.contains("# deployment.cli-job.bucket.output:"),
+        "{whole}"
+    );
+    assert!(
+        whole.contains("# deployment.cli-job.bucket.checkpoint:"),
+        "{whole}"
+    );
+
+    let target = p.run(&["plan", "--target", "deployment.cli-job.bucket.outptu"]);
+    assert_eq!(target.code, 1, "{target:?}");
+    assert!(
+        target
+            .stderr
+            .contains("did you mean 'deployment.cli-job.bucket.output'?"),
+        "{target:?}"
+    );
+    let by_name = p.ok(&["plan", "--target", "cli-job"]).stdout;
+    assert!(
+        by_name.contains("deployment.cli-job.container will be created"),
+        "{by_name}"
+    );
+}

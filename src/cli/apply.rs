@@ -52,9 +52,9 @@ pub(super) async fn apply(cx: &Context<'_>, args: &ApplyArgs) -> Result<i32, Use
     let session = cx.session("apply").await?;
     let opts = PlanOptions {
         refresh: args.refresh,
-        targets: &args.target,
+        targets: &super::filter::as_addresses(&args.target),
         destroy: false,
-        replace: &args.replace,
+        replace: &super::filter::as_addresses(&args.replace),
     };
     let plan = match plan_verbosely(cx, &config, &session.state, &opts).await {
         Ok((_, plan)) => plan,
@@ -103,7 +103,7 @@ pub(super) async fn destroy(cx: &Context<'_>, args: &DestroyArgs) -> Result<i32,
     let session = cx.session("destroy").await?;
     let opts = PlanOptions {
         refresh: false,
-        targets: &args.target,
+        targets: &super::filter::as_addresses(&args.target),
         destroy: true,
         replace: &[],
     };

@@ -53,6 +53,28 @@ impl Filter {
     }
 }
 
+/// "did you mean '…'?" for a mistyped address, from the addresses there are.
+pub fn nearest<'a>(word: &str, addresses: impl IntoIterator<Item = &'a String>) -> Option<String> {
+    anycloud_provider::diagnostic::did_you_mean(anycloud_provider::diagnostic::suggest(
+        word,
+        addresses.into_iter().map(String::as_str),
+    ))
+}
+
+/// `--target`/`-replace` words as addresses: a word without a dot is a deployment's name.
+pub fn as_addresses(words: &[String]) -> Vec<String> {
+    words
+        .iter()
+        .map(|w| {
+            if w.contains('.') {
+                w.clone()
+            } else {
+                format!("deployment.{w}")
+            }
+        })
+        .collect()
+}
+
 /// The deployment an address belongs to (`deployment.NAME.…`).
 pub fn deployment_of(addr: &str) -> Option<&str> {
     let rest = addr.strip_prefix("deployment.")?;

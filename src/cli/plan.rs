@@ -13,9 +13,9 @@ pub(super) async fn plan(cx: &Context<'_>, args: &PlanArgs) -> Result<i32, UserE
     let opts = PlanOptions {
         // A destroy's plan is made from the state alone, as `destroy` makes it.
         refresh: args.refresh && !args.destroy,
-        targets: &args.target,
+        targets: &super::filter::as_addresses(&args.target),
         destroy: args.destroy,
-        replace: &args.replace,
+        replace: &super::filter::as_addresses(&args.replace),
     };
     let made = plan_verbosely(cx, &config, &session.state, &opts).await;
     let state = session.close().await;

@@ -102,15 +102,27 @@ pub(super) async fn state(cx: &Context<'_>, cmd: &StateCommand) -> Result<i32, U
         }
         StateCommand::Show { address } => {
             let state = engine::read_state(cx.store.as_ref()).await?;
-            match state.resources.get(address) {
-                Some(r) => {
-                    cx.shell.out(&show_resource(address, r));
-                    Ok(0)
-                }
-                None => Err(UserError::msg(format!(
-                    "no resource '{address}' in {where_}"
-                ))),
+            if let Some(r) = state.resources.get(address) {
+                cx.shell.out(&show_resource(address, r));
+                return Ok(0);
             }
+            // A deployment's name or an address prefix shows everything under it.
+            let only = Filter::new(std::slice::from_ref(address));
+            let under: Vec<String> = state
+                .resources
+                .iter()
+                .filter(|(a, _)| only.address(a))
+                .map(|(a, r)| show_resource(a, r))
+                .collect();
+            if !under.is_empty() {
+                cx.shell.out(&under.join("\n"));
+                return Ok(0);
+            }
+            let mut message = format!("no resource '{address}' in {where_}");
+            if let Some(hint) = super::filter::nearest(address, state.resources.keys()) {
+                message.push_str(&format!("; {hint}"));
+            }
+            Err(UserError::msg(message))
         }
         StateCommand::Rm { address } => {
             let mut session = cx.session("state rm").await?;

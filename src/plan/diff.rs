@@ -218,9 +218,17 @@ pub fn diff(
                 && state.resources.contains_key(a)
         };
         if !graph.nodes.iter().any(made) {
+            let hint = anycloud_provider::diagnostic::did_you_mean(
+                anycloud_provider::diagnostic::suggest(
+                    r,
+                    state.resources.keys().map(String::as_str),
+                ),
+            )
+            .map(|h| format!("; {h}"))
+            .unwrap_or_default();
             return Err(vec![Diagnostic::of(
                 r.clone(),
-                "-replace matches no resource that the config has and the state records (buckets and storage are never replaced: their data would go)",
+                format!("-replace matches no resource that the config has and the state records (buckets and storage are never replaced: their data would go){hint}"),
             )]);
         }
     }
@@ -232,10 +240,22 @@ pub fn diff(
             .chain(state.resources.keys())
             .any(|a| targets_match(opts.targets, a));
         if !known {
-            return Err(vec![Diagnostic::of(
-                opts.targets.join(", "),
-                "--target matches no resource in the config or the state",
-            )]);
+            let all: Vec<&str> = graph
+                .nodes
+                .keys()
+                .chain(state.resources.keys())
+                .map(String::as_str)
+                .collect();
+            let mut message = "--target matches no resource in the config or the state".to_owned();
+            if let Some(hint) = opts.targets.iter().find_map(|t| {
+                anycloud_provider::diagnostic::did_you_mean(anycloud_provider::diagnostic::suggest(
+                    t,
+                    all.iter().copied(),
+                ))
+            }) {
+                message.push_str(&format!("; {hint}"));
+            }
+            return Err(vec![Diagnostic::of(opts.targets.join(", "), message)]);
         }
         changes.retain(|a, _| keep.contains(a));
     }
