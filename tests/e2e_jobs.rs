@@ -11,12 +11,13 @@ mod common;
 
 use common::{build_image, containers_of, sh, wait_for, Project};
 
-const DEPLOYMENTS: [&str; 5] = [
+const DEPLOYMENTS: [&str; 6] = [
     "job-late",
     "job-done",
     "job-early",
     "job-nocmd",
     "job-retry",
+    "job-tag",
 ];
 
 fn config() -> String {
@@ -53,6 +54,11 @@ deployments:
       command: [/bin/sh, -c, "echo try; exit 4"]
       restart: on-failure:2
     buckets: { output: jobs-retry-out }
+  job-tag:
+    container:
+      image: anycloud-e2e-jobs:rebuilt
+      command: [/bin/sh, -c, "echo built"]
+    buckets: { output: jobs-tag-out }
 "#
     .to_owned()
 }
@@ -74,6 +80,7 @@ fn status_of(deployment: &str) -> String {
 fn a_jobs_life_failures_reruns_and_finished_jobs() {
     common::remove_leftover_containers(&DEPLOYMENTS);
     build_image("anycloud-e2e:v1");
+    sh("docker tag anycloud-e2e:v1 anycloud-e2e-jobs:rebuilt");
     let p = Project::new(&config());
 
     // Two jobs cannot start or die at once: the apply fails for them with Docker's and the
@@ -189,6 +196,57 @@ fn a_jobs_life_failures_reruns_and_finished_jobs() {
     let rerun = container_of("job-late");
     assert_ne!(rerun, late_id, "a new container runs the job again");
     assert_eq!(containers_of("job-late"), 1);
+
+    // A tag rebuilt after its job ran is a new image to run: the plan replaces the
+    // container, naming the image it ran and the one the tag names now.
+    wait_for(30, "job-tag to finish", || {
+        (status_of("job-tag") == "exited 0").then_some(())
+    });
+    let tag_plan = p.run(&[
+        "plan",
+        "--target",
+        "deployment.job-tag",
+        "--detailed-exitcode",
+    ]);
+    assert_eq!(tag_plan.code, 0, "nothing rebuilt yet: {tag_plan:?}");
+    let ran = sh("docker image inspect -f '{{.Id}}' anycloud-e2e-jobs:rebuilt");
+    sh("printf 'FROM anycloud-e2e:v1\\nLABEL anycloud.test=rebuilt\\n' | docker build -q -t anycloud-e2e-jobs:rebuilt -");
+    let now = sh("docker image inspect -f '{{.Id}}' anycloud-e2e-jobs:rebuilt");
+    assert_ne!(ran, now, "the rebuild made another image");
+    let tag_plan = p.run(&[
+        "plan",
+        "--target",
+        "deployment.job-tag",
+        "--detailed-exitcode",
+    ]);
+    assert_eq!(tag_plan.code, 2, "{tag_plan:?}");
+    let both = format!(
+        "anycloud-e2e-jobs:rebuilt (ran {}; the tag now names {})",
+        &ran[..19],
+        &now[..19]
+    );
+    assert!(tag_plan.stdout.contains(&both), "{tag_plan:?}");
+    assert!(
+        tag_plan.stdout.contains("# forces replacement"),
+        "{tag_plan:?}"
+    );
+    let tag_id = container_of("job-tag");
+    p.ok(&["apply", "--auto-approve", "--target", "deployment.job-tag"]);
+    assert_ne!(container_of("job-tag"), tag_id, "the new build runs");
+    assert_eq!(
+        sh(&format!(
+            "docker inspect -f '{{{{.Image}}}}' {}",
+            container_of("job-tag")
+        )),
+        now
+    );
+    let settled = p.run(&[
+        "plan",
+        "--target",
+        "deployment.job-tag",
+        "--detailed-exitcode",
+    ]);
+    assert_eq!(settled.code, 0, "{settled:?}");
 
     // restart: on-failure:2 is Docker's to do: three runs, then it stays failed.
     wait_for(60, "job-retry to give up", || {

@@ -370,16 +370,18 @@ fi
 name={name}
 if current=$(docker inspect -f '{{{{index .Config.Labels \"anycloud.spec\"}}}} {{{{.State.Status}}}} {{{{.State.ExitCode}}}}' \"$name\" 2>/dev/null); then
   case \"$current\" in
-    \"{spec_digest} running 0\"|\"{spec_digest} exited 0\") docker inspect -f '{{{{.Id}}}}' \"$name\"; exit 0 ;;
+    \"{spec_digest} running 0\"|\"{spec_digest} exited 0\") {print_ids}; exit 0 ;;
     \"{spec_digest} exited \"12[89]|\"{spec_digest} exited \"1[3-9][0-9]|\"{spec_digest} exited \"2[0-9][0-9])
       rm -f {hold}
-      docker start \"$name\" >/dev/null && docker inspect -f '{{{{.Id}}}}' \"$name\" && exit 0 ;;
+      docker start \"$name\" >/dev/null && {print_ids} && exit 0 ;;
   esac
   docker rm -f \"$name\" >/dev/null
 fi
 {mkdirs}rm -f {hold}
-docker {docker_args} || exit $?
-{watch}",
+docker {docker_args} >/dev/null || exit $?
+{watch}{print_ids}
+",
+        print_ids = "docker inspect -f '{{.Id}} {{.Image}}' \"$name\"",
         hold = quote(&layout.hold_file()),
         lock = supervisor_lock(layout),
         name = quote(name),
@@ -415,8 +417,11 @@ conf={conf}
 echo \"host_dir=$([ -d {mnt} ] && echo present || echo missing)\"
 echo \"supervisord=$(supervisorctl -c \"$conf\" pid >/dev/null 2>&1 && [ -f \"$conf\" ] && echo up || echo down)\"
 supervisorctl -c \"$conf\" status 2>/dev/null | awk '{{print \"program.\" $1 \"=\" $2}}'
-if info=$(docker inspect -f '{{{{.State.Status}}}}:{{{{.State.ExitCode}}}}:{{{{.Id}}}}:{{{{index .Config.Labels \"anycloud.spec\"}}}}{{{{println}}}}{{{{.State.StartedAt}}}}{{{{println}}}}{{{{.State.FinishedAt}}}}{{{{println}}}}{{{{.State.Error}}}}' {container} 2>/dev/null); then
-  {{ read -r job; read -r started; read -r finished; IFS= read -r error; }} <<<\"$info\"
+if info=$(docker inspect -f '{{{{.State.Status}}}}:{{{{.State.ExitCode}}}}:{{{{.Id}}}}:{{{{index .Config.Labels \"anycloud.spec\"}}}}{{{{println}}}}{{{{.State.StartedAt}}}}{{{{println}}}}{{{{.State.FinishedAt}}}}{{{{println}}}}{{{{.Image}}}}{{{{println}}}}{{{{.Config.Image}}}}{{{{println}}}}{{{{.State.Error}}}}' {container} 2>/dev/null); then
+  {{ read -r job; read -r started; read -r finished; read -r image_id; IFS= read -r tag; IFS= read -r error; }} <<<\"$info\"
+  # What the tag names now: a rebuilt image under the same tag is a new image to run.
+  echo \"container.image_id=$image_id\"
+  echo \"container.tag_id=$(docker image inspect -f '{{{{.Id}}}}' \"$tag\" 2>/dev/null)\"
 else
   job=missing started= finished= error=
 fi

@@ -38,6 +38,7 @@ pub(super) fn plan(spec: &DeploymentSpec, ctx: &HostContext) -> KindPlan {
     p.flush = Some(ctx.flush_pairs());
     // How the job stands is read, never planned: it is no change.
     p.computed.push("container_id".into());
+    p.computed.push("image_id".into());
     p.computed.push("job".into());
     p.force_new = [
         "name",
@@ -105,15 +106,12 @@ pub(super) async fn apply(host: &dyn Host, layout: &VmLayout, attrs: &Attrs) -> 
         "docker run",
     )
     .await?;
-    let id = out
-        .stdout
-        .trim()
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .to_owned();
+    let last = out.stdout.trim().lines().last().unwrap_or_default();
+    let (id, image_id) = last.split_once(' ').unwrap_or((last, ""));
     let mut attrs = attrs.clone();
     attrs.insert("container_id".into(), json!(id));
+    // The image it runs, by content: the tag may be rebuilt while it runs.
+    attrs.insert("image_id".into(), json!(image_id));
     Ok(attrs)
 }
 

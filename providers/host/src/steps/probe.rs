@@ -224,6 +224,27 @@ pub fn read(kind: Kind, prior: &Attrs, probe: &Probe) -> Option<Attrs> {
             }
             now.insert("container_id".into(), json!(job.id));
             now.insert("job".into(), job.to_json());
+            let (ran, named) = (
+                probe.get("container.image_id"),
+                probe.get("container.tag_id"),
+            );
+            if !ran.is_empty() {
+                now.insert("image_id".into(), json!(ran));
+            }
+            // A tag rebuilt since the job started names another image now: the image it ran
+            // differs from the one asked for, which plans its replacement (a job that ended
+            // too: -replace is not needed to run the new build).
+            if !ran.is_empty() && !named.is_empty() && ran != named {
+                let tag = prior.get("image").and_then(|v| v.as_str()).unwrap_or("");
+                now.insert(
+                    "image".into(),
+                    json!(format!(
+                        "{tag} (ran {}; the tag now names {})",
+                        short_image_id(ran),
+                        short_image_id(named)
+                    )),
+                );
+            }
             Some(now)
         }
         _ => Some(now),
@@ -350,6 +371,14 @@ impl Job {
                 at("at")
             ),
         }
+    }
+}
+
+/// `sha256:` and the first 12 hex digits, as `docker images` shows an image id.
+fn short_image_id(id: &str) -> String {
+    match id.split_once(':') {
+        Some((algo, hex)) => format!("{algo}:{}", &hex[..hex.len().min(12)]),
+        None => id[..id.len().min(19)].to_owned(),
     }
 }
 
@@ -491,6 +520,48 @@ mod tests {
         let gone = probe_of(&["host_dir=present", "container=missing"]);
         assert_eq!(read(Kind::Container, &prior, &gone), None);
     }
+
+    /// A tag rebuilt since the container was made names another image: the read says which
+    /// image ran and which the tag names now, so the plan replaces it showing both.
+    #[test]
+    fn a_rebuilt_tag_reads_as_another_image() {
+        let prior: Attrs = [("image".to_owned(), json!("trainer:latest"))].into();
+        let ran = "sha256:1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b";
+        let now = "sha256:9f8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a39281706f5e4d3c2b1a0";
+        let same = probe_of(&[
+            "host_dir=present",
+            "container=running:0:abc:d1",
+            &format!("container.image_id={ran}"),
+            &format!("container.tag_id={ran}"),
+        ]);
+        let read_back = read(Kind::Container, &prior, &same).unwrap();
+        assert_eq!(read_back["image"], json!("trainer:latest"));
+        assert_eq!(read_back["image_id"], json!(ran));
+        let rebuilt = probe_of(&[
+            "host_dir=present",
+            "container=exited:0:abc:d1",
+            &format!("container.image_id={ran}"),
+            &format!("container.tag_id={now}"),
+        ]);
+        assert_eq!(
+            read(Kind::Container, &prior, &rebuilt).unwrap()["image"],
+            json!(
+                "trainer:latest (ran sha256:1a2b3c4d5e6f; the tag now names sha256:9f8e7d6c5b4a)"
+            )
+        );
+        // A tag removed from the machine is no new image.
+        let untagged = probe_of(&[
+            "host_dir=present",
+            "container=running:0:abc:d1",
+            &format!("container.image_id={ran}"),
+            "container.tag_id=",
+        ]);
+        assert_eq!(
+            read(Kind::Container, &prior, &untagged).unwrap()["image"],
+            json!("trainer:latest")
+        );
+    }
+
     use crate::transport::{Output, TransportError};
 
     /// A host that takes a moment to answer, counting how many are asked at once; one of
