@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{build_image, containers_of, sh, wait_for, Project};
+use common::{build_image, containers_of, files_under, sh, wait_for, Project};
 
 const DEPLOYMENTS: [&str; 6] = [
     "job-late",
@@ -101,6 +101,13 @@ fn a_jobs_life_failures_reruns_and_finished_jobs() {
         (status_of("job-late") == "exited 3").then_some(())
     });
     let late_id = container_of("job-late");
+    // Its own output is kept with its outputs, in the bucket.
+    let log = wait_for(30, "the failed job's log in its bucket", || {
+        files_under(&p.bucket("jobs-late-out").join(".anycloud-logs"))
+            .into_iter()
+            .find(|f| std::fs::read_to_string(f).is_ok_and(|t| t.contains("KeyError")))
+    });
+    assert!(log.to_string_lossy().ends_with(".log"), "{log:?}");
     let status = p.ok(&["status", "job-late"]).stdout;
     assert!(status.contains("failed with exit code 3 at "), "{status}");
     assert!(status.contains("KeyError: 'lr'"), "{status}");

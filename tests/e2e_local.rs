@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{build_image, containers_of, read, supervisords_of, wait_for, Project};
+use common::{build_image, containers_of, files_under, read, supervisords_of, wait_for, Project};
 
 fn config(image: &str) -> String {
     format!(
@@ -204,6 +204,16 @@ fn local_cloud_end_to_end() {
         1,
         "the old container is gone, one runs"
     );
+    // The new machine's first upload replaced the first run's resume point in the bucket;
+    // the first run's file is kept, moved under .anycloud-replaced/<the new run's start>/.
+    let output = p.bucket("e2e-results-alpha");
+    let kept = wait_for(30, "the first run's resume point kept", || {
+        files_under(&output.join(".anycloud-replaced"))
+            .into_iter()
+            .find(|f| f.ends_with("resumed-from.txt"))
+    });
+    assert_eq!(read(&kept).as_deref(), Some("0"), "{kept:?}");
+    assert_eq!(counter(&output.join("resumed-from.txt")), Some(resumed));
     assert_eq!(supervisords_of(&p.host("e2e-alpha")), 1);
 
     // Destroy: the last output written just before it reaches the bucket; all else goes.

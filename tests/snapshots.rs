@@ -173,7 +173,11 @@ fn container_run_spec() {
     assert_eq!(c.kind, Kind::Container);
     assert_eq!(
         c.after_unknown,
-        vec!["container_id".to_owned(), "job".to_owned()]
+        vec![
+            "container_id".to_owned(),
+            "image_id".to_owned(),
+            "job".to_owned()
+        ]
     );
     insta::assert_snapshot!(
         "container_run_spec",

@@ -186,6 +186,24 @@ pub fn read(path: &Path) -> Option<String> {
         .map(|s| s.trim().to_owned())
 }
 
+/// Every file under `dir`, at any depth (none if it does not exist).
+pub fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else if path.is_file() {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
 /// Builds a test image from local files (no registry): busybox + `tests/fixtures/job.sh`.
 pub fn build_image(tag: &str) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));

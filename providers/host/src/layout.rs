@@ -81,6 +81,18 @@ impl VmLayout {
         format!("{}/conf.d/{program}.conf", self.supervisor_dir)
     }
 
+    /// Runs the output's upload so a later run never overwrites an earlier run's files
+    /// without keeping them ([`crate::render::output_keep_script`]).
+    pub fn output_keep_script(&self) -> String {
+        format!("{}/rclone-output-keep.sh", self.supervisor_dir)
+    }
+
+    /// When the current run (container) of the job started: names where its upload keeps the
+    /// files it replaces, and the list of what it has uploaded.
+    pub fn run_stamp(&self) -> String {
+        format!("{}/job-run", self.log_dir)
+    }
+
     pub fn mount(&self, bucket: &str) -> String {
         format!("{}/{bucket}", self.mnt)
     }

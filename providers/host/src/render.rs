@@ -36,13 +36,14 @@ pub fn supervisord_conf(layout: &VmLayout, identifier: &str) -> String {
 }
 
 /// `[program:rclone-output]`: upload `/mnt/output` with `rclone copy` (never `sync`: several
-/// jobs may share the bucket) every `interval_secs`.
+/// jobs may share the bucket) every `interval_secs`, through [`output_keep_script`].
 pub fn output_program(layout: &VmLayout, remote: &str, interval_secs: u64) -> String {
     let dir = layout.mount("output");
     let log = format!("{}/rclone-output.log", layout.log_dir);
     format!(
         "[program:rclone-output]\n\
          command=/bin/bash -c \"while true; do \\\n    \
+         /bin/bash {keep} \\\n    \
          /usr/bin/rclone copy {dir} {remote} --verbose \\\n    \
          --fast-list --no-update-modtime --modify-window 1s \\\n    \
          --log-file={log} && \\\n    \
@@ -54,6 +55,62 @@ pub fn output_program(layout: &VmLayout, remote: &str, interval_secs: u64) -> St
          {}",
         program_footer(layout, "rclone-output"),
         ok = last_success_path(layout, "rclone-output"),
+        keep = layout.output_keep_script(),
+    )
+}
+
+/// Where a run's upload moves the bucket's files it replaces, under the output bucket.
+pub const REPLACED_DIR: &str = ".anycloud-replaced";
+/// Where the job's own output (`docker logs`) is kept, under the output bucket.
+pub const JOB_LOGS_DIR: &str = ".anycloud-logs";
+
+/// Wraps the output's upload (the rclone command it is given) so that nothing a job wrote
+/// is lost to a later run of it: a new container or a new VM starts with an empty or older
+/// `/mnt/output`, and a plain `rclone copy` would overwrite the bucket's files of the same
+/// names. The first upload of each name by a run moves the bucket's version into
+/// `REPLACED_DIR/<run>/` (rclone's `--backup-dir`); later uploads of that name by the same
+/// run replace only the run's own. The wrapped command uploads just the names the run has
+/// uploaded so once (a file new since is for the next round), all under a lock the
+/// container's start takes too, so a new run cannot begin in the middle. The job's output
+/// goes to `JOB_LOGS_DIR/<container>/<run>.log` each round.
+pub fn output_keep_script(layout: &VmLayout, remote: &str, container: &str) -> String {
+    format!(
+        "#!/bin/bash
+# Written by anycloud: the output upload, keeping what a later run would overwrite.
+set -uo pipefail
+dir={dir}
+remote={remote}
+log={log}
+stamp={stamp}
+exec 9>{log_dir}/.rclone-output.lock
+flock 9
+[ -s \"$stamp\" ] || date -u +%Y-%m-%dT%H%M%S.%3NZ > \"$stamp\"
+run=$(cat \"$stamp\")
+list={log_dir}/rclone-output.uploaded.$run
+touch \"$list\"
+mkdir -p \"$dir\"
+fresh=$(mktemp) || exit 1
+trap 'rm -f \"$fresh\"' EXIT
+/usr/bin/rclone lsf -R --files-only \"$dir\" 2>>\"$log\" | LC_ALL=C sort | LC_ALL=C comm -23 - <(LC_ALL=C sort -u \"$list\") > \"$fresh\" || exit 1
+if [ -s \"$fresh\" ]; then
+  /usr/bin/rclone copy \"$dir\" \"$remote\" --files-from \"$fresh\" --backup-dir \"$remote/{replaced}/$run\" \\
+    --verbose --fast-list --no-update-modtime --modify-window 1s --log-file=\"$log\" || exit 1
+  cat \"$fresh\" >> \"$list\"
+fi
+if docker logs {container} > {log_dir}/job.log.new 2>&1 && ! cmp -s {log_dir}/job.log.new {log_dir}/job.log; then
+  mv {log_dir}/job.log.new {log_dir}/job.log
+  /usr/bin/rclone copyto {log_dir}/job.log \"$remote/{logs}/{container}/$run.log\" --log-file=\"$log\" || exit 1
+fi
+\"$@\" --files-from \"$list\"
+",
+        dir = quote(&layout.mount("output")),
+        remote = quote(remote),
+        log = quote(&format!("{}/rclone-output.log", layout.log_dir)),
+        stamp = quote(&layout.run_stamp()),
+        log_dir = quote(&layout.log_dir),
+        container = quote(container),
+        replaced = REPLACED_DIR,
+        logs = JOB_LOGS_DIR,
     )
 }
 

@@ -310,9 +310,19 @@ pub fn final_flush(layout: &VmLayout, pairs: &[(String, String)]) -> String {
     }
     script.push_str("  exit 0\nfi\n");
     for (dir, remote) in pairs {
+        // The output's upload keeps what it would overwrite of an earlier run: the last one
+        // too.
+        let keep = if *dir == layout.mount("output") {
+            format!(
+                "keep=()\n  if [ -f {k} ]; then keep=(/bin/bash {k}); fi\n  \"${{keep[@]}}\" ",
+                k = quote(&layout.output_keep_script())
+            )
+        } else {
+            String::new()
+        };
         script.push_str(&format!(
             "if [ -d {dir} ]; then\n  \
-             /usr/bin/rclone copy {dir} {remote} --checksum --verbose --no-update-modtime --log-file={qlog} {copy_fail}\n  \
+             {keep}/usr/bin/rclone copy {dir} {remote} --checksum --verbose --no-update-modtime --log-file={qlog} {copy_fail}\n  \
              /usr/bin/rclone check {dir} {remote} --one-way --log-file={qlog} {check_fail}\n\
              fi\n",
             dir = quote(dir),
@@ -378,10 +388,19 @@ if current=$(docker inspect -f '{{{{index .Config.Labels \"anycloud.spec\"}}}} {
   docker rm -f \"$name\" >/dev/null
 fi
 {mkdirs}rm -f {hold}
+# A new run: the output upload keeps what this run would overwrite of earlier ones.
+mkdir -p {log_dir}
+exec 7>{log_dir}/.rclone-output.lock
+flock 7
+date -u +%Y-%m-%dT%H%M%S.%3NZ > {stamp}
+rm -f {log_dir}/rclone-output.uploaded.*
 docker {docker_args} >/dev/null || exit $?
+exec 7>&-
 {watch}{print_ids}
 ",
         print_ids = "docker inspect -f '{{.Id}} {{.Image}}' \"$name\"",
+        log_dir = quote(&layout.log_dir),
+        stamp = quote(&layout.run_stamp()),
         hold = quote(&layout.hold_file()),
         lock = supervisor_lock(layout),
         name = quote(name),

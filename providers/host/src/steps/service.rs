@@ -27,6 +27,16 @@ pub(super) fn plan(kind: Kind, spec: &DeploymentSpec, ctx: &HostContext) -> Resu
         _ => render::checkpoint_program(&ctx.layout, remote, interval),
     };
     let mut p = KindPlan::default();
+    if role == BucketRole::Output {
+        p.attrs.insert(
+            "keep_script".into(),
+            json!(render::output_keep_script(
+                &ctx.layout,
+                remote,
+                &ctx.container_name()
+            )),
+        );
+    }
     p.attrs.insert("program_name".into(), json!(program));
     p.attrs.insert("program".into(), json!(text));
     p.attrs.insert("status".into(), json!("RUNNING"));
@@ -36,6 +46,9 @@ pub(super) fn plan(kind: Kind, spec: &DeploymentSpec, ctx: &HostContext) -> Resu
 
 pub(super) async fn apply(host: &dyn Host, layout: &VmLayout, attrs: &Attrs) -> Result<()> {
     let program = attr_str(attrs, "program_name")?;
+    if let Some(keep) = attrs.get("keep_script").and_then(|v| v.as_str()) {
+        upload(host, &layout.output_keep_script(), keep, 0o755).await?;
+    }
     upload(
         host,
         &layout.program_path(program),
