@@ -224,6 +224,10 @@ pub async fn make_plan_timed(
     t.diff = start.elapsed();
     plan.leave_out(unread);
     plan.warnings.extend(notes);
+    if !opts.destroy {
+        plan.warnings
+            .extend(plan::renames::rename_warnings(&plan.changes));
+    }
     plan.warnings.extend(
         desired
             .iter()

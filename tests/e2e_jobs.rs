@@ -292,3 +292,192 @@ fn a_jobs_life_failures_reruns_and_finished_jobs() {
         assert_eq!(containers_of(d), 0, "{d} is gone after destroy");
     }
 }
+
+const RUN_DEPLOYMENTS: [&str; 2] = ["run-ok", "run-fail"];
+
+fn run_config() -> String {
+    r#"
+project: runs
+defaults:
+  provider: local
+  sync_interval: 1s
+  connectivity_check: { retries: 2, retries_sleep: 1s }
+deployments:
+  run-ok:
+    container:
+      image: anycloud-e2e:v1
+      command: [/bin/sh, -c, "echo epoch 1; sleep 3; echo epoch 2; echo done > /mnt/output/model.txt"]
+    buckets: { output: runs-ok-out }
+  run-fail:
+    container:
+      image: anycloud-e2e:v1
+      command: [/bin/sh, -c, "sleep 3; echo 'step one'; echo 'loss is NaN' >&2; exit 7"]
+    buckets: { output: runs-fail-out }
+"#
+    .to_owned()
+}
+
+/// `anycloud run` applies one deployment, shows its job's output as it comes, takes down
+/// what it made once the job exits (its output and log kept in the bucket) and exits with
+/// the job's code; `--keep` leaves it running for `anycloud logs`.
+#[test]
+fn run_follows_a_job_to_its_end_and_exits_with_its_code() {
+    common::remove_leftover_containers(&RUN_DEPLOYMENTS);
+    build_image("anycloud-e2e:v1");
+    let p = Project::new(&run_config());
+
+    let failed = p.run(&["run", "run-fail", "--auto-approve"]);
+    assert_eq!(failed.code, 7, "the job's exit code: {failed:?}");
+    assert!(failed.stdout.contains("step one\n"), "{failed:?}");
+    assert!(
+        failed.stdout.contains("loss is NaN\n"),
+        "stderr too: {failed:?}"
+    );
+    assert!(
+        failed.stdout.contains("The job exited with code 7."),
+        "{failed:?}"
+    );
+    assert!(failed.stdout.contains("Destroy complete!"), "{failed:?}");
+    assert_eq!(containers_of("run-fail"), 0, "what run made is gone");
+    assert!(!p.host("run-fail").exists());
+    assert!(
+        !p.ok(&["state", "list"]).stdout.contains("run-fail"),
+        "and forgotten"
+    );
+    // Its log was kept with its outputs by the last upload.
+    let kept = files_under(&p.bucket("runs-fail-out").join(".anycloud-logs"));
+    assert!(
+        kept.iter()
+            .any(|f| std::fs::read_to_string(f).is_ok_and(|t| t.contains("loss is NaN"))),
+        "{kept:?}"
+    );
+
+    let kept_run = p.run(&["run", "run-ok", "--keep", "--auto-approve"]);
+    assert_eq!(kept_run.code, 0, "{kept_run:?}");
+    let epochs = kept_run
+        .stdout
+        .find("epoch 1")
+        .zip(kept_run.stdout.find("epoch 2"));
+    assert!(epochs.is_some_and(|(a, b)| a < b), "{kept_run:?}");
+    assert!(kept_run.stdout.contains("Kept (--keep)"), "{kept_run:?}");
+    assert_eq!(containers_of("run-ok"), 1);
+    // Kept running, its upload goes on: what the job wrote last reaches the bucket.
+    wait_for(30, "the kept job's output in its bucket", || {
+        (common::read(&p.bucket("runs-ok-out").join("model.txt")).as_deref() == Some("done"))
+            .then_some(())
+    });
+
+    // The job's output, afterwards: all of it, its end, or nothing of a name not in the
+    // config (with the nearest one).
+    let all = p.ok(&["logs", "run-ok"]);
+    assert_eq!(all.stdout, "epoch 1\nepoch 2\n", "{all:?}");
+    let last = p.ok(&["logs", "run-ok", "--tail", "1"]);
+    assert_eq!(last.stdout, "epoch 2\n", "{last:?}");
+    let followed = p.ok(&["logs", "run-ok", "--follow"]);
+    assert_eq!(followed.stdout, "epoch 1\nepoch 2\n", "{followed:?}");
+    assert!(
+        followed.stderr.contains("The job exited with code 0."),
+        "{followed:?}"
+    );
+    let recent = p.ok(&["logs", "run-ok", "--since", "1h"]);
+    assert_eq!(recent.stdout, "epoch 1\nepoch 2\n", "{recent:?}");
+    let typo = p.run(&["logs", "run-okk"]);
+    assert_eq!(typo.code, 1, "{typo:?}");
+    assert!(typo.stderr.contains("no deployment 'run-okk'"), "{typo:?}");
+    assert!(typo.stderr.contains("run-ok"), "{typo:?}");
+    let never = p.run(&["logs", "run-fail"]);
+    assert_eq!(never.code, 1, "{never:?}");
+    assert!(
+        never.stderr.contains("the job has not been started"),
+        "{never:?}"
+    );
+
+    p.ok(&["destroy", "--auto-approve"]);
+    assert_eq!(containers_of("run-ok"), 0);
+}
+
+/// With its state lost, a running job is never replaced: the plan refuses the machine
+/// another lineage made, naming it and `state adopt`; after it, apply takes everything
+/// over and the job runs on in the same container.
+#[test]
+fn a_lost_state_is_succeeded_and_the_job_runs_on() {
+    common::remove_leftover_containers(&["adopt-me"]);
+    build_image("anycloud-e2e:v1");
+    let p = Project::new(
+        r#"
+project: adopt
+defaults:
+  provider: local
+  sync_interval: 1s
+  connectivity_check: { retries: 2, retries_sleep: 1s }
+deployments:
+  adopt-me:
+    container:
+      image: anycloud-e2e:v1
+      command: [/bin/sh, -c, "echo started; sleep 600"]
+    buckets: { output: adopt-out, checkpoint: true }
+"#,
+    );
+    p.ok(&["apply", "--auto-approve"]);
+    let running = container_of("adopt-me");
+    let started = sh(&format!(
+        "docker inspect -f '{{{{.State.StartedAt}}}}' {running}"
+    ));
+    let lineage = p.state_json().unwrap()["lineage"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for f in ["state.json", "state.json.backup", "state.json.journal"] {
+        let _ = std::fs::remove_file(p.path().join(".anycloud").join(f));
+    }
+
+    let refused = p.run(&["plan"]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused.stderr.contains(&format!(
+            "belongs to another anycloud state (lineage {lineage})"
+        )),
+        "{refused:?}"
+    );
+    assert!(
+        refused
+            .stderr
+            .contains(&format!("`anycloud state adopt {lineage}`")),
+        "{refused:?}"
+    );
+    let still = p.run(&["apply", "--auto-approve"]);
+    assert_eq!(still.code, 1, "{still:?}");
+    assert!(
+        p.state_json()
+            .is_none_or(|s| s["resources"].as_object().is_none_or(|r| r.is_empty())),
+        "nothing was made under a new lineage"
+    );
+    assert_eq!(container_of("adopt-me"), running);
+
+    let bad = p.run(&["state", "adopt", "not a lineage"]);
+    assert_eq!(bad.code, 1, "{bad:?}");
+    let adopted = p.ok(&["state", "adopt", &lineage]);
+    assert!(
+        adopted
+            .stdout
+            .contains(&format!("now continues lineage {lineage}")),
+        "{adopted:?}"
+    );
+    p.ok(&["apply", "--auto-approve"]);
+    assert_eq!(container_of("adopt-me"), running, "the same container");
+    assert_eq!(
+        sh(&format!(
+            "docker inspect -f '{{{{.State.StartedAt}}}}' {running}"
+        )),
+        started,
+        "never restarted"
+    );
+    assert_eq!(p.run(&["plan", "--detailed-exitcode"]).code, 0);
+    let again = p.run(&["state", "adopt", &lineage]);
+    assert_eq!(
+        again.code, 1,
+        "only an empty state succeeds a lost one: {again:?}"
+    );
+    p.ok(&["destroy", "--auto-approve"]);
+    assert_eq!(containers_of("adopt-me"), 0);
+}

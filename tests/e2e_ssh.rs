@@ -160,6 +160,9 @@ fn ssh_machine_end_to_end() {
         .starts_with("SHA256:"));
     let again = p.run(&["plan", "--detailed-exitcode", "-v"]);
     assert_eq!(again.code, 0, "a second plan must be clean: {again:?}");
+    // The job's output, over SSH from the machine.
+    let logs = p.ok(&["logs", "ssh-alpha"]);
+    assert!(logs.stdout.starts_with("resuming from "), "{logs:?}");
     // The refresh of both deployments (18 resources) is one round trip to their machine
     // per deployment key: each deployment signs in with its own.
     assert!(

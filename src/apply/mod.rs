@@ -636,7 +636,8 @@ impl Work {
 /// Sets `flag` on the first Ctrl-C: in-flight operations finish, nothing new starts. A second
 /// Ctrl-C stops at once (exit 130): the journal holds what was started, and the next run
 /// resolves it.
-pub fn watch_interrupt(flag: Arc<AtomicBool>, progress: Progress) {
+/// The watch ends when the returned handle is aborted (the run is over).
+pub fn watch_interrupt(flag: Arc<AtomicBool>, progress: Progress) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
             flag.store(true, Ordering::SeqCst);
@@ -646,7 +647,7 @@ pub fn watch_interrupt(flag: Arc<AtomicBool>, progress: Progress) {
                 std::process::exit(130);
             }
         }
-    });
+    })
 }
 
 pub fn human_duration(d: Duration) -> String {

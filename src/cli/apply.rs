@@ -153,7 +153,7 @@ async fn execute(
     let calls_before = cx.providers.remote_calls();
     let connections_before = cx.providers.connections();
     let interrupt = Arc::new(AtomicBool::new(false));
-    crate::apply::watch_interrupt(interrupt.clone(), progress.clone());
+    let watch = crate::apply::watch_interrupt(interrupt.clone(), progress.clone());
     let Session {
         store,
         state,
@@ -170,6 +170,9 @@ async fn execute(
         interrupt,
     )
     .await;
+    // A command that goes on after the run (`anycloud run` follows the job) hears its own
+    // Ctrl-C.
+    watch.abort();
     let _ = store.unlock().await;
     for (provider, calls) in cx.providers.remote_calls() {
         let calls = calls - calls_before.get(provider).copied().unwrap_or(0);

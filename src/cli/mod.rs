@@ -4,6 +4,7 @@
 mod apply;
 mod bucket;
 mod filter;
+mod logs;
 mod plan;
 mod show;
 mod status;
@@ -91,6 +92,11 @@ pub enum Command {
     Graph(GraphArgs),
     /// Per deployment: what exists and runs now.
     Status(StatusArgs),
+    /// Show a job's output, read from its machine.
+    Logs(LogsArgs),
+    /// Apply one deployment, follow its job's output until it exits, then destroy what was
+    /// made (buckets are kept) unless --keep; exits with the job's exit code.
+    Run(RunArgs),
     /// List, fill and fetch buckets.
     #[command(subcommand)]
     Bucket(BucketCommand),
@@ -191,6 +197,12 @@ pub enum StateCommand {
         /// The addresses to forget.
         address: Vec<String>,
     },
+    /// Make this empty state the successor of a lost one: it takes the lost state's lineage,
+    /// and with it the objects that state made (the error refusing them names the lineage).
+    Adopt {
+        /// The lost state's lineage.
+        lineage: String,
+    },
 }
 
 /// What to show of a large state: deployment names (`run-0042`, `'run-00*'`) or address
@@ -226,6 +238,37 @@ pub struct StatusArgs {
     /// `text` for people, `json`: every deployment with its resources and live facts.
     #[arg(long, value_enum, default_value_t = ListFormat::Text)]
     pub format: ListFormat,
+}
+
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    /// The deployment whose job to show.
+    pub deployment: String,
+    /// Keep showing what the job writes until it exits (Ctrl-C stops following, not the job).
+    /// No `-f`: that is `--config`.
+    #[arg(long)]
+    pub follow: bool,
+    /// Only the last N lines (then what follows, with --follow).
+    #[arg(long, value_name = "N")]
+    pub tail: Option<usize>,
+    /// Only what it wrote within this long ago (`10m`, `2h`).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub since: Option<Duration>,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// The deployment to run.
+    pub deployment: String,
+    /// Leave the machine and upload programs running after the job exits.
+    #[arg(long)]
+    pub keep: bool,
+    /// Apply without asking (needed where there is no terminal to ask on).
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// How many operations may run at once.
+    #[arg(long, default_value_t = 16)]
+    pub parallelism: usize,
 }
 
 #[derive(Args, Debug)]
@@ -337,6 +380,8 @@ pub async fn run(cli: &Cli, shell: Shell) -> Result<i32, UserError> {
             Ok(0)
         }
         Command::Status(args) => status::status(&cx, args).await,
+        Command::Logs(args) => logs::logs(&cx, args).await,
+        Command::Run(args) => logs::run(&cx, args).await,
         Command::Bucket(cmd) => bucket::bucket(&cx, cmd).await,
     }
 }

@@ -124,6 +124,37 @@ pub(super) async fn state(cx: &Context<'_>, cmd: &StateCommand) -> Result<i32, U
             }
             Err(UserError::msg(message))
         }
+        StateCommand::Adopt { lineage } => {
+            let valid = !lineage.is_empty()
+                && lineage.len() <= 64
+                && lineage
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !valid {
+                return Err(UserError::msg(format!(
+                    "'{lineage}' is not a lineage: lineages are letters, digits, '-', '_' and '.' (the error that refused another state's object names it)"
+                )));
+            }
+            let mut session = cx.session("state adopt").await?;
+            let held = session.state.resources.len();
+            if held > 0 {
+                let message = format!(
+                    "{where_} records {held} resource(s) of lineage {}: only an empty state can succeed a lost one, or the two states' objects would be mixed. Use another --state, or `anycloud state rm` what this one records (nothing is destroyed)",
+                    session.state.lineage
+                );
+                session.close().await;
+                return Err(UserError::msg(message));
+            }
+            session.state.lineage = lineage.clone();
+            session.state.serial += 1;
+            let written = session.store.write(&session.state, &session.version).await;
+            session.close().await;
+            written?;
+            cx.shell.out(&format!(
+                "{where_} now continues lineage {lineage}. The next plan and apply take over what that state made for this config: a create finds the object there and keeps it as it is (a job whose spec has not changed keeps running). Run `anycloud plan` to review.\n"
+            ));
+            Ok(0)
+        }
         StateCommand::Rm { address } => {
             let mut session = cx.session("state rm").await?;
             if let Some(a) = address

@@ -6,11 +6,14 @@
 //! - `desired.rs`: each node's desired attributes from its provider, and the preflight;
 //! - `refresh.rs`: what exists now (one batched read per provider), and `status`'s facts;
 //! - `diff.rs`: desired against current, into changes;
-//! - `targets.rs`: `--target`, and the order of the changes.
+//! - `targets.rs`: `--target`, and the order of the changes;
+//! - `renames.rs`: a deployment that goes while another comes (a rename) is warned about
+//!   the checkpoint it leaves behind.
 
 mod desired;
 mod diff;
 mod refresh;
+pub mod renames;
 pub(crate) mod targets;
 
 use anycloud_provider::{Attrs, Diagnostic, Kind};
@@ -18,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 pub use desired::{desired, preflight};
 pub use diff::diff;
-pub use refresh::{observe, refresh, Refreshed};
+pub use refresh::{job_log, observe, refresh, Refreshed};
 pub use targets::targets_match;
 
 pub const PLAN_FORMAT_VERSION: u32 = 2;
@@ -244,8 +247,15 @@ impl Plan {
         if self.destroy {
             return format!("Plan: {} to destroy.", s.destroy);
         }
+        // Reads (an input bucket looked at again) change nothing, but a plan of reads alone
+        // is not "no changes" either: say what it will do.
+        let reads = if s.read > 0 {
+            format!(", {} to read", s.read)
+        } else {
+            String::new()
+        };
         format!(
-            "Plan: {} to add, {} to change, {} to replace, {} to destroy.",
+            "Plan: {} to add, {} to change, {} to replace, {} to destroy{reads}.",
             s.add, s.change, s.replace, s.destroy
         )
     }

@@ -229,3 +229,37 @@ pub async fn observe(
     }
     out
 }
+
+/// The output of the job whose container is at `address` in the state, from its machine
+/// ([`Provider::job_log`]).
+pub async fn job_log(
+    state: &State,
+    providers: &Providers,
+    address: &str,
+    range: anycloud_provider::LogRange<'_>,
+) -> Result<anycloud_provider::JobLog, String> {
+    let wanted = |addr: &str| {
+        let r = state.resources.get(addr)?;
+        Some(Wanted {
+            kind: Kind::parse(&r.kind)?,
+            provider: &r.provider,
+            attrs: &r.attributes,
+            private: &r.private,
+            deps: &r.dependencies,
+        })
+    };
+    let container = wanted(address).ok_or_else(|| {
+        format!("{address} is not in the state: the job has not been started (anycloud apply starts it)")
+    })?;
+    let around: BTreeMap<&str, Wanted> = container
+        .deps
+        .iter()
+        .filter_map(|d| Some((d.as_str(), wanted(d)?)))
+        .collect();
+    let deps = dependencies(&around, container.deps);
+    let provider = providers.get(container.provider)?;
+    provider
+        .job_log(target(address, &container, &deps, &state.lineage), range)
+        .await
+        .map_err(|e| format!("{address}: reading the job's output failed: {}", e.message))
+}

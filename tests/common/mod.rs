@@ -205,7 +205,21 @@ pub fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
 }
 
 /// Builds a test image from local files (no registry): busybox + `tests/fixtures/job.sh`.
+///
+/// Once per tag and process, one build at a time: two tests building the same tag at once
+/// can each make an image of its own, and the one tagged last is, to a refresh, a rebuilt
+/// tag that replaces the other test's container.
 pub fn build_image(tag: &str) {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if built.iter().any(|t| t == tag) {
+        return;
+    }
+    build_image_now(tag);
+    built.push(tag.to_owned());
+}
+
+fn build_image_now(tag: &str) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let status = std::process::Command::new("bash")
         .arg(root.join("examples/quickstart/build-image.sh"))

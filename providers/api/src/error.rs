@@ -70,6 +70,14 @@ pub struct ProviderError {
     pub retry: bool,
 }
 
+/// How a lost state's successor takes over the objects of its lineage: said the same way by
+/// every provider that refuses another lineage's object.
+pub fn adopt_hint(lineage: &str) -> String {
+    format!(
+        ". If that state was this project's and is lost, `anycloud state adopt {lineage}` makes an empty state its successor, which takes its objects over"
+    )
+}
+
 impl ProviderError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         ProviderError {

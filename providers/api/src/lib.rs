@@ -271,6 +271,36 @@ pub trait Provider: Declaration {
     fn buckets(&self) -> Option<&dyn BucketAccess> {
         None
     }
+
+    /// The output of the job whose container is `container` (a container target, with its
+    /// VM among its dependencies): the lines written after `since` (a time as a previous
+    /// read's last line carries it), or the last `tail` of them, and whether it has ended.
+    /// `anycloud logs` and `anycloud run` follow a job by reading again from the last line.
+    async fn job_log(&self, container: Target<'_>, _range: LogRange<'_>) -> Result<JobLog> {
+        Err(ProviderError::permanent(format!(
+            "{}: provider '{}' cannot read a job's output",
+            container.address,
+            self.name()
+        )))
+    }
+}
+
+/// Which of a job's output [`Provider::job_log`] reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogRange<'a> {
+    /// Only lines written after this time (RFC 3339 with nanoseconds, UTC).
+    pub since: Option<&'a str>,
+    /// Only the last this many lines.
+    pub tail: Option<usize>,
+}
+
+/// What [`Provider::job_log`] read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JobLog {
+    /// Each line with when the job wrote it (RFC 3339 with nanoseconds, UTC), in order.
+    pub lines: Vec<(String, String)>,
+    /// Its exit code once it has ended; `None` while it runs or waits to be restarted.
+    pub exit_code: Option<i64>,
 }
 
 /// Listing, filling and fetching a bucket from this machine.

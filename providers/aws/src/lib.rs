@@ -219,6 +219,14 @@ impl Provider for AwsProvider {
             .collect())
     }
 
+    async fn job_log(
+        &self,
+        container: Target<'_>,
+        range: anycloud_provider::LogRange<'_>,
+    ) -> Result<anycloud_provider::JobLog> {
+        vm::job_log(self, &container, range).await
+    }
+
     fn buckets(&self) -> Option<&dyn BucketAccess> {
         Some(self)
     }

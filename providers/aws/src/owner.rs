@@ -85,11 +85,12 @@ impl Ownership {
     pub fn must_be_ours(&self, what: &str) -> Result<(), ProviderError> {
         match self {
             Ownership::Ours => Ok(()),
-            Ownership::Theirs { .. } => Err(ProviderError::new(
+            Ownership::Theirs { lineage, .. } => Err(ProviderError::new(
                 ErrorCode::Conflict,
                 format!(
-                    "{what} is {}: anycloud never adopts, changes or deletes another state's objects. Give this deployment another id, or manage it from that state",
-                    self.owner()
+                    "{what} is {}: anycloud never adopts, changes or deletes another state's objects. Give this deployment another id, or manage it from that state{}",
+                    self.owner(),
+                    anycloud_provider::error::adopt_hint(lineage)
                 ),
             )),
         }

@@ -358,6 +358,14 @@ impl Provider for AzureProvider {
             .map(|(i, t)| machines.observe(i, t))
             .collect())
     }
+
+    async fn job_log(
+        &self,
+        container: Target<'_>,
+        range: anycloud_provider::LogRange<'_>,
+    ) -> Result<anycloud_provider::JobLog> {
+        vm::job_log(self, &container, range).await
+    }
 }
 
 impl AzureProvider {

@@ -100,8 +100,12 @@ impl Owner {
             _ => Err(ProviderError::new(
                 ErrorCode::Conflict,
                 format!(
-                    "{what} is {}: anycloud never adopts, changes or deletes an object it did not make for this state. Give this deployment another id, or manage it from its owner",
-                    self.described()
+                    "{what} is {}: anycloud never adopts, changes or deletes an object it did not make for this state. Give this deployment another id, or manage it from its owner{}",
+                    self.described(),
+                    match self {
+                        Owner::State { lineage, .. } => anycloud_provider::error::adopt_hint(lineage),
+                        _ => String::new(),
+                    }
                 ),
             )),
         }

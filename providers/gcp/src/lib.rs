@@ -384,6 +384,14 @@ impl Provider for GcpProvider {
             .map(|(i, t)| machines.observe(i, t))
             .collect())
     }
+
+    async fn job_log(
+        &self,
+        container: Target<'_>,
+        range: anycloud_provider::LogRange<'_>,
+    ) -> Result<anycloud_provider::JobLog> {
+        vm::job_log(self, &container, range).await
+    }
 }
 
 impl GcpProvider {

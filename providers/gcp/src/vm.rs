@@ -309,6 +309,15 @@ fn vm_of<'a>(t: &Target<'a>) -> Result<&'a Attrs> {
         .ok_or_else(|| ProviderError::permanent("no VM recorded for this step"))
 }
 
+/// The output of the job on this VM (its container target's).
+pub async fn job_log(
+    p: &GcpProvider,
+    t: &Target<'_>,
+    range: anycloud_provider::LogRange<'_>,
+) -> Result<anycloud_provider::JobLog> {
+    steps::job_log(&*connection(p, vm_of(t)?)?, t, range).await
+}
+
 pub async fn apply_hosted(p: &GcpProvider, t: &Target<'_>) -> Result<Attrs> {
     steps::apply(&*connection(p, vm_of(t)?)?, t).await
 }

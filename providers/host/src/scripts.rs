@@ -425,6 +425,25 @@ pub fn container_remove(name: &str) -> String {
     )
 }
 
+/// How a job stands (`state STATUS CODE`), then its output with Docker's timestamps.
+pub fn job_log(container: &str, since: Option<&str>, tail: Option<usize>) -> String {
+    let since = since
+        .map(|s| format!(" --since {}", quote(s)))
+        .unwrap_or_default();
+    let tail = tail.map(|n| format!(" --tail {n}")).unwrap_or_default();
+    format!(
+        "{PRELUDE}name={name}
+if ! state=$(docker inspect -f '{{{{.State.Status}}}} {{{{.State.ExitCode}}}}' \"$name\" 2>/dev/null); then
+  echo \"the job's container $name is not on its machine (anycloud status shows what is)\" >&2
+  exit 3
+fi
+echo \"state $state\"
+docker logs --timestamps{since}{tail} \"$name\" 2>&1
+",
+        name = quote(container),
+    )
+}
+
 /// The lines of a failed job's output a refresh brings back (status and plan show them).
 pub const JOB_TAIL_LINES: usize = 5;
 

@@ -118,6 +118,12 @@ pub const OWNER_FILE: &str = ".anycloud-owner";
 /// The lineage of another state that owns the host directory `dir`, if another does (a
 /// directory without the file is from before owners were recorded, and nobody else's).
 pub async fn other_owner(host: &dyn Host, dir: &str, lineage: &str) -> Result<Option<String>> {
+    let found = owner_of(host, dir).await?;
+    Ok((!found.is_empty() && found != lineage).then_some(found))
+}
+
+/// The lineage recorded in the host directory `dir` (empty where none is).
+async fn owner_of(host: &dyn Host, dir: &str) -> Result<String> {
     let out = host
         .run(&scripts::read_owner(&format!("{dir}/{OWNER_FILE}")))
         .await
@@ -128,15 +134,15 @@ pub async fn other_owner(host: &dyn Host, dir: &str, lineage: &str) -> Result<Op
             out.stderr.trim()
         )));
     }
-    let found = out.stdout.trim();
-    Ok((!found.is_empty() && found != lineage).then(|| found.to_owned()))
+    Ok(out.stdout.trim().to_owned())
 }
 
-fn owned_elsewhere(dir: &str, other: &str) -> ProviderError {
+pub fn owned_elsewhere(dir: &str, other: &str) -> ProviderError {
     ProviderError::new(
         anycloud_provider::ErrorCode::Conflict,
         format!(
-            "{dir} belongs to another anycloud state (lineage {other}): anycloud never adopts, changes or deletes another state's objects. Give this deployment another id, or another root"
+            "{dir} belongs to another anycloud state (lineage {other}): anycloud never adopts, changes or deletes another state's objects. Give this deployment another id, or another root{}",
+            anycloud_provider::error::adopt_hint(other)
         ),
     )
 }
@@ -159,10 +165,16 @@ pub async fn claim_host(host: &dyn Host, vm: &Target<'_>) -> Result<()> {
 /// directory was wiped would otherwise keep running against deleted paths, so it goes first.
 pub async fn create_vm(host: &dyn Host, vm: &Target<'_>) -> Result<()> {
     let dir = attr_str(vm.attrs, "host_dir")?;
-    if let Some(other) = other_owner(host, dir, vm.lineage).await? {
-        return Err(owned_elsewhere(dir, &other));
+    let owner = owner_of(host, dir).await?;
+    if !owner.is_empty() && owner != vm.lineage {
+        return Err(owned_elsewhere(dir, &owner));
     }
-    cleanup_host(host, vm).await?;
+    // This state's machine already (a create run again after a crash, or a lost state's
+    // successor): kept as it is, its job running, as a cloud's create finds its instance.
+    // Otherwise a new machine starts clean of what a wiped one left (its container).
+    if owner != vm.lineage {
+        cleanup_host(host, vm).await?;
+    }
     claim_host(host, vm).await
 }
 

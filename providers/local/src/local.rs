@@ -155,6 +155,27 @@ impl Provider for LocalProvider {
             .collect())
     }
 
+    /// A host directory another state owns fails the plan (not the apply half-way): after a
+    /// lost state, nothing is made under a new lineage before `state adopt`.
+    async fn preflight(&self, targets: &[Target<'_>]) -> Result<anycloud_provider::Preflight> {
+        let mut found = anycloud_provider::Preflight::default();
+        for t in targets.iter().filter(|t| t.kind == Kind::Vm) {
+            let Some(dir) = dirs::dir_of(t) else { continue };
+            // This machine's own file: read directly, not through a shell per deployment.
+            let owner =
+                std::fs::read_to_string(Path::new(&dir).join(dirs::OWNER_FILE)).unwrap_or_default();
+            let owner = owner.trim();
+            if !owner.is_empty() && owner != t.lineage {
+                found.errors.push(format!(
+                    "{}: {}",
+                    t.address,
+                    dirs::owned_elsewhere(&dir, owner).message
+                ));
+            }
+        }
+        Ok(found)
+    }
+
     async fn create(&self, target: Target<'_>) -> Result<Attrs> {
         match target.kind {
             Kind::Vm => {
@@ -205,6 +226,14 @@ impl Provider for LocalProvider {
 
     fn buckets(&self) -> Option<&dyn BucketAccess> {
         Some(self)
+    }
+
+    async fn job_log(
+        &self,
+        container: Target<'_>,
+        range: anycloud_provider::LogRange<'_>,
+    ) -> Result<anycloud_provider::JobLog> {
+        steps::job_log(&self.host, &container, range).await
     }
 }
 

@@ -525,6 +525,14 @@ impl Provider for SshProvider {
             .map(|(t, probe)| steps::observe_probed(t, &probe))
             .collect())
     }
+
+    async fn job_log(
+        &self,
+        container: Target<'_>,
+        range: anycloud_provider::LogRange<'_>,
+    ) -> Result<anycloud_provider::JobLog> {
+        steps::job_log(&*self.host_for(&container)?, &container, range).await
+    }
 }
 
 /// Where the machine is and which key opens it, as a VM's and a bucket's attributes.

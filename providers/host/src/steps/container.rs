@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use anycloud_provider::{attr_str, Attrs, BucketRole, DeploymentSpec, Result};
+use anycloud_provider::{
+    attr_str, Attrs, BucketRole, DeploymentSpec, JobLog, LogRange, ProviderError, Result,
+};
 use serde_json::json;
 
 use super::{flush, run, HostContext, HostedPrivate, KindPlan};
@@ -126,4 +128,69 @@ pub(super) async fn delete(host: &dyn Host, private: &HostedPrivate, attrs: &Att
     flush(host, &private.layout, &private.flush).await?;
     run(host, &scripts::container_remove(name), "docker rm").await?;
     Ok(())
+}
+
+/// The job's output in `range` and whether it has ended: one round trip, the state read
+/// before the log so that an ended job's log is known to be whole.
+pub(super) async fn job_log(host: &dyn Host, attrs: &Attrs, range: LogRange<'_>) -> Result<JobLog> {
+    let name = attr_str(attrs, "name")?;
+    let out = host
+        .run(&scripts::job_log(name, range.since, range.tail))
+        .await
+        .map_err(ProviderError::from)?;
+    if !out.success() {
+        return Err(ProviderError::permanent(out.stderr.trim().to_owned()));
+    }
+    Ok(parse_job_log(&out.stdout, range.since))
+}
+
+/// `state STATUS CODE` then Docker's `--timestamps` lines (`TIME TEXT`).
+fn parse_job_log(stdout: &str, since: Option<&str>) -> JobLog {
+    let mut log = JobLog::default();
+    let mut lines = stdout.lines();
+    if let Some(state) = lines.next().and_then(|l| l.strip_prefix("state ")) {
+        let mut words = state.split(' ');
+        let (status, code) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+        if matches!(status, "exited" | "dead" | "created") {
+            log.exit_code = code.parse().ok();
+        }
+    }
+    for line in lines {
+        let (at, text) = line.split_once(' ').unwrap_or((line, ""));
+        // Docker's `--since` is inclusive, and a follower asks from its last line's time.
+        if since.is_some_and(|s| at <= s) {
+            continue;
+        }
+        log.lines.push((at.to_owned(), text.to_owned()));
+    }
+    log
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_log_reads_lines_after_the_last_one_seen_and_how_the_job_ended() {
+        let out = "state exited 3\n\
+                   2026-12-04T17:50:01.000000001Z loading\n\
+                   2026-12-04T17:50:02.500000000Z KeyError: 'lr'\n\
+                   2026-12-04T17:50:03.000000000Z \n";
+        let all = parse_job_log(out, None);
+        assert_eq!(all.exit_code, Some(3));
+        assert_eq!(
+            all.lines
+                .iter()
+                .map(|(_, t)| t.as_str())
+                .collect::<Vec<_>>(),
+            ["loading", "KeyError: 'lr'", ""]
+        );
+        let rest = parse_job_log(out, Some("2026-12-04T17:50:01.000000001Z"));
+        assert_eq!(rest.lines[0].1, "KeyError: 'lr'");
+        assert_eq!(rest.lines.len(), 2);
+        let running = parse_job_log("state running 0\n", None);
+        assert_eq!(running.exit_code, None);
+        let restarting = parse_job_log("state restarting 4\n", None);
+        assert_eq!(restarting.exit_code, None);
+    }
 }

@@ -203,6 +203,18 @@ pub async fn delete(host: &dyn Host, target: &Target<'_>) -> Result<()> {
     }
 }
 
+/// The output of the job a container target runs ([`anycloud_provider::Provider::job_log`]).
+pub async fn job_log(
+    host: &dyn Host,
+    target: &Target<'_>,
+    range: anycloud_provider::LogRange<'_>,
+) -> Result<anycloud_provider::JobLog> {
+    match target.kind {
+        Kind::Container => container::job_log(host, target.attrs, range).await,
+        other => Err(not_hosted(other)),
+    }
+}
+
 async fn run(host: &dyn Host, script: &str, what: &str) -> Result<Output> {
     let out = host.run(script).await.map_err(ProviderError::from)?;
     if out.success() {

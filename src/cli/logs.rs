@@ -1,0 +1,179 @@
+//! `anycloud logs` (a job's output, followed with `--follow`) and `anycloud run` (apply one
+//! deployment, follow its job to the end, destroy what was made, exit with the job's code).
+
+use std::time::{Duration, SystemTime};
+
+use anycloud_provider::LogRange;
+use anycloud_state::State;
+
+use crate::engine::{self, UserError};
+
+use super::{ApplyArgs, Context, DestroyArgs, LogsArgs, RunArgs};
+
+/// How often a follower asks for new lines: one small round trip each.
+const POLL: Duration = Duration::from_secs(1);
+/// How many reads in a row may fail (a dropped connection) before following gives up.
+const READ_ATTEMPTS: u32 = 5;
+
+pub(super) async fn logs(cx: &Context<'_>, args: &LogsArgs) -> Result<i32, UserError> {
+    let config = engine::load_config_for(&cx.cli.config, &cx.providers)?;
+    let address = container_of(cx, &config, &args.deployment)?;
+    let state = engine::read_state(cx.store.as_ref()).await?;
+    let since = args
+        .since
+        .map(|ago| humantime::format_rfc3339_nanos(SystemTime::now() - ago).to_string());
+    match follow(cx, &state, &address, since, args.tail, args.follow).await? {
+        Followed::Ended(code) if args.follow => {
+            cx.shell.err(&format!("The job exited with code {code}.\n"));
+            Ok(0)
+        }
+        Followed::Interrupted => Ok(130),
+        _ => Ok(0),
+    }
+}
+
+pub(super) async fn run(cx: &Context<'_>, args: &RunArgs) -> Result<i32, UserError> {
+    let config = engine::load_config_for(&cx.cli.config, &cx.providers)?;
+    let d = &args.deployment;
+    let address = container_of(cx, &config, d)?;
+    let whole = format!("deployment.{d}");
+    let apply = ApplyArgs {
+        plan_file: None,
+        auto_approve: args.auto_approve,
+        parallelism: args.parallelism,
+        refresh: true,
+        target: vec![whole.clone()],
+        replace: vec![],
+    };
+    let applied = super::apply::apply(cx, &apply).await?;
+    if applied != 0 {
+        cx.shell.err(&format!(
+            "The apply did not finish, so nothing is destroyed: `anycloud status {d}` shows what runs, `anycloud destroy --target {whole}` stops it.\n"
+        ));
+        return Ok(applied);
+    }
+    let state = engine::read_state(cx.store.as_ref()).await?;
+    cx.shell.out(&format!(
+        "\nThe output of {d}'s job (Ctrl-C stops following; the job goes on):\n"
+    ));
+    let code = match follow(cx, &state, &address, None, None, true).await? {
+        Followed::Ended(code) => code,
+        _ => {
+            cx.shell.err(&format!(
+                "\nStopped following; the job goes on. `anycloud logs {d} --follow` follows it again; `anycloud destroy --target {whole}` uploads its output and stops it.\n"
+            ));
+            return Ok(130);
+        }
+    };
+    cx.shell
+        .out(&format!("\nThe job exited with code {code}.\n"));
+    if args.keep {
+        cx.shell.out(&format!(
+            "Kept (--keep): its machine and upload programs still run. `anycloud destroy --target {whole}` uploads what is left, verifies it, and stops them.\n"
+        ));
+        return Ok(exit_code(code));
+    }
+    cx.shell.out("\n");
+    let destroy = DestroyArgs {
+        target: vec![whole.clone()],
+        // Asked for by `run` itself: what it makes, it takes down once the job is done.
+        auto_approve: true,
+        parallelism: args.parallelism,
+    };
+    let destroyed = super::apply::destroy(cx, &destroy).await?;
+    if destroyed != 0 {
+        cx.shell.err(&format!(
+            "The job exited with code {code}, but destroying what it ran on did not finish: run `anycloud destroy --target {whole}` again.\n"
+        ));
+        return Ok(1);
+    }
+    Ok(exit_code(code))
+}
+
+/// A job's exit code as this process's (Docker's codes are 0..=255 already).
+fn exit_code(code: i64) -> i32 {
+    code.clamp(0, 255) as i32
+}
+
+/// The container address of a deployment of the config, or an error naming the nearest.
+fn container_of(
+    cx: &Context<'_>,
+    config: &crate::config::Config,
+    deployment: &str,
+) -> Result<String, UserError> {
+    if config.deployments.iter().any(|d| d.id == deployment) {
+        return Ok(format!("deployment.{deployment}.container"));
+    }
+    let ids: Vec<String> = config.deployments.iter().map(|d| d.id.clone()).collect();
+    Err(UserError::msg(format!(
+        "{} has no deployment '{deployment}'{}",
+        cx.cli.config.display(),
+        super::filter::nearest(deployment, &ids)
+            .map(|n| format!("; {n}"))
+            .unwrap_or_default()
+    )))
+}
+
+enum Followed {
+    /// The job has ended, with this exit code.
+    Ended(i64),
+    /// It runs on (not following).
+    Running,
+    /// Ctrl-C.
+    Interrupted,
+}
+
+/// Prints the job's output from `since` (or its last `tail` lines); with `follow`, reads
+/// again from the last line seen until the job ends.
+async fn follow(
+    cx: &Context<'_>,
+    state: &State,
+    address: &str,
+    mut since: Option<String>,
+    tail: Option<usize>,
+    follow: bool,
+) -> Result<Followed, UserError> {
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let mut tail = tail;
+    let mut failures = 0;
+    loop {
+        let range = LogRange {
+            since: since.as_deref(),
+            tail,
+        };
+        let read = tokio::select! {
+            r = crate::plan::job_log(state, &cx.providers, address, range) => r,
+            _ = &mut ctrl_c => return Ok(Followed::Interrupted),
+        };
+        match read {
+            Ok(log) => {
+                failures = 0;
+                tail = None;
+                let mut text = String::new();
+                for (_, line) in &log.lines {
+                    text.push_str(line);
+                    text.push('\n');
+                }
+                cx.shell.out(&text);
+                if let Some((at, _)) = log.lines.last() {
+                    since = Some(at.clone());
+                }
+                match log.exit_code {
+                    Some(code) => return Ok(Followed::Ended(code)),
+                    None if !follow => return Ok(Followed::Running),
+                    None => {}
+                }
+            }
+            Err(e) if follow && failures + 1 < READ_ATTEMPTS => {
+                failures += 1;
+                cx.shell.err(&format!("{e}; reading again\n"));
+            }
+            Err(e) => return Err(UserError::msg(e)),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(POLL) => {}
+            _ = &mut ctrl_c => return Ok(Followed::Interrupted),
+        }
+    }
+}
