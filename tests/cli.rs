@@ -522,3 +522,59 @@ fn addresses_are_suggested_and_deployment_names_accepted() {
         "{by_name}"
     );
 }
+
+/// Missing cloud credentials are named with what to set, and fail at once (not retried as
+/// an outage); nothing is made.
+#[test]
+fn missing_aws_credentials_say_what_to_set() {
+    let p = Project::new(
+        r#"
+deployments:
+  cred-check:
+    provider: aws
+    region: us-east-1
+    vm: { type: t3.micro }
+    container: { image: "x", command: [a] }
+    buckets: { output: cred-check-out }
+"#,
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_anycloud"))
+        .arg("plan")
+        .current_dir(p.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", p.path())
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", p.path().join("no-config"))
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            p.path().join("no-credentials"),
+        )
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("retrying"), "{stderr}");
+}
+
+/// A destroy replaces nothing: asking for both is refused, naming both flags.
+#[test]
+fn destroy_and_replace_do_not_go_together() {
+    let p = Project::new(CONFIG);
+    let r = p.run(&[
+        "plan",
+        "-destroy",
+        "-replace",
+        "deployment.cli-job.container",
+    ]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains("-replace cannot go with -destroy"),
+        "{r:?}"
+    );
+}

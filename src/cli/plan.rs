@@ -8,6 +8,11 @@ use crate::render;
 use super::{write_plan_file, Context, Format, PlanArgs};
 
 pub(super) async fn plan(cx: &Context<'_>, args: &PlanArgs) -> Result<i32, UserError> {
+    if args.destroy && !args.replace.is_empty() {
+        return Err(UserError::msg(
+            "-replace cannot go with -destroy: a destroy replaces nothing (plan the destroy, or the replacement)",
+        ));
+    }
     let config = engine::load_config_for(&cx.cli.config, &cx.providers)?;
     let session = cx.session("plan").await?;
     let opts = PlanOptions {

@@ -56,7 +56,7 @@ pub fn code_of(aws_code: &str, status: u16, message: &str) -> ErrorCode {
 pub fn classify<E, R>(what: &str, err: SdkError<E, R>) -> ProviderError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug + HasStatus,
+    R: std::fmt::Debug + HasStatus + 'static,
 {
     let error = match &err {
         SdkError::ServiceError(se) => {
@@ -69,6 +69,14 @@ where
                 format!("{what}: {aws_code}: {message}"),
             )
         }
+        // No credentials is no outage: say what to set, and do not wait for it.
+        SdkError::DispatchFailure(_) if lacks_credentials(&err) => ProviderError::new(
+            ErrorCode::Permission,
+            format!(
+                "{what}: no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (with AWS_SESSION_TOKEN for temporary ones), or AWS_PROFILE for a profile in ~/.aws (after `aws sso login` for SSO), or run where an instance role or web identity applies. The SDK said: {}",
+                describe(&err)
+            ),
+        ),
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
             ProviderError::new(
                 ErrorCode::Unavailable,
@@ -83,6 +91,20 @@ where
     } else {
         error
     }
+}
+
+/// Whether the SDK failed because no credentials could be loaded.
+fn lacks_credentials(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = err.source();
+    while let Some(s) = source {
+        if s.downcast_ref::<aws_credential_types::provider::error::CredentialsError>()
+            .is_some()
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 fn describe(err: &dyn std::error::Error) -> String {
