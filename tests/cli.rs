@@ -578,3 +578,34 @@ fn destroy_and_replace_do_not_go_together() {
         "{r:?}"
     );
 }
+
+/// Every unknown key of a config is reported in one run, each at its place with the nearest
+/// known key, not the first only.
+#[test]
+fn every_unknown_key_is_reported_in_one_run() {
+    let p = Project::new(
+        r#"defaults: { provider: local }
+deployments:
+  job-a:
+    contianer: { image: x }
+    buckets: { output: out-a }
+  job-b:
+    container: { image: x, comand: [a] }
+    buckets: { outptu: out-b }
+"#,
+    );
+    let r = p.run(&["validate"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    for (at, key, nearest) in [
+        ("anycloud.yaml:4:5", "contianer", "container"),
+        ("anycloud.yaml:7:28", "comand", "command"),
+        ("anycloud.yaml:8:16", "outptu", "output"),
+    ] {
+        assert!(
+            r.stderr.contains(&format!("{at}: unknown key '{key}'"))
+                && r.stderr.contains(&format!("did you mean '{nearest}'?")),
+            "{key}: {r:?}"
+        );
+    }
+    assert!(r.stderr.contains("3 errors in anycloud.yaml"), "{r:?}");
+}

@@ -481,3 +481,90 @@ deployments:
     p.ok(&["destroy", "--auto-approve"]);
     assert_eq!(containers_of("adopt-me"), 0);
 }
+
+/// `apply --from-scratch NAME` empties the job's checkpoint, on its machine and in its
+/// bucket, and runs it again from nothing; not without a confirmation, and not for a
+/// deployment that has no checkpoint or has not run.
+#[test]
+fn a_job_starts_from_scratch_when_asked_and_confirmed() {
+    common::remove_leftover_containers(&["scratch-me", "scratch-none"]);
+    build_image("anycloud-e2e:v1");
+    let p = Project::new(
+        r#"
+project: scratch
+defaults:
+  provider: local
+  sync_interval: 1s
+  connectivity_check: { retries: 2, retries_sleep: 1s }
+deployments:
+  scratch-me:
+    container: { image: anycloud-e2e:v1, command: [/bin/sh, /job.sh] }
+    buckets: { output: scratch-out, checkpoint: true }
+  scratch-none:
+    container: { image: anycloud-e2e:v1, command: [/bin/sh, -c, "sleep 600"] }
+    buckets: { output: scratch-none-out }
+"#,
+    );
+    // A checkpoint from an earlier run: the job resumes from 100.
+    let counter = p.bucket("scratch-me").join("counter");
+    std::fs::create_dir_all(p.bucket("scratch-me")).unwrap();
+    std::fs::write(&counter, "100\n").unwrap();
+    // And a file the job never writes again: only emptying both the bucket and the machine
+    // keeps it from coming back.
+    let old = p.bucket("scratch-me").join("old-epoch.pt");
+    std::fs::write(&old, "weights\n").unwrap();
+    p.ok(&["apply", "--auto-approve"]);
+    let on_machine = p.host("scratch-me").join("mnt/checkpoint/old-epoch.pt");
+    assert!(on_machine.exists(), "restored onto the machine");
+    let resumed = p.host("scratch-me").join("mnt/output/resumed-from.txt");
+    wait_for(30, "the first run's resume point", || {
+        (common::read(&resumed).as_deref() == Some("100")).then_some(())
+    });
+    wait_for(30, "the checkpoint to advance", || {
+        common::read(&counter)
+            .and_then(|c| c.parse::<u64>().ok())
+            .filter(|n| *n >= 105)
+    });
+
+    let unconfirmed = p.run(&["apply", "--from-scratch", "scratch-me"]);
+    assert_eq!(unconfirmed.code, 1, "{unconfirmed:?}");
+    assert!(
+        unconfirmed
+            .stdout
+            .contains("--from-scratch: the checkpoint of deployment scratch-me is deleted"),
+        "{unconfirmed:?}"
+    );
+    assert!(
+        common::read(&counter).is_some(),
+        "nothing deleted unconfirmed"
+    );
+    for (args, says) in [
+        (["apply", "--from-scratch", "scratch-mee"], "did you mean"),
+        (
+            ["apply", "--from-scratch", "scratch-none"],
+            "has no checkpoint",
+        ),
+    ] {
+        let r = p.run(&args);
+        assert_eq!(r.code, 1, "{r:?}");
+        assert!(r.stderr.contains(says), "{r:?}");
+    }
+
+    let fresh = p.run(&["apply", "--from-scratch", "scratch-me", "--auto-approve"]);
+    assert_eq!(fresh.code, 0, "{fresh:?}");
+    assert!(
+        fresh.stdout.contains("job stopped; its checkpoint (")
+            && fresh.stdout.contains(") emptied"),
+        "{fresh:?}"
+    );
+    // The new run started from nothing, not from 100 and up.
+    wait_for(30, "the new run's start", || {
+        (common::read(&resumed).as_deref() == Some("0")).then_some(())
+    });
+    // Several upload rounds later the old file is still gone, from both.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(!old.exists(), "deleted in the bucket");
+    assert!(!on_machine.exists(), "deleted on the machine");
+    assert_eq!(containers_of("scratch-me"), 1);
+    p.ok(&["destroy", "--auto-approve"]);
+}

@@ -13,11 +13,14 @@ for f in /mnt/input/*; do
 done > /mnt/output/wordcount.txt
 step=0
 [ -f /mnt/checkpoint/step ] && step=$(cat /mnt/checkpoint/step)
-echo "resumed at step $step" >> /mnt/output/progress.log
+# What it says goes to its output (`anycloud logs`) and to progress.log in the bucket.
+say() { echo "$1"; echo "$1" >> /mnt/output/progress.log; }
+say "resumed at step $step"
 while [ "$step" -lt "${STEPS:-20}" ]; do
   step=$((step + 1))
   echo "$step" > /mnt/checkpoint/step
-  echo "step $step done" >> /mnt/output/progress.log
+  say "step $step done"
   sleep 1
 done
 echo "finished at step $step" > /mnt/output/done.txt
+echo "finished at step $step"

@@ -12,6 +12,11 @@ use super::plan::plan_verbosely;
 use super::{confirm, read_plan_file, ApplyArgs, Context, DestroyArgs};
 
 pub(super) async fn apply(cx: &Context<'_>, args: &ApplyArgs) -> Result<i32, UserError> {
+    if args.plan_file.is_some() && !args.from_scratch.is_empty() {
+        return Err(UserError::msg(
+            "--from-scratch cannot go with a saved plan: it deletes a checkpoint, which the plan did not review. Apply the config with it",
+        ));
+    }
     if let Some(path) = &args.plan_file {
         let plan = read_plan_file(path)?;
         let session = cx.session("apply").await?;
@@ -50,11 +55,20 @@ pub(super) async fn apply(cx: &Context<'_>, args: &ApplyArgs) -> Result<i32, Use
     }
     let config = engine::load_config_for(&cx.cli.config, &cx.providers)?;
     let session = cx.session("apply").await?;
+    let scratch = match from_scratch(cx, &config, &session.state, &args.from_scratch) {
+        Ok(s) => s,
+        Err(e) => {
+            session.close().await;
+            return Err(e);
+        }
+    };
+    let mut replace = super::filter::as_addresses(&args.replace);
+    replace.extend(scratch.iter().cloned());
     let opts = PlanOptions {
         refresh: args.refresh,
         targets: &super::filter::as_addresses(&args.target),
         destroy: false,
-        replace: &super::filter::as_addresses(&args.replace),
+        replace: &replace,
     };
     let plan = match plan_verbosely(cx, &config, &session.state, &opts).await {
         Ok((_, plan)) => plan,
@@ -71,7 +85,20 @@ pub(super) async fn apply(cx: &Context<'_>, args: &ApplyArgs) -> Result<i32, Use
         session.close().await;
         return Ok(with_unread(cx, &plan, 0));
     }
-    match confirm(&cx.shell, args.auto_approve, "perform these actions") {
+    let what = if scratch.is_empty() {
+        "perform these actions".to_owned()
+    } else {
+        let names: Vec<&str> = scratch
+            .iter()
+            .filter_map(|a| super::filter::deployment_of(a))
+            .collect();
+        cx.shell.out(&format!(
+            "\n--from-scratch: the checkpoint of deployment {} is deleted, on the machine and in its bucket, and the job starts again from nothing. This cannot be undone.\n",
+            names.join(", ")
+        ));
+        "delete those checkpoints and perform these actions".to_owned()
+    };
+    match confirm(&cx.shell, args.auto_approve, &what) {
         Ok(true) => {}
         Ok(false) => {
             session.close().await;
@@ -84,8 +111,59 @@ pub(super) async fn apply(cx: &Context<'_>, args: &ApplyArgs) -> Result<i32, Use
         }
     }
     cx.shell.out("\n");
+    for address in &scratch {
+        match crate::plan::clear_checkpoint(&session.state, &cx.providers, address).await {
+            Ok(cleared) => cx.shell.out(&format!(
+                "{address}: job stopped; its checkpoint ({}) emptied\n",
+                cleared.remote
+            )),
+            Err(e) => {
+                session.close().await;
+                return Err(UserError::msg(e));
+            }
+        }
+    }
     let code = execute(cx, &plan, session, args.parallelism).await?;
     Ok(with_unread(cx, &plan, code))
+}
+
+/// The containers of the deployments `--from-scratch` names: each must be in the config
+/// with a checkpoint, and its job must have run (a first run starts from nothing anyway).
+fn from_scratch(
+    cx: &Context<'_>,
+    config: &crate::config::Config,
+    state: &anycloud_state::State,
+    names: &[String],
+) -> Result<Vec<String>, UserError> {
+    let mut containers = Vec::new();
+    for name in names {
+        let Some(spec) = config.deployments.iter().find(|d| &d.id == name) else {
+            let ids: Vec<String> = config.deployments.iter().map(|d| d.id.clone()).collect();
+            return Err(UserError::msg(format!(
+                "--from-scratch: {} has no deployment '{name}'{}",
+                cx.cli.config.display(),
+                super::filter::nearest(name, &ids)
+                    .map(|n| format!("; {n}"))
+                    .unwrap_or_default()
+            )));
+        };
+        if spec
+            .bucket(anycloud_provider::BucketRole::Checkpoint)
+            .is_none()
+        {
+            return Err(UserError::msg(format!(
+                "--from-scratch: deployment {name} has no checkpoint (buckets.checkpoint) to start over from; `-replace deployment.{name}.container` runs its job again"
+            )));
+        }
+        let container = format!("deployment.{name}.container");
+        if !state.resources.contains_key(&container) {
+            return Err(UserError::msg(format!(
+                "--from-scratch: the job of deployment {name} has not run yet; a plain apply starts it from its checkpoint bucket as it is"
+            )));
+        }
+        containers.push(container);
+    }
+    Ok(containers)
 }
 
 /// A deployment left out of the plan (its machine did not answer) fails the run after the

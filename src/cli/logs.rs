@@ -44,6 +44,7 @@ pub(super) async fn run(cx: &Context<'_>, args: &RunArgs) -> Result<i32, UserErr
         refresh: true,
         target: vec![whole.clone()],
         replace: vec![],
+        from_scratch: vec![],
     };
     let applied = super::apply::apply(cx, &apply).await?;
     if applied != 0 {

@@ -159,6 +159,10 @@ pub struct ApplyArgs {
     /// changed: `-replace deployment.NAME.container` runs a job again. Repeatable.
     #[arg(long, value_name = "ADDRESS")]
     pub replace: Vec<String>,
+    /// Start this deployment's job again from scratch: its checkpoint is deleted, on its
+    /// machine and in its bucket, and its container replaced (asked to confirm). Repeatable.
+    #[arg(long, value_name = "DEPLOYMENT")]
+    pub from_scratch: Vec<String>,
 }
 
 #[derive(Args, Debug)]

@@ -88,7 +88,19 @@ pub fn parse(
     let raw: RawConfig = match serde_saphyr::from_str_with_options(text, options) {
         Ok(r) => r,
         Err(e) => {
-            yaml_error(&mut ck, &e, &limits);
+            // serde stops at the first unknown key: report every one, in one run.
+            if let serde_saphyr::Error::SerdeUnknownField { .. } = e.without_snippet() {
+                let first = e.location().map(loc);
+                let all = super::unknown_keys::unknown_keys(text, limits.options());
+                if !all.iter().any(|(at, _, _)| Some(*at) == first) {
+                    yaml_error(&mut ck, &e, &limits);
+                }
+                for (at, message, help) in all {
+                    ck.at(at, message, help);
+                }
+            } else {
+                yaml_error(&mut ck, &e, &limits);
+            }
             return Err(located(ck));
         }
     };

@@ -17,6 +17,7 @@ mod deployment;
 pub(crate) mod load;
 mod names;
 mod raw;
+mod unknown_keys;
 pub mod yaml_limits;
 
 use std::collections::BTreeMap;

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 pub use desired::{desired, preflight};
 pub use diff::diff;
-pub use refresh::{job_log, observe, refresh, Refreshed};
+pub use refresh::{clear_checkpoint, job_log, observe, refresh, Refreshed};
 pub use targets::targets_match;
 
 pub const PLAN_FORMAT_VERSION: u32 = 2;

@@ -230,14 +230,9 @@ pub async fn observe(
     out
 }
 
-/// The output of the job whose container is at `address` in the state, from its machine
-/// ([`Provider::job_log`]).
-pub async fn job_log(
-    state: &State,
-    providers: &Providers,
-    address: &str,
-    range: anycloud_provider::LogRange<'_>,
-) -> Result<anycloud_provider::JobLog, String> {
+/// A resource recorded in the state, with its dependencies' records: what a verb on that
+/// one resource gets (`None` where the state does not record it).
+fn recorded<'a>(state: &'a State, address: &str) -> Option<(Wanted<'a>, Vec<Dep<'a>>)> {
     let wanted = |addr: &str| {
         let r = state.resources.get(addr)?;
         Some(Wanted {
@@ -248,18 +243,53 @@ pub async fn job_log(
             deps: &r.dependencies,
         })
     };
-    let container = wanted(address).ok_or_else(|| {
-        format!("{address} is not in the state: the job has not been started (anycloud apply starts it)")
-    })?;
-    let around: BTreeMap<&str, Wanted> = container
+    let w = wanted(address)?;
+    let deps = w
         .deps
         .iter()
-        .filter_map(|d| Some((d.as_str(), wanted(d)?)))
+        .filter_map(|d| wanted(d))
+        .map(|d| Dep {
+            kind: d.kind,
+            attrs: d.attrs,
+            private: d.private,
+        })
         .collect();
-    let deps = dependencies(&around, container.deps);
-    let provider = providers.get(container.provider)?;
+    Some((w, deps))
+}
+
+fn not_started(address: &str) -> String {
+    format!(
+        "{address} is not in the state: the job has not been started (anycloud apply starts it)"
+    )
+}
+
+/// The output of the job whose container is at `address` in the state, from its machine
+/// ([`Provider::job_log`]).
+pub async fn job_log(
+    state: &State,
+    providers: &Providers,
+    address: &str,
+    range: anycloud_provider::LogRange<'_>,
+) -> Result<anycloud_provider::JobLog, String> {
+    let (w, deps) = recorded(state, address).ok_or_else(|| not_started(address))?;
+    let provider = providers.get(w.provider)?;
     provider
-        .job_log(target(address, &container, &deps, &state.lineage), range)
+        .job_log(target(address, &w, &deps, &state.lineage), range)
         .await
         .map_err(|e| format!("{address}: reading the job's output failed: {}", e.message))
+}
+
+/// Empties the checkpoint of the job whose container is at `address`
+/// ([`Provider::clear_checkpoint`]).
+pub async fn clear_checkpoint(
+    state: &State,
+    providers: &Providers,
+    address: &str,
+) -> Result<anycloud_provider::Cleared, String> {
+    let (w, deps) = recorded(state, address).ok_or_else(|| not_started(address))?;
+    let provider = providers.get(w.provider)?;
+    provider
+        .clear_checkpoint(target(address, &w, &deps, &state.lineage))
+        .await
+        .map_err(|e| format!("{address}: emptying the checkpoint failed: {}", e.message))
 }

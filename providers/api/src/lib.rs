@@ -283,6 +283,25 @@ pub trait Provider: Declaration {
             self.name()
         )))
     }
+
+    /// Empties the checkpoint of the job whose container is `container`, on its machine and
+    /// in its bucket, with the job and the checkpoint's upload stopped first (so nothing of
+    /// the old run is uploaded again): run again, the job starts from scratch. The engine
+    /// replaces the container next.
+    async fn clear_checkpoint(&self, container: Target<'_>) -> Result<Cleared> {
+        Err(ProviderError::permanent(format!(
+            "{}: provider '{}' cannot empty a job's checkpoint",
+            container.address,
+            self.name()
+        )))
+    }
+}
+
+/// What [`Provider::clear_checkpoint`] found and removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Cleared {
+    /// Where the checkpoint was (the bucket, as rclone names it on the machine).
+    pub remote: String,
 }
 
 /// Which of a job's output [`Provider::job_log`] reads.

@@ -227,6 +227,10 @@ impl Provider for AwsProvider {
         vm::job_log(self, &container, range).await
     }
 
+    async fn clear_checkpoint(&self, container: Target<'_>) -> Result<anycloud_provider::Cleared> {
+        vm::clear_checkpoint(self, &container).await
+    }
+
     fn buckets(&self) -> Option<&dyn BucketAccess> {
         Some(self)
     }

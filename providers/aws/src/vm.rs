@@ -283,6 +283,14 @@ pub async fn job_log(
     steps::job_log(&*connection(p, vm_of(t)?)?, t, range).await
 }
 
+/// Empties the job's checkpoint, on this VM and in its bucket.
+pub async fn clear_checkpoint(
+    p: &AwsProvider,
+    t: &Target<'_>,
+) -> Result<anycloud_provider::Cleared> {
+    steps::clear_checkpoint(&*connection(p, vm_of(t)?)?, t).await
+}
+
 pub async fn apply_hosted(p: &AwsProvider, t: &Target<'_>) -> Result<Attrs> {
     steps::apply(&*connection(p, vm_of(t)?)?, t).await
 }

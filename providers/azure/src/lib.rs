@@ -366,6 +366,10 @@ impl Provider for AzureProvider {
     ) -> Result<anycloud_provider::JobLog> {
         vm::job_log(self, &container, range).await
     }
+
+    async fn clear_checkpoint(&self, container: Target<'_>) -> Result<anycloud_provider::Cleared> {
+        vm::clear_checkpoint(self, &container).await
+    }
 }
 
 impl AzureProvider {

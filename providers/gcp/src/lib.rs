@@ -392,6 +392,10 @@ impl Provider for GcpProvider {
     ) -> Result<anycloud_provider::JobLog> {
         vm::job_log(self, &container, range).await
     }
+
+    async fn clear_checkpoint(&self, container: Target<'_>) -> Result<anycloud_provider::Cleared> {
+        vm::clear_checkpoint(self, &container).await
+    }
 }
 
 impl GcpProvider {

@@ -425,6 +425,33 @@ pub fn container_remove(name: &str) -> String {
     )
 }
 
+/// Stops the job (held: the boot script must not start it again) and the checkpoint's
+/// upload, deletes the checkpoint in its bucket and on the machine, and starts the upload
+/// again (it has nothing to upload until the next run writes).
+pub fn clear_checkpoint(layout: &VmLayout, container: &str, dir: &str, remote: &str) -> String {
+    let log = format!("{}/rclone-checkpoint-clear.log", layout.log_dir);
+    format!(
+        "{PRELUDE}{lock}conf={conf}
+touch {hold}
+if docker inspect {name} >/dev/null 2>&1; then docker stop --time 30 {name} >/dev/null; fi
+supervisorctl -c \"$conf\" stop rclone-checkpoint >/dev/null 2>&1 || true
+export RCLONE_CONFIG={rclone}
+/usr/bin/rclone delete {remote} --log-file={qlog} {delete_fail}
+if [ -d {dir} ]; then find {dir} -mindepth 1 -delete; fi
+supervisorctl -c \"$conf\" start rclone-checkpoint >/dev/null 2>&1 || true
+",
+        lock = supervisor_lock(layout),
+        conf = quote(&layout.supervisord_conf()),
+        hold = quote(&layout.hold_file()),
+        name = quote(container),
+        rclone = quote(&layout.rclone_config),
+        remote = quote(remote),
+        qlog = quote(&log),
+        delete_fail = or_tail(&log, "deleting the checkpoint"),
+        dir = quote(dir),
+    )
+}
+
 /// How a job stands (`state STATUS CODE`), then its output with Docker's timestamps.
 pub fn job_log(container: &str, since: Option<&str>, tail: Option<usize>) -> String {
     let since = since

@@ -235,6 +235,10 @@ impl Provider for LocalProvider {
     ) -> Result<anycloud_provider::JobLog> {
         steps::job_log(&self.host, &container, range).await
     }
+
+    async fn clear_checkpoint(&self, container: Target<'_>) -> Result<anycloud_provider::Cleared> {
+        steps::clear_checkpoint(&self.host, &container).await
+    }
 }
 
 fn io_error(what: String) -> impl Fn(std::io::Error) -> ProviderError {

@@ -533,6 +533,10 @@ impl Provider for SshProvider {
     ) -> Result<anycloud_provider::JobLog> {
         steps::job_log(&*self.host_for(&container)?, &container, range).await
     }
+
+    async fn clear_checkpoint(&self, container: Target<'_>) -> Result<anycloud_provider::Cleared> {
+        steps::clear_checkpoint(&*self.host_for(&container)?, &container).await
+    }
 }
 
 /// Where the machine is and which key opens it, as a VM's and a bucket's attributes.

@@ -215,6 +215,35 @@ pub async fn job_log(
     }
 }
 
+/// Empties the checkpoint of the job a container target runs
+/// ([`anycloud_provider::Provider::clear_checkpoint`]).
+pub async fn clear_checkpoint(
+    host: &dyn Host,
+    target: &Target<'_>,
+) -> Result<anycloud_provider::Cleared> {
+    if target.kind != Kind::Container {
+        return Err(not_hosted(target.kind));
+    }
+    let private = HostedPrivate::of(target)?;
+    let dir = private.layout.mount(BucketRole::Checkpoint.as_str());
+    let Some((_, remote)) = private.flush.iter().find(|(d, _)| *d == dir) else {
+        return Err(ProviderError::permanent(format!(
+            "{}: the job has no checkpoint to empty",
+            target.address
+        )));
+    };
+    let name = anycloud_provider::attr_str(target.attrs, "name")?;
+    run(
+        host,
+        &scripts::clear_checkpoint(&private.layout, name, &dir, remote),
+        "emptying the checkpoint",
+    )
+    .await?;
+    Ok(anycloud_provider::Cleared {
+        remote: remote.clone(),
+    })
+}
+
 async fn run(host: &dyn Host, script: &str, what: &str) -> Result<Output> {
     let out = host.run(script).await.map_err(ProviderError::from)?;
     if out.success() {
