@@ -235,7 +235,7 @@ fn azure_through_the_engine_with_blobs_in_azurite() {
     );
 
     // No key, SAS, connection string or token anywhere anycloud writes.
-    let rclone_conf = walk(&vm_root)
+    let rclone_conf = common::files_under(&vm_root)
         .into_iter()
         .find(|f| f.ends_with("rclone.conf"))
         .expect("rclone.conf on the VM");
@@ -244,11 +244,11 @@ fn azure_through_the_engine_with_blobs_in_azurite() {
         conf.contains("use_msi = true") && conf.contains(&format!("account = {account}")),
         "{conf}"
     );
-    let mut written: Vec<String> = walk(&vm_root)
+    let mut written: Vec<String> = common::files_under(&vm_root)
         .iter()
         // The deployments' own SSH keys are the one secret kept there, by design.
         .chain(
-            walk(&p.path().join(".anycloud"))
+            common::files_under(&p.path().join(".anycloud"))
                 .iter()
                 .filter(|f| !f.starts_with(p.path().join(".anycloud/keys"))),
         )
@@ -342,22 +342,6 @@ fn azure_through_the_engine_with_blobs_in_azurite() {
     assert_eq!(arm.violations(), Vec::<String>::new());
     // The contract server's thread outlives the test: let go of Azurite, so it stops here.
     arm.with(|w| w.on_container = None);
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = vec![];
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in entries.flatten() {
-        let path = e.path();
-        if path.is_dir() && !path.is_symlink() {
-            out.extend(walk(&path));
-        } else if path.is_file() {
-            out.push(path);
-        }
-    }
-    out
 }
 
 fn storage_only(arm: &str, subscription: &str, deployment: &str) -> String {

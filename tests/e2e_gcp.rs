@@ -75,22 +75,6 @@ deployments:
     )
 }
 
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = vec![];
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in entries.flatten() {
-        let path = e.path();
-        if path.is_dir() && !path.is_symlink() {
-            out.extend(walk(&path));
-        } else if path.is_file() {
-            out.push(path);
-        }
-    }
-    out
-}
-
 #[test]
 fn gcp_through_the_engine_with_objects_in_fake_gcs_server() {
     common::remove_leftover_containers(&["gcp-alpha"]);
@@ -238,7 +222,7 @@ fn gcp_through_the_engine_with_objects_in_fake_gcs_server() {
     );
 
     // No key file or token anywhere anycloud writes.
-    let rclone_conf = walk(&vm_root)
+    let rclone_conf = common::files_under(&vm_root)
         .into_iter()
         .find(|f| f.ends_with("rclone.conf"))
         .expect("rclone.conf on the VM");
@@ -247,11 +231,11 @@ fn gcp_through_the_engine_with_objects_in_fake_gcs_server() {
         conf.contains("type = google cloud storage") && conf.contains("env_auth = true"),
         "{conf}"
     );
-    let mut written: Vec<String> = walk(&vm_root)
+    let mut written: Vec<String> = common::files_under(&vm_root)
         .iter()
         // The deployments' own SSH keys are the one secret kept there, by design.
         .chain(
-            walk(&p.path().join(".anycloud"))
+            common::files_under(&p.path().join(".anycloud"))
                 .iter()
                 .filter(|f| !f.starts_with(p.path().join(".anycloud/keys"))),
         )

@@ -11,11 +11,12 @@ mod common;
 
 use common::{build_image, containers_of, files_under, sh, wait_for, Project};
 
-const DEPLOYMENTS: [&str; 6] = [
+const DEPLOYMENTS: [&str; 7] = [
     "job-late",
     "job-done",
     "job-early",
     "job-nocmd",
+    "job-noimage",
     "job-retry",
     "job-tag",
 ];
@@ -43,6 +44,11 @@ deployments:
       image: anycloud-e2e:v1
       command: [/bin/sh, -c, "echo 'no such file: data.csv'; exit 2"]
     buckets: { output: jobs-early-out }
+  job-noimage:
+    container:
+      image: anycloud-e2e-missing:never-built
+      command: [/bin/sh, -c, "echo unreachable"]
+    buckets: { output: jobs-noimage-out }
   job-nocmd:
     container:
       image: anycloud-e2e:v1
@@ -94,6 +100,12 @@ fn a_jobs_life_failures_reruns_and_finished_jobs() {
     );
     assert!(said.contains("| no such file: data.csv"), "{said}");
     assert!(said.contains("/no/such/program"), "{said}");
+    // An image that is nowhere: Docker's words, naming it.
+    assert!(
+        said.contains("deployment.job-noimage.container")
+            && said.contains("Unable to find image 'anycloud-e2e-missing:never-built'"),
+        "{said}"
+    );
     assert_eq!(containers_of("job-late"), 1);
 
     // The late failure: apply succeeded for it; once it fails it stays failed.
@@ -161,7 +173,7 @@ fn a_jobs_life_failures_reruns_and_finished_jobs() {
     assert!(
         pending
             .stdout
-            .contains("a previous apply did not finish creating it (it failed or was stopped)"),
+            .contains("a previous apply failed or was stopped while creating it"),
         "{pending:?}"
     );
 

@@ -293,7 +293,7 @@ fn ssh_machine_end_to_end() {
         |text: &str| text.contains("PRIVATE KEY") || secrets.iter().any(|s| text.contains(s));
     let mut scanned = 0;
     for dir in [p.path().to_path_buf(), m.root.clone()] {
-        for file in walk(&dir) {
+        for file in common::files_under(&dir) {
             if file.starts_with(p.path().join(".anycloud/keys")) {
                 continue;
             }
@@ -337,22 +337,6 @@ fn ssh_machine_end_to_end() {
     assert!(!m.host_dir().exists());
     assert!(m.bucket("ssh-results").exists(), "buckets are kept");
     assert!(p.ok(&["state", "list"]).stdout.trim().is_empty());
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in entries.flatten() {
-        let path = e.path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else if path.is_file() {
-            out.push(path);
-        }
-    }
-    out
 }
 
 /// A host key set in the config (`vm.host_key`) is what every contact checks, the first

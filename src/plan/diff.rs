@@ -100,7 +100,7 @@ pub fn diff(
                     change.after_unknown = planned.computed.clone();
                     change.reason = match (recorded, pending) {
                         (Some(_), Some(Pending::Create)) => {
-                            Some("a previous apply did not finish creating it (it failed or was stopped)".into())
+                            Some("a previous apply failed or was stopped while creating it".into())
                         }
                         (Some(_), _) => Some("found missing on refresh".into()),
                         _ => None,
@@ -135,7 +135,7 @@ pub fn diff(
                         change.action = Action::Update;
                         if changed.is_empty() {
                             change.reason = Some(if pending.is_some() {
-                                "a previous apply did not finish changing it (it failed or was stopped)".into()
+                                "a previous apply failed or was stopped while changing it".into()
                             } else {
                                 "what anycloud records about it for itself changes".into()
                             });
@@ -556,7 +556,7 @@ mod tests {
         assert_eq!(action(&plan, "x"), Action::Create);
         assert_eq!(
             plan.changes[0].reason.as_deref(),
-            Some("a previous apply did not finish creating it (it failed or was stopped)")
+            Some("a previous apply failed or was stopped while creating it")
         );
     }
 
