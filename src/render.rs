@@ -2,6 +2,7 @@
 //! terminal, the PR comment and `plan --format json` can never disagree. The human
 //! rendering may be styled for a terminal; stripped of its styles it is the plain one.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use anstyle::{AnsiColor, Style};
@@ -284,67 +285,161 @@ pub fn human_with(plan: &Plan, styled: bool) -> String {
     out
 }
 
+/// GitHub's limit on the length of a pull-request comment, in characters: a markdown plan
+/// never passes it (bytes are counted, which is never fewer).
+pub const COMMENT_LIMIT: usize = 65_536;
+
+/// Room kept for the note that says what did not fit.
+const NOTE_ROOM: usize = 600;
+
+/// The plan as a pull-request comment: the summary, the notes, a table of the changes by
+/// deployment, then each change's diff collapsed. What would pass [`COMMENT_LIMIT`] is
+/// left out, in that order of importance, and a note at the end says how much and where the
+/// whole plan is.
 pub fn markdown(plan: &Plan) -> String {
+    markdown_within(plan, COMMENT_LIMIT)
+}
+
+fn markdown_within(plan: &Plan, limit: usize) -> String {
     let mut out = String::from("### anycloud plan\n\n");
-    for w in &plan.warnings {
-        let _ = writeln!(out, "> **Warning:** {w}\n");
-    }
-    for u in &plan.unread {
-        let _ = writeln!(
-            out,
-            "> **Left out:** deployment `{}`: `{}` could not be read: {}\n",
-            u.deployment, u.address, u.error
-        );
-    }
-    for j in &plan.jobs {
-        let _ = writeln!(out, "> **Job:** {}\n", j.describe());
-        if !j.last_lines.is_empty() {
-            out.push_str("> ```\n");
-            for line in &j.last_lines {
-                let _ = writeln!(out, "> {line}");
-            }
-            out.push_str("> ```\n\n");
-        }
-    }
     let active: Vec<&Change> = plan
         .changes
         .iter()
         .filter(|c| c.action != Action::NoOp)
         .collect();
     if active.is_empty() {
-        out.push_str("No changes. The infrastructure matches the configuration.\n");
-        return out;
+        out.push_str("No changes. The infrastructure matches the configuration.\n\n");
+    } else {
+        let _ = writeln!(out, "**{}**\n", plan.summary_line());
     }
-    let _ = writeln!(out, "**{}**\n", plan.summary_line());
-    out.push_str("| action | address | kind | why |\n|---|---|---|---|\n");
-    for c in &active {
-        let why = c.reason.clone().unwrap_or_else(|| {
-            if c.replace_paths.is_empty() {
+    let room = limit.saturating_sub(NOTE_ROOM);
+    let mut left_out = LeftOut::default();
+    let add = |out: &mut String, piece: String, what: &mut usize| {
+        if out.len() + piece.len() <= room && *what == 0 {
+            out.push_str(&piece);
+        } else {
+            *what += 1;
+        }
+    };
+    for w in &plan.warnings {
+        add(
+            &mut out,
+            format!("> **Warning:** {w}\n\n"),
+            &mut left_out.notes,
+        );
+    }
+    for u in &plan.unread {
+        let piece = format!(
+            "> **Left out:** deployment `{}`: `{}` could not be read: {}\n\n",
+            u.deployment, u.address, u.error
+        );
+        add(&mut out, piece, &mut left_out.notes);
+    }
+    for j in &plan.jobs {
+        let mut piece = format!("> **Job:** {}\n\n", j.describe());
+        if !j.last_lines.is_empty() {
+            piece.push_str("> ```\n");
+            for line in &j.last_lines {
+                let _ = writeln!(piece, "> {line}");
+            }
+            piece.push_str("> ```\n\n");
+        }
+        add(&mut out, piece, &mut left_out.notes);
+    }
+    if !active.is_empty() {
+        let rows = by_deployment(&active);
+        out.push_str(
+            "| deployment | add | change | replace | destroy | read |\n|---|---|---|---|---|---|\n",
+        );
+        for (name, s) in &rows {
+            let piece = format!(
+                "| {name} | {} | {} | {} | {} | {} |\n",
+                s.add, s.change, s.replace, s.destroy, s.read
+            );
+            add(&mut out, piece, &mut left_out.rows);
+        }
+        out.push('\n');
+        for c in &active {
+            let why = c.reason.clone().unwrap_or_else(|| {
+                if c.replace_paths.is_empty() {
+                    String::new()
+                } else {
+                    format!("changed: {}", c.replace_paths.join(", "))
+                }
+            });
+            let why = if why.is_empty() {
                 String::new()
             } else {
-                format!("changed: {}", c.replace_paths.join(", "))
-            }
-        });
-        let _ = writeln!(
-            out,
-            "| {} | `{}` | {} | {} |",
-            c.action.as_str(),
-            c.address,
-            c.kind,
-            why.replace('|', "\\|")
-        );
+                format!(" ({})", html_text(&why))
+            };
+            let piece = format!(
+                "<details><summary><code>{}</code>: {}{why}</summary>\n\n```diff\n{}```\n</details>\n\n",
+                c.address,
+                c.action.as_str(),
+                change_block(c)
+            );
+            add(&mut out, piece, &mut left_out.changes);
+        }
     }
-    out.push('\n');
-    for c in active {
-        let _ = writeln!(
-            out,
-            "<details><summary><code>{}</code>: {}</summary>\n",
-            c.address,
-            c.action.as_str()
-        );
-        let _ = writeln!(out, "```diff\n{}```\n</details>\n", change_block(c));
+    if let Some(note) = left_out.note(active.len()) {
+        out.push_str(&note);
     }
     out
+}
+
+/// What a comment left out to stay within its limit.
+#[derive(Default)]
+struct LeftOut {
+    notes: usize,
+    rows: usize,
+    changes: usize,
+}
+
+impl LeftOut {
+    fn note(&self, changes: usize) -> Option<String> {
+        let mut parts = Vec::new();
+        if self.changes > 0 {
+            parts.push(format!(
+                "the diffs of {} of the {changes} changes",
+                self.changes
+            ));
+        }
+        if self.rows > 0 {
+            parts.push(format!("{} rows of the table", self.rows));
+        }
+        if self.notes > 0 {
+            parts.push(format!("{} notes", self.notes));
+        }
+        if parts.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "> **Not shown:** {}: the comment stops before GitHub's limit of {COMMENT_LIMIT} characters. The whole plan is the saved plan file (`anycloud show PLANFILE`, or the workflow's plan artifact).\n",
+            parts.join(", ")
+        ))
+    }
+}
+
+/// The changes' counts per deployment (`shared` for what deployments share), by name.
+fn by_deployment(active: &[&Change]) -> BTreeMap<String, crate::plan::Summary> {
+    let mut rows: BTreeMap<String, crate::plan::Summary> = BTreeMap::new();
+    for c in active {
+        let name = c
+            .address
+            .strip_prefix("deployment.")
+            .and_then(|r| r.split('.').next())
+            .map(|d| format!("`{d}`"))
+            .unwrap_or_else(|| "shared".to_owned());
+        rows.entry(name).or_default().count(c.action);
+    }
+    rows
+}
+
+/// Text safe inside an HTML element of the comment (a `<summary>`).
+fn html_text(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 pub fn json(plan: &Plan) -> String {

@@ -97,16 +97,20 @@ impl Summary {
     pub fn of(changes: &[Change]) -> Summary {
         let mut s = Summary::default();
         for c in changes {
-            match c.action {
-                Action::Create => s.add += 1,
-                Action::Update => s.change += 1,
-                Action::Replace => s.replace += 1,
-                Action::Delete => s.destroy += 1,
-                Action::Read => s.read += 1,
-                Action::NoOp => {}
-            }
+            s.count(c.action);
         }
         s
+    }
+
+    pub fn count(&mut self, action: Action) {
+        match action {
+            Action::Create => self.add += 1,
+            Action::Update => self.change += 1,
+            Action::Replace => self.replace += 1,
+            Action::Delete => self.destroy += 1,
+            Action::Read => self.read += 1,
+            Action::NoOp => {}
+        }
     }
 }
 
