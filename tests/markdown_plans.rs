@@ -2,14 +2,12 @@
 //! a change among 1,000 deployments shown in full, the same bytes every time.
 
 mod common;
-#[path = "../benches/fixture/mod.rs"]
-mod fixture;
 
 use anycloud::render::{self, COMMENT_LIMIT};
 
 #[test]
 fn a_thousand_deployments_fit_a_comment_and_one_change_is_shown_in_full() {
-    let text = fixture::config_text(1000);
+    let text = common::config_text(1000);
     let config = common::parse(&text);
     let first = common::plan(&config, &common::fixed_state());
 
@@ -35,7 +33,7 @@ fn a_thousand_deployments_fit_a_comment_and_one_change_is_shown_in_full() {
     );
 
     // Applied, then one deployment changed: one change, its diff whole, nothing left out.
-    let state = fixture::state_after(&first, common::fixed_state());
+    let state = common::state_after(&first, common::fixed_state());
     let changed = text.replacen("STEPS: \"10\"", "STEPS: \"20\"", 1);
     let plan = common::plan(&common::parse(&changed), &state);
     let md = render::markdown(&plan);

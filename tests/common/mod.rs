@@ -56,7 +56,7 @@ pub mod moto;
 mod fixture;
 
 #[allow(unused_imports)] // not every test binary that includes `common` uses it
-pub use fixture::{state_after, sweep_text};
+pub use fixture::{config_text, state_after, sweep_text};
 
 pub fn fixed_state() -> State {
     let mut s = State::new();
