@@ -562,6 +562,25 @@ deployments:
         assert!(r.stderr.contains(says), "{r:?}");
     }
 
+    let elsewhere = p.run(&[
+        "apply",
+        "--from-scratch",
+        "scratch-me",
+        "--target",
+        "deployment.scratch-none",
+        "--auto-approve",
+    ]);
+    assert_eq!(elsewhere.code, 1, "{elsewhere:?}");
+    assert!(
+        elsewhere
+            .stderr
+            .contains("does not run deployment.scratch-me.container again"),
+        "{elsewhere:?}"
+    );
+    assert!(
+        old.exists(),
+        "nothing deleted for a job the apply leaves out"
+    );
     let fresh = p.run(&["apply", "--from-scratch", "scratch-me", "--auto-approve"]);
     assert_eq!(fresh.code, 0, "{fresh:?}");
     assert!(

@@ -77,6 +77,19 @@ pub(super) async fn apply(cx: &Context<'_>, args: &ApplyArgs) -> Result<i32, Use
             return Err(e);
         }
     };
+    // A checkpoint is emptied only for a job this apply runs again: not for one that
+    // `--target` leaves out, or whose machine could not be read.
+    if let Some(missing) = scratch.iter().find(|a| {
+        !plan
+            .changes
+            .iter()
+            .any(|c| &c.address == *a && matches!(c.action, Action::Replace | Action::Create))
+    }) {
+        session.close().await;
+        return Err(UserError::msg(format!(
+            "--from-scratch: this apply does not run {missing} again (--target leaves it out, or its machine could not be read), so its checkpoint is left as it is"
+        )));
+    }
     if !cx.shell.quiet() || !plan.has_changes() {
         cx.shell
             .out(&render::human_with(&plan, cx.shell.stdout_styled()));
