@@ -264,11 +264,7 @@ pub fn human_with(plan: &Plan, styled: bool) -> String {
     if !plan.refreshed && !plan.destroy {
         let _ = writeln!(out, "Note: the state was not refreshed (--refresh=false); the plan trusts what it records.\n");
     }
-    let active: Vec<&Change> = plan
-        .changes
-        .iter()
-        .filter(|c| c.action != Action::NoOp)
-        .collect();
+    let active: Vec<&Change> = plan.active().collect();
     if active.is_empty() {
         let _ = writeln!(
             out,
@@ -302,11 +298,7 @@ pub fn markdown(plan: &Plan) -> String {
 
 fn markdown_within(plan: &Plan, limit: usize) -> String {
     let mut out = String::from("### anycloud plan\n\n");
-    let active: Vec<&Change> = plan
-        .changes
-        .iter()
-        .filter(|c| c.action != Action::NoOp)
-        .collect();
+    let active: Vec<&Change> = plan.active().collect();
     if active.is_empty() {
         out.push_str("No changes. The infrastructure matches the configuration.\n\n");
     } else {

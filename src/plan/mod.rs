@@ -242,8 +242,13 @@ impl Plan {
         self.unread = unread;
     }
 
+    /// The changes that do something (every rendering shows these, never the no-ops).
+    pub fn active(&self) -> impl Iterator<Item = &Change> {
+        self.changes.iter().filter(|c| c.action != Action::NoOp)
+    }
+
     pub fn has_changes(&self) -> bool {
-        self.changes.iter().any(|c| c.action != Action::NoOp)
+        self.active().next().is_some()
     }
 
     pub fn summary_line(&self) -> String {
