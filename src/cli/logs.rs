@@ -159,6 +159,10 @@ async fn follow(
                 cx.shell.out(&text);
                 if let Some((at, _)) = log.lines.last() {
                     since = Some(at.clone());
+                } else if since.is_none() {
+                    // Nothing shown yet (`--tail 0`, or a silent job): read on from now,
+                    // by the host's clock, not from the start.
+                    since = log.read_at.clone();
                 }
                 match log.exit_code {
                     Some(code) => return Ok(Followed::Ended(code)),

@@ -139,7 +139,7 @@ pub(super) async fn state(cx: &Context<'_>, cmd: &StateCommand) -> Result<i32, U
             let held = session.state.resources.len();
             if held > 0 {
                 let message = format!(
-                    "{where_} records {held} resource(s) of lineage {}: only an empty state can succeed a lost one, or the two states' objects would be mixed. Use another --state, or `anycloud state rm` what this one records (nothing is destroyed)",
+                    "{where_} records {held} resource(s) of lineage {}: only an empty state can succeed a lost one, or the two states' objects would be mixed. Adopt into a new, empty state file (`--state PATH`); or, if what this one records should go, `anycloud destroy` it first (`state rm` would only forget it, and leave its objects running unmanaged)",
                     session.state.lineage
                 );
                 session.close().await;

@@ -17,6 +17,7 @@ pub mod doc;
 pub mod duration;
 pub mod error;
 pub mod files;
+pub mod objects;
 pub mod retry;
 pub mod spec;
 
@@ -221,6 +222,18 @@ pub trait Provider: Declaration {
         Ok(())
     }
 
+    /// The object store and key the state lives at, from [`Declaration::check_state`]'s
+    /// settings (after `configure`, whose credentials and endpoints it uses).
+    async fn state_objects(
+        &self,
+        _settings: &serde_json::Value,
+    ) -> Result<(std::sync::Arc<dyn objects::ObjectStore>, String)> {
+        Err(ProviderError::permanent(format!(
+            "the provider {} keeps no state",
+            self.name()
+        )))
+    }
+
     /// A node's desired attributes, from its deployment's spec. No I/O.
     fn plan(&self, node: NodeSpec<'_>) -> Result<Planned>;
 
@@ -320,6 +333,9 @@ pub struct JobLog {
     pub lines: Vec<(String, String)>,
     /// Its exit code once it has ended; `None` while it runs or waits to be restarted.
     pub exit_code: Option<i64>,
+    /// The host's clock when it read the log (the lines' format): a follower that saw no
+    /// line yet reads on from here, not from the start.
+    pub read_at: Option<String>,
 }
 
 /// Listing, filling and fetching a bucket from this machine.

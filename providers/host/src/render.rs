@@ -47,7 +47,7 @@ pub fn output_program(layout: &VmLayout, remote: &str, interval_secs: u64) -> St
          /usr/bin/rclone copy {dir} {remote} --verbose \\\n    \
          --fast-list --no-update-modtime --modify-window 1s \\\n    \
          --log-file={log} && \\\n    \
-         touch {ok} && sleep {interval_secs}; done\"\n\
+         touch {ok}; sleep {interval_secs}; done\"\n\
          autostart=true\n\
          autorestart=true\n\
          startsecs=5\n\
@@ -67,12 +67,17 @@ pub const JOB_LOGS_DIR: &str = ".anycloud-logs";
 /// Wraps the output's upload (the rclone command it is given) so that nothing a job wrote
 /// is lost to a later run of it: a new container or a new VM starts with an empty or older
 /// `/mnt/output`, and a plain `rclone copy` would overwrite the bucket's files of the same
-/// names. The first upload of each name by a run moves the bucket's version into
-/// `REPLACED_DIR/<run>/` (rclone's `--backup-dir`); later uploads of that name by the same
-/// run replace only the run's own. The wrapped command uploads just the names the run has
-/// uploaded so once (a file new since is for the next round), all under a lock the
-/// container's start takes too, so a new run cannot begin in the middle. The job's output
-/// goes to `JOB_LOGS_DIR/<container>/<run>.log` each round.
+/// names. A name the run has not yet uploaded goes up with `--backup-dir`, which moves the
+/// bucket's differing version into `REPLACED_DIR/<run>/`. A name is counted as the run's own
+/// (later uploads replace it plainly) only once the run wrote it — it was newer than the run
+/// stamp before an upload that then succeeded: a file an earlier run left on the same disk
+/// stays under `--backup-dir` until the job rewrites it. After a round that failed part-way,
+/// later rounds keep what they replace in `REPLACED_DIR/<run>.retryN/`, so a retry never
+/// overwrites a kept copy. The wrapped command uploads only the run's own names, all under
+/// a lock the container's start takes too (it stops this program first), so a run cannot
+/// begin in the middle. The job's output goes to `JOB_LOGS_DIR/<container>/<run>.log` each
+/// round it changed, best-effort (a failed log upload is retried next round, never fails
+/// the data's).
 pub fn output_keep_script(layout: &VmLayout, remote: &str, container: &str) -> String {
     format!(
         "#!/bin/bash
@@ -80,28 +85,41 @@ pub fn output_keep_script(layout: &VmLayout, remote: &str, container: &str) -> S
 set -uo pipefail
 dir={dir}
 remote={remote}
-log={log}
+log=${{KEEP_LOG:-{log}}}
 stamp={stamp}
 exec 9>{log_dir}/.rclone-output.lock
 flock 9
 [ -s \"$stamp\" ] || date -u +%Y-%m-%dT%H%M%S.%3NZ > \"$stamp\"
 run=$(cat \"$stamp\")
 list={log_dir}/rclone-output.uploaded.$run
+failed={log_dir}/rclone-output.failed.$run
 touch \"$list\"
 mkdir -p \"$dir\"
-fresh=$(mktemp) || exit 1
-trap 'rm -f \"$fresh\"' EXIT
-/usr/bin/rclone lsf -R --files-only \"$dir\" 2>>\"$log\" | LC_ALL=C sort | LC_ALL=C comm -23 - <(LC_ALL=C sort -u \"$list\") > \"$fresh\" || exit 1
+fresh=$(mktemp) && ours=$(mktemp) || exit 1
+trap 'rm -f \"$fresh\" \"$ours\"' EXIT
+# Before the upload: what is not yet the run's own, and which of it the run wrote.
+find \"$dir\" -type f -printf '%P\\n' | LC_ALL=C sort | LC_ALL=C comm -23 - <(LC_ALL=C sort -u \"$list\") > \"$fresh\" || exit 1
+find \"$dir\" -type f -newer \"$stamp\" -printf '%P\\n' | LC_ALL=C sort | LC_ALL=C comm -12 - \"$fresh\" > \"$ours\" || exit 1
 if [ -s \"$fresh\" ]; then
-  /usr/bin/rclone copy \"$dir\" \"$remote\" --files-from \"$fresh\" --backup-dir \"$remote/{replaced}/$run\" \\
-    --verbose --fast-list --no-update-modtime --modify-window 1s --log-file=\"$log\" || exit 1
-  cat \"$fresh\" >> \"$list\"
+  n=$(cat \"$failed\" 2>/dev/null || echo 0)
+  backup=\"$remote/{replaced}/$run\"
+  [ \"$n\" -gt 0 ] && backup=\"$backup.retry$n\"
+  if ! /usr/bin/rclone copy \"$dir\" \"$remote\" --files-from-raw \"$fresh\" --backup-dir \"$backup\" \\
+    --verbose --fast-list --no-update-modtime --modify-window 1s --log-file=\"$log\"; then
+    echo $((n + 1)) > \"$failed\"
+    exit 1
+  fi
+  cat \"$ours\" >> \"$list\"
 fi
-if docker logs {container} > {log_dir}/job.log.new 2>&1 && ! cmp -s {log_dir}/job.log.new {log_dir}/job.log; then
-  mv {log_dir}/job.log.new {log_dir}/job.log
-  /usr/bin/rclone copyto {log_dir}/job.log \"$remote/{logs}/{container}/$run.log\" --log-file=\"$log\" || exit 1
+joblog={log_dir}/job.log.$run
+if docker logs {container} > \"$joblog.new\" 2>&1 && ! cmp -s \"$joblog.new\" \"$joblog\"; then
+  if /usr/bin/rclone copyto \"$joblog.new\" \"$remote/{logs}/{container}/$run.log\" --log-file=\"$log\"; then
+    mv \"$joblog.new\" \"$joblog\"
+  else
+    echo \"the job's log was not uploaded: trying again next round\" >> \"$log\"
+  fi
 fi
-\"$@\" --files-from \"$list\"
+\"$@\" --files-from-raw \"$list\"
 ",
         dir = quote(&layout.mount("output")),
         remote = quote(remote),
@@ -128,7 +146,7 @@ pub fn checkpoint_program(layout: &VmLayout, remote: &str, interval_secs: u64) -
          command=/bin/bash -c \"while true; do \\\n    \
          /usr/bin/rclone copy {dir} {remote} \\\n    \
          --verbose --fast-list --no-update-modtime --modify-window 1s && \\\n    \
-         touch {ok} && sleep {interval_secs}; done\"\n\
+         touch {ok}; sleep {interval_secs}; done\"\n\
          autostart=true\n\
          autorestart=true\n\
          startsecs=5\n\

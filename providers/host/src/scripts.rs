@@ -215,6 +215,14 @@ pub fn rclone_check(layout: &VmLayout, target: &str, retries: u64, sleep_secs: u
     format!(
         "{PRELUDE}{follow}\
 export RCLONE_CONFIG={config}
+# The output upload keeps replaced files with --backup-dir inside the bucket, filtered out of
+# the upload: rclone allows that from 1.59 (its overlap check learned filters then).
+version=$(/usr/bin/rclone version 2>/dev/null | sed -n '1s/^rclone v\\([0-9]*\\)\\.\\([0-9]*\\).*/\\1 \\2/p')
+read -r major minor <<<\"$version\"
+if [ -z \"$version\" ] || [ \"$major\" -lt 1 ] || {{ [ \"$major\" = 1 ] && [ \"$minor\" -lt 59 ]; }}; then
+  echo \"/usr/bin/rclone is $(/usr/bin/rclone version 2>/dev/null | head -n 1 || echo 'not working'): anycloud needs rclone 1.59 or newer (the output upload keeps replaced files with --backup-dir inside the bucket). Install a newer one, e.g. from https://rclone.org/install/\" >&2
+  exit 1
+fi
 /usr/bin/rclone lsd {target} --retries {retries} --retries-sleep {sleep_secs}s --log-file={qlog} >/dev/null {fail}
 ",
         follow = follow(&log),
@@ -314,8 +322,9 @@ pub fn final_flush(layout: &VmLayout, pairs: &[(String, String)]) -> String {
         // too.
         let keep = if *dir == layout.mount("output") {
             format!(
-                "keep=()\n  if [ -f {k} ]; then keep=(/bin/bash {k}); fi\n  \"${{keep[@]}}\" ",
-                k = quote(&layout.output_keep_script())
+                "keep=()\n  if [ -f {k} ]; then keep=(env KEEP_LOG={qlog} /bin/bash {k}); fi\n  \"${{keep[@]}}\" ",
+                k = quote(&layout.output_keep_script()),
+                qlog = quote(&log),
             )
         } else {
             String::new()
@@ -388,12 +397,17 @@ if current=$(docker inspect -f '{{{{index .Config.Labels \"anycloud.spec\"}}}} {
   docker rm -f \"$name\" >/dev/null
 fi
 {mkdirs}rm -f {hold}
-# A new run: the output upload keeps what this run would overwrite of earlier ones.
+# A new run: the output upload keeps what this run would overwrite of earlier ones. A
+# round under way is stopped rather than waited for: the next one starts over for this run.
 mkdir -p {log_dir}
 exec 7>{log_dir}/.rclone-output.lock
-flock 7
+if ! flock -n 7; then
+  trap 'supervisorctl -c {conf} start rclone-output >/dev/null 2>&1 || true' EXIT
+  supervisorctl -c {conf} stop rclone-output >/dev/null 2>&1 || true
+  flock -w 120 7 || {{ echo \"the output upload of the previous run still holds its lock after 2 minutes: not starting a new run in the middle of it (see {log_dir}/rclone-output.log)\" >&2; exit 1; }}
+fi
 date -u +%Y-%m-%dT%H%M%S.%3NZ > {stamp}
-rm -f {log_dir}/rclone-output.uploaded.*
+rm -f {log_dir}/rclone-output.uploaded.* {log_dir}/rclone-output.failed.* {log_dir}/job.log {log_dir}/job.log.*
 docker {docker_args} >/dev/null || exit $?
 exec 7>&-
 {watch}{print_ids}
@@ -402,6 +416,7 @@ exec 7>&-
         log_dir = quote(&layout.log_dir),
         stamp = quote(&layout.run_stamp()),
         hold = quote(&layout.hold_file()),
+        conf = quote(&layout.supervisord_conf()),
         lock = supervisor_lock(layout),
         name = quote(name),
     )
@@ -434,11 +449,17 @@ pub fn clear_checkpoint(layout: &VmLayout, container: &str, dir: &str, remote: &
         "{PRELUDE}{lock}conf={conf}
 touch {hold}
 if docker inspect {name} >/dev/null 2>&1; then docker stop --time 30 {name} >/dev/null; fi
+# Whatever happens below, the checkpoint's upload runs again afterwards.
+trap 'supervisorctl -c \"$conf\" start rclone-checkpoint >/dev/null 2>&1 || true' EXIT
 supervisorctl -c \"$conf\" stop rclone-checkpoint >/dev/null 2>&1 || true
+case \"$(supervisorctl -c \"$conf\" status rclone-checkpoint 2>/dev/null | awk '{{print $2}}')\" in
+  RUNNING|STARTING|BACKOFF|STOPPING) echo \"the checkpoint's upload did not stop: nothing was deleted\" >&2; exit 1 ;;
+esac
+# The machine's copy first: were the bucket's emptied first and this failed, the upload
+# would put the old checkpoint back.
+if [ -d {dir} ]; then find {dir} -mindepth 1 -delete || {{ echo \"cannot empty {dir}\" >&2; exit 1; }}; fi
 export RCLONE_CONFIG={rclone}
 /usr/bin/rclone delete {remote} --log-file={qlog} {delete_fail}
-if [ -d {dir} ]; then find {dir} -mindepth 1 -delete; fi
-supervisorctl -c \"$conf\" start rclone-checkpoint >/dev/null 2>&1 || true
 ",
         lock = supervisor_lock(layout),
         conf = quote(&layout.supervisord_conf()),
@@ -464,7 +485,7 @@ if ! state=$(docker inspect -f '{{{{.State.Status}}}} {{{{.State.ExitCode}}}}' \
   echo \"the job's container $name is not on its machine (anycloud status shows what is)\" >&2
   exit 3
 fi
-echo \"state $state\"
+echo \"state $state $(date -u +%Y-%m-%dT%H:%M:%S.%NZ)\"
 docker logs --timestamps{since}{tail} \"$name\" 2>&1
 ",
         name = quote(container),

@@ -144,13 +144,14 @@ pub(super) async fn job_log(host: &dyn Host, attrs: &Attrs, range: LogRange<'_>)
     Ok(parse_job_log(&out.stdout, range.since))
 }
 
-/// `state STATUS CODE` then Docker's `--timestamps` lines (`TIME TEXT`).
+/// `state STATUS CODE HOST-TIME` then Docker's `--timestamps` lines (`TIME TEXT`).
 fn parse_job_log(stdout: &str, since: Option<&str>) -> JobLog {
     let mut log = JobLog::default();
     let mut lines = stdout.lines();
     if let Some(state) = lines.next().and_then(|l| l.strip_prefix("state ")) {
         let mut words = state.split(' ');
         let (status, code) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+        log.read_at = words.next().filter(|t| !t.is_empty()).map(str::to_owned);
         if matches!(status, "exited" | "dead" | "created") {
             log.exit_code = code.parse().ok();
         }
@@ -172,12 +173,16 @@ mod tests {
 
     #[test]
     fn a_job_log_reads_lines_after_the_last_one_seen_and_how_the_job_ended() {
-        let out = "state exited 3\n\
+        let out = "state exited 3 2026-12-04T17:50:04.000000000Z\n\
                    2026-12-04T17:50:01.000000001Z loading\n\
                    2026-12-04T17:50:02.500000000Z KeyError: 'lr'\n\
                    2026-12-04T17:50:03.000000000Z \n";
         let all = parse_job_log(out, None);
         assert_eq!(all.exit_code, Some(3));
+        assert_eq!(
+            all.read_at.as_deref(),
+            Some("2026-12-04T17:50:04.000000000Z")
+        );
         assert_eq!(
             all.lines
                 .iter()
@@ -190,6 +195,7 @@ mod tests {
         assert_eq!(rest.lines.len(), 2);
         let running = parse_job_log("state running 0\n", None);
         assert_eq!(running.exit_code, None);
+        assert_eq!(running.read_at, None, "an older host script");
         let restarting = parse_job_log("state restarting 4\n", None);
         assert_eq!(restarting.exit_code, None);
     }
