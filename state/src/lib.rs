@@ -6,18 +6,21 @@
 //!   lock, unlock, force-unlock by lock id; and a journal that records each operation's
 //!   intent and result (a resource record each, whatever the size of the state), folded into
 //!   the state when the run ends.
-//! - [`LocalStore`] keeps it in a file beside its lock and journal.
+//! - [`LocalStore`] keeps it in a file beside its lock and journal; [`RemoteStore`] in a
+//!   cloud's object store, with the store's conditional writes as its lock and fence.
 //! - [`conformance`] is the suite every store must pass.
 
 pub mod conformance;
 mod format;
 mod journal;
 mod local;
+mod remote;
 mod store;
 
 pub use format::{from_bytes, to_bytes, StateError, FORMAT_VERSION};
 pub use journal::Entry;
 pub use local::LocalStore;
+pub use remote::RemoteStore;
 pub use store::{LockInfo, Snapshot, StateStore, StoreError, Version};
 
 /// The state in the local file at `path`, its journal replayed, without locking: what a

@@ -127,6 +127,17 @@ pub trait Declaration: Send + Sync {
     fn check_vm(&self, vm: Option<&Doc>, cx: VmContext<'_>, checks: &mut Checks) -> VmSpec {
         cloud_vm(vm, cx, checks, None)
     }
+    /// The key under the config's `state:` that keeps the state in this cloud's object
+    /// store (`s3`), if it offers one.
+    fn state_backend(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// Checks `state.<backend>` and returns its settings, as
+    /// [`crate::Provider::state_objects`] takes them.
+    fn check_state(&self, _doc: &Doc, _checks: &mut Checks) -> serde_json::Value {
+        serde_json::Value::Null
+    }
 }
 
 /// An endpoint goes into the VMs' `rclone.conf`: an http(s) URL and nothing else, so no

@@ -21,7 +21,10 @@ pub fn code_of(aws_code: &str, status: u16, message: &str) -> ErrorCode {
         "InternalError" | "ServiceUnavailable" | "RequestTimeout" | "Unavailable" => {
             ErrorCode::Unavailable
         }
+        // A conditional write whose condition failed (S3's `If-Match`, `If-None-Match`).
+        "PreconditionFailed" => ErrorCode::Conflict,
         "IncorrectState"
+        | "ConditionalRequestConflict"
         | "ConcurrentModification"
         | "OperationAborted"
         | "DependencyViolation" => ErrorCode::Busy,

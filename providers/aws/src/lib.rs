@@ -16,6 +16,7 @@ pub mod regions;
 mod role;
 pub mod s3;
 pub mod settings;
+pub mod state_objects;
 pub mod transfer;
 mod vm;
 mod vm_host;
@@ -102,6 +103,14 @@ impl Declaration for AwsProvider {
     fn check_vm(&self, vm: Option<&Doc>, cx: VmContext<'_>, checks: &mut Checks) -> VmSpec {
         anycloud_provider::declare::cloud_vm(vm, cx, checks, Some("aws"))
     }
+
+    fn state_backend(&self) -> Option<&'static str> {
+        Some("s3")
+    }
+
+    fn check_state(&self, doc: &Doc, checks: &mut Checks) -> serde_json::Value {
+        state_objects::check(doc, checks)
+    }
 }
 
 #[async_trait::async_trait]
@@ -115,6 +124,18 @@ impl Provider for AwsProvider {
         // The first configuration wins: a process plans one config.
         let _ = self.clients.set(Clients::new(parsed));
         Ok(())
+    }
+
+    async fn state_objects(
+        &self,
+        settings: &serde_json::Value,
+    ) -> Result<(
+        std::sync::Arc<dyn anycloud_provider::objects::ObjectStore>,
+        String,
+    )> {
+        let settings: state_objects::StateSettings = anycloud_provider::read_settings(settings)?;
+        let objects = state_objects::S3Objects::open(self.clients(), &settings).await;
+        Ok((objects, settings.key))
     }
 
     fn remote_calls(&self) -> u64 {
