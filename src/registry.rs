@@ -88,6 +88,18 @@ impl Providers {
         self
     }
 
+    /// The remote state stores of the build: the key under `state:`, and the provider
+    /// offering it.
+    pub fn state_backends(&self) -> Vec<(&'static str, &'static str)> {
+        let mut all: Vec<_> = self
+            .entries
+            .iter()
+            .filter_map(|(name, e)| e.declaration.state_backend().map(|b| (b, *name)))
+            .collect();
+        all.sort();
+        all
+    }
+
     pub fn names(&self) -> Vec<&'static str> {
         self.entries.keys().copied().collect()
     }

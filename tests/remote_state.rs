@@ -3,9 +3,23 @@
 //! (fake-gcs-server), each reached through its provider's `state_objects`, as the CLI
 //! does for `state:` in anycloud.yaml.
 //!
-//! Needs moto, Azurite and fake-gcs-server (`scripts/prereqs.sh`).
+//! Needs moto, Azurite and fake-gcs-server (`scripts/prereqs.sh`), and for Azurite
+//! `unshare` (util-linux), as root or with user namespaces allowed.
 
 mod common;
+
+// Each is included as the end-to-end tests include it; this file uses part of each.
+#[cfg(feature = "azure")]
+#[allow(dead_code)]
+#[path = "common/azurite.rs"]
+mod azurite;
+#[cfg(feature = "azure")]
+#[path = "../providers/azure/tests/support/contract.rs"]
+mod contract;
+#[cfg(feature = "gcp")]
+#[allow(dead_code)]
+#[path = "common/fake_gcs.rs"]
+mod fake_gcs;
 
 use std::sync::Arc;
 
@@ -55,6 +69,121 @@ fn s3_state_passes_the_store_suite_on_moto() {
     assert_eq!(
         objects.describe(&key),
         "s3://team-state/anycloud/state.json"
+    );
+    assert_eq!(rt.block_on(objects.versioned()).unwrap(), Some(false));
+    drop(rt);
+    run_suite(objects);
+}
+
+/// Set in this test binary's re-run whose `/etc/hosts` is its own.
+#[cfg(feature = "azure")]
+const OWN_HOSTS: &str = "ANYCLOUD_TEST_OWN_HOSTS";
+
+/// Runs `test` of this binary again, alone, in a mount namespace whose `/etc/hosts` resolves
+/// `host` to this machine: the provider reaches a service by a name no DNS knows, the way
+/// `anycloud` itself does, with nothing of the machine's own resolution changed. As root,
+/// `unshare --mount`; otherwise in a user namespace too.
+#[cfg(feature = "azure")]
+fn rerun_resolving(test: &str, host: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = dir.path().join("hosts");
+    std::fs::write(&hosts, format!("127.0.0.1 localhost\n127.0.0.1 {host}\n")).unwrap();
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
+    let mut unshare = std::process::Command::new("unshare");
+    if !root {
+        unshare.arg("--map-root-user");
+    }
+    let status = unshare
+        .args([
+            "--mount",
+            "sh",
+            "-c",
+            r#"mount --bind "$0" /etc/hosts && exec "$@""#,
+        ])
+        .arg(&hosts)
+        .arg(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture"])
+        .env(OWN_HOSTS, "1")
+        .status()
+        .expect("running unshare (util-linux)");
+    assert!(
+        status.success(),
+        "{test}, run again where {host} resolves, failed: {status}"
+    );
+}
+
+/// Azurite answers as `https://{account}.blob.anycloud.test:{port}`, the URL the provider
+/// makes from `endpoints.blob_suffix`, over TLS with a CA of the test's: the suite runs
+/// where that name resolves (see [`rerun_resolving`]) and that CA is the one trusted
+/// (`SSL_CERT_FILE`). Tokens come from the contract server as Entra ID's would.
+#[cfg(feature = "azure")]
+#[test]
+fn azure_blob_state_passes_the_store_suite_on_azurite() {
+    const ACCOUNT: &str = "anycloudstatetest";
+    if std::env::var_os(OWN_HOSTS).is_none() {
+        rerun_resolving(
+            "azure_blob_state_passes_the_store_suite_on_azurite",
+            &format!("{ACCOUNT}.{}", azurite::SUFFIX_HOST),
+        );
+        return;
+    }
+    let signin = contract::Contract::start();
+    let blobs = azurite::Azurite::start("127.0.0.1", ACCOUNT);
+    blobs.create_container("team-state");
+    for (k, v) in signin.env() {
+        std::env::set_var(k, v);
+    }
+    std::env::set_var("SSL_CERT_FILE", blobs.ca());
+    let keys = tempfile::tempdir().unwrap();
+    let azure = anycloud_provider_azure::AzureProvider::new(keys.path().to_path_buf());
+    azure
+        .configure(&serde_json::json!({"endpoints": {"blob_suffix": blobs.suffix()}}))
+        .unwrap();
+    let rt = runtime();
+    let (objects, key) = rt
+        .block_on(azure.state_objects(&serde_json::json!({
+            "storage_account": ACCOUNT, "container": "team-state", "key": "anycloud/state.json"
+        })))
+        .unwrap();
+    assert_eq!(key, "anycloud/state.json");
+    assert_eq!(
+        objects.describe(&key),
+        format!(
+            "https://{ACCOUNT}.{}/team-state/anycloud/state.json",
+            blobs.suffix()
+        )
+    );
+    // The blob service's own API does not say whether the account keeps versions.
+    assert_eq!(rt.block_on(objects.versioned()).unwrap(), None);
+    drop(rt);
+    run_suite(objects);
+}
+
+/// fake-gcs-server takes any bearer token; the provider reaches it through
+/// `endpoints.storage`, as in the end-to-end test.
+#[cfg(feature = "gcp")]
+#[test]
+fn gcs_state_passes_the_store_suite_on_fake_gcs() {
+    let gcs = fake_gcs::FakeGcs::start("127.0.0.1");
+    gcs.objects().create_bucket("team-state");
+    std::env::set_var("GOOGLE_OAUTH_ACCESS_TOKEN", "ya29.remote-state-test");
+    let keys = tempfile::tempdir().unwrap();
+    let gcp = anycloud_provider_gcp::GcpProvider::new(keys.path().to_path_buf());
+    gcp.configure(&serde_json::json!({"endpoints": {"storage": gcs.url}}))
+        .unwrap();
+    let rt = runtime();
+    let (objects, key) = rt
+        .block_on(gcp.state_objects(&serde_json::json!({
+            "bucket": "team-state", "key": "anycloud/state.json"
+        })))
+        .unwrap();
+    assert_eq!(key, "anycloud/state.json");
+    assert_eq!(
+        objects.describe(&key),
+        "gs://team-state/anycloud/state.json"
     );
     assert_eq!(rt.block_on(objects.versioned()).unwrap(), Some(false));
     drop(rt);

@@ -36,9 +36,9 @@ pub struct Cli {
         default_value = "anycloud.yaml"
     )]
     pub config: PathBuf,
-    /// The state file.
-    #[arg(long, global = true, default_value = ".anycloud/state.json")]
-    pub state: PathBuf,
+    /// The state file (default .anycloud/state.json), when the config has no `state:`.
+    #[arg(long, global = true)]
+    pub state: Option<PathBuf>,
     /// Where the deployments' SSH keys are kept (never beside a remote state).
     #[arg(
         long,
@@ -90,6 +90,7 @@ pub enum Command {
     },
     /// Print the resource graph.
     Graph(GraphArgs),
+
     /// Per deployment: what exists and runs now.
     Status(StatusArgs),
     /// Show a job's output, read from its machine.
@@ -206,6 +207,15 @@ pub enum StateCommand {
     Adopt {
         /// The lost state's lineage.
         lineage: String,
+    },
+    /// Print the state as stored (an unfinished run's journal replayed), wherever it lives.
+    Pull,
+    /// Copy the state file FROM into the config's state store (`state:` in anycloud.yaml):
+    /// refused over a state of another lineage, or a newer one of the same.
+    Migrate {
+        /// The state file to copy (e.g. .anycloud/state.json).
+        #[arg(long)]
+        from: PathBuf,
     },
 }
 
@@ -329,13 +339,51 @@ impl Context<'_> {
     }
 }
 
+/// The local state file when none is named.
+pub const DEFAULT_STATE: &str = ".anycloud/state.json";
+
+/// The state store: the config's `state:` (a cloud's object store, reached with that
+/// provider's settings from the same config), else the local file. Opening does no I/O.
+async fn open_store(cli: &Cli, providers: &Providers) -> Result<Box<dyn StateStore>, UserError> {
+    let local = || -> Box<dyn StateStore> {
+        Box::new(LocalStore::new(
+            cli.state.clone().unwrap_or_else(|| DEFAULT_STATE.into()),
+        ))
+    };
+    if !cli.config.exists() {
+        return Ok(local());
+    }
+    let head = crate::config::load_head(&cli.config, providers).map_err(UserError)?;
+    let Some((backend, settings)) = head else {
+        return Ok(local());
+    };
+    if let Some(path) = &cli.state {
+        return Err(UserError::msg(format!(
+            "{} keeps the state in `state: {{ {}: … }}`, and --state names the local file {}: use one. (To move a local state there: `anycloud state migrate --from {}`.)",
+            cli.config.display(),
+            backend.backend,
+            path.display(),
+            path.display()
+        )));
+    }
+    providers.configure(&settings).map_err(UserError::msg)?;
+    let provider = providers.get(backend.provider).map_err(UserError::msg)?;
+    let (objects, key) = provider
+        .state_objects(&backend.settings)
+        .await
+        .map_err(|e| UserError::msg(format!("cannot open the state store: {e}")))?;
+    Ok(Box::new(anycloud_state::RemoteStore::new(objects, key)))
+}
+
 /// Exit codes: 0 success, 1 error, 2 changes present (with --detailed-exitcode), 130 interrupted.
 pub async fn run(cli: &Cli, shell: Shell) -> Result<i32, UserError> {
+    let providers = Providers::builtin(&cli.keys_dir);
+    let store = open_store(cli, &providers).await?;
     let cx = Context {
         cli,
         shell,
-        providers: Providers::builtin(&cli.keys_dir),
-        store: Box::new(LocalStore::new(&cli.state)),
+        providers,
+        store,
     };
     match &cli.command {
         Command::Validate => {

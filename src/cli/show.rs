@@ -124,6 +124,13 @@ pub(super) async fn state(cx: &Context<'_>, cmd: &StateCommand) -> Result<i32, U
             }
             Err(UserError::msg(message))
         }
+        StateCommand::Pull => {
+            let state = engine::read_state(cx.store.as_ref()).await?;
+            cx.shell
+                .out(&String::from_utf8_lossy(&anycloud_state::to_bytes(&state)));
+            Ok(0)
+        }
+        StateCommand::Migrate { from } => migrate(cx, from).await,
         StateCommand::Adopt { lineage } => {
             let valid = !lineage.is_empty()
                 && lineage.len() <= 64
@@ -180,4 +187,59 @@ pub(super) async fn state(cx: &Context<'_>, cmd: &StateCommand) -> Result<i32, U
             Ok(0)
         }
     }
+}
+
+/// `state migrate --from FILE`: the file's state becomes the store's, under the store's
+/// lock. Refused over another lineage's state (that would orphan its objects) and over a
+/// newer state of the same lineage (that would forget what was applied since).
+async fn migrate(cx: &Context<'_>, from: &std::path::Path) -> Result<i32, UserError> {
+    let source = anycloud_state::LocalStore::new(from);
+    let there = engine::read_state(&source).await?;
+    if there.lineage.is_empty() {
+        return Err(UserError::msg(format!(
+            "{} holds no state: nothing to migrate",
+            from.display()
+        )));
+    }
+    let session = cx.session("state migrate").await?;
+    let target = cx.store.describe();
+    if target == anycloud_state::StateStore::describe(&source) {
+        let _ = session.close().await;
+        return Err(UserError::msg(format!(
+            "{} is the state store already",
+            from.display()
+        )));
+    }
+    let here = &session.state;
+    if !here.lineage.is_empty() && here.lineage != there.lineage {
+        let (lineage, held) = (here.lineage.clone(), here.resources.len());
+        let _ = session.close().await;
+        return Err(UserError::msg(format!(
+            "{target} holds a state of another lineage ({lineage}, {held} resource(s)); {} is of lineage {}. Nothing was written: migrating over it would leave that state's objects unmanaged",
+            from.display(),
+            there.lineage
+        )));
+    }
+    if here.lineage == there.lineage && here.serial > there.serial {
+        let serial = here.serial;
+        let _ = session.close().await;
+        return Err(UserError::msg(format!(
+            "{target} holds a newer state of the same lineage (serial {serial}, {} has {}): nothing was written",
+            from.display(),
+            there.serial
+        )));
+    }
+    let mut state = there.clone();
+    state.serial = state.serial.max(session.state.serial) + 1;
+    let written = session.store.write(&state, &session.version).await;
+    let _ = session.close().await;
+    written?;
+    cx.shell.out(&format!(
+        "Migrated {} resource(s) of lineage {} from {} to {target}. {} is left as it was: remove it once the new store is in use.\n",
+        state.resources.len(),
+        state.lineage,
+        from.display(),
+        from.display()
+    ));
+    Ok(0)
 }

@@ -9,9 +9,9 @@ use anycloud_provider::diagnostic::{did_you_mean, suggest};
 use anycloud_provider::doc::Checks;
 use anycloud_provider::{Diagnostic, Loc};
 
-use super::raw::{loc, RawConfig, RawDefaults, RawDoc};
+use super::raw::{loc, RawConfig, RawDefaults, RawDoc, RawHead};
 use super::yaml_limits::{self, Limits};
-use super::{base_of, buckets, deployment, Checker, Config};
+use super::{base_of, buckets, deployment, Checker, Config, StateBackend};
 use crate::registry::Providers;
 
 pub fn digest(bytes: &[u8]) -> String {
@@ -185,6 +185,7 @@ fn check(ck: &mut Checker, raw: RawConfig, digest: &str) -> Config {
         }
         p.value
     });
+    let state = raw.state.and_then(|s| check_state(ck, RawDoc::located(s)));
     let provider_settings = check_providers(ck, raw.providers);
     let defaults = raw.defaults.unwrap_or_default();
     let mut deployments = Vec::new();
@@ -237,6 +238,91 @@ fn check(ck: &mut Checker, raw: RawConfig, digest: &str) -> Config {
         project,
         provider_settings,
         deployments: deployments.into_iter().map(Arc::new).collect(),
+        state,
+    }
+}
+
+/// `state:`: one backend, offered by one of the build's providers, which checks the rest.
+fn check_state(ck: &mut Checker, doc: anycloud_provider::doc::Doc) -> Option<StateBackend> {
+    use anycloud_provider::doc::Value;
+    let offered = ck.registry.state_backends();
+    let expected = || {
+        format!(
+            "state: {{ {}: {{…}} }} (one of: {}); without `state:` it is the local file (--state)",
+            offered.first().map(|(b, _)| *b).unwrap_or("s3"),
+            offered.iter().map(|(b, _)| *b).collect::<Vec<_>>().join(", ")
+        )
+    };
+    let entries = match &doc.value {
+        Value::Map(entries) if entries.len() == 1 => entries,
+        Value::Map(entries) if entries.len() > 1 => {
+            ck.at(entries[1].0.at, "`state:` names more than one store", Some(expected()));
+            return None;
+        }
+        _ => {
+            ck.at(doc.at, "`state:` must name one store", Some(expected()));
+            return None;
+        }
+    };
+    let (key, settings) = &entries[0];
+    let Some((backend, provider)) = offered.iter().find(|(b, _)| *b == key.name).copied() else {
+        let names: Vec<&str> = offered.iter().map(|(b, _)| *b).collect();
+        ck.at(
+            key.at,
+            format!("unknown state store '{}'", key.name),
+            did_you_mean(suggest(&key.name, names.iter().copied())).or_else(|| Some(expected())),
+        );
+        return None;
+    };
+    let declaration = ck.registry.declaration(provider).expect("offered by it");
+    let errors = ck.errors();
+    let settings = declaration.check_state(settings, &mut ck.checks);
+    (ck.errors() == errors).then_some(StateBackend {
+        provider,
+        backend,
+        settings,
+    })
+}
+
+/// `state:` and the providers' settings only: what opening the state store needs, read
+/// before (and whatever becomes of) the rest of the config. `None` when the config keeps
+/// its state in the local file. A file that does not parse is reported as the whole load
+/// reports it.
+pub fn load_head(
+    path: &Path,
+    registry: &Providers,
+) -> Result<Option<(StateBackend, BTreeMap<String, serde_json::Value>)>, Vec<Diagnostic>> {
+    let file = path.display().to_string();
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return load(path, registry).map(|_| None);
+    };
+    let limits = Limits::for_input(text.len());
+    let head: RawHead = match serde_saphyr::from_str_with_options(&text, limits.options()) {
+        Ok(h) => h,
+        Err(_) => return load(path, registry).map(|_| None),
+    };
+    let Some(state) = head.state else {
+        return Ok(None);
+    };
+    let mut ck = Checker {
+        registry,
+        checks: Checks::new(&base_of(path)),
+        buckets: Vec::new(),
+    };
+    let backend = check_state(&mut ck, RawDoc::located(state));
+    let settings = check_providers(&mut ck, head.providers);
+    match backend {
+        Some(b) if ck.errors() == 0 => Ok(Some((b, settings))),
+        _ => {
+            let mut all: Vec<Diagnostic> = ck
+                .checks
+                .diagnostics
+                .into_iter()
+                .map(|d| d.in_file(&file, &text))
+                .collect();
+            all.sort_by_key(|d| (d.line, d.column));
+            Err(all)
+        }
     }
 }
 

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use anycloud_provider::doc::Checks;
 use anycloud_provider::{DeploymentSpec, Diagnostic, Loc};
 
-pub use load::{digest, load, parse};
+pub use load::{digest, load, load_head, parse};
 pub use names::check_bucket_name;
 
 use crate::registry::Providers;
@@ -46,6 +46,19 @@ pub struct Config {
     pub provider_settings: BTreeMap<String, serde_json::Value>,
     /// Sorted by id; shared with the graph's nodes (a sweep's specs hold most of its bytes).
     pub deployments: Vec<Arc<DeploymentSpec>>,
+    /// `state:`: the state in a cloud's object store; `None` keeps it in the local file.
+    pub state: Option<StateBackend>,
+}
+
+/// `state: { <backend>: {…} }`, checked by the provider that offers the backend.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StateBackend {
+    /// The provider whose object store keeps it (`aws`).
+    pub provider: &'static str,
+    /// The key under `state:` (`s3`).
+    pub backend: &'static str,
+    /// What the provider's `check_state` returned, for its `state_objects`.
+    pub settings: serde_json::Value,
 }
 
 /// Collects every problem of one config, each at its place in the file.

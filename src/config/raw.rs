@@ -17,9 +17,19 @@ pub type S<T> = Spanned<T>;
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     pub project: Option<S<String>>,
+    /// Where the state lives, when not in the local file: `s3:`, `azureblob:`, `gcs:`.
+    pub state: Option<S<RawDoc>>,
     pub providers: Option<S<Entries<S<RawDoc>>>>,
     pub defaults: Option<RawDefaults>,
     pub deployments: Option<S<Entries<S<RawDeployment>>>>,
+}
+
+/// What the state store needs of a config: `state:` and the providers' settings (their
+/// credentials and endpoints), read before the rest, which may not even parse.
+#[derive(Deserialize)]
+pub struct RawHead {
+    pub state: Option<S<RawDoc>>,
+    pub providers: Option<S<Entries<S<RawDoc>>>>,
 }
 
 /// Fields shared by `defaults:` and each deployment; a deployment's own win.

@@ -3,6 +3,7 @@
 //! The local store runs it in `state/tests/`; a remote store runs it against its emulator.
 //! Each case panics with what went wrong.
 
+use std::future::Future;
 use std::time::Duration;
 
 use crate::journal::Entry;
@@ -51,6 +52,7 @@ pub async fn run<M: MakeStores>(make: &M) {
     force_unlock_frees_the_lock_and_fences_the_old_holder(make).await;
     a_crash_between_journal_and_fold_loses_nothing(make).await;
     a_folded_journal_never_undoes_a_later_write(make).await;
+    records_in_flight_never_wait_for_each_other(make).await;
 }
 
 pub async fn unborn_state_reads_empty<M: MakeStores>(make: &M) {
@@ -235,4 +237,45 @@ pub async fn a_folded_journal_never_undoes_a_later_write<M: MakeStores>(make: &M
     );
     assert_eq!(now.replayed, 0);
     b.unlock().await.unwrap();
+}
+
+/// The executor starts a batch's record, then, while that future waits unpolled, awaits
+/// another record (a result, a made instance): neither may wait for the other.
+pub async fn records_in_flight_never_wait_for_each_other<M: MakeStores>(make: &M) {
+    let (a, _) = make.pair();
+    a.lock("apply", NO_WAIT).await.unwrap();
+    let snap = a.read().await.unwrap();
+    let mut state = snap.state.clone();
+    state.ensure_lineage();
+    let first_entries = [entry("first", Some(resource(1, Some(Pending::Create))))];
+    let mut first = Box::pin(a.record(&state.lineage, &first_entries, true));
+    // Started, and left waiting (unless it is done at once).
+    let mut first_done = None;
+    std::future::poll_fn(|cx| {
+        if let std::task::Poll::Ready(r) = first.as_mut().poll(cx) {
+            first_done = Some(r);
+        }
+        std::task::Poll::Ready(())
+    })
+    .await;
+    let others = async {
+        a.record(&state.lineage, &[entry("result", Some(resource(2, None)))], false)
+            .await
+            .unwrap();
+        a.record(&state.lineage, &[entry("made", Some(resource(3, None)))], true)
+            .await
+            .unwrap();
+    };
+    tokio::time::timeout(Duration::from_secs(60), others)
+        .await
+        .expect("a record waited for another that was not being polled");
+    match first_done {
+        Some(done) => done.unwrap(),
+        None => first.await.unwrap(),
+    }
+    let now = a.read().await.unwrap();
+    for address in ["first", "result", "made"] {
+        assert!(now.state.resources.contains_key(address), "{address}");
+    }
+    a.unlock().await.unwrap();
 }

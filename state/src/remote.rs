@@ -37,7 +37,9 @@ pub struct RemoteStore {
     /// Lineage and serial of the stored state last read or written: what the journal's
     /// batches apply to.
     stored: Mutex<(String, u64)>,
-    journal: tokio::sync::Mutex<Journal>,
+    /// Never held across an await: the executor awaits one record while another's future
+    /// waits, unpolled, for its turn.
+    journal: Mutex<Journal>,
     written: AtomicU64,
 }
 
@@ -65,7 +67,7 @@ impl RemoteStore {
             key: key.into(),
             held: Mutex::new(None),
             stored: Mutex::new((String::new(), 0)),
-            journal: tokio::sync::Mutex::new(Journal::default()),
+            journal: Mutex::new(Journal::default()),
             written: AtomicU64::new(0),
         }
     }
@@ -142,38 +144,63 @@ impl RemoteStore {
             .is_some()
     }
 
-    /// Puts the waiting entries in a new batch.
-    async fn flush(&self, journal: &mut Journal) -> Result<(), StoreError> {
-        if journal.waiting.is_empty() {
-            return Ok(());
+    fn journal(&self) -> std::sync::MutexGuard<'_, Journal> {
+        self.journal.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Puts every waiting entry in a new batch. Batches are numbered when made, so their
+    /// order is the order of their entries; two may be on their way at once (an operation's
+    /// entries are never in two in flight: its result waits for its intent's batch).
+    async fn flush(&self) -> Result<(), StoreError> {
+        let (body, entries, mut n) = {
+            let mut journal = self.journal();
+            if journal.waiting.is_empty() {
+                return Ok(());
+            }
+            let base = self.stored.lock().unwrap_or_else(|p| p.into_inner()).1;
+            let entries = std::mem::take(&mut journal.waiting);
+            let mut body = journal::header_line(&journal.lineage, base);
+            body.extend(journal::entry_lines(&entries));
+            journal.next += 1;
+            (body, entries, journal.next - 1)
+        };
+        let put_back = |entries: Vec<Entry>| {
+            let mut journal = self.journal();
+            let later = std::mem::replace(&mut journal.waiting, entries);
+            journal.waiting.extend(later);
+        };
+        if let Err(e) = self.check_held().await {
+            put_back(entries);
+            return Err(e);
         }
-        self.check_held().await?;
-        let base = self.stored.lock().unwrap_or_else(|p| p.into_inner()).1;
-        let mut body = journal::header_line(&journal.lineage, base);
-        body.extend(journal::entry_lines(&journal.waiting));
-        let len = body.len() as u64;
         loop {
-            let key = format!("{}{:010}", self.journal_prefix(), journal.next);
+            let key = format!("{}{n:010}", self.journal_prefix());
             match self
                 .retried(|| self.objects.put(&key, body.clone(), Condition::Absent))
                 .await
             {
                 Ok(_) => {
-                    journal.keys.push(key);
+                    self.journal().keys.push(key);
                     break;
                 }
-                // That batch is someone else's: a holder force-unlocked before this one
-                // locked, writing on. Unless this one lost its lock, the next number.
+                // That number is someone else's: a holder force-unlocked before this one
+                // locked, writing on. Unless this one lost its lock too, the next number.
                 Err(e) if is_condition(&e) => {
-                    self.check_held().await?;
+                    if let Err(lost) = self.check_held().await {
+                        put_back(entries);
+                        return Err(lost);
+                    }
+                    let mut journal = self.journal();
+                    n = journal.next;
                     journal.next += 1;
                 }
-                Err(e) => return Err(self.write_err(e)),
+                Err(e) => {
+                    put_back(entries);
+                    return Err(self.write_err(e));
+                }
             }
         }
-        self.written.fetch_add(len, Ordering::Relaxed);
-        journal.next += 1;
-        journal.waiting.clear();
+        self.written.fetch_add(body.len() as u64, Ordering::Relaxed);
         // Once more, now that the intents are down: a holder force-unlocked meanwhile must
         // not start their operations.
         self.check_held().await
@@ -258,9 +285,11 @@ impl StateStore for RemoteStore {
         if let Some(h) = &header {
             journal::replay(&mut state, h, &entries);
         }
-        let mut journal = self.journal.lock().await;
-        journal.next = journal.next.max(next);
-        journal.keys = keys;
+        {
+            let mut journal = self.journal();
+            journal.next = journal.next.max(next);
+            journal.keys = keys;
+        }
         if self.is_held() {
             // Batches of a state that has moved on (folded, and the run died before it
             // removed them) are never replayed: tidy them away.
@@ -312,8 +341,7 @@ impl StateStore for RemoteStore {
     async fn unlock(&self) -> Result<(), StoreError> {
         // Results not yet in a batch go in one first: they are what this run did.
         if self.is_held() {
-            let mut journal = self.journal.lock().await;
-            self.flush(&mut journal).await?;
+            self.flush().await?;
         }
         let ours = self.held.lock().unwrap_or_else(|p| p.into_inner()).take();
         let Some((_, version)) = ours else {
@@ -371,11 +399,13 @@ impl StateStore for RemoteStore {
         if !self.is_held() {
             return Err(StoreError::NotLocked { store: self.name() });
         }
-        let mut journal = self.journal.lock().await;
-        journal.lineage = lineage.to_owned();
-        journal.waiting.extend_from_slice(entries);
+        {
+            let mut journal = self.journal();
+            journal.lineage = lineage.to_owned();
+            journal.waiting.extend_from_slice(entries);
+        }
         if durable {
-            self.flush(&mut journal).await?;
+            self.flush().await?;
         }
         Ok(())
     }
@@ -403,9 +433,12 @@ impl StateStore for RemoteStore {
         *self.stored.lock().unwrap_or_else(|p| p.into_inner()) =
             (state.lineage.clone(), state.serial);
         // Folded: the journal's batches apply to a state no longer stored, and go.
-        let mut journal = self.journal.lock().await;
-        journal.waiting.clear();
-        for key in std::mem::take(&mut journal.keys) {
+        let spent = {
+            let mut journal = self.journal();
+            journal.waiting.clear();
+            std::mem::take(&mut journal.keys)
+        };
+        for key in spent {
             let _ = self.objects.delete(&key, Condition::Always).await;
         }
         Ok(Version(version))

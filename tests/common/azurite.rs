@@ -156,6 +156,12 @@ impl Azurite {
         }
     }
 
+    /// The CA that signed Azurite's certificate: what a client must trust to reach it.
+    #[allow(dead_code)] // not every test that includes this module asks
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
     /// What `providers.azure.endpoints.blob_suffix` is set to.
     pub fn suffix(&self) -> String {
         format!("{SUFFIX_HOST}:{}", self.port)

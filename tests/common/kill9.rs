@@ -49,7 +49,36 @@ pub fn kill_after(p: &Project, args: &[&str], after: Duration) -> bool {
     running
 }
 
+/// Runs `anycloud ARGS` and insists on success. A remote state keeps the lock of a killed
+/// run (no kernel lets go of it): the refusal must name the holder and the command that
+/// clears it, which is then run, as a user would, before trying again.
+pub fn ok_after_kill(p: &Project, args: &[&str], when: &str) {
+    let first = p.run(args);
+    if first.code == 0 {
+        return;
+    }
+    let id = first
+        .stderr
+        .split("`anycloud force-unlock ")
+        .nth(1)
+        .and_then(|rest| rest.split('`').next())
+        .unwrap_or_else(|| panic!("anycloud {args:?} failed {when}: {first:?}"))
+        .to_owned();
+    assert!(
+        first.stderr.contains("is locked by") && first.stderr.contains("pid "),
+        "the refusal names the holder {when}: {first:?}"
+    );
+    p.ok(&["force-unlock", &id]);
+    p.ok(args);
+}
+
 pub fn state_parses(p: &Project, when: &str) {
+    // Wherever the state lives, what a run would start from parses.
+    let pulled = p.run(&["state", "pull"]);
+    if pulled.code == 0 {
+        anycloud_state::from_bytes(pulled.stdout.as_bytes())
+            .unwrap_or_else(|e| panic!("state does not parse {when}: {e}"));
+    }
     let path = p.path().join(".anycloud/state.json");
     if path.exists() {
         anycloud_state::load(&path).unwrap_or_else(|e| panic!("state does not parse {when}: {e}"));
@@ -104,11 +133,11 @@ pub fn run(p: &Project, checks: &Checks<'_>, trials: u32) -> Outcome {
         let when = format!("after apply was killed at {at:?} (trial {trial}, seed {seed})");
         state_parses(p, &when);
         if trial % 2 == 1 {
-            p.ok(&["destroy", "--auto-approve"]);
+            ok_after_kill(p, &["destroy", "--auto-approve"], &when);
             (checks.gone)(p, &format!("{when}, then destroyed"));
             continue;
         }
-        p.ok(&["apply", "--auto-approve"]);
+        ok_after_kill(p, &["apply", "--auto-approve"], &when);
         (checks.converged)(p, &when);
 
         let at = Duration::from_millis(rng.below(destroy_ms * 7 / 10));
@@ -118,7 +147,7 @@ pub fn run(p: &Project, checks: &Checks<'_>, trials: u32) -> Outcome {
         }
         let when = format!("after destroy was killed at {at:?} (trial {trial}, seed {seed})");
         state_parses(p, &when);
-        p.ok(&["destroy", "--auto-approve"]);
+        ok_after_kill(p, &["destroy", "--auto-approve"], &when);
         (checks.gone)(p, &when);
     }
     eprintln!("kill -9 trials: {interrupted} of {kills} kills hit a running process");

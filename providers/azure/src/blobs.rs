@@ -12,17 +12,25 @@ use http::Method;
 use tokio::io::AsyncReadExt;
 
 use crate::arm::{classify, Arm};
+use crate::auth::Credential;
 
 /// Files larger than this go in blocks of this size.
 pub const BLOCK: u64 = 16 * 1024 * 1024;
-const VERSION: &str = "2021-08-06";
+pub(crate) const VERSION: &str = "2021-08-06";
+/// The token audience of every account's blob service.
+const AUDIENCE: &str = "https://storage.azure.com/";
+
+/// The blob service at `endpoint` (`https://{account}.{suffix}`), signed in as the operator.
+pub fn service(endpoint: &str) -> Result<Arm> {
+    Arm::new(endpoint, Credential::from_env(AUDIENCE))
+}
 
 fn io(what: String) -> impl Fn(std::io::Error) -> ProviderError {
     move |e| ProviderError::permanent(format!("{what}: {e}"))
 }
 
 /// A blob name as a URL path: every byte but the unreserved ones and `/` escaped.
-fn escaped(name: &str) -> String {
+pub(crate) fn escaped(name: &str) -> String {
     let mut out = String::new();
     for b in name.bytes() {
         if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
@@ -94,7 +102,12 @@ async fn call(
 }
 
 /// The classified error of a failed answer of the blob service.
-fn failure(method: &Method, path: &str, status: http::StatusCode, bytes: &[u8]) -> ProviderError {
+pub(crate) fn failure(
+    method: &Method,
+    path: &str,
+    status: http::StatusCode,
+    bytes: &[u8],
+) -> ProviderError {
     let text = String::from_utf8_lossy(bytes);
     let code = elements(&text, "Code")
         .first()
@@ -104,6 +117,8 @@ fn failure(method: &Method, path: &str, status: http::StatusCode, bytes: &[u8]) 
     let class = match (status.as_u16(), code.as_str()) {
         (404, _) => ErrorCode::NotFound,
         (403, _) | (401, _) => ErrorCode::Permission,
+        // A condition the request named (`If-Match`) is false: the caller's answer.
+        (412, _) => ErrorCode::Conflict,
         (s, c) => classify(s, c),
     };
     let hint = if class == ErrorCode::Permission {
@@ -120,12 +135,15 @@ fn failure(method: &Method, path: &str, status: http::StatusCode, bytes: &[u8]) 
     )
 }
 
-/// Every blob in `container`, name and size, sorted by name.
-pub async fn list(blobs: &Arm, container: &str) -> Result<Vec<(String, u64)>> {
+/// Every blob in `container` whose name starts with `prefix`, name and size, sorted by name.
+pub async fn list(blobs: &Arm, container: &str, prefix: &str) -> Result<Vec<(String, u64)>> {
     let mut out = Vec::new();
     let mut marker = String::new();
     loop {
         let mut path = format!("/{container}?restype=container&comp=list");
+        if !prefix.is_empty() {
+            path.push_str(&format!("&prefix={}", escaped(prefix)));
+        }
         if !marker.is_empty() {
             path.push_str(&format!("&marker={}", escaped(&marker)));
         }
@@ -233,7 +251,7 @@ pub async fn download(
     progress: &Transfer,
 ) -> Result<usize> {
     let mut wanted = Vec::new();
-    for (name, size) in list(blobs, container).await? {
+    for (name, size) in list(blobs, container, "").await? {
         let to = files::under(dest, &name).map_err(|e| ProviderError::permanent(e.to_string()))?;
         if let Some(to) = to {
             wanted.push((name, to, size));

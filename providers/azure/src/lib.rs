@@ -15,6 +15,7 @@ mod identity;
 pub mod naming;
 pub mod owner;
 pub mod settings;
+pub mod state_objects;
 mod storage;
 mod vm;
 
@@ -154,6 +155,14 @@ impl Declaration for Azure {
     fn check_vm(&self, vm: Option<&Doc>, cx: VmContext<'_>, checks: &mut Checks) -> VmSpec {
         cloud_vm(vm, cx, checks, Some("azure"))
     }
+
+    fn state_backend(&self) -> Option<&'static str> {
+        Some("azureblob")
+    }
+
+    fn check_state(&self, doc: &Doc, checks: &mut Checks) -> serde_json::Value {
+        state_objects::check(doc, checks)
+    }
 }
 
 /// Azure's verbs. Every call goes through one Resource Manager client, which counts them.
@@ -223,6 +232,12 @@ impl Declaration for AzureProvider {
     fn check_vm(&self, vm: Option<&Doc>, cx: VmContext<'_>, checks: &mut Checks) -> VmSpec {
         Azure.check_vm(vm, cx, checks)
     }
+    fn state_backend(&self) -> Option<&'static str> {
+        Azure.state_backend()
+    }
+    fn check_state(&self, doc: &Doc, checks: &mut Checks) -> serde_json::Value {
+        Azure.check_state(doc, checks)
+    }
 }
 
 #[async_trait::async_trait]
@@ -236,6 +251,18 @@ impl Provider for AzureProvider {
         // The first configuration wins: a process plans one config.
         let _ = self.settings.set(parsed);
         Ok(())
+    }
+
+    async fn state_objects(
+        &self,
+        settings: &serde_json::Value,
+    ) -> Result<(
+        std::sync::Arc<dyn anycloud_provider::objects::ObjectStore>,
+        String,
+    )> {
+        let state: state_objects::StateSettings = anycloud_provider::read_settings(settings)?;
+        let objects = state_objects::BlobObjects::open(self.settings(), &state)?;
+        Ok((objects, state.key))
     }
 
     fn remote_calls(&self) -> u64 {
@@ -388,16 +415,7 @@ impl AzureProvider {
             .map(|b| b.continent.as_str())
             .unwrap_or(&spec.continent);
         let account = naming::storage_account(continent, &self.subscription()?);
-        let suffix = self
-            .settings()
-            .endpoints
-            .blob_suffix
-            .as_deref()
-            .unwrap_or("blob.core.windows.net");
-        Arm::new(
-            &format!("https://{account}.{suffix}"),
-            Credential::from_env("https://storage.azure.com/"),
-        )
+        blobs::service(&self.settings().blob_endpoint(&account))
     }
 }
 
@@ -408,7 +426,7 @@ impl BucketAccess for AzureProvider {
         bucket: &str,
         user: Option<&DeploymentSpec>,
     ) -> Result<Vec<(String, u64)>> {
-        blobs::list(&self.blob_service(bucket, user)?, bucket).await
+        blobs::list(&self.blob_service(bucket, user)?, bucket, "").await
     }
 
     async fn upload(

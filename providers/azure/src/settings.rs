@@ -133,6 +133,17 @@ impl Settings {
         }
     }
 
+    /// The blob service of `account`: `https://{account}.{blob_suffix}`, the name the VMs'
+    /// rclone reaches too.
+    pub fn blob_endpoint(&self, account: &str) -> String {
+        let suffix = self
+            .endpoints
+            .blob_suffix
+            .as_deref()
+            .unwrap_or("blob.core.windows.net");
+        format!("https://{account}.{suffix}")
+    }
+
     pub fn resource_manager(&self) -> &str {
         self.endpoints
             .resource_manager

@@ -16,6 +16,7 @@ mod objects;
 pub mod owner;
 mod prefix;
 pub mod settings;
+pub mod state_objects;
 mod storage;
 mod vm;
 
@@ -152,6 +153,14 @@ impl Declaration for Gcp {
     fn check_vm(&self, vm: Option<&Doc>, cx: VmContext<'_>, checks: &mut Checks) -> VmSpec {
         cloud_vm(vm, cx, checks, Some("gcp"))
     }
+
+    fn state_backend(&self) -> Option<&'static str> {
+        Some("gcs")
+    }
+
+    fn check_state(&self, doc: &Doc, checks: &mut Checks) -> serde_json::Value {
+        state_objects::check(doc, checks)
+    }
 }
 
 /// What every verb needs: the client, the settings and the project.
@@ -254,6 +263,12 @@ impl Declaration for GcpProvider {
     fn check_vm(&self, vm: Option<&Doc>, cx: VmContext<'_>, checks: &mut Checks) -> VmSpec {
         Gcp.check_vm(vm, cx, checks)
     }
+    fn state_backend(&self) -> Option<&'static str> {
+        Gcp.state_backend()
+    }
+    fn check_state(&self, doc: &Doc, checks: &mut Checks) -> serde_json::Value {
+        Gcp.check_state(doc, checks)
+    }
 }
 
 #[async_trait::async_trait]
@@ -267,6 +282,18 @@ impl Provider for GcpProvider {
         // The first configuration wins: a process plans one config.
         let _ = self.settings.set(parsed);
         Ok(())
+    }
+
+    async fn state_objects(
+        &self,
+        settings: &serde_json::Value,
+    ) -> Result<(
+        std::sync::Arc<dyn anycloud_provider::objects::ObjectStore>,
+        String,
+    )> {
+        let state: state_objects::StateSettings = anycloud_provider::read_settings(settings)?;
+        let objects = state_objects::GcsObjects::open(self.settings(), &state)?;
+        Ok((objects, state.key))
     }
 
     fn remote_calls(&self) -> u64 {
