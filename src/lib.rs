@@ -15,3 +15,4 @@ pub mod progress;
 pub mod registry;
 pub mod render;
 pub mod shell;
+pub mod stream;

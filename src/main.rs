@@ -2,7 +2,12 @@ use clap::Parser;
 
 fn main() {
     let cli = anycloud::cli::Cli::parse_from(anycloud::cli::normalise_args(std::env::args_os()));
-    let shell = anycloud::shell::Shell::new(cli.no_color, cli.quiet, cli.verbose);
+    let shell = if cli.json_stream {
+        let stream = anycloud::stream::Stream::stdout();
+        anycloud::shell::Shell::streaming(cli.no_color, cli.quiet, cli.verbose, stream)
+    } else {
+        anycloud::shell::Shell::new(cli.no_color, cli.quiet, cli.verbose)
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -16,6 +21,11 @@ fn main() {
     let code = match runtime.block_on(anycloud::cli::run(&cli, shell.clone())) {
         Ok(code) => code,
         Err(e) => {
+            if let Some(stream) = shell.stream() {
+                for d in &e.0 {
+                    stream.diagnostic("error", d);
+                }
+            }
             shell.diagnostics(&e.0);
             1
         }

@@ -36,7 +36,7 @@ fn verb(a: Action) -> (&'static str, &'static str) {
 
 impl Progress {
     pub fn new(shell: &Shell) -> Progress {
-        let live = (std::io::stdout().is_terminal() && !shell.quiet())
+        let live = (std::io::stdout().is_terminal() && !shell.quiet() && shell.stream().is_none())
             .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stdout()));
         Progress {
             inner: Arc::new(Inner {
@@ -61,11 +61,21 @@ impl Progress {
         }
     }
 
+    fn stream(&self) -> Option<&crate::stream::Stream> {
+        self.inner.shell.stream()
+    }
+
     pub fn note(&self, text: &str) {
+        if let Some(s) = self.stream() {
+            return s.log(text);
+        }
         self.line(text);
     }
 
     pub fn started(&self, address: &str, action: Action) {
+        if let Some(s) = self.stream() {
+            return s.started(address, action);
+        }
         if self.silent() {
             return;
         }
@@ -102,6 +112,9 @@ impl Progress {
     }
 
     pub fn finished(&self, address: &str, action: Action, elapsed: Duration) {
+        if let Some(s) = self.stream() {
+            return s.finished(address, action, elapsed);
+        }
         if self.silent() {
             return;
         }
@@ -114,6 +127,9 @@ impl Progress {
     }
 
     pub fn failed(&self, address: &str, message: &str, elapsed: Duration) {
+        if let Some(s) = self.stream() {
+            return s.errored(address, message, elapsed);
+        }
         self.clear(address);
         self.line(&format!(
             "{address}: FAILED after {}: {message}",
@@ -125,6 +141,9 @@ impl Progress {
     /// on a terminal, as a line of its own otherwise.
     pub fn output(&self, address: &str, text: &str) {
         let text: String = text.chars().take(160).collect();
+        if let Some(s) = self.stream() {
+            return s.progress(address, &text);
+        }
         let bars = self.inner.bars.lock().expect("not poisoned");
         match bars.get(address) {
             Some(bar) => bar.set_message(format!("{address}: {text}")),
@@ -136,6 +155,9 @@ impl Progress {
     }
 
     pub fn retrying(&self, address: &str, message: &str, after: Duration) {
+        if let Some(s) = self.stream() {
+            return s.retrying(address, message, after);
+        }
         self.line(&format!(
             "{address}: retrying in {:.1}s after: {message}",
             after.as_secs_f64()
@@ -143,6 +165,9 @@ impl Progress {
     }
 
     pub fn skipped(&self, address: &str) {
+        if let Some(s) = self.stream() {
+            return s.skipped(address);
+        }
         self.line(&format!("{address}: skipped (a resource it needs failed)"));
     }
 }

@@ -18,6 +18,8 @@ struct Inner {
     choice: ColorChoice,
     quiet: bool,
     verbose: bool,
+    /// `--json-stream`: stdout is the stream's, and people's text goes to stderr.
+    stream: Option<Arc<crate::stream::Stream>>,
 }
 
 impl Shell {
@@ -32,8 +34,26 @@ impl Shell {
                 choice,
                 quiet,
                 verbose,
+                stream: None,
             }),
         }
+    }
+
+    /// A shell for `--json-stream`: the stream on stdout, everything else on stderr.
+    pub fn streaming(
+        no_color: bool,
+        quiet: bool,
+        verbose: bool,
+        stream: crate::stream::Stream,
+    ) -> Shell {
+        let mut shell = Shell::new(no_color, quiet, verbose);
+        Arc::get_mut(&mut shell.inner).expect("just made").stream = Some(Arc::new(stream));
+        shell
+    }
+
+    /// The JSON stream, under `--json-stream`.
+    pub fn stream(&self) -> Option<&crate::stream::Stream> {
+        self.inner.stream.as_deref()
     }
 
     /// A shell that prints plainly (tests, benchmarks).
@@ -51,12 +71,15 @@ impl Shell {
 
     /// Whether stdout gets colour: renderers style their text only then.
     pub fn stdout_styled(&self) -> bool {
+        if self.inner.stream.is_some() {
+            return false;
+        }
         AutoStream::new(std::io::stdout(), self.inner.choice).current_choice() != ColorChoice::Never
     }
 
     fn write(&self, to_stdout: bool, text: &str) {
         // Not println!: a closed pipe (`| head`) must not panic, and is not an error.
-        if to_stdout {
+        if to_stdout && self.inner.stream.is_none() {
             let mut out = AutoStream::new(std::io::stdout().lock(), self.inner.choice);
             let _ = out.write_all(text.as_bytes());
             let _ = out.flush();

@@ -14,7 +14,8 @@ use common::moto::Moto;
 use common::{build_image, containers_of, supervisords_of, Project};
 
 const DEPLOYMENTS: [&str; 2] = ["team-one", "team-two"];
-const STATE: &str = "state: { s3: { bucket: team-state, key: envs/prod/anycloud.json, region: us-east-1 } }\n";
+const STATE: &str =
+    "state: { s3: { bucket: team-state, key: envs/prod/anycloud.json, region: us-east-1 } }\n";
 
 fn deployments(names: &[&str], steps: u32) -> String {
     let mut c = String::from(
@@ -45,7 +46,9 @@ fn moto_with_bucket() -> Moto {
 }
 
 fn lock_held(moto: &Moto) -> bool {
-    moto.http("GET", "/team-state/envs/prod/anycloud.json.lock", None).0 == 200
+    moto.http("GET", "/team-state/envs/prod/anycloud.json.lock", None)
+        .0
+        == 200
 }
 
 #[test]
@@ -64,7 +67,8 @@ fn a_local_state_moves_to_s3_and_two_applies_take_turns() {
     let both = p.run(&["plan", "--state", ".anycloud/state.json"]);
     assert_eq!(both.code, 1, "{both:?}");
     assert!(
-        both.stderr.contains("state migrate --from .anycloud/state.json"),
+        both.stderr
+            .contains("state migrate --from .anycloud/state.json"),
         "{both:?}"
     );
     let migrated = p.ok(&["state", "migrate", "--from", ".anycloud/state.json"]);
@@ -105,12 +109,18 @@ fn a_local_state_moves_to_s3_and_two_applies_take_turns() {
     let t = std::time::Instant::now();
     let second = p.run(&["apply", "--auto-approve", "--lock-timeout", "2s"]);
     assert_eq!(second.code, 1, "{second:?}");
-    assert!(t.elapsed() >= std::time::Duration::from_secs(2), "it waited");
+    assert!(
+        t.elapsed() >= std::time::Duration::from_secs(2),
+        "it waited"
+    );
     assert!(
         second.stderr.contains("is locked by") && second.stderr.contains("running 'apply'"),
         "{second:?}"
     );
-    assert!(second.stderr.contains("anycloud force-unlock "), "{second:?}");
+    assert!(
+        second.stderr.contains("anycloud force-unlock "),
+        "{second:?}"
+    );
     let first = first.wait_with_output().unwrap();
     assert!(first.status.success(), "{first:?}");
     assert!(!lock_held(&moto));
@@ -121,7 +131,10 @@ fn a_local_state_moves_to_s3_and_two_applies_take_turns() {
     assert_eq!(clean.code, 0, "{clean:?}");
     // No state file was written beside the config: the state is in S3 only.
     let local_after = anycloud_state::load(&p.path().join(".anycloud/state.json")).unwrap();
-    assert_eq!(local_after.serial, local.serial, "the laptop's file is left as it was");
+    assert_eq!(
+        local_after.serial, local.serial,
+        "the laptop's file is left as it was"
+    );
 
     p.ok(&["destroy", "--auto-approve"]);
     for d in DEPLOYMENTS {

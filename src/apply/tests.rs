@@ -330,3 +330,68 @@ fn nothing_starts_when_the_intent_cannot_be_recorded() {
         "no provider call without its intent recorded"
     );
 }
+
+/// `--json-stream` during an apply with a retry and a failure: every line matches the
+/// published schema, and the events say what happened, in order.
+#[test]
+fn the_json_stream_of_an_apply_with_a_retry_and_a_failure() {
+    use crate::stream::tests::{check_against_schema, Shared};
+    let provider = Arc::new(Scripted::default());
+    provider
+        .failures
+        .lock()
+        .unwrap()
+        .insert("a".into(), vec![true]);
+    provider
+        .failures
+        .lock()
+        .unwrap()
+        .insert("b".into(), vec![false]);
+    let p = plan(vec![
+        change("a", Action::Create, &[]),
+        change("b", Action::Create, &[]),
+        change("c", Action::Create, &["b"]),
+    ]);
+    let out = Shared::default();
+    let shell = Shell::streaming(
+        true,
+        false,
+        false,
+        crate::stream::Stream::to(Box::new(out.clone())),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::new(dir.path().join("state.json"));
+    let providers = Providers::of(vec![provider]);
+    let (outcome, _) = runtime().block_on(async {
+        store.lock("apply", Duration::ZERO).await.unwrap();
+        let snap = store.read().await.unwrap();
+        apply(
+            &p,
+            snap.state,
+            &store,
+            &snap.version,
+            &providers,
+            4,
+            &Progress::new(&shell),
+            Arc::new(AtomicBool::new(false)),
+        )
+        .await
+        .unwrap()
+    });
+    assert_eq!(outcome.done, vec!["a"]);
+    let lines = out.lines();
+    let types = check_against_schema(&lines);
+    let of = |t: &str, address: &str| {
+        lines
+            .iter()
+            .position(|l| l["type"] == t && l["hook"]["address"] == address)
+            .unwrap_or_else(|| panic!("no {t} of {address}: {types:?}"))
+    };
+    assert!(of("apply_start", "a") < of("apply_retry", "a"));
+    assert!(of("apply_retry", "a") < of("apply_complete", "a"));
+    assert_eq!(
+        lines[of("apply_errored", "b")]["hook"]["error"],
+        "quota exceeded"
+    );
+    of("apply_skipped", "c");
+}

@@ -50,6 +50,9 @@ pub(super) async fn apply(cx: &Context<'_>, args: &ApplyArgs) -> Result<i32, Use
             session.close().await;
             return Err(e);
         }
+        if let Some(stream) = cx.shell.stream() {
+            stream.plan(&plan, if plan.destroy { "destroy" } else { "apply" });
+        }
         let code = execute(cx, &plan, session, args.parallelism).await?;
         return Ok(with_unread(cx, &plan, code));
     }
@@ -89,6 +92,9 @@ pub(super) async fn apply(cx: &Context<'_>, args: &ApplyArgs) -> Result<i32, Use
         return Err(UserError::msg(format!(
             "--from-scratch: this apply does not run {missing} again (--target leaves it out, or its machine could not be read), so its checkpoint is left as it is"
         )));
+    }
+    if let Some(stream) = cx.shell.stream() {
+        stream.plan(&plan, "apply");
     }
     if !cx.shell.quiet() || !plan.has_changes() {
         cx.shell
@@ -205,6 +211,9 @@ pub(super) async fn destroy(cx: &Context<'_>, args: &DestroyArgs) -> Result<i32,
             return Err(e);
         }
     };
+    if let Some(stream) = cx.shell.stream() {
+        stream.plan(&plan, "destroy");
+    }
     cx.shell
         .out(&render::human_with(&plan, cx.shell.stdout_styled()));
     if !plan.has_changes() {
@@ -281,6 +290,22 @@ async fn execute(
         }
     }
     let (outcome, _) = ran.map_err(|e| UserError::msg(format!("{e:#}")))?;
+    if let Some(stream) = cx.shell.stream() {
+        let status = if outcome.interrupted {
+            "interrupted"
+        } else if !outcome.failed.is_empty() || !outcome.skipped.is_empty() {
+            "failed"
+        } else {
+            "complete"
+        };
+        stream.outcome(
+            verb,
+            status,
+            &outcome.done,
+            &outcome.failed,
+            &outcome.skipped,
+        );
+    }
     if outcome.interrupted {
         cx.shell.out(&format!(
             "\nInterrupted: {} operation(s) finished, the rest were not started. The state is saved; run {verb} again to continue.\n",

@@ -51,6 +51,10 @@ pub struct Cli {
     /// How long to wait for another anycloud holding the state lock (e.g. 30s, 5m).
     #[arg(long, global = true, default_value = "0s", value_parser = parse_duration)]
     pub lock_timeout: Duration,
+    /// One JSON object per line on stdout for every event of plan, apply and destroy
+    /// (schema: `anycloud schema json-stream`); people's text goes to stderr.
+    #[arg(long, global = true)]
+    pub json_stream: bool,
     /// No colours (also NO_COLOR).
     #[arg(long, global = true)]
     pub no_color: bool,
@@ -90,7 +94,12 @@ pub enum Command {
     },
     /// Print the resource graph.
     Graph(GraphArgs),
-
+    /// Print a schema of anycloud's machine-readable output (`json-stream`).
+    Schema {
+        /// Which output: `json-stream` (the lines of `--json-stream`).
+        #[arg(value_parser = ["json-stream"])]
+        name: String,
+    },
     /// Per deployment: what exists and runs now.
     Status(StatusArgs),
     /// Show a job's output, read from its machine.
@@ -411,6 +420,10 @@ pub async fn run(cli: &Cli, shell: Shell) -> Result<i32, UserError> {
             ));
             Ok(0)
         }
+        Command::Schema { .. } => {
+            cx.shell.out(crate::stream::SCHEMA);
+            Ok(0)
+        }
         Command::Graph(args) => {
             let config = engine::load_config(&cli.config, &cx.providers)?;
             let mut g = crate::graph::compile(&config, &cx.providers);
@@ -497,6 +510,11 @@ fn confirm(shell: &Shell, auto_approve: bool, what: &str) -> Result<bool, UserEr
     if auto_approve {
         return Ok(true);
     }
+    if shell.stream().is_some() {
+        return Err(UserError::msg(format!(
+            "refusing to {what} without confirmation: with --json-stream nothing can answer the question. Pass --auto-approve, or apply a saved plan file"
+        )));
+    }
     if !std::io::stdin().is_terminal() {
         return Err(UserError::msg(format!(
             "refusing to {what} without confirmation: stdin is not a terminal. Pass --auto-approve, or apply a saved plan file"
@@ -524,6 +542,7 @@ pub fn normalise_args(
             // Terraform's spelling.
             Some("-replace") => "--replace".into(),
             Some("-destroy") => "--destroy".into(),
+            Some("-json") => "--json-stream".into(),
             Some(s) if s.starts_with("-replace=") => format!("-{s}").into(),
             _ => a,
         })

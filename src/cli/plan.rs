@@ -25,6 +25,9 @@ pub(super) async fn plan(cx: &Context<'_>, args: &PlanArgs) -> Result<i32, UserE
     let made = plan_verbosely(cx, &config, &session.state, &opts).await;
     let state = session.close().await;
     let (graph, plan) = made?;
+    if let Some(stream) = cx.shell.stream() {
+        stream.plan(&plan, "plan");
+    }
     cx.shell.out(&match args.format {
         Format::Human => render::human_with(&plan, cx.shell.stdout_styled()),
         Format::Json => render::json(&plan),

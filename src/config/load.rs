@@ -246,17 +246,22 @@ fn check(ck: &mut Checker, raw: RawConfig, digest: &str) -> Config {
 fn check_state(ck: &mut Checker, doc: anycloud_provider::doc::Doc) -> Option<StateBackend> {
     use anycloud_provider::doc::Value;
     let offered = ck.registry.state_backends();
-    let expected = || {
-        format!(
+    let expected =
+        || {
+            format!(
             "state: {{ {}: {{…}} }} (one of: {}); without `state:` it is the local file (--state)",
             offered.first().map(|(b, _)| *b).unwrap_or("s3"),
             offered.iter().map(|(b, _)| *b).collect::<Vec<_>>().join(", ")
         )
-    };
+        };
     let entries = match &doc.value {
         Value::Map(entries) if entries.len() == 1 => entries,
         Value::Map(entries) if entries.len() > 1 => {
-            ck.at(entries[1].0.at, "`state:` names more than one store", Some(expected()));
+            ck.at(
+                entries[1].0.at,
+                "`state:` names more than one store",
+                Some(expected()),
+            );
             return None;
         }
         _ => {

@@ -259,12 +259,20 @@ pub async fn records_in_flight_never_wait_for_each_other<M: MakeStores>(make: &M
     })
     .await;
     let others = async {
-        a.record(&state.lineage, &[entry("result", Some(resource(2, None)))], false)
-            .await
-            .unwrap();
-        a.record(&state.lineage, &[entry("made", Some(resource(3, None)))], true)
-            .await
-            .unwrap();
+        a.record(
+            &state.lineage,
+            &[entry("result", Some(resource(2, None)))],
+            false,
+        )
+        .await
+        .unwrap();
+        a.record(
+            &state.lineage,
+            &[entry("made", Some(resource(3, None)))],
+            true,
+        )
+        .await
+        .unwrap();
     };
     tokio::time::timeout(Duration::from_secs(60), others)
         .await
