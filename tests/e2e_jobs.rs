@@ -391,6 +391,15 @@ fn run_follows_a_job_to_its_end_and_exits_with_its_code() {
         followed.stderr.contains("The job exited with code 0."),
         "{followed:?}"
     );
+    // The upload programs' own logs, from the machine.
+    let uploads = p.ok(&["logs", "run-ok", "--sync"]);
+    assert!(
+        uploads.stdout.contains("==> rclone-output.log <==")
+            && uploads.stdout.contains("model.txt"),
+        "{uploads:?}"
+    );
+    let refused = p.run(&["logs", "run-ok", "--sync", "--follow"]);
+    assert_eq!(refused.code, 2, "{refused:?}");
     let recent = p.ok(&["logs", "run-ok", "--since", "1h"]);
     assert_eq!(recent.stdout, "epoch 1\nepoch 2\n", "{recent:?}");
     let typo = p.run(&["logs", "run-okk"]);

@@ -19,6 +19,23 @@ pub(super) async fn logs(cx: &Context<'_>, args: &LogsArgs) -> Result<i32, UserE
     let config = engine::load_config_for(&cx.cli.config, &cx.providers)?;
     let address = container_of(cx, &config, &args.deployment)?;
     let state = engine::read_state(cx.store.as_ref()).await?;
+    if args.sync {
+        let range = LogRange {
+            tail: args.tail,
+            uploads: true,
+            ..LogRange::default()
+        };
+        let log = crate::plan::job_log(&state, &cx.providers, &address, range)
+            .await
+            .map_err(UserError::msg)?;
+        let mut text = String::new();
+        for (_, line) in &log.lines {
+            text.push_str(line);
+            text.push('\n');
+        }
+        cx.shell.out(&text);
+        return Ok(0);
+    }
     let since = args
         .since
         .map(|ago| humantime::format_rfc3339_nanos(SystemTime::now() - ago).to_string());
@@ -142,6 +159,7 @@ async fn follow(
         let range = LogRange {
             since: since.as_deref(),
             tail,
+            uploads: false,
         };
         let read = tokio::select! {
             r = crate::plan::job_log(state, &cx.providers, address, range) => r,

@@ -277,6 +277,10 @@ pub struct LogsArgs {
     /// Only what it wrote within this long ago (`10m`, `2h`).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub since: Option<Duration>,
+    /// The upload programs' logs (rclone's, on the machine) instead of the job's output:
+    /// the last 50 lines of each, or --tail N.
+    #[arg(long, conflicts_with_all = ["follow", "since"])]
+    pub sync: bool,
 }
 
 #[derive(Args, Debug)]

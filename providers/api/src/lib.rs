@@ -324,6 +324,9 @@ pub struct LogRange<'a> {
     pub since: Option<&'a str>,
     /// Only the last this many lines.
     pub tail: Option<usize>,
+    /// The upload programs' logs (rclone's own lines, with its timestamps) instead of the
+    /// job's output.
+    pub uploads: bool,
 }
 
 /// What [`Provider::job_log`] read.

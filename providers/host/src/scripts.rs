@@ -492,6 +492,33 @@ docker logs --timestamps{since}{tail} \"$name\" 2>&1
     )
 }
 
+/// The upload programs' own logs (the output's, the checkpoint's, the last upload's), each
+/// under a `==> NAME <==` header, the last `tail` lines of each (default 50).
+pub fn upload_logs(layout: &VmLayout, tail: Option<usize>) -> String {
+    let n = tail.unwrap_or(50);
+    let logs: Vec<String> = [
+        "rclone-output.log",
+        "rclone-checkpoint.stdout.log",
+        "rclone-flush.log",
+    ]
+    .iter()
+    .map(|f| quote(&format!("{}/{f}", layout.log_dir)))
+    .collect();
+    format!(
+        "{PRELUDE}found=0
+for log in {logs}; do
+  [ -f \"$log\" ] || continue
+  found=1
+  echo \"==> $(basename \"$log\") <==\"
+  tail -n {n} \"$log\"
+done
+[ \"$found\" = 1 ] || echo \"no upload has logged anything yet on this machine ({dir})\"
+",
+        logs = logs.join(" "),
+        dir = layout.log_dir,
+    )
+}
+
 /// The lines of a failed job's output a refresh brings back (status and plan show them).
 pub const JOB_TAIL_LINES: usize = 5;
 

@@ -69,6 +69,16 @@ fn every_script_sent_to_a_host() {
             scripts::container_remove("anycloud-train-0123"),
         ),
         ("probe", scripts::probe(&l, "anycloud-train-0123")),
+        ("upload_logs", scripts::upload_logs(&l, None)),
+        (
+            "clear_checkpoint",
+            scripts::clear_checkpoint(
+                &l,
+                "anycloud-train-0123",
+                &l.mount("checkpoint"),
+                "local:/srv/anycloud/buckets/train",
+            ),
+        ),
         (
             "host_probe",
             scripts::host_probe(

@@ -210,6 +210,25 @@ pub async fn job_log(
     range: anycloud_provider::LogRange<'_>,
 ) -> Result<anycloud_provider::JobLog> {
     match target.kind {
+        Kind::Container if range.uploads => {
+            let private = HostedPrivate::of(target)?;
+            let out = host
+                .run(&scripts::upload_logs(&private.layout, range.tail))
+                .await
+                .map_err(ProviderError::from)?;
+            if !out.success() {
+                return Err(ProviderError::permanent(out.stderr.trim().to_owned()));
+            }
+            Ok(anycloud_provider::JobLog {
+                lines: out
+                    .stdout
+                    .lines()
+                    .map(|l| (String::new(), l.to_owned()))
+                    .collect(),
+                exit_code: None,
+                read_at: None,
+            })
+        }
         Kind::Container => container::job_log(host, target.attrs, range).await,
         other => Err(not_hosted(other)),
     }
