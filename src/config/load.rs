@@ -289,14 +289,15 @@ fn check_state(ck: &mut Checker, doc: anycloud_provider::doc::Doc) -> Option<Sta
     })
 }
 
+/// The remote state store a config names, and every provider's settings (the store is
+/// reached with its provider's).
+pub type Head = (StateBackend, BTreeMap<String, serde_json::Value>);
+
 /// `state:` and the providers' settings only: what opening the state store needs, read
 /// before (and whatever becomes of) the rest of the config. `None` when the config keeps
 /// its state in the local file. A file that does not parse is reported as the whole load
 /// reports it.
-pub fn load_head(
-    path: &Path,
-    registry: &Providers,
-) -> Result<Option<(StateBackend, BTreeMap<String, serde_json::Value>)>, Vec<Diagnostic>> {
+pub fn load_head(path: &Path, registry: &Providers) -> Result<Option<Head>, Vec<Diagnostic>> {
     let file = path.display().to_string();
     let Ok(text) = std::fs::read_to_string(path) else {
         return load(path, registry).map(|_| None);
