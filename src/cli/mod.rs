@@ -539,16 +539,51 @@ fn confirm(shell: &Shell, auto_approve: bool, what: &str) -> Result<bool, UserEr
 pub fn normalise_args(
     args: impl IntoIterator<Item = std::ffi::OsString>,
 ) -> Vec<std::ffi::OsString> {
+    let args: Vec<std::ffi::OsString> = args.into_iter().collect();
+    // Terraform's `-json`: the stream for the commands that stream, `--json` for `show`.
+    let json = if args.iter().any(|a| a == "show") {
+        "--json"
+    } else {
+        "--json-stream"
+    };
     args.into_iter()
         .map(|a| match a.to_str() {
+            Some("-json") => json.into(),
             Some("-out") => "--out".into(),
             Some(s) if s.starts_with("-out=") => format!("-{s}").into(),
             // Terraform's spelling.
             Some("-replace") => "--replace".into(),
             Some("-destroy") => "--destroy".into(),
-            Some("-json") => "--json-stream".into(),
             Some(s) if s.starts_with("-replace=") => format!("-{s}").into(),
             _ => a,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod spelling_tests {
+    use super::normalise_args;
+
+    fn normalised(args: &[&str]) -> Vec<String> {
+        normalise_args(args.iter().map(std::ffi::OsString::from))
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn terraforms_json_spelling_means_the_stream_except_for_show() {
+        assert_eq!(
+            normalised(&["anycloud", "apply", "-json", "--auto-approve"]),
+            ["anycloud", "apply", "--json-stream", "--auto-approve"]
+        );
+        assert_eq!(
+            normalised(&["anycloud", "show", "-json"]),
+            ["anycloud", "show", "--json"]
+        );
+        assert_eq!(
+            normalised(&["anycloud", "plan", "-out", "p", "-destroy"]),
+            ["anycloud", "plan", "--out", "p", "--destroy"]
+        );
+    }
 }

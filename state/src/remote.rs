@@ -28,6 +28,8 @@ use crate::{format, State};
 
 /// How often a waiting `lock` asks again.
 const LOCK_POLL: Duration = Duration::from_secs(1);
+/// How many taken batch numbers a flush skips before it stops believing the store.
+const MAX_RENUMBER: u32 = 64;
 
 pub struct RemoteStore {
     objects: Arc<dyn ObjectStore>,
@@ -173,6 +175,7 @@ impl RemoteStore {
             put_back(entries);
             return Err(e);
         }
+        let mut renumbered = 0;
         loop {
             let key = format!("{}{n:010}", self.journal_prefix());
             match self
@@ -186,7 +189,14 @@ impl RemoteStore {
                 // That number is someone else's: a holder force-unlocked before this one
                 // locked, writing on. Unless this one lost its lock too, the next number.
                 Err(e) if is_condition(&e) => {
-                    if let Err(lost) = self.check_held().await {
+                    renumbered += 1;
+                    let lost = match self.check_held().await {
+                        Err(lost) => Some(lost),
+                        // More than a zombie could have written: the store misanswers.
+                        Ok(()) if renumbered > MAX_RENUMBER => Some(self.write_err(e)),
+                        Ok(()) => None,
+                    };
+                    if let Some(lost) = lost {
                         put_back(entries);
                         return Err(lost);
                     }
@@ -307,9 +317,9 @@ impl StateStore for RemoteStore {
     async fn lock(&self, operation: &str, timeout: Duration) -> Result<LockInfo, StoreError> {
         let start = Instant::now();
         let key = self.lock_key();
+        let info = LockInfo::for_this_process(operation);
+        let body = serde_json::to_vec(&info).expect("plain data");
         loop {
-            let info = LockInfo::for_this_process(operation);
-            let body = serde_json::to_vec(&info).expect("plain data");
             match self
                 .retried(|| self.objects.put(&key, body.clone(), Condition::Absent))
                 .await
@@ -322,11 +332,31 @@ impl StateStore for RemoteStore {
                 Err(e) if is_condition(&e) => {}
                 Err(e) => return Err(self.write_err(e)),
             }
-            // Held: by whom? (It may have gone in between: then try again at once.)
-            let Some((holder, _)) = self.current_lock().await? else {
-                continue;
-            };
+            // Held: by whom? (It may have gone in between: then try again.)
+            let current = self.current_lock().await?;
             let waited = start.elapsed();
+            let holder = match current {
+                // This very lock: an attempt whose answer was lost made it, and the retry
+                // was refused.
+                Some((holder, version)) if holder.id == info.id => {
+                    *self.held.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some((info.clone(), version));
+                    return Ok(info);
+                }
+                Some((holder, _)) => holder,
+                None if waited < timeout.max(LOCK_POLL) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                None => {
+                    return Err(StoreError::Write {
+                        store: self.name(),
+                        source: std::io::Error::other(
+                            "the lock object is refused as present and read as absent: the store answers inconsistently",
+                        ),
+                    })
+                }
+            };
             if waited >= timeout {
                 return Err(StoreError::Locked {
                     store: self.name(),
@@ -339,10 +369,14 @@ impl StateStore for RemoteStore {
     }
 
     async fn unlock(&self) -> Result<(), StoreError> {
-        // Results not yet in a batch go in one first: they are what this run did.
-        if self.is_held() {
-            self.flush().await?;
-        }
+        // Results not yet in a batch go in one first: they are what this run did. The lock
+        // goes even if that fails (a store still down): leaving it would only make the next
+        // run ask for a force-unlock; the operations stay pending for the next plan.
+        let flushed = if self.is_held() {
+            self.flush().await
+        } else {
+            Ok(())
+        };
         let ours = self.held.lock().unwrap_or_else(|p| p.into_inner()).take();
         let Some((_, version)) = ours else {
             return Err(StoreError::NotLocked { store: self.name() });
@@ -355,9 +389,9 @@ impl StateStore for RemoteStore {
             })
             .await
         {
-            Ok(()) => Ok(()),
+            Ok(()) => flushed,
             // Not ours any more (force-unlocked, maybe taken since): nothing to let go.
-            Err(e) if is_condition(&e) || e.is(ErrorCode::NotFound) => Ok(()),
+            Err(e) if is_condition(&e) || e.is(ErrorCode::NotFound) => flushed,
             Err(e) => Err(self.write_err(e)),
         }
     }
@@ -426,7 +460,14 @@ impl StateStore for RemoteStore {
             .await
         {
             Ok(v) => v,
-            Err(e) if is_condition(&e) => return Err(StoreError::Stale { store: self.name() }),
+            Err(e) if is_condition(&e) => {
+                // A retry of a write whose answer was lost is refused by its own success:
+                // the stored bytes tell.
+                match self.retried(|| self.objects.get(&self.key)).await {
+                    Ok(Some(stored)) if stored.body == body => stored.version,
+                    _ => return Err(StoreError::Stale { store: self.name() }),
+                }
+            }
             Err(e) => return Err(self.write_err(e)),
         };
         self.written.fetch_add(len, Ordering::Relaxed);

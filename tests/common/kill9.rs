@@ -75,10 +75,9 @@ pub fn ok_after_kill(p: &Project, args: &[&str], when: &str) {
 pub fn state_parses(p: &Project, when: &str) {
     // Wherever the state lives, what a run would start from parses.
     let pulled = p.run(&["state", "pull"]);
-    if pulled.code == 0 {
-        anycloud_state::from_bytes(pulled.stdout.as_bytes())
-            .unwrap_or_else(|e| panic!("state does not parse {when}: {e}"));
-    }
+    assert_eq!(pulled.code, 0, "state pull {when}: {pulled:?}");
+    anycloud_state::from_bytes(pulled.stdout.as_bytes())
+        .unwrap_or_else(|e| panic!("state does not parse {when}: {e}"));
     let path = p.path().join(".anycloud/state.json");
     if path.exists() {
         anycloud_state::load(&path).unwrap_or_else(|e| panic!("state does not parse {when}: {e}"));

@@ -68,16 +68,17 @@ pub const JOB_LOGS_DIR: &str = ".anycloud-logs";
 /// is lost to a later run of it: a new container or a new VM starts with an empty or older
 /// `/mnt/output`, and a plain `rclone copy` would overwrite the bucket's files of the same
 /// names. A name the run has not yet uploaded goes up with `--backup-dir`, which moves the
-/// bucket's differing version into `REPLACED_DIR/<run>/`. A name is counted as the run's own
-/// (later uploads replace it plainly) only once the run wrote it — it was newer than the run
-/// stamp before an upload that then succeeded: a file an earlier run left on the same disk
-/// stays under `--backup-dir` until the job rewrites it. After a round that failed part-way,
-/// later rounds keep what they replace in `REPLACED_DIR/<run>.retryN/`, so a retry never
-/// overwrites a kept copy. The wrapped command uploads only the run's own names, all under
-/// a lock the container's start takes too (it stops this program first), so a run cannot
-/// begin in the middle. The job's output goes to `JOB_LOGS_DIR/<container>/<run>.log` each
-/// round it changed, best-effort (a failed log upload is retried next round, never fails
-/// the data's).
+/// bucket's differing version into `REPLACED_DIR/<run>/`. A name is the run's own (later
+/// uploads replace it plainly) once the run wrote it (newer than the run stamp) and
+/// uploaded it. A file an earlier run left on the same disk is uploaded once as it is; when
+/// the job rewrites it, what that upload put in the bucket goes to
+/// `REPLACED_DIR/<run>.rewritten/`, never over the copy kept in `<run>/`. After a round that
+/// failed part-way, later rounds keep what they replace in `…/<run>.retryN/`, so a retry
+/// never overwrites a kept copy either. The wrapped command uploads only the run's own
+/// names, all under a lock the container's start takes too (it stops this program first),
+/// so a run cannot begin in the middle. The job's output goes to
+/// `JOB_LOGS_DIR/<container>/<run>.log` each round it changed, best-effort (a failed log
+/// upload is retried next round, never fails the data's).
 pub fn output_keep_script(layout: &VmLayout, remote: &str, container: &str) -> String {
     format!(
         "#!/bin/bash
@@ -92,24 +93,46 @@ flock 9
 [ -s \"$stamp\" ] || date -u +%Y-%m-%dT%H%M%S.%3NZ > \"$stamp\"
 run=$(cat \"$stamp\")
 list={log_dir}/rclone-output.uploaded.$run
+left={log_dir}/rclone-output.leftover.$run
 failed={log_dir}/rclone-output.failed.$run
-touch \"$list\"
+touch \"$list\" \"$left\"
 mkdir -p \"$dir\"
-fresh=$(mktemp) && ours=$(mktemp) || exit 1
-trap 'rm -f \"$fresh\" \"$ours\"' EXIT
-# Before the upload: what is not yet the run's own, and which of it the run wrote.
-find \"$dir\" -type f -printf '%P\\n' | LC_ALL=C sort | LC_ALL=C comm -23 - <(LC_ALL=C sort -u \"$list\") > \"$fresh\" || exit 1
-find \"$dir\" -type f -newer \"$stamp\" -printf '%P\\n' | LC_ALL=C sort | LC_ALL=C comm -12 - \"$fresh\" > \"$ours\" || exit 1
-if [ -s \"$fresh\" ]; then
-  n=$(cat \"$failed\" 2>/dev/null || echo 0)
-  backup=\"$remote/{replaced}/$run\"
-  [ \"$n\" -gt 0 ] && backup=\"$backup.retry$n\"
-  if ! /usr/bin/rclone copy \"$dir\" \"$remote\" --files-from-raw \"$fresh\" --backup-dir \"$backup\" \\
-    --verbose --fast-list --no-update-modtime --modify-window 1s --log-file=\"$log\"; then
-    echo $((n + 1)) > \"$failed\"
-    exit 1
-  fi
-  cat \"$ours\" >> \"$list\"
+tmp=$(mktemp -d) || exit 1
+trap 'rm -rf \"$tmp\"' EXIT
+s() {{ LC_ALL=C sort -u \"$@\"; }}
+c() {{ LC_ALL=C comm \"$@\"; }}
+# Before the upload: what is not yet the run's own, which of it the run wrote (newer than
+# its start), what an earlier run left on this disk, and which of that the run rewrote.
+find \"$dir\" -type f -printf '%P\\n' | s | c -23 - <(s \"$list\") > \"$tmp/pending\" || exit 1
+find \"$dir\" -type f -newer \"$stamp\" -printf '%P\\n' | s | c -12 - \"$tmp/pending\" > \"$tmp/ours\" || exit 1
+c -23 \"$tmp/pending\" \"$tmp/ours\" | c -23 - <(s \"$left\") > \"$tmp/older\"
+c -12 \"$tmp/ours\" <(s \"$left\") > \"$tmp/rewritten\"
+c -23 \"$tmp/ours\" \"$tmp/rewritten\" > \"$tmp/new\"
+s \"$tmp/older\" \"$tmp/new\" > \"$tmp/first\"
+n=$(cat \"$failed\" 2>/dev/null || echo 0)
+retry=
+[ \"$n\" -gt 0 ] && retry=.retry$n
+# Uploads FILES, keeping what they replace in the bucket under BACKUP.
+keep() {{
+  [ -s \"$1\" ] || return 0
+  /usr/bin/rclone copy \"$dir\" \"$remote\" --files-from-raw \"$1\" --backup-dir \"$remote/{replaced}/$2$retry\" \\
+    --verbose --fast-list --no-update-modtime --modify-window 1s --log-file=\"$log\"
+}}
+# A name's first upload by this run keeps the bucket's version under <run>/; an earlier
+# run's file, once rewritten, keeps what this run uploaded of it under <run>.rewritten/,
+# never over the copy kept first.
+if keep \"$tmp/first\" \"$run\"; then
+  cat \"$tmp/older\" >> \"$left\"
+  cat \"$tmp/new\" >> \"$list\"
+else
+  echo $((n + 1)) > \"$failed\"
+  exit 1
+fi
+if keep \"$tmp/rewritten\" \"$run.rewritten\"; then
+  cat \"$tmp/rewritten\" >> \"$list\"
+else
+  echo $((n + 1)) > \"$failed\"
+  exit 1
 fi
 joblog={log_dir}/job.log.$run
 if docker logs {container} > \"$joblog.new\" 2>&1 && ! cmp -s \"$joblog.new\" \"$joblog\"; then

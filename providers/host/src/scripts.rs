@@ -217,8 +217,8 @@ pub fn rclone_check(layout: &VmLayout, target: &str, retries: u64, sleep_secs: u
 export RCLONE_CONFIG={config}
 # The output upload keeps replaced files with --backup-dir inside the bucket, filtered out of
 # the upload: rclone allows that from 1.59 (its overlap check learned filters then).
-version=$(/usr/bin/rclone version 2>/dev/null | sed -n '1s/^rclone v\\([0-9]*\\)\\.\\([0-9]*\\).*/\\1 \\2/p')
-read -r major minor <<<\"$version\"
+version=$(/usr/bin/rclone version 2>/dev/null | sed -n '1s/^rclone v\\([0-9]*\\)\\.\\([0-9]*\\).*/\\1 \\2/p') || version=
+read -r major minor <<<\"$version\" || true
 if [ -z \"$version\" ] || [ \"$major\" -lt 1 ] || {{ [ \"$major\" = 1 ] && [ \"$minor\" -lt 59 ]; }}; then
   echo \"/usr/bin/rclone is $(/usr/bin/rclone version 2>/dev/null | head -n 1 || echo 'not working'): anycloud needs rclone 1.59 or newer (the output upload keeps replaced files with --backup-dir inside the bucket). Install a newer one, e.g. from https://rclone.org/install/\" >&2
   exit 1
@@ -407,7 +407,7 @@ if ! flock -n 7; then
   flock -w 120 7 || {{ echo \"the output upload of the previous run still holds its lock after 2 minutes: not starting a new run in the middle of it (see {log_dir}/rclone-output.log)\" >&2; exit 1; }}
 fi
 date -u +%Y-%m-%dT%H%M%S.%3NZ > {stamp}
-rm -f {log_dir}/rclone-output.uploaded.* {log_dir}/rclone-output.failed.* {log_dir}/job.log {log_dir}/job.log.*
+rm -f {log_dir}/rclone-output.uploaded.* {log_dir}/rclone-output.leftover.* {log_dir}/rclone-output.failed.* {log_dir}/job.log {log_dir}/job.log.*
 docker {docker_args} >/dev/null || exit $?
 exec 7>&-
 {watch}{print_ids}

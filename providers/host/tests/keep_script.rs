@@ -73,6 +73,7 @@ impl Machine {
             let path = entry.unwrap().path();
             let file = path.file_name().unwrap().to_string_lossy().into_owned();
             if file.starts_with("rclone-output.uploaded.")
+                || file.starts_with("rclone-output.leftover.")
                 || file.starts_with("rclone-output.failed.")
             {
                 std::fs::remove_file(path).unwrap();
@@ -142,7 +143,7 @@ fn a_new_run_on_the_same_disk_keeps_the_earlier_runs_version_of_what_it_rewrites
     assert!(m.round(), "{}", m.log());
     assert_eq!(m.in_bucket("model.txt").as_deref(), Some("run2 result"));
     assert_eq!(
-        m.kept("run2", "model.txt").as_deref(),
+        m.kept("run2.rewritten", "model.txt").as_deref(),
         Some("run1 result"),
         "the earlier run's version is kept"
     );
@@ -154,7 +155,10 @@ fn a_new_run_on_the_same_disk_keeps_the_earlier_runs_version_of_what_it_rewrites
         m.in_bucket("model.txt").as_deref(),
         Some("run2 result, later")
     );
-    assert_eq!(m.kept("run2", "model.txt").as_deref(), Some("run1 result"));
+    assert_eq!(
+        m.kept("run2.rewritten", "model.txt").as_deref(),
+        Some("run1 result")
+    );
     // What the new run never touched is neither moved nor copied.
     assert_eq!(m.in_bucket("notes.txt").as_deref(), Some("run1 notes"));
     assert_eq!(m.kept("run2", "notes.txt"), None);
@@ -219,4 +223,38 @@ fn names_that_look_like_comments_or_have_spaces_are_uploaded() {
     for name in names {
         assert_eq!(m.in_bucket(name).as_deref(), Some("second"), "{name:?}");
     }
+}
+
+/// The bucket holds another version than the one an earlier run left on the disk (a shared
+/// bucket, another machine's upload, a hand edit): both are kept when the new job rewrites
+/// the file.
+#[test]
+fn a_leftover_that_differs_from_the_bucket_keeps_both_versions() {
+    let m = Machine::new();
+    m.new_run("run1");
+    m.job_writes("model.txt", "run1 result");
+    assert!(m.round(), "{}", m.log());
+    std::fs::write(m.bucket.join("model.txt"), "from elsewhere").unwrap();
+
+    m.new_run("run2");
+    assert!(m.round(), "{}", m.log());
+    assert!(m.round(), "{}", m.log());
+    assert_eq!(
+        m.kept("run2", "model.txt").as_deref(),
+        Some("from elsewhere")
+    );
+    assert_eq!(m.in_bucket("model.txt").as_deref(), Some("run1 result"));
+    m.job_writes("model.txt", "run2 result");
+    assert!(m.round(), "{}", m.log());
+    assert!(m.round(), "{}", m.log());
+    assert_eq!(m.in_bucket("model.txt").as_deref(), Some("run2 result"));
+    assert_eq!(
+        m.kept("run2", "model.txt").as_deref(),
+        Some("from elsewhere"),
+        "the copy kept first stands"
+    );
+    assert_eq!(
+        m.kept("run2.rewritten", "model.txt").as_deref(),
+        Some("run1 result")
+    );
 }
