@@ -123,6 +123,18 @@ fn plan_apply_and_destroy_stream_json_lines_that_match_the_schema() {
         "the outcome ends it"
     );
 
+    // Nothing to do still ends with an outcome.
+    let again = p.run(&[
+        "apply",
+        "--json-stream",
+        "--auto-approve",
+        "--target",
+        "deployment.stream-ok",
+    ]);
+    let lines = stream(&p, &again.stdout);
+    assert_eq!(lines.last().unwrap()["type"], "outcome", "{again:?}");
+    assert_eq!(lines.last().unwrap()["outcome"]["status"], "complete");
+
     let destroyed = p.ok(&["destroy", "--json-stream", "--auto-approve"]);
     let lines = stream(&p, &destroyed.stdout);
     assert_eq!(

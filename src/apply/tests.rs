@@ -125,6 +125,16 @@ fn runtime() -> tokio::runtime::Runtime {
 /// Applies `plan` over `state` stored in a fresh local store; returns what the store holds
 /// afterwards too.
 fn run(plan: &Plan, state: State, provider: Arc<Scripted>) -> (Outcome, State, tempfile::TempDir) {
+    run_showing(plan, state, provider, &Shell::plain())
+}
+
+/// [`run`], its progress shown through `shell` (a `--json-stream` one, say).
+fn run_showing(
+    plan: &Plan,
+    state: State,
+    provider: Arc<Scripted>,
+    shell: &Shell,
+) -> (Outcome, State, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.json");
     if !state.resources.is_empty() {
@@ -143,7 +153,7 @@ fn run(plan: &Plan, state: State, provider: Arc<Scripted>) -> (Outcome, State, t
             &snap.version,
             &providers,
             4,
-            &Progress::new(&Shell::plain()),
+            &Progress::new(shell),
             Arc::new(AtomicBool::new(false)),
         )
         .await
@@ -359,25 +369,7 @@ fn the_json_stream_of_an_apply_with_a_retry_and_a_failure() {
         false,
         crate::stream::Stream::to(Box::new(out.clone())),
     );
-    let dir = tempfile::tempdir().unwrap();
-    let store = LocalStore::new(dir.path().join("state.json"));
-    let providers = Providers::of(vec![provider]);
-    let (outcome, _) = runtime().block_on(async {
-        store.lock("apply", Duration::ZERO).await.unwrap();
-        let snap = store.read().await.unwrap();
-        apply(
-            &p,
-            snap.state,
-            &store,
-            &snap.version,
-            &providers,
-            4,
-            &Progress::new(&shell),
-            Arc::new(AtomicBool::new(false)),
-        )
-        .await
-        .unwrap()
-    });
+    let (outcome, _, _dir) = run_showing(&p, State::unborn(), provider, &shell);
     assert_eq!(outcome.done, vec!["a"]);
     let lines = out.lines();
     let types = check_against_schema(&lines);

@@ -44,6 +44,7 @@ pub(super) async fn apply(cx: &Context<'_>, args: &ApplyArgs) -> Result<i32, Use
             session.close().await;
             cx.shell
                 .out("No changes. The infrastructure matches the configuration.\n");
+            nothing_done(cx, if plan.destroy { "destroy" } else { "apply" });
             return Ok(0);
         }
         if let Err(e) = engine::load_config_for(&cx.cli.config, &cx.providers) {
@@ -102,6 +103,7 @@ pub(super) async fn apply(cx: &Context<'_>, args: &ApplyArgs) -> Result<i32, Use
     }
     if !plan.has_changes() {
         session.close().await;
+        nothing_done(cx, "apply");
         return Ok(with_unread(cx, &plan, 0));
     }
     let what = if scratch.is_empty() {
@@ -185,6 +187,13 @@ fn from_scratch(
     Ok(containers)
 }
 
+/// A run with nothing to do still ends its stream with an outcome.
+fn nothing_done(cx: &Context<'_>, verb: &str) {
+    if let Some(stream) = cx.shell.stream() {
+        stream.outcome(verb, "complete", &[], &[], &[]);
+    }
+}
+
 /// A deployment left out of the plan (its machine did not answer) fails the run after the
 /// others are applied.
 fn with_unread(cx: &Context<'_>, plan: &Plan, code: i32) -> i32 {
@@ -218,6 +227,7 @@ pub(super) async fn destroy(cx: &Context<'_>, args: &DestroyArgs) -> Result<i32,
         .out(&render::human_with(&plan, cx.shell.stdout_styled()));
     if !plan.has_changes() {
         session.close().await;
+        nothing_done(cx, "destroy");
         return Ok(0);
     }
     match confirm(

@@ -29,9 +29,12 @@ pub struct StateSettings {
     pub key: String,
 }
 
-/// Bucket names: 3–222 characters of `[a-z0-9._-]`, a letter or digit at both ends, each
-/// dot-separated part at most 63 (the domain-named buckets' rule).
+/// A bucket name: GCS's rule for plain names (`naming::is_bucket_name`), or a domain-named
+/// bucket: up to 222 characters of dot-separated parts, each at most 63.
 fn is_bucket_name(name: &str) -> bool {
+    if !name.contains('.') {
+        return crate::naming::is_bucket_name(name);
+    }
     let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
     (3..=222).contains(&name.len())
         && name
@@ -40,6 +43,8 @@ fn is_bucket_name(name: &str) -> bool {
         && name.starts_with(alnum)
         && name.ends_with(alnum)
         && name.split('.').all(|part| (1..=63).contains(&part.len()))
+        && !name.starts_with("goog")
+        && !name.contains("google")
 }
 
 /// Checks `state.gcs`: `bucket` is needed, `key` has a default.
@@ -312,6 +317,7 @@ mod tests {
         assert!(!is_bucket_name("-team"));
         assert!(!is_bucket_name("team..state"));
         assert!(!is_bucket_name("team/state"));
+        assert!(!is_bucket_name("goog-state"), "GCS's reserved prefix");
     }
 
     #[test]
