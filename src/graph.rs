@@ -9,7 +9,8 @@
 //! - `deployment.D.role` (with an identity): the deployment's buckets (it names them; and so
 //!   the VM, which carries it, goes before them, with its last upload into them).
 //! - `deployment.D.grant.<role>` (for the declared roles): the role and that bucket.
-//! - `deployment.D.vm`: the role, when there is one.
+//! - `deployment.D.vm`: the role and its grants, when there is one (in reverse the VM's
+//!   last upload goes before the grants it needs do).
 //! - everything hosted on the VM depends on the VM first, so its provider reaches the
 //!   machine through the VM's recorded attributes; `rclone` also on the storage and every
 //!   grant (its check lists a bucket with the identity's access); a download and an upload
@@ -202,6 +203,8 @@ impl DeploymentNodes<'_> {
                 }
             }
             vm_deps.push(role);
+            // The VM uses its grants until its last upload: in reverse they go after it.
+            vm_deps.extend(grants.iter().cloned());
         }
         self.node(vm.clone(), Kind::Vm, vm_deps, None);
         let (vm_init, rclone) = (self.address("vm_init"), self.address("rclone"));
@@ -435,7 +438,15 @@ mod tests {
         assert!(g.nodes.contains_key("deployment.dep.grant.checkpoint"));
         // AWS reads the input through the role's own policy: no grant node for it.
         assert!(!g.nodes.contains_key("deployment.dep.grant.input"));
-        assert_eq!(deps(&g, "deployment.dep.vm"), vec!["deployment.dep.role"]);
+        // The VM's last upload needs its grants: in reverse they go after it.
+        assert_eq!(
+            deps(&g, "deployment.dep.vm"),
+            vec![
+                "deployment.dep.role",
+                "deployment.dep.grant.output",
+                "deployment.dep.grant.checkpoint",
+            ]
+        );
         assert_eq!(
             deps(&g, "deployment.dep.rclone"),
             vec![

@@ -608,3 +608,89 @@ deployments:
     assert_eq!(containers_of("scratch-me"), 1);
     p.ok(&["destroy", "--auto-approve"]);
 }
+
+/// An image of `/bin/busybox` whose `USER` is not root (as notebook and many ML images
+/// are): by name (in its own `/etc/passwd`) or by number.
+fn build_user_image(tag: &str, user: &str) {
+    let rootfs = tempfile::tempdir().unwrap();
+    let r = rootfs.path();
+    std::fs::create_dir_all(r.join("bin")).unwrap();
+    std::fs::create_dir_all(r.join("etc")).unwrap();
+    std::fs::copy("/bin/busybox", r.join("bin/busybox")).unwrap();
+    for tool in ["sh", "cat", "echo"] {
+        std::os::unix::fs::symlink("busybox", r.join("bin").join(tool)).unwrap();
+    }
+    std::fs::write(
+        r.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\njovyan:x:1234:100::/home/jovyan:/bin/sh\n",
+    )
+    .unwrap();
+    let built = sh(&format!(
+        "tar -C {} -c . | docker import -c 'USER {user}' -c 'ENV PATH=/bin' - {tag} >/dev/null && echo built",
+        r.display()
+    ));
+    assert_eq!(built, "built", "building {tag}");
+}
+
+/// A job whose image runs as a user of its own reads its input (still read-only), writes
+/// its output and checkpoint (here with mode 0600), and the uploads take what it wrote.
+#[test]
+fn a_job_whose_image_is_not_root_uses_its_mounts() {
+    common::remove_leftover_containers(&["user-named", "user-numeric"]);
+    build_user_image("anycloud-e2e-user:named", "jovyan");
+    build_user_image("anycloud-e2e-user:numeric", "1000:1000");
+    let job = r#"[/bin/sh, -c, "umask 077; cat /mnt/input/data.txt > /mnt/output/copy.txt && echo saved > /mnt/checkpoint/state && if echo x > /mnt/input/probe; then echo input-writable; exit 5; fi; echo done"]"#;
+    let p = Project::new(&format!(
+        r#"
+project: users
+defaults:
+  provider: local
+  sync_interval: 1s
+  connectivity_check: {{ retries: 2, retries_sleep: 1s }}
+deployments:
+  user-named:
+    container: {{ image: "anycloud-e2e-user:named", command: {job} }}
+    buckets: {{ input: users-in, output: users-named-out, checkpoint: true }}
+  user-numeric:
+    container: {{ image: "anycloud-e2e-user:numeric", command: {job} }}
+    buckets: {{ input: users-in, output: users-numeric-out, checkpoint: true }}
+"#
+    ));
+    std::fs::create_dir_all(p.bucket("users-in")).unwrap();
+    std::fs::write(p.bucket("users-in").join("data.txt"), "the input\n").unwrap();
+    let applied = p.run(&["apply", "--auto-approve"]);
+    assert_eq!(applied.code, 0, "{applied:?}");
+    for (deployment, out, uid) in [
+        ("user-named", "users-named-out", "1234"),
+        ("user-numeric", "users-numeric-out", "1000"),
+    ] {
+        let copy = p.bucket(out).join("copy.txt");
+        wait_for(30, &format!("{deployment}'s output in its bucket"), || {
+            (common::read(&copy).as_deref() == Some("the input")).then_some(())
+        });
+        let checkpoint = p.bucket(deployment).join("state");
+        wait_for(
+            30,
+            &format!("{deployment}'s checkpoint in its bucket"),
+            || (common::read(&checkpoint).as_deref() == Some("saved")).then_some(()),
+        );
+        let written = p.host(deployment).join("mnt/output/copy.txt");
+        assert_eq!(
+            sh(&format!("stat -c '%u %a' {}", written.display())),
+            format!("{uid} 600"),
+            "{deployment}: written by the image's user, readable by it alone"
+        );
+        assert_eq!(status_of(deployment), "exited 0", "{deployment}");
+    }
+    // The last upload (as root) reads what the job's user wrote 0600.
+    std::fs::write(p.host("user-named").join("mnt/output/late.txt"), "late\n").unwrap();
+    sh(&format!(
+        "chown 1234 {0} && chmod 0600 {0}",
+        p.host("user-named").join("mnt/output/late.txt").display()
+    ));
+    p.ok(&["destroy", "--auto-approve"]);
+    assert_eq!(
+        common::read(&p.bucket("users-named-out").join("late.txt")).as_deref(),
+        Some("late")
+    );
+}

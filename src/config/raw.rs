@@ -74,7 +74,8 @@ pub struct RawBuckets {
     pub checkpoint: Option<bool>,
 }
 
-/// rclone's connectivity check: `--retries` and `--retries-sleep` (shorter in tests).
+/// rclone's connectivity check: how many tries, how far apart (the seed's `--retries 30
+/// --retries-sleep 15s`, as a loop of our own: rclone's listings ignore them; shorter in tests).
 #[derive(Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct RawCheck {

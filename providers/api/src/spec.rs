@@ -120,7 +120,8 @@ impl Restart {
     }
 }
 
-/// rclone's start-up check: `--retries` and `--retries-sleep`.
+/// rclone's start-up check: tries and the wait between them (a loop on the VM, waiting out
+/// an identity's permissions as they spread).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnectivityCheck {
     pub retries: u32,

@@ -225,7 +225,24 @@ pub async fn delete(clients: &Clients, name: &str) -> Result<()> {
         Err(e) if e.is(ErrorCode::NotFound) => return Ok(()),
         Err(e) => return Err(e),
     };
+    empty_in(clients, name, &region).await?;
     let s3 = clients.s3(&region).await;
+    match s3.delete_bucket().bucket(name).send().await {
+        Ok(_) => Ok(()),
+        Err(e) if code(&e) == Some("NoSuchBucket") => Ok(()),
+        Err(e) => Err(classify(&format!("DeleteBucket {name}"), e)),
+    }
+}
+
+/// Deletes every object of a bucket, with the operator's credentials: a VM's role may
+/// delete nothing (`apply --from-scratch` empties a checkpoint this way).
+pub async fn empty(clients: &Clients, name: &str) -> Result<()> {
+    let region = region_of(clients, name).await?;
+    empty_in(clients, name, &region).await
+}
+
+async fn empty_in(clients: &Clients, name: &str, region: &str) -> Result<()> {
+    let s3 = clients.s3(region).await;
     loop {
         let page = s3
             .list_objects_v2()
@@ -263,11 +280,7 @@ pub async fn delete(clients: &Clients, name: &str) -> Result<()> {
             )));
         }
     }
-    match s3.delete_bucket().bucket(name).send().await {
-        Ok(_) => Ok(()),
-        Err(e) if code(&e) == Some("NoSuchBucket") => Ok(()),
-        Err(e) => Err(classify(&format!("DeleteBucket {name}"), e)),
-    }
+    Ok(())
 }
 
 /// Bucket policies are read, changed and written back: deployments sharing a bucket must

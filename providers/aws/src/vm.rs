@@ -283,12 +283,32 @@ pub async fn job_log(
     steps::job_log(&*connection(p, vm_of(t)?)?, t, range).await
 }
 
-/// Empties the job's checkpoint, on this VM and in its bucket.
+/// Empties the job's checkpoint: on this VM, then in its bucket with the operator's
+/// credentials (the instance role may delete nothing).
 pub async fn clear_checkpoint(
     p: &AwsProvider,
     t: &Target<'_>,
 ) -> Result<anycloud_provider::Cleared> {
-    steps::clear_checkpoint(&*connection(p, vm_of(t)?)?, t).await
+    let cleared = steps::clear_checkpoint(
+        &*connection(p, vm_of(t)?)?,
+        t,
+        steps::BucketEmptiedBy::Caller,
+    )
+    .await?;
+    // rclone's name for it: `s3-<region>:<bucket>` (vm_host::context).
+    let bucket = cleared
+        .remote
+        .split_once(':')
+        .map(|(_, bucket)| bucket)
+        .filter(|b| !b.is_empty() && !b.contains('/'))
+        .ok_or_else(|| {
+            ProviderError::permanent(format!(
+                "{}: the checkpoint's remote {:?} names no bucket",
+                t.address, cleared.remote
+            ))
+        })?;
+    crate::s3::empty(p.clients(), bucket).await?;
+    Ok(cleared)
 }
 
 pub async fn apply_hosted(p: &AwsProvider, t: &Target<'_>) -> Result<Attrs> {

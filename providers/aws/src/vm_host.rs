@@ -19,11 +19,15 @@ fn remote_name(region: &str) -> String {
 }
 
 /// `rclone.conf`: one remote per bucket region, authenticated by the instance role
-/// (`env_auth`), never by a key.
+/// (`env_auth`), never by a key. `no_check_bucket`: the role may not create buckets, and
+/// rclone otherwise sends CreateBucket before a fresh process's first write (refused: 403).
 pub fn rclone_conf(regions: &[&str], endpoint: Option<&str>) -> String {
     let mut conf = String::new();
     for region in regions {
-        conf.push_str(&format!("[{}]\ntype = s3\n", remote_name(region)));
+        conf.push_str(&format!(
+            "[{}]\ntype = s3\nno_check_bucket = true\n",
+            remote_name(region)
+        ));
         match endpoint {
             Some(url) => conf.push_str(&format!(
                 "provider = Other\nenv_auth = true\nregion = {region}\nendpoint = {url}\nforce_path_style = true\n"

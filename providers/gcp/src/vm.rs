@@ -323,7 +323,12 @@ pub async fn clear_checkpoint(
     p: &GcpProvider,
     t: &Target<'_>,
 ) -> Result<anycloud_provider::Cleared> {
-    steps::clear_checkpoint(&*connection(p, vm_of(t)?)?, t).await
+    steps::clear_checkpoint(
+        &*connection(p, vm_of(t)?)?,
+        t,
+        steps::BucketEmptiedBy::Machine,
+    )
+    .await
 }
 
 pub async fn apply_hosted(p: &GcpProvider, t: &Target<'_>) -> Result<Attrs> {

@@ -59,7 +59,7 @@ pub fn output_program(layout: &VmLayout, remote: &str, interval_secs: u64) -> St
     )
 }
 
-/// Where a run's upload moves the bucket's files it replaces, under the output bucket.
+/// Where a run's upload keeps the bucket's files it replaces, under the output bucket.
 pub const REPLACED_DIR: &str = ".anycloud-replaced";
 /// Where the job's own output (`docker logs`) is kept, under the output bucket.
 pub const JOB_LOGS_DIR: &str = ".anycloud-logs";
@@ -67,8 +67,10 @@ pub const JOB_LOGS_DIR: &str = ".anycloud-logs";
 /// Wraps the output's upload (the rclone command it is given) so that nothing a job wrote
 /// is lost to a later run of it: a new container or a new VM starts with an empty or older
 /// `/mnt/output`, and a plain `rclone copy` would overwrite the bucket's files of the same
-/// names. A name the run has not yet uploaded goes up with `--backup-dir`, which moves the
-/// bucket's differing version into `REPLACED_DIR/<run>/`. A name is the run's own (later
+/// names. Before a name the run has not yet uploaded goes up, the bucket's differing
+/// version is copied (server-side) into `REPLACED_DIR/<run>/` and then overwritten: no
+/// delete or move (rclone's `--backup-dir` is a copy and a delete), so the VM's identity
+/// needs none, on any cloud. A name is the run's own (later
 /// uploads replace it plainly) once the run wrote it (newer than the run stamp) and
 /// uploaded it. A file an earlier run left on the same disk is uploaded once as it is; when
 /// the job rewrites it, what that upload put in the bucket goes to
@@ -112,10 +114,22 @@ s \"$tmp/older\" \"$tmp/new\" > \"$tmp/first\"
 n=$(cat \"$failed\" 2>/dev/null || echo 0)
 retry=
 [ \"$n\" -gt 0 ] && retry=.retry$n
-# Uploads FILES, keeping what they replace in the bucket under BACKUP.
+# Uploads FILES, keeping what they replace in the bucket under BACKUP: the bucket's
+# differing versions are copied aside first, then overwritten. Nothing is deleted or moved
+# (--backup-dir would: a copy and a delete), so the VM's identity needs no delete.
 keep() {{
   [ -s \"$1\" ] || return 0
-  /usr/bin/rclone copy \"$dir\" \"$remote\" --files-from-raw \"$1\" --backup-dir \"$remote/{replaced}/$2$retry\" \\
+  /usr/bin/rclone check \"$dir\" \"$remote\" --one-way --files-from-raw \"$1\" --combined \"$tmp/compared\" \\
+    --log-file=\"$log\" >/dev/null 2>&1
+  checked=$?
+  grep -q '^! ' \"$tmp/compared\" && return 1
+  [ \"$checked\" = 0 ] || grep -q '^[+*] ' \"$tmp/compared\" || return 1
+  sed -n 's/^\\* //p' \"$tmp/compared\" > \"$tmp/differ\"
+  if [ -s \"$tmp/differ\" ]; then
+    /usr/bin/rclone copy \"$remote\" \"$remote/{replaced}/$2$retry\" --files-from-raw \"$tmp/differ\" \\
+      --verbose --no-update-modtime --log-file=\"$log\" || return 1
+  fi
+  /usr/bin/rclone copy \"$dir\" \"$remote\" --files-from-raw \"$1\" \\
     --verbose --fast-list --no-update-modtime --modify-window 1s --log-file=\"$log\"
 }}
 # A name's first upload by this run keeps the bucket's version under <run>/; an earlier
@@ -295,13 +309,22 @@ pub fn is_plain_path(path: &str) -> bool {
 /// the job if something interrupted it (killed by a signal). A job that finished, or failed
 /// by itself, or that anycloud stopped (the hold file), is left as it is. With `--watch` it
 /// does so every 30 seconds, as the systemd unit runs it.
-pub fn boot_script(layout: &VmLayout, container: &str) -> String {
+pub fn boot_script(layout: &VmLayout, container: &str, keep_from_metadata: bool) -> String {
+    let (block, call) = if keep_from_metadata {
+        (
+            crate::scripts::block_metadata(),
+            "  # Before any job runs again: a reboot forgot the rule.\n  block_metadata || { echo \"not starting the job: could not keep it from the metadata service\" >&2; exit 1; }\n",
+        )
+    } else {
+        (String::new(), "")
+    };
     format!(
         "#!/bin/bash\n\
          # anycloud: brings {mnt} back after a reboot or a crash.\n\
          set -uo pipefail\n\
          conf={conf}\n\
          name={name}\n\
+         {block}\
          bring_back() (\n\
          \x20 exec 9>{lock}\n\
          \x20 flock 9\n\
@@ -313,6 +336,7 @@ pub fn boot_script(layout: &VmLayout, container: &str) -> String {
          \x20 fi\n\
          \x20 [ -e {hold} ] && exit 0\n\
          \x20 docker info >/dev/null 2>&1 || exit 0\n\
+         {call}\
          \x20 state=$(docker inspect -f '{{{{.State.Status}}}} {{{{.State.ExitCode}}}}' \"$name\" 2>/dev/null) || exit 0\n\
          \x20 set -- $state\n\
          \x20 if [ \"$1\" = exited ] && [ \"$2\" -ge 128 ]; then docker start \"$name\" >/dev/null; fi\n\

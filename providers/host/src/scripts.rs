@@ -59,10 +59,48 @@ fn own_run_dir(layout: &VmLayout) -> String {
     )
 }
 
+/// The addresses of the clouds' instance metadata services: AWS's (IPv4 and IPv6), Azure's
+/// and GCP's IPv4 (`metadata.google.internal` is 169.254.169.254), GCP's IPv6.
+const METADATA_V4: &str = "169.254.169.254/32";
+const METADATA_V6: &[&str] = &["fd00:ec2::254/128", "fd20:ce::254/128"];
+
+/// A bash function, `block_metadata`, that keeps containers from the machine's metadata
+/// service, which hands the machine's identity (a token for its role, managed identity or
+/// service account, valid for hours and usable anywhere) to whoever asks. AWS stops a
+/// container with IMDSv2's hop limit; Azure and GCP have none. Packets for it that arrive
+/// from another interface (a container's bridge) are dropped before routing; the machine's
+/// own processes (rclone) reach it as before. Checked, then added: run again (the boot
+/// script does after a reboot, which forgets the rule), it adds nothing. Docker never
+/// flushes the raw table, so a restart of dockerd keeps it.
+pub fn block_metadata() -> String {
+    let v6: String = METADATA_V6
+        .iter()
+        .map(|a| {
+            format!(
+                "    ip6tables -w -t raw -C PREROUTING ! -i lo -d {a} -j DROP 2>/dev/null ||\n      ip6tables -w -t raw -I PREROUTING ! -i lo -d {a} -j DROP 2>/dev/null || true\n"
+            )
+        })
+        .collect();
+    format!(
+        "block_metadata() {{
+  if [ \"$(id -u)\" != 0 ]; then
+    echo \"warning: not root, so job containers on this machine can reach its cloud metadata service (its identity's credentials)\" >&2
+    return 0
+  fi
+  command -v iptables >/dev/null 2>&1 || {{ echo \"iptables is missing: cannot keep job containers from the metadata service\" >&2; return 1; }}
+  iptables -w -t raw -C PREROUTING ! -i lo -d {METADATA_V4} -j DROP 2>/dev/null ||
+    iptables -w -t raw -I PREROUTING ! -i lo -d {METADATA_V4} -j DROP || return 1
+  if command -v ip6tables >/dev/null 2>&1; then
+{v6}  fi
+}}
+"
+    )
+}
+
 /// Installs Docker, supervisord and rclone where missing (as root on Debian), starts dockerd
 /// when it is not running, and makes the deployment's directories (0750). With `gpus`, the
 /// NVIDIA container toolkit too, set up as a Docker runtime.
-pub fn vm_init(layout: &VmLayout, gpus: bool) -> String {
+pub fn vm_init(layout: &VmLayout, gpus: bool, keep_from_metadata: bool) -> String {
     let log = quote(&format!("{}/vm-init.log", layout.log_dir));
     let dockerd_log = quote(&format!("{}/dockerd.log", layout.log_dir));
     format!(
@@ -87,7 +125,15 @@ if ! docker info >/dev/null 2>&1; then
   for _ in $(seq 1 120); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
   docker info >/dev/null 2>&1 {dockerd_fail}
 fi
-{gpu}",
+{block}{gpu}",
+        block = if keep_from_metadata {
+            format!(
+                "{}block_metadata || {{ echo \"could not keep job containers from the metadata service\" >&2; exit 1; }}\n",
+                block_metadata()
+            )
+        } else {
+            String::new()
+        },
         gpu = if gpus { nvidia_toolkit(layout) } else { String::new() },
         lock = step_lock(layout, "vm-init"),
         follow = follow(&format!("{}/vm-init.log", layout.log_dir)).replace('\n', "\n    "),
@@ -209,27 +255,45 @@ exit 1
     )
 }
 
-/// Checks that rclone reaches the storage, retrying while credentials propagate.
+/// Checks that rclone reaches the storage, trying `retries` times `sleep_secs` apart while
+/// the VM's identity's permissions propagate; each wait is said on stderr (streamed to the
+/// step's progress), and a final failure carries rclone's last words.
 pub fn rclone_check(layout: &VmLayout, target: &str, retries: u64, sleep_secs: u64) -> String {
     let log = format!("{}/rclone-check.log", layout.log_dir);
     format!(
         "{PRELUDE}{follow}\
 export RCLONE_CONFIG={config}
-# The output upload keeps replaced files with --backup-dir inside the bucket, filtered out of
-# the upload: rclone allows that from 1.59 (its overlap check learned filters then).
+# The upload steps are written for (and tested on) rclone 1.59 and newer: older ones are
+# refused here, with the version found, rather than failing later in a program's log.
 version=$(/usr/bin/rclone version 2>/dev/null | sed -n '1s/^rclone v\\([0-9]*\\)\\.\\([0-9]*\\).*/\\1 \\2/p') || version=
 read -r major minor <<<\"$version\" || true
 if [ -z \"$version\" ] || [ \"$major\" -lt 1 ] || {{ [ \"$major\" = 1 ] && [ \"$minor\" -lt 59 ]; }}; then
-  echo \"/usr/bin/rclone is $(/usr/bin/rclone version 2>/dev/null | head -n 1 || echo 'not working'): anycloud needs rclone 1.59 or newer (the output upload keeps replaced files with --backup-dir inside the bucket). Install a newer one, e.g. from https://rclone.org/install/\" >&2
+  echo \"/usr/bin/rclone is $(/usr/bin/rclone version 2>/dev/null | head -n 1 || echo 'not working'): anycloud needs rclone 1.59 or newer. Install a newer one, e.g. from https://rclone.org/install/\" >&2
   exit 1
 fi
-/usr/bin/rclone lsd {target} --retries {retries} --retries-sleep {sleep_secs}s --log-file={qlog} >/dev/null {fail}
+# rclone's listing commands ignore --retries: the wait for an identity's permissions to
+# spread (seconds on AWS and GCP, minutes for Azure role assignments) is this loop's.
+tries={retries}
+for try in $(seq 1 \"$tries\"); do
+  if /usr/bin/rclone lsd {target} --low-level-retries 1 --log-file={qlog} >/dev/null 2>>{qlog}; then
+    exit 0
+  fi
+  said=$(grep -v '^[[:space:]]*$' {qlog} | tail -n 1)
+  if [ \"$try\" -lt \"$tries\" ]; then
+    echo \"connectivity check $try/$tries failed (permissions may still be spreading); trying again in {sleep_secs}s: $said\" >&2
+    sleep {sleep_secs}
+  fi
+done
+echo \"rclone cannot reach {shown} after $tries tries {sleep_secs}s apart; last lines of {log}:\" >&2
+tail -n 20 {qlog} >&2 || true
+exit 1
 ",
         follow = follow(&log),
         config = quote(&layout.rclone_config),
         target = quote(target),
+        shown = target.replace(['"', '\\', '$', '`'], "_"),
         qlog = quote(&log),
-        fail = or_tail(&log, "rclone connectivity check")
+        retries = retries.max(1),
     )
 }
 
@@ -358,6 +422,7 @@ pub fn container_run(
     spec_digest: &str,
     mounts: &[String],
     docker_args: &str,
+    image_user: Option<&str>,
     watch: bool,
 ) -> String {
     let watch = if watch {
@@ -396,7 +461,7 @@ if current=$(docker inspect -f '{{{{index .Config.Labels \"anycloud.spec\"}}}} {
   esac
   docker rm -f \"$name\" >/dev/null
 fi
-{mkdirs}rm -f {hold}
+{mkdirs}{job_user}rm -f {hold}
 # A new run: the output upload keeps what this run would overwrite of earlier ones. A
 # round under way is stopped rather than waited for: the next one starts over for this run.
 mkdir -p {log_dir}
@@ -412,6 +477,9 @@ docker {docker_args} >/dev/null || exit $?
 exec 7>&-
 {watch}{print_ids}
 ",
+        job_user = image_user
+            .map(|image| mounts_for_image_user(layout, image))
+            .unwrap_or_default(),
         print_ids = "docker inspect -f '{{.Id}} {{.Image}}' \"$name\"",
         log_dir = quote(&layout.log_dir),
         stamp = quote(&layout.run_stamp()),
@@ -419,6 +487,42 @@ exec 7>&-
         conf = quote(&layout.supervisord_conf()),
         lock = supervisor_lock(layout),
         name = quote(name),
+    )
+}
+
+/// Makes the mounts usable by the user the image runs as (its `USER`: notebook and many ML
+/// images are not root): the input readable (it stays read-only, mounted `:ro`), output and
+/// checkpoint its own. A name is looked up in the image's `/etc/passwd` without running it.
+/// The upload programs and the final flush run as root and read whatever mode it writes.
+fn mounts_for_image_user(layout: &VmLayout, image: &str) -> String {
+    format!(
+        "image={image}
+docker image inspect \"$image\" >/dev/null 2>&1 || docker pull \"$image\" >/dev/null 2>&1 || true
+job_user=$(docker image inspect -f '{{{{.Config.User}}}}' \"$image\" 2>/dev/null) || job_user=
+job_user=${{job_user%%:*}}
+if [ -n \"$job_user\" ] && [ \"$job_user\" != root ] && [ \"$job_user\" != 0 ]; then
+  if [[ \"$job_user\" =~ ^[0-9]+$ ]]; then
+    job_uid=$job_user
+  else
+    job_uid=
+    # A command of its own: an image without one cannot be created (it is never started).
+    if made=$(docker create \"$image\" anycloud-never-started 2>/dev/null); then
+      job_uid=$(docker cp \"$made:/etc/passwd\" - 2>/dev/null | tar -xO 2>/dev/null | awk -F: -v n=\"$job_user\" '$1 == n {{ print $3; exit }}') || job_uid=
+      docker rm \"$made\" >/dev/null 2>&1 || true
+    fi
+    [[ \"$job_uid\" =~ ^[0-9]+$ ]] || {{ echo \"the image {shown} runs as user '$job_user', which its /etc/passwd does not name: cannot give it /mnt/output and /mnt/checkpoint\" >&2; exit 1; }}
+  fi
+  if [ -d {input} ]; then chmod 0755 {input}; chmod -R a+rX {input}; fi
+  for mount in {output} {checkpoint}; do
+    if [ -d \"$mount\" ]; then chown -R \"$job_uid\" \"$mount\"; fi
+  done
+fi
+",
+        image = quote(image),
+        shown = image.replace(['"', '\\', '$', '`', '\''], "_"),
+        input = quote(&layout.mount("input")),
+        output = quote(&layout.mount("output")),
+        checkpoint = quote(&layout.mount("checkpoint")),
     )
 }
 
@@ -441,10 +545,26 @@ pub fn container_remove(name: &str) -> String {
 }
 
 /// Stops the job (held: the boot script must not start it again) and the checkpoint's
-/// upload, deletes the checkpoint in its bucket and on the machine, and starts the upload
-/// again (it has nothing to upload until the next run writes).
-pub fn clear_checkpoint(layout: &VmLayout, container: &str, dir: &str, remote: &str) -> String {
+/// upload, deletes the checkpoint on the machine and, given its `remote`, in its bucket, and
+/// starts the upload again (it has nothing to upload until the next run writes). Without
+/// `remote` the caller empties the bucket afterwards, with its own credentials.
+pub fn clear_checkpoint(
+    layout: &VmLayout,
+    container: &str,
+    dir: &str,
+    remote: Option<&str>,
+) -> String {
     let log = format!("{}/rclone-checkpoint-clear.log", layout.log_dir);
+    let in_bucket = match remote {
+        Some(remote) => format!(
+            "export RCLONE_CONFIG={rclone}\n/usr/bin/rclone delete {remote} --log-file={qlog} {delete_fail}\n",
+            rclone = quote(&layout.rclone_config),
+            remote = quote(remote),
+            qlog = quote(&log),
+            delete_fail = or_tail(&log, "deleting the checkpoint"),
+        ),
+        None => String::new(),
+    };
     format!(
         "{PRELUDE}{lock}conf={conf}
 touch {hold}
@@ -458,17 +578,11 @@ esac
 # The machine's copy first: were the bucket's emptied first and this failed, the upload
 # would put the old checkpoint back.
 if [ -d {dir} ]; then find {dir} -mindepth 1 -delete || {{ echo \"cannot empty {dir}\" >&2; exit 1; }}; fi
-export RCLONE_CONFIG={rclone}
-/usr/bin/rclone delete {remote} --log-file={qlog} {delete_fail}
-",
+{in_bucket}",
         lock = supervisor_lock(layout),
         conf = quote(&layout.supervisord_conf()),
         hold = quote(&layout.hold_file()),
         name = quote(container),
-        rclone = quote(&layout.rclone_config),
-        remote = quote(remote),
-        qlog = quote(&log),
-        delete_fail = or_tail(&log, "deleting the checkpoint"),
         dir = quote(dir),
     )
 }

@@ -20,12 +20,13 @@ fn every_script_sent_to_a_host() {
         ),
     ];
     let all = [
-        ("vm_init", scripts::vm_init(&l, false)),
-        ("vm_init_with_gpus", scripts::vm_init(&l, true)),
+        ("vm_init", scripts::vm_init(&l, false, true)),
+        ("vm_init_with_gpus", scripts::vm_init(&l, true, true)),
+        ("vm_init_host_network", scripts::vm_init(&l, false, false)),
         ("boot_install", scripts::boot_install(&l)),
         (
             "boot_script",
-            anycloud_host::render::boot_script(&l, "anycloud-train-0123"),
+            anycloud_host::render::boot_script(&l, "anycloud-train-0123", true),
         ),
         ("supervisord_restart", scripts::supervisord_restart(&l)),
         ("supervisord_stop", scripts::supervisord_stop(&l)),
@@ -57,6 +58,19 @@ fn every_script_sent_to_a_host() {
                 "abcdef0123456789",
                 &[l.mount("output")],
                 "run --detach --name anycloud-train-0123 busybox",
+                None,
+                true,
+            ),
+        ),
+        (
+            "container_run_as_image_user",
+            scripts::container_run(
+                &l,
+                "anycloud-train-0123",
+                "abcdef0123456789",
+                &[l.mount("output")],
+                "run --detach --name anycloud-train-0123 ghcr.io/acme/notebook:1",
+                Some("ghcr.io/acme/notebook:1"),
                 true,
             ),
         ),
@@ -76,8 +90,12 @@ fn every_script_sent_to_a_host() {
                 &l,
                 "anycloud-train-0123",
                 &l.mount("checkpoint"),
-                "local:/srv/anycloud/buckets/train",
+                Some("local:/srv/anycloud/buckets/train"),
             ),
+        ),
+        (
+            "clear_checkpoint_machine_only",
+            scripts::clear_checkpoint(&l, "anycloud-train-0123", &l.mount("checkpoint"), None),
         ),
         (
             "host_probe",

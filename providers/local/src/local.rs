@@ -237,7 +237,7 @@ impl Provider for LocalProvider {
     }
 
     async fn clear_checkpoint(&self, container: Target<'_>) -> Result<anycloud_provider::Cleared> {
-        steps::clear_checkpoint(&self.host, &container).await
+        steps::clear_checkpoint(&self.host, &container, steps::BucketEmptiedBy::Machine).await
     }
 }
 

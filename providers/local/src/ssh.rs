@@ -67,7 +67,13 @@ impl SshProvider {
             let root = machine_of_spec(spec)?.root;
             // The root exists once the VM does; the buckets dir may not yet (buckets are
             // made after the VM, which pins the host key first).
-            dirs::host_context(spec, &root, &format!("{root}/run"), format!("local:{root}"))
+            let mut ctx =
+                dirs::host_context(spec, &root, &format!("{root}/run"), format!("local:{root}"))?;
+            // On Docker's bridge, not the host's network: a machine of one's own is often a
+            // cloud VM, and VM init keeps bridged containers from its metadata service (its
+            // identity's credentials); a job on the host's network would reach it.
+            ctx.network = "bridge".into();
+            Ok(ctx)
         })
     }
 
@@ -535,7 +541,12 @@ impl Provider for SshProvider {
     }
 
     async fn clear_checkpoint(&self, container: Target<'_>) -> Result<anycloud_provider::Cleared> {
-        steps::clear_checkpoint(&*self.host_for(&container)?, &container).await
+        steps::clear_checkpoint(
+            &*self.host_for(&container)?,
+            &container,
+            steps::BucketEmptiedBy::Machine,
+        )
+        .await
     }
 }
 

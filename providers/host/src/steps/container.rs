@@ -103,6 +103,8 @@ pub(super) async fn apply(host: &dyn Host, layout: &VmLayout, attrs: &Attrs) -> 
             digest,
             &mounts,
             args.trim_end(),
+            // Without `--user` the job runs as its image's user, who gets the mounts.
+            (!run_spec.contains("\n  --user ")).then_some(attr_str(attrs, "image")?),
             !run_spec.contains("\n  --restart "),
         ),
         "docker run",

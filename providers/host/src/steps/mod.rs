@@ -49,6 +49,12 @@ pub struct HostContext {
 }
 
 impl HostContext {
+    /// Whether jobs run on Docker's bridge (a network of their own), where VM init keeps
+    /// them from the machine's metadata service.
+    pub fn bridged(&self) -> bool {
+        self.network == "bridge"
+    }
+
     /// The directories whose contents must reach their buckets before the host goes.
     pub fn flush_pairs(&self) -> Vec<(String, String)> {
         [BucketRole::Output, BucketRole::Checkpoint]
@@ -234,11 +240,23 @@ pub async fn job_log(
     }
 }
 
+/// Who empties the checkpoint's bucket for [`clear_checkpoint`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BucketEmptiedBy {
+    /// The machine's rclone, where its identity may delete (buckets that are directories).
+    Machine,
+    /// The caller, with the operator's credentials, after this step: a cloud VM's identity
+    /// may delete nothing.
+    Caller,
+}
+
 /// Empties the checkpoint of the job a container target runs
-/// ([`anycloud_provider::Provider::clear_checkpoint`]).
+/// ([`anycloud_provider::Provider::clear_checkpoint`]): on the machine, and in its bucket
+/// when `bucket` says the machine does that.
 pub async fn clear_checkpoint(
     host: &dyn Host,
     target: &Target<'_>,
+    bucket: BucketEmptiedBy,
 ) -> Result<anycloud_provider::Cleared> {
     if target.kind != Kind::Container {
         return Err(not_hosted(target.kind));
@@ -254,7 +272,12 @@ pub async fn clear_checkpoint(
     let name = anycloud_provider::attr_str(target.attrs, "name")?;
     run(
         host,
-        &scripts::clear_checkpoint(&private.layout, name, &dir, remote),
+        &scripts::clear_checkpoint(
+            &private.layout,
+            name,
+            &dir,
+            (bucket == BucketEmptiedBy::Machine).then_some(remote.as_str()),
+        ),
         "emptying the checkpoint",
     )
     .await?;

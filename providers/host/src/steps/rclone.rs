@@ -1,5 +1,6 @@
 //! `rclone`: its config (cloud-native auth only) written, and the connectivity check, whose
-//! `--retries`/`--retries-sleep` also wait out an identity's propagation.
+//! tries (`connectivity_check: { retries, retries_sleep }`) also wait out an identity's
+//! propagation.
 
 use anycloud_provider::{attr_str, Attrs, DeploymentSpec, Result};
 use serde_json::json;

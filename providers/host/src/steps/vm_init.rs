@@ -1,7 +1,8 @@
 //! `vm_init`: Docker, supervisord and rclone installed where missing (and the NVIDIA
 //! container toolkit when the job asks for GPUs), the deployment's directories made, its
 //! private supervisord running, and the boot script that brings it all back after a reboot
-//! (a systemd unit where the host has systemd).
+//! (a systemd unit where the host has systemd). Where jobs run on Docker's bridge, their
+//! containers are kept from the machine's metadata service ([`scripts::block_metadata`]).
 
 use anycloud_provider::{attr_str, Attrs, DeploymentSpec, Result};
 use serde_json::json;
@@ -17,17 +18,29 @@ pub(super) fn plan(spec: &DeploymentSpec, ctx: &HostContext) -> KindPlan {
     p.attrs.insert("supervisord_conf".into(), json!(conf));
     p.attrs.insert(
         "boot_script".into(),
-        json!(render::boot_script(&ctx.layout, &ctx.container_name())),
+        json!(render::boot_script(
+            &ctx.layout,
+            &ctx.container_name(),
+            ctx.bridged()
+        )),
     );
     if spec.container.gpus.is_some() {
         p.attrs.insert("gpus".into(), json!(true));
+    }
+    if ctx.bridged() {
+        p.attrs.insert("block_metadata".into(), json!(true));
     }
     p
 }
 
 pub(super) async fn apply(host: &dyn Host, layout: &VmLayout, attrs: &Attrs) -> Result<()> {
-    let gpus = attrs.get("gpus").and_then(|g| g.as_bool()).unwrap_or(false);
-    run(host, &scripts::vm_init(layout, gpus), "VM init").await?;
+    let flag = |key: &str| attrs.get(key).and_then(|g| g.as_bool()).unwrap_or(false);
+    run(
+        host,
+        &scripts::vm_init(layout, flag("gpus"), flag("block_metadata")),
+        "VM init",
+    )
+    .await?;
     upload(
         host,
         &layout.supervisord_conf(),
