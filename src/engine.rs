@@ -173,6 +173,7 @@ pub async fn make_plan_timed(
     let graph = graph::compile(config, providers);
     t.compile = start.elapsed();
     let start = Instant::now();
+    plan::recall(state, providers);
     let desired = plan::desired(&graph, providers).map_err(UserError)?;
     t.desired = start.elapsed();
     let mut notes = Vec::new();

@@ -12,6 +12,8 @@ use super::{Context, ListFormat, StatusArgs};
 pub(super) async fn status(cx: &Context<'_>, args: &StatusArgs) -> Result<i32, UserError> {
     let config = engine::load_config_for(&cx.cli.config, &cx.providers)?;
     let mut state = engine::read_state(cx.store.as_ref()).await?;
+    // Before the state is narrowed: a provider keeps names recorded by shared resources.
+    crate::plan::recall(&state, &cx.providers);
     let only = Filter::new(&args.only.only);
     let mut graph = crate::graph::compile(&config, &cx.providers);
     if !only.is_all() {

@@ -3,11 +3,38 @@
 
 use std::collections::BTreeMap;
 
-use anycloud_provider::{Dep, Diagnostic, Planned, Target};
+use anycloud_provider::{Dep, Diagnostic, Kind, Planned, Target};
 use anycloud_state::{Pending, State};
 
 use crate::graph::Graph;
 use crate::registry::Providers;
+
+/// Hands every provider the state's records of its own resources before anything is
+/// planned ([`anycloud_provider::Provider::recall`]).
+pub fn recall(state: &State, providers: &Providers) {
+    let mut by_provider: BTreeMap<&str, Vec<Target>> = BTreeMap::new();
+    for (address, r) in &state.resources {
+        let Some(kind) = Kind::parse(&r.kind) else {
+            continue;
+        };
+        by_provider
+            .entry(r.provider.as_str())
+            .or_default()
+            .push(Target {
+                address,
+                kind,
+                attrs: &r.attributes,
+                private: &r.private,
+                deps: &[],
+                lineage: &state.lineage,
+            });
+    }
+    for name in providers.names() {
+        if let Ok(provider) = providers.get(name) {
+            provider.recall(by_provider.get(name).map_or(&[], Vec::as_slice));
+        }
+    }
+}
 
 /// The provider's desired attributes of every node in the graph.
 pub fn desired(

@@ -19,7 +19,7 @@ pub(crate) mod targets;
 use anycloud_provider::{Attrs, Diagnostic, Kind};
 use serde::{Deserialize, Serialize};
 
-pub use desired::{desired, preflight};
+pub use desired::{desired, preflight, recall};
 pub use diff::diff;
 pub use refresh::{clear_checkpoint, job_log, observe, refresh, Refreshed};
 pub use targets::targets_match;

@@ -222,6 +222,12 @@ pub trait Provider: Declaration {
         Ok(())
     }
 
+    /// The state's records of this provider's resources (`deps` empty; pending creates
+    /// included: they may exist), once before a plan asks for any [`Provider::plan`]. A name
+    /// a provider derives can change between versions; one a state already recorded (storage
+    /// holding data) is kept rather than planned anew. No I/O. Default: nothing to keep.
+    fn recall(&self, _recorded: &[Target<'_>]) {}
+
     /// The object store and key the state lives at, from [`Declaration::check_state`]'s
     /// settings (after `configure`, whose credentials and endpoints it uses).
     async fn state_objects(

@@ -14,7 +14,8 @@ use crate::naming;
 use crate::owner::{self, Owner};
 use crate::storage::{account_path, STORAGE_API};
 
-pub fn plan(node: NodeSpec<'_>, subscription: &str) -> Result<Planned> {
+/// `account`: the bucket's continent's account (`AzureProvider::account`).
+pub fn plan(node: NodeSpec<'_>, account: &str) -> Result<Planned> {
     let (role, bucket) = node.bucket()?;
     let mut attrs = Attrs::new();
     if let Some(p) = &node.deployment.project {
@@ -23,10 +24,7 @@ pub fn plan(node: NodeSpec<'_>, subscription: &str) -> Result<Planned> {
     attrs.insert("name".into(), json!(bucket.name));
     attrs.insert("continent".into(), json!(bucket.continent));
     attrs.insert("role".into(), json!(role));
-    attrs.insert(
-        "account".into(),
-        json!(naming::storage_account(&bucket.continent, subscription)),
-    );
+    attrs.insert("account".into(), json!(account));
     Ok(Planned {
         attrs,
         computed: vec!["managed".into(), "resource_group".into()],

@@ -32,14 +32,14 @@ fn role_definition(subscription: &str, role: BucketRole) -> (String, &'static st
     )
 }
 
-pub fn plan(node: NodeSpec<'_>, subscription: &str) -> Result<Planned> {
+/// `account`: the bucket's continent's account (`AzureProvider::account`).
+pub fn plan(node: NodeSpec<'_>, subscription: &str, account: &str) -> Result<Planned> {
     let (role, bucket) = node.bucket()?;
     let d = node.deployment;
-    let account = naming::storage_account(&bucket.continent, subscription);
     let scope = container_path(
         subscription,
         &naming::storage_group(&bucket.continent),
-        &account,
+        account,
         &bucket.name,
     );
     let identity_id = identity::path(

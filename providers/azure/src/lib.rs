@@ -21,7 +21,7 @@ mod vm;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{OnceLock, RwLock};
 
 use anycloud_host::{ContextCache, SshPool};
 
@@ -172,6 +172,9 @@ pub struct AzureProvider {
     arm: OnceLock<Result<Arm>>,
     connections: SshPool,
     contexts: ContextCache,
+    /// The continents' accounts the state recorded ([`Provider::recall`]), by continent:
+    /// planned with whatever anycloud would name them now.
+    recorded: RwLock<BTreeMap<String, String>>,
 }
 
 impl AzureProvider {
@@ -183,6 +186,23 @@ impl AzureProvider {
             arm: OnceLock::new(),
             connections: SshPool::default(),
             contexts: ContextCache::default(),
+            recorded: RwLock::default(),
+        }
+    }
+
+    fn recorded_account(&self, continent: &str) -> Option<String> {
+        self.recorded
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(continent)
+            .cloned()
+    }
+
+    /// The continent's storage account: the one the state recorded, else the seed's name.
+    pub(crate) fn account(&self, continent: &str) -> Result<String> {
+        match self.recorded_account(continent) {
+            Some(recorded) => Ok(recorded),
+            None => Ok(naming::storage_account(continent, &self.subscription()?)),
         }
     }
 
@@ -278,13 +298,28 @@ impl Provider for AzureProvider {
         self.connections.connections()
     }
 
+    fn recall(&self, recorded: &[Target<'_>]) {
+        *self.recorded.write().unwrap_or_else(|p| p.into_inner()) = storage::recorded(recorded);
+    }
+
     fn plan(&self, node: NodeSpec<'_>) -> Result<Planned> {
         let subscription = self.subscription()?;
         match node.kind {
-            Kind::Storage => Ok(storage::plan(node, &subscription)),
-            Kind::Bucket => container::plan(node, &subscription),
+            Kind::Storage => {
+                let continent = &node.deployment.continent;
+                Ok(storage::plan(
+                    node,
+                    &self.account(continent)?,
+                    &naming::storage_account(continent, &subscription),
+                ))
+            }
+            Kind::Bucket => container::plan(node, &self.account(&node.bucket()?.1.continent)?),
             Kind::Role => Ok(identity::plan(node.deployment, &subscription)),
-            Kind::Grant => grant::plan(node, &subscription),
+            Kind::Grant => grant::plan(
+                node,
+                &subscription,
+                &self.account(&node.bucket()?.1.continent)?,
+            ),
             Kind::Vm => vm::plan(self, node.deployment),
             hosted => vm::plan_hosted(self, hosted, node.deployment),
         }
@@ -292,10 +327,8 @@ impl Provider for AzureProvider {
 
     async fn preflight(&self, targets: &[Target<'_>]) -> Result<Preflight> {
         let subscription = self.subscription()?;
-        Ok(Preflight {
-            errors: storage::preflight(self.arm()?, &subscription, targets).await?,
-            notes: vec![],
-        })
+        let (errors, notes) = storage::preflight(self.arm()?, &subscription, targets).await?;
+        Ok(Preflight { errors, notes })
     }
 
     /// A constant number of calls whatever the number of resources: one list of the
@@ -402,7 +435,7 @@ impl Provider for AzureProvider {
 impl AzureProvider {
     /// The blob service of the account holding `bucket`: the continent's account of the
     /// deployment that uses it, signed in as the operator for the blob audience.
-    fn blob_service(&self, bucket: &str, user: Option<&DeploymentSpec>) -> Result<Arm> {
+    async fn blob_service(&self, bucket: &str, user: Option<&DeploymentSpec>) -> Result<Arm> {
         let spec = user.ok_or_else(|| {
             ProviderError::permanent(format!(
                 "bucket '{bucket}' is used by no Azure deployment of the config: anycloud cannot tell which continent's account holds it"
@@ -414,8 +447,34 @@ impl AzureProvider {
             .find(|b| b.name == bucket)
             .map(|b| b.continent.as_str())
             .unwrap_or(&spec.continent);
-        let account = naming::storage_account(continent, &self.subscription()?);
+        let account = self.bucket_account(continent).await?;
         blobs::service(&self.settings().blob_endpoint(&account))
+    }
+
+    /// The continent's account for `anycloud bucket`, which reads no state: the recorded one
+    /// if a plan recalled it, else the seed's name, unless only the one an earlier anycloud
+    /// named (11 digits) exists in the subscription (one list of its accounts).
+    async fn bucket_account(&self, continent: &str) -> Result<String> {
+        if let Some(recorded) = self.recorded_account(continent) {
+            return Ok(recorded);
+        }
+        let subscription = self.subscription()?;
+        let seed = naming::storage_account(continent, &subscription);
+        let earlier = naming::earlier_storage_account(continent, &subscription);
+        let arm = self.arm()?;
+        let listed =
+            anycloud_provider::retry::with_retries(|| storage::list(arm, &subscription), |_, _| {})
+                .await?;
+        let exists = |name: &str| {
+            listed
+                .iter()
+                .any(|a| a.get("name").and_then(|n| n.as_str()) == Some(name))
+        };
+        Ok(if !exists(&seed) && exists(&earlier) {
+            earlier
+        } else {
+            seed
+        })
     }
 }
 
@@ -426,7 +485,7 @@ impl BucketAccess for AzureProvider {
         bucket: &str,
         user: Option<&DeploymentSpec>,
     ) -> Result<Vec<(String, u64)>> {
-        blobs::list(&self.blob_service(bucket, user)?, bucket, "").await
+        blobs::list(&self.blob_service(bucket, user).await?, bucket, "").await
     }
 
     async fn upload(
@@ -436,7 +495,13 @@ impl BucketAccess for AzureProvider {
         source: &std::path::Path,
         progress: &Transfer,
     ) -> Result<usize> {
-        blobs::upload(&self.blob_service(bucket, user)?, bucket, source, progress).await
+        blobs::upload(
+            &self.blob_service(bucket, user).await?,
+            bucket,
+            source,
+            progress,
+        )
+        .await
     }
 
     async fn download(
@@ -446,6 +511,135 @@ impl BucketAccess for AzureProvider {
         dest: &std::path::Path,
         progress: &Transfer,
     ) -> Result<usize> {
-        blobs::download(&self.blob_service(bucket, user)?, bucket, dest, progress).await
+        blobs::download(
+            &self.blob_service(bucket, user).await?,
+            bucket,
+            dest,
+            progress,
+        )
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anycloud_provider::{BucketSpec, ContainerSpec};
+    use serde_json::{json, Value};
+
+    const SEED: &str = "anycloudus12345678";
+    const EARLIER: &str = "anycloudus123456789ab";
+
+    fn deployment() -> DeploymentSpec {
+        DeploymentSpec {
+            id: "train".into(),
+            provider: "azure".into(),
+            project: None,
+            region: "eastus".into(),
+            continent: "us".into(),
+            vm: VmSpec {
+                machine_type: Some("Standard_D2s_v5".into()),
+                ..VmSpec::default()
+            },
+            container: ContainerSpec::default(),
+            buckets: [(
+                BucketRole::Output,
+                BucketSpec {
+                    name: "train-results".into(),
+                    continent: "us".into(),
+                    region: "eastus".into(),
+                },
+            )]
+            .into(),
+            sync_interval_secs: 60,
+            check: Default::default(),
+        }
+    }
+
+    fn provider() -> AzureProvider {
+        let p = AzureProvider::new(std::env::temp_dir().join("anycloud-azure-unit-keys"));
+        p.configure(&json!({"subscription_id": "12345678-9abc-4def-8123-456789abcdef"}))
+            .unwrap();
+        p
+    }
+
+    fn recorded(account: &str) -> Attrs {
+        [("continent", json!("us")), ("account", json!(account))]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect()
+    }
+
+    #[test]
+    fn a_recorded_account_is_kept_by_every_node_that_names_it_and_the_plan_says_so() {
+        let p = provider();
+        let d = deployment();
+        let plan = |kind, bucket| {
+            p.plan(NodeSpec {
+                kind,
+                deployment: &d,
+                bucket,
+            })
+            .unwrap()
+        };
+        let storage = plan(Kind::Storage, None);
+        assert_eq!(storage.attrs["account"], json!(SEED));
+        assert!(storage.warnings.is_empty(), "{:?}", storage.warnings);
+
+        let attrs = recorded(EARLIER);
+        p.recall(&[Target {
+            address: "shared.azure.us.storage",
+            kind: Kind::Storage,
+            attrs: &attrs,
+            private: &Value::Null,
+            deps: &[],
+            lineage: "lineage",
+        }]);
+        let storage = plan(Kind::Storage, None);
+        assert_eq!(storage.attrs["account"], json!(EARLIER));
+        assert_eq!(storage.force_new, vec!["account".to_owned()]);
+        assert_eq!(storage.warnings.len(), 1);
+        let said = &storage.warnings[0];
+        assert!(
+            said.contains(&format!("'{EARLIER}'")) && said.contains(&format!("'{SEED}'")),
+            "{said}"
+        );
+        let bucket = plan(Kind::Bucket, Some(BucketRole::Output));
+        assert_eq!(bucket.attrs["account"], json!(EARLIER));
+        assert!(bucket.warnings.is_empty());
+        let grant = plan(Kind::Grant, Some(BucketRole::Output));
+        assert!(grant.attrs["scope"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("/storageAccounts/{EARLIER}/blobServices/")));
+        // The VM's rclone.conf and the upload programs name it too, never the seed's.
+        for kind in [Kind::Rclone, Kind::ServiceOutput] {
+            let text = serde_json::to_string(&plan(kind, None).attrs)
+                .unwrap()
+                .replace(EARLIER, "RECORDED");
+            assert!(
+                text.contains("RECORDED") && !text.contains(SEED),
+                "{kind}: {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_recorded_bucket_names_its_continents_account_when_no_storage_is_recorded() {
+        let p = provider();
+        let attrs = recorded(EARLIER);
+        p.recall(&[Target {
+            address: "deployment.train.bucket.output",
+            kind: Kind::Bucket,
+            attrs: &attrs,
+            private: &Value::Null,
+            deps: &[],
+            lineage: "lineage",
+        }]);
+        assert_eq!(p.account("us").unwrap(), EARLIER);
+        assert_eq!(p.account("eu").unwrap(), "anycloudeu12345678");
+        // A state without it (recalled again) plans the seed's name.
+        p.recall(&[]);
+        assert_eq!(p.account("us").unwrap(), SEED);
     }
 }

@@ -4,8 +4,13 @@
 
 use uuid::Uuid;
 
-/// `anycloud` + continent + subscription prefix: 8 + 5 (`latam`, the longest code) + 11.
-const ACCOUNT_PREFIX_LEN: usize = 11;
+/// `anycloud` + continent + subscription prefix, the prefix being the seed's: the
+/// subscription id's first 8 characters (its example: `anycloudus12345678`), so the account
+/// the seed made for a subscription is the one found. 8 + 5 (`latam`, the longest code) + 8.
+const ACCOUNT_PREFIX_LEN: usize = 8;
+/// What an earlier anycloud took instead: 11 hex digits. A state that recorded such a name
+/// keeps it (the provider's `recall`); this one is never made anew.
+const EARLIER_PREFIX_LEN: usize = 11;
 /// Storage account names: 3–24 characters, lower-case letters and digits only.
 pub const ACCOUNT_MAX: usize = 24;
 
@@ -13,11 +18,21 @@ pub const ACCOUNT_MAX: usize = 24;
 /// the subscription id's first hex digits: account names are global across Azure, so two
 /// subscriptions must not derive the same one, and the same subscription always must.
 pub fn storage_account(continent: &str, subscription_id: &str) -> String {
+    account_with_prefix(continent, subscription_id, ACCOUNT_PREFIX_LEN)
+}
+
+/// The name an earlier anycloud gave the continent's account, with 11 digits of the
+/// subscription id: kept where a state recorded it, looked for where none is recorded.
+pub fn earlier_storage_account(continent: &str, subscription_id: &str) -> String {
+    account_with_prefix(continent, subscription_id, EARLIER_PREFIX_LEN)
+}
+
+fn account_with_prefix(continent: &str, subscription_id: &str, len: usize) -> String {
     let digits: String = subscription_id
         .chars()
         .filter(|c| c.is_ascii_hexdigit())
         .map(|c| c.to_ascii_lowercase())
-        .take(ACCOUNT_PREFIX_LEN)
+        .take(len)
         .collect();
     format!("anycloud{continent}{digits}")
 }
@@ -85,17 +100,33 @@ mod tests {
 
     #[test]
     fn every_continents_account_name_is_valid_and_fits() {
+        let longest = crate::REGIONS.iter().map(|(c, _)| c.len()).max();
+        assert_eq!(longest, Some("latam".len()), "latam is the longest code");
         for (continent, _) in crate::REGIONS {
             let name = storage_account(continent, SUBSCRIPTION);
             assert!(is_account_name(&name), "{continent}: {name}");
             assert!(name.len() <= ACCOUNT_MAX, "{continent}: {name}");
-            assert!(name.starts_with(&format!("anycloud{continent}")), "{name}");
+            assert_eq!(name, format!("anycloud{continent}9f3b1c2d"));
+            // The names an earlier anycloud recorded were valid too (and are kept).
+            let earlier = earlier_storage_account(continent, SUBSCRIPTION);
+            assert!(is_account_name(&earlier), "{continent}: {earlier}");
+            assert_eq!(earlier, format!("anycloud{continent}9f3b1c2d4e5"));
         }
         assert_eq!(
             storage_account("latam", SUBSCRIPTION),
-            "anycloudlatam9f3b1c2d4e5"
+            "anycloudlatam9f3b1c2d"
         );
-        assert_eq!(storage_account("latam", SUBSCRIPTION).len(), 24);
+        assert_eq!(storage_account("latam", SUBSCRIPTION).len(), 21);
+        assert_eq!(earlier_storage_account("latam", SUBSCRIPTION).len(), 24);
+    }
+
+    #[test]
+    fn the_account_name_is_the_seeds() {
+        // The seed's own example: the subscription id's first 8 characters.
+        assert_eq!(
+            storage_account("us", "12345678-9abc-4def-8123-456789abcdef"),
+            "anycloudus12345678"
+        );
     }
 
     #[test]

@@ -1,15 +1,19 @@
 //! A continent's shared storage: the resource group `anycloud-storage-{C}` and the storage
 //! account `anycloud{C}{subscriptionPrefix}` in the region of the first deployment of the
 //! continent (first wins), reused by every later deployment of the continent, whatever its
-//! region, and kept on destroy.
+//! region, and kept on destroy. An account a state recorded under another name (an earlier
+//! anycloud took 11 digits of the subscription id, the seed 8) keeps that name: every node
+//! naming the account plans with it, and the plan says so.
 //!
 //! Account names are global across Azure. Two applies may make the same one at once: the
 //! PUT is idempotent within a resource group, and the loser of a race across groups finds the
 //! account in its own subscription and adopts it. A name taken by another subscription fails
 //! with a message naming the account.
 
+use std::collections::BTreeMap;
+
 use anycloud_provider::{
-    attr_str, Attrs, ErrorCode, NodeSpec, Planned, ProviderError, Result, Target,
+    attr_str, Attrs, ErrorCode, Kind, NodeSpec, Planned, ProviderError, Result, Target,
 };
 use http::Method;
 use serde_json::{json, Value};
@@ -30,7 +34,27 @@ pub fn account_path(subscription: &str, group: &str, account: &str) -> String {
     )
 }
 
-pub fn plan(node: NodeSpec<'_>, subscription: &str) -> Planned {
+/// The continents' accounts a state recorded, by continent: its storage nodes', else its
+/// buckets' (a container lives in its continent's account).
+pub fn recorded(targets: &[Target<'_>]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for kind in [Kind::Storage, Kind::Bucket] {
+        for t in targets.iter().filter(|t| t.kind == kind) {
+            let text = |k: &str| t.attrs.get(k).and_then(Value::as_str);
+            if let (Some(continent), Some(account)) = (text("continent"), text("account")) {
+                if naming::is_account_name(account) {
+                    out.entry(continent.to_owned())
+                        .or_insert_with(|| account.to_owned());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `account` is the continent's account as the state recorded it, else `seed`, the seed's
+/// name for it (`naming::storage_account`).
+pub fn plan(node: NodeSpec<'_>, account: &str, seed: &str) -> Planned {
     let d = node.deployment;
     let mut attrs = Attrs::new();
     if let Some(p) = &d.project {
@@ -43,16 +67,22 @@ pub fn plan(node: NodeSpec<'_>, subscription: &str) -> Planned {
         "resource_group".into(),
         json!(naming::storage_group(&d.continent)),
     );
-    attrs.insert(
-        "account".into(),
-        json!(naming::storage_account(&d.continent, subscription)),
-    );
+    attrs.insert("account".into(), json!(account));
+    // Renaming an account means replacing it and moving what it holds: a recorded name stays.
+    let warnings = if account == seed {
+        vec![]
+    } else {
+        vec![format!(
+            "keeps the storage account '{account}' this state recorded (named by an earlier anycloud); the seed's name for it would be '{seed}'. It is kept as it is: no account is replaced or made, and its containers stay where they are"
+        )]
+    };
     Planned {
         attrs,
         computed: vec!["blob_endpoint".into()],
         force_new: vec!["account".into()],
         // Shared by every deployment of the continent, and by other states: only forgotten.
         keep_on_destroy: true,
+        warnings,
         ..Planned::default()
     }
 }
@@ -221,13 +251,16 @@ fn taken(name: &str, said: Option<&str>) -> ProviderError {
 }
 
 /// Before any change: every continent account still to be made must be free or this
-/// subscription's (one list, and one name check per new account).
+/// subscription's (one list, and one name check per new account). Returns the errors, and
+/// the notes: an account an earlier anycloud named (11 digits) that this state does not
+/// record, beside which the seed's is about to be made.
 pub async fn preflight(
     arm: &Arm,
     subscription: &str,
     targets: &[Target<'_>],
-) -> Result<Vec<String>> {
+) -> Result<(Vec<String>, Vec<String>)> {
     let mut errors = Vec::new();
+    let mut notes = Vec::new();
     let mut accounts: Option<Vec<Value>> = None;
     for t in targets
         .iter()
@@ -237,13 +270,23 @@ pub async fn preflight(
         if accounts.is_none() {
             accounts = Some(list(arm, subscription).await?);
         }
-        let ours = accounts
-            .as_deref()
-            .unwrap_or_default()
-            .iter()
-            .any(|a| a.get("name").and_then(|n| n.as_str()) == Some(name));
-        if ours {
+        let listed = |name: &str| {
+            accounts
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .any(|a| a.get("name").and_then(|n| n.as_str()) == Some(name))
+        };
+        if listed(name) {
             continue;
+        }
+        let continent = attr_str(t.attrs, "continent")?;
+        let earlier = naming::earlier_storage_account(continent, subscription);
+        if earlier != name && listed(&earlier) {
+            notes.push(format!(
+                "{}: storage account '{earlier}', named by an earlier anycloud, exists in this subscription but this state records no account for continent {continent}: the seed's '{name}' will be made beside it, and this state's buckets go there (what '{earlier}' holds stays in it)",
+                t.address
+            ));
         }
         let check = arm
             .post(
@@ -262,5 +305,5 @@ pub async fn preflight(
             ));
         }
     }
-    Ok(errors)
+    Ok((errors, notes))
 }

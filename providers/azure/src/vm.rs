@@ -41,16 +41,16 @@ pub fn rclone_conf(account: &str, blob_suffix: Option<&str>) -> String {
     conf
 }
 
+/// `account`: the deployment's continent's account (`AzureProvider::account`).
 pub fn context(
     spec: &DeploymentSpec,
-    subscription: &str,
+    account: &str,
     blob_suffix: Option<&str>,
 ) -> Result<HostContext> {
-    let account = naming::storage_account(&spec.continent, subscription);
     let remotes: BTreeMap<BucketRole, String> = spec
         .buckets
         .iter()
-        .map(|(role, b)| (*role, format!("{}:{}", remote_name(&account), b.name)))
+        .map(|(role, b)| (*role, format!("{}:{}", remote_name(account), b.name)))
         .collect();
     // The identity may list only its own containers: check one of them.
     let check_target = [
@@ -60,11 +60,11 @@ pub fn context(
     ]
     .iter()
     .find_map(|r| remotes.get(r).cloned())
-    .unwrap_or_else(|| format!("{}:", remote_name(&account)));
+    .unwrap_or_else(|| format!("{}:", remote_name(account)));
     Ok(HostContext {
         deployment: spec.id.clone(),
         layout: VmLayout::on_vm(&testing::vm_root()),
-        rclone_conf: rclone_conf(&account, blob_suffix),
+        rclone_conf: rclone_conf(account, blob_suffix),
         check_target,
         remotes,
         // The job reaches the instance metadata service through Docker's bridge.
@@ -74,10 +74,10 @@ pub fn context(
 }
 
 fn host_context(p: &AzureProvider, spec: &DeploymentSpec) -> Result<Arc<HostContext>> {
-    let subscription = p.subscription()?;
+    let account = p.account(&spec.continent)?;
     let suffix = p.settings().endpoints.blob_suffix.clone();
     p.contexts
-        .get(spec, || context(spec, &subscription, suffix.as_deref()))
+        .get(spec, || context(spec, &account, suffix.as_deref()))
 }
 
 pub fn ssh_target(vm: &Attrs, key_path: PathBuf) -> Result<SshTarget> {

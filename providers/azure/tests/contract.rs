@@ -104,7 +104,8 @@ async fn a_deployment_converges_least_privilege_and_destroy_keeps_what_it_must()
     let recs = planned(&p, &d);
     // The plan names the account, its group and the region it lives in.
     let storage = &recs[0].attrs;
-    assert_eq!(storage["account"], json!("anycloudeu00000001111"));
+    // The seed's name: the subscription id's first 8 characters.
+    assert_eq!(storage["account"], json!("anycloudeu00000001"));
     assert_eq!(storage["resource_group"], json!("anycloud-storage-eu"));
     assert_eq!(storage["region"], json!("westeurope"));
 
@@ -598,4 +599,140 @@ async fn a_vm_carries_its_identity_admits_ssh_from_the_cidr_only_and_an_eviction
     });
     assert_eq!(c.violations(), Vec::<String>::new());
     std::env::remove_var(anycloud_host::testing::SSH_ADDRESS);
+}
+
+/// A state written by an earlier anycloud recorded the continent's account with 11 digits of
+/// the subscription id (the seed takes 8). Recalled, every node naming the account plans with
+/// it and the storage says so; the deployment converges in it and no second account is made.
+/// A state recording nothing is told, before any change, that the earlier account exists.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_recorded_eleven_digit_account_is_kept_and_no_second_one_is_made() {
+    let (_turn, c) = server().await;
+    let subscription = sub(9);
+    let (earlier, seed) = (
+        naming::earlier_storage_account("eu", &subscription),
+        naming::storage_account("eu", &subscription),
+    );
+    assert_eq!(
+        (earlier.as_str(), seed.as_str()),
+        ("anycloudeu00000009111", "anycloudeu00000009")
+    );
+    let p = provider(&c, &subscription);
+    let d = deployment("legacy", "westeurope", "legacy-input");
+    // What the earlier anycloud did: made the account under its name and recorded it.
+    let mut engine = Engine::new(&p, "lineage-legacy");
+    let mut storage = planned(&p, &d).remove(0);
+    storage.attrs.insert("account".into(), json!(earlier));
+    engine.create(&storage).await.unwrap();
+    c.with(|w| {
+        w.containers.insert(
+            (earlier.clone(), "legacy-input".into()),
+            json!({"name": "legacy-input", "properties": {"metadata": {}}}),
+        );
+    });
+
+    let recorded: Vec<anycloud_provider::Target> = engine
+        .state
+        .values()
+        .map(|r| anycloud_provider::Target {
+            address: &r.address,
+            kind: r.kind,
+            attrs: &r.attrs,
+            private: &r.private,
+            deps: &[],
+            lineage: "lineage-legacy",
+        })
+        .collect();
+    p.recall(&recorded);
+    let said = p
+        .plan(NodeSpec {
+            kind: Kind::Storage,
+            deployment: &d,
+            bucket: None,
+        })
+        .unwrap();
+    // Every attribute as recorded: no change, so no replacement.
+    let before = &engine.state[&storage.address].attrs;
+    for (k, v) in &said.attrs {
+        assert_eq!(before.get(k), Some(v), "{k}");
+    }
+    assert_eq!(said.warnings.len(), 1, "{:?}", said.warnings);
+    assert!(
+        said.warnings[0].contains(&format!("'{earlier}'"))
+            && said.warnings[0].contains(&format!("'{seed}'")),
+        "{:?}",
+        said.warnings
+    );
+    let recs = planned(&p, &d);
+    for r in &recs {
+        let text = serde_json::to_string(&r.attrs)
+            .unwrap()
+            .replace(&earlier, "RECORDED");
+        assert!(!text.contains(&seed), "{}: {text}", r.address);
+    }
+    engine.apply(&recs).await.unwrap();
+    c.with(|w| {
+        // The server is shared: this subscription's accounts and requests only.
+        let accounts: Vec<&String> = w
+            .accounts
+            .iter()
+            .filter(|(_, (s, ..))| *s == subscription)
+            .map(|(name, _)| name)
+            .collect();
+        assert_eq!(accounts, vec![&earlier], "no second account");
+        let puts = w
+            .requests
+            .iter()
+            .filter(|r| r.starts_with(&format!("PUT /subscriptions/{subscription}/")))
+            .filter(|r| r.rsplit('/').nth(1) == Some("storageAccounts"))
+            .count();
+        assert_eq!(puts, 1, "the earlier anycloud's PUT only");
+        for made in ["legacy-results", "legacy"] {
+            assert!(w
+                .containers
+                .contains_key(&(earlier.clone(), made.to_owned())));
+        }
+        let scopes: Vec<&str> = w
+            .assignments
+            .values()
+            .filter_map(|a| a["properties"]["scope"].as_str())
+            .filter(|s| s.starts_with(&format!("/subscriptions/{subscription}/")))
+            .collect();
+        assert_eq!(scopes.len(), 3, "{scopes:?}");
+        assert!(
+            scopes
+                .iter()
+                .all(|s| s.contains(&format!("/storageAccounts/{earlier}/"))),
+            "{scopes:?}"
+        );
+    });
+    let found = engine.refresh().await;
+    for (address, f) in &found {
+        assert!(f.is_some(), "{address} found missing");
+    }
+
+    // Another state, recording nothing, in the same subscription: the plan's preflight says
+    // the earlier account exists and the seed's will be made beside it.
+    let fresh = provider(&c, &subscription);
+    let storage = planned(&fresh, &d).remove(0);
+    assert_eq!(storage.attrs["account"], json!(seed));
+    let pre = fresh
+        .preflight(&[anycloud_provider::Target {
+            address: &storage.address,
+            kind: storage.kind,
+            attrs: &storage.attrs,
+            private: &storage.private,
+            deps: &[],
+            lineage: "lineage-fresh",
+        }])
+        .await
+        .unwrap();
+    assert!(pre.errors.is_empty(), "{pre:?}");
+    assert_eq!(pre.notes.len(), 1, "{pre:?}");
+    assert!(
+        pre.notes[0].contains(&format!("'{earlier}'"))
+            && pre.notes[0].contains(&format!("'{seed}'")),
+        "{pre:?}"
+    );
+    assert_eq!(c.violations(), Vec::<String>::new());
 }
