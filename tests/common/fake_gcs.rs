@@ -10,7 +10,9 @@
 //! keeps: the contract server answers bucket requests itself, makes each bucket in both
 //! emulators (`contract::World::on_bucket`), hands every object request to fake-gcs-server
 //! (`objects_upstream`) and every policy request, once checked against the discovery
-//! document, to gcp-storage-emulator (`policies_upstream`).
+//! document, to gcp-storage-emulator (`policies_upstream`). Neither emulator enforces IAM:
+//! the end-to-end test puts `gcs_authz`'s proxy in between, which does, with the policies
+//! anycloud set.
 //!
 //! Needs fake-gcs-server and gcp-storage-emulator under /var/cache/anycloud/fake-gcs, and
 //! python3 (`scripts/prereqs.sh`).
@@ -21,8 +23,6 @@ use std::time::{Duration, Instant};
 
 const FAKE_GCS: &str = "/var/cache/anycloud/fake-gcs/fake-gcs-server";
 const GCP_STORAGE_EMULATOR: &str = "/var/cache/anycloud/fake-gcs/bin/gcp-storage-emulator";
-/// What the metadata server hands out as the VM's token (fake-gcs-server takes any).
-pub const VM_TOKEN: &str = "ya29.vm-service-account-token";
 
 pub struct FakeGcs {
     server: Child,
@@ -115,9 +115,12 @@ impl FakeGcs {
     /// A metadata server in the host's namespace, as on Compute Engine: at 169.254.169.254
     /// and by the name `metadata.google.internal` (Google's libraries look for either to tell
     /// they run on Compute Engine); it hands out tokens only to requests carrying
-    /// `Metadata-Flavor: Google`, and says `Metadata-Flavor: Google` in its answers. sshd
-    /// must be (re)started afterwards for its sessions to see the name.
-    pub fn serve_metadata(&mut self, namespace: &str) {
+    /// `Metadata-Flavor: Google`, and says `Metadata-Flavor: Google` in its answers. The
+    /// tokens are those of the service account `instance` runs as, minted by `harness`
+    /// (`gcs_authz`: `GET {harness}/harness/token?instance=…`, and `…/email`); none while
+    /// the instance does not exist. sshd must be (re)started afterwards for its sessions to
+    /// see the name.
+    pub fn serve_metadata(&mut self, namespace: &str, harness: &str, instance: &str) {
         let etc = std::path::PathBuf::from(format!("/etc/netns/{namespace}"));
         std::fs::create_dir_all(&etc).unwrap();
         std::fs::write(
@@ -140,8 +143,17 @@ impl FakeGcs {
             .unwrap();
         assert!(out.status.success(), "{out:?}");
         let script = r#"
-import http.server, json, sys
-token = sys.argv[1]
+import http.server, sys, urllib.error, urllib.parse, urllib.request
+harness, instance = sys.argv[1], sys.argv[2]
+def ask(what):
+    url = harness + "/harness/" + what + "?instance=" + urllib.parse.quote(instance)
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+    except Exception as e:
+        return 503, str(e).encode()
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == "/":
@@ -149,14 +161,18 @@ class H(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0"); self.end_headers(); return
         if self.headers.get("Metadata-Flavor") != "Google":
             self.send_response(403); self.send_header("Content-Length", "0"); self.end_headers(); return
-        if "/service-accounts/default/token" in self.path:
-            body = json.dumps({"access_token": token, "expires_in": 3599, "token_type": "Bearer"}).encode()
+        path = self.path.split("?")[0]
+        if path.endswith("/service-accounts/default/token"):
+            status, body = ask("token")
             ctype = "application/json"
-        elif self.path.rstrip("/") in ("", "/computeMetadata/v1"):
-            body, ctype = b"computeMetadata/\n", "application/text"
+        elif path.endswith("/service-accounts/default/email"):
+            status, body = ask("email")
+            ctype = "application/text"
+        elif path.rstrip("/") in ("", "/computeMetadata/v1"):
+            status, body, ctype = 200, b"computeMetadata/\n", "application/text"
         else:
-            self.send_response(404); self.send_header("Metadata-Flavor", "Google"); self.end_headers(); return
-        self.send_response(200); self.send_header("Metadata-Flavor", "Google")
+            status, body, ctype = 404, b"", "application/text"
+        self.send_response(status); self.send_header("Metadata-Flavor", "Google")
         self.send_header("Content-Type", ctype); self.send_header("Content-Length", str(len(body)))
         self.end_headers(); self.wfile.write(body)
     def log_message(self, *a): pass
@@ -166,7 +182,7 @@ http.server.ThreadingHTTPServer(("169.254.169.254", 80), H).serve_forever()
 "#;
         let metadata = Command::new("ip")
             .args([
-                "netns", "exec", namespace, "python3", "-c", script, VM_TOKEN,
+                "netns", "exec", namespace, "python3", "-c", script, harness, instance,
             ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -243,6 +259,17 @@ impl Objects {
 
     pub fn delete_bucket(&self, name: &str) {
         self.curl("DELETE", &format!("/storage/v1/b/{name}"), b"");
+    }
+
+    /// Writes an object straight into the emulator (past any proxy in front of it).
+    pub fn put(&self, bucket: &str, name: &str, body: &str) {
+        let object: String = url::form_urlencoded::byte_serialize(name.as_bytes()).collect();
+        let (code, said) = self.curl(
+            "POST",
+            &format!("/upload/storage/v1/b/{bucket}/o?uploadType=media&name={object}"),
+            body.as_bytes(),
+        );
+        assert_eq!(code, 200, "{}", String::from_utf8_lossy(&said));
     }
 
     pub fn get(&self, bucket: &str, name: &str) -> Option<String> {
