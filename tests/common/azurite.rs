@@ -6,10 +6,15 @@
 //! - Azurite runs on this machine, on the test host's link (`--oauth basic`: it checks each
 //!   token's issuer, audience and lifetime, not its signature), with a certificate for
 //!   `*.blob.anycloud.test` signed by a CA made for the test;
+//! - with [`Azurite::start_enforcing`], clients reach it through a TLS proxy (python3) that
+//!   asks an authoriser (`azure_authz.rs`) about every request first: whose token it is and
+//!   whether that identity's role assignments allow it; a refusal is the authoriser's answer
+//!   (Azure's 403), anything else goes on to Azurite;
 //! - the test host resolves `{account}.blob.anycloud.test` to this machine and trusts only
 //!   that CA, through `/etc/netns/<namespace>/` (which `ip netns exec` mounts over `/etc` for
 //!   sshd and everything started from its sessions);
-//! - a small metadata service in the host's namespace mints tokens for `storage.azure.com`.
+//! - a small metadata service in the host's namespace hands out the tokens of the VM's
+//!   managed identity, minted by the authoriser.
 //!
 //! Needs node with `azurite` under /var/cache/anycloud/azurite, openssl, curl and python3
 //! (`scripts/prereqs.sh`).
@@ -25,7 +30,10 @@ const AZURITE: &str = "/var/cache/anycloud/azurite/node_modules/.bin/azurite-blo
 pub struct Azurite {
     azurite: Child,
     imds: Option<Child>,
+    /// The authorising proxy in front of Azurite, when enforcing.
+    proxy: Option<Child>,
     pub gateway: String,
+    /// Where clients connect: the proxy's port when enforcing, else Azurite's own.
     pub port: u16,
     pub account: String,
     dir: tempfile::TempDir,
@@ -49,7 +57,19 @@ fn must(cmd: &mut Command) {
 impl Azurite {
     /// Azurite for `account`, listening on `gateway` (this machine's address on the test
     /// host's link).
+    #[allow(dead_code)] // not every test that includes this module asks
     pub fn start(gateway: &str, account: &str) -> Azurite {
+        Azurite::start_with(gateway, account, None)
+    }
+
+    /// Azurite behind a proxy that asks `authorize` (an authoriser's URL) about each request
+    /// and refuses what it refuses.
+    #[allow(dead_code)] // not every test that includes this module asks
+    pub fn start_enforcing(gateway: &str, account: &str, authorize: &str) -> Azurite {
+        Azurite::start_with(gateway, account, Some(authorize))
+    }
+
+    fn start_with(gateway: &str, account: &str, authorize: Option<&str>) -> Azurite {
         let dir = tempfile::Builder::new()
             .prefix("anycloud-azurite-")
             .tempdir()
@@ -110,11 +130,14 @@ impl Azurite {
                 .arg("-out")
                 .arg(d.join("cert.pem")),
         );
-        let port = TcpListener::bind(format!("{gateway}:0"))
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let free_port = || {
+            TcpListener::bind(format!("{gateway}:0"))
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let port = free_port();
         let log = std::fs::File::create(d.join("azurite.log")).unwrap();
         let mut azurite = Command::new(AZURITE)
             .args(["--blobHost", gateway, "--blobPort", &port.to_string()])
@@ -145,9 +168,39 @@ impl Azurite {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+        let (proxy, port) = match authorize {
+            None => (None, port),
+            Some(authorize) => {
+                let public = free_port();
+                let log = std::fs::File::create(d.join("proxy.log")).unwrap();
+                let mut proxy = Command::new("python3")
+                    .args(["-c", PROXY, gateway, &public.to_string()])
+                    .arg(d.join("cert.pem"))
+                    .arg(d.join("key.pem"))
+                    .args([gateway, &port.to_string()])
+                    .arg(d.join("ca.pem"))
+                    .arg(authorize)
+                    .stdin(Stdio::null())
+                    .stdout(log.try_clone().unwrap())
+                    .stderr(log)
+                    .spawn()
+                    .expect("starting the authorising proxy (python3)");
+                while TcpStream::connect(format!("{gateway}:{public}")).is_err() {
+                    let exited = proxy.try_wait().unwrap().is_some();
+                    assert!(
+                        Instant::now() < deadline && !exited,
+                        "the authorising proxy did not start: {}",
+                        std::fs::read_to_string(d.join("proxy.log")).unwrap_or_default()
+                    );
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                (Some(proxy), public)
+            }
+        };
         Azurite {
             azurite,
             imds: None,
+            proxy,
             gateway: gateway.to_owned(),
             port,
             account: account.to_owned(),
@@ -172,14 +225,23 @@ impl Azurite {
     }
 
     /// Makes the test host see this blob service as a VM on Azure sees Azure's: by name, over
-    /// TLS it trusts, and a metadata service handing out the identity's tokens. sshd must be
+    /// TLS it trusts, and a metadata service handing out the identity's tokens, which it gets
+    /// from `tokens` (an authoriser's `/imds`, given the request's query). sshd must be
     /// (re)started afterwards for its sessions to see the files.
-    pub fn serve_host(&mut self, namespace: &str) {
+    #[allow(dead_code)] // not every test that includes this module asks
+    pub fn serve_host(&mut self, namespace: &str, tokens: &str) {
         let etc = PathBuf::from(format!("/etc/netns/{namespace}"));
         std::fs::create_dir_all(etc.join("ssl/certs")).unwrap();
+        // This machine's own name too: sudo looks it up.
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         std::fs::write(
             etc.join("hosts"),
-            format!("127.0.0.1 localhost\n{} {}\n", self.gateway, self.host()),
+            format!(
+                "127.0.0.1 localhost {}\n{} {}\n",
+                hostname.trim(),
+                self.gateway,
+                self.host()
+            ),
         )
         .unwrap();
         std::fs::copy(
@@ -198,31 +260,27 @@ impl Azurite {
             "lo",
         ]));
         let script = r#"
-import http.server, json, sys, time
-token = sys.argv[1]
+import http.server, sys, urllib.error, urllib.request
+tokens = sys.argv[1]
+direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
-        if self.headers.get("Metadata") != "true" or "/metadata/identity/oauth2/token" not in self.path:
-            self.send_response(400); self.end_headers(); return
-        now = int(time.time())
-        body = json.dumps({"access_token": token, "expires_in": "3600", "expires_on": str(now + 3600),
-                           "not_before": str(now - 60), "resource": "https://storage.azure.com",
-                           "token_type": "Bearer"}).encode()
-        self.send_response(200); self.send_header("Content-Type", "application/json")
+        if self.headers.get("Metadata") != "true" or not self.path.startswith("/metadata/identity/oauth2/token"):
+            return self.answer(400, b'{"error":"invalid_request","error_description":"Required metadata header not specified"}')
+        try:
+            with direct.open(tokens + "?" + self.path.partition("?")[2], timeout=30) as r:
+                status, body = r.status, r.read()
+        except urllib.error.HTTPError as e:
+            status, body = e.code, e.read()
+        self.answer(status, body)
+    def answer(self, status, body):
+        self.send_response(status); self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body))); self.end_headers(); self.wfile.write(body)
     def log_message(self, *a): pass
-http.server.HTTPServer(("169.254.169.254", 80), H).serve_forever()
+http.server.ThreadingHTTPServer(("169.254.169.254", 80), H).serve_forever()
 "#;
         let imds = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                namespace,
-                "python3",
-                "-c",
-                script,
-                &token(),
-            ])
+            .args(["netns", "exec", namespace, "python3", "-c", script, tokens])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -286,6 +344,10 @@ impl Drop for Azurite {
     fn drop(&mut self) {
         let _ = self.azurite.kill();
         let _ = self.azurite.wait();
+        if let Some(mut proxy) = self.proxy.take() {
+            let _ = proxy.kill();
+            let _ = proxy.wait();
+        }
         if let Some(mut imds) = self.imds.take() {
             let _ = imds.kill();
             let _ = imds.wait();
@@ -295,3 +357,100 @@ impl Drop for Azurite {
         }
     }
 }
+
+/// The authorising proxy: TLS with Azurite's certificate on the public port; each request
+/// (read whole) is put to the authoriser, and either its refusal is the answer or the request
+/// goes on to Azurite over TLS on a kept-alive connection per thread.
+/// argv: listen-ip listen-port cert key azurite-ip azurite-port ca authorize-url
+const PROXY: &str = r#"
+import http.client, http.server, json, ssl, sys, threading, urllib.request
+ip, port, cert, key, up_ip, up_port, ca, authorize = sys.argv[1:9]
+direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+tls.load_cert_chain(cert, key)
+upstream_tls = ssl.create_default_context(cafile=ca)
+upstream_tls.check_hostname = False
+local = threading.local()
+HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer",
+       "upgrade", "expect", "content-length"}
+
+def read_chunked(f):
+    out = b""
+    while True:
+        size = int(f.readline().split(b";")[0].strip() or b"0", 16)
+        if size == 0:
+            while f.readline().strip():
+                pass
+            return out
+        out += f.read(size)
+        f.readline()
+
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def relay(self):
+        n = self.headers.get("Content-Length")
+        if n is not None:
+            body = self.rfile.read(int(n))
+        elif "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            body = read_chunked(self.rfile)
+        else:
+            body = b""
+        ask = json.dumps({"method": self.command, "target": self.path,
+                          "host": self.headers.get("Host", ""),
+                          "authorization": self.headers.get("Authorization", ""),
+                          "copy_source": self.headers.get("x-ms-copy-source", "")}).encode()
+        with direct.open(urllib.request.Request(authorize, data=ask, headers={"Content-Type": "application/json"}), timeout=60) as r:
+            verdict = json.load(r)
+        if not verdict["allow"]:
+            payload = verdict["body"].encode()
+            self.send_response_only(verdict["status"], verdict["reason"])
+            for k, v in verdict["headers"]:
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(payload)
+            return
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP}
+        if body or self.command in ("PUT", "POST"):
+            headers["Content-Length"] = str(len(body))
+        for attempt in (0, 1):
+            conn = getattr(local, "conn", None)
+            if conn is None:
+                conn = local.conn = http.client.HTTPSConnection(up_ip, int(up_port), context=upstream_tls, timeout=300)
+            try:
+                conn.request(self.command, self.path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                break
+            except (http.client.HTTPException, OSError):
+                conn.close()
+                local.conn = None
+                if attempt:
+                    raise
+        self.send_response_only(resp.status, resp.reason)
+        for k, v in resp.getheaders():
+            if k.lower() not in HOP:
+                self.send_header(k, v)
+        if self.command == "HEAD":
+            self.send_header("Content-Length", resp.getheader("Content-Length", "0"))
+        else:
+            self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = do_PATCH = do_OPTIONS = relay
+
+    def log_message(self, *a):
+        pass
+
+class S(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    def finish_request(self, request, client_address):
+        # The handshake in the connection's own thread: a slow client holds up no other.
+        super().finish_request(tls.wrap_socket(request, server_side=True), client_address)
+
+S((ip, int(port)), H).serve_forever()
+"#;

@@ -40,6 +40,8 @@ pub const COMPUTE_API: &str = "2025-04-01";
 pub const TENANT: &str = "72f988bf-0000-4000-8000-00000000c0de";
 pub const CLIENT_ID: &str = "5b0c6a53-0000-4000-8000-0000000c11e7";
 pub const CLIENT_SECRET: &str = "contract-server-secret-not-real";
+/// The object id of that service principal: the `oid` of its tokens.
+pub const OPERATOR_OBJECT_ID: &str = "0b5e7a70-0000-4000-8000-00000000a11c";
 
 /// Called with (account, container, made) as a container is made or deleted.
 pub type Mirror = Arc<dyn Fn(&str, &str, bool) + Send + Sync>;
@@ -60,6 +62,11 @@ pub struct World {
     pub identities: BTreeMap<String, Value>,
     /// lower-cased assignment name → assignment
     pub assignments: BTreeMap<String, Value>,
+    /// lower-cased assignment name → when it was made (an assignment put here by a test
+    /// has none): what the blob service's authorisation counts its propagation from.
+    pub assigned_at: BTreeMap<String, std::time::Instant>,
+    /// lower-cased assignment name → the assignment deleted, and when.
+    pub revoked: BTreeMap<String, (Value, std::time::Instant)>,
     /// lower-cased id → network object (virtual networks, NSGs, public IPs, NICs)
     pub network: BTreeMap<String, Value>,
     /// lower-cased id → virtual machine; its power state in `properties.instanceView`
@@ -885,6 +892,10 @@ impl Route {
                     .assignments
                     .insert(name.to_ascii_lowercase(), a.clone())
                     .is_none();
+                if created {
+                    w.assigned_at
+                        .insert(name.to_ascii_lowercase(), std::time::Instant::now());
+                }
                 ok(if created { 201 } else { 200 }, a)
             }
             (Route::Assignment, "GET") => {
@@ -898,8 +909,14 @@ impl Route {
                 }
             }
             (Route::Assignment, "DELETE") => {
-                match w.assignments.remove(&s[s.len() - 1].to_ascii_lowercase()) {
-                    Some(a) => ok(200, a),
+                let name = s[s.len() - 1].to_ascii_lowercase();
+                w.assigned_at.remove(&name);
+                match w.assignments.remove(&name) {
+                    Some(a) => {
+                        w.revoked
+                            .insert(name, (a.clone(), std::time::Instant::now()));
+                        ok(200, a)
+                    }
                     None => ok(204, Value::Null),
                 }
             }
@@ -1547,19 +1564,28 @@ fn b64url(bytes: &[u8]) -> String {
     out
 }
 
-/// A token for the blob service as Entra ID would issue it (unsigned: Azurite's basic OAuth
-/// checks the issuer, the audience and the lifetime).
+/// A token for the blob service as Entra ID issues it to the operator's service principal
+/// (unsigned: Azurite's basic OAuth checks the issuer, the audience and the lifetime).
 pub fn storage_token() -> String {
+    storage_token_for(json!({
+        "appid": CLIENT_ID, "oid": OPERATOR_OBJECT_ID, "sub": OPERATOR_OBJECT_ID,
+        "tid": TENANT, "idtyp": "app",
+    }))
+}
+
+/// A token for the blob service with `claims` (who it is for) besides the audience, issuer
+/// and lifetime Entra ID puts in every token.
+pub fn storage_token_for(mut claims: Value) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
     let header = b64url(br#"{"alg":"RS256","typ":"JWT"}"#);
-    let claims = json!({
-        "aud": "https://storage.azure.com",
-        "iss": format!("https://sts.windows.net/{TENANT}/"),
-        "iat": now - 60, "nbf": now - 60, "exp": now + 3600,
-    });
+    claims["aud"] = json!("https://storage.azure.com");
+    claims["iss"] = json!(format!("https://sts.windows.net/{TENANT}/"));
+    claims["iat"] = json!(now - 60);
+    claims["nbf"] = json!(now - 60);
+    claims["exp"] = json!(now + 3600);
     format!(
         "{header}.{}.{}",
         b64url(claims.to_string().as_bytes()),
