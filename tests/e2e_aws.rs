@@ -3,6 +3,12 @@
 //! with sshd, through the documented test-only override `ANYCLOUD_TEST_SSH_ADDRESS`), so the
 //! whole VM bootstrap runs for real and rclone on that host copies to and from moto's S3.
 //!
+//! The end-to-end test runs with IAM enforced (`Moto::start_enforcing`): anycloud signs in
+//! as an admin user, and rclone on the test host as the deployment's role, with credentials
+//! from an instance metadata service on the host (tests/common/imds.rs), so every VM step
+//! runs under exactly the policy anycloud wrote. What the harness maps, and what moto still
+//! checks less than AWS: tests/fixtures/moto_iam.py.
+//!
 //! Needs root, docker, supervisord, rclone, sshd, ip, curl and moto (`scripts/prereqs.sh`).
 
 mod common;
@@ -10,10 +16,15 @@ mod common;
 #[path = "../providers/host/tests/support/sshd.rs"]
 mod sshd;
 
+#[path = "common/imds.rs"]
+mod imds;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use common::moto::{xml_all, Moto};
 use common::{build_image, containers_of, read, wait_for, Project, Run};
+use imds::Imds;
 use sshd::TestHost;
 
 fn run(p: &Project, env: &[(String, String)], args: &[&str]) -> Run {
@@ -43,6 +54,42 @@ fn object(moto: &Moto, bucket: &str, key: &str) -> Option<String> {
     (status == 200).then(|| body.trim().to_owned())
 }
 
+/// The keys of a bucket under `prefix`.
+fn keys(moto: &Moto, bucket: &str, prefix: &str) -> Vec<String> {
+    let (status, body) = moto.http(
+        "GET",
+        &format!(
+            "/{bucket}?list-type=2&prefix={}",
+            urlencoding::encode(prefix)
+        ),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    xml_all(&body, "Key")
+}
+
+/// What the output upload kept of `name` before overwriting it: each
+/// `.anycloud-replaced/<run>/<name>` with its content.
+fn kept(moto: &Moto, name: &str) -> Vec<(String, String)> {
+    keys(moto, "aws-results", ".anycloud-replaced/")
+        .into_iter()
+        .filter(|k| k.ends_with(&format!("/{name}")))
+        .filter_map(|k| object(moto, "aws-results", &k).map(|c| (k, c)))
+        .collect()
+}
+
+/// What the VM's uploads logged of their errors (for a failure's message).
+fn vm_logs(vm_root: &Path) -> String {
+    let mut out = String::new();
+    for file in common::files_under(&vm_root.join("var/log/anycloud")) {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        for line in text.lines() {
+            out.push_str(&format!("{}: {line}\n", file.display()));
+        }
+    }
+    out
+}
+
 fn config(user: &str) -> String {
     config_with_cidr(user, "10.0.0.0/8")
 }
@@ -69,20 +116,107 @@ deployments:
     )
 }
 
+/// The role's principal in moto's refusal log (imds.py's session name).
+const ROLE_SESSION: &str =
+    "arn:aws:sts::123456789012:assumed-role/anycloud-aws-alpha/anycloud-test-host";
+
+/// What rclone on the VM said of each copy it found corrupted and could not remove, from
+/// its upload logs so far: `seen` gathers the lines (file, line) as the test goes, since a
+/// new VM starts new logs. A file the job rewrites while it goes up (the checkpoint's
+/// counter, tick.txt) arrives with another hash than the file has by then ("corrupted on
+/// transfer"); rclone then removes the copy it made, a DeleteObject the role may not make
+/// (refused, on AWS too: "Failed to remove failed copy: AccessDenied"), and its next
+/// attempt overwrites the object.
+fn gather_failed_copies(vm_root: &Path, seen: &mut BTreeSet<(String, String)>) {
+    for file in common::files_under(&vm_root.join("var/log/anycloud")) {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        for line in text.lines().filter(|l| l.contains(FAILED_REMOVAL)) {
+            seen.insert((file.display().to_string(), line.to_owned()));
+        }
+    }
+}
+
+const FAILED_REMOVAL: &str = ": Failed to remove failed copy: AccessDenied";
+
+/// How many refused removals of a failed copy each `bucket/key` had: one per log line
+/// `INFO  : KEY: Failed to remove failed copy: AccessDenied…`, in the bucket of the program
+/// that logged it.
+fn failed_copy_budget(seen: &BTreeSet<(String, String)>) -> BTreeMap<String, usize> {
+    let mut budget = BTreeMap::new();
+    for (file, line) in seen {
+        let Some((_, rest)) = line.split_once(" : ") else {
+            continue;
+        };
+        let Some((name, _)) = rest.split_once(FAILED_REMOVAL) else {
+            continue;
+        };
+        let file = file.rsplit('/').next().unwrap_or_default();
+        let buckets: &[&str] = if file.contains("checkpoint") {
+            &["aws-alpha"]
+        } else if file.contains("output") {
+            &["aws-results"]
+        } else {
+            &["aws-alpha", "aws-results"]
+        };
+        for bucket in buckets {
+            *budget.entry(format!("{bucket}/{name}")).or_insert(0) += 1;
+        }
+    }
+    budget
+}
+
+/// moto's refusals so far, but for
+/// - the metadata service's own AssumeRole when another request took its free pass
+///   (imds.py: refused, then tried again);
+/// - the role's removals of copies rclone found corrupted (`gather_failed_copies`): as
+///   many as rclone logged refused, of that object.
+fn unexpected_refusals(
+    moto: &Moto,
+    failed_copies: &BTreeSet<(String, String)>,
+) -> Vec<serde_json::Value> {
+    let mut budget = failed_copy_budget(failed_copies);
+    moto.refusals()
+        .into_iter()
+        .filter(|r| r["principal"] != "harness-imds")
+        .filter(|r| {
+            let object = r["resource"]
+                .as_str()
+                .unwrap_or_default()
+                .trim_start_matches("arn:aws:s3:::");
+            let left = budget.get_mut(object);
+            let failed_copy = r["principal"] == ROLE_SESSION
+                && r["action"] == "s3:DeleteObject"
+                && left.as_ref().is_some_and(|n| **n > 0);
+            if failed_copy {
+                *left.unwrap() -= 1;
+                eprintln!("refused (rclone removing a copy it found corrupted): {r}");
+            }
+            !failed_copy
+        })
+        .collect()
+}
+
 #[test]
 fn aws_against_moto_end_to_end() {
     common::remove_leftover_containers(&["aws-alpha"]);
     build_image("anycloud-e2e:v1");
-    // The test host's sessions carry the credentials an instance role would provide. Its
-    // login user is not root and uses sudo, as on Debian's and Ubuntu's images.
-    let host = TestHost::start_with_env(&[
-        ("AWS_ACCESS_KEY_ID", "test"),
-        ("AWS_SECRET_ACCESS_KEY", "test"),
-    ])
-    .with_sudo_user();
+    // The test host's sessions carry no credentials, only where the instance metadata
+    // service is: rclone's env_auth gets the role's credentials there, as on EC2. Its login
+    // user is not root and uses sudo (which keeps the variable), as on Debian's and Ubuntu's
+    // images.
+    let host = TestHost::start_with_env(&[("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds::ENDPOINT)])
+        .with_sudo_user();
     assert_ne!(host.user, "root");
-    // On the host's link, so rclone on the "VM" reaches it as well as anycloud does.
-    let moto = Moto::start(&host.gateway);
+    // On the host's link, so rclone on the "VM" reaches it as well as anycloud does. IAM is
+    // enforced: anycloud signs in as an admin user, the VM as the deployment's role.
+    let moto = Moto::start_enforcing(&host.gateway);
+    let imds = Imds::start(
+        &host.namespace,
+        &moto.url,
+        "arn:aws:iam::123456789012:role/anycloud/anycloud-aws-alpha",
+        &common::moto::python_path(),
+        host.dir.path(),
+    );
     let vm_root = host.dir.path().join("vm");
     let p = Project::new(&config(&host.user));
     let mut env = moto.env();
@@ -95,7 +229,8 @@ fn aws_against_moto_end_to_end() {
         vm_root.display().to_string(),
     ));
 
-    // The input bucket exists already, with data in it.
+    // The input bucket exists already, with data in it; so does another deployment's
+    // output bucket, which this deployment's role must not read.
     assert_eq!(moto.http("PUT", "/aws-input", None).0, 200);
     assert!(
         moto.http(
@@ -104,6 +239,12 @@ fn aws_against_moto_end_to_end() {
             Some("hello from the input bucket")
         )
         .0 < 300
+    );
+    assert_eq!(moto.http("PUT", "/aws-beta-results", None).0, 200);
+    assert!(
+        moto.http("PUT", "/aws-beta-results/result.txt", Some("not yours"))
+            .0
+            < 300
     );
 
     // On EC2 the imported key pair is installed by cloud-init; the test host stands in for
@@ -138,7 +279,7 @@ fn aws_against_moto_end_to_end() {
         .unwrap()
         .into_owned();
     let document: serde_json::Value = serde_json::from_str(&document).unwrap();
-    let mut named = std::collections::BTreeSet::new();
+    let mut named = BTreeSet::new();
     for statement in document["Statement"].as_array().unwrap() {
         let actions: Vec<&str> = statement["Action"]
             .as_array()
@@ -168,6 +309,18 @@ fn aws_against_moto_end_to_end() {
         named.into_iter().collect::<Vec<_>>(),
         ["aws-alpha", "aws-input", "aws-results"]
     );
+    // That policy is all the role has: the harness adds nothing to it (moto_iam.py checks
+    // each S3 call under AWS's action instead), so the VM runs under exactly it.
+    let inline = moto.query(
+        "iam",
+        "Action=ListRolePolicies&Version=2010-05-08&RoleName=anycloud-aws-alpha",
+    );
+    assert_eq!(xml_all(&inline, "member"), ["anycloud-buckets"], "{inline}");
+    let attached = moto.query(
+        "iam",
+        "Action=ListAttachedRolePolicies&Version=2010-05-08&RoleName=anycloud-aws-alpha",
+    );
+    assert!(xml_all(&attached, "PolicyArn").is_empty(), "{attached}");
     let profile = moto.query(
         "iam",
         "Action=GetInstanceProfile&Version=2010-05-08&InstanceProfileName=anycloud-aws-alpha",
@@ -253,7 +406,8 @@ fn aws_against_moto_end_to_end() {
     assert!(tagged(&bucket_tags), "{bucket_tags}");
     let first_instance = xml_all(&instances, "instanceId")[0].clone();
 
-    // Data through moto's S3, by rclone on the test host with the "instance role".
+    // Data through moto's S3, by rclone on the test host signed in as the role (the
+    // connectivity check, the input sync and the checkpoint restore ran in the apply).
     let copy = wait_for(60, "the input copy in the output bucket", || {
         object(&moto, "aws-results", "input-copy.txt").filter(|c| !c.is_empty())
     });
@@ -261,15 +415,114 @@ fn aws_against_moto_end_to_end() {
     let checkpoint = wait_for(60, "a checkpoint in the checkpoint bucket", || {
         object(&moto, "aws-alpha", "counter").and_then(|c| c.parse::<u64>().ok())
     });
+    // The job's own output goes up with it: .anycloud-logs/<container>/<run>.log.
+    let job_log = wait_for(60, "the job's log in the output bucket", || {
+        keys(&moto, "aws-results", ".anycloud-logs/")
+            .into_iter()
+            .find(|k| k.ends_with(".log"))
+    });
+    assert_eq!(job_log.split('/').count(), 3, "{job_log}");
+    assert!(
+        object(&moto, "aws-results", &job_log)
+            .unwrap_or_default()
+            .contains("resuming from 0"),
+        "{job_log}"
+    );
+    wait_for(
+        60,
+        "the first run's resume point in the output bucket",
+        || (object(&moto, "aws-results", "resumed-from.txt").as_deref() == Some("0")).then_some(()),
+    );
     let conf = std::fs::read_to_string(vm_root.join("etc/anycloud/rclone.conf")).unwrap();
     assert!(conf.contains("env_auth = true"), "{conf}");
     assert!(
         !conf.contains("secret") && !conf.contains("access_key"),
         "{conf}"
     );
+    // All of it as the role, with credentials minted once (moto STS), and nothing refused.
+    assert_eq!(imds.mints(), 1, "{}", imds.log_text());
+    let mut failed_copies = BTreeSet::new();
+    gather_failed_copies(&vm_root, &mut failed_copies);
+    let refused = unexpected_refusals(&moto, &failed_copies);
+    assert!(refused.is_empty(), "{refused:?}\n{}", vm_logs(&vm_root));
     let again = run(&p, &env, &["plan", "--detailed-exitcode"]);
     assert_eq!(again.code, 0, "a second plan must be clean: {again:?}");
 
+    // What the role may not do is refused: a write into the input bucket, a read of another
+    // deployment's output bucket (rclone on the host, as the VM's programs run it).
+    let rclone = |args: &[&str]| {
+        let out = imds
+            .on_host("/usr/bin/rclone")
+            .arg("--config")
+            .arg(vm_root.join("etc/anycloud/rclone.conf"))
+            .args(["--retries", "1", "--low-level-retries", "1"])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let probe = host.dir.path().join("forbidden.txt");
+    std::fs::write(&probe, "must not land\n").unwrap();
+    let (written, said) = rclone(&[
+        "copyto",
+        probe.to_str().unwrap(),
+        "s3-us-east-1:aws-input/forbidden.txt",
+    ]);
+    assert!(!written, "{said}");
+    assert!(
+        said.contains("AccessDenied") && said.contains("403"),
+        "{said}"
+    );
+    assert_eq!(object(&moto, "aws-input", "forbidden.txt"), None);
+    // `cat` lists first (refused: s3:ListBucket), `copyto` reads the object (refused:
+    // s3:GetObject, on its HEAD).
+    let (read_it, said) = rclone(&["cat", "s3-us-east-1:aws-beta-results/result.txt"]);
+    assert!(!read_it, "{said}");
+    assert!(
+        said.contains("AccessDenied") && said.contains("403"),
+        "{said}"
+    );
+    let stolen = host.dir.path().join("stolen.txt");
+    let (read_it, said) = rclone(&[
+        "copyto",
+        "s3-us-east-1:aws-beta-results/result.txt",
+        stolen.to_str().unwrap(),
+    ]);
+    assert!(!read_it, "{said}");
+    assert!(said.contains("403"), "{said}");
+    assert!(!stolen.exists());
+    let forbidden = [
+        ("s3:PutObject", "arn:aws:s3:::aws-input/forbidden.txt"),
+        ("s3:ListBucket", "arn:aws:s3:::aws-beta-results"),
+        ("s3:GetObject", "arn:aws:s3:::aws-beta-results/result.txt"),
+    ];
+    gather_failed_copies(&vm_root, &mut failed_copies);
+    let refused = unexpected_refusals(&moto, &failed_copies);
+    for r in &refused {
+        assert_eq!(r["refusal"], "AccessDenied", "{r}");
+        assert_eq!(r["principal"], ROLE_SESSION, "{r}");
+        assert!(
+            forbidden.contains(&(
+                r["action"].as_str().unwrap_or_default(),
+                r["resource"].as_str().unwrap_or_default()
+            )),
+            "an unexpected refusal: {r}"
+        );
+    }
+    for (action, resource) in forbidden {
+        assert!(
+            refused
+                .iter()
+                .any(|r| r["action"] == action && r["resource"] == resource),
+            "{action} on {resource} was not refused: {refused:?}"
+        );
+    }
+    let probes_refused = refused;
+
+    gather_failed_copies(&vm_root, &mut failed_copies);
     // Spot recovery: the instance is terminated (and its disk lost with it). The refresh
     // plans a new VM and everything on it; the new one restores the checkpoint.
     moto.query(
@@ -303,6 +556,84 @@ fn aws_against_moto_end_to_end() {
     assert!(resumed >= checkpoint);
     assert_eq!(containers_of("aws-alpha"), 1);
     assert_eq!(run(&p, &env, &["plan", "--detailed-exitcode"]).code, 0);
+    // The new run rewrote names the first run wrote: their earlier versions were copied
+    // aside (server-side, by the role) before the new ones went up, with no delete.
+    wait_for(
+        60,
+        "the new run's resume point in the output bucket",
+        || {
+            (object(&moto, "aws-results", "resumed-from.txt") == Some(resumed.to_string()))
+                .then_some(())
+        },
+    );
+    let kept_first = kept(&moto, "resumed-from.txt");
+    assert!(
+        kept_first.iter().any(|(_, c)| c == "0"),
+        "the first run's resumed-from.txt is kept: {kept_first:?}"
+    );
+    wait_for(30, "the first run's tick.txt kept", || {
+        (!kept(&moto, "tick.txt").is_empty()).then_some(())
+    });
+
+    gather_failed_copies(&vm_root, &mut failed_copies);
+    // -replace of the container: a new run on the same disk rewrites them again.
+    ok(
+        &p,
+        &env,
+        &[
+            "apply",
+            "--auto-approve",
+            "--replace",
+            "deployment.aws-alpha.container",
+        ],
+    );
+    let rerun = wait_for(60, "the replaced container's job to start", || {
+        read(&vm_root.join("mnt/output/resumed-from.txt"))
+            .and_then(|c| c.parse::<u64>().ok())
+            .filter(|n| *n != resumed)
+    });
+    wait_for(60, "the replaced job's resume point in the bucket", || {
+        (object(&moto, "aws-results", "resumed-from.txt") == Some(rerun.to_string())).then_some(())
+    });
+    let kept_again = kept(&moto, "resumed-from.txt");
+    assert!(
+        kept_again.iter().any(|(_, c)| *c == resumed.to_string()),
+        "the spot run's resumed-from.txt is kept: {kept_again:?}"
+    );
+    assert_eq!(containers_of("aws-alpha"), 1);
+
+    // --from-scratch: the checkpoint bucket is emptied with the operator's credentials (the
+    // role may delete nothing), the machine's copy too, and the job starts from 0.
+    assert!(
+        moto.http("PUT", "/aws-alpha/old-epoch.pt", Some("weights"))
+            .0
+            < 300
+    );
+    let fresh = ok(
+        &p,
+        &env,
+        &["apply", "--from-scratch", "aws-alpha", "--auto-approve"],
+    );
+    assert!(
+        fresh.stdout.contains("job stopped; its checkpoint (")
+            && fresh.stdout.contains(") emptied"),
+        "{fresh:?}"
+    );
+    wait_for(60, "the job to start from scratch", || {
+        (read(&vm_root.join("mnt/output/resumed-from.txt")).as_deref() == Some("0")).then_some(())
+    });
+    wait_for(60, "the fresh run's resume point in the bucket", || {
+        (object(&moto, "aws-results", "resumed-from.txt").as_deref() == Some("0")).then_some(())
+    });
+    let kept_last = kept(&moto, "resumed-from.txt");
+    assert!(
+        kept_last.iter().any(|(_, c)| *c == rerun.to_string()),
+        "the replaced run's resumed-from.txt is kept: {kept_last:?}"
+    );
+    // Several upload rounds later the old file has not come back.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(object(&moto, "aws-alpha", "old-epoch.pt"), None);
+    assert!(!vm_root.join("mnt/checkpoint/old-epoch.pt").exists());
 
     // A narrower ssh_cidr closes what the old one opened.
     p.write_config(&config_with_cidr(&host.user, "10.200.0.0/16"));
@@ -321,11 +652,22 @@ fn aws_against_moto_end_to_end() {
         "written just before destroy\n",
     )
     .unwrap();
+    gather_failed_copies(&vm_root, &mut failed_copies);
     let destroyed = ok(&p, &env, &["destroy", "--auto-approve"]);
     assert_eq!(
         object(&moto, "aws-results", "last-words.txt").as_deref(),
         Some("written just before destroy")
     );
+    // Every VM step ran as the role under its one policy: nothing refused but the probes.
+    gather_failed_copies(&vm_root, &mut failed_copies);
+    let refused = unexpected_refusals(&moto, &failed_copies);
+    assert_eq!(
+        refused,
+        probes_refused,
+        "refused besides the probes\n{}",
+        vm_logs(&vm_root)
+    );
+    assert_eq!(imds.mints(), 1, "{}", imds.log_text());
     let instances = moto.query("ec2", "Action=DescribeInstances&Version=2016-11-15");
     for state in xml_all(&instances, "name") {
         assert!(
