@@ -513,8 +513,9 @@ if [ -n \"$job_user\" ] && [ \"$job_user\" != root ] && [ \"$job_user\" != 0 ]; 
     [[ \"$job_uid\" =~ ^[0-9]+$ ]] || {{ echo \"the image {shown} runs as user '$job_user', which its /etc/passwd does not name: cannot give it /mnt/output and /mnt/checkpoint\" >&2; exit 1; }}
   fi
   if [ -d {input} ]; then chmod 0755 {input}; chmod -R a+rX {input}; fi
+  # -h: a link the job left there is changed itself, never what it points at.
   for mount in {output} {checkpoint}; do
-    if [ -d \"$mount\" ]; then chown -R \"$job_uid\" \"$mount\"; fi
+    if [ -d \"$mount\" ]; then chown -R -h \"$job_uid\" \"$mount\"; fi
   done
 fi
 ",
