@@ -297,15 +297,65 @@ exit 1
     )
 }
 
+/// Clears `dest` of what would send a download written as root out of it. rclone (1.60,
+/// measured) writes through whatever it finds at a destination path: it overwrites the file
+/// a link names (then, seeing the link's own size, removes the link and writes again), writes
+/// into the directory a link names, and writes into a device node. No flag of rclone's helps
+/// on the destination side (`--links`, `--copy-links` and `--skip-links` concern what it
+/// reads; with `--copy-links` it even compares against, and overwrites, a linked file). The
+/// job can write the checkpoint: every link and device node under it goes before the
+/// restore, each said on stderr. A checkpoint never holds links (its upload skips them), so
+/// this leaves what a restore on a new machine leaves. `find -delete` removes each relative
+/// to the directory it found it in, never through a link. The input is mounted read-only
+/// into the job, but a machine that kept its disk may hold links its owner made: the same.
+fn clear_links(dest: &str, verb: &str) -> String {
+    format!(
+        "find {d} -mindepth 1 \\( -type l -printf 'removed the link %p -> %l before rclone {verb}: it would write through it\\n' -delete \\) \\
+  -o \\( \\( -type b -o -type c \\) -printf 'removed the device node %p before rclone {verb}: it would write into the device\\n' -delete \\) >&2 \\
+  || {{ echo \"could not clear {shown} of links before rclone {verb}\" >&2; exit 1; }}
+",
+        d = quote(dest),
+        shown = dest.replace(['"', '\\', '$', '`'], "_"),
+    )
+}
+
+/// Sets `$guard`, the command rclone runs under so that it follows no link and opens no
+/// device node in `dest` that appears while it writes (the job may be running: a restore run
+/// again on a machine that kept its disk): its own mount namespace (a user namespace too
+/// when not root) where `dest` is bind-mounted on itself `nosymfollow,nodev` (Linux 5.10+),
+/// so such a file fails instead. Tried first; where this host cannot, rclone runs as before
+/// and a warning says what is left open.
+fn no_follow_guard(dest: &str) -> String {
+    format!(
+        "ns=(unshare -m --propagation private)
+[ \"$(id -u)\" = 0 ] || ns=(unshare -r -m --propagation private)
+nofollow='mount --bind \"$1\" \"$1\" && mount -o remount,bind,nosymfollow,nodev \"$1\" && o=$(findmnt -rn -o VFS-OPTIONS --target \"$1\") && [[ ,$o, == *,nosymfollow,* && ,$o, == *,nodev,* ]]'
+guard=()
+if \"${{ns[@]}}\" /bin/bash -c \"$nofollow\" _ {d} >/dev/null 2>&1; then
+  guard=(\"${{ns[@]}}\" /bin/bash -c \"$nofollow && shift && exec \\\"\\$@\\\"\" _ {d})
+else
+  echo \"warning: cannot mount {shown} nosymfollow,nodev for rclone (needs Linux 5.10+, and root or user namespaces): a link made there while rclone writes would be followed\" >&2
+fi
+",
+        d = quote(dest),
+        shown = dest.replace(['"', '\\', '$', '`'], "_"),
+    )
+}
+
 /// One-shot download: `sync` for the read-only input, `copy` for the checkpoint restore.
+/// Written as root into a directory the job may write, it never follows what the job made
+/// there out of it (`clear_links`, `no_follow_guard`).
 pub fn download(layout: &VmLayout, verb: &str, source: &str, dest: &str, log_name: &str) -> String {
     let log = format!("{}/{log_name}", layout.log_dir);
     format!(
         "{PRELUDE}{lock}{follow}\
 export RCLONE_CONFIG={config}
 mkdir -p {dest}
-/usr/bin/rclone {verb} {source} {dest} --verbose --fast-list{update} --log-file={qlog} {fail}
+{clear}{guard}\
+\"${{guard[@]}}\" /usr/bin/rclone {verb} {source} {dest} --verbose --fast-list{update} --log-file={qlog} {fail}
 ",
+        clear = clear_links(dest, verb),
+        guard = no_follow_guard(dest),
         // A copy down (the checkpoint restore) never replaces what is newer here: a
         // restore run again on a machine that kept its disk keeps the job's latest work.
         update = if verb == "copy" { " --update" } else { "" },
