@@ -9,6 +9,7 @@ pub mod apply;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod escape;
 pub mod graph;
 pub mod plan;
 pub mod progress;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::apply::human_duration;
+use crate::escape::{visible, visible_lines};
 use crate::plan::Action;
 use crate::shell::Shell;
 
@@ -132,8 +133,9 @@ impl Progress {
         }
         self.clear(address);
         self.line(&format!(
-            "{address}: FAILED after {}: {message}",
-            human_duration(elapsed)
+            "{address}: FAILED after {}: {}",
+            human_duration(elapsed),
+            visible_lines(message)
         ));
     }
 
@@ -144,6 +146,8 @@ impl Progress {
         if let Some(s) = self.stream() {
             return s.progress(address, &text);
         }
+        // A machine's own text: shown, never obeyed, by the terminal.
+        let text = visible(&text);
         let bars = self.inner.bars.lock().expect("not poisoned");
         match bars.get(address) {
             Some(bar) => bar.set_message(format!("{address}: {text}")),
@@ -159,8 +163,9 @@ impl Progress {
             return s.retrying(address, message, after);
         }
         self.line(&format!(
-            "{address}: retrying in {:.1}s after: {message}",
-            after.as_secs_f64()
+            "{address}: retrying in {:.1}s after: {}",
+            after.as_secs_f64(),
+            visible_lines(message)
         ));
     }
 

@@ -9,7 +9,8 @@ use anstyle::{AnsiColor, Style};
 use anycloud_provider::Attrs;
 use serde_json::Value;
 
-use crate::plan::{Action, Change, Plan};
+use crate::escape::{self, visible, visible_lines};
+use crate::plan::{Action, Change, EndedJob, Plan};
 
 /// Styles text, or leaves it plain.
 #[derive(Clone, Copy)]
@@ -96,23 +97,6 @@ fn heredoc(out: &mut String, indent: &str, head: &str, body: &str, tail: &str) {
     let _ = writeln!(out, "{indent}    {end}");
 }
 
-/// A line as it may reach a terminal or a PR comment: control characters (an escape
-/// sequence, a carriage return that would overwrite the line, a fake end of the heredoc on
-/// a line of its own) are shown as escapes, never sent. Tabs stay.
-fn visible(line: &str) -> std::borrow::Cow<'_, str> {
-    if !line.chars().any(|c| c.is_control() && c != '\t') {
-        return line.into();
-    }
-    line.chars()
-        .map(|c| match c {
-            '\t' => c.to_string(),
-            c if c.is_control() => c.escape_unicode().to_string(),
-            c => c.to_string(),
-        })
-        .collect::<String>()
-        .into()
-}
-
 /// One change as a Terraform-style block. Unchanged attributes of updates are counted,
 /// not shown; multi-line attributes are unified diffs.
 pub fn change_block(c: &Change) -> String {
@@ -121,13 +105,13 @@ pub fn change_block(c: &Change) -> String {
 
 fn block(c: &Change, paint: Paint) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "  {}", paint.bold(&headline(c)));
+    let _ = writeln!(out, "  {}", paint.bold(&visible(&headline(c))));
     let _ = writeln!(
         out,
         "{} {} \"{}\" {{",
         paint.action(c.action, symbol(c.action)),
         c.kind,
-        c.address
+        visible(&c.address)
     );
     let empty = Attrs::new();
     let before = c.before.as_ref().unwrap_or(&empty);
@@ -151,6 +135,8 @@ fn block(c: &Change, paint: Paint) -> String {
         } else {
             ""
         };
+        // A key a machine reported is shown as any text of it is.
+        let k = visible(k);
         let (sym, show) = match c.action {
             Action::Create | Action::Read => ("+", true),
             Action::Delete => ("-", true),
@@ -226,11 +212,12 @@ pub fn human_with(plan: &Plan, styled: bool) -> String {
     for w in &plan.warnings {
         let _ = writeln!(
             out,
-            "{} {w}\n",
+            "{} {}\n",
             paint.with(
                 Style::new().bold().fg_color(Some(AnsiColor::Yellow.into())),
                 "Warning:"
-            )
+            ),
+            visible_lines(w)
         );
     }
     for u in &plan.unread {
@@ -254,9 +241,9 @@ pub fn human_with(plan: &Plan, styled: bool) -> String {
                 "Job:",
             )
         };
-        let _ = writeln!(out, "{label} {}", j.describe());
+        let _ = writeln!(out, "{label} {}", shown(j, |t| visible(t).into_owned()));
         for line in &j.last_lines {
-            let _ = writeln!(out, "    | {line}");
+            let _ = writeln!(out, "    | {}", visible(line));
         }
         out.push('\n');
     }
@@ -316,25 +303,31 @@ fn markdown_within(plan: &Plan, limit: usize) -> String {
     for w in &plan.warnings {
         add(
             &mut out,
-            format!("> **Warning:** {w}\n\n"),
+            format!("> **Warning:** {}\n\n", visible(w)),
             &mut left_out.notes,
         );
     }
     for u in &plan.unread {
         let piece = format!(
             "> **Left out:** deployment `{}`: `{}` could not be read: {}\n\n",
-            u.deployment, u.address, u.error
+            u.deployment,
+            u.address,
+            escape::markdown_text(&u.error)
         );
         add(&mut out, piece, &mut left_out.notes);
     }
     for j in &plan.jobs {
-        let mut piece = format!("> **Job:** {}\n\n", j.describe());
+        let mut piece = format!("> **Job:** {}\n\n", shown(j, escape::markdown_text));
         if !j.last_lines.is_empty() {
-            piece.push_str("> ```\n");
-            for line in &j.last_lines {
+            // Each line on one line of the quote, and the fence longer than any run of
+            // backticks in them: a job's output stays inside its code block.
+            let lines: Vec<_> = j.last_lines.iter().map(|l| visible(l)).collect();
+            let fence = escape::fence(&lines.join("\n"));
+            let _ = writeln!(piece, "> {fence}");
+            for line in &lines {
                 let _ = writeln!(piece, "> {line}");
             }
-            piece.push_str("> ```\n\n");
+            let _ = writeln!(piece, "> {fence}\n");
         }
         add(&mut out, piece, &mut left_out.notes);
     }
@@ -362,13 +355,14 @@ fn markdown_within(plan: &Plan, limit: usize) -> String {
             let why = if why.is_empty() {
                 String::new()
             } else {
-                format!(" ({})", html_text(&why))
+                format!(" ({})", escape::html(&why))
             };
+            let block = change_block(c);
+            let fence = escape::fence(&block);
             let piece = format!(
-                "<details><summary><code>{}</code>: {}{why}</summary>\n\n```diff\n{}```\n</details>\n\n",
-                c.address,
+                "<details><summary><code>{}</code>: {}{why}</summary>\n\n{fence}diff\n{block}{fence}\n</details>\n\n",
+                escape::html(&c.address),
                 c.action.as_str(),
-                change_block(c)
             );
             add(&mut out, piece, &mut left_out.changes);
         }
@@ -427,11 +421,15 @@ fn by_deployment(active: &[&Change]) -> BTreeMap<String, crate::plan::Summary> {
     rows
 }
 
-/// Text safe inside an HTML element of the comment (a `<summary>`).
-fn html_text(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+/// What a plan says of an ended job, with what its machine reported (when it finished,
+/// Docker's error) made safe by `safe`, for a terminal or a comment.
+fn shown(j: &EndedJob, safe: impl Fn(&str) -> String) -> String {
+    EndedJob {
+        finished_at: safe(&j.finished_at),
+        error: safe(&j.error),
+        ..j.clone()
+    }
+    .describe()
 }
 
 pub fn json(plan: &Plan) -> String {
@@ -443,7 +441,7 @@ pub fn json(plan: &Plan) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::Summary;
+    use crate::plan::{EndedJob, Summary};
 
     #[test]
     fn control_characters_are_shown_escaped_and_no_value_ends_its_own_heredoc() {
@@ -477,6 +475,186 @@ mod tests {
             "the value's EOT is content: {text}"
         );
         assert!(text.contains("\n         EOT1\n"), "{text}");
+    }
+
+    /// What a job printed last, hostile: a window title set, the screen cleared, a line
+    /// of backticks then a heading, an HTML tag; and Docker's error of a job that never
+    /// started, with the same.
+    const HOSTILE: [&str; 5] = [
+        "\u{1b}]0;pwned\u{7}",
+        "\u{1b}[2J",
+        "```",
+        "# injected heading",
+        "<img src=x onerror=alert(1)>",
+    ];
+
+    fn plan_with_jobs(jobs: Vec<EndedJob>) -> Plan {
+        Plan {
+            format_version: 2,
+            lineage: String::new(),
+            serial: 0,
+            config_digest: String::new(),
+            refreshed: true,
+            destroy: false,
+            targets: vec![],
+            warnings: vec![],
+            unread: vec![],
+            jobs,
+            changes: vec![],
+            summary: Summary::default(),
+        }
+    }
+
+    fn hostile_jobs() -> Vec<EndedJob> {
+        vec![
+            EndedJob {
+                address: "deployment.a.container".into(),
+                state: "failed".into(),
+                exit_code: Some(3),
+                finished_at: "2026-12-04T15:25:10Z\u{1b}[2J".into(),
+                error: String::new(),
+                last_lines: HOSTILE.iter().map(|l| l.to_string()).collect(),
+            },
+            EndedJob {
+                address: "deployment.b.container".into(),
+                state: "never-started".into(),
+                exit_code: Some(127),
+                finished_at: String::new(),
+                error: "exec: <img src=x onerror=alert(1)> \u{1b}]0;pwned\u{7}\n# injected heading"
+                    .into(),
+                last_lines: vec![],
+            },
+        ]
+    }
+
+    #[test]
+    fn a_jobs_output_reaches_the_terminal_escaped() {
+        let plan = plan_with_jobs(hostile_jobs());
+        for text in [human(&plan), human_with(&plan, true)] {
+            let unstyled = text.replace("\u{1b}[0m", "").replace("\u{1b}[1m", "");
+            let unstyled = unstyled
+                .replace("\u{1b}[1m\u{1b}[31m", "")
+                .replace("\u{1b}[31m", "");
+            assert!(!unstyled.contains(['\u{1b}', '\u{7}']), "{text:?}");
+            assert!(text.contains("    | \\u{1b}]0;pwned\\u{7}\n"), "{text}");
+            assert!(text.contains("    | \\u{1b}[2J\n"), "{text}");
+            assert!(
+                text.contains("at 2026-12-04T15:25:10Z\\u{1b}[2J;"),
+                "{text}"
+            );
+            assert!(
+                text.contains("never started: exec: <img src=x onerror=alert(1)> \\u{1b}]0;pwned\\u{7}\\u{a}# injected heading."),
+                "{text}"
+            );
+        }
+        // Styled, the only escape sequences are anycloud's own styles.
+        let styled = human_with(&plan, true);
+        let mut stripped = Vec::new();
+        let mut stream = anstream::StripStream::new(&mut stripped);
+        std::io::Write::write_all(&mut stream, styled.as_bytes()).unwrap();
+        assert_eq!(String::from_utf8(stripped).unwrap(), human(&plan));
+    }
+
+    /// The code blocks of a comment's quotes, as a CommonMark reader finds them (a fence of
+    /// `n` backticks closes only at a later quoted line of at least `n` backticks alone):
+    /// each fence's length and the lines inside; and the lines outside any block.
+    fn quoted_code_blocks(md: &str) -> (Vec<(usize, Vec<&str>)>, Vec<&str>) {
+        let mut blocks = Vec::new();
+        let mut outside = Vec::new();
+        let mut open: Option<(usize, Vec<&str>)> = None;
+        for line in md.lines() {
+            let Some(quoted) = line.strip_prefix("> ") else {
+                assert!(
+                    open.is_none(),
+                    "a quoted code block ends with its quote: {line:?}"
+                );
+                outside.push(line);
+                continue;
+            };
+            let ticks = quoted.chars().take_while(|&c| c == '`').count();
+            let fence_only = ticks >= 3 && quoted[ticks..].trim().is_empty();
+            match open.take() {
+                None if ticks >= 3 => open = Some((ticks, vec![])),
+                None => outside.push(quoted),
+                Some((n, body)) if fence_only && ticks >= n => blocks.push((n, body)),
+                Some((n, mut body)) => {
+                    body.push(quoted);
+                    open = Some((n, body));
+                }
+            }
+        }
+        assert!(open.is_none(), "unclosed: {md}");
+        (blocks, outside)
+    }
+
+    #[test]
+    fn a_jobs_output_stays_in_its_code_block_in_a_comment() {
+        let md = markdown(&plan_with_jobs(hostile_jobs()));
+        assert!(!md.contains(['\u{1b}', '\u{7}', '\r']), "{md:?}");
+        let (blocks, outside) = quoted_code_blocks(&md);
+        assert_eq!(blocks.len(), 1, "{md}");
+        let (fence, body) = &blocks[0];
+        assert_eq!(*fence, 4, "longer than the job's ``` line: {md}");
+        assert_eq!(
+            body,
+            &[
+                "\\u{1b}]0;pwned\\u{7}",
+                "\\u{1b}[2J",
+                "```",
+                "# injected heading",
+                "<img src=x onerror=alert(1)>",
+            ],
+            "every line inside the block, the heading and the tag as text: {md}"
+        );
+        // Outside code, no line is a heading and no tag is HTML.
+        assert!(!outside.iter().any(|l| l.starts_with("# ")), "{md}");
+        let outside = outside.join("\n");
+        assert!(
+            !outside.replace("`exec: <img", "").contains("<img"),
+            "only in a code span: {md}"
+        );
+        assert!(
+            outside.contains("never started: `exec: <img src=x onerror=alert(1)> \\u{1b}]0;pwned\\u{7}\\u{a}# injected heading`."),
+            "Docker's error in a code span, on one line: {md}"
+        );
+        assert!(
+            outside.contains("at `2026-12-04T15:25:10Z\\u{1b}[2J`;"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn machine_text_in_a_comments_html_is_escaped() {
+        let change = Change {
+            address: "deployment.a.vm".into(),
+            kind: anycloud_provider::Kind::Vm,
+            provider: "test".into(),
+            action: Action::Replace,
+            reason: Some("gone: <img src=x onerror=alert(1)> & \u{1b}[2J".into()),
+            before: Some(serde_json::from_value(serde_json::json!({"s": "a\n"})).unwrap()),
+            after: Some(
+                serde_json::from_value(serde_json::json!({"s": "a\n```\n# injected heading\n"}))
+                    .unwrap(),
+            ),
+            private: None,
+            keep_on_destroy: false,
+            after_unknown: vec![],
+            replace_paths: vec![],
+            dependencies: vec![],
+            prior_dependencies: vec![],
+        };
+        let mut plan = plan_with_jobs(vec![]);
+        plan.summary.replace = 1;
+        plan.changes = vec![change];
+        let md = markdown(&plan);
+        assert!(
+            md.contains("<summary><code>deployment.a.vm</code>: replace (gone: &lt;img src=x onerror=alert(1)&gt; &amp; \\u{1b}[2J)</summary>"),
+            "{md}"
+        );
+        assert!(!md.contains('\u{1b}'), "{md:?}");
+        // The diff's fence outlasts the value's backticks.
+        assert!(md.contains("\n````diff\n"), "{md}");
+        assert!(md.contains("\n````\n</details>"), "{md}");
     }
 
     #[test]

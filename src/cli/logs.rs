@@ -33,7 +33,7 @@ pub(super) async fn logs(cx: &Context<'_>, args: &LogsArgs) -> Result<i32, UserE
             text.push_str(line);
             text.push('\n');
         }
-        cx.shell.out(&text);
+        cx.shell.job_output(&text);
         return Ok(0);
     }
     let since = args
@@ -174,7 +174,7 @@ async fn follow(
                     text.push_str(line);
                     text.push('\n');
                 }
-                cx.shell.out(&text);
+                cx.shell.job_output(&text);
                 if let Some((at, _)) = log.lines.last() {
                     since = Some(at.clone());
                 } else if since.is_none() {

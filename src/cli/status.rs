@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::engine::{self, UserError};
+use crate::escape::visible;
 
 use super::filter::{deployment_of, Filter};
 use super::{Context, ListFormat, StatusArgs};
@@ -65,14 +66,7 @@ pub(super) async fn status(cx: &Context<'_>, args: &StatusArgs) -> Result<i32, U
                     d.id, d.provider, d.region
                 ));
                 for (name, _, shown, live) in &resources {
-                    let line = if live.is_empty() {
-                        shown.to_string()
-                    } else {
-                        let facts: Vec<String> =
-                            live.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-                        format!("{shown}; {}", facts.join(", "))
-                    };
-                    text.push_str(&format!("  {name:<26} {line}\n"));
+                    text.push_str(&line(name, shown, live));
                 }
             }
             ListFormat::Json => json.push(serde_json::json!({
@@ -97,4 +91,48 @@ pub(super) async fn status(cx: &Context<'_>, args: &StatusArgs) -> Result<i32, U
     }
     cx.shell.out(&text);
     Ok(0)
+}
+
+/// A resource's line: its status, then what its provider observes. The facts come from the
+/// machine (a job's last output among them): their control characters are shown escaped,
+/// never sent to the terminal. (`--format json` escapes them as JSON does.)
+fn line(name: &str, shown: &str, live: &BTreeMap<String, String>) -> String {
+    let text = if live.is_empty() {
+        shown.to_string()
+    } else {
+        let facts: Vec<String> = live
+            .iter()
+            .map(|(k, v)| format!("{}: {}", visible(k), visible(v)))
+            .collect();
+        format!("{shown}; {}", facts.join(", "))
+    };
+    format!("  {name:<26} {text}\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A job's last output, as the local and ssh providers observe it (its lines joined
+    /// with ` ⏎ `), reaches the terminal with no escape sequence in it.
+    #[test]
+    fn a_jobs_last_output_is_shown_escaped() {
+        let live = BTreeMap::from([
+            ("job".to_owned(), "failed (exit code 3)".to_owned()),
+            (
+                "last output".to_owned(),
+                "\u{1b}]0;pwned\u{7} ⏎ \u{1b}[2J ⏎ ``` ⏎ # injected heading ⏎ <img src=x onerror=alert(1)>\r\u{9b}"
+                    .to_owned(),
+            ),
+        ]);
+        let text = line("container", "present", &live);
+        assert!(
+            !text.trim_end_matches('\n').chars().any(char::is_control),
+            "{text:?}"
+        );
+        assert_eq!(
+            text,
+            "  container                  present; job: failed (exit code 3), last output: \\u{1b}]0;pwned\\u{7} ⏎ \\u{1b}[2J ⏎ ``` ⏎ # injected heading ⏎ <img src=x onerror=alert(1)>\\u{d}\\u{9b}\n"
+        );
+    }
 }
