@@ -19,7 +19,7 @@ use russh::ChannelMsg;
 use crate::scripts;
 use crate::transport::{Host, Output, TransportError};
 
-/// How long opening a channel, starting a command and sending its input may take.
+/// How long opening a channel and starting a command may take (its input is sent after).
 const START_LIMIT: Duration = Duration::from_secs(60);
 /// How often a running command's session is checked for having ended.
 const WATCH_EVERY: Duration = Duration::from_secs(10);
@@ -300,16 +300,15 @@ impl SshHost {
         let lost = |e: russh::Error| {
             TransportError::Unreachable(format!("{}: {e}", self.target.describe()))
         };
-        // Starting a command and sending its input take moments: a connection that dies
-        // meanwhile must not leave them waiting for a window or a reply that never comes.
+        // Starting a command takes moments: a connection that dies meanwhile must not leave
+        // it waiting for a reply that never comes. Its input is sent afterwards, while its
+        // output is read: however large either is, neither side waits on the other.
         let start = async {
             let channel = session.channel_open_session().await.map_err(lost)?;
             channel.exec(true, command).await.map_err(lost)?;
-            channel.data(stdin).await.map_err(lost)?;
-            channel.eof().await.map_err(lost)?;
             Ok::<_, TransportError>(channel)
         };
-        let mut channel = tokio::time::timeout(START_LIMIT, start)
+        let channel = tokio::time::timeout(START_LIMIT, start)
             .await
             .map_err(|_| {
                 TransportError::Unreachable(format!(
@@ -318,6 +317,16 @@ impl SshHost {
                     START_LIMIT.as_secs()
                 ))
             })??;
+        let (mut channel, input) = channel.split();
+        // Waits for the window the command's reading opens; dropped unfinished once the
+        // channel has closed (a command that ended without reading all of it).
+        let send = async {
+            input.data_bytes(stdin.to_vec()).await?;
+            input.eof().await
+        };
+        tokio::pin!(send);
+        let mut sending = true;
+        let mut send_failed = None;
         let (mut stdout, mut stderr) = (Vec::new(), crate::transport::Tail::default());
         let (mut status, mut signal) = (None, None);
         let mut lines = LineSplitter::default();
@@ -326,6 +335,12 @@ impl SshHost {
             // The keepalives notice a dead peer; this notices a session that ended without
             // telling the channel, and a command silent for far longer than any step is.
             let message = tokio::select! {
+                sent = &mut send, if sending => {
+                    sending = false;
+                    // The session is gone: the messages end, or the watch below notices.
+                    send_failed = sent.err();
+                    continue;
+                }
                 m = channel.wait() => m,
                 _ = tokio::time::sleep(WATCH_EVERY) => {
                     if session.is_closed() || quiet_since.elapsed() > SILENCE_LIMIT {
@@ -359,10 +374,13 @@ impl SshHost {
             // Without an exit status the script may have been cut short: the caller retries,
             // and the scripts are written to be run again.
             None => Err(TransportError::Unreachable(format!(
-                "{}: the connection ended before the command finished{}",
+                "{}: the connection ended before the command finished{}{}",
                 self.target.describe(),
                 signal
                     .map(|s| format!(" (signal {s:?})"))
+                    .unwrap_or_default(),
+                send_failed
+                    .map(|e| format!(" (sending its input: {e})"))
                     .unwrap_or_default()
             ))),
         }

@@ -147,11 +147,24 @@ impl Host for LocalHost {
             .spawn()
             .map_err(|e| TransportError::Unreachable(format!("cannot start bash: {e}")))?;
         let mut stdin = child.stdin.take().expect("stdin is piped");
-        stdin
-            .write_all(script.as_bytes())
-            .await
-            .map_err(|e| TransportError::Io(format!("writing the script to bash: {e}")))?;
-        drop(stdin);
+        // Written while its output is read: a script past the pipe's 64 KiB whose output
+        // passes it too would otherwise leave bash waiting on stdout and us on stdin.
+        let write_stdin = async move {
+            match stdin.write_all(script.as_bytes()).await {
+                // bash stopped reading (an `exit` before the end, or it died): its exit
+                // status, waited for below, is the answer.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                Err(e) => {
+                    return Err(TransportError::Io(format!(
+                        "writing the script to bash: {e}"
+                    )))
+                }
+                Ok(()) => {}
+            }
+            // Closed here: the end of the script.
+            drop(stdin);
+            Ok::<_, TransportError>(())
+        };
         let mut out_pipe = child.stdout.take().expect("stdout is piped");
         let mut err_pipe = child.stderr.take().expect("stderr is piped");
         let io = |e: std::io::Error| TransportError::Io(format!("reading bash's output: {e}"));
@@ -179,7 +192,8 @@ impl Host for LocalHost {
                 .await
                 .map_err(|e| TransportError::Io(format!("waiting for bash: {e}")))
         };
-        let (status, stdout, stderr) = tokio::try_join!(wait, read_stdout, read_stderr)?;
+        let (status, (), stdout, stderr) =
+            tokio::try_join!(wait, write_stdin, read_stdout, read_stderr)?;
         Ok(Output {
             status: status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&stdout).into_owned(),
@@ -214,5 +228,38 @@ mod tests {
         assert!(out.stderr.len() < Tail::LIMIT + 100, "{}", out.stderr.len());
         assert!(out.stderr.starts_with("[…earlier output dropped]"));
         assert!(out.stderr.ends_with("the-end\n"));
+    }
+
+    /// A script past the pipe's 64 KiB whose output passes it too (a refresh's probe of
+    /// thousands of deployments) finishes: its input is written while its output is read.
+    #[tokio::test]
+    async fn a_script_of_megabytes_saying_megabytes_finishes() {
+        let lines = 25_000;
+        let line = |i: usize| format!("line-{i:06}-abcdefghijklmnopqrstuvwxyz0123456789abcdef");
+        let script: String = (0..lines).map(|i| format!("echo {}\n", line(i))).collect();
+        let expected: String = (0..lines).map(|i| format!("{}\n", line(i))).collect();
+        assert!(script.len() > 1 << 20 && expected.len() > 1 << 20);
+        let out = tokio::time::timeout(std::time::Duration::from_secs(60), LocalHost.run(&script))
+            .await
+            .expect("the script finishes within 60s (writing all of it before reading deadlocks)")
+            .unwrap();
+        assert_eq!(out.status, 0, "{}", out.stderr);
+        assert_eq!(out.stdout.len(), expected.len());
+        assert!(
+            out.stdout == expected,
+            "the output differs from the script's echoes"
+        );
+    }
+
+    /// A script that ends before bash has read all of it is no error: its status stands.
+    #[tokio::test]
+    async fn a_script_that_exits_before_its_end_reports_its_status() {
+        let script = format!("exit 3\n{}", "echo never\n".repeat(200_000));
+        let out = tokio::time::timeout(std::time::Duration::from_secs(60), LocalHost.run(&script))
+            .await
+            .expect("finishes")
+            .unwrap();
+        assert_eq!(out.status, 3);
+        assert_eq!(out.stdout, "");
     }
 }
