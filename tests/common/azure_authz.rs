@@ -26,7 +26,6 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -123,46 +122,19 @@ impl Authz {
             allowed: 0,
             next_request: 0,
         }));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let ip = ip.to_owned();
         let me = Authz {
             url: String::new(),
             arm: arm.clone(),
             inner,
         };
         let server = me.clone();
-        std::thread::spawn(move || {
-            // Decisions lock the contract server's world, which may be held while it calls
-            // into the blob service (a container mirrored): they run on blocking threads, so
-            // the operator's request it waits for is still answered.
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind((ip.as_str(), 0))
-                    .await
-                    .unwrap();
-                tx.send(listener.local_addr().unwrap()).unwrap();
-                loop {
-                    let Ok((stream, _)) = listener.accept().await else {
-                        continue;
-                    };
-                    let server = server.clone();
-                    tokio::spawn(async move {
-                        let service = hyper::service::service_fn(move |req| {
-                            let server = server.clone();
-                            async move { Ok::<_, Infallible>(server.handle(req).await) }
-                        });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                            .await;
-                    });
-                }
-            });
+        // Decisions lock the contract server's world, which may be held while it calls into
+        // the blob service (a container mirrored): the server's own worker threads answer
+        // the operator's request it waits for meanwhile.
+        let addr = crate::common::http_server::serve(ip, move |req| {
+            let server = server.clone();
+            async move { server.handle(req).await }
         });
-        let addr = rx.recv().unwrap();
         Authz {
             url: format!("http://{addr}"),
             ..me

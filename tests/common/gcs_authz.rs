@@ -26,7 +26,6 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -132,38 +131,11 @@ impl GcsAuthz {
             directory,
             state: Mutex::new(State::default()),
         });
-        let (tx, rx) = std::sync::mpsc::channel();
         let served = shared.clone();
-        let ip = ip.to_owned();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind((ip.as_str(), 0))
-                    .await
-                    .unwrap();
-                tx.send(listener.local_addr().unwrap()).unwrap();
-                loop {
-                    let Ok((stream, _)) = listener.accept().await else {
-                        continue;
-                    };
-                    let shared = served.clone();
-                    tokio::spawn(async move {
-                        let service = hyper::service::service_fn(move |req| {
-                            let shared = shared.clone();
-                            async move { Ok::<_, Infallible>(handle(&shared, req).await) }
-                        });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                            .await;
-                    });
-                }
-            });
+        let addr = crate::common::http_server::serve(ip, move |req| {
+            let shared = served.clone();
+            async move { handle(&shared, req).await }
         });
-        let addr = rx.recv().unwrap();
         GcsAuthz {
             url: format!("http://{addr}"),
             shared,

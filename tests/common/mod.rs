@@ -50,6 +50,7 @@ pub fn plan(config: &Config, state: &State) -> Plan {
     .1
 }
 
+pub mod http_server;
 pub mod moto;
 
 #[path = "../../benches/fixture/mod.rs"]

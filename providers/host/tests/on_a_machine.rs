@@ -5,37 +5,15 @@
 //! Needs root, bash, rclone, ip (network namespaces), iptables, dockerd, docker and a static
 //! busybox (`scripts/prereqs.sh`).
 
+#[path = "support/bash.rs"]
+mod bash_support;
+use bash_support::bash;
+
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anycloud_host::{render, scripts, VmLayout};
-
-/// Runs a script as a transport does: reaped as soon as it ends (a `tail --pid` it left
-/// following a log waits for it to be gone, and a zombie is not gone), its streams in files.
-fn bash(script: &str) -> Output {
-    let out = tempfile::tempfile().unwrap();
-    let err = tempfile::tempfile().unwrap();
-    let status = Command::new("bash")
-        .arg("-c")
-        .arg(script)
-        .stdout(out.try_clone().unwrap())
-        .stderr(err.try_clone().unwrap())
-        .status()
-        .unwrap();
-    let read = |mut f: std::fs::File| {
-        use std::io::{Read, Seek};
-        let mut bytes = Vec::new();
-        f.seek(std::io::SeekFrom::Start(0)).unwrap();
-        f.read_to_end(&mut bytes).unwrap();
-        bytes
-    };
-    Output {
-        status,
-        stdout: read(out),
-        stderr: read(err),
-    }
-}
 
 fn text(out: &Output) -> String {
     format!(
@@ -71,7 +49,7 @@ fn the_connectivity_check_waits_for_storage_that_becomes_reachable() {
         std::fs::create_dir_all(late.join("sub")).unwrap();
     });
     let started = Instant::now();
-    let out = bash(&script);
+    let out = bash(&script, None);
     granter.join().unwrap();
     assert!(out.status.success(), "{}", text(&out));
     assert!(
@@ -95,7 +73,7 @@ fn the_connectivity_check_gives_up_after_its_tries_with_rclones_words() {
     let missing = dir.path().join("never-granted");
     let script = scripts::rclone_check(&layout, &format!("local:{}", missing.display()), 3, 1);
     let started = Instant::now();
-    let out = bash(&script);
+    let out = bash(&script, None);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
         started.elapsed() >= Duration::from_secs(2),

@@ -2,6 +2,10 @@
 //! local directory as the bucket: it writes into a directory the job can write, and never
 //! follows what the job planted there out of it (issue 24, item 8).
 
+#[path = "support/bash.rs"]
+mod bash_support;
+use bash_support::bash;
+
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
@@ -66,36 +70,6 @@ impl Machine {
                 String::from_utf8_lossy(&out.stderr)
             ),
         )
-    }
-}
-
-/// Runs bash with its output in files: the script's `tail --pid` follower holds pipes open
-/// after the script ends.
-fn bash(script: &str, path: Option<&Path>) -> std::process::Output {
-    let out = tempfile::tempfile().unwrap();
-    let err = tempfile::tempfile().unwrap();
-    let mut cmd = std::process::Command::new("bash");
-    cmd.arg("-c").arg(script);
-    if let Some(dir) = path {
-        let old = std::env::var("PATH").unwrap_or_default();
-        cmd.env("PATH", format!("{}:{old}", dir.display()));
-    }
-    let status = cmd
-        .stdout(out.try_clone().unwrap())
-        .stderr(err.try_clone().unwrap())
-        .status()
-        .unwrap();
-    let read = |mut f: std::fs::File| {
-        use std::io::{Read, Seek};
-        let mut bytes = Vec::new();
-        f.rewind().unwrap();
-        f.read_to_end(&mut bytes).unwrap();
-        bytes
-    };
-    std::process::Output {
-        status,
-        stdout: read(out),
-        stderr: read(err),
     }
 }
 

@@ -1,5 +1,9 @@
 //! Snapshots of every script the host layer sends to a host, for a fixed layout.
 
+#[path = "support/bash.rs"]
+mod bash_support;
+use bash_support::bash;
+
 use anycloud_host::{scripts, VmLayout};
 
 fn layout() -> VmLayout {
@@ -207,33 +211,6 @@ fn an_incomplete_upload_replaces_nothing() {
     assert_eq!(left.len(), 1, "no temporary file is left");
 }
 
-/// Runs a script as the transport would, with its streams in files: a step's log follower
-/// (`tail --pid`) keeps stderr open until bash is reaped, which `Command::output` only does
-/// after reading stderr to its end.
-fn bash(script: &str) -> std::process::Output {
-    let out = tempfile::tempfile().unwrap();
-    let err = tempfile::tempfile().unwrap();
-    let status = std::process::Command::new("bash")
-        .arg("-c")
-        .arg(script)
-        .stdout(out.try_clone().unwrap())
-        .stderr(err.try_clone().unwrap())
-        .status()
-        .unwrap();
-    let read = |mut f: std::fs::File| {
-        use std::io::{Read, Seek};
-        let mut bytes = Vec::new();
-        f.rewind().unwrap();
-        f.read_to_end(&mut bytes).unwrap();
-        bytes
-    };
-    std::process::Output {
-        status,
-        stdout: read(out),
-        stderr: read(err),
-    }
-}
-
 /// The checkpoint restore runs again on a machine that kept its disk (a reboot, a re-run
 /// apply): what the job wrote since the last upload is newer and must stay.
 #[test]
@@ -252,10 +229,10 @@ fn a_restore_never_replaces_newer_local_files() {
     std::fs::write(&l.rclone_config, "[local]\ntype = local\n").unwrap();
     std::fs::write(bucket.join("counter"), "5\n").unwrap();
     std::fs::write(bucket.join("only-in-bucket"), "restored\n").unwrap();
-    bash(&format!(
-        "touch -d '10 minutes ago' {}/counter",
-        bucket.display()
-    ));
+    bash(
+        &format!("touch -d '10 minutes ago' {}/counter", bucket.display()),
+        None,
+    );
     std::fs::write(local.join("counter"), "9\n").unwrap();
     let script = scripts::download(
         &l,
@@ -264,7 +241,7 @@ fn a_restore_never_replaces_newer_local_files() {
         &l.mount("checkpoint"),
         "rclone-checkpoint-restore.log",
     );
-    let out = bash(&script);
+    let out = bash(&script, None);
     assert!(
         out.status.success(),
         "{}",
@@ -287,7 +264,7 @@ fn the_socket_directory_of_another_user_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     std::fs::create_dir_all(&run).unwrap();
-    let squatted = bash(&format!("chown 65534:65534 {}", run.display()));
+    let squatted = bash(&format!("chown 65534:65534 {}", run.display()), None);
     assert!(squatted.status.success(), "the test runs as root");
     let l = VmLayout::under(
         dir.path().join("host").to_str().unwrap(),
@@ -295,7 +272,7 @@ fn the_socket_directory_of_another_user_is_refused() {
     );
     std::fs::create_dir_all(&l.supervisor_dir).unwrap();
     std::fs::create_dir_all(&l.log_dir).unwrap();
-    let out = bash(&scripts::supervisord_restart(&l));
+    let out = bash(&scripts::supervisord_restart(&l), None);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("belongs to another user"), "{err}");
@@ -303,10 +280,10 @@ fn the_socket_directory_of_another_user_is_refused() {
 
     // Its own directory is made private.
     let own = dir.path().join("own-run");
-    let out = bash(&format!(
-        "set -e; {}",
-        scripts::make_dir(own.to_str().unwrap())
-    ));
+    let out = bash(
+        &format!("set -e; {}", scripts::make_dir(own.to_str().unwrap())),
+        None,
+    );
     assert!(out.status.success());
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&own).unwrap().permissions().mode() & 0o777;
