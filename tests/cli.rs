@@ -73,6 +73,90 @@ fn a_saved_plan_is_applied_exactly_and_refused_once_stale() {
     );
 }
 
+/// Edits `path`'s saved plan as someone between review and apply might.
+fn edit_plan(p: &Project, path: &str, edit: impl FnOnce(&mut serde_json::Value)) {
+    let file = p.path().join(path);
+    let mut plan: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    edit(&mut plan);
+    std::fs::write(&file, serde_json::to_vec_pretty(&plan).unwrap()).unwrap();
+}
+
+fn change_of<'a>(plan: &'a mut serde_json::Value, address: &str) -> &'a mut serde_json::Value {
+    plan["changes"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|c| c["address"] == address)
+        .unwrap_or_else(|| panic!("{address} in the plan"))
+}
+
+#[test]
+fn an_edited_saved_plan_is_refused_naming_the_address_and_runs_nothing() {
+    let p = Project::new(CONFIG);
+    let elsewhere = p.path().join("elsewhere");
+    p.ok(&["plan", "--out", "edited.plan", BUCKETS[0], BUCKETS[1]]);
+    edit_plan(&p, "edited.plan", |plan| {
+        change_of(plan, "deployment.cli-job.bucket.output")["after"]["path"] =
+            elsewhere.display().to_string().into();
+    });
+    let refused = p.run(&["apply", "edited.plan"]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused.stderr.contains(
+            "deployment.cli-job.bucket.output: its attribute `path` differs from what the config and the state give"
+        ),
+        "{refused:?}"
+    );
+    assert!(!elsewhere.exists(), "the edited plan's path was made");
+    assert!(!p.bucket("cli-results").exists() && !p.bucket("cli-job").exists());
+    assert_eq!(p.ok(&["state", "list"]).stdout, "", "nothing recorded");
+
+    // A change slipped into a plan: the output bucket, made and holding data, deleted with
+    // its data instead of kept.
+    p.ok(&[
+        "apply",
+        "--auto-approve",
+        "--target",
+        "deployment.cli-job.bucket.output",
+    ]);
+    std::fs::write(p.bucket("cli-results").join("result.txt"), "days of work").unwrap();
+    p.ok(&["plan", "--out", "added.plan", BUCKETS[0], BUCKETS[1]]);
+    edit_plan(&p, "added.plan", |plan| {
+        let mut delete = change_of(plan, "deployment.cli-job.bucket.checkpoint").clone();
+        delete["address"] = "deployment.cli-job.bucket.output".into();
+        delete["action"] = "delete".into();
+        delete["before"] = delete["after"].take();
+        delete["before"]["name"] = "cli-results".into();
+        delete["before"]["path"] = p.bucket("cli-results").display().to_string().into();
+        plan["changes"].as_array_mut().unwrap().push(delete);
+        plan["summary"]["destroy"] = 1.into();
+    });
+    let refused = p.run(&["apply", "added.plan"]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused.stderr.contains(
+            "deployment.cli-job.bucket.output: the plan file would delete it; the config and the state call for nothing"
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(p.bucket("cli-results").join("result.txt")).unwrap(),
+        "days of work"
+    );
+    assert!(!p.bucket("cli-job").exists(), "nothing of the plan applied");
+
+    // Unedited, the same plan applies.
+    p.ok(&["plan", "--out", "plain.plan", BUCKETS[0], BUCKETS[1]]);
+    let applied = p.ok(&["apply", "plain.plan"]);
+    assert!(
+        applied
+            .stdout
+            .contains("Apply complete! Resources: 1 added"),
+        "{applied:?}"
+    );
+}
+
 #[test]
 fn detailed_exitcode_and_formats() {
     let p = Project::new(CONFIG);

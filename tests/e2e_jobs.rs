@@ -204,14 +204,18 @@ fn a_jobs_life_failures_reruns_and_finished_jobs() {
         unknown.stderr.contains("-replace matches no resource"),
         "{unknown:?}"
     );
+    // Saved, the plan records -replace, and apply makes it again with it.
     p.ok(&[
-        "apply",
-        "--auto-approve",
+        "plan",
+        "--out",
+        "replace.plan",
         "-replace",
         "deployment.job-late.container",
         "--target",
         "deployment.job-late",
     ]);
+    let replaced = p.ok(&["apply", "replace.plan"]);
+    assert!(replaced.stdout.contains("1 replaced"), "{replaced:?}");
     let rerun = container_of("job-late");
     assert_ne!(rerun, late_id, "a new container runs the job again");
     assert_eq!(containers_of("job-late"), 1);

@@ -106,6 +106,7 @@ fn plan(changes: Vec<Change>) -> Plan {
         refreshed: false,
         destroy: false,
         targets: vec![],
+        replace: vec![],
         warnings: vec![],
         unread: vec![],
         jobs: vec![],

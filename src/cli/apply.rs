@@ -47,15 +47,29 @@ pub(super) async fn apply(cx: &Context<'_>, args: &ApplyArgs) -> Result<i32, Use
             nothing_done(cx, if plan.destroy { "destroy" } else { "apply" });
             return Ok(0);
         }
-        if let Err(e) = engine::load_config_for(&cx.cli.config, &cx.providers) {
+        let again = match plan_again(cx, &plan, &session.state).await {
+            Ok(again) => again,
+            Err(e) => {
+                session.close().await;
+                return Err(e);
+            }
+        };
+        let differences = crate::plan::saved::differences(&plan, &again);
+        if !differences.is_empty() {
             session.close().await;
-            return Err(e);
+            return Err(UserError::msg(format!(
+                "the saved plan {} is not what the config and the state give now, so nothing is applied (a plan file is applied only as anycloud makes it: edited, or made before what runs changed, it is refused):\n  {}\nRun `anycloud plan --out {}` again and review that",
+                path.display(),
+                differences.join("\n  "),
+                path.display()
+            )));
         }
         if let Some(stream) = cx.shell.stream() {
-            stream.plan(&plan, if plan.destroy { "destroy" } else { "apply" });
+            stream.plan(&again, if again.destroy { "destroy" } else { "apply" });
         }
-        let code = execute(cx, &plan, session, args.parallelism).await?;
-        return Ok(with_unread(cx, &plan, code));
+        // What runs is what anycloud made just now, never the file's attributes.
+        let code = execute(cx, &again, session, args.parallelism).await?;
+        return Ok(with_unread(cx, &again, code));
     }
     let config = engine::load_config_for(&cx.cli.config, &cx.providers)?;
     let session = cx.session("apply").await?;
@@ -196,6 +210,24 @@ fn nothing_done(cx: &Context<'_>, verb: &str) {
 
 /// A deployment left out of the plan (its machine did not answer) fails the run after the
 /// others are applied.
+/// The saved plan made again, with its own options, from the config and the state it was
+/// made against: what apply executes in its place.
+async fn plan_again(
+    cx: &Context<'_>,
+    saved: &Plan,
+    state: &anycloud_state::State,
+) -> Result<Plan, UserError> {
+    let config = engine::load_config_for(&cx.cli.config, &cx.providers)?;
+    let opts = PlanOptions {
+        refresh: saved.refreshed,
+        targets: &saved.targets,
+        destroy: saved.destroy,
+        replace: &saved.replace,
+    };
+    let (_, again) = plan_verbosely(cx, &config, state, &opts).await?;
+    Ok(again)
+}
+
 fn with_unread(cx: &Context<'_>, plan: &Plan, code: i32) -> i32 {
     if super::report_unread(&cx.shell, plan) && code == 0 {
         1

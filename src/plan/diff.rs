@@ -279,6 +279,7 @@ pub fn diff(
         refreshed: current.is_some(),
         destroy: opts.destroy,
         targets: opts.targets.to_vec(),
+        replace: opts.replace.to_vec(),
         warnings: vec![],
         unread: vec![],
         jobs,

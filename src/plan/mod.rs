@@ -7,6 +7,7 @@
 //! - `refresh.rs`: what exists now (one batched read per provider), and `status`'s facts;
 //! - `diff.rs`: desired against current, into changes;
 //! - `targets.rs`: `--target`, and the order of the changes;
+//! - `saved.rs`: what a saved plan must agree on with the plan made again at apply;
 //! - `renames.rs`: a deployment that goes while another comes (a rename) is warned about
 //!   the checkpoint it leaves behind.
 
@@ -14,6 +15,7 @@ mod desired;
 mod diff;
 mod refresh;
 pub mod renames;
+pub mod saved;
 pub(crate) mod targets;
 
 use anycloud_provider::{Attrs, Diagnostic, Kind};
@@ -212,6 +214,10 @@ pub struct Plan {
     pub destroy: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub targets: Vec<String>,
+    /// `-replace`'s addresses: with `targets` and `destroy`, what `apply PLANFILE` makes the
+    /// plan again with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replace: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
     /// Deployments the refresh could not read: nothing of theirs is in `changes`.
