@@ -693,3 +693,43 @@ deployments:
     }
     assert!(r.stderr.contains("3 errors in anycloud.yaml"), "{r:?}");
 }
+
+/// The test-only overrides (`ANYCLOUD_TEST_SSH_ADDRESS` sends every VM's SSH elsewhere) are
+/// in builds of tests only: the features a build without tests resolves (what `cargo
+/// install` and `cargo build --release` make) do not include them, while this test's build
+/// does.
+#[test]
+fn test_hooks_are_only_in_builds_of_tests() {
+    let tree = |edges: &str| {
+        let out = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
+            .args([
+                "tree",
+                "--offline",
+                "--locked",
+                "-p",
+                "anycloud",
+                "-e",
+                edges,
+            ])
+            .args(["-f", "{p} {f}", "--prefix", "none"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("running cargo tree");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let hooked = |tree: &str| {
+        tree.lines()
+            .filter(|l| l.contains("test-hooks"))
+            .filter_map(|l| l.split(' ').next())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    };
+    assert_eq!(hooked(&tree("normal,build")), 0, "{}", tree("normal,build"));
+    assert_eq!(
+        hooked(&tree("normal,build,dev")),
+        2,
+        "{}",
+        tree("normal,build,dev")
+    );
+}

@@ -213,7 +213,12 @@ impl LocalStore {
     fn replace(&self, state: &State) -> Result<Version, StoreError> {
         let body = format::to_bytes(state);
         let backup = self.backup_path();
-        let pause = std::env::var(PAUSE_IN_FOLD).ok();
+        // Only builds of tests read it (the `test-hooks` feature).
+        let pause = if cfg!(feature = "test-hooks") {
+            std::env::var(PAUSE_IN_FOLD).ok()
+        } else {
+            None
+        };
         let folding = self.journal_path().exists();
         let pause_at = |phase: &str| {
             if folding && pause.as_deref() == Some(phase) {

@@ -40,7 +40,7 @@ pub fn rclone_conf(regions: &[&str], endpoint: Option<&str>) -> String {
 }
 
 pub fn context(spec: &DeploymentSpec, settings: &Settings) -> Result<HostContext> {
-    let layout = VmLayout::on_vm(&testing::vm_root());
+    let layout = VmLayout::on_vm(&testing::vm_root()?);
     let mut remotes = BTreeMap::new();
     let mut regions: Vec<&str> = Vec::new();
     for (role, bucket) in &spec.buckets {
@@ -78,7 +78,7 @@ pub fn context(spec: &DeploymentSpec, settings: &Settings) -> Result<HostContext
 /// Where and as whom to reach a VM: its public address (or the test host standing in for
 /// it), its login user, the deployment's key, the host key pinned when it was made.
 pub fn ssh_target(vm: &Attrs, key_path: PathBuf) -> Result<SshTarget> {
-    let (host, port) = match testing::ssh_address() {
+    let (host, port) = match testing::ssh_address()? {
         Some(over) => over,
         None => (
             vm.get("public_ip")

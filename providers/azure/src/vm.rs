@@ -63,7 +63,7 @@ pub fn context(
     .unwrap_or_else(|| format!("{}:", remote_name(account)));
     Ok(HostContext {
         deployment: spec.id.clone(),
-        layout: VmLayout::on_vm(&testing::vm_root()),
+        layout: VmLayout::on_vm(&testing::vm_root()?),
         rclone_conf: rclone_conf(account, blob_suffix),
         check_target,
         remotes,
@@ -81,7 +81,7 @@ fn host_context(p: &AzureProvider, spec: &DeploymentSpec) -> Result<Arc<HostCont
 }
 
 pub fn ssh_target(vm: &Attrs, key_path: PathBuf) -> Result<SshTarget> {
-    let (host, port) = match testing::ssh_address() {
+    let (host, port) = match testing::ssh_address()? {
         Some(over) => over,
         None => (
             vm.get("public_ip_address")

@@ -41,7 +41,11 @@ pub fn rclone_conf(storage_root: Option<&str>) -> String {
     conf
 }
 
-pub fn context(spec: &DeploymentSpec, project: &str, storage_root: Option<&str>) -> HostContext {
+pub fn context(
+    spec: &DeploymentSpec,
+    project: &str,
+    storage_root: Option<&str>,
+) -> Result<HostContext> {
     let remotes: BTreeMap<BucketRole, String> = spec
         .buckets
         .iter()
@@ -70,27 +74,27 @@ pub fn context(spec: &DeploymentSpec, project: &str, storage_root: Option<&str>)
             naming::continent_bucket(&spec.continent, project)
         )
     });
-    HostContext {
+    Ok(HostContext {
         deployment: spec.id.clone(),
-        layout: VmLayout::on_vm(&testing::vm_root()),
+        layout: VmLayout::on_vm(&testing::vm_root()?),
         rclone_conf: rclone_conf(storage_root),
         check_target,
         remotes,
         // The job reaches the metadata server through Docker's bridge.
         network: "bridge".into(),
         container_user: None,
-    }
+    })
 }
 
 fn host_context(p: &GcpProvider, spec: &DeploymentSpec) -> Result<Arc<HostContext>> {
     let project = p.project()?;
     let root = p.settings().endpoints.storage.clone();
     p.contexts
-        .get(spec, || Ok(context(spec, &project, root.as_deref())))
+        .get(spec, || context(spec, &project, root.as_deref()))
 }
 
 pub fn ssh_target(vm: &Attrs, key_path: PathBuf) -> Result<SshTarget> {
-    let (host, port) = match testing::ssh_address() {
+    let (host, port) = match testing::ssh_address()? {
         Some(over) => over,
         None => (
             vm.get("nat_ip")
