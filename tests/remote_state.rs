@@ -75,6 +75,76 @@ fn s3_state_passes_the_store_suite_on_moto() {
     run_suite(objects);
 }
 
+/// An S3-compatible endpoint that ignores conditional writes (here moto behind a proxy that
+/// strips `If-None-Match` and `If-Match`) would let two runs hold the lock at once: it is
+/// refused at the first lock, and its lock object does not stay behind.
+#[test]
+fn s3_state_behind_a_proxy_that_drops_conditions_is_refused_at_first_lock() {
+    use anycloud_state::StateStore;
+    let moto = common::moto::Moto::start("127.0.0.1");
+    let (status, body) = moto.http("PUT", "/team-state", None);
+    assert_eq!(status, 200, "{body}");
+    let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/flaky_proxy.py");
+    /// Stopped however the test ends: a proxy left running holds the test's output open.
+    struct Proxy(std::process::Child);
+    impl Drop for Proxy {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _proxy = Proxy(
+        std::process::Command::new("python3")
+            .arg(&script)
+            .args([&port.to_string(), &moto.url, "0"])
+            .arg(dir.path().join("faults"))
+            .arg("strip-conditions")
+            .spawn()
+            .unwrap(),
+    );
+    common::wait_for(10, "the proxy to listen", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    // The credentials are the same for every moto; the endpoint goes in the settings, as
+    // the other test of this binary sets the environment's to its own moto.
+    for (k, v) in moto.env() {
+        if k != "AWS_ENDPOINT_URL" {
+            std::env::set_var(k, v);
+        }
+    }
+    let keys = tempfile::tempdir().unwrap();
+    let aws = anycloud_provider_aws::AwsProvider::new(keys.path().to_path_buf());
+    let rt = runtime();
+    aws.configure(&serde_json::json!({
+        "endpoints": { "s3": format!("http://127.0.0.1:{port}") }
+    }))
+    .unwrap();
+    let (objects, key) = rt
+        .block_on(aws.state_objects(&serde_json::json!({
+            "bucket": "team-state", "key": "anycloud/state.json", "region": "us-east-1"
+        })))
+        .unwrap();
+    let store = RemoteStore::new(objects.clone(), key);
+    let refused = rt
+        .block_on(store.lock("plan", std::time::Duration::from_secs(5)))
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("does not honour conditional writes"),
+        "{refused}"
+    );
+    let (_, listing) = moto.http("GET", "/team-state?list-type=2", None);
+    assert!(!listing.contains("state.json.lock"), "{listing}");
+}
+
 /// Set in this test binary's re-run whose `/etc/hosts` is its own.
 #[cfg(feature = "azure")]
 const OWN_HOSTS: &str = "ANYCLOUD_TEST_OWN_HOSTS";

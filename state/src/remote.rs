@@ -217,6 +217,37 @@ impl RemoteStore {
     }
 }
 
+impl RemoteStore {
+    /// Everything here rests on the store refusing a create over an object that exists. An
+    /// endpoint that drops the condition (an S3-compatible server without `If-None-Match`,
+    /// a proxy that strips it) would let two holders lock at once: so the lock just made is
+    /// created once more, which must be refused. One request per lock.
+    async fn check_conditions_hold(&self, key: &str, body: &[u8]) -> Result<(), StoreError> {
+        match self
+            .retried(|| self.objects.put(key, body.to_vec(), Condition::Absent))
+            .await
+        {
+            Err(e) if is_condition(&e) => Ok(()),
+            answered => {
+                *self.held.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                let _ = self
+                    .retried(|| self.objects.delete(key, Condition::Always))
+                    .await;
+                let how = match answered {
+                    Ok(_) => "it replaced an object that exists".to_owned(),
+                    Err(e) => format!("it answered: {}", e.message),
+                };
+                Err(StoreError::Write {
+                    store: self.name(),
+                    source: std::io::Error::other(format!(
+                        "the store does not honour conditional writes (asked to create {key} only if absent, {how}): two runs could hold its lock at once, so anycloud does not keep state there. Use an endpoint that supports If-None-Match (S3, Azure Blob, GCS do)"
+                    )),
+                })
+            }
+        }
+    }
+}
+
 /// What a lock object that does not parse (written by hand, cut short) is shown as: still a
 /// lock, removable by `force-unlock` with the id it is shown with.
 fn unreadable_lock() -> LockInfo {
@@ -327,6 +358,7 @@ impl StateStore for RemoteStore {
                 Ok(version) => {
                     *self.held.lock().unwrap_or_else(|p| p.into_inner()) =
                         Some((info.clone(), version));
+                    self.check_conditions_hold(&key, &body).await?;
                     return Ok(info);
                 }
                 Err(e) if is_condition(&e) => {}

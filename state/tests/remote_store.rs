@@ -13,10 +13,16 @@ use anycloud_state::{conformance, RemoteStore};
 struct Memory {
     objects: Mutex<BTreeMap<String, (Vec<u8>, u64)>>,
     next: Mutex<u64>,
+    /// Writes whatever the condition, as an S3-compatible server without `If-None-Match`
+    /// does.
+    careless: bool,
 }
 
 impl Memory {
     fn holds(&self, key: &str, when: &Condition) -> bool {
+        if self.careless {
+            return true;
+        }
         let objects = self.objects.lock().unwrap();
         match when {
             Condition::Always => true,
@@ -88,4 +94,35 @@ fn the_remote_store_passes_the_conformance_suite() {
         .build()
         .unwrap()
         .block_on(conformance::run(&make));
+}
+
+#[test]
+fn a_store_that_ignores_conditions_is_refused_at_its_first_lock() {
+    use anycloud_state::StateStore;
+    let memory = Arc::new(Memory {
+        careless: true,
+        ..Memory::default()
+    });
+    let store = RemoteStore::new(memory.clone(), "team/state.json");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let refused = runtime
+        .block_on(store.lock("apply", std::time::Duration::from_secs(1)))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("does not honour conditional writes"),
+        "{refused}"
+    );
+    assert!(
+        memory.objects.lock().unwrap().is_empty(),
+        "the lock it made is gone again"
+    );
+    // A store that honours them locks at the cost of one more request.
+    let store = RemoteStore::new(Arc::new(Memory::default()), "team/state.json");
+    runtime
+        .block_on(store.lock("apply", std::time::Duration::from_secs(1)))
+        .unwrap();
 }
