@@ -518,7 +518,8 @@ fn azure_through_the_engine_with_blobs_in_azurite() {
         "resumed from {resumed} < {checkpoint}"
     );
     assert_eq!(containers_of("az-alpha"), 1);
-    assert_eq!(run(&p, &env, &["plan", "--detailed-exitcode"]).code, 0);
+    let settled = run(&p, &env, &["plan", "--detailed-exitcode"]);
+    assert_eq!(settled.code, 0, "{settled:?}");
 
     // Destroy: the last output reaches Azurite; VM, NIC, IP, NSG, identity, its role
     // assignments and the checkpoint container go; the account, input and output stay.

@@ -338,11 +338,8 @@ fn gcp_through_the_engine_with_objects_in_fake_gcs_server() {
         gcs.get(&bucket, "gcp-alpha/counter")
             .filter(|t| t.trim().parse::<u64>().is_ok())
     });
-    assert_eq!(
-        run(&p, &env, &["plan", "--detailed-exitcode"]).code,
-        0,
-        "converged"
-    );
+    let converged = run(&p, &env, &["plan", "--detailed-exitcode"]);
+    assert_eq!(converged.code, 0, "converged: {converged:?}");
     // The results come back with `anycloud bucket download`, byte for byte.
     let fetched = p.path().join("fetched");
     ok(&p, &env, &["bucket", "download", "gcp-input", "fetched"]);
@@ -594,7 +591,8 @@ fn gcp_through_the_engine_with_objects_in_fake_gcs_server() {
         "resumed from {resumed} < {checkpoint}"
     );
     assert_eq!(containers_of("gcp-alpha"), 1);
-    assert_eq!(run(&p, &env, &["plan", "--detailed-exitcode"]).code, 0);
+    let settled = run(&p, &env, &["plan", "--detailed-exitcode"]);
+    assert_eq!(settled.code, 0, "{settled:?}");
 
     // (The last upload runs alongside the bindings' removal: it gets through because the
     // removal takes a while to spread, DEFAULT_REVOCATION here; see
