@@ -446,6 +446,26 @@ fn the_workflow_takes_a_change_from_review_to_apply_and_watches_for_drift() {
     )
     .unwrap();
 
+    // Had #7 no successful plan run at its head, another pull request's run for that head
+    // would not do: nothing is applied.
+    let runs = std::fs::read_to_string(gh_state.join("runs.json")).unwrap();
+    std::fs::write(
+        gh_state.join("runs.json"),
+        serde_json::json!({ "workflow_runs": [run(556, 8, "success"), run(554, 7, "failure")] })
+            .to_string(),
+    )
+    .unwrap();
+    let unreviewed = checkout(dir.path(), "main-0", &config);
+    let (failed, _) = runner.job("apply", &unreviewed);
+    let (step, said) = failed.expect("no plan of #7: refused");
+    assert_eq!(step, "Fetch the plan reviewed in the pull request");
+    assert!(
+        said.contains("no successful plan of pull request #7 at head0001"),
+        "{said}"
+    );
+    assert_eq!(containers_of(name), 0);
+    std::fs::write(gh_state.join("runs.json"), runs).unwrap();
+
     // The merge: the reviewed plan, applied exactly.
     let merged = checkout(dir.path(), "main-1", &config);
     assert_eq!(runner.job("apply", &merged).0, None);
