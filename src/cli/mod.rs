@@ -133,8 +133,8 @@ pub struct PlanArgs {
     pub detailed_exitcode: bool,
     /// Take the state's lock while planning (the default, `true`). `--lock=false` (Terraform's
     /// `-lock=false`) only reads the state and writes nothing, so a read-only role can plan;
-    /// while a run's journal is in the state it waits (up to --lock-timeout) for that run to
-    /// end. A plan saved from it is refused by `apply` as stale once the state moved on.
+    /// while a run's journal is in the state it waits (up to --lock-timeout) until that is
+    /// folded in. A plan saved from it is refused by `apply` as stale once the state moved on.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
     pub lock: bool,
     /// Plan the destroy of everything (or of `--target`): review it, save it with `-out`,
