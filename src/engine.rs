@@ -110,6 +110,34 @@ pub async fn read_state(store: &dyn StateStore) -> Result<State, UserError> {
     Ok(store.read().await?.state)
 }
 
+/// The state a plan without the lock (`plan --lock=false`) is made from: the stored state
+/// with no run's journal over it. It writes nothing (no lock, no fold), so a role that may
+/// only read can make it. While the journal of a run applies to the stored state (a run
+/// applying now, or one that died before writing the state), it reads again every second
+/// for up to `timeout`: what such a run will have done by its end is not known yet, and a
+/// plan saved from the state half-way (the journal replayed moves the serial on, as the
+/// run's own fold will) could be taken by `apply PLANFILE` as current. A state read with no
+/// journal over it is at serial N; any run that changes it writes N+1 or later, so a saved
+/// plan made from it is refused as stale once anything moved.
+pub async fn read_settled(store: &dyn StateStore, timeout: Duration) -> Result<State, UserError> {
+    let start = Instant::now();
+    loop {
+        let snap = store.read().await?;
+        if snap.replayed == 0 {
+            return Ok(snap.state);
+        }
+        let waited = start.elapsed();
+        if waited >= timeout {
+            return Err(UserError::msg(format!(
+                "the state {} holds the journal of a run that has not written the state yet (one applying now, or one that died): a plan without the lock cannot tell what that run will have done; waited {}. Plan again when it has ended (--lock-timeout waits for it); a run that died is folded in by the next command that takes the lock (apply, destroy, or plan without --lock=false)",
+                store.describe(),
+                humantime::format_duration(Duration::from_secs(waited.as_secs()))
+            )));
+        }
+        tokio::time::sleep(Duration::from_secs(1).min(timeout - waited)).await;
+    }
+}
+
 /// Compiles, plans, refreshes (unless told not to) and diffs: the whole of `anycloud plan`.
 pub async fn make_plan(
     config: &Config,

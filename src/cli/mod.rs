@@ -112,7 +112,7 @@ pub enum Command {
     Bucket(BucketCommand),
 }
 
-#[derive(Args, Debug, Default)]
+#[derive(Args, Debug)]
 pub struct PlanArgs {
     /// Write the plan to FILE for `anycloud apply FILE`.
     #[arg(long = "out", short = 'o', alias = "o")]
@@ -131,6 +131,12 @@ pub struct PlanArgs {
     /// Exit 2 when there are changes, 0 when there are none.
     #[arg(long)]
     pub detailed_exitcode: bool,
+    /// Take the state's lock while planning (the default, `true`). `--lock=false` (Terraform's
+    /// `-lock=false`) only reads the state and writes nothing, so a read-only role can plan;
+    /// while a run's journal is in the state it waits (up to --lock-timeout) until that is
+    /// folded in. A plan saved from it is refused by `apply` as stale once the state moved on.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub lock: bool,
     /// Plan the destroy of everything (or of `--target`): review it, save it with `-out`,
     /// and apply exactly it (`-destroy` is Terraform's spelling).
     #[arg(long)]
@@ -554,6 +560,7 @@ pub fn normalise_args(
             // Terraform's spelling.
             Some("-replace") => "--replace".into(),
             Some("-destroy") => "--destroy".into(),
+            Some(s) if s.starts_with("-lock=") => format!("-{s}").into(),
             Some(s) if s.starts_with("-replace=") => format!("-{s}").into(),
             _ => a,
         })
@@ -584,6 +591,10 @@ mod spelling_tests {
         assert_eq!(
             normalised(&["anycloud", "plan", "-out", "p", "-destroy"]),
             ["anycloud", "plan", "--out", "p", "--destroy"]
+        );
+        assert_eq!(
+            normalised(&["anycloud", "plan", "-lock=false"]),
+            ["anycloud", "plan", "--lock=false"]
         );
     }
 }

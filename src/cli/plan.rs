@@ -14,7 +14,13 @@ pub(super) async fn plan(cx: &Context<'_>, args: &PlanArgs) -> Result<i32, UserE
         ));
     }
     let config = engine::load_config_for(&cx.cli.config, &cx.providers)?;
-    let session = cx.session("plan").await?;
+    // Without the lock: the state read, nothing written (a read-only role can plan).
+    let (session, unlocked) = if args.lock {
+        (Some(cx.session("plan").await?), None)
+    } else {
+        let state = engine::read_settled(cx.store.as_ref(), cx.cli.lock_timeout).await?;
+        (None, Some(state))
+    };
     let opts = PlanOptions {
         // A destroy's plan is made from the state alone, as `destroy` makes it.
         refresh: args.refresh && !args.destroy,
@@ -22,8 +28,15 @@ pub(super) async fn plan(cx: &Context<'_>, args: &PlanArgs) -> Result<i32, UserE
         destroy: args.destroy,
         replace: &super::filter::as_addresses(&args.replace),
     };
-    let made = plan_verbosely(cx, &config, &session.state, &opts).await;
-    let state = session.close().await;
+    let read = match (&session, &unlocked) {
+        (Some(session), _) => &session.state,
+        (None, state) => state.as_ref().expect("read without the lock"),
+    };
+    let made = plan_verbosely(cx, &config, read, &opts).await;
+    let state = match session {
+        Some(session) => session.close().await,
+        None => unlocked.expect("read without the lock"),
+    };
     let (graph, plan) = made?;
     if let Some(stream) = cx.shell.stream() {
         stream.plan(&plan, "plan");
