@@ -67,6 +67,13 @@ pub(super) async fn apply(cx: &Context<'_>, args: &ApplyArgs) -> Result<i32, Use
         if let Some(stream) = cx.shell.stream() {
             stream.plan(&again, if again.destroy { "destroy" } else { "apply" });
         }
+        // A log of what ran: the file's options (targets, -replace, -destroy) were its
+        // maker's choice.
+        if !cx.shell.quiet() {
+            cx.shell
+                .out(&render::human_with(&again, cx.shell.stdout_styled()));
+            cx.shell.out("\n");
+        }
         // What runs is what anycloud made just now, never the file's attributes.
         let code = execute(cx, &again, session, args.parallelism).await?;
         return Ok(with_unread(cx, &again, code));
