@@ -1,10 +1,14 @@
 //! `anycloud apply` (of the config, or of a saved plan) and `anycloud destroy`.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use anycloud_provider::Kind;
+use anycloud_state::State;
+
 use crate::engine::{self, Session, UserError};
-use crate::plan::{Action, Plan, PlanOptions};
+use crate::plan::{Action, EndedJob, Plan, PlanOptions};
 use crate::progress::Progress;
 use crate::render;
 
@@ -12,6 +16,29 @@ use super::plan::plan_verbosely;
 use super::{confirm, read_plan_file, ApplyArgs, Context, DestroyArgs};
 
 pub(super) async fn apply(cx: &Context<'_>, args: &ApplyArgs) -> Result<i32, UserError> {
+    Ok(applied(cx, args).await?.code)
+}
+
+/// What an apply did, for `anycloud run`, which takes down only what its own apply made.
+pub(super) struct Applied {
+    pub code: i32,
+    /// What this apply made: created, or replaced by a new one.
+    pub made: BTreeSet<String>,
+    /// The ended jobs the plan left as they were (they ended before this apply).
+    pub ended: Vec<EndedJob>,
+}
+
+impl Applied {
+    fn nothing(code: i32) -> Applied {
+        Applied {
+            code,
+            made: BTreeSet::new(),
+            ended: vec![],
+        }
+    }
+}
+
+pub(super) async fn applied(cx: &Context<'_>, args: &ApplyArgs) -> Result<Applied, UserError> {
     if args.plan_file.is_some() && !args.from_scratch.is_empty() {
         return Err(UserError::msg(
             "--from-scratch cannot go with a saved plan: it deletes a checkpoint, which the plan did not review. Apply the config with it",
@@ -45,7 +72,7 @@ pub(super) async fn apply(cx: &Context<'_>, args: &ApplyArgs) -> Result<i32, Use
             cx.shell
                 .out("No changes. The infrastructure matches the configuration.\n");
             nothing_done(cx, if plan.destroy { "destroy" } else { "apply" });
-            return Ok(0);
+            return Ok(Applied::nothing(0));
         }
         let again = match plan_again(cx, &plan, &session.state).await {
             Ok(again) => again,
@@ -75,8 +102,8 @@ pub(super) async fn apply(cx: &Context<'_>, args: &ApplyArgs) -> Result<i32, Use
             cx.shell.out("\n");
         }
         // What runs is what anycloud made just now, never the file's attributes.
-        let code = execute(cx, &again, session, args.parallelism).await?;
-        return Ok(with_unread(cx, &again, code));
+        let (code, done) = execute(cx, &again, session, args.parallelism).await?;
+        return Ok(made_by(cx, &again, code, &done));
     }
     let config = engine::load_config_for(&cx.cli.config, &cx.providers)?;
     let session = cx.session("apply").await?;
@@ -125,7 +152,11 @@ pub(super) async fn apply(cx: &Context<'_>, args: &ApplyArgs) -> Result<i32, Use
     if !plan.has_changes() {
         session.close().await;
         nothing_done(cx, "apply");
-        return Ok(with_unread(cx, &plan, 0));
+        return Ok(Applied {
+            code: with_unread(cx, &plan, 0),
+            made: BTreeSet::new(),
+            ended: plan.jobs.clone(),
+        });
     }
     let what = if scratch.is_empty() {
         "perform these actions".to_owned()
@@ -145,7 +176,7 @@ pub(super) async fn apply(cx: &Context<'_>, args: &ApplyArgs) -> Result<i32, Use
         Ok(false) => {
             session.close().await;
             cx.shell.out("Apply cancelled.\n");
-            return Ok(1);
+            return Ok(Applied::nothing(1));
         }
         Err(e) => {
             session.close().await;
@@ -165,8 +196,24 @@ pub(super) async fn apply(cx: &Context<'_>, args: &ApplyArgs) -> Result<i32, Use
             }
         }
     }
-    let code = execute(cx, &plan, session, args.parallelism).await?;
-    Ok(with_unread(cx, &plan, code))
+    let (code, done) = execute(cx, &plan, session, args.parallelism).await?;
+    Ok(made_by(cx, &plan, code, &done))
+}
+
+/// What a finished apply made of its plan: the creates and replacements that finished.
+fn made_by(cx: &Context<'_>, plan: &Plan, code: i32, done: &[String]) -> Applied {
+    let done: BTreeSet<&str> = done.iter().map(String::as_str).collect();
+    Applied {
+        code: with_unread(cx, plan, code),
+        made: plan
+            .changes
+            .iter()
+            .filter(|c| matches!(c.action, Action::Create | Action::Replace))
+            .filter(|c| done.contains(c.address.as_str()))
+            .map(|c| c.address.clone())
+            .collect(),
+        ended: plan.jobs.clone(),
+    }
 }
 
 /// The containers of the deployments `--from-scratch` names: each must be in the config
@@ -246,19 +293,110 @@ fn with_unread(cx: &Context<'_>, plan: &Plan, code: i32) -> i32 {
 pub(super) async fn destroy(cx: &Context<'_>, args: &DestroyArgs) -> Result<i32, UserError> {
     let config = engine::load_config_for(&cx.cli.config, &cx.providers)?;
     let session = cx.session("destroy").await?;
+    let targets = super::filter::as_addresses(&args.target);
+    destroy_in(
+        cx,
+        &config,
+        session,
+        &targets,
+        None,
+        args.auto_approve,
+        args.parallelism,
+    )
+    .await
+}
+
+/// What `anycloud run` destroys once its job has ended: of what its own apply `made`, all
+/// that nothing it leaves needs. Anything else is left as it is: the run did not make it,
+/// and taking it down is `anycloud destroy`'s, which asks. Returns the exit code and what
+/// was to go.
+pub(super) async fn destroy_made(
+    cx: &Context<'_>,
+    made: &BTreeSet<String>,
+    parallelism: usize,
+) -> Result<(i32, BTreeSet<String>), UserError> {
+    let config = engine::load_config_for(&cx.cli.config, &cx.providers)?;
+    let session = cx.session("destroy").await?;
+    // Decided under the lock, on the state the destroy plans from.
+    let goes = owned(&session.state, made);
+    if goes.is_empty() {
+        session.close().await;
+        return Ok((0, goes));
+    }
+    let targets: Vec<String> = goes.iter().cloned().collect();
+    // Only what this run made, which it takes down without asking once its job is done.
+    let code = destroy_in(
+        cx,
+        &config,
+        session,
+        &targets,
+        Some(&goes),
+        true,
+        parallelism,
+    )
+    .await?;
+    Ok((code, goes))
+}
+
+/// Of `made`, what may go while the rest of `state` stays: not what a resource that stays
+/// depends on (a role made before the run naming a bucket the run made), nor, in turn,
+/// what that one needs.
+fn owned(state: &State, made: &BTreeSet<String>) -> BTreeSet<String> {
+    let mut goes: BTreeSet<String> = made
+        .iter()
+        .filter(|a| state.resources.contains_key(*a))
+        .cloned()
+        .collect();
+    loop {
+        let needed: BTreeSet<String> = state
+            .resources
+            .iter()
+            .filter(|(a, _)| !goes.contains(*a))
+            .flat_map(|(_, r)| &r.dependencies)
+            .filter(|d| goes.contains(*d))
+            .cloned()
+            .collect();
+        if needed.is_empty() {
+            return goes;
+        }
+        goes.retain(|a| !needed.contains(a));
+    }
+}
+
+/// Plans and runs a destroy of `targets` (everything, if none); with `only`, refuses a plan
+/// that would take anything else.
+async fn destroy_in(
+    cx: &Context<'_>,
+    config: &crate::config::Config,
+    session: Session<'_>,
+    targets: &[String],
+    only: Option<&BTreeSet<String>>,
+    auto_approve: bool,
+    parallelism: usize,
+) -> Result<i32, UserError> {
     let opts = PlanOptions {
         refresh: false,
-        targets: &super::filter::as_addresses(&args.target),
+        targets,
         destroy: true,
         replace: &[],
     };
-    let plan = match plan_verbosely(cx, &config, &session.state, &opts).await {
+    let plan = match plan_verbosely(cx, config, &session.state, &opts).await {
         Ok((_, plan)) => plan,
         Err(e) => {
             session.close().await;
             return Err(e);
         }
     };
+    // A target takes what depends on it along; `owned` leaves out whatever would bring in
+    // a resource the run did not make, so this only guards that promise.
+    if let Some(stranger) = only.and_then(|only| plan.active().find(|c| !only.contains(&c.address)))
+    {
+        session.close().await;
+        return Err(UserError::msg(format!(
+            "not destroying: {} would go too, and this run did not make it",
+            stranger.address
+        )));
+    }
     if let Some(stream) = cx.shell.stream() {
         stream.plan(&plan, "destroy");
     }
@@ -269,11 +407,7 @@ pub(super) async fn destroy(cx: &Context<'_>, args: &DestroyArgs) -> Result<i32,
         nothing_done(cx, "destroy");
         return Ok(0);
     }
-    match confirm(
-        &cx.shell,
-        args.auto_approve,
-        "destroy all these resources (buckets and their data are kept)",
-    ) {
+    match confirm(&cx.shell, auto_approve, &destroy_question(&plan)) {
         Ok(true) => {}
         Ok(false) => {
             session.close().await;
@@ -286,7 +420,34 @@ pub(super) async fn destroy(cx: &Context<'_>, args: &DestroyArgs) -> Result<i32,
         }
     }
     cx.shell.out("\n");
-    execute(cx, &plan, session, args.parallelism).await
+    Ok(execute(cx, &plan, session, parallelism).await?.0)
+}
+
+/// The question before a destroy, true to its plan: most buckets are only forgotten, but a
+/// checkpoint bucket this state made is deleted with its data.
+fn destroy_question(plan: &Plan) -> String {
+    let deleted: Vec<&str> = plan
+        .active()
+        .filter(|c| c.action == Action::Delete && c.kind == Kind::Bucket && !c.keep_on_destroy)
+        .map(|c| c.address.as_str())
+        .collect();
+    if deleted.is_empty() {
+        return "destroy all these resources (buckets and their data are kept)".to_owned();
+    }
+    let kept = plan
+        .active()
+        .any(|c| c.action == Action::Delete && c.keep_on_destroy);
+    format!(
+        "destroy all these resources, deleting {} with {} data if this state made {}{}",
+        deleted.join(", "),
+        if deleted.len() == 1 { "its" } else { "their" },
+        if deleted.len() == 1 { "it" } else { "them" },
+        if kept {
+            " (the other buckets and their data are kept)"
+        } else {
+            ""
+        }
+    )
 }
 
 async fn execute(
@@ -294,7 +455,7 @@ async fn execute(
     plan: &Plan,
     session: Session<'_>,
     parallelism: usize,
-) -> Result<i32, UserError> {
+) -> Result<(i32, Vec<String>), UserError> {
     // A destroy (or a saved `plan -destroy`) is continued by destroy, not by apply, which
     // would make everything again.
     let verb = if plan.destroy { "destroy" } else { "apply" };
@@ -360,7 +521,7 @@ async fn execute(
             "\nInterrupted: {} operation(s) finished, the rest were not started. The state is saved; run {verb} again to continue.\n",
             outcome.done.len()
         ));
-        return Ok(130);
+        return Ok((130, outcome.done));
     }
     if !outcome.failed.is_empty() || !outcome.skipped.is_empty() {
         let mut msg = format!(
@@ -374,7 +535,7 @@ async fn execute(
             msg.push_str(&format!("error: {addr}: {why}\n"));
         }
         cx.shell.err(&msg);
-        return Ok(1);
+        return Ok((1, outcome.done));
     }
     let s = &plan.summary;
     // A kept bucket is only forgotten: saying "destroyed" would send a user looking for
@@ -397,5 +558,123 @@ async fn execute(
             s.add, s.change, s.replace
         )
     });
-    Ok(0)
+    Ok((0, outcome.done))
+}
+
+#[cfg(test)]
+mod tests {
+    use anycloud_state::Resource;
+
+    use super::*;
+
+    fn state(resources: &[(&str, &[&str])]) -> State {
+        let mut s = State::new();
+        for (address, deps) in resources {
+            s.resources.insert(
+                (*address).to_owned(),
+                Resource {
+                    kind: "container".into(),
+                    provider: "local".into(),
+                    attributes: Default::default(),
+                    private: serde_json::Value::Null,
+                    keep_on_destroy: false,
+                    dependencies: deps.iter().map(|d| (*d).to_owned()).collect(),
+                    pending: None,
+                },
+            );
+        }
+        s
+    }
+
+    fn set(addresses: &[&str]) -> BTreeSet<String> {
+        addresses.iter().map(|a| (*a).to_owned()).collect()
+    }
+
+    #[test]
+    fn what_a_run_made_goes_unless_something_it_leaves_needs_it() {
+        let s = state(&[
+            ("vm", &[]),
+            ("bucket.checkpoint", &[]),
+            ("bucket.extra", &[]),
+            ("role", &["bucket.checkpoint", "bucket.extra"]),
+            ("sync", &["bucket.extra"]),
+            ("container", &["vm", "role"]),
+        ]);
+        // The run made a new container on a machine that was there: only it goes.
+        assert_eq!(owned(&s, &set(&["container"])), set(&["container"]));
+        // A bucket the run made that a role from before names stays, and so does what it
+        // needs in turn; what no stayer needs goes. A made address no longer recorded is
+        // nothing to destroy.
+        assert_eq!(
+            owned(&s, &set(&["bucket.extra", "sync", "container", "gone"])),
+            set(&["container", "sync"])
+        );
+        // A run that made everything takes everything.
+        let all = set(&[
+            "vm",
+            "bucket.checkpoint",
+            "bucket.extra",
+            "role",
+            "sync",
+            "container",
+        ]);
+        assert_eq!(owned(&s, &all), all);
+        assert!(owned(&s, &BTreeSet::new()).is_empty());
+    }
+
+    fn delete(address: &str, kind: Kind, keep_on_destroy: bool) -> crate::plan::Change {
+        crate::plan::Change {
+            address: address.into(),
+            kind,
+            provider: "aws".into(),
+            action: Action::Delete,
+            reason: None,
+            before: Some(Default::default()),
+            after: None,
+            private: None,
+            keep_on_destroy,
+            after_unknown: vec![],
+            replace_paths: vec![],
+            dependencies: vec![],
+            prior_dependencies: vec![],
+        }
+    }
+
+    fn destroy_plan(changes: Vec<crate::plan::Change>) -> Plan {
+        Plan {
+            format_version: crate::plan::PLAN_FORMAT_VERSION,
+            lineage: String::new(),
+            serial: 0,
+            config_digest: String::new(),
+            refreshed: false,
+            destroy: true,
+            targets: vec![],
+            warnings: vec![],
+            unread: vec![],
+            jobs: vec![],
+            summary: crate::plan::Summary::of(&changes),
+            changes,
+        }
+    }
+
+    #[test]
+    fn the_destroy_question_says_which_bucket_goes_with_its_data() {
+        let kept = destroy_plan(vec![
+            delete("deployment.a.vm", Kind::Vm, false),
+            delete("deployment.a.bucket.output", Kind::Bucket, true),
+        ]);
+        assert_eq!(
+            destroy_question(&kept),
+            "destroy all these resources (buckets and their data are kept)"
+        );
+        let checkpoint = destroy_plan(vec![
+            delete("deployment.a.vm", Kind::Vm, false),
+            delete("deployment.a.bucket.output", Kind::Bucket, true),
+            delete("deployment.a.bucket.checkpoint", Kind::Bucket, false),
+        ]);
+        assert_eq!(
+            destroy_question(&checkpoint),
+            "destroy all these resources, deleting deployment.a.bucket.checkpoint with its data if this state made it (the other buckets and their data are kept)"
+        );
+    }
 }

@@ -1,14 +1,17 @@
 //! `anycloud logs` (a job's output, followed with `--follow`) and `anycloud run` (apply one
-//! deployment, follow its job to the end, destroy what was made, exit with the job's code).
+//! deployment, follow its job to the end, destroy what that apply made, exit with the job's
+//! code).
 
+use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
 use anycloud_provider::LogRange;
 use anycloud_state::State;
 
 use crate::engine::{self, UserError};
+use crate::plan::targets_match;
 
-use super::{ApplyArgs, Context, DestroyArgs, LogsArgs, RunArgs};
+use super::{ApplyArgs, Context, LogsArgs, RunArgs};
 
 /// How often a follower asks for new lines: one small round trip each.
 const POLL: Duration = Duration::from_secs(1);
@@ -63,17 +66,41 @@ pub(super) async fn run(cx: &Context<'_>, args: &RunArgs) -> Result<i32, UserErr
         replace: vec![],
         from_scratch: vec![],
     };
-    let applied = super::apply::apply(cx, &apply).await?;
-    if applied != 0 {
+    let applied = super::apply::applied(cx, &apply).await?;
+    if applied.code != 0 {
         cx.shell.err(&format!(
             "The apply did not finish, so nothing is destroyed: `anycloud status {d}` shows what runs, `anycloud destroy --target {whole}` stops it.\n"
         ));
-        return Ok(applied);
+        return Ok(applied.code);
     }
+    // What the run may take down at the end: what its apply made of this deployment. The
+    // continent's shared storage serves other deployments too: never one run's to take down.
+    let made: BTreeSet<String> = applied
+        .made
+        .into_iter()
+        .filter(|a| targets_match(std::slice::from_ref(&whole), a))
+        .collect();
+    let ours = made.contains(&address);
+    let ended_before = applied
+        .ended
+        .iter()
+        .find(|j| j.address == address)
+        .filter(|_| !ours);
     let state = engine::read_state(cx.store.as_ref()).await?;
-    cx.shell.out(&format!(
-        "\nThe output of {d}'s job (Ctrl-C stops following; the job goes on):\n"
-    ));
+    cx.shell.out(&match ended_before {
+        Some(job) => format!(
+            "\nThe job of {d} had already ended before this run{}, and this run started nothing. What it printed:\n",
+            if job.finished_at.is_empty() {
+                String::new()
+            } else {
+                format!(" (at {})", job.finished_at)
+            }
+        ),
+        None if !ours => format!(
+            "\nThe job of {d} was already running before this run; following it (Ctrl-C stops following; the job goes on):\n"
+        ),
+        None => format!("\nThe output of {d}'s job (Ctrl-C stops following; the job goes on):\n"),
+    });
     let code = match follow(cx, &state, &address, None, None, true).await? {
         Followed::Ended(code) => code,
         _ => {
@@ -91,21 +118,70 @@ pub(super) async fn run(cx: &Context<'_>, args: &RunArgs) -> Result<i32, UserErr
         ));
         return Ok(exit_code(code));
     }
-    cx.shell.out("\n");
-    let destroy = DestroyArgs {
-        target: vec![whole.clone()],
-        // Asked for by `run` itself: what it makes, it takes down once the job is done.
-        auto_approve: true,
-        parallelism: args.parallelism,
+    let (destroyed, gone) = if made.is_empty() {
+        (0, BTreeSet::new())
+    } else {
+        cx.shell.out("\n");
+        super::apply::destroy_made(cx, &made, args.parallelism).await?
     };
-    let destroyed = super::apply::destroy(cx, &destroy).await?;
     if destroyed != 0 {
         cx.shell.err(&format!(
-            "The job exited with code {code}, but destroying what it ran on did not finish: run `anycloud destroy --target {whole}` again.\n"
+            "The job exited with code {code}, but destroying what this run made did not finish: `anycloud destroy --target {}` takes it down.\n",
+            gone.iter().cloned().collect::<Vec<_>>().join(" --target ")
         ));
         return Ok(1);
     }
+    let state = engine::read_state(cx.store.as_ref()).await?;
+    let left: Vec<&str> = state
+        .resources
+        .keys()
+        .filter(|a| targets_match(std::slice::from_ref(&whole), a) && !gone.contains(*a))
+        .map(String::as_str)
+        .collect();
+    if !left.is_empty() {
+        let (needed, before): (Vec<&str>, Vec<&str>) =
+            left.iter().partition(|a| made.contains(**a));
+        let mut said = String::from("\n");
+        if made.is_empty() {
+            said.push_str(&format!(
+                "Nothing of {d} is destroyed: all {} of its resources existed before this run, which takes down only what it made.\n",
+                before.len()
+            ));
+        } else if !before.is_empty() {
+            said.push_str(&format!(
+                "Left as they were: {} existed before this run, which takes down only what it made: {}.\n",
+                count(before.len()),
+                before.join(", ")
+            ));
+        }
+        if !needed.is_empty() {
+            said.push_str(&format!(
+                "Left, though this run made {}, because what was there before needs {}: {}.\n",
+                if needed.len() == 1 { "it" } else { "them" },
+                if needed.len() == 1 { "it" } else { "them" },
+                needed.join(", ")
+            ));
+        }
+        said.push_str(&format!(
+            "`anycloud destroy --target {whole}` uploads what is left, verifies it, and takes the deployment down{}.\n",
+            if ended_before.is_some() {
+                format!("; `anycloud apply -replace {address}` runs its job again")
+            } else {
+                String::new()
+            }
+        ));
+        cx.shell.out(&said);
+    }
     Ok(exit_code(code))
+}
+
+/// "1 resource", "3 resources".
+fn count(n: usize) -> String {
+    if n == 1 {
+        "1 resource".to_owned()
+    } else {
+        format!("{n} resources")
+    }
 }
 
 /// A job's exit code as this process's (Docker's codes are 0..=255 already).

@@ -80,7 +80,8 @@ pub enum Command {
     Plan(PlanArgs),
     /// Make the infrastructure match the config (or a saved plan).
     Apply(ApplyArgs),
-    /// Tear everything down in reverse order (buckets are kept).
+    /// Tear everything down in reverse order (buckets are kept, except a cloud's checkpoint
+    /// bucket this state made).
     Destroy(DestroyArgs),
     /// Render the state, or a saved plan.
     Show(ShowArgs),
@@ -104,8 +105,9 @@ pub enum Command {
     Status(StatusArgs),
     /// Show a job's output, read from its machine.
     Logs(LogsArgs),
-    /// Apply one deployment, follow its job's output until it exits, then destroy what was
-    /// made (buckets are kept) unless --keep; exits with the job's exit code.
+    /// Apply one deployment, follow its job's output until it exits, then destroy what that
+    /// apply made unless --keep (what existed before is left); exits with the job's exit
+    /// code.
     Run(RunArgs),
     /// List, fill and fetch buckets.
     #[command(subcommand)]
