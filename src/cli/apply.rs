@@ -51,6 +51,9 @@ pub(super) async fn apply(cx: &Context<'_>, args: &ApplyArgs) -> Result<i32, Use
             session.close().await;
             return Err(e);
         }
+        // What a plan hands the providers before it plans, an apply of a saved plan does too
+        // (a create cut short before its tag finds its object this state's by it).
+        crate::plan::recall(&session.state, &cx.providers);
         if let Some(stream) = cx.shell.stream() {
             stream.plan(&plan, if plan.destroy { "destroy" } else { "apply" });
         }
