@@ -1356,12 +1356,14 @@ fn a_bucket_create_cut_short_before_its_tags_is_ours() {
     assert!(!bucket_tags("cut").1.contains("anycloud:lineage"));
     let record = &q.state_json().unwrap()["resources"]["deployment.cut.bucket.checkpoint"];
     assert_eq!(record["pending"], "create", "{record}");
-    // The next apply finds it this state's, and tags it.
-    let recovered = run(
+    // The next apply (here of a saved plan) finds it this state's, and tags it.
+    let planned = run(
         &q,
         &moto.env(),
-        &[&["apply", "--auto-approve"][..], &bucket].concat(),
+        &[&["plan", "--out", "recover.plan"][..], &bucket].concat(),
     );
+    assert_eq!(planned.code, 0, "{planned:?}");
+    let recovered = run(&q, &moto.env(), &["apply", "recover.plan"]);
     assert_eq!(recovered.code, 0, "{recovered:?}");
     let (_, tags) = bucket_tags("cut");
     let lineage = q.state_json().unwrap()["lineage"]
