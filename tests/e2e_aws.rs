@@ -1280,15 +1280,22 @@ fn an_untagged_bucket_or_role_of_the_deployments_name_is_a_strangers() {
     let mut p = Project::new(&cloud_config("strays", "stray"));
     p.env = moto.env();
     let cloud = ["--target", "deployment.stray.role"];
-    let refused = p.run(&[&["apply", "--auto-approve"][..], &cloud].concat());
+    let stranger =
+        "checkpoint bucket 'stray' is not anycloud's (it carries no tag anycloud:lineage)";
+    // The plan fails before any change.
+    let planned = p.run(&["plan"]);
+    assert_eq!(planned.code, 1, "{planned:?}");
+    assert!(
+        planned.stderr.contains(&format!("Error: {stranger}")),
+        "{planned:?}"
+    );
+    // Without the plan's check (no refresh), the create refuses it, and stays pending.
+    let refused = p.run(&[&["apply", "--auto-approve", "--refresh=false"][..], &cloud].concat());
     assert_eq!(refused.code, 1, "the user's bucket was taken: {refused:?}");
     let said = format!("{}{}", refused.stdout, refused.stderr);
-    assert!(
-        said.contains(
-            "checkpoint bucket 'stray' is not anycloud's (it carries no tag anycloud:lineage)"
-        ),
-        "{said}"
-    );
+    assert!(said.contains(stranger), "{said}");
+    let record = &p.state_json().unwrap()["resources"]["deployment.stray.bucket.checkpoint"];
+    assert_eq!(record["pending"], "create", "{record}");
     // Without the checkpoint bucket in the way, the role is reached: refused too.
     p.write_config(&cloud_config("strays", "stray").replace(", checkpoint: true", ""));
     let refused = p.run(&[&["apply", "--auto-approve"][..], &cloud].concat());

@@ -69,8 +69,13 @@ fn role_of(t: &Target<'_>) -> Option<BucketRole> {
     serde_json::from_value(t.attrs.get("role")?.clone()).ok()
 }
 
-/// Checks every bucket still to be made against the live account before any change.
-pub async fn preflight(clients: &Clients, targets: &[Target<'_>]) -> Result<Preflight> {
+/// Checks every bucket still to be made against the live account before any change: its
+/// continent, and that a checkpoint bucket that exists is this state's.
+pub async fn preflight(
+    clients: &Clients,
+    targets: &[Target<'_>],
+    untagged: &UntaggedCreates,
+) -> Result<Preflight> {
     let mut found = Preflight::default();
     let buckets: Vec<&Target> = targets.iter().filter(|t| t.kind == Kind::Bucket).collect();
     if buckets.is_empty() {
@@ -94,7 +99,19 @@ pub async fn preflight(clients: &Clients, targets: &[Target<'_>]) -> Result<Pref
                 let theirs = s3::continent_of(clients, name, &region).await?;
                 if theirs != continent {
                     found.errors.push(continent_error(name, &theirs, continent));
-                } else if !input {
+                    continue;
+                }
+                if role_of(t) == Some(BucketRole::Checkpoint) {
+                    let record = untagged.record(t);
+                    let (whose, _) =
+                        s3::owner_in(clients, name, &region, t.lineage, record).await?;
+                    let what = format!("checkpoint bucket '{name}'");
+                    if let Err(e) = owner::must_be_ours(&whose, &what, t.lineage) {
+                        found.errors.push(format!("Error: {}", e.message));
+                        continue;
+                    }
+                }
+                if !input {
                     found.notes.push(format!(
                         "{}: bucket '{name}' already exists in {region} (continent '{theirs}'): it will be used as it is",
                         t.address

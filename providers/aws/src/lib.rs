@@ -166,7 +166,7 @@ impl Provider for AwsProvider {
     }
 
     async fn preflight(&self, targets: &[Target<'_>]) -> Result<Preflight> {
-        let mut found = bucket::preflight(self.clients(), targets).await?;
+        let mut found = bucket::preflight(self.clients(), targets, &self.untagged).await?;
         let opens_ssh = self.clients().settings().ssh_cidr.is_none()
             && targets.iter().any(|t| t.kind == Kind::Vm);
         if opens_ssh {

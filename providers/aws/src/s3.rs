@@ -111,9 +111,10 @@ pub async fn readable(clients: &Clients, name: &str) -> Result<bool> {
     Ok(matches!(head_status(clients, name).await?, 200 | 301))
 }
 
-/// Whose an existing bucket is, by its tags (the managed tag alone says nothing: a bucket
-/// without this state's lineage is another state's or the user's own).
-async fn owner_in(
+/// Whose an existing bucket in `region` is, by its tags (the managed tag alone says
+/// nothing: a bucket without this state's lineage is another state's or the user's own),
+/// and whether it carries a lineage at all.
+pub async fn owner_in(
     clients: &Clients,
     name: &str,
     region: &str,
