@@ -149,14 +149,14 @@ impl UntaggedCreates {
         format!("{}/{}", t.lineage, t.address)
     }
 
-    /// Keeps the records (pending creates) that say their create made an untagged object.
+    /// Keeps the records (pending creates) that say their create made an untagged object,
+    /// in place of what an earlier recall kept (this process's own creates recorded theirs).
     pub fn recall(&self, recorded: &[Target<'_>]) {
-        let mut set = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        for t in recorded {
-            if Record::of_attrs(t.attrs) == Record::PendingCreate {
-                set.insert(Self::key(t));
-            }
-        }
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = recorded
+            .iter()
+            .filter(|t| Record::of_attrs(t.attrs) == Record::PendingCreate)
+            .map(Self::key)
+            .collect();
     }
 
     /// Called by a create between making the object and tagging it: `attrs` (the target's,
@@ -321,5 +321,8 @@ mod tests {
             Record::of_attrs(&reported.lock().unwrap()[0]),
             Record::PendingCreate
         );
+        // A later recall of records that say nothing of the sort forgets it.
+        creates.recall(&[target("d", &plain, "l-1")]);
+        assert_eq!(creates.record(&target("d", &plain, "l-1")), Record::Nothing);
     }
 }
