@@ -741,21 +741,25 @@ deployments:
 
 /// With a proxy in front of moto answering every third call with 503 SlowDown, apply still
 /// converges: the SDK retries, then the engine does.
-#[test]
-fn transient_faults_are_retried_until_apply_converges() {
-    let moto = Moto::start("127.0.0.1");
+/// tests/fixtures/flaky_proxy.py in front of moto (every `every`-th request answered 503,
+/// `refuse` answered 403), and the environment that sends anycloud through it.
+fn flaky_proxy(
+    moto: &Moto,
+    every: u32,
+    count: &Path,
+    refuse: Option<&str>,
+) -> (std::process::Child, Vec<(String, String)>) {
     let port = std::net::TcpListener::bind(("127.0.0.1", 0))
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let dir = tempfile::tempdir().unwrap();
-    let count = dir.path().join("faults");
     let proxy_script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/flaky_proxy.py");
-    let mut proxy = std::process::Command::new("python3")
+    let proxy = std::process::Command::new("python3")
         .arg(&proxy_script)
-        .args([&port.to_string(), &moto.url, "3"])
-        .arg(&count)
+        .args([&port.to_string(), &moto.url, &every.to_string()])
+        .arg(count)
+        .args(refuse)
         .spawn()
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -766,6 +770,21 @@ fn transient_faults_are_retried_until_apply_converges() {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    let mut env = moto.env();
+    for (k, v) in env.iter_mut() {
+        if k == "AWS_ENDPOINT_URL" {
+            *v = format!("http://127.0.0.1:{port}");
+        }
+    }
+    (proxy, env)
+}
+
+#[test]
+fn transient_faults_are_retried_until_apply_converges() {
+    let moto = Moto::start("127.0.0.1");
+    let dir = tempfile::tempdir().unwrap();
+    let count = dir.path().join("faults");
+    let (mut proxy, env) = flaky_proxy(&moto, 3, &count, None);
     let p = Project::new(
         r#"
 project: flaky
@@ -780,12 +799,6 @@ deployments:
     buckets: { output: flaky-results, checkpoint: true }
 "#,
     );
-    let mut env = moto.env();
-    for (k, v) in env.iter_mut() {
-        if k == "AWS_ENDPOINT_URL" {
-            *v = format!("http://127.0.0.1:{port}");
-        }
-    }
     // Buckets, the grants in their policies, the role, its policy and profile: the cloud
     // side, no VM.
     let target = ["--target", "deployment.flaky-a.grant"];
@@ -1231,4 +1244,151 @@ fn a_bucket_of_your_own_keeps_its_policy() {
     assert_eq!(gone.code, 0, "{gone:?}");
     assert_eq!(moto.http("GET", "/own-results?policy", None).0, 404);
     assert_eq!(moto.http("HEAD", "/own-results", None).0, 200, "it is kept");
+}
+
+/// Whose an untagged object is (one rule for every cloud, `anycloud_provider::ownership`): a
+/// bucket and a role the user made with the names this deployment would use carry no
+/// lineage, so they are a stranger's: refused by name, never tagged, changed or deleted, by
+/// the apply or the destroy after it.
+#[test]
+fn an_untagged_bucket_or_role_of_the_deployments_name_is_a_strangers() {
+    let moto = Moto::start("127.0.0.1");
+    // The user's own bucket and role, with the names of deployment `stray`'s.
+    assert_eq!(moto.http("PUT", "/stray", None).0, 200);
+    assert!(moto.http("PUT", "/stray/theirs.txt", Some("their data")).0 < 300);
+    let trust = "%7B%22Version%22%3A%222012-10-17%22%2C%22Statement%22%3A%5B%7B%22Effect%22%3A%22Allow%22%2C%22Principal%22%3A%7B%22Service%22%3A%22lambda.amazonaws.com%22%7D%2C%22Action%22%3A%22sts%3AAssumeRole%22%7D%5D%7D";
+    moto.query(
+        "iam",
+        &format!("Action=CreateRole&Version=2010-05-08&RoleName=anycloud-stray&Path=%2Fanycloud%2F&AssumeRolePolicyDocument={trust}"),
+    );
+    let role = || {
+        moto.query(
+            "iam",
+            "Action=GetRole&Version=2010-05-08&RoleName=anycloud-stray",
+        )
+    };
+    let role_before = xml_all(&role(), "AssumeRolePolicyDocument");
+    assert!(role_before.concat().contains("lambda"), "{role_before:?}");
+    let role_tags = || {
+        moto.query(
+            "iam",
+            "Action=ListRoleTags&Version=2010-05-08&RoleName=anycloud-stray",
+        )
+    };
+    let bucket_tags = |name: &str| moto.http("GET", &format!("/{name}?tagging"), None);
+
+    let mut p = Project::new(&cloud_config("strays", "stray"));
+    p.env = moto.env();
+    let cloud = ["--target", "deployment.stray.role"];
+    let stranger =
+        "checkpoint bucket 'stray' is not anycloud's (it carries no tag anycloud:lineage)";
+    // The plan fails before any change.
+    let planned = p.run(&["plan"]);
+    assert_eq!(planned.code, 1, "{planned:?}");
+    assert!(
+        planned.stderr.contains(&format!("Error: {stranger}")),
+        "{planned:?}"
+    );
+    // Without the plan's check (no refresh), the create refuses it, and stays pending.
+    let refused = p.run(&[&["apply", "--auto-approve", "--refresh=false"][..], &cloud].concat());
+    assert_eq!(refused.code, 1, "the user's bucket was taken: {refused:?}");
+    let said = format!("{}{}", refused.stdout, refused.stderr);
+    assert!(said.contains(stranger), "{said}");
+    let record = &p.state_json().unwrap()["resources"]["deployment.stray.bucket.checkpoint"];
+    assert_eq!(record["pending"], "create", "{record}");
+    // Without the checkpoint bucket in the way, the role is reached: refused too.
+    p.write_config(&cloud_config("strays", "stray").replace(", checkpoint: true", ""));
+    let refused = p.run(&[&["apply", "--auto-approve"][..], &cloud].concat());
+    assert_eq!(refused.code, 1, "the user's role was taken: {refused:?}");
+    let said = format!("{}{}", refused.stdout, refused.stderr);
+    assert!(
+        said.contains(
+            "IAM role anycloud-stray is not anycloud's (it carries no tag anycloud:lineage)"
+        ),
+        "{said}"
+    );
+    assert!(said.contains("set its tag anycloud:lineage to"), "{said}");
+    // The refused creates stay pending in the state; the destroy that follows still leaves
+    // what is not this state's.
+    p.write_config(&cloud_config("strays", "stray"));
+    let destroyed = p.run(&["destroy", "--auto-approve"]);
+    assert_eq!(destroyed.code, 0, "{destroyed:?}");
+    assert_eq!(
+        object(&moto, "stray", "theirs.txt").as_deref(),
+        Some("their data"),
+        "the user's bucket and its data are still there"
+    );
+    assert!(
+        !bucket_tags("stray").1.contains("anycloud:lineage"),
+        "the user's bucket was never tagged"
+    );
+    assert_eq!(
+        xml_all(&role(), "AssumeRolePolicyDocument"),
+        role_before,
+        "the user's role is still there, unchanged"
+    );
+    assert!(!role_tags().contains("anycloud"), "{}", role_tags());
+}
+
+/// A checkpoint bucket whose create was cut short between CreateBucket and its tags (here:
+/// PutBucketTagging refused) is untagged, but its pending record says this state made it:
+/// the next apply finds it ours and tags it, and destroy deletes it.
+#[test]
+fn a_bucket_create_cut_short_before_its_tags_is_ours() {
+    let moto = Moto::start("127.0.0.1");
+    let bucket_tags = |name: &str| moto.http("GET", &format!("/{name}?tagging"), None);
+    let dir = tempfile::tempdir().unwrap();
+    let count = dir.path().join("faults");
+    let (mut proxy, env) = flaky_proxy(&moto, 0, &count, Some("PUT ?tagging"));
+    let mut q = Project::new(&cloud_config("cut", "cut"));
+    q.env = moto.env();
+    let bucket = ["--target", "deployment.cut.bucket.checkpoint"];
+    let cut = run(
+        &q,
+        &env,
+        &[&["apply", "--auto-approve"][..], &bucket].concat(),
+    );
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+    assert_eq!(cut.code, 1, "{cut:?}");
+    assert!(
+        cut.stderr.contains("PutBucketTagging cut") || cut.stdout.contains("PutBucketTagging cut"),
+        "{cut:?}"
+    );
+    assert_eq!(
+        moto.http("HEAD", "/cut", None).0,
+        200,
+        "CreateBucket made it"
+    );
+    assert!(!bucket_tags("cut").1.contains("anycloud:lineage"));
+    let record = &q.state_json().unwrap()["resources"]["deployment.cut.bucket.checkpoint"];
+    assert_eq!(record["pending"], "create", "{record}");
+    // The next apply (here of a saved plan) finds it this state's, and tags it.
+    let planned = run(
+        &q,
+        &moto.env(),
+        &[&["plan", "--out", "recover.plan"][..], &bucket].concat(),
+    );
+    assert_eq!(planned.code, 0, "{planned:?}");
+    let recovered = run(&q, &moto.env(), &["apply", "recover.plan"]);
+    assert_eq!(recovered.code, 0, "{recovered:?}");
+    let (_, tags) = bucket_tags("cut");
+    let lineage = q.state_json().unwrap()["lineage"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(tags.contains(&lineage), "{tags}");
+    let record = &q.state_json().unwrap()["resources"]["deployment.cut.bucket.checkpoint"];
+    assert_eq!(record["attributes"]["managed"], true, "{record}");
+    assert!(
+        record["attributes"].get("made_untagged").is_none(),
+        "{record}"
+    );
+    let gone = run(&q, &moto.env(), &["destroy", "--auto-approve"]);
+    assert_eq!(gone.code, 0, "{gone:?}");
+    assert_eq!(
+        moto.http("HEAD", "/cut", None).0,
+        404,
+        "this state's bucket went"
+    );
 }

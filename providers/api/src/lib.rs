@@ -8,7 +8,8 @@
 //! files: the engine hands it attributes it returned before and stores what it returns.
 //!
 //! What every part of anycloud shares lives here too, once: the diagnostic type, the retry
-//! policy, atomic file writes, sha256 and the duration syntax.
+//! policy, whose a cloud object is ([`ownership`]), atomic file writes, sha256 and the
+//! duration syntax.
 
 pub mod declare;
 pub mod diagnostic;
@@ -18,6 +19,7 @@ pub mod duration;
 pub mod error;
 pub mod files;
 pub mod objects;
+pub mod ownership;
 pub mod retry;
 pub mod spec;
 
@@ -225,7 +227,9 @@ pub trait Provider: Declaration {
     /// The state's records of this provider's resources (`deps` empty; pending creates
     /// included: they may exist), once before a plan asks for any [`Provider::plan`]. A name
     /// a provider derives can change between versions; one a state already recorded (storage
-    /// holding data) is kept rather than planned anew. No I/O. Default: nothing to keep.
+    /// holding data) is kept rather than planned anew; a pending create that made an object
+    /// before it could tag it ([`ownership::UntaggedCreates`]) finds it ours. Also called
+    /// before a saved plan is applied. No I/O. Default: nothing to keep.
     fn recall(&self, _recorded: &[Target<'_>]) {}
 
     /// The object store and key the state lives at, from [`Declaration::check_state`]'s

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use anycloud_provider::ownership::UntaggedCreates;
 use anycloud_provider::{
     attr_str, write_private, Attrs, BucketRole, ErrorCode, Kind, NodeSpec, Planned, Preflight,
     Result, Target,
@@ -12,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::clients::Clients;
-use crate::s3;
+use crate::{owner, s3};
 
 /// What anycloud keeps of a bucket for itself.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -68,8 +69,13 @@ fn role_of(t: &Target<'_>) -> Option<BucketRole> {
     serde_json::from_value(t.attrs.get("role")?.clone()).ok()
 }
 
-/// Checks every bucket still to be made against the live account before any change.
-pub async fn preflight(clients: &Clients, targets: &[Target<'_>]) -> Result<Preflight> {
+/// Checks every bucket still to be made against the live account before any change: its
+/// continent, and that a checkpoint bucket that exists is this state's.
+pub async fn preflight(
+    clients: &Clients,
+    targets: &[Target<'_>],
+    untagged: &UntaggedCreates,
+) -> Result<Preflight> {
     let mut found = Preflight::default();
     let buckets: Vec<&Target> = targets.iter().filter(|t| t.kind == Kind::Bucket).collect();
     if buckets.is_empty() {
@@ -93,7 +99,19 @@ pub async fn preflight(clients: &Clients, targets: &[Target<'_>]) -> Result<Pref
                 let theirs = s3::continent_of(clients, name, &region).await?;
                 if theirs != continent {
                     found.errors.push(continent_error(name, &theirs, continent));
-                } else if !input {
+                    continue;
+                }
+                if role_of(t) == Some(BucketRole::Checkpoint) {
+                    let record = untagged.record(t);
+                    let (whose, _) =
+                        s3::owner_in(clients, name, &region, t.lineage, record).await?;
+                    let what = format!("checkpoint bucket '{name}'");
+                    if let Err(e) = owner::must_be_ours(&whose, &what, t.lineage) {
+                        found.errors.push(format!("Error: {}", e.message));
+                        continue;
+                    }
+                }
+                if !input {
                     found.notes.push(format!(
                         "{}: bucket '{name}' already exists in {region} (continent '{theirs}'): it will be used as it is",
                         t.address
@@ -137,46 +155,55 @@ pub async fn read(
     })
 }
 
-pub async fn create(clients: &Clients, t: &Target<'_>) -> Result<Attrs> {
+pub async fn create(
+    clients: &Clients,
+    t: &Target<'_>,
+    untagged: &UntaggedCreates,
+) -> Result<Attrs> {
     let a = t.attrs;
     let name = attr_str(a, "name")?;
     let private: BucketPrivate = t.private()?;
-    let made = s3::create(
+    let whose = s3::create(
         clients,
         name,
         &private.home_region,
         attr_str(a, "continent")?,
         a.get("project").and_then(|p| p.as_str()),
         t.lineage,
+        untagged.record(t),
+        || untagged.made(t),
     )
     .await?;
     // A checkpoint bucket is named after its deployment: another state's of the same name
-    // holds another job's checkpoints, which this one must neither restore nor overwrite.
-    if let (Some(BucketRole::Checkpoint), s3::Made::ByAnycloud(owner)) = (role_of(t), &made) {
-        owner.must_be_ours(&format!("checkpoint bucket '{name}'"))?;
+    // holds another job's checkpoints, the user's own bucket of that name something else
+    // again, which this job must neither restore nor overwrite. An input or output bucket
+    // not ours is used as it is, and never changed or deleted.
+    if role_of(t) == Some(BucketRole::Checkpoint) {
+        owner::must_be_ours(&whose, &format!("checkpoint bucket '{name}'"), t.lineage)?;
     }
     let mut out = a.clone();
     out.insert("region".into(), json!(s3::region_of(clients, name).await?));
-    out.insert("managed".into(), json!(made.ours()));
+    out.insert("managed".into(), json!(whose.ours()));
     Ok(out)
 }
 
 /// Only the checkpoint bucket is ever deleted (the engine only forgets the others), and
-/// only if anycloud made it.
-pub async fn delete(clients: &Clients, t: &Target<'_>) -> Result<()> {
+/// only if it is this state's.
+pub async fn delete(clients: &Clients, t: &Target<'_>, untagged: &UntaggedCreates) -> Result<()> {
     let a = t.attrs;
     let name = attr_str(a, "name")?;
     if role_of(t) != Some(BucketRole::Checkpoint) {
         return Ok(());
     }
-    // A create cut short recorded no answer: the bucket's tags say whose it is. Only this
-    // state's bucket is ever deleted (its tags are asked again: never another's).
+    // A create cut short recorded no answer: the bucket's tags (or the record of a create
+    // cut short before them) say whose it is. Only this state's bucket is ever deleted (its
+    // tags are asked again: never another's).
     let recorded = a.get("managed").and_then(|m| m.as_bool());
     if recorded == Some(false) {
         return Ok(());
     }
-    match s3::made(clients, name, t.lineage).await? {
-        Some(made) if made.ours() => {}
+    match s3::owner_of(clients, name, t.lineage, untagged.record(t)).await? {
+        Some(whose) if !whose.leaves(&format!("checkpoint bucket '{name}'")) => {}
         _ => return Ok(()),
     }
     match s3::delete(clients, name).await {

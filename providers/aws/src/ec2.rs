@@ -16,7 +16,7 @@ use aws_sdk_ec2::types::{
 
 use crate::clients::Clients;
 use crate::errors::{classify, code};
-use crate::owner::{self, Ownership, LINEAGE_TAG};
+use crate::owner::{self, Owner as Whose, Record, LINEAGE_TAG};
 
 pub const DEPLOYMENT_TAG: &str = "anycloud:deployment";
 
@@ -46,8 +46,14 @@ fn tag_spec(
         .build()
 }
 
-fn ownership_of(tags: &[Tag], lineage: &str) -> Ownership {
-    Ownership::of_pairs(tags.iter().map(|t| (t.key(), t.value())), lineage)
+/// Whose an EC2 object is: EC2 tags what anycloud makes as it makes it, so no record
+/// excuses a missing tag.
+fn ownership_of(tags: &[Tag], lineage: &str) -> Whose {
+    owner::of_pairs(
+        tags.iter().map(|t| (t.key(), t.value())),
+        lineage,
+        Record::Nothing,
+    )
 }
 
 /// Whose the key pair `name` is, if it exists.
@@ -56,7 +62,7 @@ async fn key_owner(
     region: &str,
     name: &str,
     lineage: &str,
-) -> Result<Option<Ownership>> {
+) -> Result<Option<Whose>> {
     let ec2 = clients.ec2(region).await;
     match ec2.describe_key_pairs().key_names(name).send().await {
         Ok(out) => Ok(out
@@ -74,7 +80,7 @@ async fn group_named(
     region: &str,
     name: &str,
     lineage: &str,
-) -> Result<Option<(aws_sdk_ec2::types::SecurityGroup, Ownership)>> {
+) -> Result<Option<(aws_sdk_ec2::types::SecurityGroup, Whose)>> {
     let found = clients
         .ec2(region)
         .await
@@ -97,7 +103,8 @@ pub struct Instance {
     pub public_ip: Option<String>,
     pub deployment: Option<String>,
     pub lifecycle: Option<String>,
-    /// The lineage of the state that started it (none on an instance from before lineages).
+    /// The lineage of the state that started it (none on an instance anycloud did not start
+    /// for any state, which is never this state's).
     pub lineage: Option<String>,
 }
 
@@ -122,7 +129,7 @@ pub async fn import_key(
 ) -> Result<()> {
     let ec2 = clients.ec2(region).await;
     if let Some(found) = key_owner(clients, region, name, owner.lineage).await? {
-        found.must_be_ours(&format!("key pair {name}"))?;
+        owner::must_be_ours(&found, &format!("key pair {name}"), owner.lineage)?;
         match ec2.delete_key_pair().key_name(name).send().await {
             Ok(_) => {}
             Err(e) if code(&e) == Some("InvalidKeyPair.NotFound") => {}
@@ -169,7 +176,7 @@ pub async fn ensure_security_group(
     let ec2 = clients.ec2(region).await;
     let found = group_named(clients, region, name, owner.lineage).await?;
     if let Some((_, whose)) = &found {
-        whose.must_be_ours(&format!("security group {name}"))?;
+        owner::must_be_ours(whose, &format!("security group {name}"), owner.lineage)?;
     }
     let found = found.map(|(g, _)| g);
     let id = match found.as_ref().and_then(|g| g.group_id()) {
@@ -399,11 +406,7 @@ pub async fn find(
     Ok(describe(clients, region, filters)
         .await?
         .into_iter()
-        .find(|i| match &i.lineage {
-            Some(theirs) => theirs == lineage,
-            // Started by an anycloud from before lineages: this state's to adopt.
-            None => true,
-        }))
+        .find(|i| Whose::of(i.lineage.as_deref(), None, lineage, Record::Nothing).ours()))
 }
 
 /// Every anycloud instance in a region that is not terminated, by id: one call per page.

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::clients::Clients;
 use crate::errors::{classify, code};
-use crate::owner::{self, Ownership};
+use crate::owner::{self, Owner, Record};
 
 /// Every role and instance profile anycloud makes lives under this path, so one listing
 /// finds them all.
@@ -91,11 +91,14 @@ pub async fn ensure(
     let arn = match create.send().await {
         Ok(out) => out.role().map(|r| r.arn().to_owned()).unwrap_or_default(),
         Err(e) if code(&e) == Some("EntityAlreadyExists") => {
-            // Another state's role of the same name is never adopted; one of ours (or of an
-            // anycloud from before lineages) is completed and tagged.
-            ownership(clients, name, lineage)
-                .await?
-                .must_be_ours(&format!("IAM role {name}"))?;
+            // A role of another state's, or the user's own, is never adopted: CreateRole tags
+            // what it makes, so an untagged role of this name is not this state's. One of
+            // ours is completed.
+            owner::must_be_ours(
+                &ownership(clients, name, lineage).await?,
+                &format!("IAM role {name}"),
+                lineage,
+            )?;
             iam.tag_role()
                 .role_name(name)
                 .set_tags(Some(tags))
@@ -220,8 +223,9 @@ pub async fn existing(clients: &Clients) -> Result<(BTreeSet<String>, BTreeSet<S
     Ok((roles, profiles))
 }
 
-/// Whose the role `name` is (by its tags).
-pub async fn ownership(clients: &Clients, name: &str, lineage: &str) -> Result<Ownership> {
+/// Whose the role `name` is (by its tags; CreateRole tags it as it makes it, so no record
+/// excuses a missing tag).
+pub async fn ownership(clients: &Clients, name: &str, lineage: &str) -> Result<Owner> {
     let out = clients
         .iam()
         .await
@@ -239,7 +243,7 @@ pub async fn ownership(clients: &Clients, name: &str, lineage: &str) -> Result<O
                 .collect()
         })
         .unwrap_or_default();
-    Ok(Ownership::of(&tags, lineage))
+    Ok(owner::of(&tags, lineage, Record::Nothing))
 }
 
 /// Removes the instance profile, the policy and the role (only this state's); what is

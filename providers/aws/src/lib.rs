@@ -46,6 +46,8 @@ pub struct AwsProvider {
     /// One RunInstances client token per VM being created, kept across the retries of its
     /// create so that a retry whose first answer was lost gets the same instance back.
     client_tokens: std::sync::Mutex<BTreeMap<String, String>>,
+    /// Buckets a create made and may not have tagged (CreateBucket takes no tags).
+    untagged: anycloud_provider::ownership::UntaggedCreates,
 }
 
 impl AwsProvider {
@@ -56,6 +58,7 @@ impl AwsProvider {
             connections: SshPool::default(),
             contexts: ContextCache::default(),
             client_tokens: Default::default(),
+            untagged: Default::default(),
         }
     }
 
@@ -126,6 +129,10 @@ impl Provider for AwsProvider {
         Ok(())
     }
 
+    fn recall(&self, recorded: &[Target<'_>]) {
+        self.untagged.recall(recorded);
+    }
+
     async fn state_objects(
         &self,
         settings: &serde_json::Value,
@@ -159,7 +166,7 @@ impl Provider for AwsProvider {
     }
 
     async fn preflight(&self, targets: &[Target<'_>]) -> Result<Preflight> {
-        let mut found = bucket::preflight(self.clients(), targets).await?;
+        let mut found = bucket::preflight(self.clients(), targets, &self.untagged).await?;
         let opens_ssh = self.clients().settings().ssh_cidr.is_none()
             && targets.iter().any(|t| t.kind == Kind::Vm);
         if opens_ssh {
@@ -202,7 +209,7 @@ impl Provider for AwsProvider {
     async fn create(&self, target: Target<'_>) -> Result<Attrs> {
         match target.kind {
             Kind::Storage => Ok(target.attrs.clone()),
-            Kind::Bucket => bucket::create(self.clients(), &target).await,
+            Kind::Bucket => bucket::create(self.clients(), &target, &self.untagged).await,
             Kind::Role => role::ensure(self.clients(), &target).await,
             Kind::Grant => grant::create(self.clients(), &target).await,
             Kind::Vm => vm::create(self, &target).await,
@@ -223,7 +230,7 @@ impl Provider for AwsProvider {
     async fn delete(&self, target: Target<'_>) -> Result<()> {
         match target.kind {
             Kind::Storage => Ok(()),
-            Kind::Bucket => bucket::delete(self.clients(), &target).await,
+            Kind::Bucket => bucket::delete(self.clients(), &target, &self.untagged).await,
             Kind::Role => role::delete(self.clients(), &target).await,
             Kind::Grant => grant::delete(self.clients(), &target).await,
             Kind::Vm => vm::delete(self, &target).await,

@@ -11,7 +11,7 @@ use aws_sdk_s3::types::{
 
 use crate::clients::Clients;
 use crate::errors::{classify, code};
-use crate::owner::{self, Ownership};
+use crate::owner::{self, Owner, Record};
 
 pub const CONTINENT_TAG: &str = "anycloud:continent";
 pub const MANAGED_TAG: &str = "anycloud:managed";
@@ -111,34 +111,30 @@ pub async fn readable(clients: &Clients, name: &str) -> Result<bool> {
     Ok(matches!(head_status(clients, name).await?, 200 | 301))
 }
 
-/// Who a bucket is: made by anycloud (its managed tag), and by which state.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Made {
-    /// The user's own: used as it is, never changed or deleted.
-    ByUser,
-    ByAnycloud(Ownership),
-}
-
-impl Made {
-    pub fn ours(&self) -> bool {
-        *self == Made::ByAnycloud(Ownership::Ours)
-    }
-}
-
-/// Who made an existing bucket.
-pub async fn made_by(clients: &Clients, name: &str, region: &str, lineage: &str) -> Result<Made> {
+/// Whose an existing bucket in `region` is, by its tags (the managed tag alone says
+/// nothing: a bucket without this state's lineage is another state's or the user's own),
+/// and whether it carries a lineage at all.
+pub async fn owner_in(
+    clients: &Clients,
+    name: &str,
+    region: &str,
+    lineage: &str,
+    record: Record,
+) -> Result<(Owner, bool)> {
     let tags = tags_of(clients, name, region).await?;
-    Ok(if tags.contains_key(MANAGED_TAG) {
-        Made::ByAnycloud(Ownership::of(&tags, lineage))
-    } else {
-        Made::ByUser
-    })
+    Ok((
+        owner::of(&tags, lineage, record),
+        tags.contains_key(owner::LINEAGE_TAG),
+    ))
 }
 
 /// Makes the bucket and tags it (continent, managed, project, lineage), unless it exists
-/// already: then it is used as it is, and says who made it. us-east-1 answers CreateBucket
+/// already: then it is used as it is, and says whose it is. us-east-1 answers CreateBucket
 /// with success for a bucket one already owns, so existence is asked first: a bucket of
-/// the user's is never claimed (and so never deleted).
+/// the user's is never claimed (and so never deleted). CreateBucket takes no tags: between
+/// it and PutBucketTagging, `made` records that this state made the bucket, so a create
+/// cut short there finds its untagged bucket ours (`record`) and tags it.
+#[allow(clippy::too_many_arguments)]
 pub async fn create(
     clients: &Clients,
     name: &str,
@@ -146,34 +142,52 @@ pub async fn create(
     continent: &str,
     project: Option<&str>,
     lineage: &str,
-) -> Result<Made> {
+    record: Record,
+    made: impl Fn(),
+) -> Result<Owner> {
+    let mut found = None;
     if readable(clients, name).await? {
-        let region = region_of(clients, name).await?;
-        return made_by(clients, name, &region, lineage).await;
-    }
-    let s3 = clients.s3(region).await;
-    let mut request = s3.create_bucket().bucket(name);
-    if region != "us-east-1" {
-        request = request.create_bucket_configuration(
-            CreateBucketConfiguration::builder()
-                .location_constraint(BucketLocationConstraint::from(region))
-                .build(),
-        );
-    }
-    match request.send().await {
-        Ok(_) => {}
-        Err(e) if code(&e) == Some("BucketAlreadyOwnedByYou") => {
-            // Made a moment ago: by an interrupted run of ours if it carries our tags.
-            let region = region_of(clients, name).await?;
-            return made_by(clients, name, &region, lineage).await;
+        found = Some(region_of(clients, name).await?);
+    } else {
+        let s3 = clients.s3(region).await;
+        let mut request = s3.create_bucket().bucket(name);
+        if region != "us-east-1" {
+            request = request.create_bucket_configuration(
+                CreateBucketConfiguration::builder()
+                    .location_constraint(BucketLocationConstraint::from(region))
+                    .build(),
+            );
         }
-        Err(e) => return Err(classify(&format!("CreateBucket {name}"), e)),
+        match request.send().await {
+            Ok(_) => {}
+            // Made a moment ago: by an interrupted run of ours if it carries our tags.
+            Err(e) if code(&e) == Some("BucketAlreadyOwnedByYou") => {
+                found = Some(region_of(clients, name).await?);
+            }
+            Err(e) => return Err(classify(&format!("CreateBucket {name}"), e)),
+        }
     }
+    let region = match found {
+        Some(region) => {
+            let (whose, tagged) = owner_in(clients, name, &region, lineage, record).await?;
+            // Only ours untagged (made by a create of this state cut short before its
+            // tags) is tagged now; anyone else's is used as it is.
+            if tagged || !whose.ours() {
+                return Ok(whose);
+            }
+            region
+        }
+        None => region.to_owned(),
+    };
+    made();
     let mut tags = vec![tag(CONTINENT_TAG, continent)?, tag(MANAGED_TAG, "true")?];
     for (k, v) in owner::tags(lineage, project) {
         tags.push(tag(k, &v)?);
     }
-    s3.put_bucket_tagging()
+    clients
+        .s3(&region)
+        .await
+        .put_bucket_tagging()
         .bucket(name)
         .tagging(
             Tagging::builder()
@@ -184,7 +198,7 @@ pub async fn create(
         .send()
         .await
         .map_err(|e| classify(&format!("PutBucketTagging {name}"), e))?;
-    Ok(Made::ByAnycloud(Ownership::Ours))
+    Ok(Owner::Ours)
 }
 
 fn tag(key: &str, value: &str) -> Result<Tag> {
@@ -408,12 +422,18 @@ async fn put_policy(
         .map_err(|e| classify(&format!("PutBucketPolicy {name}"), e))
 }
 
-/// Who made the bucket; `None` when it is gone.
-pub async fn made(clients: &Clients, name: &str, lineage: &str) -> Result<Option<Made>> {
+/// Whose the bucket is; `None` when it is gone.
+pub async fn owner_of(
+    clients: &Clients,
+    name: &str,
+    lineage: &str,
+    record: Record,
+) -> Result<Option<Owner>> {
     let region = match region_of(clients, name).await {
         Ok(r) => r,
         Err(e) if e.is(ErrorCode::NotFound) => return Ok(None),
         Err(e) => return Err(e),
     };
-    made_by(clients, name, &region, lineage).await.map(Some)
+    let (whose, _) = owner_in(clients, name, &region, lineage, record).await?;
+    Ok(Some(whose))
 }

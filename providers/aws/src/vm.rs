@@ -307,6 +307,18 @@ pub async fn clear_checkpoint(
                 t.address, cleared.remote
             ))
         })?;
+    // Only this state's bucket is emptied (a state from before checkpoint buckets had to be
+    // this state's may record the user's own).
+    if let Some(whose) = crate::s3::owner_of(
+        p.clients(),
+        bucket,
+        t.lineage,
+        crate::owner::Record::Nothing,
+    )
+    .await?
+    {
+        crate::owner::must_be_ours(&whose, &format!("checkpoint bucket '{bucket}'"), t.lineage)?;
+    }
     crate::s3::empty(p.clients(), bucket).await?;
     Ok(cleared)
 }

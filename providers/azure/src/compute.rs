@@ -11,7 +11,7 @@ use anycloud_provider::{ErrorCode, ProviderError, Result};
 use serde_json::{json, Value};
 
 use crate::arm::Arm;
-use crate::owner::Owner;
+use crate::owner;
 
 pub const NETWORK_API: &str = "2026-01-01";
 pub const COMPUTE_API: &str = "2025-04-01";
@@ -54,7 +54,7 @@ async fn existing_ours(
 ) -> Result<Option<Value>> {
     match arm.get(id, api).await? {
         Some(found) => {
-            Owner::of_resource(&found, lineage).must_be_ours(what)?;
+            owner::must_be_ours(&owner::of_resource(&found, lineage), what, lineage)?;
             Ok(Some(found))
         }
         None => Ok(None),
@@ -262,9 +262,7 @@ pub async fn ensure_vm(arm: &Arm, m: &Machine<'_>, tags: &Value, lineage: &str) 
 /// Deletes an object of this state; another's is left (and said so), a missing one is fine.
 pub async fn delete_ours(arm: &Arm, id: &str, api: &str, lineage: &str, what: &str) -> Result<()> {
     match arm.get(id, api).await? {
-        Some(found) if Owner::of_resource(&found, lineage) == Owner::Us => {
-            arm.delete(id, api).await
-        }
+        Some(found) if owner::of_resource(&found, lineage).ours() => arm.delete(id, api).await,
         Some(_) => {
             anycloud_provider::output::line(&format!("{what} is not this state's: left as it is"));
             Ok(())

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use crate::arm::Arm;
 use crate::naming;
-use crate::owner::{self, Owner};
+use crate::owner;
 use crate::storage::{account_path, STORAGE_API};
 
 /// `account`: the bucket's continent's account (`AzureProvider::account`).
@@ -121,13 +121,17 @@ pub async fn create(arm: &Arm, subscription: &str, t: &Target<'_>) -> Result<Att
     out.insert("resource_group".into(), json!(group));
     match existing {
         Some(c) => {
-            let owner = Owner::of_container(&c, t.lineage);
+            let whose = owner::of_container(&c, t.lineage);
             // A checkpoint container is named after its deployment: another state's holds
             // another job's checkpoints, which this one must neither restore nor overwrite.
             if role == Some(BucketRole::Checkpoint) {
-                owner.must_be_ours(&format!("checkpoint container '{name}' in {account}"))?;
+                owner::must_be_ours(
+                    &whose,
+                    &format!("checkpoint container '{name}' in {account}"),
+                    t.lineage,
+                )?;
             }
-            out.insert("managed".into(), json!(owner == Owner::Us));
+            out.insert("managed".into(), json!(whose.ours()));
         }
         None if role == Some(BucketRole::Input) => {
             return Err(ProviderError::new(
@@ -163,7 +167,7 @@ pub async fn delete(arm: &Arm, subscription: &str, t: &Target<'_>) -> Result<()>
     let group = group(t, &[])?;
     let path = container_path(subscription, &group, account, name);
     match arm.get(&path, STORAGE_API).await? {
-        Some(c) if Owner::of_container(&c, t.lineage) == Owner::Us => {
+        Some(c) if owner::of_container(&c, t.lineage).ours() => {
             arm.delete(&path, STORAGE_API).await
         }
         Some(_) => {

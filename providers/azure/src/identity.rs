@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::arm::Arm;
 use crate::naming;
-use crate::owner::{self, Owner};
+use crate::owner;
 use crate::storage::ensure_group;
 
 pub const MSI_API: &str = "2024-11-30";
@@ -67,7 +67,7 @@ pub fn read(t: &Target<'_>, listed: &BTreeMap<String, Value>) -> Result<Option<A
     let id = attr_str(t.attrs, "id")?.to_ascii_lowercase();
     Ok(listed
         .get(&id)
-        .filter(|i| Owner::of_resource(i, t.lineage) == Owner::Us)
+        .filter(|i| owner::of_resource(i, t.lineage).ours())
         .map(|i| recorded(t, i)))
 }
 
@@ -76,8 +76,11 @@ pub async fn ensure(arm: &Arm, subscription: &str, t: &Target<'_>) -> Result<Att
     let name = attr_str(a, "name")?;
     let id = attr_str(a, "id")?;
     if let Some(existing) = arm.get(id, MSI_API).await? {
-        Owner::of_resource(&existing, t.lineage)
-            .must_be_ours(&format!("managed identity {name}"))?;
+        owner::must_be_ours(
+            &owner::of_resource(&existing, t.lineage),
+            &format!("managed identity {name}"),
+            t.lineage,
+        )?;
         return Ok(recorded(t, &existing));
     }
     ensure_group(
@@ -100,7 +103,7 @@ pub async fn ensure(arm: &Arm, subscription: &str, t: &Target<'_>) -> Result<Att
 pub async fn delete(arm: &Arm, t: &Target<'_>) -> Result<()> {
     let id = attr_str(t.attrs, "id")?;
     match arm.get(id, MSI_API).await? {
-        Some(existing) if Owner::of_resource(&existing, t.lineage) == Owner::Us => {
+        Some(existing) if owner::of_resource(&existing, t.lineage).ours() => {
             arm.delete(id, MSI_API).await
         }
         Some(_) => {

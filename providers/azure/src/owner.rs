@@ -1,8 +1,10 @@
-//! Whose an object is: everything anycloud makes on Azure carries the project and the
-//! lineage of the state that made it (tags on resources, metadata on blob containers), and an
-//! object of another lineage is never adopted, changed or deleted.
+//! How Azure objects carry whose they are: the project and the lineage of the state that
+//! made them, as tags on resources and metadata on blob containers. Whose an object is, is
+//! decided by [`anycloud_provider::ownership`]: an object of another lineage, or of none,
+//! is never adopted, changed or deleted.
 
-use anycloud_provider::{ErrorCode, ProviderError, Result};
+pub use anycloud_provider::ownership::{Owner, Record};
+use anycloud_provider::Result;
 use serde_json::{json, Map, Value};
 
 /// Tag names: Azure allows `-` in tag names, and metadata names must be identifiers.
@@ -34,82 +36,29 @@ pub fn metadata(lineage: &str, project: Option<&str>) -> Value {
     Value::Object(m)
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Owner {
-    /// This state made it.
-    Us,
-    /// Another anycloud state made it.
-    State {
-        lineage: String,
-        project: Option<String>,
-    },
-    /// Not made by anycloud at all (no lineage).
-    Stranger,
+/// Whose an object with these tags (resources) or metadata (containers) is. Azure makes an
+/// object with its tags in the one PUT that makes it, so no record excuses a missing tag.
+fn of(labels: Option<&Value>, lineage_key: &str, project_key: &str, lineage: &str) -> Owner {
+    let get = |k: &str| labels.and_then(|l| l.get(k)).and_then(|v| v.as_str());
+    Owner::of(get(lineage_key), get(project_key), lineage, Record::Nothing)
 }
 
-impl Owner {
-    /// From the object's tags (resources) or metadata (containers).
-    pub fn of(
-        labels: Option<&Value>,
-        lineage_key: &str,
-        project_key: &str,
-        lineage: &str,
-    ) -> Owner {
-        let get = |k: &str| labels.and_then(|l| l.get(k)).and_then(|v| v.as_str());
-        match get(lineage_key) {
-            Some(theirs) if theirs == lineage => Owner::Us,
-            Some(theirs) => Owner::State {
-                lineage: theirs.to_owned(),
-                project: get(project_key).map(String::from),
-            },
-            None => Owner::Stranger,
-        }
-    }
+pub fn of_resource(resource: &Value, lineage: &str) -> Owner {
+    of(resource.get("tags"), LINEAGE_TAG, PROJECT_TAG, lineage)
+}
 
-    pub fn of_resource(resource: &Value, lineage: &str) -> Owner {
-        Owner::of(resource.get("tags"), LINEAGE_TAG, PROJECT_TAG, lineage)
-    }
+pub fn of_container(container: &Value, lineage: &str) -> Owner {
+    of(
+        container.get("properties").and_then(|p| p.get("metadata")),
+        LINEAGE_METADATA,
+        PROJECT_METADATA,
+        lineage,
+    )
+}
 
-    pub fn of_container(container: &Value, lineage: &str) -> Owner {
-        Owner::of(
-            container.get("properties").and_then(|p| p.get("metadata")),
-            LINEAGE_METADATA,
-            PROJECT_METADATA,
-            lineage,
-        )
-    }
-
-    fn described(&self) -> String {
-        match self {
-            Owner::Us => "this state's".into(),
-            Owner::State { lineage, project } => format!(
-                "another anycloud state's ({}lineage {lineage})",
-                project
-                    .as_deref()
-                    .map(|p| format!("project '{p}', "))
-                    .unwrap_or_default()
-            ),
-            Owner::Stranger => "not anycloud's (it carries no anycloud-lineage tag)".into(),
-        }
-    }
-
-    /// Fails with a message naming the owner unless the object is this state's.
-    pub fn must_be_ours(&self, what: &str) -> Result<()> {
-        match self {
-            Owner::Us => Ok(()),
-            _ => Err(ProviderError::new(
-                ErrorCode::Conflict,
-                format!(
-                    "{what} is {}: anycloud never adopts, changes or deletes an object it did not make for this state. Give this deployment another id, or manage it from its owner{}",
-                    self.described(),
-                    match self {
-                        Owner::State { lineage, .. } => anycloud_provider::error::adopt_hint(lineage),
-                        _ => String::new(),
-                    }
-                ),
-            )),
-        }
-    }
+/// Fails with a message naming the owner (and what to do) unless the object is ours.
+pub fn must_be_ours(owner: &Owner, what: &str, lineage: &str) -> Result<()> {
+    owner.must_be_ours(what, &format!("tag {LINEAGE_TAG}"), lineage)
 }
 
 #[cfg(test)]
@@ -119,15 +68,20 @@ mod tests {
     #[test]
     fn another_lineage_or_none_is_not_ours() {
         let theirs = json!({"tags": {LINEAGE_TAG: "l-1", PROJECT_TAG: "first"}});
-        assert_eq!(Owner::of_resource(&theirs, "l-1"), Owner::Us);
-        let err = Owner::of_resource(&theirs, "l-2")
-            .must_be_ours("identity anycloud-train")
-            .unwrap_err();
+        assert_eq!(of_resource(&theirs, "l-1"), Owner::Ours);
+        let err = must_be_ours(
+            &of_resource(&theirs, "l-2"),
+            "identity anycloud-train",
+            "l-2",
+        )
+        .unwrap_err();
         assert!(
             err.message.contains("project 'first', lineage l-1"),
             "{err}"
         );
-        assert_eq!(Owner::of_resource(&json!({}), "l-2"), Owner::Stranger);
-        assert!(Owner::Stranger.must_be_ours("x").is_err());
+        assert_eq!(of_resource(&json!({}), "l-2"), Owner::Stranger);
+        assert!(must_be_ours(&Owner::Stranger, "x", "l-2").is_err());
+        let container = json!({"properties": {"metadata": {LINEAGE_METADATA: "l-2"}}});
+        assert_eq!(of_container(&container, "l-2"), Owner::Ours);
     }
 }

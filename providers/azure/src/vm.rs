@@ -448,7 +448,7 @@ impl Machines {
         let id = t.attrs.get("id")?.as_str()?;
         let state = fleet.power_state(id)?;
         if let Some(vm) = fleet.vms.get(&id.to_ascii_lowercase()) {
-            if owner::Owner::of_resource(vm, t.lineage) != owner::Owner::Us {
+            if !owner::of_resource(vm, t.lineage).ours() {
                 return None;
             }
         }

@@ -8,7 +8,7 @@ use anycloud_provider::{attr_str, Attrs, DeploymentSpec, ErrorCode, Planned, Res
 use http::Method;
 use serde_json::{json, Value};
 
-use crate::owner::{self, Owner};
+use crate::owner;
 use crate::{naming, Cx};
 
 pub fn plan(d: &DeploymentSpec, project: &str) -> Planned {
@@ -54,7 +54,7 @@ pub fn read(t: &Target<'_>, listed: &BTreeMap<String, Value>) -> Result<Option<A
     let email = attr_str(t.attrs, "email")?;
     Ok(listed
         .get(email)
-        .filter(|a| Owner::of_description(a, t.lineage) == Owner::Us)
+        .filter(|a| owner::of_description(a, t.lineage).ours())
         .map(|a| recorded(t, a)))
 }
 
@@ -63,8 +63,12 @@ pub async fn ensure(cx: &Cx<'_>, t: &Target<'_>) -> Result<Attrs> {
     let email = attr_str(a, "email")?;
     let url = format!("{}/{email}", accounts_url(cx));
     if let Some(existing) = cx.g.get(&url).await? {
-        Owner::of_description(&existing, t.lineage)
-            .must_be_ours(&format!("service account {email}"))?;
+        owner::must_be_ours(
+            &owner::of_description(&existing, t.lineage),
+            &format!("service account {email}"),
+            owner::DESCRIPTION,
+            t.lineage,
+        )?;
         return Ok(recorded(t, &existing));
     }
     let deployment = t.address.split('.').nth(1).unwrap_or("?");
@@ -90,8 +94,12 @@ pub async fn ensure(cx: &Cx<'_>, t: &Target<'_>) -> Result<Attrs> {
                 format!("service account {email} exists but cannot be read yet"),
             )
         })?;
-        Owner::of_description(&existing, t.lineage)
-            .must_be_ours(&format!("service account {email}"))?;
+        owner::must_be_ours(
+            &owner::of_description(&existing, t.lineage),
+            &format!("service account {email}"),
+            owner::DESCRIPTION,
+            t.lineage,
+        )?;
         return Ok(recorded(t, &existing));
     }
     if !reply.status.is_success() {
@@ -109,7 +117,7 @@ pub async fn delete(cx: &Cx<'_>, t: &Target<'_>) -> Result<()> {
     let email = attr_str(t.attrs, "email")?;
     let url = format!("{}/{email}", accounts_url(cx));
     match cx.g.get(&url).await? {
-        Some(existing) if Owner::of_description(&existing, t.lineage) == Owner::Us => {
+        Some(existing) if owner::of_description(&existing, t.lineage).ours() => {
             cx.g.delete(&url).await.map(|_| ())
         }
         Some(_) => {

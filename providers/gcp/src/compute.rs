@@ -11,7 +11,7 @@ use anycloud_provider::{ErrorCode, ProviderError, Result};
 use http::Method;
 use serde_json::{json, Value};
 
-use crate::owner::Owner;
+use crate::owner;
 use crate::Cx;
 
 /// Debian 12 (what the VM steps are written and tested for), the family's latest image.
@@ -84,7 +84,12 @@ pub async fn ensure_firewall(
 ) -> Result<()> {
     let url = firewall_url(cx, name);
     if let Some(found) = cx.g.get(&url).await? {
-        Owner::of_description(&found, lineage).must_be_ours(&format!("firewall rule {name}"))?;
+        owner::must_be_ours(
+            &owner::of_description(&found, lineage),
+            &format!("firewall rule {name}"),
+            owner::DESCRIPTION,
+            lineage,
+        )?;
         let ranges = found.get("sourceRanges").cloned().unwrap_or(json!([]));
         if ranges == json!([cidr]) {
             return Ok(());
@@ -111,8 +116,12 @@ pub async fn ensure_firewall(
     if !insert(cx, &collection, &request_id(), &body).await? {
         // Made meanwhile: whose?
         match cx.g.get(&url).await? {
-            Some(found) => Owner::of_description(&found, lineage)
-                .must_be_ours(&format!("firewall rule {name}"))?,
+            Some(found) => owner::must_be_ours(
+                &owner::of_description(&found, lineage),
+                &format!("firewall rule {name}"),
+                owner::DESCRIPTION,
+                lineage,
+            )?,
             None => {
                 return Err(ProviderError::new(
                     ErrorCode::Busy,
@@ -128,7 +137,12 @@ pub async fn ensure_firewall(
 pub async fn ensure_instance(cx: &Cx<'_>, m: &Machine<'_>, lineage: &str) -> Result<Value> {
     let url = format!("{}/{}", instances_url(cx, m.zone), m.name);
     if let Some(found) = cx.g.get(&url).await? {
-        Owner::of_labels(&found, lineage).must_be_ours(&format!("instance {}", m.name))?;
+        owner::must_be_ours(
+            &owner::of_labels(&found, lineage),
+            &format!("instance {}", m.name),
+            owner::LABEL,
+            lineage,
+        )?;
         if found.get("status").and_then(|s| s.as_str()) == Some("RUNNING") {
             return Ok(found);
         }
@@ -189,7 +203,12 @@ pub async fn ensure_instance(cx: &Cx<'_>, m: &Machine<'_>, lineage: &str) -> Res
                     format!("instance {} is being made", m.name),
                 )
             })?;
-            Owner::of_labels(&found, lineage).must_be_ours(&format!("instance {}", m.name))?;
+            owner::must_be_ours(
+                &owner::of_labels(&found, lineage),
+                &format!("instance {}", m.name),
+                owner::LABEL,
+                lineage,
+            )?;
         }
     }
     // Made: wait until it runs (a Spot VM may be stopped for capacity at once).
@@ -246,12 +265,12 @@ pub async fn delete_ours(
     let Some(found) = cx.g.get(url).await? else {
         return Ok(());
     };
-    let owner = if labelled {
-        Owner::of_labels(&found, lineage)
+    let whose = if labelled {
+        owner::of_labels(&found, lineage)
     } else {
-        Owner::of_description(&found, lineage)
+        owner::of_description(&found, lineage)
     };
-    if owner != Owner::Us {
+    if !whose.ours() {
         anycloud_provider::output::line(&format!("{what} is not this state's: left as it is"));
         return Ok(());
     }
@@ -316,7 +335,7 @@ pub async fn firewalls(cx: &Cx<'_>) -> Result<BTreeMap<String, Value>> {
 /// Who a rule admits as `ssh_cidr` says it: its source ranges when it is this state's rule
 /// for tcp/22, else nothing (gone, changed or someone else's: the update makes it again).
 pub fn admitted(rule: Option<&Value>, lineage: &str) -> String {
-    let Some(rule) = rule.filter(|r| Owner::of_description(r, lineage) == Owner::Us) else {
+    let Some(rule) = rule.filter(|r| owner::of_description(r, lineage).ours()) else {
         return String::new();
     };
     let ssh_only = rule.get("allowed") == Some(&json!([{"IPProtocol": "tcp", "ports": ["22"]}]));

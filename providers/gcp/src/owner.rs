@@ -1,9 +1,11 @@
-//! Whose an object is: everything anycloud makes on Google Cloud carries the project and the
-//! lineage of the state that made it (labels on buckets and instances; the description of
-//! service accounts and firewall rules, which have no labels; the marker of a prefix), and an
-//! object of another lineage is never adopted, changed or deleted.
+//! How Google Cloud objects carry whose they are: the project and the lineage of the state
+//! that made them (labels on buckets and instances; the description of service accounts and
+//! firewall rules, which have no labels; the marker of a prefix). Whose an object is, is
+//! decided by [`anycloud_provider::ownership`]: an object of another lineage, or of none, is
+//! never adopted, changed or deleted.
 
-use anycloud_provider::{ErrorCode, ProviderError, Result};
+pub use anycloud_provider::ownership::{Owner, Record};
+use anycloud_provider::Result;
 use serde_json::{json, Map, Value};
 
 pub const LINEAGE: &str = "anycloud-lineage";
@@ -42,88 +44,52 @@ pub fn description(what: &str, lineage: &str, project: Option<&str>) -> String {
     d
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Owner {
-    /// This state made it.
-    Us,
-    /// Another anycloud state made it.
-    State {
-        lineage: String,
-        project: Option<String>,
-    },
-    /// Not made by anycloud at all.
-    Stranger,
+/// What carries the lineage, for messages: labels (buckets, instances, a prefix's marker),
+/// or the description (service accounts and firewall rules).
+pub const LABEL: &str = "label anycloud-lineage";
+pub const DESCRIPTION: &str = "description entry anycloud-lineage";
+
+/// Google makes an object with its labels or description in the one call that makes it, so
+/// no record excuses a missing lineage.
+fn of(found: Option<String>, project: Option<String>, lineage: &str) -> Owner {
+    Owner::of(
+        found.as_deref(),
+        project.as_deref(),
+        &label_value(lineage),
+        Record::Nothing,
+    )
 }
 
-impl Owner {
-    fn from(lineage_found: Option<String>, project: Option<String>, lineage: &str) -> Owner {
-        match lineage_found {
-            Some(theirs) if theirs == label_value(lineage) => Owner::Us,
-            Some(theirs) => Owner::State {
-                lineage: theirs,
-                project,
-            },
-            None => Owner::Stranger,
-        }
-    }
+/// From an object's labels (buckets, instances).
+pub fn of_labels(object: &Value, lineage: &str) -> Owner {
+    let get = |k: &str| {
+        object
+            .get("labels")
+            .and_then(|l| l.get(k))
+            .and_then(|v| v.as_str())
+            .map(String::from)
+    };
+    of(get(LINEAGE), get(PROJECT), lineage)
+}
 
-    /// From an object's labels (buckets, instances).
-    pub fn of_labels(object: &Value, lineage: &str) -> Owner {
-        let get = |k: &str| {
-            object
-                .get("labels")
-                .and_then(|l| l.get(k))
-                .and_then(|v| v.as_str())
-                .map(String::from)
-        };
-        Owner::from(get(LINEAGE), get(PROJECT), lineage)
-    }
+/// From an object's description (service accounts, firewall rules).
+pub fn of_description(object: &Value, lineage: &str) -> Owner {
+    let text = object
+        .get("description")
+        .and_then(|d| d.as_str())
+        .unwrap_or("");
+    let get = |k: &str| {
+        text.split_whitespace()
+            .find_map(|w| w.strip_prefix(k)?.strip_prefix('='))
+            .map(String::from)
+    };
+    of(get(LINEAGE), get(PROJECT), lineage)
+}
 
-    /// From an object's description (service accounts, firewall rules).
-    pub fn of_description(object: &Value, lineage: &str) -> Owner {
-        let text = object
-            .get("description")
-            .and_then(|d| d.as_str())
-            .unwrap_or("");
-        let get = |k: &str| {
-            text.split_whitespace()
-                .find_map(|w| w.strip_prefix(k)?.strip_prefix('='))
-                .map(String::from)
-        };
-        Owner::from(get(LINEAGE), get(PROJECT), lineage)
-    }
-
-    fn described(&self) -> String {
-        match self {
-            Owner::Us => "this state's".into(),
-            Owner::State { lineage, project } => format!(
-                "another anycloud state's ({}lineage {lineage})",
-                project
-                    .as_deref()
-                    .map(|p| format!("project '{p}', "))
-                    .unwrap_or_default()
-            ),
-            Owner::Stranger => format!("not anycloud's (it carries no {LINEAGE})"),
-        }
-    }
-
-    /// Fails with a message naming the owner unless the object is this state's.
-    pub fn must_be_ours(&self, what: &str) -> Result<()> {
-        match self {
-            Owner::Us => Ok(()),
-            _ => Err(ProviderError::new(
-                ErrorCode::Conflict,
-                format!(
-                    "{what} is {}: anycloud never adopts, changes or deletes an object it did not make for this state. Give this deployment another id, or manage it from its owner{}",
-                    self.described(),
-                    match self {
-                        Owner::State { lineage, .. } => anycloud_provider::error::adopt_hint(lineage),
-                        _ => String::new(),
-                    }
-                ),
-            )),
-        }
-    }
+/// Fails with a message naming the owner (and what to do) unless the object is ours;
+/// `carrier` is [`LABEL`] or [`DESCRIPTION`].
+pub fn must_be_ours(owner: &Owner, what: &str, carrier: &str, lineage: &str) -> Result<()> {
+    owner.must_be_ours(what, carrier, &label_value(lineage))
 }
 
 #[cfg(test)]
@@ -135,17 +101,24 @@ mod tests {
         let lineage = "6f1c2a9e-0000-4000-8000-00000000beef";
         let bucket = json!({"labels": labels(lineage, Some("Vision Team"), &[])});
         assert_eq!(bucket["labels"][PROJECT], "vision_team");
-        assert_eq!(Owner::of_labels(&bucket, lineage), Owner::Us);
-        let theirs = Owner::of_labels(&bucket, "another");
-        let err = theirs.must_be_ours("bucket x").unwrap_err();
+        assert_eq!(of_labels(&bucket, lineage), Owner::Ours);
+        let theirs = of_labels(&bucket, "another");
+        let err = must_be_ours(&theirs, "bucket x", LABEL, "another").unwrap_err();
         assert!(err.message.contains("project 'vision_team'"), "{err}");
         let account =
             json!({"description": description("the service account of train", lineage, Some("p"))});
-        assert_eq!(Owner::of_description(&account, lineage), Owner::Us);
+        assert_eq!(of_description(&account, lineage), Owner::Ours);
         assert!(matches!(
-            Owner::of_description(&account, "l-2"),
-            Owner::State { .. }
+            of_description(&account, "l-2"),
+            Owner::AnotherState { .. }
         ));
-        assert_eq!(Owner::of_description(&json!({}), lineage), Owner::Stranger);
+        assert_eq!(of_description(&json!({}), lineage), Owner::Stranger);
+        let err =
+            must_be_ours(&Owner::Stranger, "service account x", DESCRIPTION, lineage).unwrap_err();
+        assert!(
+            err.message
+                .contains("it carries no description entry anycloud-lineage"),
+            "{err}"
+        );
     }
 }

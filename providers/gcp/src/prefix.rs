@@ -137,7 +137,7 @@ async fn marker_owner(
         404 => Ok(None),
         200 => {
             let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            Ok(Some(Owner::of_labels(&json!({"labels": v}), lineage)))
+            Ok(Some(owner::of_labels(&json!({"labels": v}), lineage)))
         }
         s => Err(ProviderError::new(
             crate::api::classify(s, ""),
@@ -156,8 +156,13 @@ pub async fn create(cx: &Cx<'_>, t: &Target<'_>) -> Result<Attrs> {
     match role_of(t) {
         Some(BucketRole::Checkpoint) => {
             let managed = match marked {
-                Some(owner) => {
-                    owner.must_be_ours(&format!("checkpoint prefix gs://{bucket}/{prefix}"))?;
+                Some(whose) => {
+                    owner::must_be_ours(
+                        &whose,
+                        &format!("checkpoint prefix gs://{bucket}/{prefix}"),
+                        owner::LABEL,
+                        t.lineage,
+                    )?;
                     true
                 }
                 // Objects nobody marked as a checkpoint (another deployment's output, say):
@@ -180,8 +185,8 @@ pub async fn create(cx: &Cx<'_>, t: &Target<'_>) -> Result<Attrs> {
                     format!(
                         "gs://{bucket}/{prefix} is the checkpoint prefix of a deployment named '{name}' ({}): use another bucket name",
                         match owner {
-                            Owner::Us => "of this state".to_owned(),
-                            Owner::State { lineage, .. } => format!("of the state with lineage {lineage}"),
+                            Owner::Ours => "of this state".to_owned(),
+                            Owner::AnotherState { lineage, .. } => format!("of the state with lineage {lineage}"),
                             Owner::Stranger => "marked by anycloud".to_owned(),
                         }
                     ),
@@ -223,9 +228,13 @@ async fn mark(cx: &Cx<'_>, t: &Target<'_>, bucket: &str, name: &str) -> Result<b
         200 | 201 => Ok(true),
         // Another apply marked it a moment ago: whose is it?
         412 => match marker_owner(cx, bucket, name, t.lineage).await? {
-            Some(owner) => owner
-                .must_be_ours(&format!("checkpoint prefix gs://{bucket}/{name}/"))
-                .map(|_| true),
+            Some(whose) => owner::must_be_ours(
+                &whose,
+                &format!("checkpoint prefix gs://{bucket}/{name}/"),
+                owner::LABEL,
+                t.lineage,
+            )
+            .map(|_| true),
             None => Err(ProviderError::new(
                 ErrorCode::Busy,
                 format!("the marker of gs://{bucket}/{name}/ is being written"),
@@ -250,7 +259,7 @@ pub async fn delete(cx: &Cx<'_>, t: &Target<'_>) -> Result<()> {
     let bucket = attr_str(t.attrs, "bucket")?;
     let prefix = attr_str(t.attrs, "prefix")?;
     match marker_owner(cx, bucket, name, t.lineage).await {
-        Ok(Some(Owner::Us)) => {}
+        Ok(Some(Owner::Ours)) => {}
         Ok(Some(_)) => {
             anycloud_provider::output::line(&format!(
                 "checkpoint prefix gs://{bucket}/{prefix} is not this state's: left as it is"

@@ -17,7 +17,7 @@ use anycloud_provider::{
 use serde_json::{json, Value};
 
 use crate::compute::{self, Machine};
-use crate::owner::{self, Owner};
+use crate::owner;
 use crate::{naming, GcpProvider};
 
 /// SSH open to the world (key authentication only) when `ssh_cidr` is not set.
@@ -275,7 +275,7 @@ async fn status_of(p: &GcpProvider, vm: &Attrs, lineage: &str) -> Result<Option<
         .g
         .get(&url)
         .await?
-        .filter(|i| Owner::of_labels(i, lineage) == Owner::Us)
+        .filter(|i| owner::of_labels(i, lineage).ours())
         .and_then(|i| i.get("status")?.as_str().map(String::from)))
 }
 
