@@ -218,57 +218,8 @@ impl RemoteStore {
 }
 
 impl RemoteStore {
-    /// Everything here rests on the store refusing a create over an object that exists. An
-    /// endpoint that drops the condition (an S3-compatible server without `If-None-Match`,
-    /// a proxy that strips it) would let two holders lock at once: so the lock just made is
-    /// created once more, which must be refused. One request per lock.
-    async fn check_conditions_hold(&self, key: &str, body: &[u8]) -> Result<(), StoreError> {
-        match self
-            .retried(|| self.objects.put(key, body.to_vec(), Condition::Absent))
-            .await
-        {
-            Err(e) if is_condition(&e) => Ok(()),
-            answered => {
-                *self.held.lock().unwrap_or_else(|p| p.into_inner()) = None;
-                let _ = self
-                    .retried(|| self.objects.delete(key, Condition::Always))
-                    .await;
-                let how = match answered {
-                    Ok(_) => "it replaced an object that exists".to_owned(),
-                    Err(e) => format!("it answered: {}", e.message),
-                };
-                Err(StoreError::Write {
-                    store: self.name(),
-                    source: std::io::Error::other(format!(
-                        "the store does not honour conditional writes (asked to create {key} only if absent, {how}): two runs could hold its lock at once, so anycloud does not keep state there. Use an endpoint that supports If-None-Match (S3, Azure Blob, GCS do)"
-                    )),
-                })
-            }
-        }
-    }
-}
-
-/// What a lock object that does not parse (written by hand, cut short) is shown as: still a
-/// lock, removable by `force-unlock` with the id it is shown with.
-fn unreadable_lock() -> LockInfo {
-    LockInfo {
-        id: "unreadable".into(),
-        operation: "unknown".into(),
-        holder: "an unreadable lock object".into(),
-        pid: 0,
-        host: String::new(),
-        since: 0,
-        command: String::new(),
-    }
-}
-
-#[async_trait::async_trait]
-impl StateStore for RemoteStore {
-    fn describe(&self) -> String {
-        self.name()
-    }
-
-    async fn read(&self) -> Result<Snapshot, StoreError> {
+    /// The state and the journal's batches that apply to it, replayed.
+    async fn read_once(&self) -> Result<Snapshot, StoreError> {
         let got = self
             .retried(|| self.objects.get(&self.key))
             .await
@@ -343,6 +294,80 @@ impl StateStore for RemoteStore {
             version,
             replayed,
         })
+    }
+
+    /// The stored state's version now (absent if there is none).
+    async fn stored_version(&self) -> Result<Version, StoreError> {
+        let got = self
+            .retried(|| self.objects.get(&self.key))
+            .await
+            .map_err(|e| self.read_err(e))?;
+        Ok(got.map_or_else(Version::absent, |o| Version(o.version)))
+    }
+
+    /// Everything here rests on the store refusing a create over an object that exists. An
+    /// endpoint that drops the condition (an S3-compatible server without `If-None-Match`,
+    /// a proxy that strips it) would let two holders lock at once: so the lock just made is
+    /// created once more, which must be refused. One request per lock.
+    async fn check_conditions_hold(&self, key: &str, body: &[u8]) -> Result<(), StoreError> {
+        match self
+            .retried(|| self.objects.put(key, body.to_vec(), Condition::Absent))
+            .await
+        {
+            Err(e) if is_condition(&e) => Ok(()),
+            answered => {
+                *self.held.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                let _ = self
+                    .retried(|| self.objects.delete(key, Condition::Always))
+                    .await;
+                let how = match answered {
+                    Ok(_) => "it replaced an object that exists".to_owned(),
+                    Err(e) => format!("it answered: {}", e.message),
+                };
+                Err(StoreError::Write {
+                    store: self.name(),
+                    source: std::io::Error::other(format!(
+                        "the store does not honour conditional writes (asked to create {key} only if absent, {how}): two runs could hold its lock at once, so anycloud does not keep state there. Use an endpoint that supports If-None-Match (S3, Azure Blob, GCS do)"
+                    )),
+                })
+            }
+        }
+    }
+}
+
+/// What a lock object that does not parse (written by hand, cut short) is shown as: still a
+/// lock, removable by `force-unlock` with the id it is shown with.
+fn unreadable_lock() -> LockInfo {
+    LockInfo {
+        id: "unreadable".into(),
+        operation: "unknown".into(),
+        holder: "an unreadable lock object".into(),
+        pid: 0,
+        host: String::new(),
+        since: 0,
+        command: String::new(),
+    }
+}
+
+#[async_trait::async_trait]
+impl StateStore for RemoteStore {
+    fn describe(&self) -> String {
+        self.name()
+    }
+
+    async fn read(&self) -> Result<Snapshot, StoreError> {
+        // A fold deletes its batches after it writes the state: a fold landing between this
+        // read of the state and of the journal (a force-unlocked holder's write, in flight)
+        // would leave the old state without the batches that make it current. So the state
+        // must be the same version after the journal is read; if it moved, read again.
+        const ATTEMPTS: u32 = 5;
+        for _ in 1..ATTEMPTS {
+            let snapshot = self.read_once().await?;
+            if self.stored_version().await? == snapshot.version {
+                return Ok(snapshot);
+            }
+        }
+        self.read_once().await
     }
 
     async fn lock(&self, operation: &str, timeout: Duration) -> Result<LockInfo, StoreError> {

@@ -126,3 +126,119 @@ fn a_store_that_ignores_conditions_is_refused_at_its_first_lock() {
         .block_on(store.lock("apply", std::time::Duration::from_secs(1)))
         .unwrap();
 }
+
+/// Lets a fold land in the middle of a read, as a force-unlocked holder's write still in
+/// flight would: the first listing of the journal first writes `fold` over the state's
+/// `version` and deletes the batches it folds, exactly as that holder's fold does.
+struct FoldDuringRead {
+    inner: Arc<Memory>,
+    fold: Mutex<Option<(String, Vec<u8>, String)>>,
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for FoldDuringRead {
+    fn describe(&self, key: &str) -> String {
+        self.inner.describe(key)
+    }
+    async fn get(&self, key: &str) -> Result<Option<Object>> {
+        self.inner.get(key).await
+    }
+    async fn put(&self, key: &str, body: Vec<u8>, when: Condition) -> Result<String> {
+        self.inner.put(key, body, when).await
+    }
+    async fn delete(&self, key: &str, when: Condition) -> Result<()> {
+        self.inner.delete(key, when).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let fold = self.fold.lock().unwrap().take();
+        if let Some((key, body, version)) = fold {
+            self.inner
+                .put(&key, body, Condition::Matches(version))
+                .await
+                .expect("the zombie's fold lands");
+            for batch in self.inner.list(prefix).await? {
+                self.inner.delete(&batch, Condition::Always).await?;
+            }
+        }
+        self.inner.list(prefix).await
+    }
+}
+
+#[test]
+fn a_fold_landing_between_the_state_and_the_journal_is_read_whole() {
+    use anycloud_state::{Entry, Resource, State, StateStore};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let memory = Arc::new(Memory::default());
+    const KEY: &str = "team/state.json";
+    let zombie = RemoteStore::new(memory.clone(), KEY);
+    let resource = |n: u32| Resource {
+        kind: "bucket".into(),
+        provider: "test".into(),
+        attributes: [("n".to_owned(), serde_json::json!(n))].into(),
+        private: serde_json::Value::Null,
+        keep_on_destroy: false,
+        dependencies: vec![],
+        pending: None,
+    };
+    let (version, folded) = runtime.block_on(async {
+        zombie
+            .lock("apply", std::time::Duration::ZERO)
+            .await
+            .unwrap();
+        let mut state = zombie.read().await.unwrap().state;
+        state.lineage = "lineage-1".into();
+        state.serial = 1;
+        state.resources.insert("a".into(), resource(1));
+        let version = zombie
+            .write(&state, &anycloud_state::Version::absent())
+            .await
+            .unwrap();
+        // What it made next is in the journal, and in the fold it is about to write.
+        let made = Entry {
+            address: "b".into(),
+            resource: Some(resource(2)),
+        };
+        zombie
+            .record("lineage-1", std::slice::from_ref(&made), true)
+            .await
+            .unwrap();
+        let mut folded: State = state.clone();
+        folded.serial = 2;
+        folded.resources.insert("b".into(), resource(2));
+        (version, folded)
+    });
+    let newcomer = RemoteStore::new(
+        Arc::new(FoldDuringRead {
+            inner: memory.clone(),
+            fold: Mutex::new(Some((
+                KEY.into(),
+                anycloud_state::to_bytes(&folded),
+                version.0.clone(),
+            ))),
+        }),
+        KEY,
+    );
+    let snapshot = runtime.block_on(async {
+        // The zombie's lock is taken from it, as `force-unlock` does.
+        let lock = memory.get("team/state.json.lock").await.unwrap().unwrap();
+        let info: anycloud_state::LockInfo = serde_json::from_slice(&lock.body).unwrap();
+        newcomer.force_unlock(&info.id).await.unwrap();
+        newcomer
+            .lock("apply", std::time::Duration::ZERO)
+            .await
+            .unwrap();
+        newcomer.read().await.unwrap()
+    });
+    assert_eq!(
+        snapshot.state.serial, 2,
+        "the folded state, not the one before it"
+    );
+    assert!(
+        snapshot.state.resources.contains_key("b"),
+        "what the zombie recorded is there: {:?}",
+        snapshot.state.resources.keys().collect::<Vec<_>>()
+    );
+}
