@@ -19,6 +19,16 @@ mod sshd;
 #[path = "common/imds.rs"]
 mod imds;
 
+use common::relay::Relay;
+
+fn set_env(env: &mut [(String, String)], key: &str, value: &str) {
+    for (k, v) in env.iter_mut() {
+        if k == key {
+            *v = value.to_owned();
+        }
+    }
+}
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -219,7 +229,11 @@ fn aws_against_moto_end_to_end() {
     );
     let vm_root = host.dir.path().join("vm");
     let p = Project::new(&config(&host.user));
+    // moto at a loopback URL from here and from the VM alike: anycloud sends requests over
+    // plain http only to loopback.
+    let relay = Relay::start(&host.namespace, &moto.url);
     let mut env = moto.env();
+    set_env(&mut env, "AWS_ENDPOINT_URL", &relay.url);
     env.push((
         "ANYCLOUD_TEST_SSH_ADDRESS".into(),
         format!("{}:{}", host.address, host.port),
@@ -1209,6 +1223,25 @@ fn an_endpoint_variable_with_a_newline_is_refused() {
     assert!(r.stderr.contains("AWS_ENDPOINT_URL"), "{r:?}");
     assert!(r.stderr.contains("not an http(s) URL"), "{r:?}");
     assert!(!r.stderr.contains("panicked"), "{r:?}");
+}
+
+/// Plain http from the environment goes to this machine only: the requests (and the VMs')
+/// would cross the network in the clear.
+#[test]
+fn an_endpoint_variable_of_plain_http_to_another_host_is_refused() {
+    let mut p = Project::new(&cloud_config("endpoint", "plain"));
+    p.env = vec![
+        ("AWS_ACCESS_KEY_ID".into(), "test".into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), "test".into()),
+        ("AWS_ENDPOINT_URL".into(), "http://s3.example.com".into()),
+    ];
+    let r = p.run(&["plan"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("AWS_ENDPOINT_URL: 'http://s3.example.com' is plain http to another machine"),
+        "{r:?}"
+    );
 }
 
 /// An output bucket of the user's own (not made by anycloud) keeps its policy: the grant

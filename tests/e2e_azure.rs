@@ -27,6 +27,8 @@ mod contract;
 #[path = "../providers/host/tests/support/sshd.rs"]
 mod sshd;
 
+use common::relay::Relay;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -84,7 +86,7 @@ fn in_host(host: &TestHost, p: &Project, env: &[(String, String)], args: &[&str]
 
 /// One deployment on the test host; `buckets` and `check` are YAML flow mappings.
 fn config(a: &AzureHarness, deployment: &str, buckets: &str, check: &str) -> String {
-    let (user, arm, blob_suffix) = (&a.host.user, &a.arm.url, a.blobs.suffix());
+    let (user, arm, blob_suffix) = (&a.host.user, &a.arm_relay.url, a.blobs.suffix());
     format!(
         r#"
 project: e2e-azure
@@ -116,6 +118,9 @@ deployments:
 struct AzureHarness {
     host: TestHost,
     arm: Contract,
+    /// Resource Manager at a loopback URL, from here and from the host's namespace alike
+    /// (anycloud sends its token and secret over http only to loopback).
+    arm_relay: Relay,
     authz: Authz,
     blobs: Arc<Azurite>,
     account: String,
@@ -172,9 +177,11 @@ impl AzureHarness {
         });
         blobs.create_container(input);
         let vm_root = host.dir.path().join("vm");
+        let arm_relay = Relay::start(&host.namespace, &arm.url);
         AzureHarness {
             host,
             arm,
+            arm_relay,
             authz,
             blobs,
             account,
@@ -188,7 +195,10 @@ impl AzureHarness {
             .arm
             .env()
             .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
+            .map(|(k, v)| match k {
+                "AZURE_AUTHORITY_HOST" => (k.to_owned(), self.arm_relay.url.clone()),
+                _ => (k.to_owned(), v),
+            })
             .collect();
         env.push((
             "ANYCLOUD_TEST_SSH_ADDRESS".into(),

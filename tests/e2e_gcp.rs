@@ -33,6 +33,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anycloud_provider_gcp::naming;
+use common::relay::Relay;
 use common::{build_image, containers_of, read, wait_for, Project, Run};
 use contract::Contract;
 use fake_gcs::{FakeGcs, PolicyStore};
@@ -109,6 +110,9 @@ struct Stack {
     policies: PolicyStore,
     api: Contract,
     authz: GcsAuthz,
+    /// The contract server at a loopback URL, from here and from the VM alike: what the
+    /// config's endpoints are (anycloud sends its token over http only to loopback).
+    endpoint: Relay,
     vm_root: PathBuf,
 }
 
@@ -149,12 +153,14 @@ impl Stack {
             }));
         });
         let vm_root = host.dir.path().join("vm");
+        let endpoint = Relay::start(&host.namespace, &api.url);
         Stack {
             host,
             gcs,
             policies,
             api,
             authz,
+            endpoint,
             vm_root,
         }
     }
@@ -253,7 +259,7 @@ fn gcp_through_the_engine_with_objects_in_fake_gcs_server() {
     let (p, env) = stack.project(
         &config(
             &stack.host.user,
-            &api.url,
+            &stack.endpoint.url,
             "{ retries: 15, retries_sleep: 1s }",
             r#"  gcp-alpha:
     provider: gcp
@@ -661,7 +667,7 @@ fn bindings_that_take_a_minute_to_spread_are_waited_for() {
     let (p, env) = stack.project(
         &config(
             &stack.host.user,
-            &stack.api.url,
+            &stack.endpoint.url,
             "{ retries: 30, retries_sleep: 3s }",
             r#"  gcp-slow:
     provider: gcp
@@ -881,7 +887,7 @@ fn destroy_uploads_the_last_output_before_the_bindings_go() {
     let (p, env) = stack.project(
         &config(
             &stack.host.user,
-            &stack.api.url,
+            &stack.endpoint.url,
             "{ retries: 5, retries_sleep: 1s }",
             r#"  gcp-last:
     provider: gcp

@@ -73,7 +73,15 @@ deployments:
 "#,
         user = host.user
     ));
+    // moto at a loopback URL from here and from the VM alike: anycloud sends requests over
+    // plain http only to loopback.
+    let relay = common::relay::Relay::start(&host.namespace, &moto.url);
     p.env = moto.env();
+    for (k, v) in p.env.iter_mut() {
+        if k == "AWS_ENDPOINT_URL" {
+            *v = relay.url.clone();
+        }
+    }
     p.env.push((
         "ANYCLOUD_TEST_SSH_ADDRESS".into(),
         format!("{}:{}", host.address, host.port),

@@ -259,6 +259,8 @@ async fn follow(
                     since = log.read_at.clone();
                 }
                 match log.exit_code {
+                    // A long log comes in pieces: the next at once, following or not.
+                    _ if log.more => continue,
                     Some(code) => return Ok(Followed::Ended(code)),
                     None if !follow => return Ok(Followed::Running),
                     None => {}

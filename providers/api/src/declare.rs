@@ -141,20 +141,50 @@ pub trait Declaration: Send + Sync {
 }
 
 /// An endpoint goes into the VMs' `rclone.conf`: an http(s) URL and nothing else, so no
-/// newline can add keys to the remote.
+/// newline can add keys to the remote. The operator's credentials go to it (a bearer token
+/// on GCP and Azure, signed requests on AWS), so plain `http` is for this machine only: a
+/// loopback host ([`is_loopback_host`]), as a test's emulator is.
 pub fn check_url(url: &str) -> Result<(), String> {
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"));
-    match rest {
-        Some(r) if !r.is_empty() && !r.chars().any(|c| c.is_whitespace() || c.is_control()) => {
-            Ok(())
-        }
-        _ => Err(format!(
+    let (scheme, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+        (Some(r), _) => ("https", r),
+        (_, Some(r)) => ("http", r),
+        _ => ("", ""),
+    };
+    if rest.is_empty() || rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
             "'{}' is not an http(s) URL without spaces or control characters",
             url.escape_default()
-        )),
+        ));
     }
+    if scheme == "http" && !is_loopback_host(url_host(rest)) {
+        return Err(format!(
+            "'{url}' is plain http to another machine: the operator's credentials would cross \
+             the network in the clear; use https (http is allowed only to localhost, \
+             127.0.0.0/8 and [::1])"
+        ));
+    }
+    Ok(())
+}
+
+/// The host of a URL's part after `scheme://`: without user info and port, an IPv6
+/// address without its brackets.
+fn url_host(rest: &str) -> &str {
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if let Some(v6) = host_port.strip_prefix('[') {
+        return v6.split_once(']').map_or("", |(h, _)| h);
+    }
+    host_port.split_once(':').map_or(host_port, |(h, _)| h)
+}
+
+/// `localhost`, an address of 127.0.0.0/8, or `::1`: never another machine. Written
+/// strictly (no other spelling of an address, no name but `localhost`), so what is allowed
+/// is what it looks like.
+pub fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// An IPv4 CIDR like `203.0.113.7/32` (who may reach a VM's SSH port).
@@ -249,11 +279,45 @@ mod tests {
 
     #[test]
     fn endpoints_must_be_plain_urls() {
-        assert!(check_url("http://10.200.1.1:5000").is_ok());
+        assert!(check_url("http://127.0.0.1:5000").is_ok());
         assert!(check_url("https://s3.example.com").is_ok());
         assert!(check_url("http://x\nacl = public-read").is_err());
         assert!(check_url("ftp://x").is_err());
         assert!(check_url("http://").is_err());
+    }
+
+    /// The operator's token goes to an endpoint: in the clear only to this machine.
+    #[test]
+    fn plain_http_is_for_loopback_only() {
+        for ok in [
+            "http://127.0.0.1:4443",
+            "http://127.1.2.3/storage",
+            "http://localhost:9000",
+            "http://LOCALHOST",
+            "http://[::1]:8080/x",
+            "http://user@127.0.0.1:1",
+            "https://10.200.1.1:5000",
+            "https://example.com",
+        ] {
+            assert!(check_url(ok).is_ok(), "{ok}");
+        }
+        for refused in [
+            "http://example.com",
+            "http://10.200.1.1:5000",
+            "http://127.0.0.1.example.com",
+            "http://127.0.0.1@example.com/",
+            "http://localhost.example.com",
+            "http://0x7f.1",
+            "http://[::ffff:127.0.0.1]",
+            "http://[::2]:80",
+            "http://169.254.169.254",
+        ] {
+            let e = check_url(refused).unwrap_err();
+            assert!(
+                e.contains("plain http to another machine"),
+                "{refused}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -8,9 +8,10 @@
 //! files: the engine hands it attributes it returned before and stores what it returns.
 //!
 //! What every part of anycloud shares lives here too, once: the diagnostic type, the retry
-//! policy, whose a cloud object is ([`ownership`]), atomic file writes, sha256 and the
-//! duration syntax.
+//! policy, whose a cloud object is ([`ownership`]), atomic file writes, sha256, the duration
+//! syntax and how much of an HTTP answer is read ([`answers`]).
 
+pub mod answers;
 pub mod declare;
 pub mod diagnostic;
 pub mod digest;
@@ -349,6 +350,9 @@ pub struct JobLog {
     /// The host's clock when it read the log (the lines' format): a follower that saw no
     /// line yet reads on from here, not from the start.
     pub read_at: Option<String>,
+    /// The read stopped at its size limit: the rest follows from the last line's time (and
+    /// `exit_code` waits for it).
+    pub more: bool,
 }
 
 /// Listing, filling and fetching a bucket from this machine.

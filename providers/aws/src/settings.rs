@@ -115,8 +115,19 @@ pub use anycloud_provider::declare::{check_url, is_cidr};
 impl Settings {
     /// The S3 endpoint the VMs' rclone must use too: the config's (checked with the
     /// config), else the standard variables (`AWS_ENDPOINT_URL_S3`, then
-    /// `AWS_ENDPOINT_URL`), which must be plain URLs: an error names the variable.
+    /// `AWS_ENDPOINT_URL`). Every `AWS_ENDPOINT_URL*` must be a plain URL, of http only to
+    /// loopback: an error names the variable.
     pub fn s3_endpoint(&self) -> Result<Option<String>, String> {
+        // The SDK sends every service's signed requests to its variable's endpoint: plain
+        // http to another host is refused for each, not only for S3's.
+        let mut vars: Vec<(String, String)> = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .filter(|(k, v)| k.starts_with("AWS_ENDPOINT_URL") && !v.is_empty())
+            .collect();
+        vars.sort();
+        for (var, url) in &vars {
+            check_url(url).map_err(|why| format!("{var}: {why}"))?;
+        }
         if let Some(url) = &self.endpoints.s3 {
             return Ok(Some(url.clone()));
         }

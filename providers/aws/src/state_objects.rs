@@ -104,6 +104,19 @@ impl ObjectStore for S3Objects {
             }
         };
         let version = object.e_tag().unwrap_or_default().to_owned();
+        let limit = anycloud_provider::answers::STATE_LIMIT;
+        if object
+            .content_length()
+            .is_some_and(|n| n as u64 > limit as u64)
+        {
+            return Err(ProviderError::new(
+                ErrorCode::Failed,
+                format!(
+                    "reading {}: answer larger than {limit} bytes: not read further",
+                    self.describe(key)
+                ),
+            ));
+        }
         let body = object.body.collect().await.map_err(|e| {
             ProviderError::new(
                 ErrorCode::Unavailable,

@@ -11,6 +11,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use anycloud_provider::answers;
 use anycloud_provider::{ErrorCode, ProviderError, Result};
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
@@ -135,16 +136,14 @@ impl Arm {
             )
         })?;
         let (parts, body) = response.into_parts();
-        let bytes = body
-            .collect()
+        let bytes = answers::read(body, answers::API_LIMIT)
             .await
-            .map_err(|e| {
+            .map_err(|(code, e)| {
                 ProviderError::new(
-                    ErrorCode::Unavailable,
+                    code,
                     format!("Azure Resource Manager: {method} {}: {e}", shown(&url)),
                 )
-            })?
-            .to_bytes();
+            })?;
         let body = if bytes.iter().all(u8::is_ascii_whitespace) {
             Value::Null
         } else {
@@ -160,13 +159,27 @@ impl Arm {
     }
 
     /// One request with raw bytes and headers of the caller's (the blob service's REST
-    /// API); any status is returned as it is, with the body's bytes.
+    /// API); any status is returned as it is, with the body's bytes (an API's answer: at
+    /// most [`answers::API_LIMIT`] of them).
     pub async fn raw(
         &self,
         method: Method,
         path: &str,
         headers: &[(&str, String)],
         body: Bytes,
+    ) -> Result<(StatusCode, HeaderMap, Bytes)> {
+        self.raw_bounded(method, path, headers, body, answers::API_LIMIT)
+            .await
+    }
+
+    /// [`Self::raw`] whose answer may be up to `limit` bytes (a state).
+    pub async fn raw_bounded(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Bytes,
+        limit: usize,
     ) -> Result<(StatusCode, HeaderMap, Bytes)> {
         let url = self.url(path, None);
         let token = self.credential.token(&self.http).await?;
@@ -193,11 +206,9 @@ impl Arm {
             .await
             .map_err(|e| unavailable(e.to_string()))?;
         let (parts, body) = response.into_parts();
-        let bytes = body
-            .collect()
-            .await
-            .map_err(|e| unavailable(e.to_string()))?
-            .to_bytes();
+        let bytes = answers::read(body, limit).await.map_err(|(code, e)| {
+            ProviderError::new(code, format!("Azure: {method} {}: {e}", shown(&url)))
+        })?;
         Ok((parts.status, parts.headers, bytes))
     }
 
@@ -236,11 +247,11 @@ impl Arm {
             .map_err(|e| unavailable(e.to_string()))?;
         let (parts, mut body) = response.into_parts();
         if !parts.status.is_success() {
-            let bytes = body
-                .collect()
+            let bytes = answers::read(body, answers::API_LIMIT)
                 .await
-                .map_err(|e| unavailable(e.to_string()))?
-                .to_bytes();
+                .map_err(|(code, e)| {
+                    ProviderError::new(code, format!("Azure: GET {}: {e}", shown(&url)))
+                })?;
             return Ok(Err((parts.status, bytes)));
         }
         while let Some(frame) = body.frame().await {

@@ -6,10 +6,11 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use anycloud_provider::answers;
 use anycloud_provider::{ErrorCode, ProviderError, Result};
 use bytes::Bytes;
 use http::{Method, Request};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use serde_json::Value;
@@ -96,6 +97,10 @@ impl Credential {
         client_id: &str,
         secret: &str,
     ) -> Result<(String, SystemTime)> {
+        // The client secret goes there.
+        anycloud_provider::declare::check_url(authority).map_err(|why| {
+            ProviderError::new(ErrorCode::Invalid, format!("AZURE_AUTHORITY_HOST {why}"))
+        })?;
         let url = format!(
             "{}/{tenant}/oauth2/v2.0/token",
             authority.trim_end_matches('/')
@@ -124,12 +129,11 @@ impl Credential {
             .await
             .map_err(|e| unavailable(e.to_string()))?;
         let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
+        let body = answers::read(response.into_body(), answers::API_LIMIT)
             .await
-            .map_err(|e| unavailable(e.to_string()))?
-            .to_bytes();
+            .map_err(|(code, e)| {
+                ProviderError::new(code, format!("signing in to Azure at {url}: {e}"))
+            })?;
         let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         if !status.is_success() {
             // Entra ID's own words (`error`, `error_description`) hold no secret.

@@ -149,7 +149,16 @@ impl BlobObjects {
     ) -> Result<(StatusCode, HeaderMap, Bytes)> {
         let mut all = vec![("x-ms-version", VERSION.to_owned())];
         all.extend(headers.iter().cloned());
-        self.blobs.raw(method, path, &all, Bytes::from(body)).await
+        // A state is read whole, up to its own limit.
+        self.blobs
+            .raw_bounded(
+                method,
+                path,
+                &all,
+                Bytes::from(body),
+                anycloud_provider::answers::STATE_LIMIT,
+            )
+            .await
     }
 }
 

@@ -8,6 +8,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use anycloud_provider::answers;
 use anycloud_provider::{ErrorCode, ProviderError, Result};
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
@@ -88,13 +89,27 @@ impl Google {
         self.calls.load(Ordering::Relaxed)
     }
 
-    /// One request with raw bytes; any status is returned as it is, with the body's bytes.
+    /// One request with raw bytes; any status is returned as it is, with the body's bytes
+    /// (an API's answer: at most [`answers::API_LIMIT`] of them).
     pub async fn raw(
         &self,
         method: Method,
         url: &str,
         headers: &[(&str, String)],
         body: Bytes,
+    ) -> Result<(StatusCode, HeaderMap, Bytes)> {
+        self.raw_bounded(method, url, headers, body, answers::API_LIMIT)
+            .await
+    }
+
+    /// [`Self::raw`] whose answer may be up to `limit` bytes (a state).
+    pub async fn raw_bounded(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, String)],
+        body: Bytes,
+        limit: usize,
     ) -> Result<(StatusCode, HeaderMap, Bytes)> {
         // Twice at most: a cached token the service refuses is dropped and one new asked for.
         for attempt in 0..2 {
@@ -122,11 +137,9 @@ impl Google {
                 .await
                 .map_err(|e| unavailable(e.to_string()))?;
             let (parts, body) = response.into_parts();
-            let bytes = body
-                .collect()
-                .await
-                .map_err(|e| unavailable(e.to_string()))?
-                .to_bytes();
+            let bytes = answers::read(body, limit).await.map_err(|(code, e)| {
+                ProviderError::new(code, format!("Google: {method} {}: {e}", shown(url)))
+            })?;
             if parts.status == StatusCode::UNAUTHORIZED
                 && attempt == 0
                 && self.credential.forget(&token).await
@@ -167,11 +180,11 @@ impl Google {
             .map_err(|e| unavailable(e.to_string()))?;
         let (parts, mut body) = response.into_parts();
         if !parts.status.is_success() {
-            let bytes = body
-                .collect()
+            let bytes = answers::read(body, answers::API_LIMIT)
                 .await
-                .map_err(|e| unavailable(e.to_string()))?
-                .to_bytes();
+                .map_err(|(code, e)| {
+                    ProviderError::new(code, format!("Google: GET {}: {e}", shown(url)))
+                })?;
             let reply = Reply {
                 status: parts.status,
                 body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),

@@ -10,12 +10,13 @@
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use anycloud_provider::answers;
 use anycloud_provider::{ErrorCode, ProviderError, Result};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use bytes::Bytes;
 use http::{Method, Request};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
@@ -169,6 +170,7 @@ impl Credential {
                 key_pem,
                 token_uri,
             } => {
+                check_token_uri(token_uri)?;
                 let assertion = signed_assertion(email, key_pem, token_uri)?;
                 let form = url::form_urlencoded::Serializer::new(String::new())
                     .append_pair("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer")
@@ -182,6 +184,7 @@ impl Credential {
                 refresh_token,
                 token_uri,
             } => {
+                check_token_uri(token_uri)?;
                 let form = url::form_urlencoded::Serializer::new(String::new())
                     .append_pair("grant_type", "refresh_token")
                     .append_pair("client_id", client_id)
@@ -239,6 +242,17 @@ fn signed_assertion(email: &str, key_pem: &str, token_uri: &str) -> Result<Strin
     ))
 }
 
+/// A credentials file's `token_uri` gets a signed assertion or a refresh token and client
+/// secret: in the clear only to this machine.
+fn check_token_uri(uri: &str) -> Result<()> {
+    anycloud_provider::declare::check_url(uri).map_err(|why| {
+        ProviderError::new(
+            ErrorCode::Invalid,
+            format!("the Google credentials' token_uri {why}"),
+        )
+    })
+}
+
 /// One call to a token endpoint (or the metadata server): the token and when it expires.
 async fn exchange(
     http: &HttpClient,
@@ -267,12 +281,11 @@ async fn exchange(
         .await
         .map_err(|e| unavailable(e.to_string()))?;
     let status = response.status();
-    let bytes = response
-        .into_body()
-        .collect()
+    let bytes = answers::read(response.into_body(), answers::API_LIMIT)
         .await
-        .map_err(|e| unavailable(e.to_string()))?
-        .to_bytes();
+        .map_err(|(code, e)| {
+            ProviderError::new(code, format!("signing in to Google at {url}: {e}"))
+        })?;
     let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     if !status.is_success() {
         // The error's own words only: the request carried a secret, the answer does not.

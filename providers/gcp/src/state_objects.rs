@@ -197,7 +197,16 @@ impl ObjectStore for GcsObjects {
                 )
             })?;
             let media = format!("{url}?alt=media&generation={}", encode(&version));
-            let (status, _, bytes) = self.g.raw(Method::GET, &media, &[], Bytes::new()).await?;
+            let (status, _, bytes) = self
+                .g
+                .raw_bounded(
+                    Method::GET,
+                    &media,
+                    &[],
+                    Bytes::new(),
+                    anycloud_provider::answers::STATE_LIMIT,
+                )
+                .await?;
             if status.is_success() {
                 return Ok(Some(Object {
                     body: bytes.to_vec(),

@@ -458,6 +458,10 @@ pub fn final_flush(layout: &VmLayout, pairs: &[(String, String)]) -> String {
     script
 }
 
+/// What Docker keeps of a job's output on its machine, where its daemon logs to files
+/// (json-file, its default) and keeps everything unless told: 256 MiB, the newest.
+pub const JOB_LOG_OPTS: &str = "--log-opt max-size=64m --log-opt max-file=4";
+
 /// How long apply watches a job it started: one that fails within this is the apply's
 /// failure, reported with its output (a typo in the command, a missing file).
 pub const EARLY_EXIT_SECS: u32 = 2;
@@ -523,7 +527,11 @@ if ! flock -n 7; then
 fi
 date -u +%Y-%m-%dT%H%M%S.%3NZ > {stamp}
 rm -f {log_dir}/rclone-output.uploaded.* {log_dir}/rclone-output.leftover.* {log_dir}/rclone-output.failed.* {log_dir}/job.log {log_dir}/job.log.*
-docker {docker_args} >/dev/null || exit $?
+# Docker's json-file driver keeps all a job prints: bounded here, when the job starts, and
+# not in the recorded run spec, whose change would replace every running job.
+log_opts=
+if [ \"$(docker info -f '{{{{.LoggingDriver}}}}' 2>/dev/null)\" = json-file ]; then log_opts=\"{JOB_LOG_OPTS}\"; fi
+docker run $log_opts {run_args} >/dev/null || exit $?
 exec 7>&-
 {watch}{print_ids}
 ",
@@ -531,6 +539,7 @@ exec 7>&-
             .map(|image| mounts_for_image_user(layout, image))
             .unwrap_or_default(),
         print_ids = "docker inspect -f '{{.Id}} {{.Image}}' \"$name\"",
+        run_args = docker_args.strip_prefix("run ").unwrap_or(docker_args),
         log_dir = quote(&layout.log_dir),
         stamp = quote(&layout.run_stamp()),
         hold = quote(&layout.hold_file()),
@@ -638,7 +647,12 @@ if [ -d {dir} ]; then find {dir} -mindepth 1 -delete || {{ echo \"cannot empty {
     )
 }
 
-/// How a job stands (`state STATUS CODE`), then its output with Docker's timestamps.
+/// What one read of a job's log brings back at most: a job may print gigabytes, which a
+/// reader takes in pieces of this size, each from the last whole line of the one before.
+pub const JOB_LOG_BYTES: usize = 4 << 20;
+
+/// How a job stands (`state STATUS CODE`), then its output with Docker's timestamps, at most
+/// [`JOB_LOG_BYTES`] of it.
 pub fn job_log(container: &str, since: Option<&str>, tail: Option<usize>) -> String {
     let since = since
         .map(|s| format!(" --since {}", quote(s)))
@@ -651,7 +665,8 @@ if ! state=$(docker inspect -f '{{{{.State.Status}}}} {{{{.State.ExitCode}}}}' \
   exit 3
 fi
 echo \"state $state $(date -u +%Y-%m-%dT%H:%M:%S.%NZ)\"
-docker logs --timestamps{since}{tail} \"$name\" 2>&1
+# Cut by head: docker's SIGPIPE is no failure.
+docker logs --timestamps{since}{tail} \"$name\" 2>&1 | head -c {JOB_LOG_BYTES} || [ \"${{PIPESTATUS[0]}}\" = 141 ]
 ",
         name = quote(container),
     )
@@ -686,6 +701,8 @@ done
 
 /// The lines of a failed job's output a refresh brings back (status and plan show them).
 pub const JOB_TAIL_LINES: usize = 5;
+/// And at most this many bytes of them: a line may be as long as the job made it.
+pub const JOB_TAIL_BYTES: usize = 4096;
 
 /// One round trip that reports everything a refresh needs about a deployment's host.
 pub fn probe(layout: &VmLayout, container: &str) -> String {
@@ -717,7 +734,7 @@ case \"$job\" in
 esac
 case \"$job\" in
   missing|running:*|exited:0:*) ;;
-  *) docker logs --tail {tail} {container} 2>&1 | tail -n {tail} | awk '{{print \"container.log.\" NR \"=\" $0}}' ;;
+  *) docker logs --tail {tail} {container} 2>&1 | tail -n {tail} | tail -c {JOB_TAIL_BYTES} | awk '{{print \"container.log.\" NR \"=\" $0}}' ;;
 esac
 echo \"rclone_config=$(sha256sum < {rclone} 2>/dev/null | cut -c1-64 || echo missing)\"
 now=$(date +%s)

@@ -327,7 +327,10 @@ impl SshHost {
         tokio::pin!(send);
         let mut sending = true;
         let mut send_failed = None;
-        let (mut stdout, mut stderr) = (Vec::new(), crate::transport::Tail::default());
+        let (mut stdout, mut stderr) = (
+            crate::transport::Answer::default(),
+            crate::transport::Tail::default(),
+        );
         let (mut status, mut signal) = (None, None);
         let mut lines = LineSplitter::default();
         let mut quiet_since = std::time::Instant::now();
@@ -352,8 +355,14 @@ impl SshHost {
             let Some(message) = message else { break };
             quiet_since = std::time::Instant::now();
             match message {
-                // stdout is the step's answer (ids, probe facts); stderr is what it has to say.
-                ChannelMsg::Data { data } => stdout.extend_from_slice(&data),
+                // stdout is the step's answer (ids, probe facts), kept in the guard up to its
+                // limit, past which the command is ended rather than read to its end; stderr
+                // is what it has to say.
+                ChannelMsg::Data { data } if !stdout.push(&data) => {
+                    let _ = input.close().await;
+                    return Err(TransportError::TooLarge(crate::transport::Answer::LIMIT));
+                }
+                ChannelMsg::Data { .. } => {}
                 ChannelMsg::ExtendedData { data, ext: 1 } => {
                     stderr.push(&data);
                     if stream {
@@ -368,7 +377,7 @@ impl SshHost {
         match status {
             Some(status) => Ok(Output {
                 status,
-                stdout: String::from_utf8_lossy(&stdout).into_owned(),
+                stdout: stdout.into_string()?,
                 stderr: stderr.into_string(),
             }),
             // Without an exit status the script may have been cut short: the caller retries,

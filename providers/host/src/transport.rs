@@ -57,8 +57,44 @@ impl Tail {
     }
 }
 
+/// A step's stdout is its answer (ids, probe facts, a job's log), read whole, but only up to
+/// [`Answer::LIMIT`]: a job printing without end must not exhaust this machine's memory
+/// through a script that passes its output on. Past the limit nothing more is kept and the
+/// step fails; every script bounds what it prints far below this.
+#[derive(Debug, Default)]
+pub struct Answer {
+    kept: Vec<u8>,
+    over: bool,
+}
+
+impl Answer {
+    pub const LIMIT: usize = 64 << 20;
+
+    /// Keeps `data`; false once the answer has passed the limit (the reader may stop).
+    pub fn push(&mut self, data: &[u8]) -> bool {
+        if !self.over && self.kept.len() + data.len() > Self::LIMIT {
+            self.over = true;
+            self.kept = Vec::new();
+        }
+        if !self.over {
+            self.kept.extend_from_slice(data);
+        }
+        !self.over
+    }
+
+    pub fn into_string(self) -> Result<String, TransportError> {
+        if self.over {
+            return Err(TransportError::TooLarge(Self::LIMIT));
+        }
+        Ok(String::from_utf8_lossy(&self.kept).into_owned())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
+    /// The step's answer passed [`Answer::LIMIT`]: asking again would only repeat it.
+    #[error("the host's answer is larger than {0} bytes: not read further")]
+    TooLarge(usize),
     #[error("cannot reach the host: {0}")]
     Unreachable(String),
     #[error("{0}")]
@@ -83,7 +119,9 @@ impl From<TransportError> for ProviderError {
     fn from(e: TransportError) -> Self {
         match e {
             TransportError::Refused(m) => ProviderError::new(ErrorCode::Permission, m),
-            e @ TransportError::GaveUp(_) => ProviderError::new(ErrorCode::Failed, e.to_string()),
+            e @ (TransportError::GaveUp(_) | TransportError::TooLarge(_)) => {
+                ProviderError::new(ErrorCode::Failed, e.to_string())
+            }
             // Only a machine anycloud did not make keeps its pin across a rebuild.
             e @ TransportError::HostKeyChanged { .. } => ProviderError::new(
                 ErrorCode::Conflict,
@@ -168,10 +206,17 @@ impl Host for LocalHost {
         let mut out_pipe = child.stdout.take().expect("stdout is piped");
         let mut err_pipe = child.stderr.take().expect("stderr is piped");
         let io = |e: std::io::Error| TransportError::Io(format!("reading bash's output: {e}"));
-        let read_stdout = async {
-            let mut stdout = Vec::new();
-            out_pipe.read_to_end(&mut stdout).await.map_err(io)?;
-            Ok::<_, TransportError>(stdout)
+        let read_stdout = async move {
+            let mut answer = Answer::default();
+            let mut chunk = vec![0u8; 64 * 1024];
+            loop {
+                let n = out_pipe.read(&mut chunk).await.map_err(io)?;
+                // Past the limit the pipe is closed: the writer gets SIGPIPE rather than
+                // being read to its end.
+                if n == 0 || !answer.push(&chunk[..n]) {
+                    return Ok::<_, TransportError>(answer);
+                }
+            }
         };
         let read_stderr = async {
             let mut tail = Tail::default();
@@ -196,7 +241,7 @@ impl Host for LocalHost {
             tokio::try_join!(wait, write_stdin, read_stdout, read_stderr)?;
         Ok(Output {
             status: status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stdout: stdout.into_string()?,
             stderr: stderr.into_string(),
         })
     }
@@ -248,6 +293,20 @@ mod tests {
         assert!(
             out.stdout == expected,
             "the output differs from the script's echoes"
+        );
+    }
+
+    /// An answer past the limit is an error, not memory: the pipe is closed on the writer.
+    #[tokio::test]
+    async fn an_answer_past_the_limit_fails_without_being_kept() {
+        let script = format!("head -c {} /dev/zero; echo after >&2", Answer::LIMIT + 1);
+        let e = LocalHost.run(&script).await.unwrap_err();
+        assert!(matches!(e, TransportError::TooLarge(_)), "{e}");
+        assert!(e.to_string().contains("larger than 67108864 bytes"), "{e}");
+        let just = format!("head -c {} /dev/zero", Answer::LIMIT);
+        assert_eq!(
+            LocalHost.run(&just).await.unwrap().stdout.len(),
+            Answer::LIMIT
         );
     }
 

@@ -105,3 +105,21 @@ async fn a_script_that_exits_before_reading_all_of_its_input_reports_its_status(
     );
     assert_eq!(ssh.run("echo next").await.unwrap().stdout, "next\n");
 }
+
+/// An answer without end over SSH (a job's log passed on whole): past the transport's limit
+/// the step fails and the command is ended, and the connection serves the next step.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_endless_answer_over_ssh_fails_at_the_limit() {
+    let (_host, _dir, ssh) = connected();
+    let e = tokio::time::timeout(LIMIT, ssh.run("yes anycloud"))
+        .await
+        .unwrap_or_else(|_| panic!("no answer within {}s", LIMIT.as_secs()))
+        .unwrap_err();
+    assert!(
+        matches!(e, anycloud_host::TransportError::TooLarge(_)),
+        "{e}"
+    );
+    assert!(e.to_string().contains("larger than 67108864 bytes"), "{e}");
+    let next = ssh.run("echo still-here").await.unwrap();
+    assert_eq!(next.stdout, "still-here\n");
+}

@@ -146,15 +146,40 @@ pub(super) async fn job_log(host: &dyn Host, attrs: &Attrs, range: LogRange<'_>)
     Ok(parse_job_log(&out.stdout, range.since))
 }
 
-/// `state STATUS CODE HOST-TIME` then Docker's `--timestamps` lines (`TIME TEXT`).
+/// `state STATUS CODE HOST-TIME` then Docker's `--timestamps` lines (`TIME TEXT`), cut at
+/// [`scripts::JOB_LOG_BYTES`].
 fn parse_job_log(stdout: &str, since: Option<&str>) -> JobLog {
+    fn time(line: &str) -> &str {
+        line.split_once(' ').map_or(line, |(t, _)| t)
+    }
     let mut log = JobLog::default();
-    let mut lines = stdout.lines();
-    if let Some(state) = lines.next().and_then(|l| l.strip_prefix("state ")) {
+    let (state, body) = stdout.split_once('\n').unwrap_or((stdout, ""));
+    log.more = body.len() >= scripts::JOB_LOG_BYTES;
+    let mut lines: Vec<&str> = body.lines().collect();
+    if log.more {
+        // The next read starts after the last line's time, so the piece ends where the time
+        // changes: the line cut in the middle goes, and those of the same time before it
+        // (Docker stamps the lines of one read of the job's output alike). A piece of one
+        // time only is kept as it is: the reader must move on.
+        let cut = if body.ends_with('\n') {
+            lines.len()
+        } else {
+            lines.len().saturating_sub(1)
+        };
+        let mut keep = cut;
+        if let Some(last) = cut.checked_sub(1).map(|i| time(lines[i])) {
+            while keep > 0 && time(lines[keep - 1]) == last {
+                keep -= 1;
+            }
+        }
+        lines.truncate(if keep > 0 { keep } else { cut.max(1) });
+    }
+    if let Some(state) = state.strip_prefix("state ") {
         let mut words = state.split(' ');
         let (status, code) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
         log.read_at = words.next().filter(|t| !t.is_empty()).map(str::to_owned);
-        if matches!(status, "exited" | "dead" | "created") {
+        // The job's end is told with the last piece of its log.
+        if matches!(status, "exited" | "dead" | "created") && !log.more {
             log.exit_code = code.parse().ok();
         }
     }
@@ -200,5 +225,51 @@ mod tests {
         assert_eq!(running.read_at, None, "an older host script");
         let restarting = parse_job_log("state restarting 4\n", None);
         assert_eq!(restarting.exit_code, None);
+        assert!(!all.more);
+    }
+
+    /// A log past the read's limit comes in pieces, each ending at a whole line, and the
+    /// job's end only with the last piece; a single line longer than a piece is cut.
+    #[test]
+    fn a_log_past_the_limit_is_read_in_whole_lines_and_the_end_waits() {
+        let line = |i: usize| format!("2026-12-04T17:50:00.{i:09}Z {}\n", "x".repeat(1000));
+        let mut out = "state exited 0 2026-12-04T17:51:00.000000000Z\n".to_owned();
+        let head = out.len();
+        let mut i = 0;
+        while out.len() - head < scripts::JOB_LOG_BYTES {
+            out.push_str(&line(i));
+            i += 1;
+        }
+        out.truncate(head + scripts::JOB_LOG_BYTES);
+        let log = parse_job_log(&out, None);
+        assert!(log.more);
+        assert_eq!(log.exit_code, None, "the rest of the log is still to come");
+        assert!(log.lines.iter().all(|(_, t)| t.len() == 1000));
+        // The whole lines but the last: others of its time may follow it unread.
+        assert_eq!(log.lines.len(), scripts::JOB_LOG_BYTES / 1032 - 1);
+        let long = format!(
+            "state running 0\n2026-12-04T17:50:00.000000000Z {}",
+            "y".repeat(scripts::JOB_LOG_BYTES)
+        );
+        let log = parse_job_log(&long[..16 + scripts::JOB_LOG_BYTES], None);
+        assert!(log.more);
+        assert_eq!(log.lines.len(), 1, "a line longer than a read is shown cut");
+        // Lines stamped alike at the end of a piece wait for the next, which reads from
+        // the time before theirs.
+        let mut grouped = "state running 0\n".to_owned();
+        let mut i = 0;
+        while grouped.len() < 16 + scripts::JOB_LOG_BYTES {
+            grouped.push_str(&format!(
+                "2026-12-04T17:50:00.{:09}Z {}\n",
+                i / 10,
+                "z".repeat(1000)
+            ));
+            i += 1;
+        }
+        let log = parse_job_log(&grouped[..16 + scripts::JOB_LOG_BYTES], None);
+        assert!(log.more);
+        let last = &log.lines.last().unwrap().0;
+        assert_eq!(log.lines.iter().filter(|(t, _)| t == last).count(), 10);
+        assert_eq!(log.lines.len() % 10, 0);
     }
 }

@@ -233,6 +233,7 @@ pub async fn job_log(
                     .collect(),
                 exit_code: None,
                 read_at: None,
+                more: false,
             })
         }
         Kind::Container => container::job_log(host, target.attrs, range).await,
