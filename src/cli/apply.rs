@@ -649,6 +649,7 @@ mod tests {
             refreshed: false,
             destroy: true,
             targets: vec![],
+            replace: vec![],
             warnings: vec![],
             unread: vec![],
             jobs: vec![],
