@@ -76,6 +76,30 @@ pub fn to_bytes(state: &State) -> Vec<u8> {
     body
 }
 
+/// `state` as it folds in the batches of `locks` (see [`State::folded_locks`]), without
+/// copying its resources.
+pub(crate) fn to_bytes_folding(state: &State, locks: &[String]) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    struct Folding<'a> {
+        version: u32,
+        lineage: &'a str,
+        serial: u64,
+        #[serde(skip_serializing_if = "<[String]>::is_empty")]
+        folded_locks: &'a [String],
+        resources: &'a std::collections::BTreeMap<String, crate::Resource>,
+    }
+    let mut body = serde_json::to_vec_pretty(&Folding {
+        version: state.version,
+        lineage: &state.lineage,
+        serial: state.serial,
+        folded_locks: locks,
+        resources: &state.resources,
+    })
+    .expect("state serialises");
+    body.push(b'\n');
+    body
+}
+
 /// `_keep_on_destroy` becomes the resource's flag; every other `_name` attribute becomes
 /// `name` of its private bookkeeping.
 fn migrate_v1(state: &mut serde_json::Value) {
@@ -117,6 +141,16 @@ fn migrate_v1(state: &mut serde_json::Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_state_folding_no_locks_is_written_as_any_other() {
+        let mut state = State::new();
+        state.serial = 3;
+        assert_eq!(to_bytes_folding(&state, &[]), to_bytes(&state));
+        let folding = String::from_utf8(to_bytes_folding(&state, &["l1".into()])).unwrap();
+        let back = from_bytes(folding.as_bytes()).unwrap();
+        assert_eq!(back.folded_locks, ["l1"]);
+    }
 
     #[test]
     fn a_version_1_state_is_migrated() {

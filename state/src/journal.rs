@@ -17,6 +17,9 @@ pub(crate) struct Header {
     pub lineage: String,
     /// The serial of the stored state it applies to.
     pub base_serial: u64,
+    /// The id of the lock its writer held (a remote store's batches).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub lock: String,
 }
 
 /// One change of the state: `resource` is what `address` now is, `None` if it is gone.
@@ -51,11 +54,12 @@ impl Entry {
     }
 }
 
-pub(crate) fn header_line(lineage: &str, base_serial: u64) -> Vec<u8> {
+pub(crate) fn header_line(lineage: &str, base_serial: u64, lock: &str) -> Vec<u8> {
     let mut line = serde_json::to_vec(&Header {
         journal: 1,
         lineage: lineage.to_owned(),
         base_serial,
+        lock: lock.to_owned(),
     })
     .expect("plain data");
     line.push(b'\n');
@@ -91,6 +95,17 @@ pub(crate) fn applies(header: &Header, lineage: &str, serial: u64) -> bool {
     header.base_serial == serial && (lineage.is_empty() || header.lineage == lineage)
 }
 
+/// Whether a batch one serial behind `state` was written under a lock that `state` did not
+/// fold in: a holder whose lock was forced away folded over a newer holder's batches, which
+/// are that newer holder's work and must not be lost.
+pub(crate) fn unfolded(header: &Header, state: &State) -> bool {
+    !header.lock.is_empty()
+        && !state.folded_locks.is_empty()
+        && !state.folded_locks.contains(&header.lock)
+        && header.lineage == state.lineage
+        && header.base_serial + 1 == state.serial
+}
+
 /// Replays `entries` over `state`: the state of the run that wrote them. Its serial moves
 /// on, so a plan saved against the state before that run is stale.
 pub(crate) fn replay(state: &mut State, header: &Header, entries: &[Entry]) {
@@ -112,7 +127,7 @@ mod tests {
 
     #[test]
     fn a_torn_last_line_is_dropped() {
-        let mut bytes = header_line("l", 4);
+        let mut bytes = header_line("l", 4, "");
         bytes.extend(entry_lines(&[Entry {
             address: "a".into(),
             resource: None,

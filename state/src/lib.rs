@@ -42,6 +42,13 @@ pub struct State {
     pub lineage: String,
     /// Incremented on every write, so a saved plan can tell the state moved.
     pub serial: u64,
+    /// In a remote store, the locks whose holders' journal batches this state folds in (its
+    /// writer's, and those it replayed): a batch one serial behind written under any other
+    /// lock was never folded into it (a force-unlocked holder's fold landed over a newer
+    /// holder's batches) and is replayed, not lost. Only the remote store writes and reads
+    /// it; a state read from a store never carries it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub folded_locks: Vec<String>,
     /// Sorted by address, so diffs of state files are readable.
     pub resources: BTreeMap<String, Resource>,
 }
@@ -93,6 +100,7 @@ impl State {
             version: FORMAT_VERSION,
             lineage: String::new(),
             serial: 0,
+            folded_locks: Vec::new(),
             resources: BTreeMap::new(),
         }
     }

@@ -441,7 +441,7 @@ impl StateStore for LocalStore {
                 // folded, or whose first line a crash cut short) is carried over, complete
                 // lines only, into a new file that replaces it: nothing is truncated or
                 // appended in place of what another writer may hold open.
-                let mut fresh = journal::header_line(lineage, stored_serial);
+                let mut fresh = journal::header_line(lineage, stored_serial, "");
                 if let Some((h, entries)) = fs::read(&path).ok().and_then(|b| journal::parse(&b)) {
                     if h.lineage == lineage && journal::applies(&h, &stored_lineage, stored_serial)
                     {

@@ -55,6 +55,8 @@ struct Journal {
     lineage: String,
     /// Batches there are (read or written), removed by the next fold.
     keys: Vec<String>,
+    /// The locks of the batches replayed by the last read: what the next fold folds in.
+    locks: std::collections::BTreeSet<String>,
 }
 
 fn is_condition(e: &ProviderError) -> bool {
@@ -139,6 +141,14 @@ impl RemoteStore {
         }
     }
 
+    fn held_id(&self) -> Option<String> {
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|(info, _)| info.id.clone())
+    }
+
     fn is_held(&self) -> bool {
         self.held
             .lock()
@@ -161,7 +171,8 @@ impl RemoteStore {
             }
             let base = self.stored.lock().unwrap_or_else(|p| p.into_inner()).1;
             let entries = std::mem::take(&mut journal.waiting);
-            let mut body = journal::header_line(&journal.lineage, base);
+            let lock = self.held_id().unwrap_or_default();
+            let mut body = journal::header_line(&journal.lineage, base, &lock);
             body.extend(journal::entry_lines(&entries));
             journal.next += 1;
             (body, entries, journal.next - 1)
@@ -249,6 +260,7 @@ impl RemoteStore {
         let mut entries = Vec::new();
         let mut next = 0;
         let mut stale = Vec::new();
+        let mut locks = std::collections::BTreeSet::new();
         for key in &keys {
             if let Some(n) = key
                 .strip_prefix(&prefix)
@@ -264,7 +276,13 @@ impl RemoteStore {
                 continue;
             };
             match journal::parse(&object.body) {
-                Some((h, batch)) if journal::applies(&h, &state.lineage, state.serial) => {
+                Some((h, batch))
+                    if journal::applies(&h, &state.lineage, state.serial)
+                        || journal::unfolded(&h, &state) =>
+                {
+                    if !h.lock.is_empty() {
+                        locks.insert(h.lock.clone());
+                    }
                     if header.is_none() {
                         header = Some(h);
                     }
@@ -277,10 +295,13 @@ impl RemoteStore {
         if let Some(h) = &header {
             journal::replay(&mut state, h, &entries);
         }
+        // The store's own bookkeeping: the next fold writes its own.
+        state.folded_locks.clear();
         {
             let mut journal = self.journal();
             journal.next = journal.next.max(next);
             journal.keys = keys;
+            journal.locks = locks;
         }
         if self.is_held() {
             // Batches of a state that has moved on (folded, and the run died before it
@@ -505,7 +526,15 @@ impl StateStore for RemoteStore {
         if self.is_held() {
             self.check_held().await?;
         }
-        let body = format::to_bytes(state);
+        let folding: Vec<String> = {
+            let journal = self.journal();
+            let mut locks: Vec<String> = journal.locks.iter().cloned().collect();
+            locks.extend(self.held_id());
+            locks.sort();
+            locks.dedup();
+            locks
+        };
+        let body = format::to_bytes_folding(state, &folding);
         let when = if expected.is_absent() {
             Condition::Absent
         } else {
@@ -534,6 +563,7 @@ impl StateStore for RemoteStore {
         let spent = {
             let mut journal = self.journal();
             journal.waiting.clear();
+            journal.locks.clear();
             std::mem::take(&mut journal.keys)
         };
         for key in spent {

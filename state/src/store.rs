@@ -113,7 +113,7 @@ pub enum StoreError {
         holder: Box<LockInfo>,
         waited: Duration,
     },
-    #[error("the state {store} changed since it was read (another run wrote it): nothing was written. Run the command again")]
+    #[error("the state {store} changed since it was read (another run wrote it): this run's final write was refused. Run the command again")]
     Stale { store: String },
     #[error("the lock on the state {store} was removed while this run held it (anycloud force-unlock?): it writes nothing more, and starts nothing more. What it did before is in the state's journal, up to the moment the lock was removed")]
     LockLost { store: String },

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anycloud_provider::objects::{Condition, Object, ObjectStore};
 use anycloud_provider::{ErrorCode, ProviderError, Result};
@@ -241,4 +242,141 @@ fn a_fold_landing_between_the_state_and_the_journal_is_read_whole() {
         "what the zombie recorded is there: {:?}",
         snapshot.state.resources.keys().collect::<Vec<_>>()
     );
+}
+
+/// A force-unlocked holder's fold can still land after the new holder has read the state
+/// and written batches of its own (its write was in flight). The new holder's batches are
+/// then one serial behind the stored state; they were never folded into it, and whoever
+/// reads next replays them: nothing the new holder made is orphaned.
+#[test]
+fn a_newer_holders_batches_survive_a_fold_landing_over_them() {
+    use anycloud_state::{Entry, Resource, StateStore, StoreError, Version};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    const KEY: &str = "team/state.json";
+    let memory = Arc::new(Memory::default());
+    let zombie = RemoteStore::new(memory.clone(), KEY);
+    let newcomer = RemoteStore::new(memory.clone(), KEY);
+    let resource = |n: u32| Resource {
+        kind: "bucket".into(),
+        provider: "test".into(),
+        attributes: [("n".to_owned(), serde_json::json!(n))].into(),
+        private: serde_json::Value::Null,
+        keep_on_destroy: false,
+        dependencies: vec![],
+        pending: None,
+    };
+    let entry = |address: &str, n: u32| Entry {
+        address: address.into(),
+        resource: Some(resource(n)),
+    };
+    runtime.block_on(async {
+        let zombie_lock = zombie.lock("apply", Duration::ZERO).await.unwrap();
+        let mut state = zombie.read().await.unwrap().state;
+        state.lineage = "lineage-1".into();
+        state.serial = 1;
+        state.resources.insert("a".into(), resource(1));
+        let v1 = zombie.write(&state, &Version::absent()).await.unwrap();
+        zombie
+            .record("lineage-1", &[entry("b", 2)], true)
+            .await
+            .unwrap();
+        // The fold the zombie is about to write: its batch folded in.
+        let mut folded = state.clone();
+        folded.serial = 2;
+        folded.resources.insert("b".into(), resource(2));
+        folded.folded_locks = vec![zombie_lock.id.clone()];
+
+        newcomer.force_unlock(&zombie_lock.id).await.unwrap();
+        newcomer.lock("apply", Duration::ZERO).await.unwrap();
+        let read = newcomer.read().await.unwrap();
+        assert!(read.state.resources.contains_key("b"));
+        newcomer
+            .record("lineage-1", &[entry("n", 3)], true)
+            .await
+            .unwrap();
+
+        // The zombie's fold, in flight since before the force-unlock, lands now.
+        memory
+            .put(
+                KEY,
+                anycloud_state::to_bytes(&folded),
+                Condition::Matches(v1.0.clone()),
+            )
+            .await
+            .unwrap();
+        memory
+            .delete("team/state.json.journal/0000000000", Condition::Always)
+            .await
+            .unwrap();
+
+        // The newcomer's own fold is refused: the state moved under it.
+        let mut mine = read.state.clone();
+        mine.resources.insert("n".into(), resource(3));
+        assert!(matches!(
+            newcomer.write(&mine, &read.version).await,
+            Err(StoreError::Stale { .. })
+        ));
+        newcomer.unlock().await.unwrap();
+
+        let next = RemoteStore::new(memory.clone(), KEY).read().await.unwrap();
+        let names: Vec<&String> = next.state.resources.keys().collect();
+        assert_eq!(names, ["a", "b", "n"], "what the newcomer made is not lost");
+    });
+}
+
+/// The other side of replaying what a fold did not fold in: batches a fold did fold in
+/// (replayed by its read), left behind by a crash before they were deleted, never come back
+/// over what that run changed after them.
+#[test]
+fn batches_a_fold_replayed_are_not_replayed_again_when_left_behind() {
+    use anycloud_state::{Entry, Resource, StateStore, Version};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    const KEY: &str = "team/state.json";
+    const BATCH: &str = "team/state.json.journal/0000000000";
+    let memory = Arc::new(Memory::default());
+    let crashed = RemoteStore::new(memory.clone(), KEY);
+    let next = RemoteStore::new(memory.clone(), KEY);
+    let z = Entry {
+        address: "z".into(),
+        resource: Some(Resource {
+            kind: "bucket".into(),
+            provider: "test".into(),
+            attributes: Default::default(),
+            private: serde_json::Value::Null,
+            keep_on_destroy: false,
+            dependencies: vec![],
+            pending: None,
+        }),
+    };
+    runtime.block_on(async {
+        let lock = crashed.lock("apply", Duration::ZERO).await.unwrap();
+        let mut state = crashed.read().await.unwrap().state;
+        state.lineage = "lineage-1".into();
+        state.serial = 1;
+        crashed.write(&state, &Version::absent()).await.unwrap();
+        crashed.record("lineage-1", &[z], true).await.unwrap();
+        let left = memory.get(BATCH).await.unwrap().unwrap().body;
+        // It dies; the next run reads its journal, removes z, folds, and dies before the
+        // batch it folded is deleted.
+        next.force_unlock(&lock.id).await.unwrap();
+        next.lock("apply", Duration::ZERO).await.unwrap();
+        let read = next.read().await.unwrap();
+        assert!(read.state.resources.contains_key("z"));
+        let mut changed = read.state.clone();
+        changed.resources.remove("z");
+        next.write(&changed, &read.version).await.unwrap();
+        memory.put(BATCH, left, Condition::Always).await.unwrap();
+        next.unlock().await.unwrap();
+        let now = RemoteStore::new(memory.clone(), KEY).read().await.unwrap();
+        assert!(
+            !now.state.resources.contains_key("z"),
+            "a batch that fold replayed came back"
+        );
+    });
 }
