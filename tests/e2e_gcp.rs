@@ -986,3 +986,84 @@ deployments:
     });
     assert_eq!(api.violations(), Vec::<String>::new());
 }
+
+/// `bucket download` of a live prefix (a job's output, rewritten as it runs): an object
+/// listed a moment ago and deleted since is not an error, and one absent for an instant
+/// (fake-gcs-server replaces an object in two steps) is fetched once it is back. A stand-in
+/// for Cloud Storage answers the listing and the downloads.
+#[test]
+fn bucket_download_of_a_live_prefix_takes_what_is_there() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let flicker = Arc::new(AtomicU32::new(0));
+    let seen = flicker.clone();
+    let addr = common::http_server::serve("127.0.0.1", move |req| {
+        let seen = seen.clone();
+        async move {
+            let path = req.uri().path().to_owned();
+            let query = req.uri().query().unwrap_or("").to_owned();
+            let (status, body) = if query.contains("alt=media") {
+                if path.ends_with("%2Fkept.txt") {
+                    (200, "kept\n".to_owned())
+                } else if path.ends_with("%2Fflicker.txt")
+                    && seen.fetch_add(1, Ordering::SeqCst) > 0
+                {
+                    (200, "back\n".to_owned())
+                } else {
+                    (
+                        404,
+                        r#"{"error":{"code":404,"message":"No such object"}}"#.to_owned(),
+                    )
+                }
+            } else if path.ends_with("/o") {
+                let item = |n: &str| format!(r#"{{"name":"live-results/{n}","size":"5"}}"#);
+                (
+                    200,
+                    format!(
+                        r#"{{"items":[{},{},{}]}}"#,
+                        item("kept.txt"),
+                        item("gone.txt"),
+                        item("flicker.txt")
+                    ),
+                )
+            } else {
+                (
+                    404,
+                    r#"{"error":{"code":404,"message":"Not found"}}"#.to_owned(),
+                )
+            };
+            hyper::Response::builder()
+                .status(status)
+                .header("content-type", "application/json")
+                .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                .unwrap()
+        }
+    });
+    let url = format!("http://{addr}");
+    let mut p = Project::new(&format!(
+        r#"
+project: live
+providers:
+  gcp: {{ project: acme-ml-prod, endpoints: {{ storage: "{url}", iam: "{url}", compute: "{url}" }} }}
+deployments:
+  live:
+    provider: gcp
+    region: europe-west4
+    vm: {{ type: e2-standard-4 }}
+    container: {{ image: busybox }}
+    buckets: {{ output: live-results }}
+"#
+    ));
+    p.env = vec![("GOOGLE_OAUTH_ACCESS_TOKEN".into(), "ya29.stand-in".into())];
+    let r = p.run(&["bucket", "download", "live-results", "fetched"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("Downloaded 2 file(s)"), "{r:?}");
+    let fetched = p.path().join("fetched");
+    assert_eq!(read(&fetched.join("kept.txt")).as_deref(), Some("kept"));
+    assert_eq!(read(&fetched.join("flicker.txt")).as_deref(), Some("back"));
+    assert!(!fetched.join("gone.txt").exists());
+    assert_eq!(
+        common::files_under(&fetched).len(),
+        2,
+        "no staging file is left behind"
+    );
+}

@@ -220,6 +220,7 @@ pub async fn download(
     }
     progress.total(wanted.iter().map(|(_, _, size)| size).sum());
     let mut done = 0u64;
+    let mut fetched = 0;
     for (name, to, _) in &wanted {
         let url = format!(
             "{}/b/{bucket}/o/{}?alt=media",
@@ -227,13 +228,37 @@ pub async fn download(
             segment(&format!("{prefix}{name}"))
         );
         let writing = io(format!("writing {}", to.display()));
-        let mut staged = files::Staged::beside(to).await.map_err(&writing)?;
-        g.download(&url, &mut staged, |n| {
-            done += n;
-            progress.done(done);
-        })
-        .await?;
-        staged.persist().await.map_err(&writing)?;
+        // A live prefix (a job's output) changes while it is read: an object listed a
+        // moment ago may have been deleted since, or, on a store that replaces an object in
+        // two steps (fake-gcs-server), be absent for an instant. Asked again a few times,
+        // then taken as gone.
+        let mut absent = 0;
+        loop {
+            let mut staged = files::Staged::beside(to).await.map_err(&writing)?;
+            match g
+                .download(&url, &mut staged, |n| {
+                    done += n;
+                    progress.done(done);
+                })
+                .await
+            {
+                Ok(()) => {
+                    staged.persist().await.map_err(&writing)?;
+                    fetched += 1;
+                    break;
+                }
+                Err(e) if e.is(ErrorCode::NotFound) && absent < ABSENT_TRIES => {
+                    absent += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                Err(e) if e.is(ErrorCode::NotFound) => break,
+                Err(e) => return Err(e),
+            }
+        }
     }
-    Ok(wanted.len())
+    Ok(fetched)
 }
+
+/// How often a listed object that is not found is asked for again before it is taken as
+/// deleted since the listing.
+const ABSENT_TRIES: u32 = 3;
