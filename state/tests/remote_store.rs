@@ -81,6 +81,32 @@ impl ObjectStore for Memory {
     }
 }
 
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn resource(n: u32) -> anycloud_state::Resource {
+    anycloud_state::Resource {
+        kind: "bucket".into(),
+        provider: "test".into(),
+        attributes: [("n".to_owned(), serde_json::json!(n))].into(),
+        private: serde_json::Value::Null,
+        keep_on_destroy: false,
+        dependencies: vec![],
+        pending: None,
+    }
+}
+
+fn entry(address: &str, n: u32) -> anycloud_state::Entry {
+    anycloud_state::Entry {
+        address: address.into(),
+        resource: Some(resource(n)),
+    }
+}
+
 #[test]
 fn the_remote_store_passes_the_conformance_suite() {
     let make = || {
@@ -90,11 +116,7 @@ fn the_remote_store_passes_the_conformance_suite() {
             RemoteStore::new(memory, "team/state.json"),
         )
     };
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(conformance::run(&make));
+    runtime().block_on(conformance::run(&make));
 }
 
 #[test]
@@ -105,10 +127,7 @@ fn a_store_that_ignores_conditions_is_refused_at_its_first_lock() {
         ..Memory::default()
     });
     let store = RemoteStore::new(memory.clone(), "team/state.json");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     let refused = runtime
         .block_on(store.lock("apply", std::time::Duration::from_secs(1)))
         .unwrap_err()
@@ -167,23 +186,11 @@ impl ObjectStore for FoldDuringRead {
 
 #[test]
 fn a_fold_landing_between_the_state_and_the_journal_is_read_whole() {
-    use anycloud_state::{Entry, Resource, State, StateStore};
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    use anycloud_state::{State, StateStore};
+    let runtime = runtime();
     let memory = Arc::new(Memory::default());
     const KEY: &str = "team/state.json";
     let zombie = RemoteStore::new(memory.clone(), KEY);
-    let resource = |n: u32| Resource {
-        kind: "bucket".into(),
-        provider: "test".into(),
-        attributes: [("n".to_owned(), serde_json::json!(n))].into(),
-        private: serde_json::Value::Null,
-        keep_on_destroy: false,
-        dependencies: vec![],
-        pending: None,
-    };
     let (version, folded) = runtime.block_on(async {
         zombie
             .lock("apply", std::time::Duration::ZERO)
@@ -198,10 +205,7 @@ fn a_fold_landing_between_the_state_and_the_journal_is_read_whole() {
             .await
             .unwrap();
         // What it made next is in the journal, and in the fold it is about to write.
-        let made = Entry {
-            address: "b".into(),
-            resource: Some(resource(2)),
-        };
+        let made = entry("b", 2);
         zombie
             .record("lineage-1", std::slice::from_ref(&made), true)
             .await
@@ -250,28 +254,12 @@ fn a_fold_landing_between_the_state_and_the_journal_is_read_whole() {
 /// reads next replays them: nothing the new holder made is orphaned.
 #[test]
 fn a_newer_holders_batches_survive_a_fold_landing_over_them() {
-    use anycloud_state::{Entry, Resource, StateStore, StoreError, Version};
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    use anycloud_state::{StateStore, StoreError, Version};
+    let runtime = runtime();
     const KEY: &str = "team/state.json";
     let memory = Arc::new(Memory::default());
     let zombie = RemoteStore::new(memory.clone(), KEY);
     let newcomer = RemoteStore::new(memory.clone(), KEY);
-    let resource = |n: u32| Resource {
-        kind: "bucket".into(),
-        provider: "test".into(),
-        attributes: [("n".to_owned(), serde_json::json!(n))].into(),
-        private: serde_json::Value::Null,
-        keep_on_destroy: false,
-        dependencies: vec![],
-        pending: None,
-    };
-    let entry = |address: &str, n: u32| Entry {
-        address: address.into(),
-        resource: Some(resource(n)),
-    };
     runtime.block_on(async {
         let zombie_lock = zombie.lock("apply", Duration::ZERO).await.unwrap();
         let mut state = zombie.read().await.unwrap().state;
@@ -332,28 +320,14 @@ fn a_newer_holders_batches_survive_a_fold_landing_over_them() {
 /// over what that run changed after them.
 #[test]
 fn batches_a_fold_replayed_are_not_replayed_again_when_left_behind() {
-    use anycloud_state::{Entry, Resource, StateStore, Version};
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    use anycloud_state::{StateStore, Version};
+    let runtime = runtime();
     const KEY: &str = "team/state.json";
     const BATCH: &str = "team/state.json.journal/0000000000";
     let memory = Arc::new(Memory::default());
     let crashed = RemoteStore::new(memory.clone(), KEY);
     let next = RemoteStore::new(memory.clone(), KEY);
-    let z = Entry {
-        address: "z".into(),
-        resource: Some(Resource {
-            kind: "bucket".into(),
-            provider: "test".into(),
-            attributes: Default::default(),
-            private: serde_json::Value::Null,
-            keep_on_destroy: false,
-            dependencies: vec![],
-            pending: None,
-        }),
-    };
+    let z = entry("z", 0);
     runtime.block_on(async {
         let lock = crashed.lock("apply", Duration::ZERO).await.unwrap();
         let mut state = crashed.read().await.unwrap().state;
