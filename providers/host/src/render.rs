@@ -119,11 +119,13 @@ retry=
 # (--backup-dir would: a copy and a delete), so the VM's identity needs no delete.
 keep() {{
   [ -s \"$1\" ] || return 0
+  # The check's ERROR lines for files the bucket lacks yet are its answer, not a failure: they
+  # reach the upload log, which `status` reads for errors, only when the check itself failed.
   /usr/bin/rclone check \"$dir\" \"$remote\" --one-way --files-from-raw \"$1\" --combined \"$tmp/compared\" \\
-    --log-file=\"$log\" >/dev/null 2>&1
+    --log-file=\"$tmp/check.log\" >/dev/null 2>&1
   checked=$?
-  grep -q '^! ' \"$tmp/compared\" && return 1
-  [ \"$checked\" = 0 ] || grep -q '^[+*] ' \"$tmp/compared\" || return 1
+  grep -q '^! ' \"$tmp/compared\" && {{ cat \"$tmp/check.log\" >> \"$log\"; return 1; }}
+  [ \"$checked\" = 0 ] || grep -q '^[+*] ' \"$tmp/compared\" || {{ cat \"$tmp/check.log\" >> \"$log\"; return 1; }}
   sed -n 's/^\\* //p' \"$tmp/compared\" > \"$tmp/differ\"
   if [ -s \"$tmp/differ\" ]; then
     /usr/bin/rclone copy \"$remote\" \"$remote/{replaced}/$2$retry\" --files-from-raw \"$tmp/differ\" \\
