@@ -173,6 +173,10 @@ fn interval(program: Option<&Value>) -> Option<u64> {
 /// What changed of `c`, in the user's terms; anycloud's generated text only when nothing
 /// else explains it.
 fn reasons(c: &Change, safe: &dyn Fn(&str) -> String) -> Vec<String> {
+    // Something made or removed has no "from → to" to tell.
+    if c.before.is_none() || c.after.is_none() {
+        return Vec::new();
+    }
     let empty = Attrs::new();
     let before = c.before.as_ref().unwrap_or(&empty);
     let after = c.after.as_ref().unwrap_or(&empty);
@@ -308,8 +312,9 @@ impl Deployment<'_> {
     }
 
     fn line(&self) -> String {
-        let d = self.name;
         let safe = self.safe;
+        // A name the config validated, but read back from a state file: shown as any text is.
+        let d = &safe(self.name);
         let container = self.get("container");
         let job = container.map_or(Job::Unknown, |c| Job::of(c, safe));
         let mut clauses: Vec<String> = Vec::new();
@@ -363,6 +368,9 @@ impl Deployment<'_> {
             }
         }
         clauses.extend(self.buckets());
+        if clauses.is_empty() {
+            clauses.push("changes".into());
+        }
         format!("{head}: {}", clauses.join("; "))
     }
 
@@ -456,7 +464,7 @@ impl Deployment<'_> {
         self.changes
             .iter()
             .filter(|c| {
-                !matches!(c.action, Action::NoOp | Action::Read)
+                c.action != Action::NoOp
                     && !matches!(
                         c.kind,
                         Kind::Container | Kind::ServiceOutput | Kind::ServiceCheckpoint
@@ -471,7 +479,9 @@ impl Deployment<'_> {
                     .address
                     .strip_prefix(&format!("deployment.{}.", self.name))
                     .unwrap_or(&c.address);
+                let part = (self.safe)(part);
                 let done = match c.action {
+                    Action::Read => "read again",
                     Action::Create => "made",
                     Action::Update => "changed in place",
                     Action::Replace => "replaced",
