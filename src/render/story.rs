@@ -464,15 +464,14 @@ impl Deployment<'_> {
         self.changes
             .iter()
             .filter(|c| {
-                c.action != Action::NoOp
-                    && !matches!(
-                        c.kind,
-                        Kind::Container | Kind::ServiceOutput | Kind::ServiceCheckpoint
-                    )
-                    && !(c.kind == Kind::Bucket && c.action == Action::Delete)
-                    && !carried(c)
+                let said_elsewhere = match c.kind {
+                    Kind::Container | Kind::ServiceOutput | Kind::ServiceCheckpoint => true,
+                    Kind::Bucket => c.action == Action::Delete,
                     // A replaced VM is said in the job's line.
-                    && !(c.kind == Kind::Vm && container_replaced)
+                    Kind::Vm => container_replaced,
+                    _ => false,
+                };
+                c.action != Action::NoOp && !said_elsewhere && !carried(c)
             })
             .map(|c| {
                 let part = c
