@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use anycloud_provider::{Attrs, Kind};
 use serde_json::Value;
 
-use crate::plan::{Action, Change, Plan};
+use crate::plan::{Action, Change, EndedJob, Plan};
 
 /// The story of a plan: a line per deployment with changes, by deployment name.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -60,11 +60,13 @@ pub fn story(plan: &Plan, safe: &dyn Fn(&str) -> String) -> Story {
         if changes.iter().all(|c| c.action == Action::NoOp) {
             story.untouched += 1;
         } else {
+            let container = format!("deployment.{d}.container");
             story.lines.push(Line {
                 deployment: d.to_owned(),
                 text: Deployment {
                     name: d,
                     changes,
+                    ended: plan.jobs.iter().find(|j| j.address == container),
                     safe,
                 }
                 .line(),
@@ -246,11 +248,32 @@ enum Job {
 }
 
 impl Job {
-    fn of(c: &Change, safe: &dyn Fn(&str) -> String) -> Job {
-        let Some(job) = c.before.as_ref().and_then(|b| b.get("job")) else {
-            return Job::Unknown;
+    /// From what the container records, else (a container left as it is carries no
+    /// attributes in a plan) from the plan's note of its ended job.
+    fn of(c: Option<&Change>, ended: Option<&EndedJob>, safe: &dyn Fn(&str) -> String) -> Job {
+        if let Some(job) = c.and_then(|c| c.before.as_ref()?.get("job")) {
+            return Job::from_value(job, safe);
+        }
+        match ended {
+            Some(e) => Job::from_value(
+                &serde_json::json!({
+                    "state": e.state,
+                    "exit_code": e.exit_code,
+                    "finished_at": e.finished_at,
+                }),
+                safe,
+            ),
+            None => Job::Unknown,
+        }
+    }
+
+    fn from_value(job: &Value, safe: &dyn Fn(&str) -> String) -> Job {
+        let text = |k: &str| {
+            job.get(k)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(|s| safe(&when(s)))
         };
-        let text = |k: &str| job.get(k).and_then(Value::as_str).map(|s| safe(&when(s)));
         match job.get("state").and_then(Value::as_str) {
             Some("running") => Job::Running(match text("started_at") {
                 Some(t) => format!("running since {t}"),
@@ -292,6 +315,8 @@ fn when(rfc3339: &str) -> String {
 struct Deployment<'a> {
     name: &'a str,
     changes: Vec<&'a Change>,
+    /// Its job, if it has ended (the plan's note of it).
+    ended: Option<&'a EndedJob>,
     safe: &'a dyn Fn(&str) -> String,
 }
 
@@ -316,7 +341,7 @@ impl Deployment<'_> {
         // A name the config validated, but read back from a state file: shown as any text is.
         let d = &safe(self.name);
         let container = self.get("container");
-        let job = container.map_or(Job::Unknown, |c| Job::of(c, safe));
+        let job = Job::of(container, self.ended, safe);
         let mut clauses: Vec<String> = Vec::new();
         let head;
         if self.is("vm", Action::Delete) {
@@ -364,7 +389,11 @@ impl Deployment<'_> {
             clauses.extend(self.uploads());
             clauses.extend(self.others());
             if matches!(container, Some(c) if matches!(c.action, Action::NoOp | Action::Update)) {
-                clauses.push("the job is not touched".into());
+                clauses.push(match &job {
+                    // Apply never runs an ended job again by itself.
+                    Job::Ended(s) => format!("its job ({s}) is not run again"),
+                    _ => "the job is not touched".into(),
+                });
             }
         }
         clauses.extend(self.buckets());
@@ -689,6 +718,36 @@ mod tests {
         assert_eq!(
             lines(&p),
             ["deployment a: vm_init changed in place (anycloud's generated boot_script changes)"]
+        );
+    }
+
+    #[test]
+    fn a_finished_job_left_as_it_is_is_not_run_again() {
+        let mut p = plan(vec![
+            change(
+                "deployment.a.service.output",
+                Kind::ServiceOutput,
+                Action::Update,
+                json!({"program": "x; sleep 5; done\"\n"}),
+                json!({"program": "x; sleep 10; done\"\n"}),
+            ),
+            noop("deployment.a.container", Kind::Container),
+        ]);
+        assert_eq!(
+            lines(&p),
+            ["deployment a: uploads every 10s instead of 5s; the job is not touched"]
+        );
+        p.jobs = vec![EndedJob {
+            address: "deployment.a.container".into(),
+            state: "failed".into(),
+            exit_code: Some(3),
+            finished_at: String::new(),
+            error: String::new(),
+            last_lines: vec![],
+        }];
+        assert_eq!(
+            lines(&p),
+            ["deployment a: uploads every 10s instead of 5s; its job (failed with exit code 3) is not run again"]
         );
     }
 
