@@ -304,8 +304,9 @@ fn plan_of_one_job_fresh() {
 }
 
 /// A new env value for a running job with a checkpoint, and a new image for one without:
-/// each job's line says it is STOPPED, since when it ran, from where it starts again, and
-/// which keys changed (never `run_spec`).
+/// each job's line says it is STOPPED, since when it ran (as the state last recorded it:
+/// this plan is not refreshed), from where it starts again, and which keys changed (never
+/// `run_spec`).
 #[test]
 fn plan_env_change_of_a_running_job() {
     let after = ONE_JOB
@@ -314,7 +315,7 @@ fn plan_env_change_of_a_running_job() {
     let plan = common::plan(&common::parse(&after), &one_job_running());
     let text = render::human(&plan);
     assert!(
-        text.contains("\njob wordcount (running since 2026-12-07 14:42 UTC): STOPPED and started again from its checkpoint, because env.STEPS 60 → 80\n"),
+        text.contains("\njob wordcount (running since 2026-12-07 14:42 UTC, as last recorded): STOPPED and started again from its checkpoint, because env.STEPS 60 → 80\n"),
         "{text}"
     );
     assert!(

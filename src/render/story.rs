@@ -67,6 +67,7 @@ pub fn story(plan: &Plan, safe: &dyn Fn(&str) -> String) -> Story {
                     name: d,
                     changes,
                     ended: plan.jobs.iter().find(|j| j.address == container),
+                    refreshed: plan.refreshed,
                     safe,
                 }
                 .line(),
@@ -317,6 +318,8 @@ struct Deployment<'a> {
     changes: Vec<&'a Change>,
     /// Its job, if it has ended (the plan's note of it).
     ended: Option<&'a EndedJob>,
+    /// Whether the job's state was read now, or is what the state last recorded.
+    refreshed: bool,
     safe: &'a dyn Fn(&str) -> String,
 }
 
@@ -341,7 +344,12 @@ impl Deployment<'_> {
         // A name the config validated, but read back from a state file: shown as any text is.
         let d = &safe(self.name);
         let container = self.get("container");
-        let job = Job::of(container, self.ended, safe);
+        let job = match Job::of(container, self.ended, safe) {
+            // A destroy, or --refresh=false: the job may have moved on since.
+            Job::Running(s) if !self.refreshed => Job::Running(format!("{s}, as last recorded")),
+            Job::Ended(s) if !self.refreshed => Job::Ended(format!("{s}, as last recorded")),
+            job => job,
+        };
         let mut clauses: Vec<String> = Vec::new();
         let head;
         if self.is("vm", Action::Delete) {
