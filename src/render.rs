@@ -12,6 +12,9 @@ use serde_json::Value;
 use crate::escape::{self, visible, visible_lines};
 use crate::plan::{Action, Change, EndedJob, Plan};
 
+mod story;
+pub use story::{story, Line, Story};
+
 /// Styles text, or leaves it plain.
 #[derive(Clone, Copy)]
 struct Paint(bool);
@@ -97,13 +100,99 @@ fn heredoc(out: &mut String, indent: &str, head: &str, body: &str, tail: &str) {
     let _ = writeln!(out, "{indent}    {end}");
 }
 
-/// One change as a Terraform-style block. Unchanged attributes of updates are counted,
-/// not shown; multi-line attributes are unified diffs.
-pub fn change_block(c: &Change) -> String {
-    block(c, Paint(false))
+/// A generated text (a script, a program, `rclone.conf`, a run line) as one line: its
+/// digest and length, or for a change both digests and how many lines differ. Its whole text
+/// is for `-v` and a comment's `<details>`; the digest says whether two plans agree on it.
+fn collapsed(c: &Change, b: Option<&Value>, a: Option<&Value>) -> String {
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("").to_owned();
+    match c.action {
+        Action::Update | Action::Replace => {
+            let (old, new) = (text(b), text(a));
+            let diff = similar::TextDiff::from_lines(&old, &new);
+            let (mut removed, mut added) = (0, 0);
+            for change in diff.iter_all_changes() {
+                match change.tag() {
+                    similar::ChangeTag::Delete => removed += 1,
+                    similar::ChangeTag::Insert => added += 1,
+                    similar::ChangeTag::Equal => {}
+                }
+            }
+            let counted = if removed == added {
+                format!("{removed} {} changed", lines_word(removed))
+            } else {
+                format!("{removed} {} removed, {added} added", lines_word(removed))
+            };
+            format!("{} -> {} ({counted})", digest(b), digest(a))
+        }
+        _ => {
+            let v = if c.action == Action::Delete { b } else { a };
+            let n = text(v).lines().count();
+            format!("{} ({n} {})", digest(v), lines_word(n))
+        }
+    }
 }
 
-fn block(c: &Change, paint: Paint) -> String {
+fn lines_word(n: usize) -> &'static str {
+    if n == 1 {
+        "line"
+    } else {
+        "lines"
+    }
+}
+
+/// A text's sha256, shortened: `sha256:` and its first 12 hex digits. Anything else (a
+/// side that is not text) as its JSON.
+fn digest(v: Option<&Value>) -> String {
+    match v {
+        Some(Value::String(s)) => {
+            let hex = anycloud_provider::digest::sha256_hex(s);
+            format!("sha256:{}…", &hex[..12])
+        }
+        Some(v) => scalar(v),
+        None => "null".into(),
+    }
+}
+
+/// The generated texts a change shows, whole (or as a unified diff for an update or a
+/// replacement), each line made visible: what `<details>` holds in a comment.
+fn generated_texts(c: &Change) -> Vec<(String, String)> {
+    let empty = Attrs::new();
+    let before = c.before.as_ref().unwrap_or(&empty);
+    let after = c.after.as_ref().unwrap_or(&empty);
+    let keys: std::collections::BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    let mut texts = Vec::new();
+    for k in keys {
+        let (b, a) = (before.get(k), after.get(k));
+        if !(is_multiline(b) || is_multiline(a)) || c.after_unknown.contains(k) {
+            continue;
+        }
+        let body = match c.action {
+            Action::Update | Action::Replace if b != a => {
+                let old = b.and_then(Value::as_str).unwrap_or("");
+                let new = a.and_then(Value::as_str).unwrap_or("");
+                similar::TextDiff::from_lines(old, new)
+                    .unified_diff()
+                    .context_radius(3)
+                    .to_string()
+            }
+            Action::Create | Action::Read => a.and_then(Value::as_str).unwrap_or("").to_owned(),
+            Action::Delete => b.and_then(Value::as_str).unwrap_or("").to_owned(),
+            _ => continue,
+        };
+        let body: Vec<_> = body.lines().map(|l| visible(l).into_owned()).collect();
+        texts.push((k.clone(), body.join("\n") + "\n"));
+    }
+    texts
+}
+
+/// One change as a Terraform-style block. Unchanged attributes of updates are counted,
+/// not shown; multi-line attributes are unified diffs when `verbose`, else one line each
+/// with their digests.
+pub fn change_block(c: &Change, verbose: bool) -> String {
+    block(c, Paint(false), verbose)
+}
+
+fn block(c: &Change, paint: Paint, verbose: bool) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "  {}", paint.bold(&visible(&headline(c))));
     let _ = writeln!(
@@ -168,6 +257,14 @@ fn block(c: &Change, paint: Paint) -> String {
             let _ = writeln!(out, "{ind}{sym} {k:<width$} = {was}(known after apply)");
             continue;
         }
+        if !verbose && (is_multiline(b) || is_multiline(a)) {
+            let _ = writeln!(
+                out,
+                "{ind}{sym} {k:<width$} = {}{forces}",
+                collapsed(c, b, a)
+            );
+            continue;
+        }
         if c.action == Action::Update || c.action == Action::Replace {
             if is_multiline(b) || is_multiline(a) {
                 let old = b.and_then(Value::as_str).unwrap_or("");
@@ -207,8 +304,25 @@ pub fn human(plan: &Plan) -> String {
 
 /// [`human`], styled for a terminal when `styled`.
 pub fn human_with(plan: &Plan, styled: bool) -> String {
+    human_opts(plan, styled, false)
+}
+
+/// [`human_with`], with every generated text whole when `verbose` (`-v`).
+pub fn human_opts(plan: &Plan, styled: bool, verbose: bool) -> String {
     let paint = Paint(styled);
     let mut out = String::new();
+    if plan.has_changes() {
+        let story = story(plan, &|t| visible(t).into_owned());
+        if !story.is_empty() {
+            for line in &story.lines {
+                let _ = writeln!(out, "{}", line.text);
+            }
+            if let Some(line) = story.untouched_line() {
+                let _ = writeln!(out, "{line}");
+            }
+            out.push('\n');
+        }
+    }
     for w in &plan.warnings {
         let _ = writeln!(
             out,
@@ -261,7 +375,7 @@ pub fn human_with(plan: &Plan, styled: bool) -> String {
     }
     let _ = writeln!(out, "anycloud will perform the following actions:\n");
     for c in active {
-        out.push_str(&block(c, paint));
+        out.push_str(&block(c, paint, verbose));
         out.push('\n');
     }
     let _ = writeln!(out, "{}", paint.bold(&plan.summary_line()));
@@ -275,8 +389,9 @@ pub const COMMENT_LIMIT: usize = 65_536;
 /// Room kept for the note that says what did not fit.
 const NOTE_ROOM: usize = 600;
 
-/// The plan as a pull-request comment: the summary, the notes, a table of the changes by
-/// deployment, then each change's diff collapsed. What would pass [`COMMENT_LIMIT`] is
+/// The plan as a pull-request comment: the summary, what happens to each deployment, the
+/// notes, a table of the changes by deployment, then each change's diff collapsed, its
+/// generated texts whole inside a `<details>` of their own. What would pass [`COMMENT_LIMIT`] is
 /// left out, in that order of importance, and a note at the end says how much and where the
 /// whole plan is.
 pub fn markdown(plan: &Plan) -> String {
@@ -293,6 +408,27 @@ fn markdown_within(plan: &Plan, limit: usize) -> String {
     }
     let room = limit.saturating_sub(NOTE_ROOM);
     let mut left_out = LeftOut::default();
+    if !active.is_empty() {
+        // At most half the comment: the table and the diffs come after it.
+        let story_room = room / 2;
+        let story = story(plan, &escape::markdown_text);
+        let mut lines: Vec<String> = story
+            .lines
+            .iter()
+            .map(|l| format!("- {}\n", l.text))
+            .collect();
+        lines.extend(story.untouched_line().map(|l| format!("- {l}\n")));
+        for piece in lines {
+            if out.len() + piece.len() <= story_room && left_out.story == 0 {
+                out.push_str(&piece);
+            } else {
+                left_out.story += 1;
+            }
+        }
+        if !story.is_empty() {
+            out.push('\n');
+        }
+    }
     let add = |out: &mut String, piece: String, what: &mut usize| {
         if out.len() + piece.len() <= room && *what == 0 {
             out.push_str(&piece);
@@ -357,10 +493,24 @@ fn markdown_within(plan: &Plan, limit: usize) -> String {
             } else {
                 format!(" ({})", escape::html(&why))
             };
-            let block = change_block(c);
+            let block = change_block(c, false);
             let fence = escape::fence(&block);
+            let mut texts = String::new();
+            for (key, body) in generated_texts(c) {
+                let fence = escape::fence(&body);
+                let (what, lang) = if matches!(c.action, Action::Update | Action::Replace) {
+                    ("the diff", "diff")
+                } else {
+                    ("the whole text", "")
+                };
+                let _ = write!(
+                    texts,
+                    "\n<details><summary><code>{}</code>: {what}</summary>\n\n{fence}{lang}\n{body}{fence}\n</details>\n",
+                    escape::html(&key),
+                );
+            }
             let piece = format!(
-                "<details><summary><code>{}</code>: {}{why}</summary>\n\n{fence}diff\n{block}{fence}\n</details>\n\n",
+                "<details><summary><code>{}</code>: {}{why}</summary>\n\n{fence}diff\n{block}{fence}\n{texts}</details>\n\n",
                 escape::html(&c.address),
                 c.action.as_str(),
             );
@@ -376,6 +526,8 @@ fn markdown_within(plan: &Plan, limit: usize) -> String {
 /// What a comment left out to stay within its limit.
 #[derive(Default)]
 struct LeftOut {
+    /// Lines of what happens to each deployment.
+    story: usize,
     notes: usize,
     rows: usize,
     changes: usize,
@@ -395,6 +547,12 @@ impl LeftOut {
         }
         if self.notes > 0 {
             parts.push(format!("{} notes", self.notes));
+        }
+        if self.story > 0 {
+            parts.push(format!(
+                "{} lines of what happens to each deployment",
+                self.story
+            ));
         }
         if parts.is_empty() {
             return None;
@@ -466,7 +624,7 @@ mod tests {
             dependencies: vec![],
             prior_dependencies: vec![],
         };
-        let text = change_block(&change);
+        let text = change_block(&change, true);
         assert!(!text.contains('\u{1b}') && !text.contains('\r'), "{text:?}");
         assert!(text.contains("\\u{1b}[2J\\u{d}fake"), "{text}");
         assert!(text.contains("= <<-EOT1\n"), "{text}");

@@ -196,6 +196,25 @@ fn detailed_exitcode_and_formats() {
     );
 }
 
+/// `destroy -q`, as `apply -q`: no plan printed, only the outcome.
+#[test]
+fn a_quiet_destroy_prints_no_plan() {
+    let p = Project::new(CONFIG);
+    let plan_text = |stdout: &str| {
+        stdout.contains("will be forgotten")
+            || stdout.contains("Plan: ")
+            || stdout.contains("deployment cli-job: ")
+    };
+    p.ok(&["apply", "--auto-approve", "-q", BUCKETS[0], BUCKETS[1]]);
+    let quiet = p.ok(&["destroy", "--auto-approve", "-q"]);
+    assert!(!plan_text(&quiet.stdout), "{quiet:?}");
+    assert!(quiet.stdout.contains("Destroy complete!"), "{quiet:?}");
+    // The same destroy without -q prints its plan: the check above can fail.
+    p.ok(&["apply", "--auto-approve", "-q", BUCKETS[0], BUCKETS[1]]);
+    let loud = p.ok(&["destroy", "--auto-approve"]);
+    assert!(plan_text(&loud.stdout), "{loud:?}");
+}
+
 #[test]
 fn apply_refuses_without_approval_on_a_pipe() {
     let p = Project::new(CONFIG);

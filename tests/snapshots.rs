@@ -254,3 +254,124 @@ fn plan_with_ended_jobs() {
     .unwrap();
     insta::assert_snapshot!("ended_job_never_started", unstartable.describe());
 }
+
+/// The quickstart's one job, as a user first plans it.
+const ONE_JOB: &str = r#"
+project: snap
+defaults:
+  provider: local
+  sync_interval: 5s
+providers:
+  local: { root: /srv/anycloud-snap }
+deployments:
+  wordcount:
+    container:
+      image: anycloud-quickstart:latest
+      command: [/bin/sh, /job.sh]
+      env: { STEPS: "60" }
+    buckets: { input: quickstart-input, output: quickstart-results, checkpoint: true }
+  idle:
+    container: { image: registry.local/idle:v1 }
+    buckets: { output: quickstart-results }
+"#;
+
+/// ONE_JOB applied, its job running since 14:42 UTC (as a refresh records it).
+fn one_job_running() -> anycloud_state::State {
+    let first = common::plan(&common::parse(ONE_JOB), &common::fixed_state());
+    let mut state = common::state_after(&first, common::fixed_state());
+    state
+        .resources
+        .get_mut("deployment.wordcount.container")
+        .unwrap()
+        .attributes
+        .insert(
+            "job".into(),
+            serde_json::json!({"state": "running", "started_at": "2026-12-07T14:42:10Z"}),
+        );
+    state
+}
+
+/// A first plan of one job (and an idle one): what starts, then the resources with the
+/// generated scripts and programs collapsed to their digests.
+#[test]
+fn plan_of_one_job_fresh() {
+    let config = ONE_JOB.replace(
+        "  idle:\n    container: { image: registry.local/idle:v1 }\n    buckets: { output: quickstart-results }\n",
+        "",
+    );
+    let plan = common::plan(&common::parse(&config), &common::fixed_state());
+    insta::assert_snapshot!("plan_one_job_fresh", render::human(&plan));
+}
+
+/// A new env value for a running job with a checkpoint, and a new image for one without:
+/// each job's line says it is STOPPED, since when it ran (as the state last recorded it:
+/// this plan is not refreshed), from where it starts again, and which keys changed (never
+/// `run_spec`).
+#[test]
+fn plan_env_change_of_a_running_job() {
+    let after = ONE_JOB
+        .replace("STEPS: \"60\"", "STEPS: \"80\"")
+        .replace("idle:v1", "idle:v2");
+    let plan = common::plan(&common::parse(&after), &one_job_running());
+    let text = render::human(&plan);
+    assert!(
+        text.contains("\njob wordcount (running since 2026-12-07 14:42 UTC, as last recorded): STOPPED and started again from its checkpoint, because env.STEPS 60 → 80\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("job idle: STOPPED and started again from the beginning (no checkpoint: its progress is lost), because image registry.local/idle:v1 → registry.local/idle:v2\n"),
+        "{text}"
+    );
+    insta::assert_snapshot!("plan_env_change_running_job", text);
+}
+
+/// A new `sync_interval` changes the upload programs alone: the job is not touched, and
+/// the untouched deployment is counted.
+#[test]
+fn plan_sync_interval_change() {
+    let after = ONE_JOB.replace("  wordcount:\n", "  wordcount:\n    sync_interval: 10s\n");
+    let plan = common::plan(&common::parse(&after), &one_job_running());
+    let text = render::human(&plan);
+    assert!(
+        text.starts_with("deployment wordcount: uploads every 10s instead of 5s; the job is not touched\n1 other deployment is not touched.\n"),
+        "{text}"
+    );
+    insta::assert_snapshot!("plan_sync_interval_change", text);
+}
+
+/// The same change as a pull-request comment: the deployment's line first, each program's
+/// diff whole inside a `<details>` of its own.
+#[test]
+fn plan_sync_interval_change_markdown() {
+    let after = ONE_JOB.replace("  wordcount:\n", "  wordcount:\n    sync_interval: 10s\n");
+    let plan = common::plan(&common::parse(&after), &one_job_running());
+    let md = render::markdown(&plan);
+    assert!(
+        md.contains("<details><summary><code>program</code>: the diff</summary>"),
+        "{md}"
+    );
+    assert!(md.contains("+    touch /srv/anycloud-snap/hosts/wordcount/log/rclone-output.last-success; sleep 10; done\""), "{md}");
+    insta::assert_snapshot!("plan_sync_interval_change_markdown", md);
+}
+
+/// `-v`: every generated text whole, as a heredoc or a unified diff; without it, one line
+/// with its digest. JSON keeps everything either way.
+#[test]
+fn plan_verbose_shows_generated_text_whole() {
+    let after = ONE_JOB.replace("  wordcount:\n", "  wordcount:\n    sync_interval: 10s\n");
+    let plan = common::plan(&common::parse(&after), &one_job_running());
+    let short = render::human(&plan);
+    let whole = render::human_opts(&plan, false, true);
+    assert!(
+        short.contains("     ~ program      = sha256:")
+            && short.contains("(1 line changed)")
+            && !short.contains("sleep 10"),
+        "{short}"
+    );
+    assert!(
+        whole.contains("     ~ program      = <<-EOT\n") && whole.contains("sleep 10; done"),
+        "{whole}"
+    );
+    assert!(render::json(&plan).contains("sleep 10; done"));
+    insta::assert_snapshot!("plan_sync_interval_change_verbose", whole);
+}

@@ -97,8 +97,11 @@ pub(super) async fn applied(cx: &Context<'_>, args: &ApplyArgs) -> Result<Applie
         // A log of what ran: the file's options (targets, -replace, -destroy) were its
         // maker's choice.
         if !cx.shell.quiet() {
-            cx.shell
-                .out(&render::human_with(&again, cx.shell.stdout_styled()));
+            cx.shell.out(&render::human_opts(
+                &again,
+                cx.shell.stdout_styled(),
+                cx.shell.verbose(),
+            ));
             cx.shell.out("\n");
         }
         // What runs is what anycloud made just now, never the file's attributes.
@@ -146,8 +149,11 @@ pub(super) async fn applied(cx: &Context<'_>, args: &ApplyArgs) -> Result<Applie
         stream.plan(&plan, "apply");
     }
     if !cx.shell.quiet() || !plan.has_changes() {
-        cx.shell
-            .out(&render::human_with(&plan, cx.shell.stdout_styled()));
+        cx.shell.out(&render::human_opts(
+            &plan,
+            cx.shell.stdout_styled(),
+            cx.shell.verbose(),
+        ));
     }
     if !plan.has_changes() {
         session.close().await;
@@ -400,8 +406,14 @@ async fn destroy_in(
     if let Some(stream) = cx.shell.stream() {
         stream.plan(&plan, "destroy");
     }
-    cx.shell
-        .out(&render::human_with(&plan, cx.shell.stdout_styled()));
+    // As apply: `-q` leaves out the plan, except to say there is nothing to do.
+    if !cx.shell.quiet() || !plan.has_changes() {
+        cx.shell.out(&render::human_opts(
+            &plan,
+            cx.shell.stdout_styled(),
+            cx.shell.verbose(),
+        ));
+    }
     if !plan.has_changes() {
         session.close().await;
         nothing_done(cx, "destroy");

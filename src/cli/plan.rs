@@ -42,7 +42,7 @@ pub(super) async fn plan(cx: &Context<'_>, args: &PlanArgs) -> Result<i32, UserE
         stream.plan(&plan, "plan");
     }
     cx.shell.out(&match args.format {
-        Format::Human => render::human_with(&plan, cx.shell.stdout_styled()),
+        Format::Human => render::human_opts(&plan, cx.shell.stdout_styled(), cx.shell.verbose()),
         Format::Json => render::json(&plan),
         Format::Markdown => render::markdown(&plan),
     });

@@ -12,7 +12,7 @@ pub(super) async fn show(cx: &Context<'_>, args: &ShowArgs) -> Result<i32, UserE
         cx.shell.out(&if args.json {
             render::json(&plan)
         } else {
-            render::human_with(&plan, cx.shell.stdout_styled())
+            render::human_opts(&plan, cx.shell.stdout_styled(), cx.shell.verbose())
         });
         return Ok(0);
     }
