@@ -189,7 +189,7 @@ impl EndedJob {
                 "the job of deployment {deployment} finished{at} (exit code 0). Its machine and upload programs still run: `anycloud destroy --target deployment.{deployment}` uploads what is left, verifies it, and stops them."
             ),
             "failed" => format!(
-                "the job of deployment {deployment} failed with exit code {}{at}; apply does not run it again. To run it again: `anycloud apply -replace {}`.",
+                "the job of deployment {deployment} exited with code {}{at}; apply does not run it again. To run it again: `anycloud apply -replace {}`.",
                 self.exit_code.unwrap_or(-1),
                 self.address
             ),

@@ -462,14 +462,17 @@ pub fn final_flush(layout: &VmLayout, pairs: &[(String, String)]) -> String {
 /// (json-file, its default) and keeps everything unless told: 256 MiB, the newest.
 pub const JOB_LOG_OPTS: &str = "--log-opt max-size=64m --log-opt max-file=4";
 
-/// How long apply watches a job it started: one that fails within this is the apply's
-/// failure, reported with its output (a typo in the command, a missing file).
+/// How long apply watches a job it started: one that ends within this is recorded as ended
+/// by the apply itself (and a failure named in its output: a typo in the command, a missing
+/// file), as a refresh would record it later. Either way the job's exit is the job's, never
+/// the apply's failure: one failure model, whenever it ends.
 pub const EARLY_EXIT_SECS: u32 = 2;
 
 /// Starts the container unless one with the same spec already runs (or finished cleanly);
 /// one that was killed from outside (a reboot) is started again as it was, keeping its logs.
-/// `watch`: fail if the job fails within [`EARLY_EXIT_SECS`] (not for a restart policy,
-/// under which Docker starts it again).
+/// `watch`: wait up to [`EARLY_EXIT_SECS`] for the job to end (not for a restart policy,
+/// under which Docker starts it again). A job that ended is told before the ids, in the
+/// probe's words prefixed `job.` ([`probe`]'s `container=` facts and last lines).
 pub fn container_run(
     layout: &VmLayout,
     name: &str,
@@ -481,10 +484,12 @@ pub fn container_run(
 ) -> String {
     let watch = if watch {
         format!(
-            "if code=$(timeout {EARLY_EXIT_SECS} docker wait \"$name\" 2>/dev/null) && [ \"$code\" != 0 ]; then
-  echo \"the job exited with code $code within its first {EARLY_EXIT_SECS} seconds; the end of its output:\" >&2
-  docker logs --tail 20 \"$name\" 2>&1 | sed 's/^/  | /' >&2
-  exit 3
+            "timeout {EARLY_EXIT_SECS} docker wait \"$name\" >/dev/null 2>&1 || true
+if [ \"$(docker inspect -f '{{{{.State.Status}}}}' \"$name\")\" = exited ]; then
+  docker inspect -f 'job.container={{{{.State.Status}}}}:{{{{.State.ExitCode}}}}:{{{{.Id}}}}:{{{{println}}}}job.container.finished={{{{.State.FinishedAt}}}}{{{{println}}}}job.container.error={{{{.State.Error}}}}' \"$name\"
+  if [ \"$(docker inspect -f '{{{{.State.ExitCode}}}}' \"$name\")\" != 0 ]; then
+    docker logs --tail {JOB_TAIL_LINES} \"$name\" 2>&1 | tail -n {JOB_TAIL_LINES} | tail -c {JOB_TAIL_BYTES} | awk '{{print \"job.container.log.\" NR \"=\" $0}}'
+  fi
 fi
 "
         )

@@ -363,7 +363,8 @@ impl Job {
         match self.state {
             JobState::Running => format!("running{}", at("since")),
             JobState::Succeeded => format!("succeeded{}", at("at")),
-            JobState::Failed => format!("failed with exit code {}{}", self.exit_code, at("at")),
+            // "exited", as Docker says it and alike for an exit at once or after hours.
+            JobState::Failed => format!("exited (code {}){}", self.exit_code, at("at")),
             JobState::NeverStarted => format!("never started: {}", self.error),
             JobState::Interrupted => format!(
                 "interrupted (exit code {}){}; apply starts it again",
@@ -487,7 +488,7 @@ mod tests {
         assert_eq!(read_back["container_id"], json!("abc"));
         assert_eq!(
             Job::of(&failed).unwrap().describe(),
-            "failed with exit code 3 at 2026-12-04T15:25:10Z"
+            "exited (code 3) at 2026-12-04T15:25:10Z"
         );
 
         let done = probe_of(&["host_dir=present", "container=exited:0:abc:d1"]);
