@@ -13,6 +13,7 @@
 
 mod desired;
 mod diff;
+mod inputs;
 mod refresh;
 pub mod renames;
 pub mod saved;
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 pub use desired::{desired, preflight, recall};
 pub use diff::diff;
+pub use inputs::input_notes;
 pub use refresh::{clear_checkpoint, job_log, observe, refresh, Refreshed};
 pub use targets::targets_match;
 

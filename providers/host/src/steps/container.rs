@@ -96,6 +96,20 @@ pub(super) async fn apply(host: &dyn Host, layout: &VmLayout, attrs: &Attrs) -> 
         .iter()
         .map(|r| layout.mount(r.as_str()))
         .collect();
+    // A new run of the job sees the input as the bucket holds it now: synced again first
+    // when it changed since the last download (the listing kept on the machine says).
+    let resync = attrs
+        .get("data_sources")
+        .and_then(|s| s.get(BucketRole::Input.as_str()))
+        .and_then(|s| s.as_str())
+        .map(|source| {
+            scripts::download_input(
+                layout,
+                source,
+                &layout.mount(BucketRole::Input.as_str()),
+                true,
+            )
+        });
     let out = run(
         host,
         &scripts::container_run(
@@ -107,6 +121,7 @@ pub(super) async fn apply(host: &dyn Host, layout: &VmLayout, attrs: &Attrs) -> 
             // Without `--user` the job runs as its image's user, who gets the mounts.
             (!run_spec.contains("\n  --user ")).then_some(attr_str(attrs, "image")?),
             !run_spec.contains("\n  --restart "),
+            resync.as_deref(),
         ),
         "docker run",
     )

@@ -200,7 +200,18 @@ pub fn read(kind: Kind, prior: &Attrs, probe: &Probe) -> Option<Attrs> {
                 Some(now)
             }
         },
-        Kind::SyncInput | Kind::SyncCheckpointRestore => Some(now),
+        Kind::SyncInput => {
+            // What the machine downloaded last, and how the bucket differs from it now.
+            let digest = probe.get("input.listing_sha256");
+            if !digest.is_empty() {
+                now.insert(
+                    "downloaded".into(),
+                    super::sync::downloaded(digest, probe.get("input.changed")),
+                );
+            }
+            Some(now)
+        }
+        Kind::SyncCheckpointRestore => Some(now),
         Kind::ServiceOutput | Kind::ServiceCheckpoint => {
             let program = prior
                 .get("program_name")
