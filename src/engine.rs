@@ -253,6 +253,10 @@ pub async fn make_plan_timed(
     t.diff = start.elapsed();
     plan.leave_out(unread);
     plan.warnings.extend(notes);
+    if let Some(current) = &current {
+        plan.warnings
+            .extend(plan::input_notes(current, &plan.changes));
+    }
     if !opts.destroy {
         plan.warnings
             .extend(plan::renames::rename_warnings(&plan.changes));

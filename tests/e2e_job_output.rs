@@ -57,7 +57,7 @@ fn a_jobs_escapes_and_markdown_are_shown_as_text() {
     let plan = wait_for(60, "the job to fail", || {
         let plan = p.run(&["plan"]);
         plan.stdout
-            .contains("failed with exit code 3")
+            .contains("exited with code 3")
             .then_some(plan.stdout)
     });
 
@@ -69,7 +69,7 @@ fn a_jobs_escapes_and_markdown_are_shown_as_text() {
     );
     // On a terminal (styled): still no escape of the job's.
     let shown = on_a_terminal(&p, "plan");
-    assert!(shown.contains("failed with exit code 3"), "{shown:?}");
+    assert!(shown.contains("exited with code 3"), "{shown:?}");
     assert!(!has_the_jobs_escapes(&shown), "{shown:?}");
     assert!(shown.contains("\\u{1b}]0;pwned\\u{7}"), "{shown:?}");
 

@@ -1,7 +1,9 @@
 //! A job's life on the embedded local cloud with real dockerd: a job that fails after it
 //! started stays failed (not re-run, its container and logs kept) and the plan and `status`
 //! say so with its last lines; `-replace` runs it again; a job that fails within its first
-//! seconds, or whose command is not in the image, fails the apply with Docker's words; a
+//! seconds (or whose command is not in the image: its init exits 127) is the same, the
+//! apply warning of it and succeeding for it; one whose image is nowhere fails the apply
+//! with Docker's words; a
 //! finished job is reported with the way to stop what still runs; `restart: on-failure:N`
 //! lets Docker retry it.
 //!
@@ -89,17 +91,27 @@ fn a_jobs_life_failures_reruns_and_finished_jobs() {
     sh("docker tag anycloud-e2e:v1 anycloud-e2e-jobs:rebuilt");
     let p = Project::new(&config());
 
-    // Two jobs cannot start or die at once: the apply fails for them with Docker's and the
-    // job's own words, and applies the rest.
+    // A job whose image is nowhere cannot start: the apply fails for it with Docker's words,
+    // and applies the rest. One that dies at once (a missing file; a command not in the
+    // image, which the image's init reports with 127) is the job's failure, not the apply's:
+    // a warning with the job's own words.
     let first = p.run(&["apply", "--auto-approve"]);
     assert_eq!(first.code, 1, "{first:?}");
     let said = format!("{}{}", first.stdout, first.stderr);
     assert!(
-        said.contains("the job exited with code 2 within its first 2 seconds"),
+        said.contains("Warning: the job of deployment job-early exited with code 2"),
         "{said}"
     );
     assert!(said.contains("| no such file: data.csv"), "{said}");
-    assert!(said.contains("/no/such/program"), "{said}");
+    assert!(
+        !said.contains("error: deployment.job-early.container"),
+        "{said}"
+    );
+    assert!(
+        said.contains("Warning: the job of deployment job-nocmd exited with code 127")
+            && said.contains("/no/such/program"),
+        "{said}"
+    );
     // An image that is nowhere: Docker's words, naming it.
     assert!(
         said.contains("deployment.job-noimage.container")
@@ -121,7 +133,7 @@ fn a_jobs_life_failures_reruns_and_finished_jobs() {
     });
     assert!(log.to_string_lossy().ends_with(".log"), "{log:?}");
     let status = p.ok(&["status", "job-late"]).stdout;
-    assert!(status.contains("failed with exit code 3 at "), "{status}");
+    assert!(status.contains("exited (code 3) at "), "{status}");
     assert!(status.contains("KeyError: 'lr'"), "{status}");
     assert!(!status.contains("MISSING"), "{status}");
 
@@ -139,7 +151,7 @@ fn a_jobs_life_failures_reruns_and_finished_jobs() {
     );
     assert!(
         plan.stdout
-            .contains("Job: the job of deployment job-late failed with exit code 3 at "),
+            .contains("Job: the job of deployment job-late exited with code 3 at "),
         "{plan:?}"
     );
     assert!(plan.stdout.contains("    | KeyError: 'lr'"), "{plan:?}");
@@ -169,7 +181,7 @@ fn a_jobs_life_failures_reruns_and_finished_jobs() {
     );
 
     // The failed creates are named for what they are, not as an interruption.
-    let pending = p.run(&["plan", "--target", "deployment.job-early"]);
+    let pending = p.run(&["plan", "--target", "deployment.job-noimage"]);
     assert!(
         pending
             .stdout
@@ -280,7 +292,7 @@ fn a_jobs_life_failures_reruns_and_finished_jobs() {
         (logs.matches("try").count() == 3).then_some(())
     });
     let retry = p.ok(&["status", "job-retry"]).stdout;
-    assert!(retry.contains("failed with exit code 4"), "{retry}");
+    assert!(retry.contains("exited (code 4)"), "{retry}");
 
     // A destroy can be planned and reviewed like any plan; it reads nothing by design, so
     // it carries no note about refreshing, and kept buckets are counted as forgotten.

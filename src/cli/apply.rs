@@ -8,6 +8,7 @@ use anycloud_provider::Kind;
 use anycloud_state::State;
 
 use crate::engine::{self, Session, UserError};
+use crate::escape::visible;
 use crate::plan::{Action, EndedJob, Plan, PlanOptions};
 use crate::progress::Progress;
 use crate::render;
@@ -511,7 +512,12 @@ async fn execute(
             ));
         }
     }
-    let (outcome, _) = ran.map_err(|e| UserError::msg(format!("{e:#}")))?;
+    let (outcome, state) = ran.map_err(|e| UserError::msg(format!("{e:#}")))?;
+    // Said before the outcome: a job's failure is its own, whatever the apply's outcome.
+    let ended = failed_jobs(&state, &outcome.done);
+    if !ended.is_empty() {
+        cx.shell.err(&ended);
+    }
     if let Some(stream) = cx.shell.stream() {
         let status = if outcome.interrupted {
             "interrupted"
@@ -571,6 +577,28 @@ async fn execute(
         )
     });
     Ok((0, outcome.done))
+}
+
+/// The jobs this apply started that exited non-zero while it watched them (their container
+/// records how, as a refresh would): a job's failure is the job's, not the apply's, so the
+/// apply goes on and succeeds, and says so here, with the job's last lines.
+fn failed_jobs(state: &State, done: &[String]) -> String {
+    let mut said = String::new();
+    for address in done {
+        let Some(job) = state
+            .resources
+            .get(address)
+            .and_then(|r| EndedJob::of(address, &r.attributes))
+            .filter(|j| j.state == "failed")
+        else {
+            continue;
+        };
+        said.push_str(&format!("\nWarning: {}\n", visible(&job.describe())));
+        for line in &job.last_lines {
+            said.push_str(&format!("    | {}\n", visible(line)));
+        }
+    }
+    said
 }
 
 #[cfg(test)]

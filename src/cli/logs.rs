@@ -118,6 +118,12 @@ pub(super) async fn run(cx: &Context<'_>, args: &RunArgs) -> Result<i32, UserErr
         ));
         return Ok(exit_code(code));
     }
+    if args.keep_failed && code != 0 && !made.is_empty() {
+        cx.shell.out(&format!(
+            "Kept (--keep-failed): the job failed, so what this run made still stands for a look (`anycloud logs {d}`, `anycloud status {d}`). `anycloud destroy --target {whole}` uploads what is left, verifies it, and takes it down.\n"
+        ));
+        return Ok(exit_code(code));
+    }
     let (destroyed, gone) = if made.is_empty() {
         (0, BTreeSet::new())
     } else {

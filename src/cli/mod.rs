@@ -298,6 +298,10 @@ pub struct RunArgs {
     /// Leave the machine and upload programs running after the job exits.
     #[arg(long)]
     pub keep: bool,
+    /// Leave them running only when the job failed (exited non-zero), for a look at what
+    /// it left; a job that succeeded is taken down as usual.
+    #[arg(long)]
+    pub keep_failed: bool,
     /// Apply without asking (needed where there is no terminal to ask on).
     #[arg(long)]
     pub auto_approve: bool,

@@ -13,6 +13,7 @@
 
 mod desired;
 mod diff;
+mod inputs;
 mod refresh;
 pub mod renames;
 pub mod saved;
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 pub use desired::{desired, preflight, recall};
 pub use diff::diff;
+pub use inputs::input_notes;
 pub use refresh::{clear_checkpoint, job_log, observe, refresh, Refreshed};
 pub use targets::targets_match;
 
@@ -189,7 +191,7 @@ impl EndedJob {
                 "the job of deployment {deployment} finished{at} (exit code 0). Its machine and upload programs still run: `anycloud destroy --target deployment.{deployment}` uploads what is left, verifies it, and stops them."
             ),
             "failed" => format!(
-                "the job of deployment {deployment} failed with exit code {}{at}; apply does not run it again. To run it again: `anycloud apply -replace {}`.",
+                "the job of deployment {deployment} exited with code {}{at}; apply does not run it again. To run it again: `anycloud apply -replace {}`.",
                 self.exit_code.unwrap_or(-1),
                 self.address
             ),

@@ -346,14 +346,92 @@ fi
 /// Written as root into a directory the job may write, it never follows what the job made
 /// there out of it (`clear_links`, `no_follow_guard`).
 pub fn download(layout: &VmLayout, verb: &str, source: &str, dest: &str, log_name: &str) -> String {
+    download_with(layout, verb, source, dest, log_name, "", "")
+}
+
+/// Where a machine keeps the listing of the input it downloaded last (`INPUT_LISTING`: one
+/// line per object, sorted), and the source it came from: what a refresh compares the
+/// input bucket with, on the machine, with the same rclone and remote.
+pub fn input_listing(layout: &VmLayout) -> (String, String) {
+    (
+        format!("{}/input.listing", layout.log_dir),
+        format!("{}/input.source", layout.log_dir),
+    )
+}
+
+/// An input bucket's listing: path, size and modification time of every object, sorted.
+/// No hash: a local or SMB-like remote would read every byte to make one.
+/// `source` is a shell word (quoted, or an expansion).
+fn input_listing_of(source: &str) -> String {
+    format!(
+        "/usr/bin/rclone lsf -R --files-only --fast-list --format pst --separator \"$(printf '\\t')\" {source} | LC_ALL=C sort"
+    )
+}
+
+/// The input's download (`rclone sync`), its listing taken first and kept with its digest
+/// (`listing_sha256=` on stdout) once the sync is done. Listed before: an object added
+/// while it syncs is counted as new later, never as downloaded when it was not.
+/// `only_if_changed`: skip the sync when the bucket lists as it did at the last download
+/// (a new run of the job on a machine whose input is still current).
+pub fn download_input(
+    layout: &VmLayout,
+    source: &str,
+    dest: &str,
+    only_if_changed: bool,
+) -> String {
+    let log = format!("{}/rclone-input.log", layout.log_dir);
+    let (listing, source_file) = input_listing(layout);
+    let (listing, source_file) = (quote(&listing), quote(&source_file));
+    let digest = format!("echo \"listing_sha256=$(sha256sum < {listing} | cut -c1-64)\"\n");
+    let skip = if only_if_changed {
+        format!(
+            "if [ -f {listing} ] && cmp -s \"$now\" {listing}; then rm -f \"$now\"; echo \"the input is as downloaded last: not synced again\" >&2; {digest}exit 0; fi\n"
+        )
+    } else {
+        String::new()
+    };
+    let before = format!(
+        "now=$(mktemp)
+{list} > \"$now\" 2>>{qlog} || {{ rm -f \"$now\"; echo \"cannot list the input {shown}; last lines of {qlog}:\" >&2; tail -n 20 {qlog} >&2 || true; exit 1; }}
+{skip}",
+        list = input_listing_of(&quote(source)),
+        qlog = quote(&log),
+        shown = source.replace(['"', '\\', '$', '`'], "_"),
+    );
+    let after = format!(
+        "mv \"$now\" {listing}
+printf '%s\\n' {source} > {source_file}
+{digest}",
+        source = quote(source),
+    );
+    download_with(
+        layout,
+        "sync",
+        source,
+        dest,
+        "rclone-input.log",
+        &before,
+        &after,
+    )
+}
+
+fn download_with(
+    layout: &VmLayout,
+    verb: &str,
+    source: &str,
+    dest: &str,
+    log_name: &str,
+    before: &str,
+    after: &str,
+) -> String {
     let log = format!("{}/{log_name}", layout.log_dir);
     format!(
         "{PRELUDE}{lock}{follow}\
 export RCLONE_CONFIG={config}
-mkdir -p {dest}
+{before}mkdir -p {dest}
 {clear}{guard}\
 \"${{guard[@]}}\" /usr/bin/rclone {verb} {source} {dest} --verbose --fast-list{update} --log-file={qlog} {fail}
-",
+{after}",
         clear = clear_links(dest, verb),
         guard = no_follow_guard(dest),
         // A copy down (the checkpoint restore) never replaces what is newer here: a
@@ -462,14 +540,20 @@ pub fn final_flush(layout: &VmLayout, pairs: &[(String, String)]) -> String {
 /// (json-file, its default) and keeps everything unless told: 256 MiB, the newest.
 pub const JOB_LOG_OPTS: &str = "--log-opt max-size=64m --log-opt max-file=4";
 
-/// How long apply watches a job it started: one that fails within this is the apply's
-/// failure, reported with its output (a typo in the command, a missing file).
+/// How long apply watches a job it started: one that ends within this is recorded as ended
+/// by the apply itself (and a failure named in its output: a typo in the command, a missing
+/// file), as a refresh would record it later. Either way the job's exit is the job's, never
+/// the apply's failure: one failure model, whenever it ends.
 pub const EARLY_EXIT_SECS: u32 = 2;
 
 /// Starts the container unless one with the same spec already runs (or finished cleanly);
 /// one that was killed from outside (a reboot) is started again as it was, keeping its logs.
-/// `watch`: fail if the job fails within [`EARLY_EXIT_SECS`] (not for a restart policy,
-/// under which Docker starts it again).
+/// `watch`: wait up to [`EARLY_EXIT_SECS`] for the job to end (not for a restart policy,
+/// under which Docker starts it again). A job that ended is told before the ids, in the
+/// probe's words prefixed `job.` ([`probe`]'s `container=` facts and last lines).
+/// `resync`: a script run before a new run starts (never under a job that runs on): the
+/// input's download again, so a new run sees the bucket as it is now.
+#[allow(clippy::too_many_arguments)]
 pub fn container_run(
     layout: &VmLayout,
     name: &str,
@@ -478,13 +562,16 @@ pub fn container_run(
     docker_args: &str,
     image_user: Option<&str>,
     watch: bool,
+    resync: Option<&str>,
 ) -> String {
     let watch = if watch {
         format!(
-            "if code=$(timeout {EARLY_EXIT_SECS} docker wait \"$name\" 2>/dev/null) && [ \"$code\" != 0 ]; then
-  echo \"the job exited with code $code within its first {EARLY_EXIT_SECS} seconds; the end of its output:\" >&2
-  docker logs --tail 20 \"$name\" 2>&1 | sed 's/^/  | /' >&2
-  exit 3
+            "timeout {EARLY_EXIT_SECS} docker wait \"$name\" >/dev/null 2>&1 || true
+if [ \"$(docker inspect -f '{{{{.State.Status}}}}' \"$name\")\" = exited ]; then
+  docker inspect -f 'job.container={{{{.State.Status}}}}:{{{{.State.ExitCode}}}}:{{{{.Id}}}}:{{{{println}}}}job.container.finished={{{{.State.FinishedAt}}}}{{{{println}}}}job.container.error={{{{.State.Error}}}}' \"$name\"
+  if [ \"$(docker inspect -f '{{{{.State.ExitCode}}}}' \"$name\")\" != 0 ]; then
+    docker logs --tail {JOB_TAIL_LINES} \"$name\" 2>&1 | tail -n {JOB_TAIL_LINES} | tail -c {JOB_TAIL_BYTES} | awk '{{print \"job.container.log.\" NR \"=\" $0}}'
+  fi
 fi
 "
         )
@@ -515,7 +602,7 @@ if current=$(docker inspect -f '{{{{index .Config.Labels \"anycloud.spec\"}}}} {
   esac
   docker rm -f \"$name\" >/dev/null
 fi
-{mkdirs}{job_user}rm -f {hold}
+{resync}{mkdirs}{job_user}rm -f {hold}
 # A new run: the output upload keeps what this run would overwrite of earlier ones. A
 # round under way is stopped rather than waited for: the next one starts over for this run.
 mkdir -p {log_dir}
@@ -539,6 +626,9 @@ exec 7>&-
             .map(|image| mounts_for_image_user(layout, image))
             .unwrap_or_default(),
         print_ids = "docker inspect -f '{{.Id}} {{.Image}}' \"$name\"",
+        resync = resync
+            .map(|script| format!("/bin/bash -c {} >&2 || exit 1\n", quote(script)))
+            .unwrap_or_default(),
         run_args = docker_args.strip_prefix("run ").unwrap_or(docker_args),
         log_dir = quote(&layout.log_dir),
         stamp = quote(&layout.run_stamp()),
@@ -759,6 +849,27 @@ done
         container = quote(container),
         rclone = quote(&layout.rclone_config),
         tail = JOB_TAIL_LINES,
+    ) + &input_probe(layout)
+}
+
+/// How the input bucket stands against what was downloaded from it last (the machine's
+/// kept listing): `input.listing_sha256=` of that listing, and `input.changed=NEW:CHANGED:GONE`
+/// object counts (`unreadable` when the bucket could not be listed). Only where an input
+/// was downloaded: one listing of the bucket per refresh.
+fn input_probe(layout: &VmLayout) -> String {
+    let (listing, source_file) = input_listing(layout);
+    format!(
+        "if [ -f {listing} ] && [ -f {source_file} ]; then
+  echo \"input.listing_sha256=$(sha256sum < {listing} | cut -c1-64)\"
+  (export RCLONE_CONFIG={rclone}; timeout 120 {list}) 2>/dev/null \\
+    | awk -F'\\t' 'FILENAME == ARGV[1] {{ if (NF) old[$1] = $0; next }} NF {{ seen[$1] = 1; if (!($1 in old)) n++; else if (old[$1] != $0) c++ }} END {{ for (p in old) if (!(p in seen)) g++; printf \"input.changed=%d:%d:%d\\n\", n, c, g }}' {listing} - \\
+    || echo input.changed=unreadable
+fi
+",
+        list = input_listing_of(&format!("\"$(head -n 1 {})\"", quote(&source_file))),
+        listing = quote(&listing),
+        source_file = quote(&source_file),
+        rclone = quote(&layout.rclone_config),
     )
 }
 

@@ -64,6 +64,7 @@ fn every_script_sent_to_a_host() {
                 "run --detach --name anycloud-train-0123 busybox",
                 None,
                 true,
+                None,
             ),
         ),
         (
@@ -76,6 +77,12 @@ fn every_script_sent_to_a_host() {
                 "run --detach --name anycloud-train-0123 ghcr.io/acme/notebook:1",
                 Some("ghcr.io/acme/notebook:1"),
                 true,
+                Some(&scripts::download_input(
+                    &l,
+                    "anycloud-input:acme-data",
+                    &l.mount("input"),
+                    true,
+                )),
             ),
         ),
         (

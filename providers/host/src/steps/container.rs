@@ -8,6 +8,7 @@ use anycloud_provider::{
 };
 use serde_json::json;
 
+use super::probe::{Job, JobState, Probe};
 use super::{flush, run, HostContext, HostedPrivate, KindPlan};
 use crate::layout::VmLayout;
 use crate::render::RunSpec;
@@ -95,6 +96,20 @@ pub(super) async fn apply(host: &dyn Host, layout: &VmLayout, attrs: &Attrs) -> 
         .iter()
         .map(|r| layout.mount(r.as_str()))
         .collect();
+    // A new run of the job sees the input as the bucket holds it now: synced again first
+    // when it changed since the last download (the listing kept on the machine says).
+    let resync = attrs
+        .get("data_sources")
+        .and_then(|s| s.get(BucketRole::Input.as_str()))
+        .and_then(|s| s.as_str())
+        .map(|source| {
+            scripts::download_input(
+                layout,
+                source,
+                &layout.mount(BucketRole::Input.as_str()),
+                true,
+            )
+        });
     let out = run(
         host,
         &scripts::container_run(
@@ -106,6 +121,7 @@ pub(super) async fn apply(host: &dyn Host, layout: &VmLayout, attrs: &Attrs) -> 
             // Without `--user` the job runs as its image's user, who gets the mounts.
             (!run_spec.contains("\n  --user ")).then_some(attr_str(attrs, "image")?),
             !run_spec.contains("\n  --restart "),
+            resync.as_deref(),
         ),
         "docker run",
     )
@@ -116,7 +132,25 @@ pub(super) async fn apply(host: &dyn Host, layout: &VmLayout, attrs: &Attrs) -> 
     attrs.insert("container_id".into(), json!(id));
     // The image it runs, by content: the tag may be rebuilt while it runs.
     attrs.insert("image_id".into(), json!(image_id));
+    if let Some(job) = ended_job(&out.stdout) {
+        attrs.insert("job".into(), job.to_json());
+    }
     Ok(attrs)
+}
+
+/// How a job that ended while apply watched it ended, from the `job.`-prefixed probe facts
+/// [`scripts::container_run`] prints: recorded in the state as a refresh would record it,
+/// so a job that exits at once is the same kept, shown, never-remade ended job as one that
+/// exits an hour later. An interrupted one (a signal from outside) is left to the refresh,
+/// which resumes it.
+fn ended_job(stdout: &str) -> Option<Job> {
+    let facts = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("job.")?.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let job = Job::of(&Probe { facts })?;
+    (!matches!(job.state, JobState::Running | JobState::Interrupted)).then_some(job)
 }
 
 pub(super) async fn delete(host: &dyn Host, private: &HostedPrivate, attrs: &Attrs) -> Result<()> {
@@ -226,6 +260,29 @@ mod tests {
         let restarting = parse_job_log("state restarting 4\n", None);
         assert_eq!(restarting.exit_code, None);
         assert!(!all.more);
+    }
+
+    /// What apply's watch prints of a job that exited within it becomes the container's
+    /// `job` attribute, as a refresh reads it; a running or interrupted one records nothing.
+    #[test]
+    fn a_job_that_ended_under_the_watch_is_recorded_as_ended() {
+        let out = "job.container=exited:7:abc:\n\
+                   job.container.finished=2026-12-07T21:00:01.5Z\n\
+                   job.container.error=\n\
+                   job.container.log.1=no such file: data.csv\n\
+                   abc sha256:1\n";
+        let job = ended_job(out).expect("ended");
+        assert_eq!(
+            job.to_json(),
+            json!({"state": "failed", "exit_code": 7, "finished_at": "2026-12-07T21:00:01Z",
+                   "last_lines": ["no such file: data.csv"]})
+        );
+        assert_eq!(ended_job("abc sha256:1\n"), None, "still running");
+        assert_eq!(
+            ended_job("job.container=exited:137:abc:\nabc sha256:1\n"),
+            None,
+            "killed from outside: the refresh resumes it"
+        );
     }
 
     /// A log past the read's limit comes in pieces, each ending at a whole line, and the

@@ -182,7 +182,7 @@ pub async fn apply(host: &dyn Host, target: &Target<'_>) -> Result<Attrs> {
         Kind::VmInit => vm_init::apply(host, layout, attrs).await?,
         Kind::Rclone => rclone::apply(host, layout, attrs).await?,
         Kind::SyncInput | Kind::SyncCheckpointRestore => {
-            sync::apply(host, target.kind, layout, attrs).await?
+            return sync::apply(host, target.kind, layout, attrs).await
         }
         Kind::ServiceOutput | Kind::ServiceCheckpoint => {
             service::apply(host, layout, attrs).await?

@@ -200,7 +200,18 @@ pub fn read(kind: Kind, prior: &Attrs, probe: &Probe) -> Option<Attrs> {
                 Some(now)
             }
         },
-        Kind::SyncInput | Kind::SyncCheckpointRestore => Some(now),
+        Kind::SyncInput => {
+            // What the machine downloaded last, and how the bucket differs from it now.
+            let digest = probe.get("input.listing_sha256");
+            if !digest.is_empty() {
+                now.insert(
+                    "downloaded".into(),
+                    super::sync::downloaded(digest, probe.get("input.changed")),
+                );
+            }
+            Some(now)
+        }
+        Kind::SyncCheckpointRestore => Some(now),
         Kind::ServiceOutput | Kind::ServiceCheckpoint => {
             let program = prior
                 .get("program_name")
@@ -363,7 +374,8 @@ impl Job {
         match self.state {
             JobState::Running => format!("running{}", at("since")),
             JobState::Succeeded => format!("succeeded{}", at("at")),
-            JobState::Failed => format!("failed with exit code {}{}", self.exit_code, at("at")),
+            // "exited", as Docker says it and alike for an exit at once or after hours.
+            JobState::Failed => format!("exited (code {}){}", self.exit_code, at("at")),
             JobState::NeverStarted => format!("never started: {}", self.error),
             JobState::Interrupted => format!(
                 "interrupted (exit code {}){}; apply starts it again",
@@ -487,7 +499,7 @@ mod tests {
         assert_eq!(read_back["container_id"], json!("abc"));
         assert_eq!(
             Job::of(&failed).unwrap().describe(),
-            "failed with exit code 3 at 2026-12-04T15:25:10Z"
+            "exited (code 3) at 2026-12-04T15:25:10Z"
         );
 
         let done = probe_of(&["host_dir=present", "container=exited:0:abc:d1"]);
