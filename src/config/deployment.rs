@@ -11,7 +11,7 @@ use anycloud_provider::{
 };
 
 use super::buckets::BucketUse;
-use super::raw::{loc, RawCheck, RawContainer, RawDefaults, RawDeployment, RawDoc, S};
+use super::raw::{loc, RawCheck, RawCommand, RawContainer, RawDefaults, RawDeployment, RawDoc, S};
 use super::{names, Checker};
 
 pub(super) fn check(
@@ -307,7 +307,29 @@ fn check_container(ck: &mut Checker, c: S<RawContainer>) -> Option<ContainerSpec
         );
     }
     let mut command = Vec::new();
-    for word in c.command.unwrap_or_default() {
+    let words = match c.command {
+        None => Vec::new(),
+        Some(S {
+            value: RawCommand::Words(words),
+            ..
+        }) => words,
+        Some(S {
+            value: RawCommand::Line(line),
+            referenced,
+            ..
+        }) => {
+            ck.at(
+                loc(referenced),
+                "`command:` must be a list of words, not one string",
+                Some(format!(
+                    "no shell splits it; write each word as an item: command: {}",
+                    list_form(&line)
+                )),
+            );
+            Vec::new()
+        }
+    };
+    for word in words {
         if word.value.contains('\0') {
             ck.at(
                 loc(word.referenced),
@@ -388,6 +410,16 @@ fn check_container(ck: &mut Checker, c: S<RawContainer>) -> Option<ContainerSpec
         shm_size: c.shm_size.map(|s| s.value),
         restart,
     })
+}
+
+/// A one-string command as the list it should be: split at whitespace, each word quoted
+/// (a suggestion to read, so quotes inside it are the user's to settle).
+fn list_form(line: &str) -> String {
+    let words: Vec<String> = line
+        .split_whitespace()
+        .map(|w| serde_json::to_string(w).expect("a string serialises"))
+        .collect();
+    format!("[{}]", words.join(", "))
 }
 
 /// A size as `docker run --shm-size` reads one: a number, then at most one unit of
