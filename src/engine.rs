@@ -263,6 +263,9 @@ pub async fn make_plan_timed(
             .flat_map(|(address, p)| p.warnings.iter().map(move |w| format!("{address}: {w}"))),
     );
     plan.config_digest = config.digest.clone();
+    if !opts.destroy {
+        plan.sweeps = config.sweeps.clone();
+    }
     Ok((graph, plan, t))
 }
 

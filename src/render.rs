@@ -265,6 +265,7 @@ pub fn human_with(plan: &Plan, styled: bool) -> String {
         out.push('\n');
     }
     let _ = writeln!(out, "{}", paint.bold(&plan.summary_line()));
+    out.push_str(&crate::plan::sweeps::summary_lines(plan));
     out
 }
 
@@ -501,6 +502,7 @@ mod tests {
             warnings: vec![],
             unread: vec![],
             jobs,
+            sweeps: vec![],
             changes: vec![],
             summary: Summary::default(),
         }
@@ -689,6 +691,7 @@ mod tests {
             warnings: vec!["far away".into()],
             unread: vec![],
             jobs: vec![],
+            sweeps: vec![],
             changes: vec![change],
             summary: Summary::default(),
         };

@@ -1,7 +1,7 @@
 //! Reading `anycloud.yaml`: bytes, UTF-8, YAML (serde-saphyr: locations, duplicate keys,
 //! bounded aliases), then the checks; every problem becomes a located diagnostic.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -11,7 +11,7 @@ use anycloud_provider::{Diagnostic, Loc};
 
 use super::raw::{loc, RawConfig, RawDefaults, RawDoc, RawHead};
 use super::yaml_limits::{self, Limits};
-use super::{base_of, buckets, deployment, Checker, Config, StateBackend};
+use super::{base_of, buckets, deployment, matrix, Checker, Config, StateBackend};
 use crate::registry::Providers;
 
 pub fn digest(bytes: &[u8]) -> String {
@@ -189,6 +189,7 @@ fn check(ck: &mut Checker, raw: RawConfig, digest: &str) -> Config {
     let provider_settings = check_providers(ck, raw.providers);
     let defaults = raw.defaults.unwrap_or_default();
     let mut deployments = Vec::new();
+    let mut sweeps = Vec::new();
     match raw.deployments {
         None => ck.at(
             Loc::new(1, 1),
@@ -217,15 +218,29 @@ fn check(ck: &mut Checker, raw: RawConfig, digest: &str) -> Config {
                 vm: None,
                 ..defaults
             };
-            for (id, dep) in entries.value.0 {
+            let (expanded, found_sweeps) = matrix::expand_all(ck, entries.value.0);
+            sweeps = found_sweeps;
+            // A problem shared by a sweep's members is in the one place they were written:
+            // reported once, not once per member.
+            let mut reported: BTreeMap<usize, BTreeSet<(u64, u64)>> = BTreeMap::new();
+            for e in expanded {
+                let before = ck.errors();
                 let found = deployment::check(
                     ck,
                     &defaults,
                     defaults_vm.as_ref(),
-                    &id,
-                    dep,
+                    &e.id,
+                    e.dep,
                     project.as_deref(),
                 );
+                if let Some(sweep) = e.sweep {
+                    let seen = reported.entry(sweep).or_default();
+                    let mut index = 0;
+                    ck.checks.diagnostics.retain(|d| {
+                        index += 1;
+                        index <= before || seen.insert((d.line, d.column))
+                    });
+                }
                 deployments.extend(found);
             }
             buckets::check_roles(ck);
@@ -238,6 +253,7 @@ fn check(ck: &mut Checker, raw: RawConfig, digest: &str) -> Config {
         project,
         provider_settings,
         deployments: deployments.into_iter().map(Arc::new).collect(),
+        sweeps,
         state,
     }
 }

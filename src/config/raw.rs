@@ -46,6 +46,8 @@ pub struct RawDefaults {
 #[derive(Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct RawDeployment {
+    /// A sweep: one deployment per combination of these axes' values (`matrix.rs`).
+    pub matrix: Option<S<RawDoc>>,
     pub provider: Option<S<String>>,
     pub region: Option<S<String>>,
     pub vm: Option<S<RawDoc>>,

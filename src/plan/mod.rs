@@ -8,6 +8,7 @@
 //! - `diff.rs`: desired against current, into changes;
 //! - `targets.rs`: `--target`, and the order of the changes;
 //! - `saved.rs`: what a saved plan must agree on with the plan made again at apply;
+//! - `sweeps.rs`: the summary's line per sweep (a `matrix:` deployment's members);
 //! - `renames.rs`: a deployment that goes while another comes (a rename) is warned about
 //!   the checkpoint it leaves behind.
 
@@ -16,6 +17,7 @@ mod diff;
 mod refresh;
 pub mod renames;
 pub mod saved;
+pub mod sweeps;
 pub(crate) mod targets;
 
 use anycloud_provider::{Attrs, Diagnostic, Kind};
@@ -227,6 +229,9 @@ pub struct Plan {
     /// as they are.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub jobs: Vec<EndedJob>,
+    /// The config's sweeps: which deployments each `matrix:` made, from which values.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sweeps: Vec<crate::config::Sweep>,
     pub changes: Vec<Change>,
     pub summary: Summary,
 }
