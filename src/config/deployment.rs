@@ -104,6 +104,13 @@ pub(super) fn check(
             }
         }
         if b.checkpoint == Some(true) {
+            if let Err(m) = names::check_checkpoint_bucket(&id.value, provider) {
+                ck.at(
+                    id_at,
+                    m,
+                    Some("rename the deployment, or remove `checkpoint: true`".into()),
+                );
+            }
             bucket(ck, BucketRole::Checkpoint, id.value.clone(), id_at);
         }
     }
@@ -501,5 +508,34 @@ mod gpu_tests {
         ] {
             assert!(docker_gpus(bad).is_err(), "{bad}");
         }
+    }
+}
+
+#[cfg(test)]
+mod checkpoint_tests {
+    use std::path::Path;
+
+    use crate::registry::Providers;
+
+    fn load(text: &str) -> Result<super::super::Config, Vec<anycloud_provider::Diagnostic>> {
+        let providers = Providers::builtin(Path::new("/nonexistent/keys"));
+        super::super::parse(
+            "anycloud.yaml",
+            text,
+            Path::new("/"),
+            "sha256:t",
+            &providers,
+        )
+    }
+
+    #[test]
+    fn a_deployment_without_a_checkpoint_is_not_held_to_the_bucket_rules() {
+        let without = "deployments:\n  ab:\n    container: { image: x }\n";
+        assert!(load(without).is_ok(), "{:?}", load(without).err());
+        let with =
+            "deployments:\n  ab:\n    container: { image: x }\n    buckets: { checkpoint: true }\n";
+        let errors = load(with).expect_err("a 2-character checkpoint bucket");
+        assert_eq!((errors[0].line, errors[0].column), (2, 3));
+        assert!(errors[0].message.contains("2 characters"), "{errors:?}");
     }
 }
