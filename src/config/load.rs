@@ -88,17 +88,25 @@ pub fn parse(
     let raw: RawConfig = match serde_saphyr::from_str_with_options(text, options) {
         Ok(r) => r,
         Err(e) => {
-            // serde stops at the first unknown key: report every one, in one run.
-            if let serde_saphyr::Error::SerdeUnknownField { .. } = e.without_snippet() {
-                let first = e.location().map(loc);
-                let all = super::unknown_keys::unknown_keys(text, limits.options());
-                if !all.iter().any(|(at, _, _)| Some(*at) == first) {
-                    yaml_error(&mut ck, &e, &limits);
+            // serde stops at the first unknown key and the first value of a wrong type:
+            // report every one, in one run (both are empty when the YAML itself is broken).
+            // A file over the parser's limits is not read again: that is what the limits bound.
+            if !over_limits(&e) {
+                for part in super::every_error::part_errors(text, &limits) {
+                    yaml_error(&mut ck, &part, &limits);
                 }
-                for (at, message, help) in all {
+                for (at, message, help) in super::unknown_keys::unknown_keys(text, limits.options())
+                {
                     ck.at(at, message, help);
                 }
-            } else {
+            }
+            let first = e.location().map(loc).unwrap_or(Loc::UNKNOWN);
+            let reported = ck
+                .checks
+                .diagnostics
+                .iter()
+                .any(|d| (d.line, d.column) == (first.line, first.column));
+            if !reported {
                 yaml_error(&mut ck, &e, &limits);
             }
             return Err(located(ck));
@@ -110,6 +118,16 @@ pub fn parse(
     } else {
         Err(located(ck))
     }
+}
+
+/// Whether the parser stopped at one of its limits (aliases, budget) rather than at the shape.
+fn over_limits(e: &serde_saphyr::Error) -> bool {
+    let message = e.to_string();
+    matches!(
+        e.without_snippet(),
+        serde_saphyr::Error::AliasReplayLimitExceeded { .. } | serde_saphyr::Error::Budget { .. }
+    ) || message.contains("alias replay limit exceeded")
+        || message.contains("budget breached")
 }
 
 fn yaml_error(ck: &mut Checker, e: &serde_saphyr::Error, limits: &Limits) {

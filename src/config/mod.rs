@@ -2,6 +2,7 @@
 //!
 //! - `raw.rs`: the config as written;
 //! - `load.rs`: reading the file and turning the YAML parser's errors into diagnostics;
+//! - `every_error.rs`: every structural error in one run (each deployment parsed alone);
 //! - `deployment.rs`: one deployment's checks (provider, region, `vm:` through the
 //!   provider's declaration, container, buckets, intervals);
 //! - `matrix.rs`: sweeps, a deployment's `matrix:` expanded into one deployment per
@@ -16,6 +17,7 @@
 
 mod buckets;
 mod deployment;
+mod every_error;
 pub(crate) mod load;
 mod matrix;
 mod names;
