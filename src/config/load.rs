@@ -208,6 +208,7 @@ fn check(ck: &mut Checker, raw: RawConfig, digest: &str) -> Config {
     let defaults = raw.defaults.unwrap_or_default();
     let mut deployments = Vec::new();
     let mut sweeps = Vec::new();
+    let mut input_at = BTreeMap::new();
     match raw.deployments {
         None => ck.at(
             Loc::new(1, 1),
@@ -262,6 +263,12 @@ fn check(ck: &mut Checker, raw: RawConfig, digest: &str) -> Config {
                 deployments.extend(found);
             }
             buckets::check_roles(ck);
+            input_at = ck
+                .buckets
+                .iter()
+                .filter(|u| u.role == anycloud_provider::BucketRole::Input)
+                .map(|u| (u.deployment.clone(), u.at))
+                .collect();
             deployments.sort_by(|a, b| a.id.cmp(&b.id));
         }
     }
@@ -272,6 +279,7 @@ fn check(ck: &mut Checker, raw: RawConfig, digest: &str) -> Config {
         provider_settings,
         deployments: deployments.into_iter().map(Arc::new).collect(),
         sweeps,
+        input_at,
         state,
     }
 }

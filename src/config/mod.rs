@@ -55,6 +55,9 @@ pub struct Config {
     /// The sweeps the deployments came from (their members are among `deployments`, as
     /// ordinary deployments); for the plan's summary.
     pub sweeps: Vec<Sweep>,
+    /// Where each deployment's `buckets.input` is written, by deployment id: a plan that
+    /// finds the bucket missing points there.
+    pub input_at: BTreeMap<String, Loc>,
     /// `state:`: the state in a cloud's object store; `None` keeps it in the local file.
     pub state: Option<StateBackend>,
 }

@@ -6,6 +6,7 @@
 //! - `desired.rs`: each node's desired attributes from its provider, and the preflight;
 //! - `refresh.rs`: what exists now (one batched read per provider), and `status`'s facts;
 //! - `diff.rs`: desired against current, into changes;
+//! - `missing_input.rs`: a missing input bucket located in the config, with a did-you-mean;
 //! - `targets.rs`: `--target`, and the order of the changes;
 //! - `saved.rs`: what a saved plan must agree on with the plan made again at apply;
 //! - `sweeps.rs`: the summary's line per sweep (a `matrix:` deployment's members);
@@ -14,6 +15,7 @@
 
 mod desired;
 mod diff;
+pub mod missing_input;
 mod refresh;
 pub mod renames;
 pub mod saved;
