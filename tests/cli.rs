@@ -752,5 +752,10 @@ fn a_missing_input_bucket_is_located_with_the_nearest_bucket_that_exists() {
             .contains("anycloud.yaml:5:23: input bucket 'trainig-data' does not exist"),
         "{r:?}"
     );
+    // The address stays in the message (the location replaces it in the rendering).
+    assert!(
+        r.stderr.contains("(deployment.train.bucket.input)"),
+        "{r:?}"
+    );
     assert!(r.stderr.contains("did you mean 'training-data'?"), "{r:?}");
 }

@@ -45,7 +45,9 @@ pub async fn locate(
             (Some(n), Some(fill)) => Some(format!("{n} If not, {fill}")),
             (n, fill) => n.or(fill),
         };
-        let mut located = Diagnostic::at(*at, d.message.clone()).help_opt(help);
+        // The location replaces the address in the rendering: the message keeps it.
+        let address = d.address.clone().unwrap_or_default();
+        let mut located = Diagnostic::at(*at, format!("{} ({address})", d.message)).help_opt(help);
         located.address = d.address.clone();
         out.push(located.in_file(&file, &text));
     }
