@@ -222,7 +222,7 @@ fn axes_of(ck: &mut Checker, matrix: Doc, key: &str) -> Option<Vec<Axis>> {
     let members = axes
         .iter()
         .try_fold(1usize, |n, a| n.checked_mul(a.values.len()));
-    if members.map_or(true, |n| n > MAX_MEMBERS) {
+    if members.is_none_or(|n| n > MAX_MEMBERS) {
         let sizes: Vec<String> = axes
             .iter()
             .map(|a| format!("{} {}", a.name, a.values.len()))
@@ -373,7 +373,7 @@ fn substitute(
 }
 
 fn clip(text: &str) -> String {
-    anycloud_provider::diagnostic::clip(text).into()
+    anycloud_provider::diagnostic::clip(text)
 }
 
 /// Reports every placeholder of `dep` that is malformed, names no axis of `axes` (no axis at
@@ -419,8 +419,8 @@ fn report_placeholders(
         }
     }
     for s in substituted {
-        let known = |name: &str| axes.is_some_and(|a| a.contains(&name)).then(String::new);
-        let mut known = known;
+        // Only whether each name is an axis matters here: the values come per member.
+        let mut known = |name: &str| axes.is_some_and(|a| a.contains(&name)).then(String::new);
         if let Err((message, help)) = substitute(&s.value, &mut known) {
             let help = help.or_else(|| match axes {
                 Some(a) => Some(format!("the axes of '{key}' are: {}", a.join(", "))),
