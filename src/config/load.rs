@@ -259,6 +259,17 @@ fn check(ck: &mut Checker, raw: RawConfig, digest: &str) -> Config {
                         index += 1;
                         index <= before || seen.insert((d.line, d.column))
                     });
+                    // An error at the key is about the member's id, which the file does
+                    // not spell out: say where it came from.
+                    let key = loc(e.id.referenced);
+                    for d in &mut ck.checks.diagnostics[before..] {
+                        if (d.line, d.column) == (key.line, key.column) && d.help.is_none() {
+                            d.help = Some(format!(
+                                "'{}' is a member of the sweep '{}': its id is the key, then each axis and value; shorten the key or the axis names",
+                                e.id.value, sweeps[sweep].name
+                            ));
+                        }
+                    }
                 }
                 deployments.extend(found);
             }
