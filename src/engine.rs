@@ -248,8 +248,14 @@ pub async fn make_plan_timed(
         None
     };
     let start = Instant::now();
-    let mut plan = plan::diff(&graph, &desired, state, current.as_ref(), opts)
-        .map_err(|errors| UserError(with_fill_hints(errors, &graph, providers)))?;
+    let mut plan = match plan::diff(&graph, &desired, state, current.as_ref(), opts) {
+        Ok(plan) => plan,
+        Err(errors) => {
+            let errors = with_fill_hints(errors, &graph, providers);
+            let errors = plan::missing_input::locate(errors, config, &graph, providers).await;
+            return Err(UserError(errors));
+        }
+    };
     t.diff = start.elapsed();
     plan.leave_out(unread);
     plan.warnings.extend(notes);
@@ -267,6 +273,9 @@ pub async fn make_plan_timed(
             .flat_map(|(address, p)| p.warnings.iter().map(move |w| format!("{address}: {w}"))),
     );
     plan.config_digest = config.digest.clone();
+    if !opts.destroy {
+        plan.sweeps = config.sweeps.clone();
+    }
     Ok((graph, plan, t))
 }
 

@@ -379,6 +379,7 @@ pub fn human_opts(plan: &Plan, styled: bool, verbose: bool) -> String {
         out.push('\n');
     }
     let _ = writeln!(out, "{}", paint.bold(&plan.summary_line()));
+    out.push_str(&crate::plan::sweeps::summary_lines(plan));
     out
 }
 
@@ -659,6 +660,7 @@ mod tests {
             warnings: vec![],
             unread: vec![],
             jobs,
+            sweeps: vec![],
             changes: vec![],
             summary: Summary::default(),
         }
@@ -847,6 +849,7 @@ mod tests {
             warnings: vec!["far away".into()],
             unread: vec![],
             jobs: vec![],
+            sweeps: vec![],
             changes: vec![change],
             summary: Summary::default(),
         };

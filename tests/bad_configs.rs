@@ -212,3 +212,26 @@ fn the_binary_reports_the_location_on_stderr_and_exits_1() {
         );
     }
 }
+
+#[test]
+fn three_mistakes_in_three_places_are_reported_in_one_run() {
+    let path = Path::new(CORPUS).join("103-three-mistakes-in-one-run.yaml");
+    let out = Command::new(env!("CARGO_BIN_EXE_anycloud"))
+        .arg("-f")
+        .arg(&path)
+        .arg("validate")
+        .output()
+        .expect("the binary runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    // The project, a deployment's env, another deployment's checkpoint: each its own error.
+    for (at, what) in [
+        ("2:10", "expected string scalar"),
+        ("6:57", "expected mapping"),
+        ("9:45", "invalid boolean"),
+    ] {
+        let location = format!("{}:{at}: {what}", path.display());
+        assert!(stderr.contains(&location), "no {location:?} in:\n{stderr}");
+    }
+    assert!(stderr.contains("3 errors"), "{stderr}");
+}

@@ -752,3 +752,29 @@ fn test_hooks_are_only_in_builds_of_tests() {
         tree("normal,build,dev")
     );
 }
+
+#[test]
+fn a_missing_input_bucket_is_located_with_the_nearest_bucket_that_exists() {
+    let p = Project::new(
+        "defaults: { provider: local }\n\
+         deployments:\n\
+         \x20 train:\n\
+         \x20   container: { image: x }\n\
+         \x20   buckets: { input: trainig-data, output: results }\n",
+    );
+    std::fs::create_dir_all(p.bucket("training-data")).unwrap();
+    std::fs::create_dir_all(p.bucket("other-data")).unwrap();
+    let r = p.run(&["plan"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("anycloud.yaml:5:23: input bucket 'trainig-data' does not exist"),
+        "{r:?}"
+    );
+    // The address stays in the message (the location replaces it in the rendering).
+    assert!(
+        r.stderr.contains("(deployment.train.bucket.input)"),
+        "{r:?}"
+    );
+    assert!(r.stderr.contains("did you mean 'training-data'?"), "{r:?}");
+}

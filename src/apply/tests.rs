@@ -110,6 +110,7 @@ fn plan(changes: Vec<Change>) -> Plan {
         warnings: vec![],
         unread: vec![],
         jobs: vec![],
+        sweeps: vec![],
         changes,
         summary: Summary::default(),
     }

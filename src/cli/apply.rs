@@ -693,6 +693,7 @@ mod tests {
             warnings: vec![],
             unread: vec![],
             jobs: vec![],
+            sweeps: vec![],
             summary: crate::plan::Summary::of(&changes),
             changes,
         }

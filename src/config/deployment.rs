@@ -11,7 +11,7 @@ use anycloud_provider::{
 };
 
 use super::buckets::BucketUse;
-use super::raw::{loc, RawCheck, RawContainer, RawDefaults, RawDeployment, RawDoc, S};
+use super::raw::{loc, RawCheck, RawCommand, RawContainer, RawDefaults, RawDeployment, RawDoc, S};
 use super::{names, Checker};
 
 pub(super) fn check(
@@ -104,6 +104,13 @@ pub(super) fn check(
             }
         }
         if b.checkpoint == Some(true) {
+            if let Err(m) = names::check_checkpoint_bucket(&id.value, provider) {
+                ck.at(
+                    id_at,
+                    m,
+                    Some("rename the deployment, or remove `checkpoint: true`".into()),
+                );
+            }
             bucket(ck, BucketRole::Checkpoint, id.value.clone(), id_at);
         }
     }
@@ -307,7 +314,29 @@ fn check_container(ck: &mut Checker, c: S<RawContainer>) -> Option<ContainerSpec
         );
     }
     let mut command = Vec::new();
-    for word in c.command.unwrap_or_default() {
+    let words = match c.command {
+        None => Vec::new(),
+        Some(S {
+            value: RawCommand::Words(words),
+            ..
+        }) => words,
+        Some(S {
+            value: RawCommand::Line(line),
+            referenced,
+            ..
+        }) => {
+            ck.at(
+                loc(referenced),
+                "`command:` must be a list of words, not one string",
+                Some(format!(
+                    "no shell splits it; write each word as an item: command: {}",
+                    list_form(&line)
+                )),
+            );
+            Vec::new()
+        }
+    };
+    for word in words {
         if word.value.contains('\0') {
             ck.at(
                 loc(word.referenced),
@@ -390,6 +419,16 @@ fn check_container(ck: &mut Checker, c: S<RawContainer>) -> Option<ContainerSpec
     })
 }
 
+/// A one-string command as the list it should be: split at whitespace, each word quoted
+/// (a suggestion to read, so quotes inside it are the user's to settle).
+fn list_form(line: &str) -> String {
+    let words: Vec<String> = line
+        .split_whitespace()
+        .map(|w| serde_json::to_string(w).expect("a string serialises"))
+        .collect();
+    format!("[{}]", words.join(", "))
+}
+
 /// A size as `docker run --shm-size` reads one: a number, then at most one unit of
 /// b, k, m, g (any case, optionally followed by b).
 fn check_size(size: &str) -> Result<(), &'static str> {
@@ -469,5 +508,34 @@ mod gpu_tests {
         ] {
             assert!(docker_gpus(bad).is_err(), "{bad}");
         }
+    }
+}
+
+#[cfg(test)]
+mod checkpoint_tests {
+    use std::path::Path;
+
+    use crate::registry::Providers;
+
+    fn load(text: &str) -> Result<super::super::Config, Vec<anycloud_provider::Diagnostic>> {
+        let providers = Providers::builtin(Path::new("/nonexistent/keys"));
+        super::super::parse(
+            "anycloud.yaml",
+            text,
+            Path::new("/"),
+            "sha256:t",
+            &providers,
+        )
+    }
+
+    #[test]
+    fn a_deployment_without_a_checkpoint_is_not_held_to_the_bucket_rules() {
+        let without = "deployments:\n  ab:\n    container: { image: x }\n";
+        assert!(load(without).is_ok(), "{:?}", load(without).err());
+        let with =
+            "deployments:\n  ab:\n    container: { image: x }\n    buckets: { checkpoint: true }\n";
+        let errors = load(with).expect_err("a 2-character checkpoint bucket");
+        assert_eq!((errors[0].line, errors[0].column), (2, 3));
+        assert!(errors[0].message.contains("2 characters"), "{errors:?}");
     }
 }

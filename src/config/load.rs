@@ -1,7 +1,7 @@
 //! Reading `anycloud.yaml`: bytes, UTF-8, YAML (serde-saphyr: locations, duplicate keys,
 //! bounded aliases), then the checks; every problem becomes a located diagnostic.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -11,7 +11,7 @@ use anycloud_provider::{Diagnostic, Loc};
 
 use super::raw::{loc, RawConfig, RawDefaults, RawDoc, RawHead};
 use super::yaml_limits::{self, Limits};
-use super::{base_of, buckets, deployment, Checker, Config, StateBackend};
+use super::{base_of, buckets, deployment, matrix, Checker, Config, StateBackend};
 use crate::registry::Providers;
 
 pub fn digest(bytes: &[u8]) -> String {
@@ -88,17 +88,25 @@ pub fn parse(
     let raw: RawConfig = match serde_saphyr::from_str_with_options(text, options) {
         Ok(r) => r,
         Err(e) => {
-            // serde stops at the first unknown key: report every one, in one run.
-            if let serde_saphyr::Error::SerdeUnknownField { .. } = e.without_snippet() {
-                let first = e.location().map(loc);
-                let all = super::unknown_keys::unknown_keys(text, limits.options());
-                if !all.iter().any(|(at, _, _)| Some(*at) == first) {
-                    yaml_error(&mut ck, &e, &limits);
+            // serde stops at the first unknown key and the first value of a wrong type:
+            // report every one, in one run (both are empty when the YAML itself is broken).
+            // A file over the parser's limits is not read again: that is what the limits bound.
+            if !over_limits(&e) {
+                for part in super::every_error::part_errors(text, &limits) {
+                    yaml_error(&mut ck, &part, &limits);
                 }
-                for (at, message, help) in all {
+                for (at, message, help) in super::unknown_keys::unknown_keys(text, limits.options())
+                {
                     ck.at(at, message, help);
                 }
-            } else {
+            }
+            let first = e.location().map(loc).unwrap_or(Loc::UNKNOWN);
+            let reported = ck
+                .checks
+                .diagnostics
+                .iter()
+                .any(|d| (d.line, d.column) == (first.line, first.column));
+            if !reported {
                 yaml_error(&mut ck, &e, &limits);
             }
             return Err(located(ck));
@@ -110,6 +118,16 @@ pub fn parse(
     } else {
         Err(located(ck))
     }
+}
+
+/// Whether the parser stopped at one of its limits (aliases, budget) rather than at the shape.
+fn over_limits(e: &serde_saphyr::Error) -> bool {
+    let message = e.to_string();
+    matches!(
+        e.without_snippet(),
+        serde_saphyr::Error::AliasReplayLimitExceeded { .. } | serde_saphyr::Error::Budget { .. }
+    ) || message.contains("alias replay limit exceeded")
+        || message.contains("budget breached")
 }
 
 fn yaml_error(ck: &mut Checker, e: &serde_saphyr::Error, limits: &Limits) {
@@ -189,6 +207,8 @@ fn check(ck: &mut Checker, raw: RawConfig, digest: &str) -> Config {
     let provider_settings = check_providers(ck, raw.providers);
     let defaults = raw.defaults.unwrap_or_default();
     let mut deployments = Vec::new();
+    let mut sweeps = Vec::new();
+    let mut input_at = BTreeMap::new();
     match raw.deployments {
         None => ck.at(
             Loc::new(1, 1),
@@ -217,18 +237,49 @@ fn check(ck: &mut Checker, raw: RawConfig, digest: &str) -> Config {
                 vm: None,
                 ..defaults
             };
-            for (id, dep) in entries.value.0 {
+            let (expanded, found_sweeps) = matrix::expand_all(ck, entries.value.0);
+            sweeps = found_sweeps;
+            // A problem shared by a sweep's members is in the one place they were written:
+            // reported once, not once per member.
+            let mut reported: BTreeMap<usize, BTreeSet<(u64, u64)>> = BTreeMap::new();
+            for e in expanded {
+                let before = ck.errors();
                 let found = deployment::check(
                     ck,
                     &defaults,
                     defaults_vm.as_ref(),
-                    &id,
-                    dep,
+                    &e.id,
+                    e.dep,
                     project.as_deref(),
                 );
+                if let Some(sweep) = e.sweep {
+                    let seen = reported.entry(sweep).or_default();
+                    let mut index = 0;
+                    ck.checks.diagnostics.retain(|d| {
+                        index += 1;
+                        index <= before || seen.insert((d.line, d.column))
+                    });
+                    // An error at the key is about the member's id, which the file does
+                    // not spell out: say where it came from.
+                    let key = loc(e.id.referenced);
+                    for d in &mut ck.checks.diagnostics[before..] {
+                        if (d.line, d.column) == (key.line, key.column) && d.help.is_none() {
+                            d.help = Some(format!(
+                                "'{}' is a member of the sweep '{}': its id is the key, then each axis and value; shorten the key or the axis names",
+                                e.id.value, sweeps[sweep].name
+                            ));
+                        }
+                    }
+                }
                 deployments.extend(found);
             }
             buckets::check_roles(ck);
+            input_at = ck
+                .buckets
+                .iter()
+                .filter(|u| u.role == anycloud_provider::BucketRole::Input)
+                .map(|u| (u.deployment.clone(), u.at))
+                .collect();
             deployments.sort_by(|a, b| a.id.cmp(&b.id));
         }
     }
@@ -238,6 +289,8 @@ fn check(ck: &mut Checker, raw: RawConfig, digest: &str) -> Config {
         project,
         provider_settings,
         deployments: deployments.into_iter().map(Arc::new).collect(),
+        sweeps,
+        input_at,
         state,
     }
 }

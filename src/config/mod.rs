@@ -2,8 +2,11 @@
 //!
 //! - `raw.rs`: the config as written;
 //! - `load.rs`: reading the file and turning the YAML parser's errors into diagnostics;
+//! - `every_error.rs`: every structural error in one run (each deployment parsed alone);
 //! - `deployment.rs`: one deployment's checks (provider, region, `vm:` through the
 //!   provider's declaration, container, buckets, intervals);
+//! - `matrix.rs`: sweeps, a deployment's `matrix:` expanded into one deployment per
+//!   combination of values, before the checks (which see only ordinary deployments);
 //! - `buckets.rs`: the checks across deployments;
 //! - `names.rs`: the naming rules every cloud shares;
 //! - `yaml_limits.rs`: what the YAML parser may spend, sized to the file (alias bombs
@@ -14,7 +17,9 @@
 
 mod buckets;
 mod deployment;
+mod every_error;
 pub(crate) mod load;
+mod matrix;
 mod names;
 mod raw;
 mod unknown_keys;
@@ -28,6 +33,7 @@ use anycloud_provider::doc::Checks;
 use anycloud_provider::{DeploymentSpec, Diagnostic, Loc};
 
 pub use load::{digest, load, load_head, parse};
+pub use matrix::{Sweep, SweepMember, MAX_MEMBERS};
 pub use names::check_bucket_name;
 
 use crate::registry::Providers;
@@ -46,6 +52,12 @@ pub struct Config {
     pub provider_settings: BTreeMap<String, serde_json::Value>,
     /// Sorted by id; shared with the graph's nodes (a sweep's specs hold most of its bytes).
     pub deployments: Vec<Arc<DeploymentSpec>>,
+    /// The sweeps the deployments came from (their members are among `deployments`, as
+    /// ordinary deployments); for the plan's summary.
+    pub sweeps: Vec<Sweep>,
+    /// Where each deployment's `buckets.input` is written, by deployment id: a plan that
+    /// finds the bucket missing points there.
+    pub input_at: BTreeMap<String, Loc>,
     /// `state:`: the state in a cloud's object store; `None` keeps it in the local file.
     pub state: Option<StateBackend>,
 }

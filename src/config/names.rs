@@ -4,7 +4,8 @@
 use anycloud_provider::Declaration;
 
 /// Deployment ids: `[a-z0-9-]`, starting with a letter, not ending with `-`, short enough
-/// for every name the provider derives from them.
+/// for every name the provider derives from them. (The checkpoint bucket's rules are
+/// [`check_checkpoint_bucket`]'s, for the deployments that have one.)
 pub fn check_deployment_id(id: &str, provider: &dyn Declaration) -> Result<(), String> {
     if id.is_empty() {
         return Err("a deployment id cannot be empty".into());
@@ -38,13 +39,15 @@ pub fn check_deployment_id(id: &str, provider: &dyn Declaration) -> Result<(), S
             limit.because
         ));
     }
-    if id.len() < 3 {
-        return Err(format!(
-            "deployment id '{id}' is {} characters; the checkpoint bucket named after it needs at least 3",
-            id.len()
-        ));
-    }
     Ok(())
+}
+
+/// A deployment with `checkpoint: true` keeps it in a bucket named after its id, so the id
+/// must also be a bucket name; one without a checkpoint is not held to these rules.
+pub fn check_checkpoint_bucket(id: &str, provider: &dyn Declaration) -> Result<(), String> {
+    check_bucket_name(id, provider).map_err(|why| {
+        format!("deployment '{id}' has `checkpoint: true`, whose bucket is named after the deployment: {why}")
+    })
 }
 
 /// Bucket names: the strictest of S3's, Azure containers' and GCS's rules, so a config moves

@@ -43,9 +43,11 @@ pub struct RawDefaults {
     pub connectivity_check: Option<RawCheck>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct RawDeployment {
+    /// A sweep: one deployment per combination of these axes' values (`matrix.rs`).
+    pub matrix: Option<S<RawDoc>>,
     pub provider: Option<S<String>>,
     pub region: Option<S<String>>,
     pub vm: Option<S<RawDoc>>,
@@ -55,18 +57,18 @@ pub struct RawDeployment {
     pub connectivity_check: Option<RawCheck>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct RawContainer {
     pub image: Option<S<String>>,
-    pub command: Option<Vec<S<String>>>,
+    pub command: Option<S<RawCommand>>,
     pub env: Option<Entries<S<String>>>,
     pub gpus: Option<S<String>>,
     pub shm_size: Option<S<String>>,
     pub restart: Option<S<String>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct RawBuckets {
     pub input: Option<S<String>>,
@@ -102,7 +104,58 @@ impl Interval {
     }
 }
 
+/// `command:` as written. One string is a mistake reported with the list form it should
+/// take (the words are not split here: a shell's quoting is not ours to guess at run time).
+#[derive(Clone)]
+pub enum RawCommand {
+    Words(Vec<S<String>>),
+    Line(String),
+}
+
+impl RawCommand {
+    pub fn words(&self) -> &[S<String>] {
+        match self {
+            RawCommand::Words(w) => w,
+            RawCommand::Line(_) => &[],
+        }
+    }
+
+    pub fn words_mut(&mut self) -> &mut [S<String>] {
+        match self {
+            RawCommand::Words(w) => w,
+            RawCommand::Line(_) => &mut [],
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RawCommand {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct CommandVisitor;
+        impl<'de> Visitor<'de> for CommandVisitor {
+            type Value = RawCommand;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list of words, e.g. [\"/bin/sh\", \"/job.sh\"]")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<RawCommand, E> {
+                Ok(RawCommand::Line(v.to_owned()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<RawCommand, E> {
+                Ok(RawCommand::Line(v))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawCommand, A::Error> {
+                let mut words = Vec::new();
+                while let Some(w) = seq.next_element::<S<String>>()? {
+                    words.push(w);
+                }
+                Ok(RawCommand::Words(words))
+            }
+        }
+        d.deserialize_any(CommandVisitor)
+    }
+}
+
 /// A mapping kept in file order with the location of each key (serde maps lose both).
+#[derive(Clone)]
 pub struct Entries<V>(pub Vec<(S<String>, V)>);
 
 impl<'de, V: Deserialize<'de>> Deserialize<'de> for Entries<V> {
@@ -134,6 +187,7 @@ pub fn loc(l: Location) -> Loc {
 }
 
 /// Any YAML value, each part located: a provider's part of the config.
+#[derive(Clone)]
 pub struct RawDoc(pub Value);
 
 impl RawDoc {

@@ -283,6 +283,7 @@ pub fn diff(
         warnings: vec![],
         unread: vec![],
         jobs,
+        sweeps: vec![],
         changes,
         summary,
     })

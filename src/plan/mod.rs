@@ -6,17 +6,21 @@
 //! - `desired.rs`: each node's desired attributes from its provider, and the preflight;
 //! - `refresh.rs`: what exists now (one batched read per provider), and `status`'s facts;
 //! - `diff.rs`: desired against current, into changes;
+//! - `missing_input.rs`: a missing input bucket located in the config, with a did-you-mean;
 //! - `targets.rs`: `--target`, and the order of the changes;
 //! - `saved.rs`: what a saved plan must agree on with the plan made again at apply;
+//! - `sweeps.rs`: the summary's line per sweep (a `matrix:` deployment's members);
 //! - `renames.rs`: a deployment that goes while another comes (a rename) is warned about
 //!   the checkpoint it leaves behind.
 
 mod desired;
 mod diff;
 mod inputs;
+pub mod missing_input;
 mod refresh;
 pub mod renames;
 pub mod saved;
+pub mod sweeps;
 pub(crate) mod targets;
 
 use anycloud_provider::{Attrs, Diagnostic, Kind};
@@ -229,6 +233,9 @@ pub struct Plan {
     /// as they are.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub jobs: Vec<EndedJob>,
+    /// The config's sweeps: which deployments each `matrix:` made, from which values.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sweeps: Vec<crate::config::Sweep>,
     pub changes: Vec<Change>,
     pub summary: Summary,
 }

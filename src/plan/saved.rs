@@ -174,6 +174,7 @@ mod tests {
             warnings: vec![],
             unread: vec![],
             jobs: vec![],
+            sweeps: vec![],
             summary: super::super::Summary::of(&changes),
             changes,
         }

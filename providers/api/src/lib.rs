@@ -372,6 +372,12 @@ pub trait BucketAccess: Send + Sync {
         progress: &Transfer,
     ) -> Result<usize>;
 
+    /// The names of the buckets that exist, for a did-you-mean when a config names one
+    /// that does not; empty where the cloud does not say (the default).
+    async fn names(&self, _user: Option<&DeploymentSpec>) -> Result<Vec<String>> {
+        Ok(vec![])
+    }
+
     /// Copies the bucket's objects into `dest`; returns the number of files.
     async fn download(
         &self,

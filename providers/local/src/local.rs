@@ -255,6 +255,22 @@ impl BucketAccess for LocalProvider {
         )))
     }
 
+    async fn names(&self, _: Option<&DeploymentSpec>) -> Result<Vec<String>> {
+        let dir = Path::new(self.root()?).join("buckets");
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+            Err(e) => return Err(io_error(format!("listing {}", dir.display()))(e)),
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
     async fn upload(
         &self,
         bucket: &str,
