@@ -406,6 +406,14 @@ fn markdown_within(plan: &Plan, limit: usize) -> String {
         out.push_str("No changes. The infrastructure matches the configuration.\n\n");
     } else {
         let _ = writeln!(out, "**{}**\n", plan.summary_line());
+        let sweeps = crate::plan::sweeps::summary_lines(plan);
+        if !sweeps.is_empty() {
+            // A sweep's name comes from the config: shown as text, never as markdown.
+            for line in sweeps.lines() {
+                let _ = writeln!(out, "{}  ", escape::markdown_text(line));
+            }
+            out.push('\n');
+        }
     }
     let room = limit.saturating_sub(NOTE_ROOM);
     let mut left_out = LeftOut::default();

@@ -101,7 +101,28 @@ fn plan_of_a_sweep_human() {
         human.contains("sweep train: 2 deployments (lr × seed)\n"),
         "{human}"
     );
+    // The members that do the same are one line at the top, not one each.
+    assert!(
+        human.starts_with(
+            "sweep train, 2 of 2 deployments (train-lr-0-01-seed-7, train-lr-0-1-seed-7): new; its job will start\n"
+        ),
+        "{human}"
+    );
     insta::assert_snapshot!("plan_sweep_human", human);
+}
+
+#[test]
+fn a_markdown_plan_of_a_sweep_names_it_under_the_summary() {
+    let plan = common::plan(&common::parse(SWEEP), &common::fixed_state());
+    let markdown = render::markdown(&plan);
+    assert!(
+        markdown.contains("**\n\n`sweep train: 4 deployments (lr × seed)`  \n"),
+        "{markdown}"
+    );
+    assert!(
+        markdown.contains("- sweep train, 4 of 4 deployments ("),
+        "{markdown}"
+    );
 }
 
 #[test]

@@ -74,7 +74,88 @@ pub fn story(plan: &Plan, safe: &dyn Fn(&str) -> String) -> Story {
             });
         }
     }
+    story.lines = group_sweeps(&plan.sweeps, std::mem::take(&mut story.lines));
     story
+}
+
+/// How many of a group's members a grouped line names before "and N more".
+const NAMED_MEMBERS: usize = 5;
+
+/// A sweep's members whose lines say the same, names aside, become one line: a sweep of
+/// 1,000 jobs that all start again reads as one sentence, not 1,000.
+fn group_sweeps(sweeps: &[crate::config::Sweep], lines: Vec<Line>) -> Vec<Line> {
+    // (sweep, what it says) -> the members saying it, in the lines' order.
+    let mut groups: BTreeMap<(usize, String, String, String), Vec<String>> = BTreeMap::new();
+    let mut grouped: BTreeMap<&str, (usize, String, String, String)> = BTreeMap::new();
+    for line in &lines {
+        let Some(sweep) = sweeps
+            .iter()
+            .position(|s| s.members.iter().any(|m| m.id == line.deployment))
+        else {
+            continue;
+        };
+        let Some((head, rest)) = line.text.split_once(": ") else {
+            continue;
+        };
+        let (noun, after) = if let Some(after) =
+            head.strip_prefix(&format!("job {}", line.deployment))
+        {
+            ("jobs", after)
+        } else if let Some(after) = head.strip_prefix(&format!("deployment {}", line.deployment)) {
+            ("deployments", after)
+        } else {
+            continue;
+        };
+        let key = (sweep, noun.to_owned(), after.to_owned(), rest.to_owned());
+        groups
+            .entry(key.clone())
+            .or_default()
+            .push(line.deployment.clone());
+        grouped.insert(&line.deployment, key);
+    }
+    let mut out = Vec::new();
+    let mut said = std::collections::BTreeSet::new();
+    for line in &lines {
+        let Some(key) = grouped.get(line.deployment.as_str()) else {
+            out.push(Line {
+                deployment: line.deployment.clone(),
+                text: line.text.clone(),
+            });
+            continue;
+        };
+        let members = &groups[key];
+        if members.len() < 2 {
+            out.push(Line {
+                deployment: line.deployment.clone(),
+                text: line.text.clone(),
+            });
+            continue;
+        }
+        if !said.insert(key.clone()) {
+            continue;
+        }
+        let (sweep, noun, after, rest) = key;
+        let sweep = &sweeps[*sweep];
+        let mut names = members
+            .iter()
+            .take(NAMED_MEMBERS)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
+        if members.len() > NAMED_MEMBERS {
+            names.push_str(&format!(" and {} more", members.len() - NAMED_MEMBERS));
+        }
+        out.push(Line {
+            deployment: sweep.name.clone(),
+            text: format!(
+                "sweep {}, {} of {} {noun} ({names}){after}: {rest}",
+                sweep.name,
+                members.len(),
+                sweep.members.len()
+            ),
+        });
+    }
+    out
 }
 
 fn deployment_of(address: &str) -> Option<&str> {
@@ -603,6 +684,7 @@ mod tests {
             warnings: vec![],
             unread: vec![],
             jobs: vec![],
+            sweeps: vec![],
             summary: Summary::of(&changes),
             changes,
         }
@@ -771,6 +853,51 @@ mod tests {
         assert_eq!(
             reasons(&c, &|t| t.to_owned()),
             ["env.B 2 → (none)", "env.C (none) → 3"]
+        );
+    }
+
+    #[test]
+    fn a_sweeps_members_saying_the_same_are_one_line() {
+        let member = |id: &str| crate::config::SweepMember {
+            id: id.to_owned(),
+            values: Default::default(),
+        };
+        let sweeps = vec![crate::config::Sweep {
+            name: "train".into(),
+            axes: vec!["seed".into()],
+            members: (1..=7)
+                .map(|i| member(&format!("train-seed-{i}")))
+                .collect(),
+        }];
+        let line = |d: &str, text: String| Line {
+            deployment: d.into(),
+            text,
+        };
+        let mut lines: Vec<Line> = (1..=6)
+            .map(|i| {
+                let d = format!("train-seed-{i}");
+                line(&d, format!("deployment {d}: new; its job will start"))
+            })
+            .collect();
+        lines.push(line(
+            "other",
+            "deployment other: new; its job will start".into(),
+        ));
+        lines.push(line(
+            "train-seed-7",
+            "job train-seed-7 (running since 2026-12-07 14:42 UTC): STOPPED".into(),
+        ));
+        let texts: Vec<String> = group_sweeps(&sweeps, lines)
+            .into_iter()
+            .map(|l| l.text)
+            .collect();
+        assert_eq!(
+            texts,
+            [
+                "sweep train, 6 of 7 deployments (train-seed-1, train-seed-2, train-seed-3, train-seed-4, train-seed-5 and 1 more): new; its job will start",
+                "deployment other: new; its job will start",
+                "job train-seed-7 (running since 2026-12-07 14:42 UTC): STOPPED",
+            ]
         );
     }
 }
