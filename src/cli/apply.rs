@@ -190,7 +190,10 @@ pub(super) async fn applied(cx: &Context<'_>, args: &ApplyArgs) -> Result<Applie
             return Err(e);
         }
     }
-    cx.shell.out("\n");
+    // A blank line between the plan and the run's events; -q prints neither.
+    if !cx.shell.quiet() {
+        cx.shell.out("\n");
+    }
     for address in &scratch {
         match crate::plan::clear_checkpoint(&session.state, &cx.providers, address).await {
             Ok(cleared) => cx.shell.out(&format!(
@@ -432,7 +435,9 @@ async fn destroy_in(
             return Err(e);
         }
     }
-    cx.shell.out("\n");
+    if !cx.shell.quiet() {
+        cx.shell.out("\n");
+    }
     Ok(execute(cx, &plan, session, parallelism).await?.0)
 }
 
@@ -568,11 +573,12 @@ async fn execute(
         0 => String::new(),
         n => format!(", {n} forgotten (buckets kept with their data)"),
     };
+    let lead = if cx.shell.quiet() { "" } else { "\n" };
     cx.shell.out(&if plan.destroy {
-        format!("\nDestroy complete! Resources: {destroyed} destroyed{forgotten}.\n")
+        format!("{lead}Destroy complete! Resources: {destroyed} destroyed{forgotten}.\n")
     } else {
         format!(
-            "\nApply complete! Resources: {} added, {} changed, {} replaced, {destroyed} destroyed{forgotten}.\n",
+            "{lead}Apply complete! Resources: {} added, {} changed, {} replaced, {destroyed} destroyed{forgotten}.\n",
             s.add, s.change, s.replace
         )
     });
