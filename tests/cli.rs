@@ -733,3 +733,113 @@ fn test_hooks_are_only_in_builds_of_tests() {
         tree("normal,build,dev")
     );
 }
+
+/// The state lives beside its config (issue 25, item 6): `status` and `plan` with `-f
+/// sub/anycloud.yaml` from another directory see the state that `apply` made in `sub/`.
+#[test]
+fn the_state_is_found_beside_the_config_from_any_directory() {
+    let p = Project::new(CONFIG);
+    let sub = p.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    std::fs::write(sub.join("anycloud.yaml"), CONFIG).unwrap();
+    let in_sub = |args: &[&str]| {
+        let out = p.command(args).current_dir(&sub).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    };
+    in_sub(&["apply", "--auto-approve", BUCKETS[0], BUCKETS[1]]);
+    assert!(sub.join(".anycloud/state.json").is_file());
+
+    let f = ["-f", "sub/anycloud.yaml"];
+    let listed = p.ok(&[f[0], f[1], "state", "list"]);
+    assert_eq!(listed.stdout.lines().count(), 3, "{listed:?}");
+    let status = p.ok(&[f[0], f[1], "status", "--format", "json"]);
+    assert!(
+        status.stdout.contains("deployment.cli-job.bucket.output"),
+        "{status:?}"
+    );
+    let plan = p.run(&[
+        f[0],
+        f[1],
+        "plan",
+        "--detailed-exitcode",
+        BUCKETS[0],
+        BUCKETS[1],
+    ]);
+    assert_eq!(plan.code, 0, "no changes: the same state: {plan:?}");
+    assert!(!p.path().join(".anycloud/state.json").exists());
+}
+
+/// A state left at the old default (`.anycloud/state.json` of the working directory) for a
+/// config elsewhere is named with how to move it, not started afresh, and `state adopt` is
+/// never suggested for it.
+#[test]
+fn a_state_left_in_the_working_directory_is_named_not_adopted() {
+    let p = Project::new(CONFIG);
+    let sub = p.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    std::fs::write(sub.join("anycloud.yaml"), CONFIG).unwrap();
+    let f = ["-f", "sub/anycloud.yaml"];
+    // Where anycloud kept it before: relative to the working directory.
+    p.ok(&[
+        f[0],
+        f[1],
+        "--state",
+        ".anycloud/state.json",
+        "apply",
+        "--auto-approve",
+        "--target",
+        "deployment.cli-job.vm",
+        BUCKETS[0],
+        BUCKETS[1],
+    ]);
+    for args in [&["plan"][..], &["status"], &["apply", "--auto-approve"]] {
+        let args: Vec<&str> = f.iter().chain(args).copied().collect();
+        let r = p.run(&args);
+        assert_eq!(r.code, 1, "{args:?}: {r:?}");
+        assert!(!r.stderr.contains("state adopt"), "{args:?}: {r:?}");
+        assert!(
+            r.stderr.contains("mv .anycloud/state.json* sub/.anycloud/"),
+            "{args:?}: {r:?}"
+        );
+        assert!(!sub.join(".anycloud/state.json").exists(), "{args:?}");
+    }
+    // From `sub/` (the config in the working directory), the state above is found too.
+    let from_sub = p.command(&["plan"]).current_dir(&sub).output().unwrap();
+    let err = String::from_utf8_lossy(&from_sub.stderr);
+    assert_eq!(from_sub.status.code(), Some(1), "{err}");
+    assert!(!err.contains("state adopt"), "{err}");
+    assert!(
+        err.contains("/.anycloud/state.json holds the state"),
+        "{err}"
+    );
+    // Another project's config (other deployments) is not held up by it.
+    let other = p.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(
+        other.join("anycloud.yaml"),
+        CONFIG
+            .replace("cli-job", "other-job")
+            .replace("cli-results", "other-results"),
+    )
+    .unwrap();
+    p.ok(&[
+        "-f",
+        "other/anycloud.yaml",
+        "plan",
+        "--target",
+        "deployment.other-job.bucket",
+    ]);
+    // Moved as it says, it is found.
+    for f in ["state.json", "state.json.backup"] {
+        let _ = std::fs::rename(
+            p.path().join(".anycloud").join(f),
+            sub.join(".anycloud").join(f),
+        );
+    }
+    let listed = p.ok(&[f[0], f[1], "state", "list"]);
+    assert!(
+        listed.stdout.contains("deployment.cli-job.vm"),
+        "{listed:?}"
+    );
+    p.ok(&[f[0], f[1], "destroy", "--auto-approve"]);
+}

@@ -7,6 +7,7 @@ mod filter;
 mod logs;
 mod plan;
 mod show;
+mod state_path;
 mod status;
 
 use std::io::IsTerminal;
@@ -36,7 +37,8 @@ pub struct Cli {
         default_value = "anycloud.yaml"
     )]
     pub config: PathBuf,
-    /// The state file (default .anycloud/state.json), when the config has no `state:`.
+    /// The state file, when the config has no `state:` (default: .anycloud/state.json beside
+    /// the config; a path given here is relative to the working directory).
     #[arg(long, global = true)]
     pub state: Option<PathBuf>,
     /// Where the deployments' SSH keys are kept (never beside a remote state).
@@ -360,15 +362,16 @@ impl Context<'_> {
     }
 }
 
-/// The local state file when none is named.
-pub const DEFAULT_STATE: &str = ".anycloud/state.json";
+pub use state_path::{default_state, DEFAULT_STATE};
 
 /// The state store: the config's `state:` (a cloud's object store, reached with that
 /// provider's settings from the same config), else the local file. Opening does no I/O.
 async fn open_store(cli: &Cli, providers: &Providers) -> Result<Box<dyn StateStore>, UserError> {
     let local = || -> Box<dyn StateStore> {
         Box::new(LocalStore::new(
-            cli.state.clone().unwrap_or_else(|| DEFAULT_STATE.into()),
+            cli.state
+                .clone()
+                .unwrap_or_else(|| default_state(&cli.config)),
         ))
     };
     if !cli.config.exists() {
@@ -376,6 +379,9 @@ async fn open_store(cli: &Cli, providers: &Providers) -> Result<Box<dyn StateSto
     }
     let head = crate::config::load_head(&cli.config, providers).map_err(UserError)?;
     let Some((backend, settings)) = head else {
+        if cli.state.is_none() && uses_state(&cli.command) {
+            state_path::refuse_a_state_left_behind(&cli.config, providers)?;
+        }
         return Ok(local());
     };
     if let Some(path) = &cli.state {
@@ -394,6 +400,17 @@ async fn open_store(cli: &Cli, providers: &Providers) -> Result<Box<dyn StateSto
         .await
         .map_err(|e| UserError::msg(format!("cannot open the state store: {e}")))?;
     Ok(Box::new(anycloud_state::RemoteStore::new(objects, key)))
+}
+
+/// Whether a command reads or writes the state (so must find the right one).
+fn uses_state(command: &Command) -> bool {
+    !matches!(
+        command,
+        Command::Validate
+            | Command::Graph(_)
+            | Command::Schema { .. }
+            | Command::State(StateCommand::Migrate { .. })
+    )
 }
 
 /// Exit codes: 0 success, 1 error, 2 changes present (with --detailed-exitcode), 130 interrupted.
