@@ -539,7 +539,6 @@ deployments:
 /// kept as a snapshot (a changed word shows in review).
 #[test]
 fn every_command_flag_and_argument_has_help() {
-    use clap::CommandFactory;
     fn walk(cmd: &mut clap::Command, path: &str, out: &mut String, missing: &mut Vec<String>) {
         for a in cmd.get_arguments() {
             let id = a.get_id().as_str();
@@ -562,7 +561,7 @@ fn every_command_flag_and_argument_has_help() {
             walk(sub, &sub_path, out, missing);
         }
     }
-    let mut cmd = anycloud::cli::Cli::command();
+    let mut cmd = anycloud::cli::command();
     cmd.build();
     let (mut out, mut missing) = (String::new(), Vec::new());
     walk(&mut cmd, "anycloud", &mut out, &mut missing);
@@ -842,4 +841,180 @@ fn a_state_left_in_the_working_directory_is_named_not_adopted() {
         "{listed:?}"
     );
     p.ok(&[f[0], f[1], "destroy", "--auto-approve"]);
+}
+
+/// Parses as `anycloud` does, or says why not.
+fn parsed(args: &[&str]) -> Result<anycloud::cli::Cli, String> {
+    use clap::FromArgMatches;
+    let argv = anycloud::cli::normalise_args(
+        std::iter::once("anycloud")
+            .chain(args.iter().copied())
+            .map(std::ffi::OsString::from),
+    );
+    let matches = anycloud::cli::command()
+        .try_get_matches_from(argv)
+        .map_err(|e| e.to_string())?;
+    anycloud::cli::Cli::from_arg_matches(&matches).map_err(|e| e.to_string())
+}
+
+/// Every flag Terraform spells with one dash works with one (issue 25, item 7), with its
+/// value after a space or after `=`.
+#[test]
+fn terraforms_single_dash_flags_parse() {
+    use anycloud::cli::Command;
+    let cli = parsed(&[
+        "plan",
+        "-target=deployment.a",
+        "-target",
+        "deployment.b",
+        "-refresh=false",
+        "-lock=false",
+        "-lock-timeout",
+        "5s",
+        "-out",
+        "p.plan",
+        "-replace=deployment.a.container",
+        "-detailed-exitcode",
+        "-destroy",
+        "-no-color",
+        "-state",
+        "s.json",
+    ])
+    .unwrap();
+    let Command::Plan(plan) = &cli.command else {
+        panic!("{cli:?}")
+    };
+    assert_eq!(plan.target, ["deployment.a", "deployment.b"]);
+    assert!(!plan.refresh && !plan.lock && plan.detailed_exitcode && plan.destroy);
+    assert_eq!(plan.out.as_deref(), Some(std::path::Path::new("p.plan")));
+    assert_eq!(plan.replace, ["deployment.a.container"]);
+    assert_eq!(cli.lock_timeout, std::time::Duration::from_secs(5));
+    assert!(cli.no_color);
+    assert_eq!(cli.state.as_deref(), Some(std::path::Path::new("s.json")));
+
+    let cli = parsed(&[
+        "apply",
+        "-auto-approve",
+        "-parallelism",
+        "3",
+        "-refresh=false",
+        "-target",
+        "deployment.a",
+        "-lock-timeout=1m",
+    ])
+    .unwrap();
+    let Command::Apply(apply) = &cli.command else {
+        panic!("{cli:?}")
+    };
+    assert!(apply.auto_approve && !apply.refresh);
+    assert_eq!(
+        (apply.parallelism, apply.target.as_slice()),
+        (3, &["deployment.a".to_owned()][..])
+    );
+    assert_eq!(cli.lock_timeout, std::time::Duration::from_secs(60));
+
+    let cli = parsed(&[
+        "destroy",
+        "-auto-approve",
+        "-parallelism=2",
+        "-target=deployment.a",
+    ])
+    .unwrap();
+    let Command::Destroy(destroy) = &cli.command else {
+        panic!("{cli:?}")
+    };
+    assert!(destroy.auto_approve);
+    assert_eq!(
+        (destroy.parallelism, destroy.target.as_slice()),
+        (2, &["deployment.a".to_owned()][..])
+    );
+
+    let cli = parsed(&["run", "job", "-auto-approve", "-parallelism", "4"]).unwrap();
+    let Command::Run(run) = &cli.command else {
+        panic!("{cli:?}")
+    };
+    assert!(run.auto_approve);
+    assert_eq!(run.parallelism, 4);
+
+    // The two-dash spellings are unchanged, and a value after `--` is left as it is.
+    parsed(&[
+        "apply",
+        "--auto-approve",
+        "--parallelism",
+        "3",
+        "--lock-timeout",
+        "1s",
+    ])
+    .unwrap();
+    let cli = parsed(&["bucket", "upload", "in", "--", "-target"]).unwrap();
+    assert!(format!("{cli:?}").contains("\"-target\""), "{cli:?}");
+}
+
+/// `show` takes `--format json` like the other commands (and `--json` still).
+#[test]
+fn show_takes_format_json() {
+    let p = Project::new(CONFIG);
+    p.ok(&["apply", "--auto-approve", BUCKETS[0], BUCKETS[1]]);
+    for args in [
+        &["show", "--format", "json"][..],
+        &["show", "--json"],
+        &["show", "-json"],
+    ] {
+        let shown = p.ok(args);
+        let state: serde_json::Value = serde_json::from_str(&shown.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}: {shown:?}"));
+        assert!(
+            state["resources"]["deployment.cli-job.bucket.output"].is_object(),
+            "{shown:?}"
+        );
+    }
+    let human = p.ok(&["show", "--format", "human"]);
+    assert!(
+        human.stdout.contains("# deployment.cli-job.bucket.output:"),
+        "{human:?}"
+    );
+}
+
+/// `anycloud completions bash|zsh|fish` prints a script that knows the commands.
+#[test]
+fn completions_are_printed_for_each_shell() {
+    let p = Project::new(CONFIG);
+    for shell in ["bash", "zsh", "fish"] {
+        let script = p.ok(&["completions", shell]).stdout;
+        assert!(script.contains("anycloud"), "{shell}: {script}");
+        assert!(script.contains("apply"), "{shell}: {script}");
+        assert!(script.contains("auto-approve"), "{shell}: {script}");
+    }
+    let bash = p.ok(&["completions", "bash"]).stdout;
+    assert!(bash.contains("complete -F"), "{bash}");
+    let unknown = p.run(&["completions", "powershell"]);
+    assert_eq!(unknown.code, 2, "{unknown:?}");
+}
+
+/// A command's help lists only the global flags it reads; the others are still accepted.
+#[test]
+fn help_shows_only_the_global_flags_a_command_uses() {
+    let p = Project::new(CONFIG);
+    let validate = p.ok(&["validate", "--help"]).stdout;
+    for hidden in ["--lock-timeout", "--state", "--keys-dir"] {
+        assert!(
+            !validate.contains(hidden),
+            "validate --help lists {hidden}: {validate}"
+        );
+    }
+    assert!(validate.contains("--config"), "{validate}");
+    let graph = p.ok(&["graph", "--help"]).stdout;
+    assert!(
+        !graph.contains("--lock-timeout") && !graph.contains("--json-stream"),
+        "{graph}"
+    );
+    let state_list = p.ok(&["state", "list", "--help"]).stdout;
+    assert!(!state_list.contains("--keys-dir"), "{state_list}");
+    assert!(state_list.contains("--lock-timeout"), "{state_list}");
+    let plan = p.ok(&["plan", "--help"]).stdout;
+    for shown in ["--lock-timeout", "--state", "--json-stream", "--config"] {
+        assert!(plan.contains(shown), "plan --help lacks {shown}: {plan}");
+    }
+    p.ok(&["--lock-timeout", "1s", "validate"]);
+    p.ok(&["validate", "-lock-timeout=1s"]);
 }
