@@ -13,6 +13,7 @@
 
 mod desired;
 mod diff;
+pub mod images;
 mod refresh;
 pub mod renames;
 pub mod saved;
