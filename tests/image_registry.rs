@@ -94,3 +94,26 @@ fn a_cloud_plan_fails_on_an_image_the_registry_lacks() {
     let all = format!("{}{}", warned.stdout, warned.stderr);
     assert!(all.contains("could not be asked"), "{warned:?}");
 }
+
+/// On the local cloud, an image the daemon lacks but its registry has plans (the container
+/// step pulls it); one neither has fails with the registry's words.
+#[test]
+fn a_local_plan_asks_the_registry_for_what_the_daemon_lacks() {
+    let registry = common::registry::start();
+    let host = format!("127.0.0.1:{}", registry.port);
+    let pushed = format!("{host}/anycloud/local-job:v1");
+    push(&pushed); // and removed from the daemon again
+    let config = |image: &str| {
+        format!(
+            "defaults: {{ provider: local }}\ndeployments:\n  reg-local:\n    container: {{ image: \"{image}\" }}\n    buckets: {{ output: reg-local-out }}\n"
+        )
+    };
+    let p = common::Project::new(&config(&pushed));
+    p.ok(&["plan"]);
+    let missing = format!("{host}/anycloud/local-job:v404");
+    p.write_config(&config(&missing));
+    let refused = p.run(&["plan"]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(refused.stderr.contains("anycloud.yaml:4:25"), "{refused:?}");
+    assert!(refused.stderr.contains("MANIFEST_UNKNOWN"), "{refused:?}");
+}

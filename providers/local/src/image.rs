@@ -33,6 +33,11 @@ pub async fn check(host: &dyn Host, image: &str) -> ImageCheck {
         .strip_prefix("Error response from daemon: ")
         .unwrap_or(said);
     if said.contains("No such image") || said.contains("No such object") {
+        // The container step pulls what the daemon lacks: a reference naming its registry
+        // is as good as there when that registry has it (and its answer when it has not).
+        if anycloud_host::registry::parse(image).is_some() {
+            return anycloud_host::registry::check(image).await;
+        }
         return ImageCheck::Missing {
             message: format!("image '{image}' is not in this machine's Docker daemon ({said})"),
             help: format!(
