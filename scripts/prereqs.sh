@@ -13,6 +13,8 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 # Test hosts log in as a user with passwordless sudo, as cloud images do.
 command -v sudo >/dev/null 2>&1 || need+=(sudo)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# The image check's tests: a real registry (CNCF distribution) on a loopback port.
+[ -x /usr/bin/docker-registry ] || need+=(docker-registry)
 python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
 # The Azure tests: Azurite (node) over TLS with a test CA (openssl).
 command -v openssl >/dev/null 2>&1 || need+=(openssl)

@@ -258,6 +258,13 @@ pub async fn make_plan_timed(
     };
     t.diff = start.elapsed();
     plan.leave_out(unread);
+    // Like the preflight, it asks the outside: not under `--refresh=false`.
+    if opts.refresh && !opts.destroy {
+        let warnings = plan::images::check(&config.path, &graph, &plan, providers)
+            .await
+            .map_err(UserError)?;
+        plan.warnings.extend(warnings);
+    }
     plan.warnings.extend(notes);
     if let Some(current) = &current {
         plan.warnings

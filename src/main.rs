@@ -1,7 +1,5 @@
-use clap::Parser;
-
 fn main() {
-    let cli = anycloud::cli::Cli::parse_from(anycloud::cli::normalise_args(std::env::args_os()));
+    let cli = anycloud::cli::parse(std::env::args_os());
     let shell = if cli.json_stream {
         let stream = anycloud::stream::Stream::stdout();
         anycloud::shell::Shell::streaming(cli.no_color, cli.quiet, cli.verbose, stream)

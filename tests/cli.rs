@@ -558,7 +558,6 @@ deployments:
 /// kept as a snapshot (a changed word shows in review).
 #[test]
 fn every_command_flag_and_argument_has_help() {
-    use clap::CommandFactory;
     fn walk(cmd: &mut clap::Command, path: &str, out: &mut String, missing: &mut Vec<String>) {
         for a in cmd.get_arguments() {
             let id = a.get_id().as_str();
@@ -581,7 +580,7 @@ fn every_command_flag_and_argument_has_help() {
             walk(sub, &sub_path, out, missing);
         }
     }
-    let mut cmd = anycloud::cli::Cli::command();
+    let mut cmd = anycloud::cli::command();
     cmd.build();
     let (mut out, mut missing) = (String::new(), Vec::new());
     walk(&mut cmd, "anycloud", &mut out, &mut missing);
@@ -619,7 +618,10 @@ fn addresses_are_suggested_and_deployment_names_accepted() {
             .contains("did you mean 'deployment.cli-job.bucket.output'?"),
         "{target:?}"
     );
-    let by_name = p.ok(&["plan", "--target", "cli-job"]).stdout;
+    // No refresh: busybox:latest is not asked of this machine's Docker (it need not be there).
+    let by_name = p
+        .ok(&["plan", "--refresh=false", "--target", "cli-job"])
+        .stdout;
     assert!(
         by_name.contains("deployment.cli-job.container will be created"),
         "{by_name}"
@@ -777,4 +779,290 @@ fn a_missing_input_bucket_is_located_with_the_nearest_bucket_that_exists() {
         "{r:?}"
     );
     assert!(r.stderr.contains("did you mean 'training-data'?"), "{r:?}");
+}
+
+/// The state lives beside its config (issue 25, item 6): `status` and `plan` with `-f
+/// sub/anycloud.yaml` from another directory see the state that `apply` made in `sub/`.
+#[test]
+fn the_state_is_found_beside_the_config_from_any_directory() {
+    let p = Project::new(CONFIG);
+    let sub = p.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    std::fs::write(sub.join("anycloud.yaml"), CONFIG).unwrap();
+    let in_sub = |args: &[&str]| {
+        let out = p.command(args).current_dir(&sub).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    };
+    in_sub(&["apply", "--auto-approve", BUCKETS[0], BUCKETS[1]]);
+    assert!(sub.join(".anycloud/state.json").is_file());
+
+    let f = ["-f", "sub/anycloud.yaml"];
+    let listed = p.ok(&[f[0], f[1], "state", "list"]);
+    assert_eq!(listed.stdout.lines().count(), 3, "{listed:?}");
+    let status = p.ok(&[f[0], f[1], "status", "--format", "json"]);
+    assert!(
+        status.stdout.contains("deployment.cli-job.bucket.output"),
+        "{status:?}"
+    );
+    let plan = p.run(&[
+        f[0],
+        f[1],
+        "plan",
+        "--detailed-exitcode",
+        BUCKETS[0],
+        BUCKETS[1],
+    ]);
+    assert_eq!(plan.code, 0, "no changes: the same state: {plan:?}");
+    assert!(!p.path().join(".anycloud/state.json").exists());
+}
+
+/// A state left at the old default (`.anycloud/state.json` of the working directory) for a
+/// config elsewhere is named with how to move it, not started afresh, and `state adopt` is
+/// never suggested for it.
+#[test]
+fn a_state_left_in_the_working_directory_is_named_not_adopted() {
+    let p = Project::new(CONFIG);
+    let sub = p.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    std::fs::write(sub.join("anycloud.yaml"), CONFIG).unwrap();
+    let f = ["-f", "sub/anycloud.yaml"];
+    // Where anycloud kept it before: relative to the working directory.
+    p.ok(&[
+        f[0],
+        f[1],
+        "--state",
+        ".anycloud/state.json",
+        "apply",
+        "--auto-approve",
+        "--target",
+        "deployment.cli-job.vm",
+        BUCKETS[0],
+        BUCKETS[1],
+    ]);
+    for args in [&["plan"][..], &["status"], &["apply", "--auto-approve"]] {
+        let args: Vec<&str> = f.iter().chain(args).copied().collect();
+        let r = p.run(&args);
+        assert_eq!(r.code, 1, "{args:?}: {r:?}");
+        assert!(!r.stderr.contains("state adopt"), "{args:?}: {r:?}");
+        assert!(
+            r.stderr.contains("mv .anycloud/state.json* sub/.anycloud/"),
+            "{args:?}: {r:?}"
+        );
+        assert!(!sub.join(".anycloud/state.json").exists(), "{args:?}");
+    }
+    // From `sub/` (the config in the working directory), the state above is found too.
+    let from_sub = p.command(&["plan"]).current_dir(&sub).output().unwrap();
+    let err = String::from_utf8_lossy(&from_sub.stderr);
+    assert_eq!(from_sub.status.code(), Some(1), "{err}");
+    assert!(!err.contains("state adopt"), "{err}");
+    assert!(
+        err.contains("/.anycloud/state.json holds the state"),
+        "{err}"
+    );
+    // Another project's config (other deployments) is not held up by it.
+    let other = p.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(
+        other.join("anycloud.yaml"),
+        CONFIG
+            .replace("cli-job", "other-job")
+            .replace("cli-results", "other-results"),
+    )
+    .unwrap();
+    p.ok(&[
+        "-f",
+        "other/anycloud.yaml",
+        "plan",
+        "--target",
+        "deployment.other-job.bucket",
+    ]);
+    // Moved as it says, it is found.
+    for f in ["state.json", "state.json.backup"] {
+        let _ = std::fs::rename(
+            p.path().join(".anycloud").join(f),
+            sub.join(".anycloud").join(f),
+        );
+    }
+    let listed = p.ok(&[f[0], f[1], "state", "list"]);
+    assert!(
+        listed.stdout.contains("deployment.cli-job.vm"),
+        "{listed:?}"
+    );
+    p.ok(&[f[0], f[1], "destroy", "--auto-approve"]);
+}
+
+/// Parses as `anycloud` does, or says why not.
+fn parsed(args: &[&str]) -> Result<anycloud::cli::Cli, String> {
+    use clap::FromArgMatches;
+    let argv = anycloud::cli::normalise_args(
+        std::iter::once("anycloud")
+            .chain(args.iter().copied())
+            .map(std::ffi::OsString::from),
+    );
+    let matches = anycloud::cli::command()
+        .try_get_matches_from(argv)
+        .map_err(|e| e.to_string())?;
+    anycloud::cli::Cli::from_arg_matches(&matches).map_err(|e| e.to_string())
+}
+
+/// Every flag Terraform spells with one dash works with one (issue 25, item 7), with its
+/// value after a space or after `=`.
+#[test]
+fn terraforms_single_dash_flags_parse() {
+    use anycloud::cli::Command;
+    let cli = parsed(&[
+        "plan",
+        "-target=deployment.a",
+        "-target",
+        "deployment.b",
+        "-refresh=false",
+        "-lock=false",
+        "-lock-timeout",
+        "5s",
+        "-out",
+        "p.plan",
+        "-replace=deployment.a.container",
+        "-detailed-exitcode",
+        "-destroy",
+        "-no-color",
+        "-state",
+        "s.json",
+    ])
+    .unwrap();
+    let Command::Plan(plan) = &cli.command else {
+        panic!("{cli:?}")
+    };
+    assert_eq!(plan.target, ["deployment.a", "deployment.b"]);
+    assert!(!plan.refresh && !plan.lock && plan.detailed_exitcode && plan.destroy);
+    assert_eq!(plan.out.as_deref(), Some(std::path::Path::new("p.plan")));
+    assert_eq!(plan.replace, ["deployment.a.container"]);
+    assert_eq!(cli.lock_timeout, std::time::Duration::from_secs(5));
+    assert!(cli.no_color);
+    assert_eq!(cli.state.as_deref(), Some(std::path::Path::new("s.json")));
+
+    let cli = parsed(&[
+        "apply",
+        "-auto-approve",
+        "-parallelism",
+        "3",
+        "-refresh=false",
+        "-target",
+        "deployment.a",
+        "-lock-timeout=1m",
+    ])
+    .unwrap();
+    let Command::Apply(apply) = &cli.command else {
+        panic!("{cli:?}")
+    };
+    assert!(apply.auto_approve && !apply.refresh);
+    assert_eq!(
+        (apply.parallelism, apply.target.as_slice()),
+        (3, &["deployment.a".to_owned()][..])
+    );
+    assert_eq!(cli.lock_timeout, std::time::Duration::from_secs(60));
+
+    let cli = parsed(&[
+        "destroy",
+        "-auto-approve",
+        "-parallelism=2",
+        "-target=deployment.a",
+    ])
+    .unwrap();
+    let Command::Destroy(destroy) = &cli.command else {
+        panic!("{cli:?}")
+    };
+    assert!(destroy.auto_approve);
+    assert_eq!(
+        (destroy.parallelism, destroy.target.as_slice()),
+        (2, &["deployment.a".to_owned()][..])
+    );
+
+    let cli = parsed(&["run", "job", "-auto-approve", "-parallelism", "4"]).unwrap();
+    let Command::Run(run) = &cli.command else {
+        panic!("{cli:?}")
+    };
+    assert!(run.auto_approve);
+    assert_eq!(run.parallelism, 4);
+
+    // The two-dash spellings are unchanged, and a value after `--` is left as it is.
+    parsed(&[
+        "apply",
+        "--auto-approve",
+        "--parallelism",
+        "3",
+        "--lock-timeout",
+        "1s",
+    ])
+    .unwrap();
+    let cli = parsed(&["bucket", "upload", "in", "--", "-target"]).unwrap();
+    assert!(format!("{cli:?}").contains("\"-target\""), "{cli:?}");
+}
+
+/// `show` takes `--format json` like the other commands (and `--json` still).
+#[test]
+fn show_takes_format_json() {
+    let p = Project::new(CONFIG);
+    p.ok(&["apply", "--auto-approve", BUCKETS[0], BUCKETS[1]]);
+    for args in [
+        &["show", "--format", "json"][..],
+        &["show", "--json"],
+        &["show", "-json"],
+    ] {
+        let shown = p.ok(args);
+        let state: serde_json::Value = serde_json::from_str(&shown.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}: {shown:?}"));
+        assert!(
+            state["resources"]["deployment.cli-job.bucket.output"].is_object(),
+            "{shown:?}"
+        );
+    }
+    let human = p.ok(&["show", "--format", "human"]);
+    assert!(
+        human.stdout.contains("# deployment.cli-job.bucket.output:"),
+        "{human:?}"
+    );
+}
+
+/// `anycloud completions bash|zsh|fish` prints a script that knows the commands.
+#[test]
+fn completions_are_printed_for_each_shell() {
+    let p = Project::new(CONFIG);
+    for shell in ["bash", "zsh", "fish"] {
+        let script = p.ok(&["completions", shell]).stdout;
+        assert!(script.contains("anycloud"), "{shell}: {script}");
+        assert!(script.contains("apply"), "{shell}: {script}");
+        assert!(script.contains("auto-approve"), "{shell}: {script}");
+    }
+    let bash = p.ok(&["completions", "bash"]).stdout;
+    assert!(bash.contains("complete -F"), "{bash}");
+    let unknown = p.run(&["completions", "powershell"]);
+    assert_eq!(unknown.code, 2, "{unknown:?}");
+}
+
+/// A command's help lists only the global flags it reads; the others are still accepted.
+#[test]
+fn help_shows_only_the_global_flags_a_command_uses() {
+    let p = Project::new(CONFIG);
+    let validate = p.ok(&["validate", "--help"]).stdout;
+    for hidden in ["--lock-timeout", "--state", "--keys-dir"] {
+        assert!(
+            !validate.contains(hidden),
+            "validate --help lists {hidden}: {validate}"
+        );
+    }
+    assert!(validate.contains("--config"), "{validate}");
+    let graph = p.ok(&["graph", "--help"]).stdout;
+    assert!(
+        !graph.contains("--lock-timeout") && !graph.contains("--json-stream"),
+        "{graph}"
+    );
+    let state_list = p.ok(&["state", "list", "--help"]).stdout;
+    assert!(!state_list.contains("--keys-dir"), "{state_list}");
+    assert!(state_list.contains("--lock-timeout"), "{state_list}");
+    let plan = p.ok(&["plan", "--help"]).stdout;
+    for shown in ["--lock-timeout", "--state", "--json-stream", "--config"] {
+        assert!(plan.contains(shown), "plan --help lacks {shown}: {plan}");
+    }
+    p.ok(&["--lock-timeout", "1s", "validate"]);
+    p.ok(&["validate", "-lock-timeout=1s"]);
 }

@@ -95,7 +95,10 @@ fn a_jobs_life_failures_reruns_and_finished_jobs() {
     // and applies the rest. One that dies at once (a missing file; a command not in the
     // image, which the image's init reports with 127) is the job's failure, not the apply's:
     // a warning with the job's own words.
-    let first = p.run(&["apply", "--auto-approve"]);
+    // Without a refresh the plan does not ask Docker for the images (a refreshed plan refuses
+    // job-noimage before anything is made: e2e_local.rs), so its start fails as an image
+    // deleted between plan and apply would.
+    let first = p.run(&["apply", "--auto-approve", "--refresh=false"]);
     assert_eq!(first.code, 1, "{first:?}");
     let said = format!("{}{}", first.stdout, first.stderr);
     assert!(

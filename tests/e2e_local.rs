@@ -303,3 +303,63 @@ deployments:
     assert_eq!(p.run(&["plan", "--detailed-exitcode"]).code, 0);
     assert_eq!(containers_of("e2e-sigint"), 1);
 }
+
+/// A missing image fails the plan (issue 25, item 5), located at the deployment's
+/// `container.image` and saying how to build or pull it, before anything is made; and an
+/// image changed to a missing one leaves the running container as it is.
+#[test]
+fn a_missing_image_fails_the_plan_before_anything_is_made() {
+    common::remove_leftover_containers(&["img-check"]);
+    let missing = "anycloud-e2e-never-built:v404";
+    let _ = std::process::Command::new("docker")
+        .args(["image", "rm", "-f", missing])
+        .output();
+    let config = |image: &str| {
+        format!(
+            "project: imgcheck\ndefaults:\n  provider: local\n  sync_interval: 1s\n  connectivity_check: {{ retries: 2, retries_sleep: 1s }}\ndeployments:\n  img-check:\n    container:\n      image: {image}\n      command: [/bin/sh, -c, \"sleep 600\"]\n    buckets: {{ output: img-check-out }}\n"
+        )
+    };
+    let p = Project::new(&config(missing));
+    for args in [&["plan"][..], &["apply", "--auto-approve"]] {
+        let r = p.run(args);
+        assert_eq!(r.code, 1, "{args:?}: {r:?}");
+        assert!(r.stderr.contains("anycloud.yaml:9:14"), "{args:?}: {r:?}");
+        assert!(
+            r.stderr.contains(&format!(
+                "image '{missing}' is not in this machine's Docker daemon"
+            )),
+            "{args:?}: {r:?}"
+        );
+        assert!(
+            r.stderr.contains(&format!("docker build -t {missing}")),
+            "{args:?}: {r:?}"
+        );
+        assert!(!r.stderr.contains("panicked"), "{r:?}");
+        assert!(
+            p.state_json()
+                .is_none_or(|s| s["resources"].as_object().is_none_or(|r| r.is_empty())),
+            "nothing made: {args:?}"
+        );
+        assert!(!p.root().join("buckets").exists(), "{args:?}");
+        assert!(!p.host("img-check").exists(), "{args:?}");
+    }
+    // Under --refresh=false nothing is asked, as of every cloud.
+    p.ok(&["plan", "--refresh=false"]);
+
+    build_image("anycloud-e2e:v1");
+    p.write_config(&config("anycloud-e2e:v1"));
+    p.ok(&["apply", "--auto-approve"]);
+    assert_eq!(containers_of("img-check"), 1);
+    let before = common::sh("docker ps -q --filter label=anycloud.deployment=img-check");
+    p.write_config(&config(missing));
+    let replace = p.run(&["apply", "--auto-approve"]);
+    assert_eq!(replace.code, 1, "{replace:?}");
+    assert!(replace.stderr.contains(missing), "{replace:?}");
+    assert_eq!(
+        common::sh("docker ps -q --filter label=anycloud.deployment=img-check"),
+        before,
+        "the running container is left as it is"
+    );
+    p.write_config(&config("anycloud-e2e:v1"));
+    p.ok(&["destroy", "--auto-approve"]);
+}

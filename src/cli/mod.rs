@@ -7,6 +7,7 @@ mod filter;
 mod logs;
 mod plan;
 mod show;
+mod state_path;
 mod status;
 
 use std::io::IsTerminal;
@@ -36,7 +37,8 @@ pub struct Cli {
         default_value = "anycloud.yaml"
     )]
     pub config: PathBuf,
-    /// The state file (default .anycloud/state.json), when the config has no `state:`.
+    /// The state file, when the config has no `state:` (default: .anycloud/state.json beside
+    /// the config; a path given here is relative to the working directory).
     #[arg(long, global = true)]
     pub state: Option<PathBuf>,
     /// Where the deployments' SSH keys are kept (never beside a remote state).
@@ -66,6 +68,66 @@ pub struct Cli {
     pub quiet: bool,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The global flags each command has no use for. They stay accepted there (every spelling
+/// that worked still does, `anycloud --lock-timeout 5m validate` too) but are hidden from its
+/// help and completions, so `validate --help` lists only what validate reads.
+const UNUSED_GLOBALS: &[(&str, &[&str])] = &[
+    ("validate", &["state", "keys_dir", "lock_timeout"]),
+    ("show", &["keys_dir", "lock_timeout", "json_stream"]),
+    ("state", &["keys_dir", "json_stream"]),
+    ("force-unlock", &["keys_dir", "lock_timeout", "json_stream"]),
+    (
+        "graph",
+        &["state", "keys_dir", "lock_timeout", "json_stream"],
+    ),
+    (
+        "schema",
+        &["config", "state", "keys_dir", "lock_timeout", "json_stream"],
+    ),
+    ("status", &["lock_timeout", "json_stream"]),
+    ("logs", &["lock_timeout", "json_stream"]),
+    ("bucket", &["keys_dir", "lock_timeout", "json_stream"]),
+    (
+        "completions",
+        &["config", "state", "keys_dir", "lock_timeout", "json_stream"],
+    ),
+];
+
+/// The command line as parsed and as its help and completions show it: the derived command
+/// with each subcommand's unused global flags hidden ([`UNUSED_GLOBALS`]). clap does not
+/// copy a global flag into a subcommand that has one of the same id, so a hidden copy put
+/// there first stays (and reaches that subcommand's own subcommands in turn).
+pub fn command() -> clap::Command {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    let globals: Vec<clap::Arg> = cmd
+        .get_arguments()
+        .filter(|a| a.is_global_set())
+        .cloned()
+        .collect();
+    // In place, not with `mut_subcommand`, which moves the subcommand to the end of the list.
+    for sc in cmd.get_subcommands_mut() {
+        let Some((_, unused)) = UNUSED_GLOBALS.iter().find(|(n, _)| *n == sc.get_name()) else {
+            continue;
+        };
+        for id in *unused {
+            let arg = globals
+                .iter()
+                .find(|a| a.get_id() == id)
+                .unwrap_or_else(|| panic!("no global flag {id}"));
+            *sc = std::mem::take(sc).arg(arg.clone().hide(true));
+        }
+    }
+    cmd
+}
+
+/// Parses the arguments (Terraform's single-dash spellings first made clap's): clap's
+/// own message and exit on an error, or on `--help` and `--version`.
+pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Cli {
+    use clap::FromArgMatches;
+    let matches = command().get_matches_from(normalise_args(args));
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -112,6 +174,13 @@ pub enum Command {
     /// List, fill and fetch buckets.
     #[command(subcommand)]
     Bucket(BucketCommand),
+    /// Print a shell's completion script: `anycloud completions bash > /etc/bash_completion.d/anycloud`
+    /// (zsh: a file `_anycloud` on $fpath; fish: ~/.config/fish/completions/anycloud.fish).
+    Completions {
+        /// The shell.
+        #[arg(value_parser = ["bash", "zsh", "fish"])]
+        shell: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -200,9 +269,25 @@ pub struct DestroyArgs {
 pub struct ShowArgs {
     /// A plan saved by `plan -out`; without it, the state.
     pub plan_file: Option<PathBuf>,
-    /// Print JSON (the plan document, or the state file's contents).
+    /// Print JSON (the plan document, or the state file's contents): `--format json`.
     #[arg(long)]
     pub json: bool,
+    /// `human` for people, `json` for programs (the plan document, or the state file's
+    /// contents), as `plan`, `status` and `state list` take it.
+    #[arg(long, value_enum)]
+    pub format: Option<ShowFormat>,
+}
+
+impl ShowArgs {
+    pub fn json(&self) -> bool {
+        self.json || self.format == Some(ShowFormat::Json)
+    }
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum ShowFormat {
+    Human,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -364,15 +449,16 @@ impl Context<'_> {
     }
 }
 
-/// The local state file when none is named.
-pub const DEFAULT_STATE: &str = ".anycloud/state.json";
+pub use state_path::{default_state, DEFAULT_STATE};
 
 /// The state store: the config's `state:` (a cloud's object store, reached with that
 /// provider's settings from the same config), else the local file. Opening does no I/O.
 async fn open_store(cli: &Cli, providers: &Providers) -> Result<Box<dyn StateStore>, UserError> {
     let local = || -> Box<dyn StateStore> {
         Box::new(LocalStore::new(
-            cli.state.clone().unwrap_or_else(|| DEFAULT_STATE.into()),
+            cli.state
+                .clone()
+                .unwrap_or_else(|| default_state(&cli.config)),
         ))
     };
     if !cli.config.exists() {
@@ -380,6 +466,9 @@ async fn open_store(cli: &Cli, providers: &Providers) -> Result<Box<dyn StateSto
     }
     let head = crate::config::load_head(&cli.config, providers).map_err(UserError)?;
     let Some((backend, settings)) = head else {
+        if cli.state.is_none() && uses_state(&cli.command) {
+            state_path::refuse_a_state_left_behind(&cli.config, providers)?;
+        }
         return Ok(local());
     };
     if let Some(path) = &cli.state {
@@ -400,8 +489,31 @@ async fn open_store(cli: &Cli, providers: &Providers) -> Result<Box<dyn StateSto
     Ok(Box::new(anycloud_state::RemoteStore::new(objects, key)))
 }
 
+/// Whether a command reads or writes the state (so must find the right one).
+fn uses_state(command: &Command) -> bool {
+    !matches!(
+        command,
+        Command::Validate
+            | Command::Graph(_)
+            | Command::Schema { .. }
+            | Command::Completions { .. }
+            | Command::State(StateCommand::Migrate { .. })
+    )
+}
+
 /// Exit codes: 0 success, 1 error, 2 changes present (with --detailed-exitcode), 130 interrupted.
 pub async fn run(cli: &Cli, shell: Shell) -> Result<i32, UserError> {
+    if let Command::Completions { shell: name } = &cli.command {
+        let which = match name.as_str() {
+            "zsh" => clap_complete::Shell::Zsh,
+            "fish" => clap_complete::Shell::Fish,
+            _ => clap_complete::Shell::Bash,
+        };
+        let mut script = Vec::new();
+        clap_complete::generate(which, &mut command(), "anycloud", &mut script);
+        shell.out(&String::from_utf8_lossy(&script));
+        return Ok(0);
+    }
     let providers = Providers::builtin(&cli.keys_dir);
     let store = open_store(cli, &providers).await?;
     let cx = Context {
@@ -464,6 +576,7 @@ pub async fn run(cli: &Cli, shell: Shell) -> Result<i32, UserError> {
         Command::Logs(args) => logs::logs(&cx, args).await,
         Command::Run(args) => logs::run(&cx, args).await,
         Command::Bucket(cmd) => bucket::bucket(&cx, cmd).await,
+        Command::Completions { .. } => unreachable!("answered before the state is opened"),
     }
 }
 
@@ -546,29 +659,58 @@ fn confirm(shell: &Shell, auto_approve: bool, what: &str) -> Result<bool, UserEr
     Ok(answer.trim() == "yes")
 }
 
-/// Terraform spells it `-out`; clap reads a single dash as short flags, so accept that
-/// spelling by rewriting it before parsing.
+/// Terraform's flags that anycloud has too, which Terraform spells with one dash (`-out`,
+/// `-target=ADDR`, `-refresh=false`, `-auto-approve`, ...). clap reads one dash as short
+/// flags (`-target` as `-t -a -r ...`), so these are rewritten to two before parsing.
+const SINGLE_DASH: &[&str] = &[
+    "auto-approve",
+    "destroy",
+    "detailed-exitcode",
+    "lock",
+    "lock-timeout",
+    "no-color",
+    "out",
+    "parallelism",
+    "refresh",
+    "replace",
+    "state",
+    "target",
+];
+
+/// Terraform's single-dash spellings made clap's ([`SINGLE_DASH`]; `-json` is the stream, or
+/// `--json` for `show`). Nothing after `--` is touched: that is a value, not a flag.
 pub fn normalise_args(
     args: impl IntoIterator<Item = std::ffi::OsString>,
 ) -> Vec<std::ffi::OsString> {
     let args: Vec<std::ffi::OsString> = args.into_iter().collect();
-    // Terraform's `-json`: the stream for the commands that stream, `--json` for `show`.
     let json = if args.iter().any(|a| a == "show") {
         "--json"
     } else {
         "--json-stream"
     };
+    let mut after_separator = false;
     args.into_iter()
-        .map(|a| match a.to_str() {
-            Some("-json") => json.into(),
-            Some("-out") => "--out".into(),
-            Some(s) if s.starts_with("-out=") => format!("-{s}").into(),
-            // Terraform's spelling.
-            Some("-replace") => "--replace".into(),
-            Some("-destroy") => "--destroy".into(),
-            Some(s) if s.starts_with("-lock=") => format!("-{s}").into(),
-            Some(s) if s.starts_with("-replace=") => format!("-{s}").into(),
-            _ => a,
+        .map(|a| {
+            if after_separator {
+                return a;
+            }
+            let Some(s) = a.to_str() else { return a };
+            if s == "--" {
+                after_separator = true;
+                return a;
+            }
+            if s == "-json" {
+                return json.into();
+            }
+            let Some(flag) = s.strip_prefix('-').filter(|f| !f.starts_with('-')) else {
+                return a;
+            };
+            let name = flag.split_once('=').map_or(flag, |(n, _)| n);
+            if SINGLE_DASH.contains(&name) {
+                format!("-{s}").into()
+            } else {
+                a
+            }
         })
         .collect()
 }

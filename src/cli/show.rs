@@ -9,7 +9,7 @@ use super::{read_plan_file, Context, ListFormat, ShowArgs, StateCommand};
 pub(super) async fn show(cx: &Context<'_>, args: &ShowArgs) -> Result<i32, UserError> {
     if let Some(path) = &args.plan_file {
         let plan = read_plan_file(path)?;
-        cx.shell.out(&if args.json {
+        cx.shell.out(&if args.json() {
             render::json(&plan)
         } else {
             render::human_opts(&plan, cx.shell.stdout_styled(), cx.shell.verbose())
@@ -17,7 +17,7 @@ pub(super) async fn show(cx: &Context<'_>, args: &ShowArgs) -> Result<i32, UserE
         return Ok(0);
     }
     let state = engine::read_state(cx.store.as_ref()).await?;
-    if args.json {
+    if args.json() {
         cx.shell.out(&format!(
             "{}\n",
             serde_json::to_string_pretty(&state).expect("state serialises")

@@ -450,3 +450,27 @@ pub(crate) fn only_known(
         _ => doc.clone(),
     }
 }
+
+/// A diagnostic at `deployments.<id>.container.image` of the config at `path`, for a problem
+/// found after the config was loaded (an image missing at plan time). The file is read again
+/// only then: keeping every deployment's location would cost a sweep's memory for an error.
+/// Without the file or the key (changed meanwhile), the diagnostic has no location.
+pub fn at_image(path: &Path, id: &str, message: String) -> Diagnostic {
+    let file = path.display().to_string();
+    let found = std::fs::read_to_string(path).ok().and_then(|text| {
+        let options = Limits::for_input(text.len()).options();
+        let raw: RawConfig = serde_saphyr::from_str_with_options(&text, options).ok()?;
+        let (_, dep) = raw
+            .deployments?
+            .value
+            .0
+            .into_iter()
+            .find(|(name, _)| name.value == id)?;
+        let image = dep.value.container?.value.image?;
+        Some((loc(image.referenced), text))
+    });
+    match found {
+        Some((at, text)) => Diagnostic::at(at, message).in_file(&file, &text),
+        None => Diagnostic::error(message),
+    }
+}

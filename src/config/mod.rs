@@ -32,7 +32,7 @@ use std::sync::Arc;
 use anycloud_provider::doc::Checks;
 use anycloud_provider::{DeploymentSpec, Diagnostic, Loc};
 
-pub use load::{digest, load, load_head, parse};
+pub use load::{at_image, digest, load, load_head, parse};
 pub use matrix::{Sweep, SweepMember, MAX_MEMBERS};
 pub use names::check_bucket_name;
 

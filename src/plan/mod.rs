@@ -15,6 +15,7 @@
 
 mod desired;
 mod diff;
+pub mod images;
 mod inputs;
 pub mod missing_input;
 mod refresh;

@@ -52,6 +52,7 @@ pub fn plan(config: &Config, state: &State) -> Plan {
 
 pub mod http_server;
 pub mod moto;
+pub mod registry;
 pub mod relay;
 
 #[path = "../../benches/fixture/mod.rs"]

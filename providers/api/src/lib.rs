@@ -215,6 +215,22 @@ pub struct Preflight {
     pub notes: Vec<String>,
 }
 
+/// What [`Provider::check_image`] found of a container image, asked at plan time so that a
+/// missing image fails the plan rather than the apply, after the machine is made (and paid).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ImageCheck {
+    /// It is there: on the machine's daemon, or in its registry.
+    Found,
+    /// Not asked (a reference this provider cannot check without credentials or a network
+    /// it does not have): nothing to say.
+    Unchecked,
+    /// It is not there: fails the plan. `message` carries the daemon's or registry's own
+    /// words; `help` how to make it there.
+    Missing { message: String, help: String },
+    /// Could not tell (a private registry, one that did not answer): a warning with the plan.
+    Unknown(String),
+}
+
 /// Reads and changes a cloud's resources, one node at a time.
 #[async_trait::async_trait]
 pub trait Provider: Declaration {
@@ -277,6 +293,13 @@ pub trait Provider: Declaration {
     /// a reviewer should know (an existing bucket that will be reused) is a note.
     async fn preflight(&self, _targets: &[Target<'_>]) -> Result<Preflight> {
         Ok(Preflight::default())
+    }
+
+    /// Whether the container image `image` can be had where this provider's machines run
+    /// it. Asked once per image at plan time, for the deployments whose container is to be
+    /// created or replaced. Must answer within seconds. Default: not checked.
+    async fn check_image(&self, _image: &str) -> ImageCheck {
+        ImageCheck::Unchecked
     }
 
     /// How many calls this provider has made to the outside so far (API requests, SSH

@@ -165,6 +165,12 @@ impl Provider for AwsProvider {
         }
     }
 
+    /// A reference with a registry host is asked of that registry (the machine pulls it only
+    /// once it is made); one without is not asked (README, "A missing image").
+    async fn check_image(&self, image: &str) -> anycloud_provider::ImageCheck {
+        anycloud_host::registry::check(image).await
+    }
+
     async fn preflight(&self, targets: &[Target<'_>]) -> Result<Preflight> {
         let mut found = bucket::preflight(self.clients(), targets, &self.untagged).await?;
         let opens_ssh = self.clients().settings().ssh_cidr.is_none()

@@ -325,6 +325,12 @@ impl Provider for AzureProvider {
         }
     }
 
+    /// A reference with a registry host is asked of that registry (the machine pulls it only
+    /// once it is made); one without is not asked (README, "A missing image").
+    async fn check_image(&self, image: &str) -> anycloud_provider::ImageCheck {
+        anycloud_host::registry::check(image).await
+    }
+
     async fn preflight(&self, targets: &[Target<'_>]) -> Result<Preflight> {
         let subscription = self.subscription()?;
         let (errors, notes) = storage::preflight(self.arm()?, &subscription, targets).await?;

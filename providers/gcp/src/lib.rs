@@ -321,6 +321,12 @@ impl Provider for GcpProvider {
         }
     }
 
+    /// A reference with a registry host is asked of that registry (the machine pulls it only
+    /// once it is made); one without is not asked (README, "A missing image").
+    async fn check_image(&self, image: &str) -> anycloud_provider::ImageCheck {
+        anycloud_host::registry::check(image).await
+    }
+
     async fn preflight(&self, targets: &[Target<'_>]) -> Result<Preflight> {
         let cx = self.cx()?;
         let mut errors = storage::preflight(&cx, targets).await?;

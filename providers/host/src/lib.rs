@@ -6,6 +6,7 @@
 
 pub mod keys;
 pub mod layout;
+pub mod registry;
 pub mod render;
 pub mod scripts;
 pub mod ssh;

@@ -3,6 +3,7 @@
 //! through [`anycloud_host::SshHost`]). rclone uses remotes of type `local` on that machine.
 
 mod dirs;
+mod image;
 mod local;
 mod ssh;
 

@@ -155,6 +155,10 @@ impl Provider for LocalProvider {
             .collect())
     }
 
+    async fn check_image(&self, image: &str) -> anycloud_provider::ImageCheck {
+        crate::image::check(&self.host, image).await
+    }
+
     /// A host directory another state owns fails the plan (not the apply half-way): after a
     /// lost state, nothing is made under a new lineage before `state adopt`.
     async fn preflight(&self, targets: &[Target<'_>]) -> Result<anycloud_provider::Preflight> {
