@@ -113,7 +113,15 @@ fn run_takes_down_a_deployment_it_made() {
     let d = "owns-fresh";
     common::remove_leftover_containers(&[d]);
     build_image("anycloud-e2e:v1");
-    let p = Project::new(&config(d, "step-1"));
+    // With an input: the run reads it first, so its record is the run's to forget too.
+    let with_input = config(d, "step-1").replace(
+        "buckets: { output:",
+        &format!("buckets: {{ input: {d}-in, output:"),
+    );
+    assert!(with_input.contains("input:"), "{with_input}");
+    let p = Project::new(&with_input);
+    std::fs::create_dir_all(p.bucket(&format!("{d}-in"))).unwrap();
+    std::fs::write(p.bucket(&format!("{d}-in")).join("data.txt"), "data\n").unwrap();
 
     let ran = p.run(&["run", d, "--auto-approve"]);
     assert_eq!(ran.code, 0, "{ran:?}");

@@ -218,7 +218,13 @@ fn made_by(cx: &Context<'_>, plan: &Plan, code: i32, done: &[String]) -> Applied
         made: plan
             .changes
             .iter()
-            .filter(|c| matches!(c.action, Action::Create | Action::Replace))
+            // A read that put a new record in the state (an input bucket this run read first)
+            // is this run's too: taking it down only forgets the record.
+            .filter(|c| match c.action {
+                Action::Create | Action::Replace => true,
+                Action::Read => c.before.is_none(),
+                _ => false,
+            })
             .filter(|c| done.contains(c.address.as_str()))
             .map(|c| c.address.clone())
             .collect(),
