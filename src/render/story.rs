@@ -366,7 +366,7 @@ impl Job {
                 None => "finished".into(),
             }),
             Some("failed") => Job::Ended(format!(
-                "failed with exit code {}",
+                "exited with code {}",
                 job.get("exit_code").and_then(Value::as_i64).unwrap_or(-1)
             )),
             Some("never-started") => Job::Ended("never started".into()),
@@ -837,7 +837,7 @@ mod tests {
         }];
         assert_eq!(
             lines(&p),
-            ["deployment a: uploads every 10s instead of 5s; its job (failed with exit code 3) is not run again"]
+            ["deployment a: uploads every 10s instead of 5s; its job (exited with code 3) is not run again"]
         );
     }
 
