@@ -26,7 +26,7 @@ echo
 echo "wordcount.txt in bucket quickstart-results:"
 cat .anycloud/local/buckets/quickstart-results/wordcount.txt
 echo
-echo "The job keeps training for ~20 s; watch it with:"
+echo "The job keeps training for about a minute; watch it with:"
 echo "  cd examples/quickstart && $anycloud status && $anycloud bucket ls quickstart-results"
 echo "Tear it down (the buckets are kept) with:"
 echo "  cd examples/quickstart && $anycloud destroy --auto-approve"

@@ -1,11 +1,12 @@
-//! The README's short tour is what the binary prints: every ```console block under a
-//! `<!-- tour -->` line is run, in order, in a copy of `examples/quickstart`, and each
-//! command's output (stdout and stderr, as a terminal shows them) must match the lines under
-//! it. A line `…` stands for any number of lines. What differs between two honest runs
-//! (times, durations, sizes that grow with the job, the container's generated name) is
-//! masked on both sides before comparing.
+//! The tours in README.md and docs/tour.md are what the binary prints: every ```console
+//! block under a `<!-- tour -->` line is run, in order, in a copy of `examples/quickstart`,
+//! and each command's output (stdout and stderr, as a terminal shows them) must match the
+//! lines under it. A line `…` stands for any number of lines. What differs between two
+//! honest runs (times, durations, sizes that grow with the job, the container's generated
+//! name) is masked on both sides before comparing. `<!-- tour: SHELL -->` runs SHELL, unseen,
+//! before its block: the edits to `anycloud.yaml` the prose describes, or a wait for the job.
 //!
-//! `ANYCLOUD_BLESS_README=1 cargo test --test readme_tour` writes the output into README.md
+//! `ANYCLOUD_BLESS_README=1 cargo test --test readme_tour` writes the output into the files
 //! instead (then put the `…` back where an excerpt is wanted, and review the diff).
 
 use std::path::{Path, PathBuf};
@@ -14,9 +15,7 @@ use std::time::{Duration, Instant};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const BIN: &str = env!("CARGO_BIN_EXE_anycloud");
-/// A fixed directory: the plan prints paths under it, and the README shows them.
-const TOUR: &str = "/tmp/anycloud-readme-tour";
-const MARKER: &str = "<!-- tour -->";
+const MARKER: &str = "<!-- tour";
 const ELISION: &str = "…";
 
 /// One `$ command` of a block and the lines the README shows under it.
@@ -26,10 +25,12 @@ struct Step {
     expected: Vec<String>,
 }
 
-/// A tour block: where its body sits in README.md (line indexes, end exclusive) and its steps.
+/// A tour block: where its body sits in its file (line indexes, end exclusive), what runs
+/// unseen before it, and its steps.
 #[derive(Debug)]
 struct Block {
     body: std::ops::Range<usize>,
+    setup: Option<String>,
     steps: Vec<Step>,
 }
 
@@ -38,10 +39,15 @@ fn blocks(readme: &str) -> Vec<Block> {
     let mut blocks = Vec::new();
     let mut i = 0;
     while i < lines.len() {
-        if lines[i].trim() != MARKER {
+        let Some(setup) = lines[i]
+            .trim()
+            .strip_prefix(MARKER)
+            .and_then(|rest| rest.strip_suffix("-->"))
+        else {
             i += 1;
             continue;
-        }
+        };
+        let setup = setup.trim().strip_prefix(':').map(|s| s.trim().to_owned());
         assert_eq!(
             lines.get(i + 1).copied(),
             Some("```console"),
@@ -71,6 +77,7 @@ fn blocks(readme: &str) -> Vec<Block> {
         }
         blocks.push(Block {
             body: start..end,
+            setup,
             steps,
         });
         i = end + 1;
@@ -82,12 +89,20 @@ fn blocks(readme: &str) -> Vec<Block> {
 fn mask(line: &str) -> String {
     let rules: &[(&str, &str)] = &[
         (r"\d{4}-\d\d-\d\dT\d\d:?\d\d:?\d\d(\.\d+)?Z", "<time>"),
+        (r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", "<time>"),
+        // Container and image ids: the tour builds its image afresh.
+        (r"[0-9a-f]{64}", "<id>"),
         (r"\b\d\d:\d\d( UTC)?\b", "<hh:mm>"),
         (r"\b\d+(\.\d+)?(ms|s|m) ago\b", "<age> ago"),
         (r"after \d+(\.\d+)?(ms|s|m)\b", "after <duration>"),
         (r"\(\d+(\.\d+)?(ms|s)\)", "(<duration>)"),
-        (r"anycloud-wordcount-[0-9a-f]{12}", "anycloud-wordcount-<id>"),
+        (
+            r"anycloud-wordcount-[0-9a-f]{12}",
+            "anycloud-wordcount-<id>",
+        ),
         (r"^ *\d+  ", "<size>  "),
+        // supervisord calls a program STARTING for its first `startsecs` (5 s): both are up.
+        (r"program: (STARTING|RUNNING)", "program: <up>"),
     ];
     let mut out = line.trim_end().to_owned();
     for (pattern, with) in rules {
@@ -112,11 +127,12 @@ fn matches(expected: &[String], actual: &[String]) -> bool {
     }
 }
 
-fn run(command: &str, path: &str) -> Vec<String> {
+/// Runs COMMAND as a shell would after a command that exited with LAST (`echo $?` works).
+fn run(dir: &Path, command: &str, path: &str, last: i32) -> (Vec<String>, i32) {
     let out = Command::new("sh")
         .arg("-c")
-        .arg(format!("{command} 2>&1"))
-        .current_dir(TOUR)
+        .arg(format!("(exit {last}); {command} 2>&1"))
+        .current_dir(dir)
         .env("PATH", path)
         .env("NO_COLOR", "1")
         .env_remove("ANYCLOUD_TEST_SSH_ADDRESS")
@@ -124,23 +140,21 @@ fn run(command: &str, path: &str) -> Vec<String> {
         .output()
         .expect("sh runs");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() || command.contains("--detailed-exitcode"),
-        "`{command}` failed ({}):\n{text}",
-        out.status
-    );
-    text.lines().map(str::to_owned).collect()
+    (
+        text.lines().map(str::to_owned).collect(),
+        out.status.code().unwrap_or(-1),
+    )
 }
 
 /// The job's first uploads, so `status` shows when each last succeeded rather than a race.
-fn wait_for_first_uploads() {
-    let log = Path::new(TOUR).join(".anycloud/local/hosts/wordcount/log");
+fn wait_for_first_uploads(dir: &Path) {
+    let log = dir.join(".anycloud/local/hosts/wordcount/log");
     let deadline = Instant::now() + Duration::from_secs(60);
     let done = || {
         ["rclone-output", "rclone-checkpoint"]
             .iter()
             .all(|p| log.join(format!("{p}.last-success")).exists())
-            && Path::new(TOUR)
+            && dir
                 .join(".anycloud/local/buckets/quickstart-results/wordcount.txt")
                 .exists()
     };
@@ -154,13 +168,13 @@ fn wait_for_first_uploads() {
 }
 
 /// Takes the tour's deployment down however the test ends.
-struct Teardown;
+struct Teardown<'a>(&'a Path);
 
-impl Drop for Teardown {
+impl Drop for Teardown<'_> {
     fn drop(&mut self) {
         let _ = Command::new(BIN)
             .args(["destroy", "--auto-approve", "-q"])
-            .current_dir(TOUR)
+            .current_dir(self.0)
             .output();
     }
 }
@@ -178,48 +192,51 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-#[test]
-fn the_readme_tour_prints_what_the_readme_shows() {
-    let readme_path = PathBuf::from(ROOT).join("README.md");
-    let readme = std::fs::read_to_string(&readme_path).unwrap();
-    let blocks = blocks(&readme);
-    assert!(!blocks.is_empty(), "README.md has no {MARKER} blocks");
+/// Runs the tour of FILE (relative to the repository) in DIR, a fixed directory: plans print
+/// paths under it, and the file shows them.
+fn tour(file: &str, dir: &str) {
+    let file_path = PathBuf::from(ROOT).join(file);
+    let text = std::fs::read_to_string(&file_path).unwrap();
+    let blocks = blocks(&text);
+    assert!(!blocks.is_empty(), "{file} has no {MARKER} --> blocks");
+    let dir = Path::new(dir);
 
     let quickstart = Path::new(ROOT).join("examples/quickstart");
-    if Path::new(TOUR).exists() {
-        let _ = Command::new(BIN)
-            .args(["destroy", "--auto-approve", "-q"])
-            .current_dir(TOUR)
-            .output();
-        std::fs::remove_dir_all(TOUR).unwrap();
+    if dir.exists() {
+        drop(Teardown(dir));
+        std::fs::remove_dir_all(dir).unwrap();
     }
-    copy_dir(&quickstart, Path::new(TOUR));
+    copy_dir(&quickstart, dir);
     // Ignore any state or local cloud the example directory held: the tour starts empty.
-    let _ = std::fs::remove_dir_all(Path::new(TOUR).join(".anycloud"));
+    let _ = std::fs::remove_dir_all(dir.join(".anycloud"));
     let built = Command::new("bash")
         .arg(quickstart.join("build-image.sh"))
         .output()
         .unwrap();
     assert!(built.status.success(), "build-image.sh failed: {built:?}");
-    let _teardown = Teardown;
+    let _teardown = Teardown(dir);
 
     let bin_dir = Path::new(BIN).parent().unwrap().display().to_string();
     let path = format!("{bin_dir}:{}", std::env::var("PATH").unwrap_or_default());
     let bless = std::env::var_os("ANYCLOUD_BLESS_README").is_some();
-    let mut lines: Vec<String> = readme.lines().map(str::to_owned).collect();
     let mut failures = Vec::new();
-    // Bodies are replaced from the last block up, so earlier ranges stay valid.
     let mut blessed: Vec<(std::ops::Range<usize>, Vec<String>)> = Vec::new();
+    let mut last = 0;
     for block in &blocks {
+        if let Some(setup) = &block.setup {
+            let (out, code) = run(dir, setup, &path, 0);
+            assert_eq!(code, 0, "{file}: `{setup}` failed:\n{}", out.join("\n"));
+        }
         let mut body = Vec::new();
         for step in &block.steps {
-            let actual = run(&step.command, &path);
-            if step.command.contains("apply") {
-                wait_for_first_uploads();
+            let (actual, code) = run(dir, &step.command, &path, last);
+            last = code;
+            if step.command.starts_with("anycloud apply") && code == 0 {
+                wait_for_first_uploads(dir);
             }
             if !matches(&step.expected, &actual) {
                 failures.push(format!(
-                    "$ {}\n--- README.md shows\n{}\n--- the binary printed\n{}",
+                    "$ {}\n--- {file} shows\n{}\n--- the binary printed\n{}",
                     step.command,
                     step.expected.join("\n"),
                     actual.join("\n")
@@ -231,18 +248,30 @@ fn the_readme_tour_prints_what_the_readme_shows() {
         blessed.push((block.body.clone(), body));
     }
     if bless {
+        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        // From the last block up, so the earlier ranges stay valid.
         for (range, body) in blessed.into_iter().rev() {
             lines.splice(range, body);
         }
-        std::fs::write(&readme_path, lines.join("\n") + "\n").unwrap();
+        std::fs::write(&file_path, lines.join("\n") + "\n").unwrap();
         return;
     }
     assert!(
         failures.is_empty(),
-        "the README's tour differs from what the binary prints \
+        "{file}'s tour differs from what the binary prints \
          (ANYCLOUD_BLESS_README=1 rewrites it):\n\n{}",
         failures.join("\n\n")
     );
+}
+
+#[test]
+fn the_readme_tour_prints_what_the_readme_shows() {
+    tour("README.md", "/tmp/anycloud-readme-tour");
+}
+
+#[test]
+fn the_long_tour_prints_what_docs_tour_shows() {
+    tour("docs/tour.md", "/tmp/anycloud-docs-tour");
 }
 
 #[test]
