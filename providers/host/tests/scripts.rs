@@ -24,9 +24,12 @@ fn every_script_sent_to_a_host() {
         ),
     ];
     let all = [
-        ("vm_init", scripts::vm_init(&l, false, true)),
-        ("vm_init_with_gpus", scripts::vm_init(&l, true, true)),
-        ("vm_init_host_network", scripts::vm_init(&l, false, false)),
+        ("vm_init", scripts::vm_init(&l, None, true)),
+        (
+            "vm_init_with_gpus",
+            scripts::vm_init(&l, Some("ghcr.io/acme/train:1"), true),
+        ),
+        ("vm_init_host_network", scripts::vm_init(&l, None, false)),
         ("boot_install", scripts::boot_install(&l)),
         (
             "boot_script",
