@@ -811,7 +811,7 @@ async fn a_gpu_job_gets_a_deep_learning_image_and_a_type_without_gpus_is_warned_
     let mine = "projects/my-images/global/images/family/cuda-debian-12";
     let (vm, pre) = notes("a2-highgpu-1g", Some(mine)).await;
     assert_eq!(vm["image"], json!(mine));
-    assert!(vm.get("install_nvidia_driver").is_none());
+    assert!(!vm.contains_key("install_nvidia_driver"));
     assert_eq!(
         pre.notes,
         [format!("deployment.gpujob.vm: image {mine} (vm.image; it must bring the NVIDIA driver) because a2-highgpu-1g has 1 nvidia-tesla-a100")],
