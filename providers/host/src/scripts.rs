@@ -152,7 +152,7 @@ fi
 
 /// `nvidia-smi` in a container of `image` given every GPU: the driver, the toolkit and
 /// Docker's runtime all work, or the step fails with what nvidia-smi (or Docker) said.
-fn gpu_check(image: &str) -> String {
+pub fn gpu_check(image: &str) -> String {
     let image = quote(image);
     format!(
         "if ! gpu_out=$(docker run --rm --quiet --gpus all --entrypoint nvidia-smi {image} 2>&1); then
