@@ -1517,3 +1517,51 @@ fn gpu_jobs_get_the_nvidia_image_and_a_type_without_gpus_is_warned_of() {
     );
     assert!(said(&r).contains("anycloud.yaml:8:35:"), "{r:?}");
 }
+
+/// The default GPU image is read from its SSM parameter when the VM is made: RunInstances
+/// gets the AMI the parameter holds, recorded with the VM, and the VM logs in as `ubuntu`.
+/// (Nothing answers SSH here: the apply is killed once the instance is recorded.)
+#[test]
+fn a_gpu_vm_is_launched_from_the_ami_its_parameter_holds() {
+    let moto = Moto::start("127.0.0.1");
+    // moto's own image; the parameter a test's stand-in for AWS's.
+    put_parameter(&moto, "/anycloud-test/dlami", "ami-12345678");
+    let dead = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let mut p = Project::new(
+        "project: gpus\nproviders:\n  aws: { ssh_cidr: 10.0.0.0/8 }\ndeployments:\n  gpu-vm:\n    provider: aws\n    region: us-east-1\n    vm: { type: g5.xlarge }\n    container: { image: busybox, gpus: all }\n",
+    );
+    p.env = moto.env();
+    p.env.push((
+        "ANYCLOUD_TEST_AWS_GPU_IMAGE_PARAMETER".into(),
+        "/anycloud-test/dlami".into(),
+    ));
+    p.env.push((
+        "ANYCLOUD_TEST_SSH_ADDRESS".into(),
+        format!("127.0.0.1:{dead_port}"),
+    ));
+    let mut apply = p
+        .command(&["apply", "--auto-approve"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let vm = wait_for(120, "the instance to be recorded", || {
+        let s = p.state_json()?;
+        let vm = s["resources"]["deployment.gpu-vm.vm"]["attributes"].clone();
+        vm["instance_id"].is_string().then_some(vm)
+    });
+    apply.kill().unwrap();
+    apply.wait().unwrap();
+    assert_eq!(vm["ami"], "ami-12345678", "{vm}");
+    assert_eq!(vm["ssh_user"], "ubuntu", "{vm}");
+    assert_eq!(vm["image_parameter"], "/anycloud-test/dlami", "{vm}");
+    let id = vm["instance_id"].as_str().unwrap();
+    let found = moto.query(
+        "ec2",
+        &format!("Action=DescribeInstances&Version=2016-11-15&InstanceId.1={id}"),
+    );
+    assert_eq!(xml_all(&found, "imageId"), ["ami-12345678"], "{found}");
+    assert_eq!(xml_all(&found, "instanceType"), ["g5.xlarge"], "{found}");
+}
