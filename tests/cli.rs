@@ -437,26 +437,53 @@ fn bucket_commands_check_the_name() {
     assert!(!p.path().join("out").exists());
 }
 
-/// A job asking for GPUs on an instance type without one is worth a warning in the plan
-/// (made without calling the cloud).
+/// A job asking for GPUs, without `vm.image`, gets AWS's image with NVIDIA's driver (read
+/// from its public SSM parameter when made) and logs in as its user; whether the type has
+/// GPUs is asked of EC2 (tests/e2e_aws.rs), so a plan that asks the cloud nothing says
+/// nothing of it. `vm.image` wins.
 #[test]
-fn the_plan_warns_of_gpus_on_a_machine_without_one() {
-    let config = |vm_type: &str| {
+fn a_gpu_job_plans_the_nvidia_image() {
+    let config = |vm: &str, gpus: &str| {
         format!(
-            "deployments:\n  gpu-job:\n    provider: aws\n    region: us-east-1\n    vm: {{ type: {vm_type} }}\n    container: {{ image: busybox, gpus: all }}\n"
+            "deployments:\n  gpu-job:\n    provider: aws\n    region: us-east-1\n    vm: {vm}\n    container: {{ image: busybox{gpus} }}\n"
         )
     };
-    let p = Project::new(&config("t3.micro"));
+    let p = Project::new(&config("{ type: t3.micro }", ", gpus: all"));
     let r = p.run(&["plan", "--refresh=false"]);
-    let said = format!("{}{}", r.stdout, r.stderr);
+    assert_eq!(r.code, 0, "{r:?}");
     assert!(
-        said.contains("deployment.gpu-job.vm: the container asks for GPUs (gpus: all) but instance type t3.micro has no NVIDIA GPU"),
+        r.stdout.contains(r#"+ image_parameter  = "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id""#),
         "{r:?}"
     );
-    p.write_config(&config("g5.xlarge"));
-    let r = p.run(&["plan", "--refresh=false"]);
+    assert!(
+        r.stdout.contains(r#"+ ssh_user         = "ubuntu""#),
+        "{r:?}"
+    );
+    assert!(
+        r.stdout.contains(r#"+ gpu_check_image  = "busybox""#),
+        "{r:?}"
+    );
     assert!(
         !format!("{}{}", r.stdout, r.stderr).contains("NVIDIA GPU"),
+        "{r:?}"
+    );
+    // Without GPUs: Debian's image, found when made.
+    p.write_config(&config("{ type: t3.micro }", ""));
+    let r = p.run(&["plan", "--refresh=false"]);
+    assert!(!r.stdout.contains("image_parameter"), "{r:?}");
+    assert!(
+        r.stdout.contains(r#"+ ssh_user         = "admin""#),
+        "{r:?}"
+    );
+    p.write_config(&config(
+        "{ type: g5.xlarge, image: ami-0123456789abcdef0 }",
+        ", gpus: all",
+    ));
+    let r = p.run(&["plan", "--refresh=false"]);
+    assert!(!r.stdout.contains("image_parameter"), "{r:?}");
+    assert!(
+        r.stdout
+            .contains(r#"+ ami              = "ami-0123456789abcdef0""#),
         "{r:?}"
     );
 }

@@ -1425,3 +1425,143 @@ fn a_bucket_create_cut_short_before_its_tags_is_ours() {
         "this state's bucket went"
     );
 }
+
+/// Puts the SSM parameter `name` holding `value` in moto's us-east-1 (a JSON-protocol call,
+/// unsigned: moto checks nothing here).
+fn put_parameter(moto: &Moto, name: &str, value: &str) {
+    let body = serde_json::json!({ "Name": name, "Value": value, "Type": "String" }).to_string();
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}", "-X", "POST"])
+        .args(["-H", "X-Amz-Target: AmazonSSM.PutParameter"])
+        .args(["-H", "Content-Type: application/x-amz-json-1.1"])
+        .args([
+            "-H",
+            "Authorization: AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/ssm/aws4_request, SignedHeaders=host, Signature=0",
+        ])
+        .args(["--data-binary", &body])
+        .arg(format!("{}/", moto.url))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.ends_with("\n200"), "PutParameter {name}: {text}");
+}
+
+/// A job asking for GPUs: EC2 is asked whether the type has NVIDIA GPUs (DescribeInstanceTypes,
+/// its GpuInfo); with them, the plan names the image it gets and why (by default AWS's Deep
+/// Learning Base OSS NVIDIA Driver AMI, read from its SSM parameter now), and without them it
+/// warns. moto refuses a parameter under `/aws/` (AWS owns those): the test seeds its own and
+/// points anycloud at it (ANYCLOUD_TEST_AWS_GPU_IMAGE_PARAMETER).
+#[test]
+fn gpu_jobs_get_the_nvidia_image_and_a_type_without_gpus_is_warned_of() {
+    let moto = Moto::start("127.0.0.1");
+    put_parameter(&moto, "/anycloud-test/dlami", "ami-0123456789abcdef0");
+    put_parameter(&moto, "/team/gpu-image", "ami-0fedcba9876543210");
+    let config = |vm: &str| {
+        format!(
+            "project: gpus\nproviders:\n  aws: {{ ssh_cidr: 10.0.0.0/8 }}\ndeployments:\n  gpu-job:\n    provider: aws\n    region: us-east-1\n    vm: {vm}\n    container: {{ image: busybox, gpus: all }}\n"
+        )
+    };
+    let p = Project::new(&config("{ type: g5.xlarge }"));
+    let mut env = moto.env();
+    env.push((
+        "ANYCLOUD_TEST_AWS_GPU_IMAGE_PARAMETER".into(),
+        "/anycloud-test/dlami".into(),
+    ));
+    let said = |r: &Run| format!("{}{}", r.stdout, r.stderr);
+
+    let r = ok(&p, &env, &["plan"]);
+    assert!(
+        said(&r).contains("deployment.gpu-job.vm: image ami-0123456789abcdef0 (AWS Deep Learning Base OSS NVIDIA Driver AMI, Ubuntu 22.04, from SSM parameter /anycloud-test/dlami) because g5.xlarge has 1 NVIDIA A10G"),
+        "{r:?}"
+    );
+    assert!(!said(&r).contains("has no NVIDIA GPU"), "{r:?}");
+
+    p.write_config(&config("{ type: t3.micro }"));
+    let r = ok(&p, &env, &["plan"]);
+    assert!(
+        said(&r).contains("deployment.gpu-job.vm: the container asks for GPUs but instance type t3.micro has no NVIDIA GPU (EC2 DescribeInstanceTypes)"),
+        "{r:?}"
+    );
+
+    // vm.image wins, as an AMI id or a parameter of one's own.
+    p.write_config(&config("{ type: g4dn.xlarge, image: ami-12345678 }"));
+    let r = ok(&p, &env, &["plan"]);
+    assert!(
+        said(&r).contains("deployment.gpu-job.vm: image ami-12345678 (vm.image or providers.aws.ami; it must bring the NVIDIA driver) because g4dn.xlarge has 1 NVIDIA T4"),
+        "{r:?}"
+    );
+    p.write_config(&config("{ type: g5.xlarge, image: /team/gpu-image }"));
+    let r = ok(&p, &env, &["plan"]);
+    assert!(
+        said(&r).contains("deployment.gpu-job.vm: image ami-0fedcba9876543210 (from SSM parameter /team/gpu-image; it must bring the NVIDIA driver) because g5.xlarge has 1 NVIDIA A10G"),
+        "{r:?}"
+    );
+
+    // A parameter that cannot be read fails the plan with SSM's words.
+    p.write_config(&config("{ type: g5.xlarge, image: /team/no-such-image }"));
+    let r = run(&p, &env, &["plan"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        said(&r).contains("deployment.gpu-job.vm: GetParameter /team/no-such-image"),
+        "{r:?}"
+    );
+    assert!(said(&r).contains("ParameterNotFound"), "{r:?}");
+
+    // A malformed image is an error located in the config.
+    p.write_config(&config("{ type: g5.xlarge, image: debian-12 }"));
+    let r = run(&p, &env, &["plan"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        said(&r).contains("vm.image 'debian-12' is neither an AMI id"),
+        "{r:?}"
+    );
+    assert!(said(&r).contains("anycloud.yaml:8:35:"), "{r:?}");
+}
+
+/// The default GPU image is read from its SSM parameter when the VM is made: RunInstances
+/// gets the AMI the parameter holds, recorded with the VM, and the VM logs in as `ubuntu`.
+/// (Nothing answers SSH here: the apply is killed once the instance is recorded.)
+#[test]
+fn a_gpu_vm_is_launched_from_the_ami_its_parameter_holds() {
+    let moto = Moto::start("127.0.0.1");
+    // moto's own image; the parameter a test's stand-in for AWS's.
+    put_parameter(&moto, "/anycloud-test/dlami", "ami-12345678");
+    let dead = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let mut p = Project::new(
+        "project: gpus\nproviders:\n  aws: { ssh_cidr: 10.0.0.0/8 }\ndeployments:\n  gpu-vm:\n    provider: aws\n    region: us-east-1\n    vm: { type: g5.xlarge }\n    container: { image: busybox, gpus: all }\n",
+    );
+    p.env = moto.env();
+    p.env.push((
+        "ANYCLOUD_TEST_AWS_GPU_IMAGE_PARAMETER".into(),
+        "/anycloud-test/dlami".into(),
+    ));
+    p.env.push((
+        "ANYCLOUD_TEST_SSH_ADDRESS".into(),
+        format!("127.0.0.1:{dead_port}"),
+    ));
+    let mut apply = p
+        .command(&["apply", "--auto-approve"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let vm = wait_for(120, "the instance to be recorded", || {
+        let s = p.state_json()?;
+        let vm = s["resources"]["deployment.gpu-vm.vm"]["attributes"].clone();
+        vm["instance_id"].is_string().then_some(vm)
+    });
+    apply.kill().unwrap();
+    apply.wait().unwrap();
+    assert_eq!(vm["ami"], "ami-12345678", "{vm}");
+    assert_eq!(vm["ssh_user"], "ubuntu", "{vm}");
+    assert_eq!(vm["image_parameter"], "/anycloud-test/dlami", "{vm}");
+    let id = vm["instance_id"].as_str().unwrap();
+    let found = moto.query(
+        "ec2",
+        &format!("Action=DescribeInstances&Version=2016-11-15&InstanceId.1={id}"),
+    );
+    assert_eq!(xml_all(&found, "imageId"), ["ami-12345678"], "{found}");
+    assert_eq!(xml_all(&found, "instanceType"), ["g5.xlarge"], "{found}");
+}

@@ -236,6 +236,24 @@ pub fn is_user_name(name: &str) -> bool {
 
 /// `vm.type`, `vm.spot` and `vm.disk_gb`, as a cloud VM has them; `type_required_by` names
 /// the provider that must be told the machine type.
+/// The `vm:` keys of a cloud that makes its machines: [`cloud_vm`]'s, and `image`.
+pub const CLOUD_VM_KEYS: &[&str] = &["type", "spot", "disk_gb", "image"];
+
+/// `vm.image`, checked by the cloud's own rule `check` (which says why a value is not an
+/// image of this cloud): a malformed one is an error located at the value.
+pub fn vm_image(
+    vm: Option<&Doc>,
+    checks: &mut Checks,
+    check: impl Fn(&str) -> Result<(), String>,
+) -> Option<String> {
+    let v = vm?.get("image")?;
+    let image = checks.string(v, "vm.image")?;
+    if let Err(why) = check(&image) {
+        checks.error(v.at, format!("vm.image '{image}' {why}"), None);
+    }
+    Some(image)
+}
+
 pub fn cloud_vm(
     vm: Option<&Doc>,
     cx: VmContext<'_>,

@@ -58,6 +58,9 @@ pub struct VmSpec {
     pub machine_type: Option<String>,
     pub spot: bool,
     pub disk_gb: Option<u32>,
+    /// `vm.image`: the machine image, in the cloud's own words (checked by its provider);
+    /// none: the provider's default (with GPUs asked, the cloud's image with NVIDIA drivers).
+    pub image: Option<String>,
     /// The provider's own `vm:` settings as its checker returned them (for `provider: ssh`,
     /// the machine to reach); `null` when it has none.
     pub settings: serde_json::Value,

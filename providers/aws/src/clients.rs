@@ -190,4 +190,13 @@ impl Clients {
         }
         aws_sdk_iam::Client::from_conf(builder.build())
     }
+
+    /// Systems Manager in `region`: only to read the public parameters naming AWS's images.
+    pub async fn ssm(&self, region: &str) -> aws_sdk_ssm::Client {
+        let config = self.regional(region).await;
+        let builder = aws_sdk_ssm::config::Builder::from(&config)
+            .interceptor(CountCalls(self.calls.clone()))
+            .retry_partition(retry_partition());
+        aws_sdk_ssm::Client::from_conf(builder.build())
+    }
 }

@@ -586,3 +586,76 @@ pub async fn latest_debian(clients: &Clients, region: &str) -> Result<String> {
             ))
         })
 }
+
+/// The public SSM parameter AWS keeps pointing at the newest Deep Learning Base OSS NVIDIA
+/// Driver AMI for x86_64 (Ubuntu 22.04): NVIDIA's driver, Docker and the NVIDIA container
+/// toolkit installed.
+pub const GPU_IMAGE_PARAMETER: &str =
+    "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id";
+/// What [`GPU_IMAGE_PARAMETER`] names, for the plan.
+pub const GPU_IMAGE_NAME: &str = "AWS Deep Learning Base OSS NVIDIA Driver AMI, Ubuntu 22.04";
+/// Its login user.
+pub const GPU_IMAGE_USER: &str = "ubuntu";
+
+/// The parameter the default GPU image is read from: [`GPU_IMAGE_PARAMETER`], unless a test
+/// names another (moto refuses to hold a parameter under `/aws/`, which AWS owns).
+pub fn gpu_image_parameter() -> String {
+    crate::settings::testing::value(crate::settings::testing::GPU_IMAGE_PARAMETER)
+        .unwrap_or_else(|| GPU_IMAGE_PARAMETER.to_owned())
+}
+
+/// The AMI id an SSM parameter holds.
+pub async fn image_of_parameter(clients: &Clients, region: &str, name: &str) -> Result<String> {
+    let out = clients
+        .ssm(region)
+        .await
+        .get_parameter()
+        .name(name)
+        .send()
+        .await
+        .map_err(|e| classify(&format!("GetParameter {name}"), e))?;
+    out.parameter()
+        .and_then(|p| p.value())
+        .map(str::to_owned)
+        .ok_or_else(|| ProviderError::permanent(format!("SSM parameter {name} holds no value")))
+}
+
+/// An instance type's NVIDIA GPUs as EC2 describes them (`GpuInfo`): their count and names
+/// ("1 NVIDIA A10G"); `None` when it has none (or only another maker's).
+pub async fn nvidia_gpus(
+    clients: &Clients,
+    region: &str,
+    instance_type: &str,
+) -> Result<Option<String>> {
+    let out = clients
+        .ec2(region)
+        .await
+        .describe_instance_types()
+        .instance_types(aws_sdk_ec2::types::InstanceType::from(instance_type))
+        .send()
+        .await
+        .map_err(|e| classify(&format!("DescribeInstanceTypes {instance_type}"), e))?;
+    let Some(info) = out.instance_types().first() else {
+        return Err(ProviderError::permanent(format!(
+            "EC2 does not know instance type {instance_type} in {region}"
+        )));
+    };
+    let gpus: Vec<String> = info
+        .gpu_info()
+        .map(|g| g.gpus())
+        .unwrap_or_default()
+        .iter()
+        .filter(|g| {
+            g.manufacturer()
+                .is_some_and(|m| m.eq_ignore_ascii_case("nvidia"))
+        })
+        .map(|g| {
+            format!(
+                "{} NVIDIA {}",
+                g.count().unwrap_or(1),
+                g.name().unwrap_or("GPU")
+            )
+        })
+        .collect();
+    Ok((!gpus.is_empty()).then(|| gpus.join(", ")))
+}

@@ -103,8 +103,14 @@ impl Declaration for AwsProvider {
         serde_json::to_value(settings::check(doc, checks)).expect("plain data")
     }
 
+    fn vm_keys(&self) -> &'static [&'static str] {
+        anycloud_provider::declare::CLOUD_VM_KEYS
+    }
+
     fn check_vm(&self, vm: Option<&Doc>, cx: VmContext<'_>, checks: &mut Checks) -> VmSpec {
-        anycloud_provider::declare::cloud_vm(vm, cx, checks, Some("aws"))
+        let mut spec = anycloud_provider::declare::cloud_vm(vm, cx, checks, Some("aws"));
+        spec.image = anycloud_provider::declare::vm_image(vm, checks, settings::check_image);
+        spec
     }
 
     fn state_backend(&self) -> Option<&'static str> {
@@ -173,6 +179,7 @@ impl Provider for AwsProvider {
 
     async fn preflight(&self, targets: &[Target<'_>]) -> Result<Preflight> {
         let mut found = bucket::preflight(self.clients(), targets, &self.untagged).await?;
+        vm::preflight(self, targets, &mut found).await?;
         let opens_ssh = self.clients().settings().ssh_cidr.is_none()
             && targets.iter().any(|t| t.kind == Kind::Vm);
         if opens_ssh {

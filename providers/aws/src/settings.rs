@@ -16,7 +16,9 @@ pub struct Settings {
     /// Who may reach the VMs' SSH port (default 0.0.0.0/0, with a warning).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh_cidr: Option<String>,
-    /// The VM image; default: the latest Debian 12 image in the region.
+    /// The VM image (an AMI id, or an SSM parameter holding one), for every deployment
+    /// without `vm.image`; default: the latest Debian 12 image in the region, or with GPUs
+    /// asked, the Deep Learning Base OSS NVIDIA Driver AMI.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ami: Option<String>,
     /// The image's login user (Debian's images: `admin`).
@@ -68,12 +70,8 @@ pub fn check(doc: Option<&Doc>, checks: &mut Checks) -> Settings {
         s.ssh_cidr = Some(cidr);
     }
     if let Some((ami, at)) = text(checks, "ami") {
-        if !ami.starts_with("ami-") {
-            checks.error(
-                at,
-                format!("providers.aws.ami '{ami}' is not an image id (ami-…)"),
-                None,
-            );
+        if let Err(why) = check_image(&ami) {
+            checks.error(at, format!("providers.aws.ami '{ami}' {why}"), None);
         }
         s.ami = Some(ami);
     }
@@ -111,6 +109,30 @@ pub fn check(doc: Option<&Doc>, checks: &mut Checks) -> Settings {
 }
 
 pub use anycloud_provider::declare::{check_url, is_cidr};
+
+/// An image as EC2 takes it: an AMI id (`ami-` and hex digits), or the name of an SSM
+/// parameter that holds one (`/…`, read when the VM is made; AWS publishes its images'
+/// under `/aws/service/`).
+pub fn check_image(image: &str) -> Result<(), String> {
+    let hex = |t: &str| !t.is_empty() && t.chars().all(|c| c.is_ascii_hexdigit());
+    if image.strip_prefix("ami-").is_some_and(hex) {
+        return Ok(());
+    }
+    let param_char = |c: char| c.is_ascii_alphanumeric() || "/_.-".contains(c);
+    if image.starts_with('/') && image.len() > 1 && image.chars().all(param_char) {
+        return Ok(());
+    }
+    Err(
+        "is neither an AMI id (ami-0123456789abcdef0) nor an SSM parameter naming one \
+         (/aws/service/…/ami-id)"
+            .into(),
+    )
+}
+
+/// Whether `image` names an SSM parameter rather than an AMI.
+pub fn is_parameter(image: &str) -> bool {
+    image.starts_with('/')
+}
 
 impl Settings {
     /// The S3 endpoint the VMs' rclone must use too: the config's (checked with the
@@ -153,3 +175,31 @@ impl Settings {
 }
 
 pub use anycloud_host::testing;
+
+#[cfg(test)]
+mod tests {
+    use super::check_image;
+
+    #[test]
+    fn images_are_amis_or_ssm_parameters() {
+        for ok in [
+            "ami-12345678",
+            "ami-0123456789abcdef0",
+            "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id",
+            "/team/gpu-image",
+        ] {
+            assert!(check_image(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "debian-12",
+            "ami-",
+            "ami-xyz",
+            "/",
+            "/a b",
+            "resolve:ssm:/x",
+            "",
+        ] {
+            assert!(check_image(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use anycloud_host::{keys, steps, Host, HostContext, HostedPrivate, SshHost};
 use anycloud_provider::{
-    attr_str, Attrs, DeploymentSpec, Kind, Planned, ProviderError, Result, Target,
+    attr_str, Attrs, DeploymentSpec, Kind, Planned, Preflight, ProviderError, Result, Target,
 };
 use serde_json::json;
 
-use crate::{ec2, iam, vm_host, AwsProvider};
+use crate::{ec2, iam, settings, vm_host, AwsProvider};
 
 fn context(p: &AwsProvider, spec: &DeploymentSpec) -> Result<Arc<HostContext>> {
     p.contexts
@@ -56,27 +56,37 @@ pub fn plan(p: &AwsProvider, spec: &DeploymentSpec) -> Result<Planned> {
     ]
     .map(String::from)
     .to_vec();
-    match &settings.ami {
+    // `vm.image`, else `providers.aws.ami`, else with GPUs asked AWS's image with NVIDIA's
+    // driver (whose login user is `ubuntu`), else Debian's newest (read when made).
+    let gpu_default =
+        spec.vm.image.is_none() && settings.ami.is_none() && spec.container.gpus.is_some();
+    match spec.vm.image.as_deref().or(settings.ami.as_deref()) {
+        Some(param) if settings::is_parameter(param) => {
+            attrs.insert("image_parameter".into(), json!(param));
+            computed.push("ami".into());
+        }
         Some(ami) => {
             attrs.insert("ami".into(), json!(ami));
         }
+        None if gpu_default => {
+            attrs.insert("image_parameter".into(), json!(ec2::gpu_image_parameter()));
+            computed.push("ami".into());
+        }
         None => computed.push("ami".into()),
     }
-    attrs.insert("ssh_user".into(), json!(settings.ssh_user()));
+    let user = match (&settings.ssh_user, gpu_default) {
+        (Some(user), _) => user.as_str(),
+        (None, true) => ec2::GPU_IMAGE_USER,
+        (None, false) => settings.ssh_user(),
+    };
+    attrs.insert("ssh_user".into(), json!(user));
     attrs.insert("ssh_cidr".into(), json!(settings.ssh_cidr()));
     attrs.insert("instance_state".into(), json!("running"));
     attrs.insert("key_name".into(), json!(name));
     attrs.insert("security_group".into(), json!(name));
     attrs.insert("instance_profile".into(), json!(name));
     let private = steps::vm_planned(&ctx, &mut attrs);
-    let mut warnings = Vec::new();
-    if let Some(gpus) = &spec.container.gpus {
-        if !has_nvidia_gpu(instance_type) {
-            warnings.push(format!(
-                "the container asks for GPUs (gpus: {gpus}) but instance type {instance_type} has no NVIDIA GPU: the container will not start; use a GPU type such as g5.xlarge or p4d.24xlarge"
-            ));
-        }
-    }
+    let warnings = Vec::new();
     Ok(Planned {
         attrs,
         private,
@@ -87,6 +97,7 @@ pub fn plan(p: &AwsProvider, spec: &DeploymentSpec) -> Result<Planned> {
             "spot",
             "disk_gb",
             "ami",
+            "image_parameter",
             "ssh_user",
             "instance_state",
         ]
@@ -97,33 +108,61 @@ pub fn plan(p: &AwsProvider, spec: &DeploymentSpec) -> Result<Planned> {
     })
 }
 
-/// The EC2 families with NVIDIA GPUs (what `docker run --gpus` can use).
-const NVIDIA_FAMILIES: &[&str] = &[
-    "g3",
-    "g3s",
-    "g4dn",
-    "g5",
-    "g5g",
-    "g6",
-    "g6e",
-    "g6f",
-    "gr6",
-    "gr6f",
-    "p2",
-    "p3",
-    "p3dn",
-    "p4d",
-    "p4de",
-    "p5",
-    "p5e",
-    "p5en",
-    "p6-b200",
-    "p6e-gb200",
-];
-
-fn has_nvidia_gpu(instance_type: &str) -> bool {
-    let family = instance_type.split('.').next().unwrap_or("");
-    NVIDIA_FAMILIES.contains(&family)
+/// What a reviewer should know of the machines whose jobs ask for GPUs, asked of EC2
+/// (`DescribeInstanceTypes`, its `GpuInfo`): a type without NVIDIA GPUs is warned of; one
+/// with them names the image it gets and why. The default GPU image's parameter is read
+/// now: one that cannot be read fails the plan with SSM's words.
+pub async fn preflight(
+    p: &AwsProvider,
+    targets: &[Target<'_>],
+    found: &mut Preflight,
+) -> Result<()> {
+    let clients = p.clients();
+    let mut seen = BTreeSet::new();
+    for t in targets {
+        if t.attrs.get("gpus").and_then(|g| g.as_bool()) != Some(true) {
+            continue;
+        }
+        let Some(vm) = t.dep(Kind::Vm) else { continue };
+        let deployment = attr_str(vm, "deployment")?;
+        if !seen.insert(deployment.to_owned()) {
+            continue;
+        }
+        let (region, instance_type) = (attr_str(vm, "region")?, attr_str(vm, "instance_type")?);
+        let at = format!("deployment.{deployment}.vm");
+        let Some(gpus) = ec2::nvidia_gpus(clients, region, instance_type).await? else {
+            found.notes.push(format!(
+                "{at}: the container asks for GPUs but instance type {instance_type} has no NVIDIA GPU (EC2 DescribeInstanceTypes): the container will not start; use a GPU type such as g5.xlarge or p4d.24xlarge"
+            ));
+            continue;
+        };
+        let param = vm.get("image_parameter").and_then(|v| v.as_str());
+        let (image, what) = match (vm.get("ami").and_then(|v| v.as_str()), param) {
+            (Some(ami), _) => (
+                ami.to_owned(),
+                "vm.image or providers.aws.ami; it must bring the NVIDIA driver".to_owned(),
+            ),
+            (None, Some(param)) => match ec2::image_of_parameter(clients, region, param).await {
+                Ok(ami) if param == ec2::gpu_image_parameter() => (
+                    ami,
+                    format!("{}, from SSM parameter {param}", ec2::GPU_IMAGE_NAME),
+                ),
+                Ok(ami) => (
+                    ami,
+                    format!("from SSM parameter {param}; it must bring the NVIDIA driver"),
+                ),
+                Err(e) => {
+                    found.errors.push(format!("Error: {at}: {}", e.message));
+                    continue;
+                }
+            },
+            (None, None) => continue,
+        };
+        found.notes.push(format!(
+            "{at}: image {image} ({what}) because {instance_type} has {gpus}"
+        ));
+    }
+    Ok(())
 }
 
 pub fn plan_hosted(p: &AwsProvider, kind: Kind, spec: &DeploymentSpec) -> Result<Planned> {
@@ -155,9 +194,13 @@ pub async fn create(p: &AwsProvider, t: &Target<'_>) -> Result<Attrs> {
         &owner,
     )
     .await?;
-    let ami = match a.get("ami").and_then(|v| v.as_str()) {
-        Some(ami) => ami.to_owned(),
-        None => ec2::latest_debian(clients, region).await?,
+    let ami = match (
+        a.get("ami").and_then(|v| v.as_str()),
+        a.get("image_parameter").and_then(|v| v.as_str()),
+    ) {
+        (Some(ami), _) => ami.to_owned(),
+        (None, Some(param)) => ec2::image_of_parameter(clients, region, param).await?,
+        (None, None) => ec2::latest_debian(clients, region).await?,
     };
     let token_key = format!("{}/{}", t.lineage, t.address);
     let client_token = p
@@ -431,16 +474,5 @@ impl Machines {
             (k, probed) if k.is_hosted() => steps::observe_probed(t, probed),
             _ => BTreeMap::new(),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn gpu_families_are_told_from_the_others() {
-        assert!(super::has_nvidia_gpu("g5.xlarge"));
-        assert!(super::has_nvidia_gpu("p4d.24xlarge"));
-        assert!(!super::has_nvidia_gpu("t3.micro"));
-        assert!(!super::has_nvidia_gpu("inf2.xlarge"));
     }
 }

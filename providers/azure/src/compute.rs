@@ -23,6 +23,82 @@ pub const SUBNET: &str = "anycloud";
 
 /// Debian 12 (what the VM steps are written and tested for), gen2, latest.
 pub const IMAGE: (&str, &str, &str) = ("Debian", "debian-12", "12-gen2");
+/// With GPUs asked and no `vm.image`: Azure's HPC image for Ubuntu 22.04, which carries
+/// NVIDIA's driver (the N-series sizes need it; the Debian image has none).
+pub const GPU_IMAGE: (&str, &str, &str) = ("microsoft-dsvm", "ubuntu-hpc", "2204");
+/// What [`GPU_IMAGE`] is, for the plan.
+pub const GPU_IMAGE_NAME: &str = "Azure HPC image, Ubuntu 22.04, with NVIDIA's driver";
+/// Resource SKUs: what each VM size is and has (`capabilities`, among them `GPUs`).
+pub const SKUS_API: &str = "2021-07-01";
+
+/// The URN of an image: `publisher:offer:sku:version`.
+pub fn urn(image: (&str, &str, &str)) -> String {
+    format!("{}:{}:{}:latest", image.0, image.1, image.2)
+}
+
+/// A Marketplace image as Azure names it: `publisher:offer:sku:version` (version `latest` or
+/// a version number).
+pub fn check_image(image: &str) -> Result<(), String> {
+    let parts: Vec<&str> = image.split(':').collect();
+    let word = |t: &&str| {
+        !t.is_empty()
+            && t.len() <= 64
+            && t.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    };
+    let version_ok = |v: &str| {
+        v == "latest"
+            || (!v.is_empty()
+                && v.split('.')
+                    .all(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit())))
+    };
+    if parts.len() == 4 && parts.iter().all(word) && version_ok(parts[3]) {
+        Ok(())
+    } else {
+        Err("is not an image URN (publisher:offer:sku:version, e.g. Debian:debian-12:12-gen2:latest)".into())
+    }
+}
+
+/// The `imageReference` of a URN [`check_image`] accepted.
+fn image_reference(urn: &str) -> Value {
+    let mut parts = urn.splitn(4, ':');
+    let mut next = || parts.next().unwrap_or_default();
+    json!({"publisher": next(), "offer": next(), "sku": next(), "version": next()})
+}
+
+/// A VM size's GPUs as Resource SKUs describe it in `region` (its `GPUs` capability);
+/// `None` when it has none. A size the region does not list is an error.
+pub async fn gpus_of_size(
+    arm: &Arm,
+    subscription: &str,
+    region: &str,
+    size: &str,
+) -> Result<Option<u64>> {
+    let path = format!(
+        "/subscriptions/{subscription}/providers/Microsoft.Compute/skus?$filter=location%20eq%20%27{region}%27"
+    );
+    let skus = arm.list(&path, SKUS_API).await?;
+    let Some(sku) = skus.iter().find(|s| {
+        s.get("resourceType").and_then(|t| t.as_str()) == Some("virtualMachines")
+            && s.get("name")
+                .and_then(|n| n.as_str())
+                .is_some_and(|n| n.eq_ignore_ascii_case(size))
+    }) else {
+        return Err(ProviderError::permanent(format!(
+            "Azure lists no VM size {size} in {region} (Resource SKUs)"
+        )));
+    };
+    let gpus = sku
+        .get("capabilities")
+        .and_then(|c| c.as_array())
+        .into_iter()
+        .flatten()
+        .find(|c| c.get("name").and_then(|n| n.as_str()) == Some("GPUs"))
+        .and_then(|c| c.get("value")?.as_str()?.parse::<u64>().ok())
+        .filter(|n| *n > 0);
+    Ok(gpus)
+}
+
 /// The image's login user by default: not root, with passwordless sudo.
 pub const ADMIN_USER: &str = "azureuser";
 
@@ -194,6 +270,8 @@ pub struct Machine<'a> {
     pub name: &'a str,
     pub region: &'a str,
     pub size: &'a str,
+    /// A URN, `publisher:offer:sku:version`.
+    pub image: &'a str,
     pub spot: bool,
     pub disk_gb: Option<u64>,
     pub nic: &'a str,
@@ -227,7 +305,7 @@ pub async fn ensure_vm(arm: &Arm, m: &Machine<'_>, tags: &Value, lineage: &str) 
     let mut properties = json!({
         "hardwareProfile": {"vmSize": m.size},
         "storageProfile": {
-            "imageReference": {"publisher": IMAGE.0, "offer": IMAGE.1, "sku": IMAGE.2, "version": "latest"},
+            "imageReference": image_reference(m.image),
             "osDisk": os_disk,
         },
         "osProfile": {
@@ -348,4 +426,35 @@ pub async fn address_of(arm: &Arm, id: &str) -> Result<String> {
                 format!("public IP {id} has no address yet"),
             )
         })
+}
+
+#[cfg(test)]
+mod image_tests {
+    use super::{check_image, image_reference};
+
+    #[test]
+    fn images_are_urns() {
+        for ok in [
+            "Debian:debian-12:12-gen2:latest",
+            "microsoft-dsvm:ubuntu-hpc:2204:latest",
+            "Canonical:ubuntu-24_04-lts:server:24.04.202501010",
+        ] {
+            assert!(check_image(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "debian-12",
+            "a:b:c",
+            "a:b:c:d:e",
+            "a:b::latest",
+            "a:b:c:v1",
+            "a b:c:d:latest",
+            "",
+        ] {
+            assert!(check_image(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            image_reference("microsoft-dsvm:ubuntu-hpc:2204:latest"),
+            serde_json::json!({"publisher": "microsoft-dsvm", "offer": "ubuntu-hpc", "sku": "2204", "version": "latest"})
+        );
+    }
 }

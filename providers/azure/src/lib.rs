@@ -152,8 +152,14 @@ impl Declaration for Azure {
         serde_json::to_value(settings::check(doc, checks)).expect("plain data")
     }
 
+    fn vm_keys(&self) -> &'static [&'static str] {
+        anycloud_provider::declare::CLOUD_VM_KEYS
+    }
+
     fn check_vm(&self, vm: Option<&Doc>, cx: VmContext<'_>, checks: &mut Checks) -> VmSpec {
-        cloud_vm(vm, cx, checks, Some("azure"))
+        let mut spec = cloud_vm(vm, cx, checks, Some("azure"));
+        spec.image = anycloud_provider::declare::vm_image(vm, checks, compute::check_image);
+        spec
     }
 
     fn state_backend(&self) -> Option<&'static str> {
@@ -249,6 +255,9 @@ impl Declaration for AzureProvider {
     fn check_settings(&self, doc: Option<&Doc>, checks: &mut Checks) -> serde_json::Value {
         Azure.check_settings(doc, checks)
     }
+    fn vm_keys(&self) -> &'static [&'static str] {
+        Azure.vm_keys()
+    }
     fn check_vm(&self, vm: Option<&Doc>, cx: VmContext<'_>, checks: &mut Checks) -> VmSpec {
         Azure.check_vm(vm, cx, checks)
     }
@@ -333,7 +342,8 @@ impl Provider for AzureProvider {
 
     async fn preflight(&self, targets: &[Target<'_>]) -> Result<Preflight> {
         let subscription = self.subscription()?;
-        let (errors, notes) = storage::preflight(self.arm()?, &subscription, targets).await?;
+        let (errors, mut notes) = storage::preflight(self.arm()?, &subscription, targets).await?;
+        notes.extend(vm::preflight(self.arm()?, &subscription, targets).await?);
         Ok(Preflight { errors, notes })
     }
 

@@ -136,15 +136,14 @@ pub fn plan(p: &AzureProvider, spec: &DeploymentSpec) -> Result<Planned> {
     if let Some(d) = spec.vm.disk_gb {
         attrs.insert("disk_gb".into(), json!(d));
     }
-    attrs.insert(
-        "image".into(),
-        json!(format!(
-            "{}:{}:{}:latest",
-            compute::IMAGE.0,
-            compute::IMAGE.1,
-            compute::IMAGE.2
-        )),
-    );
+    // `vm.image`, else with GPUs asked Azure's HPC image (NVIDIA's driver installed), else
+    // Debian 12.
+    let image = match &spec.vm.image {
+        Some(image) => image.clone(),
+        None if spec.container.gpus.is_some() => compute::urn(compute::GPU_IMAGE),
+        None => compute::urn(compute::IMAGE),
+    };
+    attrs.insert("image".into(), json!(image));
     attrs.insert(
         "ssh_user".into(),
         json!(p
@@ -203,6 +202,47 @@ pub fn plan(p: &AzureProvider, spec: &DeploymentSpec) -> Result<Planned> {
         keep_on_destroy: false,
         warnings: vec![],
     })
+}
+
+/// What a reviewer should know of the machines whose jobs ask for GPUs, asked of Azure
+/// (Resource SKUs, the size's `GPUs` capability): a size without GPUs is warned of; one with
+/// them names the image it gets and why.
+pub async fn preflight(
+    arm: &crate::arm::Arm,
+    subscription: &str,
+    targets: &[Target<'_>],
+) -> Result<Vec<String>> {
+    let mut notes = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for t in targets {
+        if t.attrs.get("gpus").and_then(|g| g.as_bool()) != Some(true) {
+            continue;
+        }
+        let Some(vm) = t.dep(Kind::Vm) else { continue };
+        let deployment = attr_str(vm, "deployment")?;
+        if !seen.insert(deployment.to_owned()) {
+            continue;
+        }
+        let (region, size) = (attr_str(vm, "region")?, attr_str(vm, "size")?);
+        let at = format!("deployment.{deployment}.vm");
+        let Some(gpus) = compute::gpus_of_size(arm, subscription, region, size).await? else {
+            notes.push(format!(
+                "{at}: the container asks for GPUs but VM size {size} has none (Azure Resource SKUs): the container will not start; use an N-series size such as Standard_NC4as_T4_v3"
+            ));
+            continue;
+        };
+        let image = attr_str(vm, "image")?;
+        let what = if image == compute::urn(compute::GPU_IMAGE) {
+            compute::GPU_IMAGE_NAME
+        } else {
+            "vm.image; it must bring the NVIDIA driver"
+        };
+        let plural = if gpus == 1 { "" } else { "s" };
+        notes.push(format!(
+            "{at}: image {image} ({what}) because {size} has {gpus} GPU{plural}"
+        ));
+    }
+    Ok(notes)
 }
 
 pub fn plan_hosted(p: &AzureProvider, kind: Kind, spec: &DeploymentSpec) -> Result<Planned> {
@@ -270,6 +310,7 @@ pub async fn create(p: &AzureProvider, t: &Target<'_>) -> Result<Attrs> {
         name,
         region,
         size: attr_str(a, "size")?,
+        image: attr_str(a, "image")?,
         spot: a.get("spot").and_then(|s| s.as_bool()).unwrap_or(false),
         disk_gb: a.get("disk_gb").and_then(|d| d.as_u64()),
         nic: attr_str(a, "nic")?,

@@ -495,6 +495,7 @@ async fn a_vm_carries_its_identity_admits_ssh_from_the_cidr_only_and_an_eviction
         machine_type: Some("Standard_D2s_v5".into()),
         spot: true,
         disk_gb: Some(64),
+        image: None,
         settings: Value::Null,
     };
     let mut recs = planned(&p, &d);
@@ -733,6 +734,78 @@ async fn a_recorded_eleven_digit_account_is_kept_and_no_second_one_is_made() {
         pre.notes[0].contains(&format!("'{earlier}'"))
             && pre.notes[0].contains(&format!("'{seed}'")),
         "{pre:?}"
+    );
+    assert_eq!(c.violations(), Vec::<String>::new());
+}
+
+/// A job asking for GPUs: Azure is asked whether the size has GPUs (Resource SKUs of the
+/// region, the `GPUs` capability); with them the plan names the image and why (by default
+/// Azure's HPC image for Ubuntu, which carries NVIDIA's driver), without them it warns; a size
+/// the region does not list fails the plan.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gpu_job_gets_the_hpc_image_and_a_size_without_gpus_is_warned_of() {
+    let (_turn, c) = server().await;
+    let subscription = sub(10);
+    let p = provider(&c, &subscription);
+    let preflight = |size: &str, image: Option<&str>| {
+        let mut d = deployment("gpujob", "westeurope", "gpujob-input");
+        d.vm.machine_type = Some(size.into());
+        d.vm.image = image.map(String::from);
+        d.container.image = "busybox".into();
+        d.container.gpus = Some("all".into());
+        let node = |kind| {
+            p.plan(NodeSpec {
+                kind,
+                deployment: &d,
+                bucket: None,
+            })
+            .unwrap()
+        };
+        let (vm, init) = (node(Kind::Vm), node(Kind::VmInit));
+        let p = &p;
+        async move {
+            let deps = [anycloud_provider::Dep {
+                kind: Kind::Vm,
+                attrs: &vm.attrs,
+                private: &vm.private,
+            }];
+            let target = anycloud_provider::Target {
+                address: "deployment.gpujob.vm_init",
+                kind: Kind::VmInit,
+                attrs: &init.attrs,
+                private: &init.private,
+                deps: &deps,
+                lineage: "lineage-gpu",
+            };
+            (vm.attrs.clone(), p.preflight(&[target]).await)
+        }
+    };
+    let (vm, pre) = preflight("Standard_NC4as_T4_v3", None).await;
+    assert_eq!(vm["image"], json!("microsoft-dsvm:ubuntu-hpc:2204:latest"));
+    assert_eq!(
+        pre.unwrap().notes,
+        ["deployment.gpujob.vm: image microsoft-dsvm:ubuntu-hpc:2204:latest (Azure HPC image, Ubuntu 22.04, with NVIDIA's driver) because Standard_NC4as_T4_v3 has 1 GPU"]
+    );
+    let (_, pre) = preflight("Standard_D4s_v5", None).await;
+    let notes = pre.unwrap().notes;
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0].starts_with("deployment.gpujob.vm: the container asks for GPUs but VM size Standard_D4s_v5 has none (Azure Resource SKUs)"),
+        "{notes:?}"
+    );
+    let mine = "Canonical:ubuntu-24_04-lts:server:latest";
+    let (vm, pre) = preflight("Standard_NC24ads_A100_v4", Some(mine)).await;
+    assert_eq!(vm["image"], json!(mine));
+    assert_eq!(
+        pre.unwrap().notes,
+        [format!("deployment.gpujob.vm: image {mine} (vm.image; it must bring the NVIDIA driver) because Standard_NC24ads_A100_v4 has 1 GPU")]
+    );
+    let (_, pre) = preflight("Standard_NC999", None).await;
+    let e = pre.unwrap_err();
+    assert!(
+        e.message
+            .contains("Azure lists no VM size Standard_NC999 in westeurope"),
+        "{e:?}"
     );
     assert_eq!(c.violations(), Vec::<String>::new());
 }

@@ -18,6 +18,84 @@ use crate::Cx;
 pub const IMAGE: &str = "projects/debian-cloud/global/images/family/debian-12";
 /// The login user by default: the guest agent makes it from `ssh-keys`, with sudo.
 pub const SSH_USER: &str = "anycloud";
+/// With GPUs asked and no `vm.image`: a Deep Learning VM image (Debian 11, CUDA 12.1), whose
+/// first boot installs NVIDIA's driver when the instance's metadata asks
+/// (`install-nvidia-driver`).
+pub const GPU_IMAGE: &str =
+    "projects/deeplearning-platform-release/global/images/family/common-cu121-debian-11";
+/// What [`GPU_IMAGE`] is, for the plan.
+pub const GPU_IMAGE_NAME: &str =
+    "Deep Learning VM, Debian 11, CUDA 12.1; NVIDIA driver installed at first boot";
+
+/// An image as Compute Engine takes it for a boot disk: `projects/P/global/images/NAME`,
+/// `projects/P/global/images/family/FAMILY`, or either as a full URL.
+pub fn check_image(image: &str) -> Result<(), String> {
+    let rest = image
+        .strip_prefix("https://www.googleapis.com/compute/v1/")
+        .or_else(|| image.strip_prefix("https://compute.googleapis.com/compute/v1/"))
+        .unwrap_or(image);
+    let name = |t: &str| {
+        !t.is_empty()
+            && t.len() <= 63
+            && t.starts_with(|c: char| c.is_ascii_lowercase())
+            && t.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    };
+    let parts: Vec<&str> = rest.split('/').collect();
+    let project_ok = |p: &str| {
+        !p.is_empty()
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-.:".contains(c))
+    };
+    let ok = match parts.as_slice() {
+        ["projects", p, "global", "images", "family", f] => project_ok(p) && name(f),
+        ["projects", p, "global", "images", i] => project_ok(p) && name(i),
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(
+            "is not an image of Compute Engine (projects/PROJECT/global/images/NAME or \
+             projects/PROJECT/global/images/family/FAMILY)"
+                .into(),
+        )
+    }
+}
+
+/// A machine type's GPUs as Compute Engine describes them (`machineTypes.get`, its
+/// `accelerators`): "1 nvidia-l4"; `None` when the type brings none (an N1 type takes GPUs
+/// attached to the instance, which anycloud does not attach).
+pub async fn gpus_of_type(cx: &Cx<'_>, zone: &str, machine_type: &str) -> Result<Option<String>> {
+    let url = format!(
+        "{}/projects/{}/zones/{zone}/machineTypes/{machine_type}",
+        cx.s.compute(),
+        cx.project
+    );
+    let Some(found) = cx.g.get(&url).await? else {
+        return Err(ProviderError::permanent(format!(
+            "Compute Engine does not know machine type {machine_type} in zone {zone}"
+        )));
+    };
+    let gpus: Vec<String> = found
+        .get("accelerators")
+        .and_then(|a| a.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|a| {
+            let kind = a.get("guestAcceleratorType")?.as_str()?;
+            let count = a
+                .get("guestAcceleratorCount")
+                .and_then(|c| c.as_u64())
+                .unwrap_or(1);
+            Some(format!(
+                "{count} {}",
+                kind.rsplit('/').next().unwrap_or(kind)
+            ))
+        })
+        .collect();
+    Ok((!gpus.is_empty()).then(|| gpus.join(", ")))
+}
 const NETWORK: &str = "global/networks/default";
 
 pub struct Machine<'a> {
@@ -27,6 +105,8 @@ pub struct Machine<'a> {
     pub spot: bool,
     pub disk_gb: Option<u64>,
     pub image: &'a str,
+    /// Asks a Deep Learning VM image to install NVIDIA's driver at first boot.
+    pub install_nvidia_driver: bool,
     pub service_account: &'a str,
     pub ssh_user: &'a str,
     pub public_key: &'a str,
@@ -171,7 +251,7 @@ pub async fn ensure_instance(cx: &Cx<'_>, m: &Machine<'_>, lineage: &str) -> Res
                 "onHostMaintenance": "TERMINATE",
             })
         };
-        let body = json!({
+        let mut body = json!({
             "name": m.name,
             "machineType": format!("zones/{}/machineTypes/{}", m.zone, m.machine_type),
             "disks": [disk],
@@ -196,6 +276,12 @@ pub async fn ensure_instance(cx: &Cx<'_>, m: &Machine<'_>, lineage: &str) -> Res
             "tags": {"items": [m.name]},
             "labels": m.labels,
         });
+        if m.install_nvidia_driver {
+            body["metadata"]["items"]
+                .as_array_mut()
+                .expect("items is a list")
+                .push(json!({"key": "install-nvidia-driver", "value": "True"}));
+        }
         if !insert(cx, &instances_url(cx, m.zone), &request_id(), &body).await? {
             let found = cx.g.get(&url).await?.ok_or_else(|| {
                 ProviderError::new(
@@ -348,5 +434,31 @@ pub fn admitted(rule: Option<&Value>, lineage: &str) -> String {
         ranges.join(",")
     } else {
         String::new()
+    }
+}
+
+#[cfg(test)]
+mod image_tests {
+    use super::check_image;
+
+    #[test]
+    fn images_are_compute_engine_images() {
+        for ok in [
+            "projects/debian-cloud/global/images/family/debian-12",
+            "projects/deeplearning-platform-release/global/images/family/common-cu121-debian-11",
+            "projects/my-project/global/images/train-2024",
+            "https://www.googleapis.com/compute/v1/projects/p/global/images/i",
+        ] {
+            assert!(check_image(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "debian-12",
+            "ami-12345678",
+            "projects/p/images/x",
+            "projects/p/global/images/Bad_Name",
+            "",
+        ] {
+            assert!(check_image(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -150,8 +150,14 @@ impl Declaration for Gcp {
         serde_json::to_value(settings::check(doc, checks)).expect("plain data")
     }
 
+    fn vm_keys(&self) -> &'static [&'static str] {
+        anycloud_provider::declare::CLOUD_VM_KEYS
+    }
+
     fn check_vm(&self, vm: Option<&Doc>, cx: VmContext<'_>, checks: &mut Checks) -> VmSpec {
-        cloud_vm(vm, cx, checks, Some("gcp"))
+        let mut spec = cloud_vm(vm, cx, checks, Some("gcp"));
+        spec.image = anycloud_provider::declare::vm_image(vm, checks, compute::check_image);
+        spec
     }
 
     fn state_backend(&self) -> Option<&'static str> {
@@ -260,6 +266,9 @@ impl Declaration for GcpProvider {
     fn check_settings(&self, doc: Option<&Doc>, checks: &mut Checks) -> serde_json::Value {
         Gcp.check_settings(doc, checks)
     }
+    fn vm_keys(&self) -> &'static [&'static str] {
+        Gcp.vm_keys()
+    }
     fn check_vm(&self, vm: Option<&Doc>, cx: VmContext<'_>, checks: &mut Checks) -> VmSpec {
         Gcp.check_vm(vm, cx, checks)
     }
@@ -331,10 +340,8 @@ impl Provider for GcpProvider {
         let cx = self.cx()?;
         let mut errors = storage::preflight(&cx, targets).await?;
         errors.extend(binding::preflight(&cx, targets).await?);
-        Ok(Preflight {
-            errors,
-            notes: vec![],
-        })
+        let notes = vm::preflight(&cx, targets).await?;
+        Ok(Preflight { errors, notes })
     }
 
     /// A constant number of calls whatever the number of deployments: one list of the

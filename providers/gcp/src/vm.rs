@@ -148,7 +148,18 @@ pub fn plan(p: &GcpProvider, spec: &DeploymentSpec) -> Result<Planned> {
     if let Some(d) = spec.vm.disk_gb {
         attrs.insert("disk_gb".into(), json!(d));
     }
-    attrs.insert("image".into(), json!(compute::IMAGE));
+    // `vm.image`, else with GPUs asked a Deep Learning VM image (which installs NVIDIA's
+    // driver at first boot when asked), else Debian 12.
+    let gpu_default = spec.vm.image.is_none() && spec.container.gpus.is_some();
+    let image = match &spec.vm.image {
+        Some(image) => image.as_str(),
+        None if gpu_default => compute::GPU_IMAGE,
+        None => compute::IMAGE,
+    };
+    attrs.insert("image".into(), json!(image));
+    if gpu_default {
+        attrs.insert("install_nvidia_driver".into(), json!(true));
+    }
     attrs.insert(
         "ssh_user".into(),
         json!(p
@@ -179,6 +190,7 @@ pub fn plan(p: &GcpProvider, spec: &DeploymentSpec) -> Result<Planned> {
             "spot",
             "disk_gb",
             "image",
+            "install_nvidia_driver",
             "ssh_user",
             "status",
             "service_account",
@@ -188,6 +200,42 @@ pub fn plan(p: &GcpProvider, spec: &DeploymentSpec) -> Result<Planned> {
         keep_on_destroy: false,
         warnings: vec![],
     })
+}
+
+/// What a reviewer should know of the machines whose jobs ask for GPUs, asked of Compute
+/// Engine (`machineTypes.get`, its `accelerators`): a type that brings no GPU is warned of;
+/// one that does names the image it gets and why.
+pub async fn preflight(cx: &crate::Cx<'_>, targets: &[Target<'_>]) -> Result<Vec<String>> {
+    let mut notes = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for t in targets {
+        if t.attrs.get("gpus").and_then(|g| g.as_bool()) != Some(true) {
+            continue;
+        }
+        let Some(vm) = t.dep(Kind::Vm) else { continue };
+        let deployment = attr_str(vm, "deployment")?;
+        if !seen.insert(deployment.to_owned()) {
+            continue;
+        }
+        let (zone, machine_type) = (attr_str(vm, "zone")?, attr_str(vm, "machine_type")?);
+        let at = format!("deployment.{deployment}.vm");
+        let Some(gpus) = compute::gpus_of_type(cx, zone, machine_type).await? else {
+            notes.push(format!(
+                "{at}: the container asks for GPUs but machine type {machine_type} brings none (Compute Engine machineTypes.get): the container will not start; use an accelerator-optimized type such as g2-standard-4 or a2-highgpu-1g (anycloud attaches no GPUs to N1 types)"
+            ));
+            continue;
+        };
+        let image = attr_str(vm, "image")?;
+        let what = if image == compute::GPU_IMAGE {
+            compute::GPU_IMAGE_NAME
+        } else {
+            "vm.image; it must bring the NVIDIA driver"
+        };
+        notes.push(format!(
+            "{at}: image {image} ({what}) because {machine_type} has {gpus}"
+        ));
+    }
+    Ok(notes)
 }
 
 pub fn plan_hosted(p: &GcpProvider, kind: Kind, spec: &DeploymentSpec) -> Result<Planned> {
@@ -225,6 +273,10 @@ pub async fn create(p: &GcpProvider, t: &Target<'_>) -> Result<Attrs> {
         spot: a.get("spot").and_then(|s| s.as_bool()).unwrap_or(false),
         disk_gb: a.get("disk_gb").and_then(|d| d.as_u64()),
         image: attr_str(a, "image")?,
+        install_nvidia_driver: a
+            .get("install_nvidia_driver")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false),
         service_account: attr_str(a, "service_account")?,
         ssh_user: attr_str(a, "ssh_user")?,
         public_key: &key.public_key,

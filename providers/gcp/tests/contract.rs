@@ -489,6 +489,7 @@ async fn a_vm_carries_its_service_account_admits_ssh_from_the_cidr_only_and_a_pr
         machine_type: Some("e2-standard-4".into()),
         spot: true,
         disk_gb: Some(64),
+        image: None,
         settings: Value::Null,
     };
     let mut recs = planned(&p, &d);
@@ -745,6 +746,75 @@ async fn a_policy_past_googles_limit_of_conditional_bindings_fails_the_preflight
     assert!(
         too_many.errors[0].contains("would hold 101 conditional bindings"),
         "{too_many:?}"
+    );
+    assert_eq!(c.violations(), Vec::<String>::new());
+}
+
+/// A job asking for GPUs: Compute Engine is asked whether the machine type brings GPUs
+/// (machineTypes.get, its `accelerators`, answered as the discovery document's
+/// `MachineType`); with them the plan names the image and why (by default a Deep Learning VM
+/// image, asked to install NVIDIA's driver at first boot), without them it warns.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gpu_job_gets_a_deep_learning_image_and_a_type_without_gpus_is_warned_of() {
+    let (_turn, c) = server().await;
+    let p = provider(&c, "gpu-project");
+    let notes = |machine_type: &str, image: Option<&str>| {
+        let mut d = deployment("gpujob", "europe-west1", "gpujob-input");
+        d.vm.machine_type = Some(machine_type.into());
+        d.vm.image = image.map(String::from);
+        d.container.image = "busybox".into();
+        d.container.gpus = Some("all".into());
+        let node = |kind| {
+            p.plan(NodeSpec {
+                kind,
+                deployment: &d,
+                bucket: None,
+            })
+            .unwrap()
+        };
+        let (vm, init) = (node(Kind::Vm), node(Kind::VmInit));
+        let p = &p;
+        async move {
+            let deps = [anycloud_provider::Dep {
+                kind: Kind::Vm,
+                attrs: &vm.attrs,
+                private: &vm.private,
+            }];
+            let target = anycloud_provider::Target {
+                address: "deployment.gpujob.vm_init",
+                kind: Kind::VmInit,
+                attrs: &init.attrs,
+                private: &init.private,
+                deps: &deps,
+                lineage: "lineage-gpu",
+            };
+            (vm.attrs.clone(), p.preflight(&[target]).await.unwrap())
+        }
+    };
+    let (vm, pre) = notes("g2-standard-4", None).await;
+    assert_eq!(
+        vm["image"],
+        json!("projects/deeplearning-platform-release/global/images/family/common-cu121-debian-11")
+    );
+    assert_eq!(vm["install_nvidia_driver"], json!(true));
+    assert_eq!(
+        pre.notes,
+        ["deployment.gpujob.vm: image projects/deeplearning-platform-release/global/images/family/common-cu121-debian-11 (Deep Learning VM, Debian 11, CUDA 12.1; NVIDIA driver installed at first boot) because g2-standard-4 has 1 nvidia-l4"],
+        "{pre:?}"
+    );
+    let (_, pre) = notes("n1-standard-4", None).await;
+    assert_eq!(pre.notes.len(), 1, "{pre:?}");
+    assert!(
+        pre.notes[0].starts_with("deployment.gpujob.vm: the container asks for GPUs but machine type n1-standard-4 brings none (Compute Engine machineTypes.get)"),
+        "{pre:?}"
+    );
+    let mine = "projects/my-images/global/images/family/cuda-debian-12";
+    let (vm, pre) = notes("a2-highgpu-1g", Some(mine)).await;
+    assert_eq!(vm["image"], json!(mine));
+    assert!(!vm.contains_key("install_nvidia_driver"));
+    assert_eq!(
+        pre.notes,
+        [format!("deployment.gpujob.vm: image {mine} (vm.image; it must bring the NVIDIA driver) because a2-highgpu-1g has 1 nvidia-tesla-a100")],
     );
     assert_eq!(c.violations(), Vec::<String>::new());
 }

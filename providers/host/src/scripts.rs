@@ -99,8 +99,10 @@ pub fn block_metadata() -> String {
 
 /// Installs Docker, supervisord and rclone where missing (as root on Debian), starts dockerd
 /// when it is not running, and makes the deployment's directories (0750). With `gpus`, the
-/// NVIDIA container toolkit too, set up as a Docker runtime.
-pub fn vm_init(layout: &VmLayout, gpus: bool, keep_from_metadata: bool) -> String {
+/// NVIDIA container toolkit too, set up as a Docker runtime, then `nvidia-smi` run in a
+/// container of the job's image `gpus` (which the job pulls anyway): a machine whose GPUs a
+/// container cannot use fails the step with nvidia-smi's (or Docker's) own words.
+pub fn vm_init(layout: &VmLayout, gpus: Option<&str>, keep_from_metadata: bool) -> String {
     let log = quote(&format!("{}/vm-init.log", layout.log_dir));
     let dockerd_log = quote(&format!("{}/dockerd.log", layout.log_dir));
     format!(
@@ -134,7 +136,10 @@ fi
         } else {
             String::new()
         },
-        gpu = if gpus { nvidia_toolkit(layout) } else { String::new() },
+        gpu = match gpus {
+            Some(image) => format!("{}{}", nvidia_toolkit(layout), gpu_check(image)),
+            None => String::new(),
+        },
         lock = step_lock(layout, "vm-init"),
         follow = follow(&format!("{}/vm-init.log", layout.log_dir)).replace('\n', "\n    "),
         logdir = quote(&layout.log_dir),
@@ -142,6 +147,20 @@ fi
         sup = quote(&layout.supervisor_dir),
         apt_fail = or_tail(&format!("{}/vm-init.log", layout.log_dir), "apt-get install"),
         dockerd_fail = or_tail(&format!("{}/dockerd.log", layout.log_dir), "starting dockerd"),
+    )
+}
+
+/// `nvidia-smi` in a container of `image` given every GPU: the driver, the toolkit and
+/// Docker's runtime all work, or the step fails with what nvidia-smi (or Docker) said.
+pub fn gpu_check(image: &str) -> String {
+    let image = quote(image);
+    format!(
+        "if ! gpu_out=$(docker run --rm --quiet --gpus all --entrypoint nvidia-smi {image} 2>&1); then
+  echo \"the job asks for GPUs but a container cannot use them (docker run --gpus all --entrypoint nvidia-smi {image}):\" >&2
+  printf '%s\\n' \"$gpu_out\" | tail -n 20 >&2
+  exit 1
+fi
+"
     )
 }
 
@@ -160,7 +179,7 @@ fn nvidia_toolkit(layout: &VmLayout) -> String {
       apt-get -o DPkg::Lock::Timeout=600 update -qq &&
       apt-get -o DPkg::Lock::Timeout=600 install -y -qq nvidia-container-toolkit; }} >>{qlog} 2>&1 {fail}
   else
-    echo \"the job asks for GPUs: install the NVIDIA container toolkit on this host, or run anycloud as root on Debian so it can\" >&2
+    echo \"the job asks for GPUs: install the NVIDIA container toolkit on this host, or run anycloud as root on Debian or Ubuntu so it can\" >&2
     exit 1
   fi
 fi

@@ -13,6 +13,15 @@ pub const SSH_ADDRESS: &str = "ANYCLOUD_TEST_SSH_ADDRESS";
 /// A directory the VM layout is rooted under instead of `/`.
 pub const VM_ROOT: &str = "ANYCLOUD_TEST_VM_ROOT";
 
+/// The SSM parameter AWS's default GPU image is read from instead of AWS's own (moto
+/// refuses to hold a parameter under `/aws/`).
+pub const GPU_IMAGE_PARAMETER: &str = "ANYCLOUD_TEST_AWS_GPU_IMAGE_PARAMETER";
+
+/// A value a test set for `name`, if test hooks are built in.
+pub fn value(name: &str) -> Option<String> {
+    hook(name).filter(|v| !v.is_empty())
+}
+
 #[cfg(feature = "test-hooks")]
 fn hook(name: &str) -> Option<String> {
     std::env::var(name).ok()

@@ -24,9 +24,12 @@ fn every_script_sent_to_a_host() {
         ),
     ];
     let all = [
-        ("vm_init", scripts::vm_init(&l, false, true)),
-        ("vm_init_with_gpus", scripts::vm_init(&l, true, true)),
-        ("vm_init_host_network", scripts::vm_init(&l, false, false)),
+        ("vm_init", scripts::vm_init(&l, None, true)),
+        (
+            "vm_init_with_gpus",
+            scripts::vm_init(&l, Some("ghcr.io/acme/train:1"), true),
+        ),
+        ("vm_init_host_network", scripts::vm_init(&l, None, false)),
         ("boot_install", scripts::boot_install(&l)),
         (
             "boot_script",
@@ -295,4 +298,51 @@ fn the_socket_directory_of_another_user_is_refused() {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&own).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o700);
+}
+
+/// With GPUs asked, VM init runs nvidia-smi in a container of the job's image: where a
+/// container cannot use the GPUs, the step fails with what nvidia-smi said (a stand-in
+/// `docker` here: no GPU on the test machines); where it can, the step goes on.
+#[test]
+fn the_gpu_check_fails_with_nvidia_smis_words() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let docker = dir.path().join("docker");
+    let stand_in = |body: &str| {
+        std::fs::write(
+            &docker,
+            format!(
+                "#!/bin/bash\necho \"$*\" >>{}/args\n{body}",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    let script = format!(
+        "set -euo pipefail\n{}echo after",
+        scripts::gpu_check("ghcr.io/acme/train:1")
+    );
+    stand_in("echo \"NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. Make sure that the latest NVIDIA driver is installed and running.\"\nexit 9\n");
+    let out = bash(&script, Some(dir.path()));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("the job asks for GPUs but a container cannot use them (docker run --gpus all --entrypoint nvidia-smi ghcr.io/acme/train:1):"), "{err}");
+    assert!(
+        err.contains(
+            "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver."
+        ),
+        "{err}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("after"));
+    let args = std::fs::read_to_string(dir.path().join("args")).unwrap();
+    assert_eq!(
+        args,
+        "run --rm --quiet --gpus all --entrypoint nvidia-smi ghcr.io/acme/train:1\n"
+    );
+
+    stand_in("echo '| NVIDIA-SMI 550.54.15  Driver Version: 550.54.15  CUDA Version: 12.4 |'\n");
+    let out = bash(&script, Some(dir.path()));
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "after\n");
 }

@@ -1,6 +1,7 @@
 //! A contract server for Azure Resource Manager, written from the REST API specifications
 //! (azure-rest-api-specs: Microsoft.Resources 2025-04-01, Microsoft.Storage 2025-06-01,
-//! Microsoft.ManagedIdentity 2024-11-30, Microsoft.Authorization 2022-04-01) and the ARM
+//! Microsoft.ManagedIdentity 2024-11-30, Microsoft.Authorization 2022-04-01, Microsoft.Compute
+//! Resource SKUs 2021-07-01) and the ARM
 //! RPC's long-running-operation rules. Azure has no emulator of its control plane; this
 //! server holds anycloud to the published contract instead:
 //!
@@ -35,6 +36,8 @@ pub const MSI_API: &str = "2024-11-30";
 pub const AUTHORIZATION_API: &str = "2022-04-01";
 pub const NETWORK_API: &str = "2026-01-01";
 pub const COMPUTE_API: &str = "2025-04-01";
+/// Microsoft.Compute's Resource SKUs (`Skus/stable/2021-07-01/skus.json`).
+pub const SKUS_API: &str = "2021-07-01";
 
 /// The tenant and service principal the tests sign in as (client-credentials flow).
 pub const TENANT: &str = "72f988bf-0000-4000-8000-00000000c0de";
@@ -325,6 +328,39 @@ fn answer(
     route.answer(w, base, method, &segments, query, &body)
 }
 
+/// The regions and VM sizes Resource SKUs lists here: name, vCPUs, GPUs (0: no `GPUs`
+/// capability, as for a size without them).
+const REGIONS: [&str; 3] = ["westeurope", "eastus", "westus2"];
+const SIZES: [(&str, u32, u32); 4] = [
+    ("Standard_B2s", 2, 0),
+    ("Standard_D4s_v5", 4, 0),
+    ("Standard_NC4as_T4_v3", 4, 1),
+    ("Standard_NC24ads_A100_v4", 24, 1),
+];
+
+/// A `ResourceSku` of a VM size (the shape of the spec's `ResourceSku` definition).
+fn sku(region: &str, name: &str, cpus: u32, gpus: u32) -> Value {
+    let mut capabilities = vec![
+        json!({"name": "vCPUs", "value": cpus.to_string()}),
+        json!({"name": "HyperVGenerations", "value": "V1,V2"}),
+        json!({"name": "LowPriorityCapable", "value": "True"}),
+    ];
+    if gpus > 0 {
+        capabilities.push(json!({"name": "GPUs", "value": gpus.to_string()}));
+    }
+    let size = name.trim_start_matches("Standard_");
+    json!({
+        "resourceType": "virtualMachines",
+        "name": name,
+        "tier": "Standard",
+        "size": size,
+        "locations": [region],
+        "locationInfo": [{"location": region, "zones": ["1", "2", "3"]}],
+        "capabilities": capabilities,
+        "restrictions": [],
+    })
+}
+
 enum Route {
     Group,
     CheckName,
@@ -341,6 +377,7 @@ enum Route {
     Machine,
     Machines,
     Addresses,
+    Skus,
 }
 
 const NETWORK_KINDS: [&str; 4] = [
@@ -389,6 +426,9 @@ impl Route {
             }
             5 if eq(2, "providers") && eq(3, "Microsoft.Compute") && eq(4, "virtualMachines") => {
                 Some((Route::Machines, COMPUTE_API))
+            }
+            5 if eq(2, "providers") && eq(3, "Microsoft.Compute") && eq(4, "skus") => {
+                Some((Route::Skus, SKUS_API))
             }
             5 if eq(2, "providers") && eq(3, "Microsoft.Network") && eq(4, "publicIPAddresses") => {
                 Some((Route::Addresses, NETWORK_API))
@@ -1088,6 +1128,40 @@ impl Route {
                     })
                     .collect();
                 page(w, base, &what, query, all)
+            }
+            (Route::Skus, "GET") => {
+                // ResourceSkus_List: `$filter` is optional and may only be `location eq '…'`.
+                let location = match query.get("$filter").map(|f| {
+                    f.strip_prefix("location eq '")
+                        .and_then(|r| r.strip_suffix('\''))
+                        .map(str::to_owned)
+                        .ok_or(f.clone())
+                }) {
+                    None => None,
+                    Some(Ok(l)) => Some(l),
+                    Some(Err(f)) => {
+                        return violation(
+                            w,
+                            400,
+                            "InvalidFilter",
+                            format!("{what}: $filter {f} is not location eq '…'"),
+                        )
+                    }
+                };
+                let all: Vec<Value> = REGIONS
+                    .iter()
+                    .filter(|r| {
+                        location
+                            .as_deref()
+                            .is_none_or(|l| l.eq_ignore_ascii_case(r))
+                    })
+                    .flat_map(|r| {
+                        SIZES
+                            .iter()
+                            .map(move |(name, cpus, gpus)| sku(r, name, *cpus, *gpus))
+                    })
+                    .collect();
+                ok(200, json!({"value": all}))
             }
             (Route::Addresses, "GET") => {
                 let prefix = format!("/subscriptions/{sub}/").to_ascii_lowercase();

@@ -2096,6 +2096,15 @@ fn compute(w: &mut World, m: &Method, r: &Req) -> Answer {
                 Effect::RemoveFirewall(key.0, key.1),
             )
         }
+        "compute.machineTypes.get" => {
+            let name = r.p("machineType");
+            match machine_type(&api, &project, &zone, name) {
+                Some(t) => ok(200, t),
+                None => not_found(&format!(
+                    "projects/{project}/zones/{zone}/machineTypes/{name}"
+                )),
+            }
+        }
         "compute.zoneOperations.get"
         | "compute.zoneOperations.wait"
         | "compute.globalOperations.get"
@@ -2117,6 +2126,40 @@ fn compute(w: &mut World, m: &Method, r: &Req) -> Answer {
         }
         _ => unmodelled(w, m, r),
     }
+}
+
+/// The machine types this server knows, as `MachineType` (compute v1 discovery document):
+/// the accelerator-optimized ones carry `accelerators` (their GPUs come with the type), an
+/// N1 type none (GPUs are attached to it explicitly). Counts and sizes as Google lists them.
+fn machine_type(api: &str, project: &str, zone: &str, name: &str) -> Option<Value> {
+    let (cpus, memory_mb, gpus): (u32, u32, Option<(&str, u32)>) = match name {
+        "e2-small" => (2, 2048, None),
+        "e2-standard-4" => (4, 16384, None),
+        "n1-standard-4" => (4, 15360, None),
+        "g2-standard-4" => (4, 16384, Some(("nvidia-l4", 1))),
+        "g2-standard-24" => (24, 98304, Some(("nvidia-l4", 2))),
+        "a2-highgpu-1g" => (12, 87040, Some(("nvidia-tesla-a100", 1))),
+        _ => return None,
+    };
+    let mut t = json!({
+        "kind": "compute#machineType",
+        "id": format!("{}", 1_000_000 + cpus),
+        "creationTimestamp": "1969-12-31T16:00:00.000-08:00",
+        "name": name,
+        "description": format!("{cpus} vCPUs, {} GB RAM", memory_mb / 1024),
+        "guestCpus": cpus,
+        "memoryMb": memory_mb,
+        "imageSpaceGb": 0,
+        "maximumPersistentDisks": 128,
+        "maximumPersistentDisksSizeGb": "263168",
+        "zone": zone,
+        "selfLink": format!("{api}/projects/{project}/zones/{zone}/machineTypes/{name}"),
+        "isSharedCpu": name == "e2-small",
+    });
+    if let Some((kind, count)) = gpus {
+        t["accelerators"] = json!([{"guestAcceleratorType": kind, "guestAcceleratorCount": count}]);
+    }
+    Some(t)
 }
 
 fn not_found(resource: &str) -> Answer {

@@ -26,6 +26,9 @@ pub(super) fn plan(spec: &DeploymentSpec, ctx: &HostContext) -> KindPlan {
     );
     if spec.container.gpus.is_some() {
         p.attrs.insert("gpus".into(), json!(true));
+        // nvidia-smi is run in a container of the job's own image: it is pulled anyway.
+        p.attrs
+            .insert("gpu_check_image".into(), json!(spec.container.image));
     }
     if ctx.bridged() {
         p.attrs.insert("block_metadata".into(), json!(true));
@@ -37,7 +40,16 @@ pub(super) async fn apply(host: &dyn Host, layout: &VmLayout, attrs: &Attrs) -> 
     let flag = |key: &str| attrs.get(key).and_then(|g| g.as_bool()).unwrap_or(false);
     run(
         host,
-        &scripts::vm_init(layout, flag("gpus"), flag("block_metadata")),
+        &scripts::vm_init(
+            layout,
+            flag("gpus").then(|| {
+                attrs
+                    .get("gpu_check_image")
+                    .and_then(|i| i.as_str())
+                    .unwrap_or("ubuntu")
+            }),
+            flag("block_metadata"),
+        ),
         "VM init",
     )
     .await?;
