@@ -669,6 +669,7 @@ mod tests {
             unread: vec![],
             jobs,
             sweeps: vec![],
+            from_scratch: vec![],
             changes: vec![],
             summary: Summary::default(),
         }
@@ -858,6 +859,7 @@ mod tests {
             unread: vec![],
             jobs: vec![],
             sweeps: vec![],
+            from_scratch: vec![],
             changes: vec![change],
             summary: Summary::default(),
         };

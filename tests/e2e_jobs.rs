@@ -617,6 +617,13 @@ deployments:
     );
     let fresh = p.run(&["apply", "--from-scratch", "scratch-me", "--auto-approve"]);
     assert_eq!(fresh.code, 0, "{fresh:?}");
+    // The plan's line for it says where the job starts from: not its checkpoint.
+    assert!(
+        fresh
+            .stdout
+            .contains("STOPPED and started again from an empty checkpoint (--from-scratch)"),
+        "{fresh:?}"
+    );
     assert!(
         fresh.stdout.contains("job stopped; its checkpoint (")
             && fresh.stdout.contains(") emptied"),

@@ -1,5 +1,5 @@
 //! `--json-stream` through the CLI on the local cloud (real dockerd, supervisord, rclone):
-//! a plan, an apply with a failure, a refused apply, a destroy. Stdout holds nothing but
+//! a plan, an apply with a failure and a job that exits at once, a refused apply, a destroy. Stdout holds nothing but
 //! JSON lines, each valid against the schema `anycloud schema json-stream` prints; people's
 //! text goes to stderr. (A retry is in `src/apply/tests.rs`, whose provider fails on
 //! demand.)
@@ -11,7 +11,7 @@ mod common;
 use common::{build_image, containers_of, Project};
 use serde_json::Value;
 
-const DEPLOYMENTS: [&str; 2] = ["stream-ok", "stream-bad"];
+const DEPLOYMENTS: [&str; 3] = ["stream-ok", "stream-bad", "stream-noimage"];
 
 fn config() -> String {
     [
@@ -26,6 +26,9 @@ fn config() -> String {
         "  stream-bad:",
         "    container: { image: \"anycloud-e2e:v1\", command: [/bin/sh, -c, \"echo 'no such file: data.csv'; exit 2\"] }",
         "    buckets: { output: stream-results-bad }",
+        "  stream-noimage:",
+        "    container: { image: \"anycloud-e2e-missing:never-built\", command: [/bin/sh, -c, \"echo unreachable\"] }",
+        "    buckets: { output: stream-results-noimage }",
         "",
     ]
     .join("\n")
@@ -56,7 +59,9 @@ fn plan_apply_and_destroy_stream_json_lines_that_match_the_schema() {
     build_image("anycloud-e2e:v1");
     let p = Project::new(&config());
 
-    let plan = p.ok(&["plan", "--json-stream"]);
+    // Unrefreshed, so the image that is nowhere is not refused at plan time: its start fails
+    // in the apply, as an image deleted between plan and apply would.
+    let plan = p.ok(&["plan", "--json-stream", "--refresh=false"]);
     let lines = stream(&p, &plan.stdout);
     assert_eq!(lines[0]["type"], "version", "{plan:?}");
     let changes = of_type(&lines, "planned_change");
@@ -74,7 +79,7 @@ fn plan_apply_and_destroy_stream_json_lines_that_match_the_schema() {
     );
 
     // Nothing can answer the question on a stream.
-    let unasked = p.run(&["apply", "--json-stream"]);
+    let unasked = p.run(&["apply", "--json-stream", "--refresh=false"]);
     assert_eq!(unasked.code, 1, "{unasked:?}");
     let lines = stream(&p, &unasked.stdout);
     let diagnostic = of_type(&lines, "diagnostic");
@@ -87,8 +92,9 @@ fn plan_apply_and_destroy_stream_json_lines_that_match_the_schema() {
     );
     assert_eq!(containers_of("stream-ok"), 0, "nothing was made");
 
-    // Terraform's spelling; one job fails at once, the other runs.
-    let applied = p.run(&["apply", "-json", "--auto-approve"]);
+    // Terraform's spelling; one job cannot start, one exits at once (the job's failure, not
+    // the apply's: a warning), the other runs.
+    let applied = p.run(&["apply", "-json", "--auto-approve", "-refresh=false"]);
     assert_eq!(applied.code, 1, "{applied:?}");
     let lines = stream(&p, &applied.stdout);
     let at = |t: &str, address: &str| {
@@ -101,13 +107,35 @@ fn plan_apply_and_destroy_stream_json_lines_that_match_the_schema() {
         at("apply_start", "deployment.stream-ok.container")
             < at("apply_complete", "deployment.stream-ok.container")
     );
-    let errored = &lines[at("apply_errored", "deployment.stream-bad.container")];
+    let errored = &lines[at("apply_errored", "deployment.stream-noimage.container")];
     assert!(
         errored["hook"]["error"]
             .as_str()
             .unwrap()
-            .contains("no such file: data.csv"),
+            .contains("anycloud-e2e-missing:never-built"),
         "{errored}"
+    );
+    assert!(
+        at("apply_start", "deployment.stream-bad.container")
+            < at("apply_complete", "deployment.stream-bad.container")
+    );
+    let warned: Vec<&&Value> = of_type(&lines, "diagnostic")
+        .iter()
+        .filter(|d| d["diagnostic"]["severity"] == "warning")
+        .collect();
+    assert_eq!(warned.len(), 1, "{applied:?}");
+    assert_eq!(
+        warned[0]["diagnostic"]["address"], "deployment.stream-bad.container",
+        "{applied:?}"
+    );
+    let summary = warned[0]["diagnostic"]["summary"].as_str().unwrap();
+    assert!(summary.contains("exited with code 2"), "{summary}");
+    assert!(
+        warned[0]["diagnostic"]["help"]
+            .as_str()
+            .unwrap()
+            .contains("no such file: data.csv"),
+        "{applied:?}"
     );
     let outcome = of_type(&lines, "outcome");
     assert_eq!(outcome.len(), 1);
@@ -115,7 +143,7 @@ fn plan_apply_and_destroy_stream_json_lines_that_match_the_schema() {
     assert_eq!(outcome[0]["outcome"]["status"], "failed");
     assert_eq!(
         outcome[0]["outcome"]["failed"][0]["address"],
-        "deployment.stream-bad.container"
+        "deployment.stream-noimage.container"
     );
     assert_eq!(
         lines.last().unwrap()["type"],

@@ -111,6 +111,7 @@ fn plan(changes: Vec<Change>) -> Plan {
         unread: vec![],
         jobs: vec![],
         sweeps: vec![],
+        from_scratch: vec![],
         changes,
         summary: Summary::default(),
     }

@@ -126,13 +126,14 @@ pub(super) async fn applied(cx: &Context<'_>, args: &ApplyArgs) -> Result<Applie
         destroy: false,
         replace: &replace,
     };
-    let plan = match plan_verbosely(cx, &config, &session.state, &opts).await {
+    let mut plan = match plan_verbosely(cx, &config, &session.state, &opts).await {
         Ok((_, plan)) => plan,
         Err(e) => {
             session.close().await;
             return Err(e);
         }
     };
+    plan.from_scratch = scratch.clone();
     // A checkpoint is emptied only for a job this apply runs again: not for one that
     // `--target` leaves out, or whose machine could not be read.
     if let Some(missing) = scratch.iter().find(|a| {
@@ -527,7 +528,12 @@ async fn execute(
     // Said before the outcome: a job's failure is its own, whatever the apply's outcome.
     let ended = failed_jobs(&state, &outcome.done);
     if !ended.is_empty() {
-        cx.shell.err(&ended);
+        cx.shell.err(&ended.iter().map(|j| j.said()).collect::<String>());
+    }
+    if let Some(stream) = cx.shell.stream() {
+        for job in &ended {
+            stream.diagnostic("warning", &job.diagnostic());
+        }
     }
     if let Some(stream) = cx.shell.stream() {
         let status = if outcome.interrupted {
@@ -594,23 +600,38 @@ async fn execute(
 /// The jobs this apply started that exited non-zero while it watched them (their container
 /// records how, as a refresh would): a job's failure is the job's, not the apply's, so the
 /// apply goes on and succeeds, and says so here, with the job's last lines.
-fn failed_jobs(state: &State, done: &[String]) -> String {
-    let mut said = String::new();
-    for address in done {
-        let Some(job) = state
-            .resources
-            .get(address)
-            .and_then(|r| EndedJob::of(address, &r.attributes))
-            .filter(|j| j.state == "failed")
-        else {
-            continue;
-        };
-        said.push_str(&format!("\nWarning: {}\n", visible(&job.describe())));
-        for line in &job.last_lines {
+fn failed_jobs(state: &State, done: &[String]) -> Vec<EndedJob> {
+    done.iter()
+        .filter_map(|address| {
+            state
+                .resources
+                .get(address)
+                .and_then(|r| EndedJob::of(address, &r.attributes))
+                .filter(|j| j.state == "failed")
+        })
+        .collect()
+}
+
+impl EndedJob {
+    /// The warning on a terminal: how it ended, then its last lines.
+    fn said(&self) -> String {
+        let mut said = format!("\nWarning: {}\n", visible(&self.describe()));
+        for line in &self.last_lines {
             said.push_str(&format!("    | {}\n", visible(line)));
         }
+        said
     }
-    said
+
+    /// The same for a machine reading the JSON stream: its address, the sentence, and its
+    /// last lines as the help.
+    fn diagnostic(&self) -> anycloud_provider::Diagnostic {
+        let d = anycloud_provider::Diagnostic::of(self.address.clone(), self.describe());
+        if self.last_lines.is_empty() {
+            d
+        } else {
+            d.with_help(self.last_lines.join("\n"))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -706,6 +727,7 @@ mod tests {
             unread: vec![],
             jobs: vec![],
             sweeps: vec![],
+            from_scratch: vec![],
             summary: crate::plan::Summary::of(&changes),
             changes,
         }

@@ -41,15 +41,10 @@ pub struct Cli {
     /// the config; a path given here is relative to the working directory).
     #[arg(long, global = true)]
     pub state: Option<PathBuf>,
-    /// Where the deployments' SSH keys are kept (never beside a remote state).
-    #[arg(
-        long,
-        global = true,
-        env = "ANYCLOUD_KEYS_DIR",
-        hide_env_values = true,
-        default_value = ".anycloud/keys"
-    )]
-    pub keys_dir: PathBuf,
+    /// Where the deployments' SSH keys are kept (default: .anycloud/keys beside the config,
+    /// as the state is; never beside a remote state).
+    #[arg(long, global = true, env = "ANYCLOUD_KEYS_DIR", hide_env_values = true)]
+    pub keys_dir: Option<PathBuf>,
     /// How long to wait for another anycloud holding the state lock (e.g. 30s, 5m).
     #[arg(long, global = true, default_value = "0s", value_parser = parse_duration)]
     pub lock_timeout: Duration,
@@ -514,7 +509,11 @@ pub async fn run(cli: &Cli, shell: Shell) -> Result<i32, UserError> {
         shell.out(&String::from_utf8_lossy(&script));
         return Ok(0);
     }
-    let providers = Providers::builtin(&cli.keys_dir);
+    let keys_dir = cli
+        .keys_dir
+        .clone()
+        .unwrap_or_else(|| state_path::default_keys(&cli.config));
+    let providers = Providers::builtin(&keys_dir);
     let store = open_store(cli, &providers).await?;
     let cx = Context {
         cli,

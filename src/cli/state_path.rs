@@ -23,6 +23,16 @@ pub fn default_state(config: &Path) -> PathBuf {
         .join(DEFAULT_STATE)
 }
 
+/// The SSH keys' directory when `--keys-dir` names none: beside the config, with the state,
+/// so `-f sub/anycloud.yaml` from anywhere reaches the machines `cd sub && anycloud apply`
+/// made.
+pub fn default_keys(config: &Path) -> PathBuf {
+    config
+        .parent()
+        .unwrap_or_else(|| Path::new(""))
+        .join(".anycloud/keys")
+}
+
 /// A state file, or the journal of a run that died before its first fold.
 fn has_state(path: &Path) -> bool {
     path.exists() || LocalStore::new(path).journal_path().exists()
@@ -132,6 +142,18 @@ mod tests {
         assert_eq!(
             default_state(Path::new("/p/x.yaml")),
             Path::new("/p/.anycloud/state.json")
+        );
+    }
+
+    #[test]
+    fn keys_are_beside_the_config_as_the_state_is() {
+        assert_eq!(
+            default_keys(Path::new("sub/anycloud.yaml")),
+            Path::new("sub/.anycloud/keys")
+        );
+        assert_eq!(
+            default_keys(Path::new("anycloud.yaml")),
+            Path::new(".anycloud/keys")
         );
     }
 }

@@ -284,6 +284,7 @@ pub fn diff(
         unread: vec![],
         jobs,
         sweeps: vec![],
+        from_scratch: vec![],
         changes,
         summary,
     })

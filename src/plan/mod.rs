@@ -237,6 +237,10 @@ pub struct Plan {
     /// The config's sweeps: which deployments each `matrix:` made, from which values.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sweeps: Vec<crate::config::Sweep>,
+    /// Containers `apply --from-scratch` empties the checkpoint of before their job runs
+    /// again: their deployment lines say so.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub from_scratch: Vec<String>,
     pub changes: Vec<Change>,
     pub summary: Summary,
 }

@@ -175,6 +175,7 @@ mod tests {
             unread: vec![],
             jobs: vec![],
             sweeps: vec![],
+            from_scratch: vec![],
             summary: super::super::Summary::of(&changes),
             changes,
         }

@@ -68,6 +68,7 @@ pub fn story(plan: &Plan, safe: &dyn Fn(&str) -> String) -> Story {
                     changes,
                     ended: plan.jobs.iter().find(|j| j.address == container),
                     refreshed: plan.refreshed,
+                    from_scratch: plan.from_scratch.contains(&container),
                     safe,
                 }
                 .line(),
@@ -401,6 +402,8 @@ struct Deployment<'a> {
     ended: Option<&'a EndedJob>,
     /// Whether the job's state was read now, or is what the state last recorded.
     refreshed: bool,
+    /// Whether `--from-scratch` empties its checkpoint before the job runs again.
+    from_scratch: bool,
     safe: &'a dyn Fn(&str) -> String,
 }
 
@@ -509,6 +512,7 @@ impl Deployment<'_> {
             }
         };
         let from = match (self.checkpointed(), job) {
+            _ if self.from_scratch => "from an empty checkpoint (--from-scratch)",
             (true, _) => "from its checkpoint",
             (false, Job::Ended(_)) => "from the beginning",
             (false, _) => "from the beginning (no checkpoint: its progress is lost)",
@@ -685,6 +689,7 @@ mod tests {
             unread: vec![],
             jobs: vec![],
             sweeps: vec![],
+            from_scratch: vec![],
             summary: Summary::of(&changes),
             changes,
         }
