@@ -119,8 +119,8 @@ fn plan_apply_and_destroy_stream_json_lines_that_match_the_schema() {
         at("apply_start", "deployment.stream-bad.container")
             < at("apply_complete", "deployment.stream-bad.container")
     );
-    let warned: Vec<&&Value> = of_type(&lines, "diagnostic")
-        .iter()
+    let warned: Vec<&Value> = of_type(&lines, "diagnostic")
+        .into_iter()
         .filter(|d| d["diagnostic"]["severity"] == "warning")
         .collect();
     assert_eq!(warned.len(), 1, "{applied:?}");
