@@ -528,7 +528,8 @@ async fn execute(
     // Said before the outcome: a job's failure is its own, whatever the apply's outcome.
     let ended = failed_jobs(&state, &outcome.done);
     if !ended.is_empty() {
-        cx.shell.err(&ended.iter().map(|j| j.said()).collect::<String>());
+        cx.shell
+            .err(&ended.iter().map(|j| j.said()).collect::<String>());
     }
     if let Some(stream) = cx.shell.stream() {
         for job in &ended {
