@@ -585,7 +585,7 @@ fn aws_against_moto_end_to_end() {
         kept_first.iter().any(|(_, c)| c == "0"),
         "the first run's resumed-from.txt is kept: {kept_first:?}"
     );
-    wait_for(30, "the first run's tick.txt kept", || {
+    wait_for(60, "the first run's tick.txt kept", || {
         (!kept(&moto, "tick.txt").is_empty()).then_some(())
     });
 
