@@ -443,6 +443,25 @@ impl Transfer {
     }
 }
 
+/// The machines of the containers among `targets` that ask for GPUs, once per deployment:
+/// its id and the VM's attributes. What each cloud asks of them (does the type have GPUs,
+/// which image) is its own.
+pub fn gpu_vms<'a>(targets: &[Target<'a>]) -> Result<Vec<(&'a str, &'a Attrs)>> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut vms = Vec::new();
+    for t in targets {
+        if t.attrs.get("gpus").and_then(|g| g.as_bool()) != Some(true) {
+            continue;
+        }
+        let Some(vm) = t.dep(Kind::Vm) else { continue };
+        let deployment = attr_str(vm, "deployment")?;
+        if seen.insert(deployment) {
+            vms.push((deployment, vm));
+        }
+    }
+    Ok(vms)
+}
+
 /// Reads a string attribute, with an error naming the resource when it is missing.
 pub fn attr_str<'a>(attrs: &'a Attrs, key: &str) -> Result<&'a str> {
     attrs

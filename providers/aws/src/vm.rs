@@ -118,16 +118,7 @@ pub async fn preflight(
     found: &mut Preflight,
 ) -> Result<()> {
     let clients = p.clients();
-    let mut seen = BTreeSet::new();
-    for t in targets {
-        if t.attrs.get("gpus").and_then(|g| g.as_bool()) != Some(true) {
-            continue;
-        }
-        let Some(vm) = t.dep(Kind::Vm) else { continue };
-        let deployment = attr_str(vm, "deployment")?;
-        if !seen.insert(deployment.to_owned()) {
-            continue;
-        }
+    for (deployment, vm) in anycloud_provider::gpu_vms(targets)? {
         let (region, instance_type) = (attr_str(vm, "region")?, attr_str(vm, "instance_type")?);
         let at = format!("deployment.{deployment}.vm");
         let Some(gpus) = ec2::nvidia_gpus(clients, region, instance_type).await? else {

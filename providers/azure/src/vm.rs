@@ -213,16 +213,7 @@ pub async fn preflight(
     targets: &[Target<'_>],
 ) -> Result<Vec<String>> {
     let mut notes = Vec::new();
-    let mut seen = std::collections::BTreeSet::new();
-    for t in targets {
-        if t.attrs.get("gpus").and_then(|g| g.as_bool()) != Some(true) {
-            continue;
-        }
-        let Some(vm) = t.dep(Kind::Vm) else { continue };
-        let deployment = attr_str(vm, "deployment")?;
-        if !seen.insert(deployment.to_owned()) {
-            continue;
-        }
+    for (deployment, vm) in anycloud_provider::gpu_vms(targets)? {
         let (region, size) = (attr_str(vm, "region")?, attr_str(vm, "size")?);
         let at = format!("deployment.{deployment}.vm");
         let Some(gpus) = compute::gpus_of_size(arm, subscription, region, size).await? else {

@@ -207,16 +207,7 @@ pub fn plan(p: &GcpProvider, spec: &DeploymentSpec) -> Result<Planned> {
 /// one that does names the image it gets and why.
 pub async fn preflight(cx: &crate::Cx<'_>, targets: &[Target<'_>]) -> Result<Vec<String>> {
     let mut notes = Vec::new();
-    let mut seen = std::collections::BTreeSet::new();
-    for t in targets {
-        if t.attrs.get("gpus").and_then(|g| g.as_bool()) != Some(true) {
-            continue;
-        }
-        let Some(vm) = t.dep(Kind::Vm) else { continue };
-        let deployment = attr_str(vm, "deployment")?;
-        if !seen.insert(deployment.to_owned()) {
-            continue;
-        }
+    for (deployment, vm) in anycloud_provider::gpu_vms(targets)? {
         let (zone, machine_type) = (attr_str(vm, "zone")?, attr_str(vm, "machine_type")?);
         let at = format!("deployment.{deployment}.vm");
         let Some(gpus) = compute::gpus_of_type(cx, zone, machine_type).await? else {
