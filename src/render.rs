@@ -657,21 +657,8 @@ mod tests {
 
     fn plan_with_jobs(jobs: Vec<EndedJob>) -> Plan {
         Plan {
-            format_version: 2,
-            lineage: String::new(),
-            serial: 0,
-            config_digest: String::new(),
-            refreshed: true,
-            destroy: false,
-            targets: vec![],
-            replace: vec![],
-            warnings: vec![],
-            unread: vec![],
             jobs,
-            sweeps: vec![],
-            from_scratch: vec![],
-            changes: vec![],
-            summary: Summary::default(),
+            ..Plan::of_changes(vec![])
         }
     }
 
@@ -847,21 +834,9 @@ mod tests {
             prior_dependencies: vec![],
         };
         let plan = Plan {
-            format_version: 2,
-            lineage: String::new(),
-            serial: 0,
-            config_digest: String::new(),
-            refreshed: true,
-            destroy: false,
-            targets: vec![],
-            replace: vec![],
             warnings: vec!["far away".into()],
-            unread: vec![],
-            jobs: vec![],
-            sweeps: vec![],
-            from_scratch: vec![],
-            changes: vec![change],
             summary: Summary::default(),
+            ..Plan::of_changes(vec![change])
         };
         let styled = human_with(&plan, true);
         assert!(styled.contains("\u{1b}["));

@@ -99,21 +99,9 @@ fn change(address: &str, action: Action, deps: &[&str]) -> Change {
 
 fn plan(changes: Vec<Change>) -> Plan {
     Plan {
-        format_version: 2,
-        lineage: String::new(),
-        serial: 0,
-        config_digest: String::new(),
         refreshed: false,
-        destroy: false,
-        targets: vec![],
-        replace: vec![],
-        warnings: vec![],
-        unread: vec![],
-        jobs: vec![],
-        sweeps: vec![],
-        from_scratch: vec![],
-        changes,
         summary: Summary::default(),
+        ..Plan::of_changes(changes)
     }
 }
 

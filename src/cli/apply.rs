@@ -716,21 +716,9 @@ mod tests {
 
     fn destroy_plan(changes: Vec<crate::plan::Change>) -> Plan {
         Plan {
-            format_version: crate::plan::PLAN_FORMAT_VERSION,
-            lineage: String::new(),
-            serial: 0,
-            config_digest: String::new(),
             refreshed: false,
             destroy: true,
-            targets: vec![],
-            replace: vec![],
-            warnings: vec![],
-            unread: vec![],
-            jobs: vec![],
-            sweeps: vec![],
-            from_scratch: vec![],
-            summary: crate::plan::Summary::of(&changes),
-            changes,
+            ..Plan::of_changes(changes)
         }
     }
 

@@ -245,6 +245,31 @@ pub struct Plan {
     pub summary: Summary,
 }
 
+#[cfg(test)]
+impl Plan {
+    /// A refreshed apply plan of `changes` made against an empty state: what unit tests
+    /// render and run (each sets, with `..`, what it needs otherwise).
+    pub(crate) fn of_changes(changes: Vec<Change>) -> Plan {
+        Plan {
+            format_version: PLAN_FORMAT_VERSION,
+            lineage: String::new(),
+            serial: 0,
+            config_digest: String::new(),
+            refreshed: true,
+            destroy: false,
+            targets: vec![],
+            replace: vec![],
+            warnings: vec![],
+            unread: vec![],
+            jobs: vec![],
+            sweeps: vec![],
+            from_scratch: vec![],
+            summary: Summary::of(&changes),
+            changes,
+        }
+    }
+}
+
 impl Plan {
     /// Leaves out every change of the deployments in `unread` (a deployment's resources are
     /// needed only by its own), recording why.

@@ -163,21 +163,10 @@ mod tests {
 
     fn plan(changes: Vec<Change>) -> Plan {
         Plan {
-            format_version: super::super::PLAN_FORMAT_VERSION,
             lineage: "l".into(),
             serial: 1,
             config_digest: "c".into(),
-            refreshed: true,
-            destroy: false,
-            targets: vec![],
-            replace: vec![],
-            warnings: vec![],
-            unread: vec![],
-            jobs: vec![],
-            sweeps: vec![],
-            from_scratch: vec![],
-            summary: super::super::Summary::of(&changes),
-            changes,
+            ..Plan::of_changes(changes)
         }
     }
 

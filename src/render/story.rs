@@ -646,7 +646,6 @@ fn carried(c: &Change) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::Summary;
     use serde_json::json;
 
     fn attrs(v: Value) -> Option<Attrs> {
@@ -676,23 +675,7 @@ mod tests {
     }
 
     fn plan(changes: Vec<Change>) -> Plan {
-        Plan {
-            format_version: 2,
-            lineage: String::new(),
-            serial: 0,
-            config_digest: String::new(),
-            refreshed: true,
-            destroy: false,
-            targets: vec![],
-            replace: vec![],
-            warnings: vec![],
-            unread: vec![],
-            jobs: vec![],
-            sweeps: vec![],
-            from_scratch: vec![],
-            summary: Summary::of(&changes),
-            changes,
-        }
+        Plan::of_changes(changes)
     }
 
     fn lines(p: &Plan) -> Vec<String> {
