@@ -32,8 +32,9 @@ deployments:
     )
 }
 
+/// The count in a counter file or a tick (`N from START`).
 fn counter(path: &std::path::Path) -> Option<u64> {
-    read(path).and_then(|s| s.parse().ok())
+    read(path).and_then(|s| s.split_whitespace().next()?.parse().ok())
 }
 
 #[test]
