@@ -700,7 +700,7 @@ mod tests {
         crate::plan::Change {
             address: address.into(),
             kind,
-            provider: "aws".into(),
+            provider: "cloud".into(),
             action: Action::Delete,
             reason: None,
             before: Some(Default::default()),

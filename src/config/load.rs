@@ -299,14 +299,16 @@ fn check(ck: &mut Checker, raw: RawConfig, digest: &str) -> Config {
 fn check_state(ck: &mut Checker, doc: anycloud_provider::doc::Doc) -> Option<StateBackend> {
     use anycloud_provider::doc::Value;
     let offered = ck.registry.state_backends();
-    let expected =
-        || {
-            format!(
-            "state: {{ {}: {{…}} }} (one of: {}); without `state:` it is the local file (--state)",
-            offered.first().map(|(b, _)| *b).unwrap_or("s3"),
+    let expected = || {
+        match offered.first() {
+        Some((first, _)) => format!(
+            "state: {{ {first}: {{…}} }} (one of: {}); without `state:` it is the local file (--state)",
             offered.iter().map(|(b, _)| *b).collect::<Vec<_>>().join(", ")
-        )
-        };
+        ),
+        None => "this build offers no remote state; without `state:` it is the local file (--state)"
+            .to_owned(),
+    }
+    };
     let entries = match &doc.value {
         Value::Map(entries) if entries.len() == 1 => entries,
         Value::Map(entries) if entries.len() > 1 => {

@@ -59,7 +59,7 @@ mod tests {
         Change {
             address: address.into(),
             kind: Kind::Bucket,
-            provider: "aws".into(),
+            provider: "cloud".into(),
             action,
             reason: None,
             before: (action == Action::Delete).then(|| [("name".to_owned(), json!(name))].into()),

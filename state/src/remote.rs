@@ -14,6 +14,15 @@
 //!   came since the last batch. So a run costs one write per wave of operations, not one
 //!   per operation; a run killed between batches leaves the latest results unrecorded, and
 //!   those operations pending, which the next plan resolves (as after a crash mid-operation).
+//! - A store that ignores conditional writes is refused at its first lock: the lock is
+//!   created a second time, which must be refused.
+//! - A read is consistent: the state's version is read again after the journal, and a read
+//!   across which it moved (a fold landing between) is made again. A batch names its
+//!   writer's lock and a fold records the locks it folded in (`folded_locks`), so a batch one
+//!   serial behind under another holder's lock is replayed, never tidied away.
+//! - A retried write refused by its own earlier success (the answer was lost) is
+//!   recognised: a lock holding this run's id, a state holding these bytes. No lock is held
+//!   across an await.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -105,10 +105,7 @@ pub const REGIONS: &[(&str, &[&str])] = &[
     ("ca", &["canadacentral", "canadaeast"]),
 ];
 
-#[derive(Default)]
-pub struct Azure;
-
-impl Declaration for Azure {
+impl Declaration for AzureProvider {
     fn name(&self) -> &'static str {
         "azure"
     }
@@ -230,42 +227,6 @@ impl AzureProvider {
             })
             .as_ref()
             .map_err(Clone::clone)
-    }
-}
-
-impl Declaration for AzureProvider {
-    fn name(&self) -> &'static str {
-        Azure.name()
-    }
-    fn regions(&self) -> Regions {
-        Azure.regions()
-    }
-    fn shape(&self) -> Shape {
-        Azure.shape()
-    }
-    fn id_limit(&self) -> IdLimit {
-        Azure.id_limit()
-    }
-    fn check_bucket_name(&self, name: &str) -> Result<(), String> {
-        Azure.check_bucket_name(name)
-    }
-    fn settings_keys(&self) -> &'static [&'static str] {
-        Azure.settings_keys()
-    }
-    fn check_settings(&self, doc: Option<&Doc>, checks: &mut Checks) -> serde_json::Value {
-        Azure.check_settings(doc, checks)
-    }
-    fn vm_keys(&self) -> &'static [&'static str] {
-        Azure.vm_keys()
-    }
-    fn check_vm(&self, vm: Option<&Doc>, cx: VmContext<'_>, checks: &mut Checks) -> VmSpec {
-        Azure.check_vm(vm, cx, checks)
-    }
-    fn state_backend(&self) -> Option<&'static str> {
-        Azure.state_backend()
-    }
-    fn check_state(&self, doc: &Doc, checks: &mut Checks) -> serde_json::Value {
-        Azure.check_state(doc, checks)
     }
 }
 

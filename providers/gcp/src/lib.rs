@@ -102,10 +102,7 @@ pub const REGIONS: &[(&str, &[&str])] = &[
     ),
 ];
 
-#[derive(Default)]
-pub struct Gcp;
-
-impl Declaration for Gcp {
+impl Declaration for GcpProvider {
     fn name(&self) -> &'static str {
         "gcp"
     }
@@ -241,42 +238,6 @@ impl GcpProvider {
             project: self.project()?,
             policy_locks: &self.policy_locks,
         })
-    }
-}
-
-impl Declaration for GcpProvider {
-    fn name(&self) -> &'static str {
-        Gcp.name()
-    }
-    fn regions(&self) -> Regions {
-        Gcp.regions()
-    }
-    fn shape(&self) -> Shape {
-        Gcp.shape()
-    }
-    fn id_limit(&self) -> IdLimit {
-        Gcp.id_limit()
-    }
-    fn check_bucket_name(&self, name: &str) -> Result<(), String> {
-        Gcp.check_bucket_name(name)
-    }
-    fn settings_keys(&self) -> &'static [&'static str] {
-        Gcp.settings_keys()
-    }
-    fn check_settings(&self, doc: Option<&Doc>, checks: &mut Checks) -> serde_json::Value {
-        Gcp.check_settings(doc, checks)
-    }
-    fn vm_keys(&self) -> &'static [&'static str] {
-        Gcp.vm_keys()
-    }
-    fn check_vm(&self, vm: Option<&Doc>, cx: VmContext<'_>, checks: &mut Checks) -> VmSpec {
-        Gcp.check_vm(vm, cx, checks)
-    }
-    fn state_backend(&self) -> Option<&'static str> {
-        Gcp.state_backend()
-    }
-    fn check_state(&self, doc: &Doc, checks: &mut Checks) -> serde_json::Value {
-        Gcp.check_state(doc, checks)
     }
 }
 

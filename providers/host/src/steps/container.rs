@@ -1,5 +1,21 @@
 //! The job's container: `docker run` with the bind mounts, adopted again when a container
 //! of the same spec digest is there; stopped and flushed before it goes.
+//!
+//! - The `job` attribute (how the job stands: running, succeeded, failed, never started,
+//!   or interrupted, which alone is resumed) and `image_id` are computed: read, never
+//!   diffed. A refresh that finds the tag naming another image reads `image` as
+//!   "TAG (ran …; the tag now names …)", which plans the replacement.
+//! - One failure model: `container_run` watches a job for its first seconds and records an
+//!   exit exactly as a later refresh would (the create succeeds; the apply warns and `run`
+//!   exits with the job's code). Only Docker failing to start it fails the step. An
+//!   interrupted job is started again as it was.
+//! - Docker's log is bounded (`JOB_LOG_OPTS`, where the daemon logs to json-file); the
+//!   options stay out of the recorded `run_spec`, so an upgrade replaces no running job.
+//!   `job_log` reads at most `JOB_LOG_BYTES` per round trip, ending at a change of
+//!   timestamp, and says there is `more`.
+//! - A new run syncs the input again first when the bucket's listing differs from the one
+//!   downloaded (never under a job that runs on); the mounts are given to an image's
+//!   non-root `USER`.
 
 use std::collections::BTreeMap;
 
