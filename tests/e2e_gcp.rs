@@ -338,7 +338,7 @@ fn gcp_through_the_engine_with_objects_in_fake_gcs_server() {
     assert_eq!(copy, "hello from the input prefix\n");
     wait_for(60, "ticks in the output prefix", || {
         gcs.get(&bucket, "gcp-results/tick.txt")
-            .filter(|t| t.trim().parse::<u64>().is_ok())
+            .filter(|t| common::tick(t).is_some())
     });
     wait_for(60, "the counter in the checkpoint prefix", || {
         gcs.get(&bucket, "gcp-alpha/counter")
@@ -716,7 +716,7 @@ fn bindings_that_take_a_minute_to_spread_are_waited_for() {
     ok(&p, &env, &["destroy", "--auto-approve"]);
     assert_eq!(
         gcs.get(&bucket, "slow-results/tick.txt")
-            .map(|t| t.trim().parse::<u64>().is_ok()),
+            .map(|t| common::tick(&t).is_some()),
         Some(true)
     );
     assert_eq!(containers_of("gcp-slow"), 0);

@@ -134,3 +134,39 @@ fn plan_of_a_sweep_json_names_each_members_values() {
         serde_json::to_string_pretty(&json["sweeps"]).unwrap()
     );
 }
+
+/// `--target NAME` of a sweep, and `status NAME`, are its members.
+#[test]
+fn a_sweeps_name_targets_its_members() {
+    common::build_image("anycloud-e2e:v1");
+    let p = common::Project::new(
+        r#"
+project: sweep-target
+deployments:
+  sweep-tgt:
+    matrix: { seed: [1, 2] }
+    container: { image: "anycloud-e2e:v1", command: [/bin/sh, /job.sh] }
+  sweep-other:
+    container: { image: "anycloud-e2e:v1", command: [/bin/sh, /job.sh] }
+"#,
+    );
+    let plan = p.ok(&["plan", "--target", "sweep-tgt", "--format", "json"]);
+    let plan: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
+    let deployments: std::collections::BTreeSet<&str> = plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["address"].as_str()?.strip_prefix("deployment."))
+        .map(|rest| rest.split('.').next().unwrap())
+        .collect();
+    assert_eq!(
+        deployments,
+        ["sweep-tgt-seed-1", "sweep-tgt-seed-2"].into(),
+        "{plan:#}"
+    );
+    let status = p.ok(&["status", "sweep-tgt"]);
+    assert!(
+        status.stdout.contains("sweep-tgt-seed-1") && !status.stdout.contains("sweep-other"),
+        "{status:?}"
+    );
+}

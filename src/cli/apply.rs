@@ -118,11 +118,11 @@ pub(super) async fn applied(cx: &Context<'_>, args: &ApplyArgs) -> Result<Applie
             return Err(e);
         }
     };
-    let mut replace = super::filter::as_addresses(&args.replace);
+    let mut replace = super::filter::as_addresses(&args.replace, &config.sweeps);
     replace.extend(scratch.iter().cloned());
     let opts = PlanOptions {
         refresh: args.refresh,
-        targets: &super::filter::as_addresses(&args.target),
+        targets: &super::filter::as_addresses(&args.target, &config.sweeps),
         destroy: false,
         replace: &replace,
     };
@@ -310,7 +310,7 @@ fn with_unread(cx: &Context<'_>, plan: &Plan, code: i32) -> i32 {
 pub(super) async fn destroy(cx: &Context<'_>, args: &DestroyArgs) -> Result<i32, UserError> {
     let config = engine::load_config_for(&cx.cli.config, &cx.providers)?;
     let session = cx.session("destroy").await?;
-    let targets = super::filter::as_addresses(&args.target);
+    let targets = super::filter::as_addresses(&args.target, &config.sweeps);
     destroy_in(
         cx,
         &config,

@@ -2,6 +2,7 @@
 //! `status 'run-00*'`, `graph deployment.run-0042.vm`. A sweep's state holds 100,000
 //! addresses; a person wants a few.
 
+use crate::config::Sweep;
 use crate::plan::targets_match;
 
 /// Deployment names and address prefixes; none means everything.
@@ -61,9 +62,22 @@ pub fn nearest<'a>(word: &str, addresses: impl IntoIterator<Item = &'a String>) 
     ))
 }
 
-/// `--target`/`-replace` words as addresses: a word without a dot is a deployment's name.
-pub fn as_addresses(words: &[String]) -> Vec<String> {
+/// A sweep's name stands for its members (`--target train` is every `train-…`); every
+/// other word is itself.
+pub fn with_sweeps(words: &[String], sweeps: &[Sweep]) -> Vec<String> {
     words
+        .iter()
+        .flat_map(|w| match sweeps.iter().find(|s| &s.name == w) {
+            Some(sweep) => sweep.members.iter().map(|m| m.id.clone()).collect(),
+            None => vec![w.clone()],
+        })
+        .collect()
+}
+
+/// `--target`/`-replace` words as addresses: a word without a dot is a deployment's name,
+/// or a sweep's, which stands for its members.
+pub fn as_addresses(words: &[String], sweeps: &[Sweep]) -> Vec<String> {
+    with_sweeps(words, sweeps)
         .iter()
         .map(|w| {
             if w.contains('.') {
@@ -117,5 +131,33 @@ mod tests {
         let f = Filter::new(&["*-a*b".into()]);
         assert!(f.deployment("x-ab") && f.deployment("x-a-b") && !f.deployment("x-ba"));
         assert!(Filter::new(&[]).address("storage.local.earth"));
+    }
+
+    #[test]
+    fn a_sweeps_name_stands_for_its_members() {
+        let sweep = Sweep {
+            name: "train".into(),
+            axes: vec!["lr".into()],
+            members: ["train-lr-0-1", "train-lr-0-01"]
+                .iter()
+                .map(|id| crate::config::SweepMember {
+                    id: (*id).into(),
+                    values: Default::default(),
+                })
+                .collect(),
+        };
+        let words = ["train".to_owned(), "other".to_owned()];
+        assert_eq!(
+            as_addresses(&words, std::slice::from_ref(&sweep)),
+            [
+                "deployment.train-lr-0-1",
+                "deployment.train-lr-0-01",
+                "deployment.other"
+            ]
+        );
+        assert_eq!(
+            as_addresses(&words, &[]),
+            ["deployment.train", "deployment.other"]
+        );
     }
 }

@@ -554,7 +554,7 @@ pub async fn run(cli: &Cli, shell: Shell) -> Result<i32, UserError> {
         Command::Graph(args) => {
             let config = engine::load_config(&cli.config, &cx.providers)?;
             let mut g = crate::graph::compile(&config, &cx.providers);
-            let only = filter::Filter::new(&args.only.only);
+            let only = filter::Filter::new(&filter::with_sweeps(&args.only.only, &config.sweeps));
             if !only.is_all() {
                 g = g.restricted_to(|a| only.address(a));
                 if g.nodes.is_empty() {

@@ -24,9 +24,9 @@ pub(super) async fn plan(cx: &Context<'_>, args: &PlanArgs) -> Result<i32, UserE
     let opts = PlanOptions {
         // A destroy's plan is made from the state alone, as `destroy` makes it.
         refresh: args.refresh && !args.destroy,
-        targets: &super::filter::as_addresses(&args.target),
+        targets: &super::filter::as_addresses(&args.target, &config.sweeps),
         destroy: args.destroy,
-        replace: &super::filter::as_addresses(&args.replace),
+        replace: &super::filter::as_addresses(&args.replace, &config.sweeps),
     };
     let read = match (&session, &unlocked) {
         (Some(session), _) => &session.state,

@@ -15,7 +15,7 @@ pub(super) async fn status(cx: &Context<'_>, args: &StatusArgs) -> Result<i32, U
     let mut state = engine::read_state(cx.store.as_ref()).await?;
     // Before the state is narrowed: a provider keeps names recorded by shared resources.
     crate::plan::recall(&state, &cx.providers);
-    let only = Filter::new(&args.only.only);
+    let only = Filter::new(&super::filter::with_sweeps(&args.only.only, &config.sweeps));
     let mut graph = crate::graph::compile(&config, &cx.providers);
     if !only.is_all() {
         if !config.deployments.iter().any(|d| only.deployment(&d.id)) {

@@ -183,6 +183,13 @@ pub fn wait_for<T>(secs: u64, what: &str, mut check: impl FnMut() -> Option<T>) 
     }
 }
 
+/// The count of the test job's tick (`N from START`, fixtures/job.sh).
+pub fn tick(text: &str) -> Option<u64> {
+    let (count, start) = text.trim().split_once(" from ")?;
+    start.parse::<u64>().ok()?;
+    count.parse().ok()
+}
+
 pub fn read(path: &Path) -> Option<String> {
     std::fs::read_to_string(path)
         .ok()
