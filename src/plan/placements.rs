@@ -55,3 +55,69 @@ pub fn moved(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use anycloud_state::{Pending, Resource};
+    use serde_json::json;
+
+    use super::*;
+
+    fn vm(placement: serde_json::Value, pending: Option<Pending>) -> Resource {
+        Resource {
+            kind: "vm".into(),
+            provider: "aws".into(),
+            attributes: serde_json::from_value(json!({ "placement": placement })).unwrap(),
+            private: serde_json::Value::Null,
+            keep_on_destroy: false,
+            dependencies: vec![],
+            pending,
+        }
+    }
+
+    fn change(address: &str, action: Action) -> Change {
+        Change {
+            address: address.into(),
+            kind: Kind::Vm,
+            provider: "aws".into(),
+            action,
+            reason: None,
+            before: None,
+            after: None,
+            private: None,
+            keep_on_destroy: false,
+            after_unknown: vec![],
+            replace_paths: vec![],
+            dependencies: vec![],
+            prior_dependencies: vec![],
+        }
+    }
+
+    /// Only a VM that moved, exists, and stays in this plan is said to run elsewhere.
+    #[test]
+    fn a_moved_vm_is_named_unless_first_placed_pending_or_replaced() {
+        let away = json!({"region": "us-east-2", "zone": "us-east-2b", "reason": "us-east-1a: X"});
+        let first = json!({"region": "us-east-1", "zone": "us-east-1a"});
+        let mut state = State::default();
+        for (address, r) in [
+            ("deployment.a.vm", vm(away.clone(), None)),
+            ("deployment.b.vm", vm(first, None)),
+            ("deployment.c.vm", vm(away.clone(), Some(Pending::Create))),
+            ("deployment.d.vm", vm(away.clone(), None)),
+        ] {
+            state.resources.insert(address.into(), r);
+        }
+        let changes = [change("deployment.d.vm", Action::Replace)];
+        let found = moved_vms(&state, &changes);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].address, "deployment.a.vm");
+        assert_eq!(found[0].placement.zone, "us-east-2b");
+        // Refreshed: a VM found gone says nothing.
+        let current = BTreeMap::from([("deployment.a.vm".to_owned(), None)]);
+        assert!(moved(&state, Some(&current), &changes).is_empty());
+    }
+
+    fn moved_vms(state: &State, changes: &[Change]) -> Vec<Moved> {
+        moved(state, None, changes)
+    }
+}
