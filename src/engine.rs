@@ -258,6 +258,9 @@ pub async fn make_plan_timed(
     };
     t.diff = start.elapsed();
     plan.leave_out(unread);
+    if !opts.destroy {
+        plan.placements = plan::placements::moved(state, current.as_ref(), &plan.changes);
+    }
     // Like the preflight, it asks the outside: not under `--refresh=false`.
     if opts.refresh && !opts.destroy {
         let warnings = plan::images::check(&config.path, &graph, &plan, providers)

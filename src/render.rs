@@ -361,6 +361,13 @@ pub fn human_opts(plan: &Plan, styled: bool, verbose: bool) -> String {
         }
         out.push('\n');
     }
+    let placed = crate::render::story::placement_lines(plan, &|t| visible(t).into_owned());
+    for line in &placed {
+        let _ = writeln!(out, "{line}");
+    }
+    if !placed.is_empty() {
+        out.push('\n');
+    }
     // A destroy reads nothing by design; the note is for a plan the user asked not to refresh.
     if !plan.refreshed && !plan.destroy {
         let _ = writeln!(out, "Note: the state was not refreshed (--refresh=false); the plan trusts what it records.\n");
@@ -402,6 +409,13 @@ pub fn markdown(plan: &Plan) -> String {
 fn markdown_within(plan: &Plan, limit: usize) -> String {
     let mut out = String::from("### anycloud plan\n\n");
     let active: Vec<&Change> = plan.active().collect();
+    let placed = crate::render::story::placement_lines(plan, &escape::markdown_text);
+    for line in &placed {
+        let _ = writeln!(out, "- {line}");
+    }
+    if !placed.is_empty() {
+        out.push('\n');
+    }
     if active.is_empty() {
         out.push_str("No changes. The infrastructure matches the configuration.\n\n");
     } else {

@@ -2,6 +2,7 @@
 //! (a container's state, upload programs, when an upload last ran). Given deployment names,
 //! only those are read: a sweep's owner asks about a few runs, not 10,000.
 
+use anycloud_provider::placement::Placement;
 use std::collections::BTreeMap;
 
 use crate::engine::{self, UserError};
@@ -56,7 +57,17 @@ pub(super) async fn status(cx: &Context<'_>, args: &StatusArgs) -> Result<i32, U
                 (Some(_), Some(Some(_))) => "present",
                 (Some(_), _) => "MISSING",
             };
-            let live = facts.get(addr.as_str()).cloned().unwrap_or_default();
+            let mut live = facts.get(addr.as_str()).cloned().unwrap_or_default();
+            // Where a VM runs when a capacity failover moved it, and why (every cloud
+            // records it the same way).
+            if let Some(moved) = state
+                .resources
+                .get(*addr)
+                .and_then(|r| Placement::of(&r.attributes))
+                .and_then(|p| p.moved())
+            {
+                live.insert("placement".into(), moved);
+            }
             resources.push((&addr[prefix.len()..], *addr, shown, live));
         }
         match args.format {

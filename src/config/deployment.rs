@@ -52,7 +52,7 @@ pub(super) fn check(
     let (region, continent) = region_of(ck, provider, &d, defaults, id);
     let own_vm = d.vm.map(RawDoc::located);
     let vm_doc = vm_of(ck, provider, Doc::overlay(defaults_vm, own_vm.as_ref()));
-    let vm = provider.check_vm(
+    let mut vm = provider.check_vm(
         vm_doc.as_ref(),
         VmContext {
             deployment: &id.value,
@@ -60,6 +60,13 @@ pub(super) fn check(
         },
         &mut ck.checks,
     );
+    if let Some(listed) = vm_doc
+        .as_ref()
+        .and_then(|v| v.get("regions"))
+        .filter(|_| !continent.is_empty())
+    {
+        vm.regions = vm_regions(ck, provider, listed, &continent);
+    }
     let container = match d.container {
         None => {
             ck.at(
@@ -230,6 +237,65 @@ fn region_of(
             }
         },
     }
+}
+
+/// `vm.regions`: where the VM may move when there is no capacity for it, each a region of
+/// the provider's in the deployment's continent (the egress rule: data never crosses one).
+fn vm_regions(
+    ck: &mut Checker,
+    provider: &dyn Declaration,
+    listed: &Doc,
+    continent: &str,
+) -> Vec<String> {
+    let Value::Seq(items) = &listed.value else {
+        ck.at(listed.at, "vm.regions must be a list of regions", None);
+        return Vec::new();
+    };
+    let table = provider.regions();
+    let mut out = Vec::new();
+    for item in items {
+        let Some(region) = ck.checks.string(item, "vm.regions") else {
+            continue;
+        };
+        match table.continent(&region) {
+            Some(c) if c == continent => {
+                if !out.contains(&region) {
+                    out.push(region);
+                }
+            }
+            Some(c) => ck.at(
+                item.at,
+                format!(
+                    "vm.regions: '{region}' is in continent '{c}', not the deployment's '{continent}': a VM never moves out of its continent"
+                ),
+                Some(format!(
+                    "{}'s regions in continent '{continent}' are: {}",
+                    provider.name(),
+                    table.of_continent(continent).join(", ")
+                )),
+            ),
+            None => {
+                let help = did_you_mean(suggest(&region, table.of_continent(continent)))
+                    .or_else(|| {
+                        Some(format!(
+                            "{}'s regions in continent '{continent}' are: {}",
+                            provider.name(),
+                            table.of_continent(continent).join(", ")
+                        ))
+                    });
+                ck.at(
+                    item.at,
+                    format!(
+                        "unknown region '{}' in vm.regions for provider {}",
+                        anycloud_provider::diagnostic::clip(&region),
+                        provider.name()
+                    ),
+                    help,
+                )
+            }
+        }
+    }
+    out
 }
 
 /// `vm:` with only the keys the provider knows: another provider's key is named as such,

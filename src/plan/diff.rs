@@ -285,6 +285,7 @@ pub fn diff(
         jobs,
         sweeps: vec![],
         from_scratch: vec![],
+        placements: vec![],
         changes,
         summary,
     })

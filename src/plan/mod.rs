@@ -18,6 +18,7 @@ mod diff;
 pub mod images;
 mod inputs;
 pub mod missing_input;
+pub mod placements;
 mod refresh;
 pub mod renames;
 pub mod saved;
@@ -241,6 +242,10 @@ pub struct Plan {
     /// again: their deployment lines say so.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub from_scratch: Vec<String>,
+    /// VMs that run elsewhere than their deployment's first place, and why: the story says
+    /// so (`placements.rs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub placements: Vec<placements::Moved>,
     pub changes: Vec<Change>,
     pub summary: Summary,
 }
@@ -264,6 +269,7 @@ impl Plan {
             jobs: vec![],
             sweeps: vec![],
             from_scratch: vec![],
+            placements: vec![],
             summary: Summary::of(&changes),
             changes,
         }

@@ -46,6 +46,26 @@ impl Story {
     }
 }
 
+/// A line per VM that runs elsewhere than its deployment's first place, and why: shown with
+/// the story, and also when nothing changes (a plan after a failover is empty, and should
+/// say where the VM went).
+pub fn placement_lines(plan: &Plan, safe: &dyn Fn(&str) -> String) -> Vec<String> {
+    plan.placements
+        .iter()
+        .map(|m| {
+            let d = deployment_of(&m.address).unwrap_or(&m.address);
+            let p = &m.placement;
+            format!(
+                "{}: its VM runs in {} ({}), not its first place: no capacity at {}.",
+                safe(d),
+                safe(&p.zone),
+                safe(&p.region),
+                safe(p.reason.as_deref().unwrap_or(""))
+            )
+        })
+        .collect()
+}
+
 /// What `plan` does to each deployment. `safe` makes text from the config or a machine (a
 /// value, a time) safe for where it is shown: a terminal or a pull-request comment.
 pub fn story(plan: &Plan, safe: &dyn Fn(&str) -> String) -> Story {

@@ -236,8 +236,9 @@ pub fn is_user_name(name: &str) -> bool {
 
 /// `vm.type`, `vm.spot` and `vm.disk_gb`, as a cloud VM has them; `type_required_by` names
 /// the provider that must be told the machine type.
-/// The `vm:` keys of a cloud that makes its machines: [`cloud_vm`]'s, and `image`.
-pub const CLOUD_VM_KEYS: &[&str] = &["type", "spot", "disk_gb", "image"];
+/// The `vm:` keys of a cloud that makes its machines: [`cloud_vm`]'s, `image`, and
+/// `regions` (checked by the engine, which knows the continents).
+pub const CLOUD_VM_KEYS: &[&str] = &["type", "spot", "disk_gb", "image", "regions"];
 
 /// `vm.image`, checked by the cloud's own rule `check` (which says why a value is not an
 /// image of this cloud): a malformed one is an error located at the value.

@@ -21,6 +21,7 @@ pub mod error;
 pub mod files;
 pub mod objects;
 pub mod ownership;
+pub mod placement;
 pub mod retry;
 pub mod spec;
 

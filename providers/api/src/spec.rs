@@ -61,6 +61,10 @@ pub struct VmSpec {
     /// `vm.image`: the machine image, in the cloud's own words (checked by its provider);
     /// none: the provider's default (with GPUs asked, the cloud's image with NVIDIA drivers).
     pub image: Option<String>,
+    /// `vm.regions`: where the VM may move when its region has no capacity for it, in
+    /// order, each in the deployment's continent (checked by the engine); empty when not
+    /// given: the continent's regions (`placement`).
+    pub regions: Vec<String>,
     /// The provider's own `vm:` settings as its checker returned them (for `provider: ssh`,
     /// the machine to reach); `null` when it has none.
     pub settings: serde_json::Value,

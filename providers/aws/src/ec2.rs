@@ -5,17 +5,19 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use anycloud_provider::placement::Launched;
 use anycloud_provider::{retry, ErrorCode, ProviderError, Result};
+use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_ec2::primitives::Blob;
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, IamInstanceProfileSpecification,
     InstanceMarketOptionsRequest, InstanceMetadataEndpointState, InstanceMetadataOptionsRequest,
-    InstanceStateName, InstanceType, IpPermission, IpRange, MarketType, ResourceType, Tag,
-    TagSpecification,
+    InstanceStateName, InstanceType, IpPermission, IpRange, MarketType, Placement, ResourceType,
+    Tag, TagSpecification,
 };
 
 use crate::clients::Clients;
-use crate::errors::{classify, code};
+use crate::errors::{classify, code, is_capacity, CapacityIsNotRetried};
 use crate::owner::{self, Owner as Whose, Record, LINEAGE_TAG};
 
 pub const DEPLOYMENT_TAG: &str = "anycloud:deployment";
@@ -257,6 +259,8 @@ pub async fn ensure_security_group(
 
 pub struct Launch<'a> {
     pub region: &'a str,
+    /// The availability zone it is launched in (`anycloud_provider::placement`).
+    pub zone: &'a str,
     pub owner: Owner<'a>,
     /// Makes a retried RunInstances (its answer lost) return the instance it started.
     pub client_token: &'a str,
@@ -269,17 +273,46 @@ pub struct Launch<'a> {
     pub instance_profile: &'a str,
 }
 
-/// The deployment's live instance if there is one (an interrupted create), else a new one.
+/// The region's availability zones that are available, by name: the order a VM's create
+/// tries them in (local and wavelength zones, which need opting in, left out).
+pub async fn zones(clients: &Clients, region: &str) -> Result<Vec<String>> {
+    let out = clients
+        .ec2(region)
+        .await
+        .describe_availability_zones()
+        .filters(Filter::builder().name("state").values("available").build())
+        .send()
+        .await
+        .map_err(|e| classify(&format!("DescribeAvailabilityZones in {region}"), e))?;
+    let mut zones: Vec<String> = out
+        .availability_zones()
+        .iter()
+        .filter(|z| z.zone_type().is_none_or(|t| t == "availability-zone"))
+        .filter_map(|z| z.zone_name().map(String::from))
+        .collect();
+    zones.sort();
+    if zones.is_empty() {
+        return Err(ProviderError::permanent(format!(
+            "EC2 lists no available zone in {region}"
+        )));
+    }
+    Ok(zones)
+}
+
+/// The deployment's live instance if there is one in the region (an interrupted create),
+/// else a new one in the launch's zone; no capacity there is said, not retried.
 /// `started` hears of the instance as soon as EC2 names it, before it runs.
 pub async fn ensure_instance(
     clients: &Clients,
     l: &Launch<'_>,
     started: impl Fn(&Instance),
-) -> Result<Instance> {
+) -> Result<Launched<Instance>> {
     if let Some(found) = find(clients, l.region, l.owner.deployment, l.owner.lineage).await? {
         // An earlier, interrupted run started it: wait for it as for a new one.
         started(&found);
-        return wait_running(clients, l.region, &found.id).await;
+        return Ok(Launched::Made(
+            wait_running(clients, l.region, &found.id).await?,
+        ));
     }
     let ec2 = clients.ec2(l.region).await;
     let mut run = ec2
@@ -297,6 +330,7 @@ pub async fn ensure_instance(
         )
         .user_data(aws_smithy_types::base64::encode(USER_DATA))
         .client_token(l.client_token)
+        .placement(Placement::builder().availability_zone(l.zone).build())
         // IMDSv2 only, one hop: a container on the VM's bridge network (a second hop)
         // cannot obtain the instance role's credentials.
         .metadata_options(
@@ -328,10 +362,34 @@ pub async fn ensure_instance(
                 .build(),
         );
     }
-    let out = run
+    let answer = run
+        .customize()
+        .config_override(
+            aws_sdk_ec2::config::Builder::default().retry_classifier(CapacityIsNotRetried),
+        )
         .send()
-        .await
-        .map_err(|e| classify(&format!("RunInstances for {}", l.owner.deployment), e))?;
+        .await;
+    let out = match answer {
+        Ok(out) => out,
+        Err(e) => match code(&e).filter(|c| is_capacity(c)) {
+            Some(c) => {
+                return Ok(Launched::NoCapacity {
+                    code: c.to_owned(),
+                    message: e
+                        .as_service_error()
+                        .and_then(|e| e.message())
+                        .unwrap_or("(no message)")
+                        .to_owned(),
+                })
+            }
+            None => {
+                return Err(classify(
+                    &format!("RunInstances for {} in {}", l.owner.deployment, l.zone),
+                    e,
+                ))
+            }
+        },
+    };
     let first = out.instances().first().ok_or_else(|| {
         ProviderError::new(ErrorCode::Unavailable, "RunInstances returned no instance")
     })?;
@@ -344,7 +402,7 @@ pub async fn ensure_instance(
         lifecycle: first.instance_lifecycle().map(|l| l.as_str().to_owned()),
         lineage: Some(l.owner.lineage.to_owned()),
     });
-    wait_running(clients, l.region, &id).await
+    Ok(Launched::Made(wait_running(clients, l.region, &id).await?))
 }
 
 /// Polls until the instance runs and has a public address (a few minutes at most).

@@ -56,6 +56,58 @@ pub fn code_of(aws_code: &str, status: u16, message: &str) -> ErrorCode {
     }
 }
 
+/// The codes of RunInstances that say a zone has no room for the machine asked for: they
+/// move the VM to the next zone (`anycloud_provider::placement`), never retried in place.
+/// `Unsupported` is how EC2 says a zone lacks the instance type. Not among them, because
+/// another place would only hide them: the account's limits (`MaxSpotInstanceCountExceeded`,
+/// `InstanceLimitExceeded`, `VcpuLimitExceeded`, to raise with the quota) and a spot price
+/// the user set too low (`SpotMaxPriceTooLow`).
+pub const CAPACITY_CODES: &[&str] = &[
+    "InsufficientInstanceCapacity",
+    "InsufficientCapacity",
+    "InsufficientHostCapacity",
+    "InsufficientReservedInstanceCapacity",
+    "InsufficientFreeAddressesInSubnet",
+    "UnfulfillableCapacity",
+    "Unsupported",
+];
+
+pub fn is_capacity(aws_code: &str) -> bool {
+    CAPACITY_CODES.contains(&aws_code)
+}
+
+/// Keeps the SDK from retrying a capacity answer in place: EC2 answers
+/// `InsufficientInstanceCapacity` with HTTP 500, which the SDK's status classifier would
+/// retry with anycloud's whole retry policy before the VM could move on.
+#[derive(Debug)]
+pub struct CapacityIsNotRetried;
+
+impl aws_smithy_runtime_api::client::retries::classifiers::ClassifyRetry for CapacityIsNotRetried {
+    fn classify_retry(
+        &self,
+        ctx: &aws_smithy_runtime_api::client::interceptors::context::InterceptorContext,
+    ) -> aws_smithy_runtime_api::client::retries::classifiers::RetryAction {
+        use aws_smithy_runtime_api::client::retries::classifiers::RetryAction;
+        let code = match ctx.output_or_error() {
+            Some(Err(e)) => e
+                .as_operation_error()
+                .and_then(|e| {
+                    e.downcast_ref::<aws_sdk_ec2::operation::run_instances::RunInstancesError>()
+                })
+                .and_then(|e| e.code()),
+            _ => None,
+        };
+        match code {
+            Some(c) if is_capacity(c) => RetryAction::RetryForbidden,
+            _ => RetryAction::NoActionIndicated,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "anycloud: capacity is a move, not a retry"
+    }
+}
+
 pub fn classify<E, R>(what: &str, err: SdkError<E, R>) -> ProviderError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
@@ -158,5 +210,24 @@ mod tests {
         );
         assert_eq!(code_of("DependencyViolation", 400, ""), ErrorCode::Busy);
         assert_eq!(code_of("Whatever", 502, ""), ErrorCode::Unavailable);
+    }
+
+    #[test]
+    fn capacity_codes_move_and_limits_do_not() {
+        for c in [
+            "InsufficientInstanceCapacity",
+            "InsufficientCapacity",
+            "Unsupported",
+        ] {
+            assert!(is_capacity(c), "{c}");
+        }
+        for c in [
+            "MaxSpotInstanceCountExceeded",
+            "SpotMaxPriceTooLow",
+            "VcpuLimitExceeded",
+            "InvalidAMIID.NotFound",
+        ] {
+            assert!(!is_capacity(c), "{c}");
+        }
     }
 }

@@ -48,6 +48,8 @@ pub struct AwsProvider {
     client_tokens: std::sync::Mutex<BTreeMap<String, String>>,
     /// Buckets a create made and may not have tagged (CreateBucket takes no tags).
     untagged: anycloud_provider::ownership::UntaggedCreates,
+    /// Where VM creates cut short had moved to (`anycloud_provider::placement`).
+    placements: anycloud_provider::placement::Recalled,
 }
 
 impl AwsProvider {
@@ -59,6 +61,7 @@ impl AwsProvider {
             contexts: ContextCache::default(),
             client_tokens: Default::default(),
             untagged: Default::default(),
+            placements: Default::default(),
         }
     }
 
@@ -137,6 +140,7 @@ impl Provider for AwsProvider {
 
     fn recall(&self, recorded: &[Target<'_>]) {
         self.untagged.recall(recorded);
+        self.placements.recall(recorded);
     }
 
     async fn state_objects(

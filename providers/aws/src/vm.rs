@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use anycloud_host::{keys, steps, Host, HostContext, HostedPrivate, SshHost};
+use anycloud_provider::placement::{self, Launched, Placement};
 use anycloud_provider::{
     attr_str, Attrs, DeploymentSpec, Kind, Planned, Preflight, ProviderError, Result, Target,
 };
@@ -38,6 +39,9 @@ pub fn plan(p: &AwsProvider, spec: &DeploymentSpec) -> Result<Planned> {
     }
     attrs.insert("deployment".into(), json!(spec.id));
     attrs.insert("region".into(), json!(spec.region));
+    if !spec.vm.regions.is_empty() {
+        attrs.insert("regions".into(), json!(spec.vm.regions));
+    }
     let instance_type = spec.vm.machine_type.as_deref().ok_or_else(|| {
         ProviderError::permanent(format!("deployment {} has no vm.type", spec.id))
     })?;
@@ -53,6 +57,7 @@ pub fn plan(p: &AwsProvider, spec: &DeploymentSpec) -> Result<Planned> {
         "host_key",
         "public_key",
         "key_fingerprint",
+        placement::ATTRIBUTE,
     ]
     .map(String::from)
     .to_vec();
@@ -163,36 +168,130 @@ pub fn plan_hosted(p: &AwsProvider, kind: Kind, spec: &DeploymentSpec) -> Result
     steps::plan(kind, spec, &*context(p, spec)?)
 }
 
+/// What the VM needs in each region it may move to (`anycloud_provider::placement`): the
+/// key pair and the security group, made on entering a region and deleted on leaving it;
+/// the image, resolved per region (an AMI id is a region's own).
+struct Ec2Mover<'a> {
+    p: &'a AwsProvider,
+    t: &'a Target<'a>,
+    public_key: &'a str,
+    client_token: &'a str,
+    /// In the region entered last.
+    group: Option<String>,
+    ami: Option<String>,
+}
+
+impl Ec2Mover<'_> {
+    fn owner(&self) -> Result<ec2::Owner<'_>> {
+        let a = self.t.attrs;
+        Ok(ec2::Owner {
+            deployment: attr_str(a, "deployment")?,
+            lineage: self.t.lineage,
+            project: a.get("project").and_then(|p| p.as_str()),
+        })
+    }
+
+    fn described(&self, i: &ec2::Instance, placement: &Placement) -> Attrs {
+        let mut made = Attrs::new();
+        made.insert("ami".into(), json!(self.ami));
+        made.insert("instance_id".into(), json!(i.id));
+        made.insert("public_ip".into(), json!(i.public_ip));
+        made.insert(
+            "lifecycle".into(),
+            json!(i.lifecycle.as_deref().unwrap_or("on-demand")),
+        );
+        made.insert(placement::ATTRIBUTE.into(), placement.to_json());
+        made
+    }
+}
+
+#[async_trait::async_trait]
+impl placement::Mover for Ec2Mover<'_> {
+    type Made = ec2::Instance;
+
+    async fn zones(&mut self, region: &str) -> Result<Vec<String>> {
+        ec2::zones(self.p.clients(), region).await
+    }
+
+    async fn enter(&mut self, placement: &Placement) -> Result<()> {
+        // Recorded before anything is made there: a run killed in this region leaves a
+        // record whose destroy looks here.
+        let mut made = Attrs::new();
+        made.insert(placement::ATTRIBUTE.into(), placement.to_json());
+        anycloud_provider::output::made(&made);
+        let (clients, a, region) = (self.p.clients(), self.t.attrs, placement.region.as_str());
+        let owner = self.owner()?;
+        ec2::import_key(
+            clients,
+            region,
+            attr_str(a, "key_name")?,
+            self.public_key,
+            &owner,
+        )
+        .await?;
+        let group = ec2::ensure_security_group(
+            clients,
+            region,
+            attr_str(a, "security_group")?,
+            attr_str(a, "ssh_cidr")?,
+            &owner,
+        )
+        .await?;
+        let ami = match (
+            a.get("ami").and_then(|v| v.as_str()),
+            a.get("image_parameter").and_then(|v| v.as_str()),
+        ) {
+            (Some(ami), _) => ami.to_owned(),
+            (None, Some(param)) => ec2::image_of_parameter(clients, region, param).await?,
+            (None, None) => ec2::latest_debian(clients, region).await?,
+        };
+        self.group = Some(group);
+        self.ami = Some(ami);
+        Ok(())
+    }
+
+    async fn launch(&mut self, placement: &Placement) -> Result<Launched<ec2::Instance>> {
+        let a = self.t.attrs;
+        // One token per place: EC2 refuses a token reused with other parameters.
+        let token = format!("{}-{}", self.client_token, placement.zone);
+        let (group, ami) = (
+            self.group.clone().unwrap_or_default(),
+            self.ami.clone().unwrap_or_default(),
+        );
+        let launch = ec2::Launch {
+            region: &placement.region,
+            zone: &placement.zone,
+            owner: self.owner()?,
+            client_token: &token,
+            ami: &ami,
+            instance_type: attr_str(a, "instance_type")?,
+            spot: a.get("spot").and_then(|s| s.as_bool()).unwrap_or(false),
+            disk_gb: a.get("disk_gb").and_then(|d| d.as_i64()).map(|d| d as i32),
+            key_name: attr_str(a, "key_name")?,
+            security_group_id: &group,
+            instance_profile: attr_str(a, "instance_profile")?,
+        };
+        // Recorded as soon as EC2 names the instance, and again once it has an address: a
+        // run killed while waiting leaves a record that a destroy terminates.
+        ec2::ensure_instance(self.p.clients(), &launch, |i| {
+            anycloud_provider::output::made(&self.described(i, placement))
+        })
+        .await
+    }
+
+    async fn leave(&mut self, region: &str) -> Result<()> {
+        let (clients, a, lineage) = (self.p.clients(), self.t.attrs, self.t.lineage);
+        ec2::delete_security_group(clients, region, attr_str(a, "security_group")?, lineage)
+            .await?;
+        ec2::delete_key(clients, region, attr_str(a, "key_name")?, lineage).await
+    }
+}
+
 pub async fn create(p: &AwsProvider, t: &Target<'_>) -> Result<Attrs> {
     let a = t.attrs;
-    let clients = p.clients();
-    let region = attr_str(a, "region")?;
     let deployment = attr_str(a, "deployment")?;
     let key = keys::ensure_deployment_key(&p.keys_dir, deployment)
         .map_err(|e| ProviderError::permanent(e.to_string()))?;
-    let key_name = attr_str(a, "key_name")?;
-    let owner = ec2::Owner {
-        deployment,
-        lineage: t.lineage,
-        project: a.get("project").and_then(|p| p.as_str()),
-    };
-    ec2::import_key(clients, region, key_name, &key.public_key, &owner).await?;
-    let group = ec2::ensure_security_group(
-        clients,
-        region,
-        attr_str(a, "security_group")?,
-        attr_str(a, "ssh_cidr")?,
-        &owner,
-    )
-    .await?;
-    let ami = match (
-        a.get("ami").and_then(|v| v.as_str()),
-        a.get("image_parameter").and_then(|v| v.as_str()),
-    ) {
-        (Some(ami), _) => ami.to_owned(),
-        (None, Some(param)) => ec2::image_of_parameter(clients, region, param).await?,
-        (None, None) => ec2::latest_debian(clients, region).await?,
-    };
     let token_key = format!("{}/{}", t.lineage, t.address);
     let client_token = p
         .client_tokens
@@ -201,41 +300,45 @@ pub async fn create(p: &AwsProvider, t: &Target<'_>) -> Result<Attrs> {
         .entry(token_key.clone())
         .or_insert_with(|| uuid::Uuid::new_v4().to_string())
         .clone();
-    let launch = ec2::Launch {
-        region,
-        owner,
+    let home = attr_str(a, "region")?;
+    let continent = crate::regions::continent(home)
+        .map(|c| anycloud_provider::Regions::Table(crate::regions::REGIONS).of_continent(c))
+        .unwrap_or_default();
+    let mut regions = placement::regions_of(a, &continent)?;
+    // A create cut short in a region it had moved to goes on from there: its instance may
+    // be starting there, and the regions before it refused.
+    if let Some(i) = p
+        .placements
+        .get(t.address)
+        .and_then(|r| regions.iter().position(|x| *x == r.region))
+    {
+        regions.drain(..i);
+    }
+    let mut mover = Ec2Mover {
+        p,
+        t,
+        public_key: &key.public_key,
         client_token: &client_token,
-        ami: &ami,
-        instance_type: attr_str(a, "instance_type")?,
-        spot: a.get("spot").and_then(|s| s.as_bool()).unwrap_or(false),
-        disk_gb: a.get("disk_gb").and_then(|d| d.as_i64()).map(|d| d as i32),
-        key_name,
-        security_group_id: &group,
-        instance_profile: attr_str(a, "instance_profile")?,
+        group: None,
+        ami: None,
     };
-    let described = |i: &ec2::Instance| {
-        let mut made = Attrs::new();
-        made.insert("ami".into(), json!(ami));
-        made.insert("instance_id".into(), json!(i.id));
-        made.insert("public_ip".into(), json!(i.public_ip));
-        made.insert(
-            "lifecycle".into(),
-            json!(i.lifecycle.as_deref().unwrap_or("on-demand")),
-        );
-        made
+    let placed = placement::place(&regions, &mut mover).await;
+    let (instance, placed) = match placed {
+        Ok(placed) => placed,
+        Err(e) => {
+            // Nothing is left in any region: the record names none.
+            let mut made = Attrs::new();
+            made.insert(placement::ATTRIBUTE.into(), serde_json::Value::Null);
+            anycloud_provider::output::made(&made);
+            return Err(e);
+        }
     };
-    // Recorded as soon as EC2 names the instance, and again once it has an address: a run
-    // killed while waiting leaves a record that a destroy terminates.
-    let instance = ec2::ensure_instance(clients, &launch, |i| {
-        anycloud_provider::output::made(&described(i))
-    })
-    .await?;
     p.client_tokens
         .lock()
         .expect("no panic while held")
         .remove(&token_key);
     let mut out = a.clone();
-    out.extend(described(&instance));
+    out.extend(mover.described(&instance, &placed));
     anycloud_provider::output::made(&out);
     // Waits for SSH (a fresh VM takes a while, and may refuse the key until cloud-init has
     // installed it), pins the host key on first sight.
@@ -258,7 +361,7 @@ pub async fn update(p: &AwsProvider, prior: &Attrs, t: &Target<'_>) -> Result<At
         };
         ec2::ensure_security_group(
             p.clients(),
-            attr_str(a, "region")?,
+            &region_of(prior)?,
             attr_str(a, "security_group")?,
             attr_str(a, "ssh_cidr")?,
             &owner,
@@ -268,10 +371,16 @@ pub async fn update(p: &AwsProvider, prior: &Attrs, t: &Target<'_>) -> Result<At
     Ok(a.clone())
 }
 
+/// Where a recorded VM's objects are: its placement's region, else its deployment's.
+fn region_of(vm: &Attrs) -> Result<String> {
+    Placement::region_of(vm)
+        .ok_or_else(|| ProviderError::permanent("the VM's record names no region"))
+}
+
 pub async fn delete(p: &AwsProvider, t: &Target<'_>) -> Result<()> {
     let a = t.attrs;
     let clients = p.clients();
-    let region = attr_str(a, "region")?;
+    let region = &region_of(a)?;
     let recorded = a
         .get("instance_id")
         .and_then(|v| v.as_str())
@@ -365,7 +474,7 @@ pub async fn delete_hosted(p: &AwsProvider, t: &Target<'_>) -> Result<()> {
     let Some(vm) = t.dep(Kind::Vm) else {
         return Ok(());
     };
-    let region = attr_str(vm, "region")?;
+    let region = &region_of(vm)?;
     let id = vm.get("instance_id").and_then(|v| v.as_str()).unwrap_or("");
     let alive = ec2::in_region(p.clients(), region)
         .await?
@@ -397,7 +506,7 @@ impl Machines {
         let regions: BTreeSet<String> = targets
             .iter()
             .filter_map(vm_of)
-            .filter_map(|vm| vm.get("region")?.as_str().map(String::from))
+            .filter_map(|vm| Placement::region_of(&vm))
             .collect();
         let mut instances = BTreeMap::new();
         for region in regions {

@@ -496,6 +496,7 @@ async fn a_vm_carries_its_identity_admits_ssh_from_the_cidr_only_and_an_eviction
         spot: true,
         disk_gb: Some(64),
         image: None,
+        regions: vec![],
         settings: Value::Null,
     };
     let mut recs = planned(&p, &d);

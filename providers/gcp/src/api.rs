@@ -284,14 +284,22 @@ impl Google {
     /// `https://compute.googleapis.com/compute/v1`) until it is DONE, then fails with its
     /// error if it has one. `wait` holds each call up to two minutes on Google's side.
     pub async fn finish(&self, compute: &str, project: &str, operation: Value) -> Result<Value> {
+        let op = self.done(compute, project, operation).await?;
+        match op.get("error") {
+            Some(error) => Err(operation_error(&op, error)),
+            None => Ok(op),
+        }
+    }
+
+    /// Waits for a Compute Engine operation until it is DONE and returns it as it ended,
+    /// its `error` included: for a caller that acts on the error's code (a capacity code
+    /// moves a VM to the next zone).
+    pub async fn done(&self, compute: &str, project: &str, operation: Value) -> Result<Value> {
         let started = tokio::time::Instant::now();
         let mut op = operation;
         loop {
             if op.get("status").and_then(|s| s.as_str()) == Some("DONE") {
-                return match op.get("error") {
-                    Some(error) => Err(operation_error(&op, error)),
-                    None => Ok(op),
-                };
+                return Ok(op);
             }
             if started.elapsed() > OPERATION_DEADLINE {
                 return Err(ProviderError::new(
@@ -391,16 +399,28 @@ fn shown(url: &str) -> &str {
     url.split('?').next().unwrap_or(url)
 }
 
+/// The codes of an instance insert that say its zone has no room for the machine (Spot or
+/// standard): the VM moves to the next zone (`anycloud_provider::placement`). Not among them:
+/// `QUOTA_EXCEEDED` and its kin, the project's limits, which another place would only hide.
+pub const CAPACITY_CODES: &[&str] = &[
+    "ZONE_RESOURCE_POOL_EXHAUSTED",
+    "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS",
+    "STOCKOUT",
+];
+
+pub fn is_capacity(code: &str) -> bool {
+    CAPACITY_CODES.contains(&code)
+}
+
 /// Google's statuses and reasons, as anycloud acts on them.
 pub fn classify(status: u16, reason: &str) -> ErrorCode {
     match reason {
         "rateLimitExceeded" | "userRateLimitExceeded" | "RESOURCE_EXHAUSTED" => {
             ErrorCode::Throttled
         }
-        // Spot capacity or a zone's resources: a later try (or another zone) may have them.
-        "ZONE_RESOURCE_POOL_EXHAUSTED" | "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS" => {
-            ErrorCode::Busy
-        }
+        // A zone without room for the machine is a move to the next zone, never a retry
+        // in place (`compute::insert_instance` acts on it before any classification).
+        c if is_capacity(c) => ErrorCode::Failed,
         // Another change to the same resource is in progress.
         "resourceNotReady" | "ABORTED" => ErrorCode::Busy,
         "alreadyExists" | "ALREADY_EXISTS" => ErrorCode::AlreadyExists,

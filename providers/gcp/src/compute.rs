@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+use anycloud_provider::placement::Launched;
 use anycloud_provider::{ErrorCode, ProviderError, Result};
 use http::Method;
 use serde_json::{json, Value};
@@ -214,7 +215,41 @@ pub async fn ensure_firewall(
 }
 
 /// The instance: made unless this state's exists already (an interrupted create).
-pub async fn ensure_instance(cx: &Cx<'_>, m: &Machine<'_>, lineage: &str) -> Result<Value> {
+/// The region's zones that are UP, by name: the order a VM's create tries them in
+/// (`regions.get`, its `zones` links).
+pub async fn zones(cx: &Cx<'_>, region: &str) -> Result<Vec<String>> {
+    let url = format!(
+        "{}/projects/{}/regions/{region}",
+        cx.s.compute(),
+        cx.project
+    );
+    let found = cx.g.get(&url).await?.ok_or_else(|| {
+        ProviderError::permanent(format!("Compute Engine does not know region {region}"))
+    })?;
+    let mut zones: Vec<String> = found
+        .get("zones")
+        .and_then(|z| z.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|z| z.as_str())
+        .map(|z| z.rsplit('/').next().unwrap_or(z).to_owned())
+        .collect();
+    zones.sort();
+    if zones.is_empty() {
+        return Err(ProviderError::permanent(format!(
+            "Compute Engine lists no zone in region {region}"
+        )));
+    }
+    Ok(zones)
+}
+
+/// The instance, made in the machine's zone unless it is there already (running, or
+/// waited for until it runs); a zone without room for it says so instead of failing.
+pub async fn ensure_instance(
+    cx: &Cx<'_>,
+    m: &Machine<'_>,
+    lineage: &str,
+) -> Result<Launched<Value>> {
     let url = format!("{}/{}", instances_url(cx, m.zone), m.name);
     if let Some(found) = cx.g.get(&url).await? {
         owner::must_be_ours(
@@ -224,7 +259,7 @@ pub async fn ensure_instance(cx: &Cx<'_>, m: &Machine<'_>, lineage: &str) -> Res
             lineage,
         )?;
         if found.get("status").and_then(|s| s.as_str()) == Some("RUNNING") {
-            return Ok(found);
+            return Ok(Launched::Made(found));
         }
     } else {
         let mut disk = json!({
@@ -282,7 +317,13 @@ pub async fn ensure_instance(cx: &Cx<'_>, m: &Machine<'_>, lineage: &str) -> Res
                 .expect("items is a list")
                 .push(json!({"key": "install-nvidia-driver", "value": "True"}));
         }
-        if !insert(cx, &instances_url(cx, m.zone), &request_id(), &body).await? {
+        let made = match insert_instance(cx, m.zone, &body).await? {
+            Launched::Made(made) => made,
+            Launched::NoCapacity { code, message } => {
+                return Ok(Launched::NoCapacity { code, message })
+            }
+        };
+        if !made {
             let found = cx.g.get(&url).await?.ok_or_else(|| {
                 ProviderError::new(
                     ErrorCode::Busy,
@@ -327,6 +368,50 @@ pub async fn ensure_instance(cx: &Cx<'_>, m: &Machine<'_>, lineage: &str) -> Res
         |_, _| {},
     )
     .await
+    .map(Launched::Made)
+}
+
+/// An instance insert, and its operation waited for: `Made(false)` when it exists already
+/// (409), `NoCapacity` when the zone has no room for it (answered at once or, as Compute
+/// Engine mostly does, as the operation's error).
+async fn insert_instance(cx: &Cx<'_>, zone: &str, body: &Value) -> Result<Launched<bool>> {
+    let url = instances_url(cx, zone);
+    let full = format!("{url}?requestId={}", request_id());
+    let reply = cx.g.send(Method::POST, &full, Some(body)).await?;
+    if reply.status.as_u16() == 409 {
+        return Ok(Launched::Made(false));
+    }
+    if !reply.status.is_success() {
+        if crate::api::is_capacity(reply.reason()) {
+            return Ok(Launched::NoCapacity {
+                code: reply.reason().to_owned(),
+                message: reply.message(),
+            });
+        }
+        return Err(crate::api::error_of(&Method::POST, &url, &reply));
+    }
+    let op = cx.g.done(&cx.s.compute(), &cx.project, reply.body).await?;
+    let first = op
+        .get("error")
+        .and_then(|e| e.get("errors"))
+        .and_then(|e| e.get(0));
+    let code = first
+        .and_then(|e| e.get("code"))
+        .and_then(|c| c.as_str())
+        .unwrap_or("");
+    if crate::api::is_capacity(code) {
+        return Ok(Launched::NoCapacity {
+            code: code.to_owned(),
+            message: first
+                .and_then(|e| e.get("message"))
+                .and_then(|m| m.as_str())
+                .unwrap_or("")
+                .to_owned(),
+        });
+    }
+    // Any other error of the operation, classified as every operation's is.
+    cx.g.finish(&cx.s.compute(), &cx.project, op).await?;
+    Ok(Launched::Made(true))
 }
 
 /// The external address of an instance.

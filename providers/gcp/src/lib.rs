@@ -201,6 +201,8 @@ pub struct GcpProvider {
     connections: SshPool,
     contexts: ContextCache,
     policy_locks: PolicyLocks,
+    /// Where VM creates cut short had moved to (`anycloud_provider::placement`).
+    placements: anycloud_provider::placement::Recalled,
 }
 
 impl GcpProvider {
@@ -213,6 +215,7 @@ impl GcpProvider {
             connections: SshPool::default(),
             contexts: ContextCache::default(),
             policy_locks: PolicyLocks::default(),
+            placements: Default::default(),
         }
     }
 
@@ -243,6 +246,10 @@ impl GcpProvider {
 
 #[async_trait::async_trait]
 impl Provider for GcpProvider {
+    fn recall(&self, recorded: &[Target<'_>]) {
+        self.placements.recall(recorded);
+    }
+
     fn configure(&self, settings: &serde_json::Value) -> Result<()> {
         let parsed: Settings = if settings.is_null() {
             Settings::default()

@@ -90,11 +90,6 @@ pub fn firewall(deployment: &str) -> String {
     format!("anycloud-ssh-{deployment}")
 }
 
-/// The zone a region's VMs go to: every region Google lists in DESIGN §6 has a `-b` zone.
-pub fn zone(region: &str) -> String {
-    format!("{region}-b")
-}
-
 /// The top-level prefix a deployment's "bucket" is in its continent's bucket (DESIGN §4).
 pub fn prefix(bucket: &str) -> String {
     format!("{bucket}/")

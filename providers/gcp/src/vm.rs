@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use crate::compute::{self, Machine};
 use crate::owner;
 use crate::{naming, GcpProvider};
+use anycloud_provider::placement::{self, Launched, Placement};
 
 /// SSH open to the world (key authentication only) when `ssh_cidr` is not set.
 pub const OPEN_CIDR: &str = "0.0.0.0/0";
@@ -140,7 +141,9 @@ pub fn plan(p: &GcpProvider, spec: &DeploymentSpec) -> Result<Planned> {
     }
     attrs.insert("deployment".into(), json!(spec.id));
     attrs.insert("region".into(), json!(spec.region));
-    attrs.insert("zone".into(), json!(naming::zone(&spec.region)));
+    if !spec.vm.regions.is_empty() {
+        attrs.insert("regions".into(), json!(spec.vm.regions));
+    }
     attrs.insert("name".into(), json!(naming::instance(&spec.id)));
     attrs.insert("firewall".into(), json!(naming::firewall(&spec.id)));
     attrs.insert("machine_type".into(), json!(machine_type));
@@ -181,11 +184,20 @@ pub fn plan(p: &GcpProvider, spec: &DeploymentSpec) -> Result<Planned> {
     Ok(Planned {
         attrs,
         private,
-        computed: ["nat_ip", "host_key", "public_key", "key_fingerprint"]
-            .map(String::from)
-            .to_vec(),
-        force_new: [
+        // The zone is where capacity was found (`anycloud_provider::placement`): recorded,
+        // never planned, so the next plan does not move the VM back to the first zone.
+        computed: [
             "zone",
+            "nat_ip",
+            "host_key",
+            "public_key",
+            "key_fingerprint",
+            placement::ATTRIBUTE,
+        ]
+        .map(String::from)
+        .to_vec(),
+        force_new: [
+            "region",
             "machine_type",
             "spot",
             "disk_gb",
@@ -208,7 +220,13 @@ pub fn plan(p: &GcpProvider, spec: &DeploymentSpec) -> Result<Planned> {
 pub async fn preflight(cx: &crate::Cx<'_>, targets: &[Target<'_>]) -> Result<Vec<String>> {
     let mut notes = Vec::new();
     for (deployment, vm) in anycloud_provider::gpu_vms(targets)? {
-        let (zone, machine_type) = (attr_str(vm, "zone")?, attr_str(vm, "machine_type")?);
+        // The zone the VM runs in, or the first its region lists (a machine type's GPUs
+        // are the same in every zone that offers it).
+        let zone = match vm.get("zone").and_then(|z| z.as_str()) {
+            Some(zone) => zone.to_owned(),
+            None => compute::zones(cx, attr_str(vm, "region")?).await?.remove(0),
+        };
+        let (zone, machine_type) = (zone.as_str(), attr_str(vm, "machine_type")?);
         let at = format!("deployment.{deployment}.vm");
         let Some(gpus) = compute::gpus_of_type(cx, zone, machine_type).await? else {
             notes.push(format!(
@@ -241,6 +259,61 @@ fn describe(t: &Target<'_>, what: &str) -> String {
     )
 }
 
+/// What the VM needs in each place it may move to (`anycloud_provider::placement`): only
+/// the instance itself, since its firewall rule is the project's network's, global; a zone
+/// a create cut short had reached is tried first in its region (its instance may be there).
+struct GceMover<'a> {
+    cx: &'a crate::Cx<'a>,
+    machine: Machine<'a>,
+    lineage: &'a str,
+    recalled: Option<Placement>,
+}
+
+#[async_trait::async_trait]
+impl placement::Mover for GceMover<'_> {
+    type Made = Value;
+
+    async fn zones(&mut self, region: &str) -> Result<Vec<String>> {
+        let mut zones = compute::zones(self.cx, region).await?;
+        if let Some(at) = self.recalled.as_ref().filter(|r| r.region == region) {
+            if let Some(i) = zones.iter().position(|z| *z == at.zone) {
+                let zone = zones.remove(i);
+                zones.insert(0, zone);
+            }
+        }
+        Ok(zones)
+    }
+
+    async fn enter(&mut self, placement: &Placement) -> Result<()> {
+        record_placement(placement);
+        Ok(())
+    }
+
+    async fn launch(&mut self, placement: &Placement) -> Result<Launched<Value>> {
+        // Recorded before the insert: a run killed meanwhile leaves a record naming the
+        // zone its instance may be in.
+        record_placement(placement);
+        let machine = Machine {
+            zone: &placement.zone,
+            labels: self.machine.labels.clone(),
+            ..self.machine
+        };
+        compute::ensure_instance(self.cx, &machine, self.lineage).await
+    }
+
+    async fn leave(&mut self, _region: &str) -> Result<()> {
+        // A refused insert made nothing; the firewall rule is global.
+        Ok(())
+    }
+}
+
+fn record_placement(placement: &Placement) {
+    let mut made = Attrs::new();
+    made.insert(placement::ATTRIBUTE.into(), placement.to_json());
+    made.insert("zone".into(), json!(placement.zone));
+    anycloud_provider::output::made(&made);
+}
+
 pub async fn create(p: &GcpProvider, t: &Target<'_>) -> Result<Attrs> {
     let a = t.attrs;
     let cx = p.cx()?;
@@ -259,7 +332,7 @@ pub async fn create(p: &GcpProvider, t: &Target<'_>) -> Result<Attrs> {
     .await?;
     let machine = Machine {
         name,
-        zone: attr_str(a, "zone")?,
+        zone: "",
         machine_type: attr_str(a, "machine_type")?,
         spot: a.get("spot").and_then(|s| s.as_bool()).unwrap_or(false),
         disk_gb: a.get("disk_gb").and_then(|d| d.as_u64()),
@@ -277,8 +350,41 @@ pub async fn create(p: &GcpProvider, t: &Target<'_>) -> Result<Attrs> {
             &[("anycloud-deployment", deployment)],
         ),
     };
-    let instance = compute::ensure_instance(&cx, &machine, t.lineage).await?;
+    let home = attr_str(a, "region")?;
+    let table = anycloud_provider::Regions::Table(crate::REGIONS);
+    let continent = table
+        .continent(home)
+        .map(|c| table.of_continent(c))
+        .unwrap_or_default();
+    let mut regions = placement::regions_of(a, &continent)?;
+    let recalled = p.placements.get(t.address);
+    // A create cut short in a region it had moved to goes on from there.
+    if let Some(i) = recalled
+        .as_ref()
+        .and_then(|r| regions.iter().position(|x| *x == r.region))
+    {
+        regions.drain(..i);
+    }
+    let mut mover = GceMover {
+        cx: &cx,
+        machine,
+        lineage: t.lineage,
+        recalled,
+    };
+    let (instance, placed) = match placement::place(&regions, &mut mover).await {
+        Ok(placed) => placed,
+        Err(e) => {
+            // No instance was made anywhere: the record names no place.
+            let mut made = Attrs::new();
+            made.insert(placement::ATTRIBUTE.into(), Value::Null);
+            made.insert("zone".into(), Value::Null);
+            anycloud_provider::output::made(&made);
+            return Err(e);
+        }
+    };
     let mut out = a.clone();
+    out.insert("zone".into(), json!(placed.zone));
+    out.insert(placement::ATTRIBUTE.into(), placed.to_json());
     out.insert(
         "nat_ip".into(),
         json!(compute::nat_ip(&instance).unwrap_or_default()),
@@ -313,7 +419,11 @@ pub async fn update(p: &GcpProvider, prior: &Attrs, t: &Target<'_>) -> Result<At
 
 async fn status_of(p: &GcpProvider, vm: &Attrs, lineage: &str) -> Result<Option<String>> {
     let cx = p.cx()?;
-    let url = compute::instance_url(&cx, attr_str(vm, "zone")?, attr_str(vm, "name")?);
+    // A create that found no capacity anywhere recorded no zone: no instance.
+    let Some(zone) = vm.get("zone").and_then(|z| z.as_str()) else {
+        return Ok(None);
+    };
+    let url = compute::instance_url(&cx, zone, attr_str(vm, "name")?);
     Ok(cx
         .g
         .get(&url)
@@ -332,14 +442,16 @@ pub async fn delete(p: &GcpProvider, t: &Target<'_>) -> Result<()> {
         let private = HostedPrivate::of(t)?;
         steps::flush(&*connection(p, a)?, &private.layout, &private.flush).await?;
     }
-    compute::delete_ours(
-        &cx,
-        &compute::instance_url(&cx, attr_str(a, "zone")?, name),
-        t.lineage,
-        &format!("instance {name}"),
-        true,
-    )
-    .await?;
+    if let Some(zone) = a.get("zone").and_then(|z| z.as_str()) {
+        compute::delete_ours(
+            &cx,
+            &compute::instance_url(&cx, zone, name),
+            t.lineage,
+            &format!("instance {name}"),
+            true,
+        )
+        .await?;
+    }
     // The rule admits SSH to this instance's tag only: unused once the instance is gone.
     compute::delete_ours(
         &cx,

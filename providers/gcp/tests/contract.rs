@@ -490,6 +490,7 @@ async fn a_vm_carries_its_service_account_admits_ssh_from_the_cidr_only_and_a_pr
         spot: true,
         disk_gb: Some(64),
         image: None,
+        regions: vec![],
         settings: Value::Null,
     };
     let mut recs = planned(&p, &d);
@@ -817,4 +818,159 @@ async fn a_gpu_job_gets_a_deep_learning_image_and_a_type_without_gpus_is_warned_
         [format!("deployment.gpujob.vm: image {mine} (vm.image; it must bring the NVIDIA driver) because a2-highgpu-1g has 1 nvidia-tesla-a100")],
     );
     assert_eq!(c.violations(), Vec::<String>::new());
+}
+
+/// A VM of `d` planned with its role's record, ready for the engine.
+fn vm_recs(p: &GcpProvider, d: &DeploymentSpec) -> Vec<Rec> {
+    let mut recs = planned(p, d);
+    let vm_plan = p
+        .plan(NodeSpec {
+            kind: Kind::Vm,
+            deployment: d,
+            bucket: None,
+        })
+        .unwrap();
+    recs.push(Rec {
+        address: format!("deployment.{}.vm", d.id),
+        kind: Kind::Vm,
+        attrs: vm_plan.attrs,
+        private: vm_plan.private,
+        deps: vec![format!("deployment.{}.role", d.id)],
+    });
+    recs
+}
+
+/// Capacity failover (issue 23, item 2): every zone of us-east1 and us-east4-a answer an
+/// insert with `ZONE_RESOURCE_POOL_EXHAUSTED` (as the operation's error, as Compute Engine
+/// does): the VM is made in us-east4-b, each refused zone asked once, and its record says
+/// where and why; its zone is computed, so planning it again changes nothing. Then every
+/// zone is full: the create fails naming each place with Google's words, nothing is made.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_capacity_moves_the_vm_to_the_next_zone_then_the_next_region() {
+    let (_turn, c) = server().await;
+    let host = sshd::TestHost::start().with_sudo_user();
+    std::env::set_var(
+        anycloud_host::testing::SSH_ADDRESS,
+        format!("{}:{}", host.address, host.port),
+    );
+    let keys = tempfile::tempdir().unwrap();
+    let project = "failover-contract-project";
+    let p = GcpProvider::new(keys.path().to_path_buf());
+    p.configure(&json!({
+        "project": project,
+        "ssh_user": host.user,
+        "endpoints": {"storage": c.url, "iam": c.url, "compute": c.url},
+    }))
+    .unwrap();
+    let key = anycloud_host::keys::ensure_deployment_key(keys.path(), "movejob").unwrap();
+    host.authorize(&key.public_key);
+    let mut d = deployment("movejob", "us-east1", "movejob-input");
+    d.continent = "us".into();
+    d.vm = VmSpec {
+        machine_type: Some("e2-standard-4".into()),
+        spot: true,
+        regions: vec!["us-east4".into()],
+        ..VmSpec::default()
+    };
+    let recs = vm_recs(&p, &d);
+    let vm_plan = recs.last().unwrap();
+    assert!(
+        !vm_plan.attrs.contains_key("zone"),
+        "the zone is not planned"
+    );
+    c.with(|w| {
+        w.full_zones = ["us-east1-b", "us-east1-c", "us-east1-d", "us-east4-a"]
+            .map(String::from)
+            .into();
+    });
+    let mut engine = Engine::new(&p, "lineage-failover");
+    engine.apply(&recs[..1]).await.unwrap();
+    seed_input(&p, &d).await;
+    engine.apply(&recs).await.unwrap();
+    assert_eq!(c.violations(), Vec::<String>::new());
+    let vm = engine.state["deployment.movejob.vm"].attrs.clone();
+    assert_eq!(vm["zone"], json!("us-east4-b"));
+    assert_eq!(
+        vm["placement"],
+        json!({
+            "region": "us-east4",
+            "zone": "us-east4-b",
+            "reason": "us-east1-b: ZONE_RESOURCE_POOL_EXHAUSTED, us-east1-c: ZONE_RESOURCE_POOL_EXHAUSTED, us-east1-d: ZONE_RESOURCE_POOL_EXHAUSTED, us-east4-a: ZONE_RESOURCE_POOL_EXHAUSTED",
+        })
+    );
+    assert_eq!(vm["region"], json!("us-east1"), "planned, not moved");
+    let inserts: Vec<String> = c.with(|w| {
+        w.requests
+            .iter()
+            .filter(|r| {
+                r.starts_with("POST ")
+                    && r.contains(&format!("/projects/{project}/zones/"))
+                    && r.ends_with("/instances")
+            })
+            .cloned()
+            .collect()
+    });
+    let zones: Vec<&str> = inserts
+        .iter()
+        .filter_map(|r| r.split("/zones/").nth(1)?.split('/').next())
+        .collect();
+    assert_eq!(
+        zones,
+        [
+            "us-east1-b",
+            "us-east1-c",
+            "us-east1-d",
+            "us-east4-a",
+            "us-east4-b"
+        ],
+        "each place once, in order"
+    );
+    let made = c.instance("anycloud-movejob").expect("the instance");
+    assert!(
+        made["zone"]
+            .as_str()
+            .unwrap()
+            .ends_with("/zones/us-east4-b"),
+        "{made}"
+    );
+    // Planned again: the recorded zone and placement are computed, nothing differs.
+    let again = vm_recs(&p, &d).pop().unwrap();
+    for (k, v) in &again.attrs {
+        assert_eq!(vm.get(k), Some(v), "{k} would change");
+    }
+    // A refresh finds it where it runs.
+    let found = engine.refresh().await;
+    assert_eq!(
+        found["deployment.movejob.vm"].as_ref().unwrap()["status"],
+        json!("RUNNING")
+    );
+    engine.destroy().await.unwrap();
+    assert!(c.instance("anycloud-movejob").is_none());
+
+    // Every zone full: the error names each place with Google's words; nothing is made.
+    c.with(|w| w.full_zones = ["*".to_owned()].into());
+    let mut engine = Engine::new(&p, "lineage-failover");
+    engine.apply(&recs[..1]).await.unwrap();
+    let failed = engine.apply(&recs).await.unwrap_err();
+    assert!(!failed.retryable(), "{failed}");
+    for zone in [
+        "us-east1-b",
+        "us-east1-c",
+        "us-east1-d",
+        "us-east4-a",
+        "us-east4-b",
+        "us-east4-c",
+    ] {
+        assert!(
+            failed.message.contains(&format!(
+                "  {zone}: ZONE_RESOURCE_POOL_EXHAUSTED: The zone 'projects/{project}/zones/{zone}' does not have enough resources"
+            )),
+            "{zone}: {failed}"
+        );
+    }
+    assert!(c.instance("anycloud-movejob").is_none());
+    c.with(|w| w.full_zones.clear());
+    engine.destroy().await.unwrap();
+    assert_eq!(c.violations(), Vec::<String>::new());
+    std::env::remove_var(anycloud_host::testing::SSH_ADDRESS);
 }

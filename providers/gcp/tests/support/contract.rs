@@ -95,7 +95,16 @@ const COMPUTE_EXTRAS: &str = r#"{
       "orderBy": {"location": "query", "type": "string"},
       "pageToken": {"location": "query", "type": "string"},
       "returnPartialSuccess": {"location": "query", "type": "boolean"}},
-    "response": {"$ref": "FirewallList"}}
+    "response": {"$ref": "FirewallList"}},
+  "regionsGet": {"id": "compute.regions.get", "httpMethod": "GET",
+    "path": "projects/{project}/regions/{region}",
+    "flatPath": "projects/{project}/regions/{region}",
+    "parameterOrder": ["project", "region"],
+    "parameters": {
+      "project": {"location": "path", "required": true, "type": "string",
+        "pattern": "(?:(?:[-a-z0-9]{1,63}\\.)*(?:[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?):)?(?:[0-9]{1,19}|(?:[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?))"},
+      "region": {"location": "path", "required": true, "type": "string"}},
+    "response": {"$ref": "Region"}}
 }"#;
 
 /// Called with (bucket, made) as a bucket is made or deleted.
@@ -131,6 +140,8 @@ enum Effect {
     Start(String, String, String),
     RemoveInstance(String, String, String),
     RemoveFirewall(String, String),
+    /// (project, zone): the insert ends with the zone out of resources, nothing made.
+    NoCapacity(String, String),
 }
 
 #[derive(Default)]
@@ -176,6 +187,8 @@ pub struct World {
     /// checked here and answered there.
     pub policies_upstream: Option<String>,
     /// Fault injection.
+    /// Zones whose instance inserts end `ZONE_RESOURCE_POOL_EXHAUSTED` (`*`: every zone).
+    pub full_zones: BTreeSet<String>,
     pub throttle_next: usize,
     pub slow_polls: usize,
     pub page_size: usize,
@@ -375,6 +388,14 @@ fn spec() -> &'static Spec {
         let extras: Value = serde_json::from_str(COMPUTE_EXTRAS).unwrap();
         compute["resources"]["globalOperations"] = extras["globalOperations"].clone();
         compute["resources"]["firewalls"]["methods"]["list"] = extras["firewallsList"].clone();
+        // A region's zones: the order a VM's create tries them in.
+        compute["resources"]["regions"] = json!({"methods": {"get": extras["regionsGet"].clone()}});
+        compute["schemas"]["Region"] = json!({"id": "Region", "type": "object",
+            "properties": {"id": {"type": "string", "format": "uint64"}, "kind": {"type": "string"},
+                "name": {"type": "string"}, "description": {"type": "string"},
+                "status": {"type": "string", "enum": ["DOWN", "UP"]},
+                "zones": {"type": "array", "items": {"type": "string"}},
+                "selfLink": {"type": "string"}}});
         // The extract has the list's item schema but not the list's envelope.
         compute["schemas"]["FirewallList"] = json!({"id": "FirewallList", "type": "object",
             "properties": {"id": {"type": "string"}, "items": {"type": "array", "items": {"$ref": "Firewall"}},
@@ -1927,6 +1948,19 @@ fn compute(w: &mut World, m: &Method, r: &Req) -> Answer {
             }
             let name = r.body["name"].as_str().unwrap_or("").to_owned();
             let key = (project.clone(), zone.clone(), name.clone());
+            if w.full_zones.contains(&zone) || w.full_zones.contains("*") {
+                let link = format!("{api}/projects/{project}/zones/{zone}/instances/{name}");
+                return operation(
+                    w,
+                    r,
+                    &api,
+                    "insert",
+                    &link,
+                    json!("0"),
+                    Some(zone.as_str()),
+                    Effect::NoCapacity(project, zone.clone()),
+                );
+            }
             if w.instances.contains_key(&key) {
                 return error(409, "alreadyExists", &format!("The resource 'projects/{project}/zones/{zone}/instances/{name}' already exists"));
             }
@@ -2096,6 +2130,23 @@ fn compute(w: &mut World, m: &Method, r: &Req) -> Answer {
                 Effect::RemoveFirewall(key.0, key.1),
             )
         }
+        "compute.regions.get" => {
+            let region = r.p("region");
+            match zones_of(region) {
+                Some(zones) => ok(
+                    200,
+                    json!({
+                        "kind": "compute#region",
+                        "id": (1_000 + region.len()).to_string(),
+                        "name": region,
+                        "status": "UP",
+                        "zones": zones.iter().map(|z| format!("{api}/projects/{project}/zones/{z}")).collect::<Vec<_>>(),
+                        "selfLink": format!("{api}/projects/{project}/regions/{region}"),
+                    }),
+                ),
+                None => not_found(&format!("projects/{project}/regions/{region}")),
+            }
+        }
         "compute.machineTypes.get" => {
             let name = r.p("machineType");
             match machine_type(&api, &project, &zone, name) {
@@ -2250,9 +2301,18 @@ fn poll(w: &mut World, name: &str) -> Value {
     o.op["status"] = json!("DONE");
     o.op["progress"] = json!(100);
     o.op["endTime"] = json!(now());
+    if let Effect::NoCapacity(p, z) = &o.effect {
+        // As Compute Engine ends an insert into a zone without room for the machine.
+        o.op["error"] = json!({"errors": [{
+            "code": "ZONE_RESOURCE_POOL_EXHAUSTED",
+            "message": format!("The zone 'projects/{p}/zones/{z}' does not have enough resources available to fulfill the request.  Try a different zone, or try again later."),
+        }]});
+        o.op["httpErrorStatusCode"] = json!(503);
+        o.op["httpErrorMessage"] = json!("SERVICE UNAVAILABLE");
+    }
     let (op, effect) = (o.op.clone(), std::mem::replace(&mut o.effect, Effect::None));
     match effect {
-        Effect::None => {}
+        Effect::None | Effect::NoCapacity(..) => {}
         Effect::Start(p, z, n) => {
             if let Some(vm) = w.instances.get_mut(&(p, z, n)) {
                 if vm["status"] == json!("PROVISIONING") {
@@ -2269,6 +2329,18 @@ fn poll(w: &mut World, name: &str) -> Value {
         }
     }
     op
+}
+
+/// The zones of a region, as Google lists them (not every region has an `a` zone); a region
+/// outside GCP's continents table is unknown.
+fn zones_of(region: &str) -> Option<Vec<String>> {
+    let letters: &[&str] = match region {
+        "us-central1" => &["a", "b", "c", "f"],
+        "us-east1" | "europe-west1" => &["b", "c", "d"],
+        r if r.contains('-') && r.ends_with(|c: char| c.is_ascii_digit()) => &["a", "b", "c"],
+        _ => return None,
+    };
+    Some(letters.iter().map(|l| format!("{region}-{l}")).collect())
 }
 
 /// What Compute checks of an instance beyond its schema.
