@@ -91,6 +91,10 @@ pub(super) async fn follow(
 ) -> Result<Followed, UserError> {
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
+    // Only a reader that asked for the last N lines reads on "from now" when it was shown
+    // nothing: from the start, a read that came back empty (a job yet to print, a daemon
+    // that had not written its log yet) must not skip the first lines when they come.
+    let tailed = tail.is_some();
     let mut tail = tail;
     let mut failures = 0;
     loop {
@@ -115,9 +119,9 @@ pub(super) async fn follow(
                 cx.shell.job_output(&text);
                 if let Some((at, _)) = log.lines.last() {
                     *since = Some(at.clone());
-                } else if since.is_none() {
-                    // Nothing shown yet (`--tail 0`, or a silent job): read on from now,
-                    // by the host's clock, not from the start.
+                } else if since.is_none() && tailed {
+                    // Nothing shown yet of the last N lines (`--tail 0`, or a silent job):
+                    // read on from now, by the host's clock, not from the start.
                     *since = log.read_at.clone();
                 }
                 match log.exit_code {
