@@ -76,6 +76,25 @@ impl<'s> Session<'s> {
         timeout: Duration,
     ) -> Result<Session<'s>, UserError> {
         store.lock(operation, timeout).await?;
+        Self::opened(store).await
+    }
+
+    /// [`Session::open`] without waiting: `Ok(Err(holder))` when another run holds the lock
+    /// (`run --recover` backs off and looks again rather than fail).
+    pub async fn try_open(
+        store: &'s dyn StateStore,
+        operation: &str,
+    ) -> Result<Result<Session<'s>, Box<anycloud_state::LockInfo>>, UserError> {
+        match store.lock(operation, Duration::ZERO).await {
+            Ok(_) => Self::opened(store).await.map(Ok),
+            Err(anycloud_state::StoreError::Locked { holder, .. }) => Ok(Err(holder)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The state read under the lock just taken, the journal of a run that died folded in;
+    /// the lock let go again on failure.
+    async fn opened(store: &'s dyn StateStore) -> Result<Session<'s>, UserError> {
         let opened = async {
             let mut snap = store.read().await?;
             if snap.replayed > 0 {

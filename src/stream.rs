@@ -15,7 +15,7 @@ use crate::plan::{Action, Plan};
 /// The schema's version: a new event type or field is a minor change, anything a reader
 /// could misread is a new major (`v`).
 pub const SCHEMA_MAJOR: u64 = 1;
-pub const SCHEMA_VERSION: &str = "1.0";
+pub const SCHEMA_VERSION: &str = "1.1";
 /// The JSON Schema of every line.
 pub const SCHEMA: &str = include_str!("stream.schema.json");
 
@@ -161,6 +161,31 @@ impl Stream {
         );
     }
 
+    /// `anycloud run --recover` applying a lost job's deployment again: which recovery of
+    /// how many at most, why (`machine-gone`, `job-interrupted`, `unfinished`), and how long
+    /// since the loss was seen (the backoff, and any wait for the state lock).
+    pub fn recovery(
+        &self,
+        message: &str,
+        deployment: &str,
+        attempt: u32,
+        max_recoveries: u32,
+        reason: &str,
+        waited: Duration,
+    ) {
+        self.emit(
+            "recovery",
+            message,
+            json!({ "recovery": {
+                "deployment": deployment,
+                "attempt": attempt,
+                "max_recoveries": max_recoveries,
+                "reason": reason,
+                "waited_secs": secs(waited),
+            }}),
+        );
+    }
+
     pub fn log(&self, text: &str) {
         self.emit("log", text, json!({}));
     }
@@ -266,6 +291,14 @@ pub mod tests {
         s.finished("deployment.a.vm", Action::Create, Duration::from_secs(3));
         s.errored("deployment.b.vm", "quota exceeded", Duration::ZERO);
         s.skipped("deployment.b.container");
+        s.recovery(
+            "Recovery 1 of at most 3: the machine of deployment a is gone",
+            "a",
+            1,
+            3,
+            "machine-gone",
+            Duration::from_millis(1200),
+        );
         s.log("stopping");
         s.outcome(
             "apply",
@@ -284,8 +317,10 @@ pub mod tests {
         let types = check_against_schema(&lines);
         assert_eq!(types[0], "version");
         assert_eq!(lines[0]["schema"], SCHEMA_VERSION);
-        assert_eq!(types.len(), 10);
-        assert_eq!(lines[9]["diagnostic"]["range"]["line"], 4);
+        assert_eq!(types.len(), 11);
+        assert_eq!(lines[10]["diagnostic"]["range"]["line"], 4);
+        assert_eq!(types[7], "recovery");
+        assert_eq!(lines[7]["recovery"]["waited_secs"], 1.2);
         // The schema is not a rubber stamp.
         let schema: Value = serde_json::from_str(SCHEMA).unwrap();
         let validator = jsonschema::validator_for(&schema).unwrap();
@@ -298,5 +333,20 @@ pub mod tests {
         let mut wrong = lines[1].clone();
         wrong["hook"]["action"] = json!("explode");
         assert!(!validator.is_valid(&wrong), "an unknown action");
+        let mut wrong = lines[7].clone();
+        wrong["recovery"]["reason"] = json!("bored");
+        assert!(
+            !validator.is_valid(&wrong),
+            "a recovery for no known reason"
+        );
+        let mut wrong = lines[7].clone();
+        wrong["recovery"]["attempt"] = json!(0);
+        assert!(!validator.is_valid(&wrong), "a recovery numbered from 0");
+        let mut wrong = lines[7].clone();
+        wrong["recovery"]
+            .as_object_mut()
+            .unwrap()
+            .remove("deployment");
+        assert!(!validator.is_valid(&wrong), "a recovery of no deployment");
     }
 }

@@ -111,7 +111,18 @@ pub(super) async fn applied(cx: &Context<'_>, args: &ApplyArgs) -> Result<Applie
     }
     let config = engine::load_config_for(&cx.cli.config, &cx.providers)?;
     let session = cx.session("apply").await?;
-    let scratch = match from_scratch(cx, &config, &session.state, &args.from_scratch) {
+    applied_in(cx, args, &config, session).await
+}
+
+/// An apply of the config under a session already open (`run --recover` takes the lock
+/// itself, and decides under it whether a recovery is still needed).
+pub(super) async fn applied_in(
+    cx: &Context<'_>,
+    args: &ApplyArgs,
+    config: &crate::config::Config,
+    session: Session<'_>,
+) -> Result<Applied, UserError> {
+    let scratch = match from_scratch(cx, config, &session.state, &args.from_scratch) {
         Ok(s) => s,
         Err(e) => {
             session.close().await;
@@ -126,7 +137,7 @@ pub(super) async fn applied(cx: &Context<'_>, args: &ApplyArgs) -> Result<Applie
         destroy: false,
         replace: &replace,
     };
-    let mut plan = match plan_verbosely(cx, &config, &session.state, &opts).await {
+    let mut plan = match plan_verbosely(cx, config, &session.state, &opts).await {
         Ok((_, plan)) => plan,
         Err(e) => {
             session.close().await;
@@ -326,14 +337,15 @@ pub(super) async fn destroy(cx: &Context<'_>, args: &DestroyArgs) -> Result<i32,
 /// What `anycloud run` destroys once its job has ended: of what its own apply `made`, all
 /// that nothing it leaves needs. Anything else is left as it is: the run did not make it,
 /// and taking it down is `anycloud destroy`'s, which asks. Returns the exit code and what
-/// was to go.
+/// was to go. It waits up to `lock_timeout` for the state's lock.
 pub(super) async fn destroy_made(
     cx: &Context<'_>,
     made: &BTreeSet<String>,
     parallelism: usize,
+    lock_timeout: std::time::Duration,
 ) -> Result<(i32, BTreeSet<String>), UserError> {
     let config = engine::load_config_for(&cx.cli.config, &cx.providers)?;
-    let session = cx.session("destroy").await?;
+    let session = Session::open(cx.store.as_ref(), "destroy", lock_timeout).await?;
     // Decided under the lock, on the state the destroy plans from.
     let goes = owned(&session.state, made);
     if goes.is_empty() {

@@ -1,17 +1,13 @@
-//! `anycloud logs` (a job's output, followed with `--follow`) and `anycloud run` (apply one
-//! deployment, follow its job to the end, destroy what that apply made, exit with the job's
-//! code).
+//! `anycloud logs`: a job's output, followed with `--follow` (and by `anycloud run`).
 
-use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
 use anycloud_provider::LogRange;
 use anycloud_state::State;
 
 use crate::engine::{self, UserError};
-use crate::plan::targets_match;
 
-use super::{ApplyArgs, Context, LogsArgs, RunArgs};
+use super::{Context, LogsArgs};
 
 /// How often a follower asks for new lines: one small round trip each.
 const POLL: Duration = Duration::from_secs(1);
@@ -42,7 +38,8 @@ pub(super) async fn logs(cx: &Context<'_>, args: &LogsArgs) -> Result<i32, UserE
     let since = args
         .since
         .map(|ago| humantime::format_rfc3339_nanos(SystemTime::now() - ago).to_string());
-    match follow(cx, &state, &address, since, args.tail, args.follow).await? {
+    let mut since = since;
+    match follow(cx, &state, &address, &mut since, args.tail, args.follow).await? {
         Followed::Ended(code) if args.follow => {
             cx.shell.err(&format!("The job exited with code {code}.\n"));
             Ok(0)
@@ -52,151 +49,8 @@ pub(super) async fn logs(cx: &Context<'_>, args: &LogsArgs) -> Result<i32, UserE
     }
 }
 
-pub(super) async fn run(cx: &Context<'_>, args: &RunArgs) -> Result<i32, UserError> {
-    let config = engine::load_config_for(&cx.cli.config, &cx.providers)?;
-    let d = &args.deployment;
-    let address = container_of(cx, &config, d)?;
-    let whole = format!("deployment.{d}");
-    let apply = ApplyArgs {
-        plan_file: None,
-        auto_approve: args.auto_approve,
-        parallelism: args.parallelism,
-        refresh: true,
-        target: vec![whole.clone()],
-        replace: vec![],
-        from_scratch: vec![],
-    };
-    let applied = super::apply::applied(cx, &apply).await?;
-    if applied.code != 0 {
-        cx.shell.err(&format!(
-            "The apply did not finish, so nothing is destroyed: `anycloud status {d}` shows what runs, `anycloud destroy --target {whole}` stops it.\n"
-        ));
-        return Ok(applied.code);
-    }
-    // What the run may take down at the end: what its apply made of this deployment. The
-    // continent's shared storage serves other deployments too: never one run's to take down.
-    let made: BTreeSet<String> = applied
-        .made
-        .into_iter()
-        .filter(|a| targets_match(std::slice::from_ref(&whole), a))
-        .collect();
-    let ours = made.contains(&address);
-    let ended_before = applied
-        .ended
-        .iter()
-        .find(|j| j.address == address)
-        .filter(|_| !ours);
-    let state = engine::read_state(cx.store.as_ref()).await?;
-    cx.shell.out(&match ended_before {
-        Some(job) => format!(
-            "\nThe job of {d} had already ended before this run{}, and this run started nothing. What it printed:\n",
-            if job.finished_at.is_empty() {
-                String::new()
-            } else {
-                format!(" (at {})", job.finished_at)
-            }
-        ),
-        None if !ours => format!(
-            "\nThe job of {d} was already running before this run; following it (Ctrl-C stops following; the job goes on):\n"
-        ),
-        None => format!("\nThe output of {d}'s job (Ctrl-C stops following; the job goes on):\n"),
-    });
-    let code = match follow(cx, &state, &address, None, None, true).await? {
-        Followed::Ended(code) => code,
-        _ => {
-            cx.shell.err(&format!(
-                "\nStopped following; the job goes on. `anycloud logs {d} --follow` follows it again; `anycloud destroy --target {whole}` uploads its output and stops it.\n"
-            ));
-            return Ok(130);
-        }
-    };
-    cx.shell
-        .out(&format!("\nThe job exited with code {code}.\n"));
-    if args.keep {
-        cx.shell.out(&format!(
-            "Kept (--keep): its machine and upload programs still run. `anycloud destroy --target {whole}` uploads what is left, verifies it, and stops them.\n"
-        ));
-        return Ok(exit_code(code));
-    }
-    if args.keep_failed && code != 0 && !made.is_empty() {
-        cx.shell.out(&format!(
-            "Kept (--keep-failed): the job failed, so what this run made still stands for a look (`anycloud logs {d}`, `anycloud status {d}`). `anycloud destroy --target {whole}` uploads what is left, verifies it, and takes it down.\n"
-        ));
-        return Ok(exit_code(code));
-    }
-    let (destroyed, gone) = if made.is_empty() {
-        (0, BTreeSet::new())
-    } else {
-        cx.shell.out("\n");
-        super::apply::destroy_made(cx, &made, args.parallelism).await?
-    };
-    if destroyed != 0 {
-        cx.shell.err(&format!(
-            "The job exited with code {code}, but destroying what this run made did not finish: `anycloud destroy --target {}` takes it down.\n",
-            gone.iter().cloned().collect::<Vec<_>>().join(" --target ")
-        ));
-        return Ok(1);
-    }
-    let state = engine::read_state(cx.store.as_ref()).await?;
-    let left: Vec<&str> = state
-        .resources
-        .keys()
-        .filter(|a| targets_match(std::slice::from_ref(&whole), a) && !gone.contains(*a))
-        .map(String::as_str)
-        .collect();
-    if !left.is_empty() {
-        let (needed, before): (Vec<&str>, Vec<&str>) =
-            left.iter().partition(|a| made.contains(**a));
-        let mut said = String::from("\n");
-        if made.is_empty() {
-            said.push_str(&format!(
-                "Nothing of {d} is destroyed: all {} of its resources existed before this run, which takes down only what it made.\n",
-                before.len()
-            ));
-        } else if !before.is_empty() {
-            said.push_str(&format!(
-                "Left as they were: {} existed before this run, which takes down only what it made: {}.\n",
-                count(before.len()),
-                before.join(", ")
-            ));
-        }
-        if !needed.is_empty() {
-            said.push_str(&format!(
-                "Left, though this run made {}, because what was there before needs {}: {}.\n",
-                if needed.len() == 1 { "it" } else { "them" },
-                if needed.len() == 1 { "it" } else { "them" },
-                needed.join(", ")
-            ));
-        }
-        said.push_str(&format!(
-            "`anycloud destroy --target {whole}` uploads what is left, verifies it, and takes the deployment down{}.\n",
-            if ended_before.is_some() {
-                format!("; `anycloud apply -replace {address}` runs its job again")
-            } else {
-                String::new()
-            }
-        ));
-        cx.shell.out(&said);
-    }
-    Ok(exit_code(code))
-}
-
-/// "1 resource", "3 resources".
-fn count(n: usize) -> String {
-    if n == 1 {
-        "1 resource".to_owned()
-    } else {
-        format!("{n} resources")
-    }
-}
-
-/// A job's exit code as this process's (Docker's codes are 0..=255 already).
-fn exit_code(code: i64) -> i32 {
-    code.clamp(0, 255) as i32
-}
-
 /// The container address of a deployment of the config, or an error naming the nearest.
-fn container_of(
+pub(super) fn container_of(
     cx: &Context<'_>,
     config: &crate::config::Config,
     deployment: &str,
@@ -214,7 +68,7 @@ fn container_of(
     )))
 }
 
-enum Followed {
+pub(super) enum Followed {
     /// The job has ended, with this exit code.
     Ended(i64),
     /// It runs on (not following).
@@ -224,17 +78,23 @@ enum Followed {
 }
 
 /// Prints the job's output from `since` (or its last `tail` lines); with `follow`, reads
-/// again from the last line seen until the job ends.
-async fn follow(
+/// again from the last line seen until the job ends. `since` is left at the last line
+/// shown, so a caller that stops following (`run --recover` when the machine is lost) can
+/// go on from there.
+pub(super) async fn follow(
     cx: &Context<'_>,
     state: &State,
     address: &str,
-    mut since: Option<String>,
+    since: &mut Option<String>,
     tail: Option<usize>,
     follow: bool,
 ) -> Result<Followed, UserError> {
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
+    // Only a reader that asked for the last N lines reads on "from now" when it was shown
+    // nothing: from the start, a read that came back empty (a job yet to print, a daemon
+    // that had not written its log yet) must not skip the first lines when they come.
+    let tailed = tail.is_some();
     let mut tail = tail;
     let mut failures = 0;
     loop {
@@ -258,11 +118,11 @@ async fn follow(
                 }
                 cx.shell.job_output(&text);
                 if let Some((at, _)) = log.lines.last() {
-                    since = Some(at.clone());
-                } else if since.is_none() {
-                    // Nothing shown yet (`--tail 0`, or a silent job): read on from now,
-                    // by the host's clock, not from the start.
-                    since = log.read_at.clone();
+                    *since = Some(at.clone());
+                } else if since.is_none() && tailed {
+                    // Nothing shown yet of the last N lines (`--tail 0`, or a silent job):
+                    // read on from now, by the host's clock, not from the start.
+                    *since = log.read_at.clone();
                 }
                 match log.exit_code {
                     // A long log comes in pieces: the next at once, following or not.

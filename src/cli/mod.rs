@@ -6,6 +6,8 @@ mod bucket;
 mod filter;
 mod logs;
 mod plan;
+mod recover;
+mod run;
 mod show;
 mod state_path;
 mod status;
@@ -388,6 +390,20 @@ pub struct RunArgs {
     /// How many operations may run at once.
     #[arg(long, default_value_t = 16)]
     pub parallelism: usize,
+    /// Watch the job through preemptions until it ends: when its machine is lost (or its
+    /// job killed from outside), apply this deployment again (a new machine, the checkpoint
+    /// restored), without asking. Two watchers of one state never both act: the state lock
+    /// decides.
+    #[arg(long)]
+    pub recover: bool,
+    /// How many times --recover may bring the job back; once more is an error (exit 1)
+    /// naming the limit, with everything left as it stands.
+    #[arg(long, value_name = "N", default_value_t = 10, requires = "recover")]
+    pub max_recoveries: u32,
+    /// The wait before the first recovery; each next one waits twice as long (jittered),
+    /// up to 10m.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration, requires = "recover")]
+    pub recover_wait: Duration,
 }
 
 #[derive(Args, Debug)]
@@ -573,7 +589,7 @@ pub async fn run(cli: &Cli, shell: Shell) -> Result<i32, UserError> {
         }
         Command::Status(args) => status::status(&cx, args).await,
         Command::Logs(args) => logs::logs(&cx, args).await,
-        Command::Run(args) => logs::run(&cx, args).await,
+        Command::Run(args) => run::run(&cx, args).await,
         Command::Bucket(cmd) => bucket::bucket(&cx, cmd).await,
         Command::Completions { .. } => unreachable!("answered before the state is opened"),
     }

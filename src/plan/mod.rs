@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 pub use desired::{desired, preflight, recall};
 pub use diff::diff;
 pub use inputs::input_notes;
-pub use refresh::{clear_checkpoint, job_log, observe, refresh, Refreshed};
+pub use refresh::{clear_checkpoint, job_log, observe, read_recorded, refresh, Refreshed};
 pub use targets::targets_match;
 
 pub const PLAN_FORMAT_VERSION: u32 = 2;

@@ -279,6 +279,41 @@ pub async fn job_log(
         .map_err(|e| format!("{address}: reading the job's output failed: {}", e.message))
 }
 
+/// What exists now of a few resources recorded in the state, each asked of its provider
+/// (one read per provider, one attempt: a caller that watches asks again): the current
+/// attributes, `None` where gone, or the target's own error. An address the state does not
+/// record is left out. `run --recover` looks at one deployment's machine and job this way,
+/// not at the whole state.
+pub async fn read_recorded(
+    state: &State,
+    providers: &Providers,
+    addresses: &[&str],
+) -> Result<BTreeMap<String, Result<Option<Attrs>, ProviderError>>, String> {
+    let records: Vec<(&str, Wanted, Vec<Dep>)> = addresses
+        .iter()
+        .filter_map(|a| recorded(state, a).map(|(w, deps)| (*a, w, deps)))
+        .collect();
+    let mut by_provider: BTreeMap<&str, Vec<Target>> = BTreeMap::new();
+    for (address, w, deps) in &records {
+        by_provider
+            .entry(w.provider)
+            .or_default()
+            .push(target(address, w, deps, &state.lineage));
+    }
+    let mut out = BTreeMap::new();
+    for (name, targets) in by_provider {
+        let found = providers
+            .get(name)?
+            .read(&targets)
+            .await
+            .map_err(|e| format!("reading {} failed: {}", targets[0].address, e.message))?;
+        for (t, f) in targets.iter().zip(found) {
+            out.insert(t.address.to_owned(), f);
+        }
+    }
+    Ok(out)
+}
+
 /// Empties the checkpoint of the job whose container is at `address`
 /// ([`Provider::clear_checkpoint`]).
 pub async fn clear_checkpoint(

@@ -44,6 +44,19 @@ pub fn waiting(first: Duration, max: Duration, deadline: Duration) -> Exponentia
         .with_total_delay(Some(deadline))
 }
 
+/// Waits spaced further and further apart, for what is not a failed call but something
+/// that happened again (`anycloud run --recover`: a job's machine lost once more, a state
+/// lock still held): `first` doubling to `max`, jittered, without end (the caller counts).
+pub fn backing_off(first: Duration, max: Duration) -> impl Iterator<Item = Duration> + Send {
+    use backon::BackoffBuilder;
+    ExponentialBuilder::default()
+        .with_min_delay(first)
+        .with_max_delay(max)
+        .without_max_times()
+        .with_jitter()
+        .build()
+}
+
 /// Runs `call`, retrying retryable errors under [`transient`]; `note` hears of each error
 /// that will be retried and after how long.
 pub async fn with_retries<T, F, Fut>(
@@ -137,6 +150,22 @@ mod tests {
         .await;
         assert_eq!(result.unwrap(), 1);
         assert!(waits.lock().unwrap()[0] >= Duration::from_secs(7));
+    }
+
+    #[test]
+    fn backing_off_doubles_to_its_cap_and_goes_on() {
+        let first = Duration::from_secs(30);
+        let max = Duration::from_secs(600);
+        let waits: Vec<Duration> = backing_off(first, max).take(8).collect();
+        assert_eq!(waits.len(), 8, "it has no end of its own");
+        // Jitter adds up to the wait itself: each is within [d, 2d] of its step.
+        for (i, w) in waits.iter().enumerate() {
+            let step = (first * 2u32.pow(i as u32)).min(max);
+            assert!(
+                *w >= step && *w <= step * 2,
+                "wait {i}: {w:?}, step {step:?}"
+            );
+        }
     }
 
     #[tokio::test(start_paused = true)]
