@@ -13,6 +13,10 @@ mod common;
 #[path = "../providers/azure/tests/support/contract.rs"]
 mod azure_contract;
 
+#[cfg(feature = "gcp")]
+#[path = "../providers/gcp/tests/support/contract.rs"]
+mod gcp_contract;
+
 use common::moto::{xml_all, Moto};
 use common::{Project, Run};
 use serde_json::json;
@@ -323,6 +327,123 @@ mod azure {
                     .insert(("westeurope".into(), name.into()), 160);
             }
         });
+        let run = plan(&p, &env);
+        assert_eq!(run.code, 0, "{run:?}");
+        assert_eq!(c.violations(), Vec::<String>::new());
+    }
+}
+
+/// GCP: Compute Engine, IAM and the bucket's control plane are the contract server driven
+/// by Google's discovery documents (`providers/gcp/tests/support/contract.rs`), whose
+/// `regions.get` reports the quotas a test sets and the usage of the instances it holds.
+#[cfg(feature = "gcp")]
+mod gcp {
+    use super::*;
+
+    use super::gcp_contract::Contract;
+
+    const PROJECT: &str = "limits-project";
+    const REGION: &str = "europe-west1";
+
+    fn set_quota(c: &Contract, metric: &str, limit: f64) {
+        c.with(|w| {
+            w.quota_limits.insert((REGION.into(), metric.into()), limit);
+        });
+    }
+
+    /// `n` deployments of `vm` sharing input and output (1,000 of them with their own
+    /// checkpoints would pass the bucket policy's 100 conditional bindings: see docs/gcp.md),
+    /// with the input uploaded first (which makes the continent's bucket).
+    fn project(c: &Contract, vm: &str, members: &str) -> (Project, Vec<(String, String)>) {
+        let text = sweep(
+            "gcp",
+            REGION,
+            vm,
+            &format!(
+                "  gcp: {{ project: {PROJECT}, ssh_cidr: 10.0.0.0/8, endpoints: {{ storage: \"{u}\", iam: \"{u}\", compute: \"{u}\" }} }}\n",
+                u = c.url
+            ),
+        )
+        .replace(", checkpoint: true", "")
+        .replace("[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24]", members);
+        let p = Project::new(&text);
+        let env: Vec<(String, String)> = c
+            .env()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        std::fs::create_dir_all(p.path().join("input")).unwrap();
+        std::fs::write(p.path().join("input/data.txt"), "input\n").unwrap();
+        let up = p
+            .command(&["bucket", "upload", "limits-input", "input"])
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap();
+        assert!(up.status.success(), "{up:?}");
+        (p, env)
+    }
+
+    /// Every request since `from` that is not a read.
+    fn writes_since(c: &Contract, from: usize) -> Vec<String> {
+        c.with(|w| {
+            w.requests[from..]
+                .iter()
+                .filter(|r| !r.starts_with("GET "))
+                .cloned()
+                .collect()
+        })
+    }
+
+    #[test]
+    fn a_sweep_of_1000_plans_within_the_limits_and_one_short_fails_naming_it() {
+        let c = Contract::start();
+        c.with(|w| w.page_size = 5000);
+        // e2-small has 2 vCPUs: 1,000 need 2,000 of the region's CPUS.
+        set_quota(&c, "CPUS", 2000.0);
+        let (p, env) = project(
+            &c,
+            "{ type: e2-small }",
+            "[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24]",
+        );
+        let start = std::time::Instant::now();
+        let ok = plan(&p, &env);
+        assert_eq!(ok.code, 0, "{ok:?}");
+        eprintln!("a plan of 1,000 GCP deployments: {:?}", start.elapsed());
+        assert!(ok.stdout.contains("Plan: "), "{ok:?}");
+        assert!(limit_errors(&ok).is_empty(), "{ok:?}");
+
+        set_quota(&c, "CPUS", 1999.0);
+        let before = c.with(|w| w.requests.len());
+        let short = plan(&p, &env);
+        assert_eq!(short.code, 1, "{short:?}");
+        assert_eq!(
+            limit_errors(&short),
+            vec!["Error: limit: quota CPUS in europe-west1: this plan needs 2000 more, 0 are used and 1999 are allowed (Compute Engine regions.get), short by 1. Nothing was changed. Ask for more in the console (IAM & Admin, Quotas) or with `gcloud alpha services quota update`, use another machine family or region, or fewer deployments at once.".to_owned()],
+            "{short:?}"
+        );
+        assert_no_state(&p);
+        assert_eq!(writes_since(&c, before), Vec::<String>::new());
+        assert_eq!(c.violations(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn spot_gpu_machines_count_against_the_preemptible_gpu_quota() {
+        let c = Contract::start();
+        // 40 Spot g2-standard-4: 160 vCPUs and 40 L4 GPUs, one GPU more than allowed.
+        set_quota(&c, "PREEMPTIBLE_CPUS", 160.0);
+        set_quota(&c, "PREEMPTIBLE_NVIDIA_L4_GPUS", 39.0);
+        let (p, env) = project(&c, "{ type: g2-standard-4, spot: true }", "[0]");
+        let before = c.with(|w| w.requests.len());
+        let run = plan(&p, &env);
+        assert_eq!(run.code, 1, "{run:?}");
+        let errors = limit_errors(&run);
+        assert_eq!(errors.len(), 1, "{run:?}");
+        assert!(
+            errors[0].starts_with("Error: limit: quota PREEMPTIBLE_NVIDIA_L4_GPUS in europe-west1: this plan needs 40 more, 0 are used and 39 are allowed (Compute Engine regions.get), short by 1."),
+            "{run:?}"
+        );
+        assert_eq!(writes_since(&c, before), Vec::<String>::new());
+        set_quota(&c, "PREEMPTIBLE_NVIDIA_L4_GPUS", 40.0);
         let run = plan(&p, &env);
         assert_eq!(run.code, 0, "{run:?}");
         assert_eq!(c.violations(), Vec::<String>::new());
