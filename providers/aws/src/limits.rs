@@ -267,7 +267,17 @@ async fn vcpu_limits(
             .map(|(t, _)| t.as_str())
             .chain(running.iter().map(|(t, _)| t.as_str()))
             .collect();
-        let vcpus = vcpus_of(clients, &region, &types).await?;
+        let vcpus = match vcpus_of(clients, &region, &types).await {
+            Ok(v) => v,
+            Err(e) if e.is(ErrorCode::Permission) => {
+                found.notes.push(format!(
+                    "the EC2 vCPU quotas in {region} were not checked: {}",
+                    e.message
+                ));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let cpus = |t: &str| vcpus.get(t).copied().unwrap_or(0);
         for (t, code) in &vms {
             needed.add((region.clone(), code), cpus(t));
