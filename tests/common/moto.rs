@@ -19,6 +19,8 @@ pub struct Moto {
     admin: Option<AccessKey>,
     /// With IAM enforced: where moto_iam.py logs each refusal (a JSON object a line).
     refusals: Option<PathBuf>,
+    /// With EC2's quotas answered: the file moto_quotas.py reads them from.
+    quotas: Option<PathBuf>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -78,8 +80,42 @@ impl Moto {
             url: format!("http://{host}:{port}"),
             admin: None,
             refusals: None,
+            quotas: None,
             _dir: None,
         }
+    }
+
+    /// A fresh moto on `host` whose Service Quotas answers EC2's quotas
+    /// (tests/fixtures/moto_quotas.py), as [`Moto::set_ec2_quotas`] last set them; none
+    /// until then.
+    pub fn start_with_quotas(host: &str) -> Moto {
+        let dir = tempfile::Builder::new()
+            .prefix("anycloud-moto-")
+            .tempdir()
+            .unwrap();
+        let quotas = dir.path().join("ec2-quotas.json");
+        std::fs::write(&quotas, "{}").unwrap();
+        let port = free_port(host);
+        let mut cmd = Command::new(python_path());
+        cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/moto_quotas.py"))
+            .args(["-H", host, "-p", &port.to_string()])
+            .env("ANYCLOUD_MOTO_EC2_QUOTAS", &quotas)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("moto.log")).unwrap());
+        Moto {
+            child: spawn(cmd, host, port),
+            url: format!("http://{host}:{port}"),
+            admin: None,
+            refusals: None,
+            quotas: Some(quotas),
+            _dir: Some(dir),
+        }
+    }
+
+    /// The account's EC2 quotas from here on: `{"REGION": {"QUOTA_CODE": VALUE}}`.
+    pub fn set_ec2_quotas(&self, quotas: &serde_json::Value) {
+        let path = self.quotas.as_ref().expect("moto answers no EC2 quotas");
+        std::fs::write(path, quotas.to_string()).unwrap();
     }
 
     /// A fresh moto on `host` that enforces IAM (TESTING.md, "IAM enforcement"): started
@@ -106,6 +142,7 @@ impl Moto {
             url: format!("http://{host}:{port}"),
             admin: None,
             refusals: Some(refusals.clone()),
+            quotas: None,
             _dir: Some(dir),
         };
         let everything = urlencoding::encode(

@@ -19,6 +19,7 @@ pub mod doc;
 pub mod duration;
 pub mod error;
 pub mod files;
+pub mod limits;
 pub mod objects;
 pub mod ownership;
 pub mod placement;

@@ -199,4 +199,13 @@ impl Clients {
             .retry_partition(retry_partition());
         aws_sdk_ssm::Client::from_conf(builder.build())
     }
+
+    /// Service Quotas in `region`: only to read EC2's vCPU quotas before any change.
+    pub async fn service_quotas(&self, region: &str) -> aws_sdk_servicequotas::Client {
+        let config = self.regional(region).await;
+        let builder = aws_sdk_servicequotas::config::Builder::from(&config)
+            .interceptor(CountCalls(self.calls.clone()))
+            .retry_partition(retry_partition());
+        aws_sdk_servicequotas::Client::from_conf(builder.build())
+    }
 }

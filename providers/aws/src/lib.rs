@@ -11,6 +11,7 @@ pub mod ec2;
 mod errors;
 mod grant;
 pub mod iam;
+mod limits;
 pub mod owner;
 pub mod regions;
 mod role;
@@ -184,6 +185,7 @@ impl Provider for AwsProvider {
     async fn preflight(&self, targets: &[Target<'_>]) -> Result<Preflight> {
         let mut found = bucket::preflight(self.clients(), targets, &self.untagged).await?;
         vm::preflight(self, targets, &mut found).await?;
+        limits::preflight(self.clients(), targets, &mut found).await?;
         let opens_ssh = self.clients().settings().ssh_cidr.is_none()
             && targets.iter().any(|t| t.kind == Kind::Vm);
         if opens_ssh {

@@ -12,6 +12,7 @@ mod compute;
 mod container;
 mod grant;
 mod identity;
+mod limits;
 pub mod naming;
 pub mod owner;
 pub mod settings;
@@ -305,7 +306,9 @@ impl Provider for AzureProvider {
         let subscription = self.subscription()?;
         let (errors, mut notes) = storage::preflight(self.arm()?, &subscription, targets).await?;
         notes.extend(vm::preflight(self.arm()?, &subscription, targets).await?);
-        Ok(Preflight { errors, notes })
+        let mut found = Preflight { errors, notes };
+        limits::preflight(self.arm()?, &subscription, targets, &mut found).await?;
+        Ok(found)
     }
 
     /// A constant number of calls whatever the number of resources: one list of the

@@ -11,6 +11,7 @@ pub mod api;
 pub mod auth;
 mod binding;
 mod compute;
+mod limits;
 pub mod naming;
 mod objects;
 pub mod owner;
@@ -309,7 +310,9 @@ impl Provider for GcpProvider {
         let mut errors = storage::preflight(&cx, targets).await?;
         errors.extend(binding::preflight(&cx, targets).await?);
         let notes = vm::preflight(&cx, targets).await?;
-        Ok(Preflight { errors, notes })
+        let mut found = Preflight { errors, notes };
+        limits::preflight(&cx, targets, &mut found).await?;
+        Ok(found)
     }
 
     /// A constant number of calls whatever the number of deployments: one list of the

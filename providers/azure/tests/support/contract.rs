@@ -1,7 +1,7 @@
 //! A contract server for Azure Resource Manager, written from the REST API specifications
 //! (azure-rest-api-specs: Microsoft.Resources 2025-04-01, Microsoft.Storage 2025-06-01,
 //! Microsoft.ManagedIdentity 2024-11-30, Microsoft.Authorization 2022-04-01, Microsoft.Compute
-//! Resource SKUs 2021-07-01) and the ARM
+//! Resource SKUs 2021-07-01 and Usage_List 2025-04-01) and the ARM
 //! RPC's long-running-operation rules. Azure has no emulator of its control plane; this
 //! server holds anycloud to the published contract instead:
 //!
@@ -74,6 +74,9 @@ pub struct World {
     pub network: BTreeMap<String, Value>,
     /// lower-cased id → virtual machine; its power state in `properties.instanceView`
     pub vms: BTreeMap<String, Value>,
+    /// (lower-cased region, usage name as `usages` reports it: `cores`, `lowPriorityCores`,
+    /// a family) → the subscription's limit; [`DEFAULT_VCPU_LIMIT`] where not set.
+    pub vcpu_limits: BTreeMap<(String, String), u64>,
     /// operation id → (polls left, lower-cased id of the resource it provisions, or none)
     operations: BTreeMap<u64, (usize, Option<String>)>,
     /// Called as a container is made (`true`) or deleted: mirrors it into a blob service.
@@ -338,6 +341,81 @@ const SIZES: [(&str, u32, u32); 4] = [
     ("Standard_NC24ads_A100_v4", 24, 1),
 ];
 
+/// Each size's quota family, as Resource SKUs' `family` and Compute's usages name it.
+fn family(size: &str) -> &'static str {
+    match size {
+        "Standard_B2s" => "standardBSFamily",
+        "Standard_D4s_v5" => "standardDSv5Family",
+        "Standard_NC4as_T4_v3" => "standardNCASv3_T4Family",
+        _ => "StandardNCADSA100v4Family",
+    }
+}
+
+/// A region's vCPU limits where a test set none: what a new pay-as-you-go subscription
+/// often starts with.
+pub const DEFAULT_VCPU_LIMIT: u64 = 100;
+
+/// Compute's usages of `region` (`Usage_List`): the region's totals and each family's vCPUs
+/// of the VMs here (Spot ones in `lowPriorityCores` only), with their limits.
+fn usages(w: &World, sub: &str, region: &str) -> Vec<Value> {
+    let mut used: BTreeMap<String, u64> = BTreeMap::new();
+    let mut names: Vec<(String, String)> = vec![
+        ("cores".into(), "Total Regional vCPUs".into()),
+        (
+            "lowPriorityCores".into(),
+            "Total Regional Spot vCPUs".into(),
+        ),
+    ];
+    for (name, _, _) in SIZES {
+        let f = family(name).to_owned();
+        if !names.iter().any(|(n, _)| *n == f) {
+            let words = format!(
+                "Standard {} Family vCPUs",
+                name.trim_start_matches("Standard_")
+            );
+            names.push((f, words));
+        }
+    }
+    let prefix = format!("/subscriptions/{sub}/").to_ascii_lowercase();
+    for (id, vm) in &w.vms {
+        let here = vm["location"]
+            .as_str()
+            .is_some_and(|l| l.eq_ignore_ascii_case(region));
+        if !id.starts_with(&prefix) || !here {
+            continue;
+        }
+        let p = &vm["properties"];
+        let size = p["hardwareProfile"]["vmSize"].as_str().unwrap_or_default();
+        let Some((name, cpus, _)) = SIZES.iter().find(|(n, _, _)| n.eq_ignore_ascii_case(size))
+        else {
+            continue;
+        };
+        let cpus = u64::from(*cpus);
+        if p["priority"].as_str() == Some("Spot") {
+            *used.entry("lowPriorityCores".into()).or_default() += cpus;
+        } else {
+            *used.entry("cores".into()).or_default() += cpus;
+            *used.entry(family(name).into()).or_default() += cpus;
+        }
+    }
+    names
+        .into_iter()
+        .map(|(name, words)| {
+            let limit = w
+                .vcpu_limits
+                .get(&(region.to_ascii_lowercase(), name.clone()))
+                .copied()
+                .unwrap_or(DEFAULT_VCPU_LIMIT);
+            json!({
+                "unit": "Count",
+                "currentValue": used.get(&name).copied().unwrap_or(0),
+                "limit": limit,
+                "name": {"value": name, "localizedValue": words},
+            })
+        })
+        .collect()
+}
+
 /// A `ResourceSku` of a VM size (the shape of the spec's `ResourceSku` definition).
 fn sku(region: &str, name: &str, cpus: u32, gpus: u32) -> Value {
     let mut capabilities = vec![
@@ -354,6 +432,7 @@ fn sku(region: &str, name: &str, cpus: u32, gpus: u32) -> Value {
         "name": name,
         "tier": "Standard",
         "size": size,
+        "family": family(name),
         "locations": [region],
         "locationInfo": [{"location": region, "zones": ["1", "2", "3"]}],
         "capabilities": capabilities,
@@ -378,6 +457,8 @@ enum Route {
     Machines,
     Addresses,
     Skus,
+    /// Compute's usages of a location.
+    Usages,
 }
 
 const NETWORK_KINDS: [&str; 4] = [
@@ -432,6 +513,13 @@ impl Route {
             }
             5 if eq(2, "providers") && eq(3, "Microsoft.Network") && eq(4, "publicIPAddresses") => {
                 Some((Route::Addresses, NETWORK_API))
+            }
+            7 if eq(2, "providers")
+                && eq(3, "Microsoft.Compute")
+                && eq(4, "locations")
+                && eq(6, "usages") =>
+            {
+                Some((Route::Usages, COMPUTE_API))
             }
             8 if eq(2, "resourceGroups")
                 && eq(4, "providers")
@@ -1162,6 +1250,18 @@ impl Route {
                     })
                     .collect();
                 ok(200, json!({"value": all}))
+            }
+            (Route::Usages, "GET") => {
+                let region = s[5].to_ascii_lowercase();
+                if !REGIONS.contains(&region.as_str()) {
+                    return error(
+                        404,
+                        "NoRegisteredProviderFound",
+                        &format!("No registered resource provider found for location '{region}'."),
+                    );
+                }
+                let all = usages(w, &sub, &region);
+                page(w, base, &what, query, all)
             }
             (Route::Addresses, "GET") => {
                 let prefix = format!("/subscriptions/{sub}/").to_ascii_lowercase();

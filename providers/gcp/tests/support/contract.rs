@@ -4,8 +4,8 @@
 //! - Cloud Storage JSON API `storage/v1`, revision 20240809;
 //! - IAM `v1`, revision 20240725;
 //! - Compute Engine `compute/v1`, revision 20230606, an **extract** (instances, zone
-//!   operations and firewalls with the schemas they reference) plus two methods the extract
-//!   left out, written here in the document's own shape (see [`COMPUTE_EXTRAS`]).
+//!   operations and firewalls with the schemas they reference) plus three methods the
+//!   extract left out, written here in the document's own shape (see [`COMPUTE_EXTRAS`]).
 //!
 //! Google has no emulator for Compute Engine or IAM, and fake-gcs-server keeps no bucket
 //! labels or IAM policies, so this server holds anycloud to the published contract instead:
@@ -62,8 +62,10 @@ const COMPUTE_DOC: &str = include_str!("../discovery/compute-v1-extract.json");
 /// Methods of the full compute v1 document that the extract left out and anycloud uses:
 /// firewall rules are global resources, so their inserts and deletes answer a *global*
 /// operation, polled at `projects/{p}/global/operations/{op}`; and the firewalls of a
-/// project can be listed. Written in the document's shape (same parameters as their zonal
-/// and instance counterparts), merged into the extract at load.
+/// project can be listed; and a region is read for its quotas (`regions.get`, a `Region`
+/// whose `quotas[]` are `Quota`s: metric, limit, usage, owner; the metric's long enum left
+/// out). Written in the document's shape (same parameters as their zonal and instance
+/// counterparts), merged into the extract at load.
 const COMPUTE_EXTRAS: &str = r#"{
   "globalOperations": {"methods": {
     "get": {"id": "compute.globalOperations.get", "httpMethod": "GET",
@@ -96,15 +98,30 @@ const COMPUTE_EXTRAS: &str = r#"{
       "pageToken": {"location": "query", "type": "string"},
       "returnPartialSuccess": {"location": "query", "type": "boolean"}},
     "response": {"$ref": "FirewallList"}},
-  "regionsGet": {"id": "compute.regions.get", "httpMethod": "GET",
-    "path": "projects/{project}/regions/{region}",
-    "flatPath": "projects/{project}/regions/{region}",
-    "parameterOrder": ["project", "region"],
-    "parameters": {
-      "project": {"location": "path", "required": true, "type": "string",
-        "pattern": "(?:(?:[-a-z0-9]{1,63}\\.)*(?:[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?):)?(?:[0-9]{1,19}|(?:[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?))"},
-      "region": {"location": "path", "required": true, "type": "string"}},
-    "response": {"$ref": "Region"}}
+  "regions": {"methods": {
+    "get": {"id": "compute.regions.get", "httpMethod": "GET",
+      "path": "projects/{project}/regions/{region}",
+      "flatPath": "projects/{project}/regions/{region}",
+      "parameterOrder": ["project", "region"],
+      "parameters": {
+        "project": {"location": "path", "required": true, "type": "string"},
+        "region": {"location": "path", "required": true, "type": "string",
+          "pattern": "[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?|[1-9][0-9]{0,19}"}},
+      "response": {"$ref": "Region"}}}},
+  "Region": {"id": "Region", "type": "object", "properties": {
+    "creationTimestamp": {"type": "string"}, "description": {"type": "string"},
+    "id": {"type": "string", "format": "uint64"},
+    "kind": {"type": "string", "default": "compute#region"}, "name": {"type": "string"},
+    "quotas": {"type": "array", "items": {"$ref": "Quota"}},
+    "selfLink": {"type": "string"},
+    "status": {"type": "string", "enum": ["DOWN", "UP"]},
+    "supportsPzs": {"type": "boolean"},
+    "zones": {"type": "array", "items": {"type": "string"}}}},
+  "Quota": {"id": "Quota", "type": "object", "properties": {
+    "limit": {"type": "number", "format": "double"},
+    "metric": {"type": "string"},
+    "owner": {"type": "string"},
+    "usage": {"type": "number", "format": "double"}}}
 }"#;
 
 /// Called with (bucket, made) as a bucket is made or deleted.
@@ -168,6 +185,8 @@ pub struct World {
     pub stale_etag_next: usize,
     /// (project, zone, name) → instance.
     pub instances: BTreeMap<(String, String, String), Value>,
+    /// (region, quota metric) → the project's limit; [`DEFAULT_QUOTA`] where not set.
+    pub quota_limits: BTreeMap<(String, String), f64>,
     /// (project, name) → firewall.
     pub firewalls: BTreeMap<(String, String), Value>,
     /// operation name → operation.
@@ -388,14 +407,9 @@ fn spec() -> &'static Spec {
         let extras: Value = serde_json::from_str(COMPUTE_EXTRAS).unwrap();
         compute["resources"]["globalOperations"] = extras["globalOperations"].clone();
         compute["resources"]["firewalls"]["methods"]["list"] = extras["firewallsList"].clone();
-        // A region's zones: the order a VM's create tries them in.
-        compute["resources"]["regions"] = json!({"methods": {"get": extras["regionsGet"].clone()}});
-        compute["schemas"]["Region"] = json!({"id": "Region", "type": "object",
-            "properties": {"id": {"type": "string", "format": "uint64"}, "kind": {"type": "string"},
-                "name": {"type": "string"}, "description": {"type": "string"},
-                "status": {"type": "string", "enum": ["DOWN", "UP"]},
-                "zones": {"type": "array", "items": {"type": "string"}},
-                "selfLink": {"type": "string"}}});
+        compute["resources"]["regions"] = extras["regions"].clone();
+        compute["schemas"]["Region"] = extras["Region"].clone();
+        compute["schemas"]["Quota"] = extras["Quota"].clone();
         // The extract has the list's item schema but not the list's envelope.
         compute["schemas"]["FirewallList"] = json!({"id": "FirewallList", "type": "object",
             "properties": {"id": {"type": "string"}, "items": {"type": "array", "items": {"$ref": "Firewall"}},
@@ -2131,19 +2145,9 @@ fn compute(w: &mut World, m: &Method, r: &Req) -> Answer {
             )
         }
         "compute.regions.get" => {
-            let region = r.p("region");
-            match zones_of(region) {
-                Some(zones) => ok(
-                    200,
-                    json!({
-                        "kind": "compute#region",
-                        "id": (1_000 + region.len()).to_string(),
-                        "name": region,
-                        "status": "UP",
-                        "zones": zones.iter().map(|z| format!("{api}/projects/{project}/zones/{z}")).collect::<Vec<_>>(),
-                        "selfLink": format!("{api}/projects/{project}/regions/{region}"),
-                    }),
-                ),
+            let region = r.p("region").to_owned();
+            match zones_of(&region) {
+                Some(_) => ok(200, region_of(w, &api, &project, &region)),
                 None => not_found(&format!("projects/{project}/regions/{region}")),
             }
         }
@@ -2177,6 +2181,93 @@ fn compute(w: &mut World, m: &Method, r: &Req) -> Answer {
         }
         _ => unmodelled(w, m, r),
     }
+}
+
+/// A region's limits where a test set none.
+pub const DEFAULT_QUOTA: f64 = 100.0;
+
+/// The quota metrics a region reports here: the regional CPUs (N1, E2 and types without a
+/// family quota), the N2 and A2 families', Spot's, and the GPUs of the types below.
+const METRICS: [&str; 8] = [
+    "CPUS",
+    "N2_CPUS",
+    "A2_CPUS",
+    "PREEMPTIBLE_CPUS",
+    "NVIDIA_L4_GPUS",
+    "PREEMPTIBLE_NVIDIA_L4_GPUS",
+    "NVIDIA_A100_GPUS",
+    "PREEMPTIBLE_NVIDIA_A100_GPUS",
+];
+
+/// `Region` with its `quotas`: each metric's usage counted from the project's instances in
+/// the region's zones (Spot ones under the `PREEMPTIBLE_` metrics), its limit the test's.
+fn region_of(w: &World, api: &str, project: &str, region: &str) -> Value {
+    let mut usage: BTreeMap<String, f64> = BTreeMap::new();
+    for ((p, zone, _), vm) in &w.instances {
+        if p != project || zone.rsplit_once('-').map(|(r, _)| r) != Some(region) {
+            continue;
+        }
+        let machine = vm["machineType"].as_str().unwrap_or_default();
+        let name = machine.rsplit('/').next().unwrap_or_default();
+        let Some(t) = machine_type(api, project, zone, name) else {
+            continue;
+        };
+        let spot = vm["scheduling"]["provisioningModel"].as_str() == Some("SPOT");
+        let family = name
+            .split('-')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_uppercase();
+        let mut cpus_metric = format!("{family}_CPUS");
+        if !METRICS.contains(&cpus_metric.as_str()) {
+            cpus_metric = "CPUS".into();
+        }
+        if spot {
+            cpus_metric = "PREEMPTIBLE_CPUS".into();
+        }
+        *usage.entry(cpus_metric).or_default() += t["guestCpus"].as_f64().unwrap_or(0.0);
+        for a in t["accelerators"].as_array().into_iter().flatten() {
+            let kind = a["guestAcceleratorType"].as_str().unwrap_or_default();
+            let gpu = kind
+                .trim_start_matches("nvidia-tesla-")
+                .trim_start_matches("nvidia-")
+                .to_ascii_uppercase()
+                .replace('-', "_");
+            let metric = format!(
+                "{}NVIDIA_{gpu}_GPUS",
+                if spot { "PREEMPTIBLE_" } else { "" }
+            );
+            *usage.entry(metric).or_default() += a["guestAcceleratorCount"].as_f64().unwrap_or(0.0);
+        }
+    }
+    let quotas: Vec<Value> = METRICS
+        .iter()
+        .map(|m| {
+            let limit = w
+                .quota_limits
+                .get(&(region.to_owned(), (*m).to_owned()))
+                .copied()
+                .unwrap_or(DEFAULT_QUOTA);
+            json!({"metric": m, "limit": limit, "usage": usage.get(*m).copied().unwrap_or(0.0)})
+        })
+        .collect();
+    // A region's zones: the order a VM's create tries them in.
+    let zones: Vec<String> = zones_of(region)
+        .unwrap_or_default()
+        .iter()
+        .map(|z| format!("{api}/projects/{project}/zones/{z}"))
+        .collect();
+    json!({
+        "kind": "compute#region",
+        "id": "1000",
+        "creationTimestamp": "1969-12-31T16:00:00.000-08:00",
+        "name": region,
+        "status": "UP",
+        "zones": zones,
+        "quotas": quotas,
+        "selfLink": format!("{api}/projects/{project}/regions/{region}"),
+        "supportsPzs": false,
+    })
 }
 
 /// The machine types this server knows, as `MachineType` (compute v1 discovery document):
