@@ -70,6 +70,7 @@ pub fn context(
         // The job reaches the instance metadata service through Docker's bridge.
         network: "bridge".into(),
         container_user: None,
+        power_off: Some(anycloud_host::idle::POWER_OFF.to_owned()),
     })
 }
 

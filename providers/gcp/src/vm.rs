@@ -83,6 +83,7 @@ pub fn context(
         // The job reaches the metadata server through Docker's bridge.
         network: "bridge".into(),
         container_user: None,
+        power_off: Some(anycloud_host::idle::POWER_OFF.to_owned()),
     })
 }
 

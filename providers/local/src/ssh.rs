@@ -73,6 +73,9 @@ impl SshProvider {
             // cloud VM, and VM init keeps bridged containers from its metadata service (its
             // identity's credentials); a job on the host's network would reach it.
             ctx.network = "bridge".into();
+            // A machine of one's own that runs one deployment's job: `idle_shutdown` on it
+            // asks for it to be powered off when the job is done (the plan says so).
+            ctx.power_off = Some(anycloud_host::idle::POWER_OFF.to_owned());
             Ok(ctx)
         })
     }
