@@ -89,9 +89,9 @@ pub fn plan(p: &AwsProvider, spec: &DeploymentSpec) -> Result<Planned> {
     let mut warnings = Vec::new();
     if let Some(idle) = spec.idle_shutdown_secs {
         attrs.insert("shutdown_behavior".into(), json!("terminate"));
-        warnings.push(format!(
-            "idle_shutdown: {} after its job ends, the instance uploads and verifies its output, then shuts itself down, and EC2 terminates it (InstanceInitiatedShutdownBehavior=terminate; its volume goes with it)",
-            anycloud_host::idle::duration_text(idle)
+        warnings.push(anycloud_host::idle::plan_note(
+            idle,
+            "shuts itself down, and EC2 terminates the instance (InstanceInitiatedShutdownBehavior=terminate; its volume goes with it)",
         ));
     }
     Ok(Planned {

@@ -40,12 +40,16 @@ pub const RETRY_SECS: u64 = 60;
 
 /// `secs` as the config would write it: `10m`, `1h`, `90s`.
 pub fn duration_text(secs: u64) -> String {
-    match secs {
-        0 => "0s".into(),
-        s if s % 3600 == 0 => format!("{}h", s / 3600),
-        s if s % 60 == 0 => format!("{}m", s / 60),
-        s => format!("{s}s"),
-    }
+    anycloud_provider::duration::text(secs)
+}
+
+/// The plan's note on a VM whose deployment sets `idle_shutdown`: when, then `outcome`,
+/// what the provider's cloud makes of the machine's own shutdown, in plain words.
+pub fn plan_note(idle_secs: u64, outcome: &str) -> String {
+    format!(
+        "idle_shutdown: {} after its job ends, the machine uploads and verifies its output, then {outcome}",
+        duration_text(idle_secs)
+    )
 }
 
 /// How often the watcher looks at the job: often enough that a short `idle_shutdown` is
