@@ -608,6 +608,7 @@ fn shown(j: &EndedJob, safe: impl Fn(&str) -> String) -> String {
     EndedJob {
         finished_at: safe(&j.finished_at),
         error: safe(&j.error),
+        idle_stop: safe(&j.idle_stop),
         ..j.clone()
     }
     .describe()
@@ -684,6 +685,7 @@ mod tests {
                 exit_code: Some(3),
                 finished_at: "2026-12-04T15:25:10Z\u{1b}[2J".into(),
                 error: String::new(),
+                idle_stop: String::new(),
                 last_lines: HOSTILE.iter().map(|l| l.to_string()).collect(),
             },
             EndedJob {
@@ -693,6 +695,7 @@ mod tests {
                 finished_at: String::new(),
                 error: "exec: <img src=x onerror=alert(1)> \u{1b}]0;pwned\u{7}\n# injected heading"
                     .into(),
+                idle_stop: String::new(),
                 last_lines: vec![],
             },
         ]

@@ -1565,3 +1565,62 @@ fn a_gpu_vm_is_launched_from_the_ami_its_parameter_holds() {
     assert_eq!(xml_all(&found, "imageId"), ["ami-12345678"], "{found}");
     assert_eq!(xml_all(&found, "instanceType"), ["g5.xlarge"], "{found}");
 }
+
+/// `idle_shutdown` on AWS: the plan says the instance terminates itself, and RunInstances
+/// carries `InstanceInitiatedShutdownBehavior=terminate` (DescribeInstanceAttribute). A
+/// deployment without it keeps EC2's default, `stop`. (The VM's SSH never answers: the
+/// apply is killed once the instance is recorded.)
+#[test]
+fn idle_shutdown_launches_an_instance_that_terminates_on_shutdown() {
+    let moto = Moto::start("127.0.0.1");
+    let dead = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let behaviour = |deployment: &str, idle: &str| {
+        let mut p = Project::new(&format!(
+            "project: idle\nproviders:\n  aws: {{ ami: ami-12345678, ssh_cidr: 10.0.0.0/8 }}\ndeployments:\n  {deployment}:\n    provider: aws\n    region: us-east-1\n    vm: {{ type: t3.micro }}\n{idle}    container: {{ image: busybox }}\n"
+        ));
+        p.env = moto.env();
+        p.env.push((
+            "ANYCLOUD_TEST_SSH_ADDRESS".into(),
+            format!("127.0.0.1:{dead_port}"),
+        ));
+        let plan = ok(&p, &p.env, &["plan", "--no-color"]);
+        let mut apply = p
+            .command(&["apply", "--auto-approve"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let address = format!("deployment.{deployment}.vm");
+        let id = wait_for(120, "the instance to be recorded", || {
+            let s = p.state_json()?;
+            s["resources"][&address]["attributes"]["instance_id"]
+                .as_str()
+                .map(String::from)
+        });
+        apply.kill().unwrap();
+        apply.wait().unwrap();
+        let found = moto.query(
+            "ec2",
+            &format!("Action=DescribeInstanceAttribute&Version=2016-11-15&InstanceId={id}&Attribute=instanceInitiatedShutdownBehavior"),
+        );
+        let said = xml_all(&found, "value");
+        // Terminated here, not by a destroy that would wait for SSH.
+        moto.query(
+            "ec2",
+            &format!("Action=TerminateInstances&Version=2016-11-15&InstanceId.1={id}"),
+        );
+        (plan.stdout, said)
+    };
+    let (plan, said) = behaviour("idle-aws", "    idle_shutdown: 10m\n");
+    assert_eq!(said, ["terminate"], "{plan}");
+    assert!(plan.contains("shutdown_behavior"), "{plan}");
+    assert!(
+        plan.contains("idle_shutdown: 10m after its job ends, the machine uploads and verifies its output, then shuts itself down, and EC2 terminates the instance"),
+        "{plan}"
+    );
+    let (plan, said) = behaviour("idle-aws-none", "");
+    assert_eq!(said, ["stop"], "{plan}");
+    assert!(!plan.contains("shutdown_behavior"), "{plan}");
+}

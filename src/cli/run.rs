@@ -17,6 +17,9 @@ pub(super) async fn run(cx: &Context<'_>, args: &RunArgs) -> Result<i32, UserErr
     let d = &args.deployment;
     let address = container_of(cx, &config, d)?;
     let whole = format!("deployment.{d}");
+    // Where `run` leaves the machine (it stops following, or keeps it), idle_shutdown
+    // still ends it: the machine's own watcher needs no anycloud.
+    let idle = idle_note(&config, d);
     let apply = ApplyArgs {
         plan_file: None,
         auto_approve: args.auto_approve,
@@ -71,7 +74,7 @@ pub(super) async fn run(cx: &Context<'_>, args: &RunArgs) -> Result<i32, UserErr
             Followed::Ended(code) => code,
             _ => {
                 cx.shell.err(&format!(
-                    "\nStopped following; the job goes on. `anycloud logs {d} --follow` follows it again; `anycloud destroy --target {whole}` uploads its output and stops it.\n"
+                    "\nStopped following; the job goes on. `anycloud logs {d} --follow` follows it again; `anycloud destroy --target {whole}` uploads its output and stops it.{idle}\n"
                 ));
                 return Ok(130);
             }
@@ -81,13 +84,13 @@ pub(super) async fn run(cx: &Context<'_>, args: &RunArgs) -> Result<i32, UserErr
         .out(&format!("\nThe job exited with code {code}.\n"));
     if args.keep {
         cx.shell.out(&format!(
-            "Kept (--keep): its machine and upload programs still run. `anycloud destroy --target {whole}` uploads what is left, verifies it, and stops them.\n"
+            "Kept (--keep): its machine and upload programs still run. `anycloud destroy --target {whole}` uploads what is left, verifies it, and stops them.{idle}\n"
         ));
         return Ok(exit_code(code));
     }
     if args.keep_failed && code != 0 && !made.is_empty() {
         cx.shell.out(&format!(
-            "Kept (--keep-failed): the job failed, so what this run made still stands for a look (`anycloud logs {d}`, `anycloud status {d}`). `anycloud destroy --target {whole}` uploads what is left, verifies it, and takes it down.\n"
+            "Kept (--keep-failed): the job failed, so what this run made still stands for a look (`anycloud logs {d}`, `anycloud status {d}`). `anycloud destroy --target {whole}` uploads what is left, verifies it, and takes it down.{idle}\n"
         ));
         return Ok(exit_code(code));
     }
@@ -153,6 +156,22 @@ pub(super) async fn run(cx: &Context<'_>, args: &RunArgs) -> Result<i32, UserErr
         cx.shell.out(&said);
     }
     Ok(exit_code(code))
+}
+
+/// What `run` adds where it leaves a machine running: `idle_shutdown` ends it anyway.
+fn idle_note(config: &crate::config::Config, deployment: &str) -> String {
+    config
+        .deployments
+        .iter()
+        .find(|spec| spec.id == deployment)
+        .and_then(|spec| spec.idle_shutdown_secs)
+        .map(|secs| {
+            format!(
+                " Without it, idle_shutdown ({}) does: once the job has ended, the machine uploads and verifies its output, then stops itself.",
+                anycloud_provider::duration::text(secs)
+            )
+        })
+        .unwrap_or_default()
 }
 
 /// "1 resource", "3 resources".

@@ -136,6 +136,18 @@ pub(super) fn check(
         },
         None => 60,
     };
+    // 0s is allowed: stop as soon as the job has ended and its output is verified.
+    let idle_shutdown_secs = d
+        .idle_shutdown
+        .as_ref()
+        .or(defaults.idle_shutdown.as_ref())
+        .and_then(|i| match i.value.seconds() {
+            Ok(s) => Some(s),
+            Err(m) => {
+                ck.at(loc(i.referenced), format!("idle_shutdown {m}"), None);
+                None
+            }
+        });
     let check = check_settings(
         ck,
         d.connectivity_check
@@ -155,6 +167,7 @@ pub(super) fn check(
         container: container?,
         buckets,
         sync_interval_secs,
+        idle_shutdown_secs,
         check,
     })
 }

@@ -39,6 +39,7 @@ pub struct RawDefaults {
     pub provider: Option<S<String>>,
     pub region: Option<S<String>>,
     pub sync_interval: Option<S<Interval>>,
+    pub idle_shutdown: Option<S<Interval>>,
     pub vm: Option<S<RawDoc>>,
     pub connectivity_check: Option<RawCheck>,
 }
@@ -54,6 +55,8 @@ pub struct RawDeployment {
     pub container: Option<S<RawContainer>>,
     pub buckets: Option<RawBuckets>,
     pub sync_interval: Option<S<Interval>>,
+    /// How long a machine waits after its job ended before it uploads, verifies and stops.
+    pub idle_shutdown: Option<S<Interval>>,
     pub connectivity_check: Option<RawCheck>,
 }
 

@@ -363,6 +363,7 @@ mod tests {
             container: Default::default(),
             buckets: Default::default(),
             sync_interval_secs: 60,
+            idle_shutdown_secs: None,
             check: Default::default(),
         })
     }

@@ -151,6 +151,10 @@ pub struct EndedJob {
     pub error: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub last_lines: Vec<String>,
+    /// What `idle_shutdown` did once it had ended: the machine's own words, read by the
+    /// refresh ("the machine stopped itself 10m after the job ended; output verified at …").
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub idle_stop: String,
 }
 
 impl EndedJob {
@@ -168,6 +172,7 @@ impl EndedJob {
             exit_code: job.get("exit_code").and_then(|v| v.as_i64()),
             finished_at: text("finished_at"),
             error: text("error"),
+            idle_stop: text("idle_stop"),
             last_lines: job
                 .get("last_lines")
                 .and_then(|v| v.as_array())
@@ -192,6 +197,19 @@ impl EndedJob {
         } else {
             format!(" at {}", self.finished_at)
         };
+        if !self.idle_stop.is_empty() {
+            // idle_shutdown has run: its output is in the bucket, verified, and the machine
+            // is down (or not ours to stop). Nothing is started again.
+            let how = match self.exit_code {
+                Some(0) => "finished".to_owned(),
+                Some(code) => format!("exited with code {code}"),
+                None => "ended".to_owned(),
+            };
+            return format!(
+                "the job of deployment {deployment} {how}{at}; idle_shutdown: {}. Apply does not start it again; `anycloud destroy --target deployment.{deployment}` takes down what is left.",
+                self.idle_stop
+            );
+        }
         match self.state.as_str() {
             "succeeded" => format!(
                 "the job of deployment {deployment} finished{at} (exit code 0). Its machine and upload programs still run: `anycloud destroy --target deployment.{deployment}` uploads what is left, verifies it, and stops them."

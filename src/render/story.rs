@@ -841,6 +841,7 @@ mod tests {
             exit_code: Some(3),
             finished_at: String::new(),
             error: String::new(),
+            idle_stop: String::new(),
             last_lines: vec![],
         }];
         assert_eq!(

@@ -25,6 +25,16 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("'{t}' is too long"))
 }
 
+/// `secs` as a config would write it: `10m`, `2h`, `90s` (the largest unit that divides it).
+pub fn text(secs: u64) -> String {
+    match secs {
+        0 => "0s".into(),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
 /// Why a number without a unit is refused.
 pub fn no_unit(n: u64) -> String {
     format!("'{n}' has no unit; write {n}s, {n}m or {n}h")
@@ -47,5 +57,9 @@ mod tests {
         assert!(parse("5d").unwrap_err().contains("unit 'd'"));
         assert!(parse("soon").unwrap_err().contains("not a duration"));
         assert!(parse("99999999999999999999h").is_err());
+        for secs in [0, 90, 600, 7200] {
+            assert_eq!(parse(&text(secs)), Ok(Duration::from_secs(secs)));
+        }
+        assert_eq!(text(600), "10m");
     }
 }

@@ -157,6 +157,9 @@ pub struct DeploymentSpec {
     pub container: ContainerSpec,
     pub buckets: BTreeMap<BucketRole, BucketSpec>,
     pub sync_interval_secs: u64,
+    /// `idle_shutdown:`: once the job has ended and this long has passed, the machine
+    /// uploads and verifies its output, then stops itself (none: it runs until destroyed).
+    pub idle_shutdown_secs: Option<u64>,
     pub check: ConnectivityCheck,
 }
 

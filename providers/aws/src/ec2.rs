@@ -10,10 +10,10 @@ use anycloud_provider::{retry, ErrorCode, ProviderError, Result};
 use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_ec2::primitives::Blob;
 use aws_sdk_ec2::types::{
-    BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, IamInstanceProfileSpecification,
-    InstanceMarketOptionsRequest, InstanceMetadataEndpointState, InstanceMetadataOptionsRequest,
-    InstanceStateName, InstanceType, IpPermission, IpRange, MarketType, Placement, ResourceType,
-    Tag, TagSpecification,
+    AttributeValue, BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState,
+    IamInstanceProfileSpecification, InstanceMarketOptionsRequest, InstanceMetadataEndpointState,
+    InstanceMetadataOptionsRequest, InstanceStateName, InstanceType, IpPermission, IpRange,
+    MarketType, Placement, ResourceType, ShutdownBehavior, Tag, TagSpecification,
 };
 
 use crate::clients::Clients;
@@ -271,6 +271,10 @@ pub struct Launch<'a> {
     pub key_name: &'a str,
     pub security_group_id: &'a str,
     pub instance_profile: &'a str,
+    /// `idle_shutdown`: the machine shuts itself down when its job is done, and EC2 then
+    /// terminates it (`InstanceInitiatedShutdownBehavior=terminate`) rather than keep it
+    /// stopped with its volume.
+    pub terminate_on_shutdown: bool,
 }
 
 /// The region's availability zones that are available, by name: the order a VM's create
@@ -342,6 +346,9 @@ pub async fn ensure_instance(
         )
         .tag_specifications(l.owner.tags(ResourceType::Instance))
         .tag_specifications(l.owner.tags(ResourceType::Volume));
+    if l.terminate_on_shutdown {
+        run = run.instance_initiated_shutdown_behavior(ShutdownBehavior::Terminate);
+    }
     if l.spot {
         run = run.instance_market_options(
             InstanceMarketOptionsRequest::builder()
@@ -403,6 +410,27 @@ pub async fn ensure_instance(
         lineage: Some(l.owner.lineage.to_owned()),
     });
     Ok(Launched::Made(wait_running(clients, l.region, &id).await?))
+}
+
+/// Sets what an OS shutdown does to a running instance (`idle_shutdown` added to or taken
+/// from a deployment): `terminate`, or EC2's default, `stop`.
+pub async fn set_shutdown_behavior(
+    clients: &Clients,
+    region: &str,
+    id: &str,
+    terminate: bool,
+) -> Result<()> {
+    let value = if terminate { "terminate" } else { "stop" };
+    clients
+        .ec2(region)
+        .await
+        .modify_instance_attribute()
+        .instance_id(id)
+        .instance_initiated_shutdown_behavior(AttributeValue::builder().value(value).build())
+        .send()
+        .await
+        .map_err(|e| classify(&format!("ModifyInstanceAttribute {id}"), e))?;
+    Ok(())
 }
 
 /// Polls until the instance runs and has a public address (a few minutes at most).

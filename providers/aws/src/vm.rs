@@ -91,7 +91,14 @@ pub fn plan(p: &AwsProvider, spec: &DeploymentSpec) -> Result<Planned> {
     attrs.insert("security_group".into(), json!(name));
     attrs.insert("instance_profile".into(), json!(name));
     let private = steps::vm_planned(&ctx, &mut attrs);
-    let warnings = Vec::new();
+    let mut warnings = Vec::new();
+    if let Some(idle) = spec.idle_shutdown_secs {
+        attrs.insert("shutdown_behavior".into(), json!("terminate"));
+        warnings.push(anycloud_host::idle::plan_note(
+            idle,
+            "shuts itself down, and EC2 terminates the instance (InstanceInitiatedShutdownBehavior=terminate; its volume goes with it)",
+        ));
+    }
     Ok(Planned {
         attrs,
         private,
@@ -270,6 +277,7 @@ impl placement::Mover for Ec2Mover<'_> {
             key_name: attr_str(a, "key_name")?,
             security_group_id: &group,
             instance_profile: attr_str(a, "instance_profile")?,
+            terminate_on_shutdown: terminates_on_shutdown(a),
         };
         // Recorded as soon as EC2 names the instance, and again once it has an address: a
         // run killed while waiting leaves a record that a destroy terminates.
@@ -351,8 +359,27 @@ pub async fn create(p: &AwsProvider, t: &Target<'_>) -> Result<Attrs> {
 }
 
 /// In place only what can change in place: who may reach SSH.
+/// Whether the planned instance is terminated by its own shutdown (`idle_shutdown`).
+fn terminates_on_shutdown(a: &Attrs) -> bool {
+    a.get("shutdown_behavior").and_then(|v| v.as_str()) == Some("terminate")
+}
+
 pub async fn update(p: &AwsProvider, prior: &Attrs, t: &Target<'_>) -> Result<Attrs> {
     let a = t.attrs;
+    if terminates_on_shutdown(prior) != terminates_on_shutdown(a) {
+        let id = prior
+            .get("instance_id")
+            .or_else(|| a.get("instance_id"))
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| ProviderError::permanent("the instance has no recorded id"))?;
+        ec2::set_shutdown_behavior(
+            p.clients(),
+            attr_str(a, "region")?,
+            id,
+            terminates_on_shutdown(a),
+        )
+        .await?;
+    }
     if prior.get("ssh_cidr") != a.get("ssh_cidr") {
         let owner = ec2::Owner {
             deployment: attr_str(a, "deployment")?,

@@ -72,6 +72,7 @@ pub fn context(spec: &DeploymentSpec, settings: &Settings) -> Result<HostContext
         remotes,
         network: "bridge".into(),
         container_user: None,
+        power_off: Some(anycloud_host::idle::POWER_OFF.to_owned()),
     })
 }
 

@@ -532,6 +532,7 @@ mod tests {
             )]
             .into(),
             sync_interval_secs: 60,
+            idle_shutdown_secs: None,
             check: Default::default(),
         }
     }

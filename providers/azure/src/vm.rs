@@ -70,6 +70,7 @@ pub fn context(
         // The job reaches the instance metadata service through Docker's bridge.
         network: "bridge".into(),
         container_user: None,
+        power_off: Some(anycloud_host::idle::POWER_OFF.to_owned()),
     })
 }
 
@@ -200,7 +201,17 @@ pub fn plan(p: &AzureProvider, spec: &DeploymentSpec) -> Result<Planned> {
         .map(String::from)
         .to_vec(),
         keep_on_destroy: false,
-        warnings: vec![],
+        // Said plainly: Azure bills a VM stopped from inside until it is deallocated.
+        warnings: spec
+            .idle_shutdown_secs
+            .map(|idle| {
+                anycloud_host::idle::plan_note(
+                    idle,
+                    "shuts its OS down. Azure keeps a VM stopped from inside ALLOCATED and still bills its compute: anycloud does not deallocate it yet, so cost stops only with `anycloud destroy` (or `az vm deallocate`)",
+                )
+            })
+            .into_iter()
+            .collect(),
     })
 }
 

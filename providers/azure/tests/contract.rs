@@ -76,6 +76,7 @@ fn deployment(id: &str, region: &str, input: &str) -> DeploymentSpec {
         ]
         .into(),
         sync_interval_secs: 60,
+        idle_shutdown_secs: None,
         check: Default::default(),
     }
 }

@@ -84,6 +84,7 @@ pub fn context(
         // The job reaches the metadata server through Docker's bridge.
         network: "bridge".into(),
         container_user: None,
+        power_off: Some(anycloud_host::idle::POWER_OFF.to_owned()),
     })
 }
 
@@ -181,6 +182,17 @@ pub fn plan(p: &GcpProvider, spec: &DeploymentSpec) -> Result<Planned> {
         json!(naming::account_email(&spec.id, &project)),
     );
     let private = steps::vm_planned(&ctx, &mut attrs);
+    // Said plainly: an OS shutdown stops a Compute Engine instance, it does not delete it.
+    let warnings = spec
+        .idle_shutdown_secs
+        .map(|idle| {
+            anycloud_host::idle::plan_note(
+                idle,
+                "shuts its OS down: Compute Engine stops the instance (TERMINATED), which ends the billing of its vCPUs and memory; its boot disk stays, and is billed, until `anycloud destroy`",
+            )
+        })
+        .into_iter()
+        .collect();
     Ok(Planned {
         attrs,
         private,
@@ -210,7 +222,7 @@ pub fn plan(p: &GcpProvider, spec: &DeploymentSpec) -> Result<Planned> {
         .map(String::from)
         .to_vec(),
         keep_on_destroy: false,
-        warnings: vec![],
+        warnings,
     })
 }
 

@@ -93,6 +93,23 @@ impl VmLayout {
         format!("{}/job-run", self.log_dir)
     }
 
+    /// The idle watcher ([`crate::idle::watcher_script`]), run by supervisord.
+    pub fn idle_script(&self) -> String {
+        format!("{}/idle-shutdown.sh", self.supervisor_dir)
+    }
+
+    /// The final verified upload as a file the idle watcher runs
+    /// ([`crate::scripts::final_flush`], the same text a teardown sends).
+    pub fn final_flush_script(&self) -> String {
+        format!("{}/final-flush.sh", self.supervisor_dir)
+    }
+
+    /// What the idle watcher did before it stopped the machine ([`crate::idle::Stopped`]);
+    /// a new run of the job removes it.
+    pub fn idle_record(&self) -> String {
+        format!("{}/idle-stop", self.log_dir)
+    }
+
     pub fn mount(&self, bucket: &str) -> String {
         format!("{}/{bucket}", self.mnt)
     }

@@ -4,6 +4,7 @@
 //! this crate renders the scripts and files and drives them. The local cloud uses
 //! [`LocalHost`]; VMs reached over SSH use [`SshHost`] behind the same [`Host`] trait.
 
+pub mod idle;
 pub mod keys;
 pub mod layout;
 pub mod registry;

@@ -196,6 +196,24 @@ pub fn checkpoint_program(layout: &VmLayout, remote: &str, interval_secs: u64) -
     )
 }
 
+/// `[program:idle-shutdown]`: the idle watcher ([`crate::idle::watcher_script`]). Started
+/// by the private supervisord, so it runs (and comes back after a crash or a reboot, with
+/// the boot script) whether or not anycloud's process is alive.
+pub fn idle_program(layout: &VmLayout) -> String {
+    format!(
+        "[program:{program}]\n\
+         command=/bin/bash {script}\n\
+         autostart=true\n\
+         autorestart=true\n\
+         startsecs=5\n\
+         startretries=999\n\
+         {}",
+        program_footer(layout, crate::idle::PROGRAM),
+        program = crate::idle::PROGRAM,
+        script = layout.idle_script(),
+    )
+}
+
 /// Lines beyond the seed's: where rclone finds its config, that stopping the program stops
 /// the rclone it runs too (not just its bash loop), and where the program's own output goes
 /// (so a failure can show its tail).

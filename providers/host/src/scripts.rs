@@ -614,7 +614,9 @@ fi
 name={name}
 if current=$(docker inspect -f '{{{{index .Config.Labels \"anycloud.spec\"}}}} {{{{.State.Status}}}} {{{{.State.ExitCode}}}}' \"$name\" 2>/dev/null); then
   case \"$current\" in
-    \"{spec_digest} running 0\"|\"{spec_digest} exited 0\") {print_ids}; exit 0 ;;
+    # Running, or ended by itself (an in-place change, such as idle_shutdown's, runs no
+    # job again: one that ended stays as it ended).
+    \"{spec_digest} running 0\"|\"{spec_digest} exited \"[0-9]|\"{spec_digest} exited \"[1-9][0-9]|\"{spec_digest} exited \"1[01][0-9]|\"{spec_digest} exited \"12[0-7]) {print_ids}; exit 0 ;;
     \"{spec_digest} exited \"12[89]|\"{spec_digest} exited \"1[3-9][0-9]|\"{spec_digest} exited \"2[0-9][0-9])
       rm -f {hold}
       docker start \"$name\" >/dev/null && {print_ids} && exit 0 ;;
@@ -632,7 +634,7 @@ if ! flock -n 7; then
   flock -w 120 7 || {{ echo \"the output upload of the previous run still holds its lock after 2 minutes: not starting a new run in the middle of it (see {log_dir}/rclone-output.log)\" >&2; exit 1; }}
 fi
 date -u +%Y-%m-%dT%H%M%S.%3NZ > {stamp}
-rm -f {log_dir}/rclone-output.uploaded.* {log_dir}/rclone-output.leftover.* {log_dir}/rclone-output.failed.* {log_dir}/job.log {log_dir}/job.log.*
+rm -f {log_dir}/rclone-output.uploaded.* {log_dir}/rclone-output.leftover.* {log_dir}/rclone-output.failed.* {log_dir}/job.log {log_dir}/job.log.* {idle_record}
 # Docker's json-file driver keeps all a job prints: bounded here, when the job starts, and
 # not in the recorded run spec, whose change would replace every running job.
 log_opts=
@@ -651,6 +653,7 @@ exec 7>&-
         run_args = docker_args.strip_prefix("run ").unwrap_or(docker_args),
         log_dir = quote(&layout.log_dir),
         stamp = quote(&layout.run_stamp()),
+        idle_record = quote(&layout.idle_record()),
         hold = quote(&layout.hold_file()),
         conf = quote(&layout.supervisord_conf()),
         lock = supervisor_lock(layout),
@@ -845,7 +848,7 @@ case \"$job\" in
   missing|running:*|exited:0:*) ;;
   *) docker logs --tail {tail} {container} 2>&1 | tail -n {tail} | tail -c {JOB_TAIL_BYTES} | awk '{{print \"container.log.\" NR \"=\" $0}}' ;;
 esac
-echo \"rclone_config=$(sha256sum < {rclone} 2>/dev/null | cut -c1-64 || echo missing)\"
+{idle}echo \"rclone_config=$(sha256sum < {rclone} 2>/dev/null | cut -c1-64 || echo missing)\"
 now=$(date +%s)
 for entry in rclone-output:{output_log} rclone-checkpoint:{checkpoint_log}; do
   log=${{entry#*:}}
@@ -858,6 +861,7 @@ for entry in rclone-output:{output_ok} rclone-checkpoint:{checkpoint_ok}; do
   if [ -f \"$ok\" ]; then echo \"success.${{entry%%:*}}=$(( now - $(stat -c %Y \"$ok\") ))\"; else echo \"success.${{entry%%:*}}=never\"; fi
 done
 ",
+        idle = crate::idle::probe_lines(layout),
         output_ok = quote(&crate::render::last_success_path(layout, "rclone-output")),
         checkpoint_ok = quote(&crate::render::last_success_path(layout, "rclone-checkpoint")),
         output_log = quote(&format!("{}/rclone-output.log", layout.log_dir)),

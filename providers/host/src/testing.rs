@@ -17,6 +17,15 @@ pub const VM_ROOT: &str = "ANYCLOUD_TEST_VM_ROOT";
 /// refuses to hold a parameter under `/aws/`).
 pub const GPU_IMAGE_PARAMETER: &str = "ANYCLOUD_TEST_AWS_GPU_IMAGE_PARAMETER";
 
+/// The command the idle watcher runs instead of powering the machine off
+/// ([`crate::idle`]): a test observes it, and keeps its host.
+pub const POWER_OFF: &str = "ANYCLOUD_TEST_POWER_OFF";
+
+/// The power-off command a test set, if test hooks are built in.
+pub fn power_off() -> Option<String> {
+    value(POWER_OFF)
+}
+
 /// A value a test set for `name`, if test hooks are built in.
 pub fn value(name: &str) -> Option<String> {
     hook(name).filter(|v| !v.is_empty())

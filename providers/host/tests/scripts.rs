@@ -140,6 +140,20 @@ fn every_script_sent_to_a_host() {
             scripts::host_cleanup(&l, "anycloud-train-0123"),
         ),
         (
+            "idle_watcher",
+            anycloud_host::idle::watcher_script(
+                &l,
+                "anycloud-train-0123",
+                600,
+                Some("local:/srv/anycloud/buckets/results"),
+                Some(anycloud_host::idle::POWER_OFF),
+            ),
+        ),
+        (
+            "idle_watcher_machine_kept",
+            anycloud_host::idle::watcher_script(&l, "anycloud-train-0123", 0, None, None),
+        ),
+        (
             "read_owner",
             scripts::read_owner("/srv/anycloud/hosts/train/.anycloud-owner"),
         ),

@@ -60,6 +60,8 @@ pub fn host_context(
         remotes,
         network: "host".into(),
         container_user: None,
+        // The machine is the operator's own: the caller says when it may be powered off.
+        power_off: None,
     })
 }
 

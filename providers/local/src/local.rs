@@ -139,7 +139,16 @@ impl Provider for LocalProvider {
                 })
             }
             Kind::Bucket => dirs::bucket_planned(root, node),
-            Kind::Vm => Ok(dirs::vm_planned(&*self.context(node.deployment)?, root)),
+            Kind::Vm => {
+                let mut planned = dirs::vm_planned(&*self.context(node.deployment)?, root);
+                if let Some(idle) = node.deployment.idle_shutdown_secs {
+                    planned.warnings.push(anycloud_host::idle::plan_note(
+                        idle,
+                        "leaves this machine on: it is yours, not the deployment's",
+                    ));
+                }
+                Ok(planned)
+            }
             Kind::Role | Kind::Grant => Err(ProviderError::permanent(
                 "the local cloud has no identities",
             )),

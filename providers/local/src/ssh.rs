@@ -73,6 +73,9 @@ impl SshProvider {
             // cloud VM, and VM init keeps bridged containers from its metadata service (its
             // identity's credentials); a job on the host's network would reach it.
             ctx.network = "bridge".into();
+            // A machine of one's own that runs one deployment's job: `idle_shutdown` on it
+            // asks for it to be powered off when the job is done (the plan says so).
+            ctx.power_off = Some(anycloud_host::idle::POWER_OFF.to_owned());
             Ok(ctx)
         })
     }
@@ -442,6 +445,12 @@ impl Provider for SshProvider {
                 let ctx = self.context(spec)?;
                 let mut planned = dirs::vm_planned(&ctx, &machine.root);
                 planned.attrs.insert("root".into(), json!(machine.root));
+                if let Some(idle) = spec.idle_shutdown_secs {
+                    planned.warnings.push(anycloud_host::idle::plan_note(
+                        idle,
+                        "powers the machine off (`shutdown -h now`, through sudo) unless another deployment's job runs on it; it does not start again by itself",
+                    ));
+                }
                 connection_attrs(spec, &machine, &mut planned.attrs);
                 planned.computed = vec!["key_fingerprint".to_owned(), "public_key".to_owned()];
                 // A configured host key is the pin; otherwise the first key seen becomes it.

@@ -25,11 +25,11 @@ use anycloud_provider::{
 use serde_json::json;
 
 use super::probe::{Job, JobState, Probe};
-use super::{flush, run, HostContext, HostedPrivate, KindPlan};
+use super::{flush, run, upload, HostContext, HostedPrivate, KindPlan};
 use crate::layout::VmLayout;
-use crate::render::RunSpec;
-use crate::scripts;
+use crate::render::{self, RunSpec};
 use crate::transport::Host;
+use crate::{idle, scripts};
 
 pub(super) fn plan(spec: &DeploymentSpec, ctx: &HostContext) -> KindPlan {
     let run = run_spec(spec, ctx);
@@ -55,6 +55,32 @@ pub(super) fn plan(spec: &DeploymentSpec, ctx: &HostContext) -> KindPlan {
         .collect();
     a.insert("data_sources".into(), json!(sources));
     p.flush = Some(ctx.flush_pairs());
+    // The idle watcher: changed in place, never a reason to run the job again.
+    if let Some(idle) = spec.idle_shutdown_secs {
+        let power_off = crate::testing::power_off().or_else(|| ctx.power_off.clone());
+        a.insert("idle_shutdown".into(), json!(idle::duration_text(idle)));
+        a.insert(
+            "idle_stop".into(),
+            json!(match &power_off {
+                Some(_) => "the machine stops itself after the final upload is verified",
+                None => "the final upload is verified; the machine is not the deployment's own and stays on",
+            }),
+        );
+        a.insert(
+            "idle_program".into(),
+            json!(render::idle_program(&ctx.layout)),
+        );
+        a.insert(
+            "idle_script".into(),
+            json!(idle::watcher_script(
+                &ctx.layout,
+                &run.name,
+                idle,
+                ctx.remotes.get(&BucketRole::Output).map(String::as_str),
+                power_off.as_deref(),
+            )),
+        );
+    }
     // How the job stands is read, never planned: it is no change.
     p.computed.push("container_id".into());
     p.computed.push("image_id".into());
@@ -98,7 +124,12 @@ fn run_spec(spec: &DeploymentSpec, ctx: &HostContext) -> RunSpec {
     }
 }
 
-pub(super) async fn apply(host: &dyn Host, layout: &VmLayout, attrs: &Attrs) -> Result<Attrs> {
+pub(super) async fn apply(
+    host: &dyn Host,
+    private: &HostedPrivate,
+    attrs: &Attrs,
+) -> Result<Attrs> {
+    let layout = &private.layout;
     let run_spec = attr_str(attrs, "run_spec")?;
     let digest = &anycloud_provider::digest::sha256_hex(run_spec)[..16];
     let name = attr_str(attrs, "name")?;
@@ -126,6 +157,10 @@ pub(super) async fn apply(host: &dyn Host, layout: &VmLayout, attrs: &Attrs) -> 
                 true,
             )
         });
+    // The watcher before the job: a CLI that dies once the job runs leaves it watching.
+    // It never acts on a job not yet started (no container, or the one an in-place change
+    // keeps).
+    set_idle_watcher(host, private, attrs).await?;
     let out = run(
         host,
         &scripts::container_run(
@@ -154,6 +189,44 @@ pub(super) async fn apply(host: &dyn Host, layout: &VmLayout, attrs: &Attrs) -> 
     Ok(attrs)
 }
 
+/// Installs the idle watcher the attributes ask for, with the final upload it runs, or
+/// removes one an earlier config asked for.
+async fn set_idle_watcher(host: &dyn Host, private: &HostedPrivate, attrs: &Attrs) -> Result<()> {
+    let layout = &private.layout;
+    let (Some(script), Some(program)) = (
+        attrs.get("idle_script").and_then(|v| v.as_str()),
+        attrs.get("idle_program").and_then(|v| v.as_str()),
+    ) else {
+        return remove_idle_watcher(host, layout).await;
+    };
+    upload(
+        host,
+        &layout.final_flush_script(),
+        &scripts::final_flush(layout, &private.flush),
+        0o755,
+    )
+    .await?;
+    upload(host, &layout.idle_script(), script, 0o755).await?;
+    upload(host, &layout.program_path(idle::PROGRAM), program, 0o644).await?;
+    run(
+        host,
+        &scripts::program_apply(layout, idle::PROGRAM),
+        idle::PROGRAM,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Removes the watcher where there is one (a machine without one is asked nothing more).
+async fn remove_idle_watcher(host: &dyn Host, layout: &VmLayout) -> Result<()> {
+    let script = format!(
+        "[ -f {} ] || exit 0\n{}",
+        render::quote(&layout.program_path(idle::PROGRAM)),
+        scripts::program_remove(layout, idle::PROGRAM)
+    );
+    run(host, &script, idle::PROGRAM).await.map(|_| ())
+}
+
 /// How a job that ended while apply watched it ended, from the `job.`-prefixed probe facts
 /// [`scripts::container_run`] prints: recorded in the state as a refresh would record it,
 /// so a job that exits at once is the same kept, shown, never-remade ended job as one that
@@ -171,6 +244,8 @@ fn ended_job(stdout: &str) -> Option<Job> {
 
 pub(super) async fn delete(host: &dyn Host, private: &HostedPrivate, attrs: &Attrs) -> Result<()> {
     let name = attr_str(attrs, "name")?;
+    // The watcher first: a teardown must never find the machine powering itself off.
+    remove_idle_watcher(host, &private.layout).await?;
     run(
         host,
         &scripts::container_stop(&private.layout, name),

@@ -46,6 +46,10 @@ pub struct HostContext {
     /// The container's user (`uid:gid`) where steps run as a user other than root, so what
     /// the job writes stays that user's to upload and remove.
     pub container_user: Option<String>,
+    /// What the idle watcher runs to stop the machine costing once the job ended and its
+    /// output is verified ([`crate::idle::POWER_OFF`] on a machine that is the deployment's
+    /// own); `None` where the machine is the operator's (the local cloud).
+    pub power_off: Option<String>,
 }
 
 impl HostContext {
@@ -187,7 +191,7 @@ pub async fn apply(host: &dyn Host, target: &Target<'_>) -> Result<Attrs> {
         Kind::ServiceOutput | Kind::ServiceCheckpoint => {
             service::apply(host, layout, attrs).await?
         }
-        Kind::Container => return container::apply(host, layout, attrs).await,
+        Kind::Container => return container::apply(host, &private, attrs).await,
         other => return Err(not_hosted(other)),
     }
     Ok(attrs.clone())

@@ -234,7 +234,15 @@ pub fn read(kind: Kind, prior: &Attrs, probe: &Probe) -> Option<Attrs> {
                 return None;
             }
             now.insert("container_id".into(), json!(job.id));
-            now.insert("job".into(), job.to_json());
+            let mut recorded = job.to_json();
+            // What the idle watcher did once the job had ended: the plan says it.
+            if let (Some(stopped), Some(j)) = (
+                crate::idle::Stopped::of(probe).filter(|_| job.state != JobState::Running),
+                recorded.as_object_mut(),
+            ) {
+                j.insert("idle_stop".into(), stopped.to_json());
+            }
+            now.insert("job".into(), recorded);
             let (ran, named) = (
                 probe.get("container.image_id"),
                 probe.get("container.tag_id"),
@@ -419,6 +427,9 @@ pub fn observe(kind: Kind, prior: &Attrs, probe: &Probe) -> BTreeMap<String, Str
                 return facts;
             };
             facts.insert("job".into(), job.describe());
+            if let Some(stopped) = crate::idle::Stopped::of(probe) {
+                facts.insert("idle stop".into(), stopped.describe());
+            }
             if !job.last_lines.is_empty() {
                 facts.insert("last output".into(), job.last_lines.join(" ⏎ "));
             }
