@@ -13,10 +13,12 @@
 //! Run with `cargo bench --bench apply_scale [-- DEPLOYMENTS]`. Without `--bench` (as
 //! `cargo test --all-targets` runs it) it applies 40 deployments and checks the outcome only.
 
+#[path = "fixture/sleepy.rs"]
+mod sleepy;
+
 use std::collections::BTreeMap;
-use std::hash::{Hash, Hasher};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,117 +28,12 @@ use anycloud::plan::{Action, PlanOptions};
 use anycloud::progress::Progress;
 use anycloud::registry::Providers;
 use anycloud::shell::Shell;
-use anycloud_provider::{
-    Attrs, Declaration, Kind, NodeSpec, Planned, Provider, Regions, Result, Shape, Target,
-};
 use anycloud_state::{LocalStore, State, StateStore};
-use serde_json::json;
+use sleepy::{config_text, duration, Sleepy};
 
 const PARALLELISM: usize = 64;
 /// Timed rounds; the median is reported.
 const ROUNDS: usize = 5;
-const SEED: u64 = 0x5eed_a11c;
-
-/// The provider: plans attributes of a realistic size and sleeps for every verb, adding up
-/// how long its sleeps really took. It sleeps in the kernel, blocking the worker it runs on
-/// (the runtime has a worker per slot, and more): a kernel sleep overshoots by microseconds,
-/// where tokio's timer would round every sleep up to its millisecond tick (5% of a 10 ms
-/// operation) and a hand-off to a blocking thread would add two thread wake-ups.
-#[derive(Default)]
-struct Sleepy {
-    slept_us: AtomicU64,
-}
-
-impl Sleepy {
-    async fn sleep(&self, kind: Kind, address: &str) {
-        let start = Instant::now();
-        // Blocks its worker: the runtime has a worker per slot and more (see `main`).
-        std::thread::sleep(duration(kind, address));
-        self.slept_us
-            .fetch_add(start.elapsed().as_micros() as u64, Ordering::Relaxed);
-    }
-}
-
-/// How long an operation on `address` of `kind` takes: its kind's time, ±10% by a jitter
-/// seeded from the address.
-fn duration(kind: Kind, address: &str) -> Duration {
-    let base: f64 = match kind {
-        Kind::Vm => 200.0,
-        Kind::VmInit => 100.0,
-        _ => 10.0,
-    };
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    (SEED, address).hash(&mut h);
-    let unit = (h.finish() % 10_000) as f64 / 10_000.0; // [0, 1)
-    Duration::from_secs_f64(base * (0.9 + 0.2 * unit) / 1e3)
-}
-
-impl Declaration for Sleepy {
-    fn name(&self) -> &'static str {
-        "sleepy"
-    }
-    fn regions(&self) -> Regions {
-        Regions::Own
-    }
-    fn shape(&self) -> Shape {
-        Shape {
-            identity: false,
-            grants: &[],
-            buckets_on_vm: false,
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl Provider for Sleepy {
-    fn plan(&self, node: NodeSpec<'_>) -> Result<Planned> {
-        let d = node.deployment;
-        let mut attrs = Attrs::new();
-        attrs.insert("deployment".into(), json!(d.id));
-        attrs.insert("image".into(), json!(d.container.image));
-        attrs.insert("env".into(), json!(d.container.env));
-        // About what a rendered supervisord program or run spec weighs.
-        attrs.insert(
-            "rendered".into(),
-            json!(format!("{}:{}\n", node.kind, d.id).repeat(24)),
-        );
-        Ok(Planned {
-            attrs,
-            computed: vec!["id".into()],
-            ..Planned::default()
-        })
-    }
-    async fn read(&self, targets: &[Target<'_>]) -> Result<Vec<anycloud_provider::Read>> {
-        if let [one] = targets {
-            self.sleep(one.kind, one.address).await;
-        }
-        Ok(targets.iter().map(|t| Ok(Some(t.attrs.clone()))).collect())
-    }
-    async fn create(&self, t: Target<'_>) -> Result<Attrs> {
-        self.sleep(t.kind, t.address).await;
-        let mut a = t.attrs.clone();
-        a.insert("id".into(), json!(format!("id-{}", t.address)));
-        Ok(a)
-    }
-    async fn update(&self, _: &Attrs, t: Target<'_>) -> Result<Attrs> {
-        self.sleep(t.kind, t.address).await;
-        Ok(t.attrs.clone())
-    }
-    async fn delete(&self, t: Target<'_>) -> Result<()> {
-        self.sleep(t.kind, t.address).await;
-        Ok(())
-    }
-}
-
-fn config_text(n: usize) -> String {
-    let mut s = String::from("project: scale\ndeployments:\n");
-    for i in 0..n {
-        s.push_str(&format!(
-            "  job-{i:05}:\n    container: {{ image: \"registry.local/train:v1\", env: {{ STEPS: \"10\", LR: \"0.001\" }} }}\n    buckets: {{ input: shared-input, output: results-{i:05}, checkpoint: true }}\n"
-        ));
-    }
-    s
-}
 
 fn main() {
     let timing = std::env::args().any(|a| a == "--bench");

@@ -20,6 +20,10 @@ mod contract;
 #[allow(dead_code)]
 #[path = "common/fake_gcs.rs"]
 mod fake_gcs;
+#[path = "../benches/fixture/s3_requests.rs"]
+mod s3_requests;
+#[path = "../benches/fixture/sleepy.rs"]
+mod sleepy;
 
 use std::sync::Arc;
 
@@ -143,6 +147,94 @@ fn s3_state_behind_a_proxy_that_drops_conditions_is_refused_at_first_lock() {
     );
     let (_, listing) = moto.http("GET", "/team-state?list-type=2", None);
     assert!(!listing.contains("state.json.lock"), "{listing}");
+}
+
+/// An apply writes its journal a wave at a time: its batches on S3, counted from the
+/// requests moto was sent (a proxy logs each), are at most the plan's waves (its longest
+/// chain of operations) plus two, not one per completion that made something ready (36
+/// batches for these 111 operations in 6 waves, before). What is stored afterwards is what
+/// the run ended with, nothing pending.
+#[test]
+fn an_apply_writes_its_journal_batches_a_wave_at_a_time_on_s3() {
+    use anycloud_state::StateStore;
+    use std::sync::atomic::AtomicBool;
+    use std::time::Duration;
+    const BUCKET: &str = "waves-state";
+    const KEY: &str = "team/waves/state.json";
+    let moto = common::moto::Moto::start("127.0.0.1");
+    let (status, body) = moto.http("PUT", &format!("/{BUCKET}"), None);
+    assert_eq!(status, 200, "{body}");
+    for (k, v) in moto.env() {
+        if k != "AWS_ENDPOINT_URL" {
+            std::env::set_var(k, v);
+        }
+    }
+    let proxy = s3_requests::CountingProxy::start(&moto.url);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(24)
+        .enable_all()
+        .build()
+        .unwrap();
+    let objects = s3_requests::s3_objects(&rt, &proxy.url, BUCKET, KEY);
+    let providers = anycloud::registry::Providers::of(vec![Arc::new(sleepy::Sleepy::scaled(0.2))]);
+    let config = anycloud::config::parse(
+        "anycloud.yaml",
+        &sleepy::config_text(10),
+        std::path::Path::new("/nonexistent"),
+        "sha256:test",
+        &providers,
+    )
+    .unwrap_or_else(|e| panic!("{}", e[0]));
+    let opts = anycloud::plan::PlanOptions {
+        refresh: false,
+        targets: &[],
+        destroy: false,
+        replace: &[],
+    };
+    let (_, plan) = rt
+        .block_on(anycloud::engine::make_plan(
+            &config,
+            &anycloud_state::State::unborn(),
+            &providers,
+            &opts,
+        ))
+        .unwrap();
+    let waves = s3_requests::waves(&plan);
+    assert_eq!((plan.changes.len(), waves), (111, 6));
+
+    let store = RemoteStore::new(objects.clone(), KEY);
+    let shell = anycloud::shell::Shell::new(true, true, false);
+    let (outcome, state) = rt.block_on(async {
+        store.lock("apply", Duration::ZERO).await.unwrap();
+        let snap = store.read().await.unwrap();
+        let applied = anycloud::apply::apply(
+            &plan,
+            snap.state,
+            &store,
+            &snap.version,
+            &providers,
+            16,
+            &anycloud::progress::Progress::new(&shell),
+            Arc::new(AtomicBool::new(false)),
+        )
+        .await
+        .unwrap();
+        store.unlock().await.unwrap();
+        applied
+    });
+    assert!(outcome.ok(), "{outcome:?}");
+    let counts = s3_requests::Counts::of(&proxy.requests(), BUCKET, KEY);
+    assert!(
+        counts.batch_writes() >= 1 && counts.batch_writes() <= waves + 2,
+        "{} journal batches for {waves} waves: {counts:?}",
+        counts.batch_writes()
+    );
+    assert_eq!(counts.folds(), 1, "{counts:?}");
+    let stored = rt.block_on(RemoteStore::new(objects, KEY).read()).unwrap();
+    assert_eq!(stored.state, state);
+    assert_eq!(stored.replayed, 0);
+    assert_eq!(state.resources.len(), 111);
+    assert!(state.resources.values().all(|r| r.pending.is_none()));
 }
 
 /// Set in this test binary's re-run whose `/etc/hosts` is its own.

@@ -378,3 +378,192 @@ fn the_json_stream_of_an_apply_with_a_retry_and_a_failure() {
     );
     of("apply_skipped", "c");
 }
+
+/// A store that says which entries are durable: what a kill -9 would leave.
+struct Durability {
+    inner: LocalStore,
+    appended: Mutex<Vec<Entry>>,
+    durable: tokio::sync::watch::Sender<Vec<Entry>>,
+}
+
+#[async_trait::async_trait]
+impl StateStore for Durability {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    async fn read(&self) -> std::result::Result<anycloud_state::Snapshot, StoreError> {
+        self.inner.read().await
+    }
+    async fn lock(
+        &self,
+        operation: &str,
+        timeout: Duration,
+    ) -> std::result::Result<anycloud_state::LockInfo, StoreError> {
+        self.inner.lock(operation, timeout).await
+    }
+    async fn unlock(&self) -> std::result::Result<(), StoreError> {
+        self.inner.unlock().await
+    }
+    async fn force_unlock(
+        &self,
+        id: &str,
+    ) -> std::result::Result<anycloud_state::LockInfo, StoreError> {
+        self.inner.force_unlock(id).await
+    }
+    async fn record(
+        &self,
+        lineage: &str,
+        entries: &[Entry],
+        durable: bool,
+    ) -> std::result::Result<(), StoreError> {
+        self.appended.lock().unwrap().extend_from_slice(entries);
+        self.inner.record(lineage, entries, durable).await?;
+        if durable {
+            // Everything appended before this record is on disk with it.
+            let now = self.appended.lock().unwrap().clone();
+            self.durable.send_replace(now);
+        }
+        Ok(())
+    }
+    async fn write(
+        &self,
+        state: &State,
+        expected: &Version,
+    ) -> std::result::Result<Version, StoreError> {
+        self.inner.write(state, expected).await
+    }
+}
+
+/// A provider whose create of `vm` reports the instance it made, then waits (up to a minute)
+/// until that report is durable before it returns.
+struct Launching {
+    durable: tokio::sync::watch::Receiver<Vec<Entry>>,
+}
+
+impl Declaration for Launching {
+    fn name(&self) -> &'static str {
+        "scripted"
+    }
+    fn regions(&self) -> Regions {
+        Regions::Own
+    }
+    fn shape(&self) -> Shape {
+        Shape {
+            identity: false,
+            grants: &[],
+            buckets_on_vm: false,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Provider for Launching {
+    fn plan(&self, _: NodeSpec<'_>) -> PResult<Planned> {
+        Ok(Planned::default())
+    }
+    async fn read(&self, t: &[Target<'_>]) -> PResult<Vec<anycloud_provider::Read>> {
+        Ok(t.iter().map(|t| Ok(Some(t.attrs.clone()))).collect())
+    }
+    async fn create(&self, t: Target<'_>) -> PResult<Attrs> {
+        let mut a = t.attrs.clone();
+        if t.address == "vm" {
+            a.insert("instance_id".into(), json!("i-1"));
+            anycloud_provider::output::made(&a);
+            let mut durable = self.durable.clone();
+            let seen = durable.wait_for(|entries| {
+                entries.iter().any(|e| {
+                    e.address == "vm"
+                        && e.resource
+                            .as_ref()
+                            .is_some_and(|r| r.attributes.get("instance_id") == Some(&json!("i-1")))
+                })
+            });
+            tokio::time::timeout(Duration::from_secs(60), seen)
+                .await
+                .map_err(|_| ProviderError::permanent("the instance made was never durable"))?
+                .map_err(|_| ProviderError::permanent("the store went away"))?;
+        }
+        Ok(a)
+    }
+    async fn update(&self, _: &Attrs, t: Target<'_>) -> PResult<Attrs> {
+        Ok(t.attrs.clone())
+    }
+    async fn delete(&self, _: Target<'_>) -> PResult<()> {
+        Ok(())
+    }
+}
+
+/// What a running create reports it made (an instance, before it boots) is made durable
+/// while the create still runs, though it waits for no wave: a run killed then leaves a
+/// record that finds the instance.
+#[test]
+fn what_a_running_create_made_is_durable_before_it_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, rx) = tokio::sync::watch::channel(Vec::new());
+    let store = Durability {
+        inner: LocalStore::new(dir.path().join("state.json")),
+        appended: Mutex::new(Vec::new()),
+        durable: tx,
+    };
+    let providers = Providers::of(vec![Arc::new(Launching { durable: rx })]);
+    let p = plan(vec![
+        change("vm", Action::Create, &[]),
+        change("other", Action::Create, &[]),
+        change("on-vm", Action::Create, &["vm"]),
+    ]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (outcome, state) = rt.block_on(async {
+        store.lock("apply", Duration::ZERO).await.unwrap();
+        let snap = store.read().await.unwrap();
+        apply(
+            &p,
+            snap.state,
+            &store,
+            &snap.version,
+            &providers,
+            4,
+            &Progress::new(&Shell::plain()),
+            Arc::new(AtomicBool::new(false)),
+        )
+        .await
+        .unwrap()
+    });
+    assert!(outcome.ok(), "{outcome:?}");
+    assert_eq!(
+        state.resources["vm"].attributes["instance_id"],
+        json!("i-1")
+    );
+}
+
+/// An intent written with its wave, ahead of its operation, is taken back when the operation
+/// never starts: `cx` is in the batch of its wave (written when `cy` became ready, while `x`
+/// was still being retried), and `x` then fails, skipping it. The state keeps no pending
+/// record of something never tried.
+#[test]
+fn an_intent_written_ahead_of_an_operation_skipped_is_taken_back() {
+    let provider = Arc::new(Scripted::default());
+    provider
+        .failures
+        .lock()
+        .unwrap()
+        .insert("x".into(), vec![true, false]);
+    let p = plan(vec![
+        change("x", Action::Create, &[]),
+        change("y", Action::Create, &[]),
+        change("cx", Action::Create, &["x"]),
+        change("cy", Action::Create, &["y"]),
+    ]);
+    let (outcome, state, _dir) = run(&p, State::unborn(), provider.clone());
+    assert_eq!(outcome.skipped, vec!["cx"]);
+    assert_eq!(
+        *provider.calls.lock().unwrap(),
+        ["create x", "create y", "create cy", "create x"],
+        "cy started while x was retried"
+    );
+    assert!(!state.resources.contains_key("cx"), "{state:?}");
+    assert_eq!(state.resources["x"].pending, Some(Pending::Create));
+    assert!(state.resources["cy"].pending.is_none());
+}
