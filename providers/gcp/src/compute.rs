@@ -214,7 +214,6 @@ pub async fn ensure_firewall(
     Ok(())
 }
 
-/// The instance: made unless this state's exists already (an interrupted create).
 /// The region's zones that are UP, by name: the order a VM's create tries them in
 /// (`regions.get`, its `zones` links).
 pub async fn zones(cx: &Cx<'_>, region: &str) -> Result<Vec<String>> {

@@ -23,31 +23,31 @@ use crate::Cx;
 type Quotas = BTreeMap<String, (u64, u64)>;
 
 pub async fn preflight(cx: &Cx<'_>, targets: &[Target<'_>], found: &mut Preflight) -> Result<()> {
-    // region → (zone, machine type, spot) of each new VM
-    let mut new: BTreeMap<&str, Vec<(&str, &str, bool)>> = BTreeMap::new();
+    // region → (machine type, spot) of each new VM; its zone is chosen at create (capacity
+    // failover), so a type is read in the region's first zone.
+    let mut new: BTreeMap<&str, Vec<(&str, bool)>> = BTreeMap::new();
     for t in targets.iter().filter(|t| t.kind == Kind::Vm) {
         let spot = t.attrs.get("spot").and_then(|s| s.as_bool()) == Some(true);
-        new.entry(attr_str(t.attrs, "region")?).or_default().push((
-            attr_str(t.attrs, "zone")?,
-            attr_str(t.attrs, "machine_type")?,
-            spot,
-        ));
+        new.entry(attr_str(t.attrs, "region")?)
+            .or_default()
+            .push((attr_str(t.attrs, "machine_type")?, spot));
     }
     let help = "Ask for more in the console (IAM & Admin, Quotas) or with `gcloud alpha services quota update`, use another machine family or region, or fewer deployments at once.";
     for (region, vms) in new {
         let quotas = region_quotas(cx, region).await?;
+        let zone = crate::compute::zones(cx, region).await?.remove(0);
         let mut types = BTreeMap::new();
-        for (zone, machine_type, _) in &vms {
+        for (machine_type, _) in &vms {
             if !types.contains_key(machine_type) {
                 types.insert(
                     *machine_type,
-                    machine_type_of(cx, zone, machine_type).await?,
+                    machine_type_of(cx, &zone, machine_type).await?,
                 );
             }
         }
         let mut needed: Tally<String> = Tally::default();
         let mut unreported = BTreeSet::new();
-        for (_, machine_type, spot) in &vms {
+        for (machine_type, spot) in &vms {
             let t = &types[machine_type];
             let mut count = |metric: Option<String>, n: u64, what: String| match metric {
                 Some(m) => needed.add(m, n),
