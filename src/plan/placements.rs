@@ -66,7 +66,7 @@ mod tests {
     fn vm(placement: serde_json::Value, pending: Option<Pending>) -> Resource {
         Resource {
             kind: "vm".into(),
-            provider: "aws".into(),
+            provider: "cloud".into(),
             attributes: serde_json::from_value(json!({ "placement": placement })).unwrap(),
             private: serde_json::Value::Null,
             keep_on_destroy: false,
@@ -79,7 +79,7 @@ mod tests {
         Change {
             address: address.into(),
             kind: Kind::Vm,
-            provider: "aws".into(),
+            provider: "cloud".into(),
             action,
             reason: None,
             before: None,
