@@ -29,7 +29,19 @@ pub(super) async fn run(cx: &Context<'_>, args: &RunArgs) -> Result<i32, UserErr
         replace: vec![],
         from_scratch: vec![],
     };
-    let applied = super::apply::applied(cx, &apply).await?;
+    let applied = if args.recover {
+        // Another watcher of this job may be applying: wait for it as the run's end does,
+        // then this apply finds the job running and follows it.
+        let session = engine::Session::open(
+            cx.store.as_ref(),
+            "apply",
+            cx.cli.lock_timeout.max(super::recover::END_LOCK_WAIT),
+        )
+        .await?;
+        super::apply::applied_in(cx, &apply, &config, session).await?
+    } else {
+        super::apply::applied(cx, &apply).await?
+    };
     if applied.code != 0 {
         cx.shell.err(&format!(
             "The apply did not finish, so nothing is destroyed: `anycloud status {d}` shows what runs, `anycloud destroy --target {whole}` stops it.\n"
